@@ -1,0 +1,80 @@
+"""Neutron-shaped errors: every error leaves as ``{"NeutronError": {...}}``.
+
+The OpenStack clients show ``message`` to the user only when the body has
+this shape and ``Content-Type: application/json``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class NeutronError(Exception):
+    """An API error with Neutron's type name and HTTP status."""
+
+    def __init__(self, status: int, type_: str, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.detail = detail
+
+
+def bad_request(message: str, type_: str = "InvalidInput") -> NeutronError:
+    return NeutronError(400, type_, message)
+
+
+def not_found(type_: str, message: str) -> NeutronError:
+    return NeutronError(404, type_, message)
+
+
+def conflict(type_: str, message: str) -> NeutronError:
+    return NeutronError(409, type_, message)
+
+
+def error_response(status: int, type_: str, message: str, detail: str = "") -> JSONResponse:
+    body = {"NeutronError": {"type": type_, "message": message, "detail": detail}}
+    return JSONResponse(body, status_code=status)
+
+
+_HTTP_TYPES = {
+    400: "BadRequest",
+    404: "HTTPNotFound",
+    405: "HTTPMethodNotAllowed",
+    409: "Conflict",
+    410: "Gone",
+    415: "HTTPUnsupportedMediaType",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure, including ones FastAPI raises itself, to a Neutron body."""
+
+    @app.exception_handler(NeutronError)
+    async def _neutron(_: Request, exc: NeutronError) -> JSONResponse:
+        return error_response(exc.status, exc.type, exc.message, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}"
+            for err in exc.errors()
+        )
+        return error_response(400, "MalformedRequestBody", f"Malformed request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = _HTTP_TYPES.get(exc.status_code, "HTTPError")
+        return error_response(exc.status_code, type_, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error: %s", exc)
+        return error_response(500, "InternalError", "Internal error; see the server log.")

@@ -1,0 +1,1 @@
+"""Subcommands of the ``l3fabric`` command, one module each."""

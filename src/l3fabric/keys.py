@@ -1,0 +1,55 @@
+"""Where each resource lives in the store.
+
+Values are JSON objects. Neutron resources are stored exactly as the API
+shows them (the Neutron v2.0 dict, e.g. a port has ``binding:host_id``,
+``fixed_ips``, ``status``), so readers other than the API (the watch, the
+agents) need no translation.
+"""
+
+from __future__ import annotations
+
+NEUTRON = "/neutron/"
+
+# Neutron collections, by their API name ("networks", "subnets", "ports",
+# "security-groups", "security-group-rules", "routers").
+
+
+def neutron_prefix(collection: str) -> str:
+    """The prefix under which every object of a Neutron collection is stored."""
+    return f"{NEUTRON}{collection}/"
+
+
+def neutron_key(collection: str, object_id: str) -> str:
+    return f"{neutron_prefix(collection)}{object_id}"
+
+
+# IPAM: one key per allocated address, claimed with create-if-absent.
+# Value: {"port_id": ..., "subnet_id": ..., "ip_address": ...}.
+IPAM = "/ipam/"
+
+
+def ipam_prefix(subnet_id: str) -> str:
+    return f"{IPAM}{subnet_id}/"
+
+
+def ipam_key(subnet_id: str, address: str) -> str:
+    return f"{ipam_prefix(subnet_id)}{address}"
+
+
+# Fabric (/v1): a single configuration object, gateways and hosts by name.
+FABRIC_CONFIG = "/fabric/config"
+GATEWAYS = "/fabric/gateways/"
+HOSTS = "/fabric/hosts/"
+ANYCAST = "/fabric/anycast/"
+
+
+def gateway_key(name: str) -> str:
+    return f"{GATEWAYS}{name}"
+
+
+def host_key(name: str) -> str:
+    return f"{HOSTS}{name}"
+
+
+def anycast_key(anycast_id: str) -> str:
+    return f"{ANYCAST}{anycast_id}"

@@ -1,0 +1,182 @@
+"""The store interface: an etcd-v3-shaped key/value store with JSON values.
+
+Everything above this module speaks only these types. Each call maps one to
+one onto etcd v3:
+
+- ``get``/``range``           -> Range (a single key, or a prefix range)
+- ``txn([...])``              -> Txn: one compare per op (create_revision == 0
+                                 for Create, mod_revision == N for Update and
+                                 guarded Delete), then all the puts/deletes;
+                                 the whole transaction gets one revision
+- ``watch(prefix, since)``    -> Watch with start_revision = since + 1
+- ``compact(rev)``            -> Compact; a watch from before it raises
+                                 ``CompactedError`` (etcd: ErrCompacted)
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+JSON = dict[str, Any]
+
+
+class StoreError(Exception):
+    """Base class of every error a store raises."""
+
+
+class KeyExistsError(StoreError):
+    """A create found the key already present."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key already exists: {key}")
+        self.key = key
+
+
+class KeyNotFoundError(StoreError):
+    """An update or delete found no such key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key not found: {key}")
+        self.key = key
+
+
+class RevisionMismatchError(StoreError):
+    """An update or delete was guarded by a mod_revision that is no longer current."""
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        super().__init__(f"{key}: expected mod_revision {expected}, found {actual}")
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class CompactedError(StoreError):
+    """A watch asked for history that has been compacted away: relist, then watch again."""
+
+    def __init__(self, since: int, compacted: int) -> None:
+        super().__init__(f"revision {since} is compacted (history starts after {compacted})")
+        self.since = since
+        self.compacted = compacted
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key as etcd reports it."""
+
+    key: str
+    value: JSON
+    create_revision: int
+    mod_revision: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change: ``put`` carries the new value, ``delete`` the last one."""
+
+    type: Literal["put", "delete"]
+    key: str
+    revision: int
+    value: JSON | None
+    prev_value: JSON | None
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Create ``key`` only if it does not exist (etcd: compare create_revision == 0)."""
+
+    key: str
+    value: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Replace ``key`` only if its mod_revision is still ``mod_revision``."""
+
+    key: str
+    value: JSON
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``key`` unconditionally."""
+
+    key: str
+    value: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete ``key``; it must exist, and if ``mod_revision`` is set it must match."""
+
+    key: str
+    mod_revision: int | None = None
+
+
+Op = Create | Update | Put | Delete
+
+
+def prefix_end(prefix: str) -> str:
+    """The first key after every key that starts with ``prefix`` (etcd's range_end)."""
+    if not prefix:
+        return "\U0010ffff"
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class Store(abc.ABC):
+    """A transactional key/value store with a global revision and a change history."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> KeyValue | None:
+        """The current value of ``key``, or None."""
+
+    @abc.abstractmethod
+    def range(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` in key order, and the revision it was read at."""
+
+    @abc.abstractmethod
+    def revision(self) -> int:
+        """The store's current revision (0 for an empty store)."""
+
+    @abc.abstractmethod
+    def txn(self, ops: Sequence[Op]) -> int:
+        """Apply every op or none; returns the new revision.
+
+        Raises KeyExistsError, KeyNotFoundError or RevisionMismatchError for the
+        first op whose condition fails; nothing is written then.
+        """
+
+    @abc.abstractmethod
+    def watch(self, prefix: str, since: int, timeout: float) -> tuple[list[Event], int]:
+        """Events under ``prefix`` with revision > ``since``, oldest first.
+
+        Waits up to ``timeout`` seconds for the first one. Returns the events and
+        the revision the caller has seen up to (resume from it). Raises
+        CompactedError if ``since`` is older than the kept history.
+        """
+
+    @abc.abstractmethod
+    def compact(self, revision: int) -> None:
+        """Forget the history up to and including ``revision``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store's resources."""
+
+    # Conveniences: each is a one-op transaction.
+
+    def create(self, key: str, value: JSON) -> int:
+        return self.txn([Create(key, value)])
+
+    def update(self, key: str, value: JSON, mod_revision: int) -> int:
+        return self.txn([Update(key, value, mod_revision)])
+
+    def put(self, key: str, value: JSON) -> int:
+        return self.txn([Put(key, value)])
+
+    def delete(self, key: str, mod_revision: int | None = None) -> int:
+        return self.txn([Delete(key, mod_revision)])
