@@ -33,7 +33,12 @@ class StoreContract:
         rev = store.create("/a", {"x": 1})
         kv = store.get("/a")
         assert kv is not None
-        assert (kv.value, kv.create_revision, kv.mod_revision, kv.version) == ({"x": 1}, rev, rev, 1)
+        assert (kv.value, kv.create_revision, kv.mod_revision, kv.version) == (
+            {"x": 1},
+            rev,
+            rev,
+            1,
+        )
 
     def test_create_refuses_existing_key(self, store: Store) -> None:
         store.create("/a", {"x": 1})
@@ -47,7 +52,12 @@ class StoreContract:
         with pytest.raises(RevisionMismatchError):
             store.update("/a", {"x": 3}, rev)
         kv = store.get("/a")
-        assert (kv.value, kv.mod_revision, kv.create_revision, kv.version) == ({"x": 2}, rev2, rev, 2)
+        assert (kv.value, kv.mod_revision, kv.create_revision, kv.version) == (
+            {"x": 2},
+            rev2,
+            rev,
+            2,
+        )
 
     def test_update_and_delete_of_missing_key_fail(self, store: Store) -> None:
         with pytest.raises(KeyNotFoundError):
