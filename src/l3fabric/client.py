@@ -1,0 +1,464 @@
+"""Client library for the controller's HTTP API, used by the agents, the lab and the demo.
+
+- ``FabricClient``: synchronous calls for /v1 (fabric config, hosts,
+  gateways, heartbeats, snapshot, watch) and generic Neutron /v2.0 calls.
+  Error bodies become ``ApiError(status, type, message)``; a controller that
+  cannot be reached raises ``ControllerUnavailable``.
+- ``HostStateWatcher``: a thread that keeps an in-memory copy of one host's
+  state (snapshot + watch events), resyncs when the server answers 410, backs
+  off while the controller is unreachable, and signals every change. The
+  agents' reconcile loops are level-triggered: they wait for the signal and
+  read ``state()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+# Neutron's URL collection name -> the JSON envelope key of one object.
+NEUTRON_SINGULAR = {
+    "networks": "network",
+    "subnets": "subnet",
+    "ports": "port",
+    "security-groups": "security_group",
+    "security-group-rules": "security_group_rule",
+    "routers": "router",
+}
+
+
+class ApiError(Exception):
+    """The controller answered with an error (a NeutronError body when it could)."""
+
+    def __init__(self, status: int, type_: str, message: str, detail: str = "") -> None:
+        super().__init__(f"{status} {type_}: {message}")
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.detail = detail
+
+
+class ResyncRequired(ApiError):
+    """The watch revision is older than the controller's history: take a new snapshot."""
+
+
+class ControllerUnavailable(Exception):
+    """The controller could not be reached (connection refused, reset, timed out)."""
+
+
+def _decode(response: httpx.Response) -> Any:
+    """The JSON body of a success, or the matching exception."""
+    if response.is_success:
+        return response.json() if response.content else None
+    type_, message, detail = "HTTPError", response.text[:300], ""
+    try:
+        error = response.json()["NeutronError"]
+        type_, message, detail = error["type"], error["message"], error.get("detail", "")
+    except (ValueError, KeyError, TypeError):
+        pass
+    cls = ResyncRequired if response.status_code == 410 else ApiError
+    raise cls(response.status_code, type_, message, detail)
+
+
+def _watch_params(host: str, since: int | None, timeout: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"host": host}
+    if since is not None:
+        params["since"] = since
+        params["timeout"] = timeout
+    return params
+
+
+def _drop_none(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class FabricClient:
+    """Synchronous client of one controller at ``api_url`` (its unversioned root)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(base_url=self.api_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FabricClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One call; returns the decoded JSON body (None when empty)."""
+        try:
+            response = self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                timeout=timeout if timeout is not None else self.timeout,
+            )
+        except httpx.TransportError as exc:
+            raise ControllerUnavailable(f"{self.api_url}: {exc!r}") from exc
+        return _decode(response)
+
+    # Fabric configuration -----------------------------------------------------
+
+    def get_fabric(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/fabric")
+
+    def set_fabric(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Replace the fabric configuration (omitted fields take their defaults)."""
+        return self.request("PUT", "/v1/fabric", json=config)
+
+    # Hosts ----------------------------------------------------------------------
+
+    def register_host(
+        self,
+        name: str,
+        *,
+        router_id: str,
+        address: str,
+        asn: int | None = None,
+        peers: list[dict[str, Any]] | None = None,
+        rack: str | None = None,
+    ) -> dict[str, Any]:
+        body = _drop_none(router_id=router_id, address=address, asn=asn, peers=peers, rack=rack)
+        return self.request("PUT", f"/v1/hosts/{name}", json=body)
+
+    def get_host(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/hosts/{name}")
+
+    def list_hosts(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/hosts")["hosts"]
+
+    def delete_host(self, name: str) -> None:
+        self.request("DELETE", f"/v1/hosts/{name}")
+
+    def heartbeat(
+        self,
+        host: str,
+        ports: dict[str, str] | None = None,
+        bgp: list[dict[str, Any]] | None = None,
+        agent: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Report liveness, each local port's status and the BGP sessions."""
+        body = {"ports": ports or {}, "bgp": bgp or [], "agent": agent or {}}
+        return self.request("POST", f"/v1/hosts/{host}/heartbeat", json=body)
+
+    # Gateways -------------------------------------------------------------------
+
+    def register_gateway(
+        self,
+        name: str,
+        *,
+        router_id: str,
+        fabric_addresses: list[str],
+        asn: int | None = None,
+        upstream: list[dict[str, Any]] | None = None,
+        snat_address: str | None = None,
+    ) -> dict[str, Any]:
+        body = _drop_none(
+            router_id=router_id,
+            fabric_addresses=fabric_addresses,
+            asn=asn,
+            upstream=upstream,
+            snat_address=snat_address,
+        )
+        return self.request("PUT", f"/v1/gateways/{name}", json=body)
+
+    def get_gateway(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/gateways/{name}")
+
+    def list_gateways(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/gateways")["gateways"]
+
+    def delete_gateway(self, name: str) -> None:
+        self.request("DELETE", f"/v1/gateways/{name}")
+
+    def gateway_heartbeat(
+        self,
+        name: str,
+        bgp: list[dict[str, Any]] | None = None,
+        nat: dict[str, Any] | None = None,
+        agent: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = {"bgp": bgp or [], "nat": nat or {}, "agent": agent or {}}
+        return self.request("POST", f"/v1/gateways/{name}/heartbeat", json=body)
+
+    # Watch ----------------------------------------------------------------------
+
+    def snapshot(self, host: str) -> dict[str, Any]:
+        """The full state of ``host`` and the revision to watch from."""
+        return self.request("GET", "/v1/watch", params=_watch_params(host, None, None))
+
+    def watch(self, host: str, since: int, timeout: float = 25.0) -> dict[str, Any]:
+        """Long-poll for events after ``since``; raises ResyncRequired on 410."""
+        return self.request(
+            "GET",
+            "/v1/watch",
+            params=_watch_params(host, since, timeout),
+            timeout=timeout + self.timeout,
+        )
+
+    # Neutron (/v2.0) --------------------------------------------------------------
+
+    def create(self, collection: str, attrs: dict[str, Any]) -> dict[str, Any]:
+        one = NEUTRON_SINGULAR[collection]
+        return self.request("POST", f"/v2.0/{collection}", json={one: attrs})[one]
+
+    def get(self, collection: str, object_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v2.0/{collection}/{object_id}")[NEUTRON_SINGULAR[collection]]
+
+    def update(self, collection: str, object_id: str, attrs: dict[str, Any]) -> dict[str, Any]:
+        one = NEUTRON_SINGULAR[collection]
+        return self.request("PUT", f"/v2.0/{collection}/{object_id}", json={one: attrs})[one]
+
+    def delete(self, collection: str, object_id: str) -> None:
+        self.request("DELETE", f"/v2.0/{collection}/{object_id}")
+
+    def list(self, collection: str, **filters: Any) -> list[dict[str, Any]]:
+        """Objects matching ``filters`` (a list value means any of them)."""
+        key = NEUTRON_SINGULAR[collection] + "s"
+        return self.request("GET", f"/v2.0/{collection}", params=filters or None)[key]
+
+    def create_network(self, **attrs: Any) -> dict[str, Any]:
+        return self.create("networks", attrs)
+
+    def create_subnet(self, **attrs: Any) -> dict[str, Any]:
+        return self.create("subnets", attrs)
+
+    def create_port(self, **attrs: Any) -> dict[str, Any]:
+        return self.create("ports", attrs)
+
+
+@dataclass
+class HostState:
+    """One host's view of the fabric; objects by id (hosts and gateways by name)."""
+
+    revision: int = 0
+    fabric: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] | None = None
+    gateways: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subnets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ports: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any]) -> HostState:
+        return cls(
+            revision=snap["revision"],
+            fabric=snap["fabric"],
+            host=snap["host"],
+            gateways={g["name"]: g for g in snap["gateways"]},
+            hosts={h["name"]: h for h in snap["hosts"]},
+            networks={n["id"]: n for n in snap["networks"]},
+            subnets={s["id"]: s for s in snap["subnets"]},
+            ports={p["id"]: p for p in snap["ports"]},
+        )
+
+    def apply(self, host: str, event: dict[str, Any]) -> None:
+        """Apply one watch event (full objects, so replays are harmless)."""
+        kind, obj, id_ = event["kind"], event["object"], event["id"]
+        deleted = event["type"] == "delete"
+        if kind == "fabric":
+            self.fabric = obj
+        elif kind == "host" and id_ == host:
+            self.host = None if deleted else obj
+        else:
+            table: dict[str, dict[str, Any]] = getattr(self, f"{kind}s")
+            if deleted:
+                table.pop(id_, None)
+            else:
+                table[id_] = obj
+
+    def copy(self) -> HostState:
+        # The dicts are copied, the objects shared: events replace objects, never edit them.
+        return HostState(
+            self.revision,
+            self.fabric,
+            self.host,
+            *(dict(t) for t in (self.gateways, self.hosts, self.networks, self.subnets)),
+            dict(self.ports),
+        )
+
+
+class HostStateWatcher:
+    """Keeps ``state()`` equal to the controller's view of ``host``, in a background thread.
+
+    ``changed`` is set (and ``on_change`` called from the watcher's thread)
+    after each change is applied; the consumer clears ``changed`` before it
+    reads ``state()``. ``synced`` is set once the first snapshot is in.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        host: str,
+        *,
+        on_change: Callable[[], None] | None = None,
+        watch_timeout: float = 25.0,
+        request_timeout: float = 10.0,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.host = host
+        self.on_change = on_change
+        self.watch_timeout = watch_timeout
+        self.request_timeout = request_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.changed = threading.Event()
+        self.synced = threading.Event()
+        self.connected = False
+        self.last_error: str | None = None
+        self.snapshots = 0  # how many full snapshots were taken (1 + resyncs)
+        self._state = HostState()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = threading.Event()
+
+    def state(self) -> HostState:
+        """A consistent copy of the cache (cheap: objects are shared, not copied)."""
+        with self._lock:
+            return self._state.copy()
+
+    def start(self) -> HostStateWatcher:
+        if self._thread is not None:
+            raise RuntimeError("watcher already started")
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"watch-{self.host}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching; an outstanding long poll is cancelled, not waited for."""
+        self._stopping.set()
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            # The loop may close between the read and the call; then there is nothing to cancel.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> HostStateWatcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # The watcher's thread ---------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        if self._stopping.is_set():
+            return
+        try:
+            async with httpx.AsyncClient(
+                base_url=self.api_url, timeout=self.request_timeout
+            ) as http:
+                await self._run(http)
+        except asyncio.CancelledError:
+            pass
+
+    async def _run(self, http: httpx.AsyncClient) -> None:
+        need_snapshot = True
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                if need_snapshot:
+                    snap = await self._get(http, _watch_params(self.host, None, None), None)
+                    self._replace(HostState.from_snapshot(snap))
+                    need_snapshot = False
+                else:
+                    since = self._state.revision
+                    params = _watch_params(self.host, since, self.watch_timeout)
+                    answer = await self._get(http, params, self.watch_timeout)
+                    self._apply(answer)
+                failures = 0
+                self.connected = True
+            except ResyncRequired as exc:
+                log.info("watch of %s: %s; taking a new snapshot", self.host, exc.message)
+                need_snapshot = True
+            except Exception as exc:
+                # Unreachable, a server error, or an answer we cannot read: all
+                # are retried, slower and slower, until the controller is back.
+                self.connected = not isinstance(exc, ControllerUnavailable)
+                self.last_error = str(exc)
+                delay = self._backoff(failures)
+                failures += 1
+                log.warning("watch of %s failed (%s); retrying in %.2f s", self.host, exc, delay)
+                await asyncio.sleep(delay)
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential, capped, with jitter so that many agents do not retry in step."""
+        ceiling = min(self.backoff_max, self.backoff_initial * 2**failures)
+        return ceiling * random.uniform(0.5, 1.0)
+
+    async def _get(
+        self, http: httpx.AsyncClient, params: dict[str, Any], long_poll: float | None
+    ) -> Any:
+        timeout = self.request_timeout + (long_poll or 0.0)
+        try:
+            response = await http.get("/v1/watch", params=params, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise ControllerUnavailable(f"{self.api_url}: {exc!r}") from exc
+        return _decode(response)
+
+    def _replace(self, state: HostState) -> None:
+        with self._lock:
+            self._state = state
+        self.snapshots += 1
+        self.synced.set()
+        self._notify()
+
+    def _apply(self, answer: dict[str, Any]) -> None:
+        events = answer["events"]
+        with self._lock:
+            for event in events:
+                self._state.apply(self.host, event)
+            self._state.revision = answer["revision"]
+        if events:
+            self._notify()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("on_change callback of the %s watcher failed", self.host)
