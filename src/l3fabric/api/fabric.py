@@ -61,6 +61,8 @@ Asn = Annotated[int, Field(ge=1, le=4_294_967_294)]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 Name = Annotated[str, Field(pattern=f"^{NAME_RE.pattern}$")]
 PortStatus = Literal["ACTIVE", "DOWN", "ERROR"]
+# Request bodies are parsed here, not by FastAPI, so errors say InvalidInput in our words.
+JsonBody = Annotated[Any, Body()]
 
 
 class _Strict(BaseModel):
@@ -380,14 +382,13 @@ def _store(request: Request) -> Store:
 
 def _router() -> APIRouter:
     router = APIRouter(prefix="/v1")
-    body = Annotated[Any, Body()]
 
     @router.get("/fabric")
     def get_fabric(request: Request) -> dict[str, Any]:
         return read_fabric(_store(request))
 
     @router.put("/fabric")
-    def put_fabric(request: Request, payload: body) -> dict[str, Any]:
+    def put_fabric(request: Request, payload: JsonBody) -> dict[str, Any]:
         config = _parse(FabricConfig, payload).model_dump(mode="json")
         _store(request).put(keys.FABRIC_CONFIG, config)
         return config
@@ -399,7 +400,7 @@ def _router() -> APIRouter:
         _registry_routes(router, kind, model, key_of, status_prefix, view)
 
     @router.post("/hosts/{name}/heartbeat")
-    def host_heartbeat(request: Request, name: str, payload: body) -> dict[str, Any]:
+    def host_heartbeat(request: Request, name: str, payload: JsonBody) -> dict[str, Any]:
         store = _store(request)
         beat = _parse(HostHeartbeat, payload)
         if store.get(keys.host_key(name)) is None:
@@ -410,7 +411,7 @@ def _router() -> APIRouter:
         return {"host": name, "ports_changed": sorted(changed)}
 
     @router.post("/gateways/{name}/heartbeat")
-    def gateway_heartbeat(request: Request, name: str, payload: body) -> dict[str, Any]:
+    def gateway_heartbeat(request: Request, name: str, payload: JsonBody) -> dict[str, Any]:
         store = _store(request)
         beat = _parse(GatewayHeartbeat, payload)
         if store.get(keys.gateway_key(name)) is None:
@@ -467,7 +468,6 @@ def _registry_routes(
     """List, show, register (PUT) and delete for hosts or gateways."""
     plural = f"{kind}s"
     missing = f"{kind.capitalize()}NotFound"
-    body = Annotated[Any, Body()]
 
     def list_(request: Request) -> dict[str, Any]:
         store = _store(request)
@@ -484,7 +484,9 @@ def _registry_routes(
         status = store.get(f"{status_prefix}{name}")
         return view(kv.value, status.value if status else None, read_fabric(store))
 
-    def register(request: Request, response: Response, name: str, payload: body) -> dict[str, Any]:
+    def register(
+        request: Request, response: Response, name: str, payload: JsonBody
+    ) -> dict[str, Any]:
         store = _store(request)
         record = _registration(model, name, payload)
         existed = store.get(key_of(name)) is not None

@@ -1,0 +1,179 @@
+"""The controller process: opens the store, binds the listening sockets, serves the API.
+
+Sockets can be bound inside other network namespaces (``--listen-in``): the
+thread enters the namespace, binds, and returns; the socket stays in the
+namespace it was made in. So agents in an isolated lab reach the controller
+without any link between the lab and the root namespace.
+
+SIGTERM and SIGINT shut down cleanly: open long polls end at once, the
+store is closed, the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from l3fabric.store import Store, open_store
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:9696"
+NETNS_DIR = Path("/run/netns")
+# Long polls are ended by the stopping flag; this bounds anything else in flight.
+_GRACEFUL_SHUTDOWN_S = 3
+
+
+class ServerError(Exception):
+    """A configuration problem the user can fix (bad address, busy port, bad store URL)."""
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One listening address, optionally inside a named network namespace."""
+
+    host: str
+    port: int
+    netns: str | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        where = f" in netns {self.netns}" if self.netns else ""
+        return f"http://{host}:{self.port}{where}"
+
+
+def parse_listen(text: str, netns: str | None = None) -> Listen:
+    """``HOST:PORT`` (``[V6]:PORT`` for IPv6) with a literal IP address."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ServerError(f"{text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN} or [::1]:9696")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ServerError(f"{text!r}: {host!r} is not an IP address") from None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ServerError(f"{text!r}: the port must be a number from 1 to 65535")
+    return Listen(host, int(port_text), netns)
+
+
+def parse_listen_in(text: str) -> Listen:
+    """``NETNS=HOST:PORT``: listen on HOST:PORT inside the named network namespace."""
+    netns, sep, address = text.partition("=")
+    if not sep or not netns or "/" in netns:
+        raise ServerError(f"{text!r}: expected NETNS=HOST:PORT, e.g. l3f-lab-mgmt=10.255.0.1:9696")
+    return parse_listen(address, netns)
+
+
+@contextlib.contextmanager
+def _in_netns(name: str) -> Iterator[None]:
+    """Run the block with this thread in network namespace ``name``, then come back."""
+    from pyroute2.netns import setns
+
+    path = NETNS_DIR / name
+    if not path.exists():
+        raise ServerError(f"network namespace {name!r} does not exist ({path} is missing)")
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        try:
+            setns(str(path), flags=0)  # flags=0: never create a namespace by accident
+        except OSError as exc:
+            raise ServerError(f"cannot enter network namespace {name!r}: {exc}") from None
+        try:
+            yield
+        finally:
+            setns(home, flags=0)
+    finally:
+        os.close(home)
+
+
+def bind(listen: Listen) -> socket.socket:
+    """A bound, listening TCP socket for ``listen`` (made inside its namespace, if any)."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    with _in_netns(listen.netns) if listen.netns else contextlib.nullcontext():
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((listen.host, listen.port))
+            sock.listen(2048)
+        except OSError as exc:
+            sock.close()
+            raise ServerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also tells the app's long polls to end on shutdown."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._app.state.stopping.set()
+        super().handle_exit(sig, frame)
+
+
+def open_store_checked(url: str) -> Store:
+    try:
+        return open_store(url)
+    except ValueError as exc:
+        raise ServerError(str(exc)) from None
+    except Exception as exc:  # sqlite3 and OS errors: say which store failed, not a traceback
+        raise ServerError(f"cannot open the store {url}: {exc}") from None
+
+
+def serve(store_url: str, listens: list[Listen], log_level: str = "info") -> int:
+    """Run the controller until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
+    # Imported here so that `l3fabric --help` and argument errors stay fast.
+    from l3fabric.api.app import create_app
+
+    if not listens:
+        raise ServerError("nothing to listen on")
+    store = open_store_checked(store_url)
+    sockets: list[socket.socket] = []
+    try:
+        for listen in listens:
+            sockets.append(bind(listen))
+        app = create_app(store)
+        config = uvicorn.Config(
+            app,
+            log_level=log_level,
+            access_log=log_level == "debug",
+            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
+            lifespan="off",
+        )
+        server = _Server(config, app)
+        # uvicorn re-raises the signal that stopped it once it is done; with
+        # these handlers in place that re-raise is harmless and we exit 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _ignore)
+        log.info(
+            "l3fabric server: store %s; listening on %s", store_url, ", ".join(map(str, listens))
+        )
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+        store.close()
+    log.info("l3fabric server: stopped")
+    return 0
+
+
+def _ignore(sig: int, frame: FrameType | None) -> None:
+    log.debug("signal %d after shutdown ignored", sig)
