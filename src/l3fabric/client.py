@@ -339,6 +339,7 @@ class HostStateWatcher:
         self.connected = False
         self.last_error: str | None = None
         self.snapshots = 0  # how many full snapshots were taken (1 + resyncs)
+        self.failures = 0  # consecutive failed calls; 0 while the controller answers
         self._state = HostState()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -397,7 +398,6 @@ class HostStateWatcher:
 
     async def _run(self, http: httpx.AsyncClient) -> None:
         need_snapshot = True
-        failures = 0
         while not self._stopping.is_set():
             try:
                 if need_snapshot:
@@ -409,7 +409,7 @@ class HostStateWatcher:
                     params = _watch_params(self.host, since, self.watch_timeout)
                     answer = await self._get(http, params, self.watch_timeout)
                     self._apply(answer)
-                failures = 0
+                self.failures = 0
                 self.connected = True
             except ResyncRequired as exc:
                 log.info("watch of %s: %s; taking a new snapshot", self.host, exc.message)
@@ -419,8 +419,8 @@ class HostStateWatcher:
                 # are retried, slower and slower, until the controller is back.
                 self.connected = not isinstance(exc, ControllerUnavailable)
                 self.last_error = str(exc)
-                delay = self._backoff(failures)
-                failures += 1
+                delay = self._backoff(self.failures)
+                self.failures += 1
                 log.warning("watch of %s failed (%s); retrying in %.2f s", self.host, exc, delay)
                 await asyncio.sleep(delay)
 
