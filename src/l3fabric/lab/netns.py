@@ -125,7 +125,6 @@ def configure(plan: Plan) -> None:
             lines.append(f"addr add {plan.controller_mgmt}/{prefixlen} dev {MGMT_BRIDGE}")
             lines.append(f"link set {MGMT_BRIDGE} up")
         lines += [f"route add {route}" for route in plan.routes.get(node.name, [])]
-        ]
         sysctls = (
             FORWARDING if node.role in ("host", "tor", "gateway", "internet") else NO_FORWARDING
         )

@@ -1,0 +1,186 @@
+"""``l3fabric lab up|down|status|exec|boot|delete``: a data centre in network namespaces."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from l3fabric.lab import boot as vm
+from l3fabric.lab import down as lab_down
+from l3fabric.lab import status as lab_status
+from l3fabric.lab.errors import LabError
+from l3fabric.lab.state import LabState, only_lab
+from l3fabric.lab.topology import TopologyError, load_topology
+from l3fabric.lab.up import up
+
+console = Console(stderr=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("lab", help="build and drive a data centre in network namespaces")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("up", help="build TOPOLOGY.yaml and start everything in it")
+    p.add_argument("topology", help="topology file (see docs/lab.md and examples/)")
+    p.add_argument(
+        "--network-only",
+        action="store_true",
+        help="build namespaces, links and routers only: no controller, no agents",
+    )
+    p.set_defaults(func=_up)
+
+    p = verbs.add_parser("down", help="remove a lab completely (also after a crash)")
+    p.add_argument("name", nargs="?", help="lab name (default: the only lab that is up)")
+    p.add_argument("--all", action="store_true", help="remove every lab on this machine")
+    p.set_defaults(func=_down)
+
+    p = verbs.add_parser("status", help="nodes, agents, BGP sessions, routes, VMs")
+    p.add_argument("--lab", help="lab name (default: the only lab that is up)")
+    p.set_defaults(func=_status)
+
+    p = verbs.add_parser("exec", help="run a command in a node's namespace")
+    p.add_argument("--lab", help="lab name (default: the only lab that is up)")
+    p.add_argument("node", help="host, router, client or VM name")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.set_defaults(func=_exec)
+
+    p = verbs.add_parser("boot", help="create a VM: ports bound to HOST and a VM namespace")
+    p.add_argument("--lab", help="lab name (default: the only lab that is up)")
+    p.add_argument("name", help="VM name")
+    p.add_argument(
+        "--network",
+        action="append",
+        required=True,
+        help="network name or id (repeat: one port each)",
+    )
+    p.add_argument("--host", required=True, help="compute host to bind the ports to")
+    p.add_argument(
+        "--ip", action="append", default=[], help="fixed address of the port on the n-th --network"
+    )
+    p.set_defaults(func=_boot)
+
+    p = verbs.add_parser("delete", help="delete a VM's ports and namespace")
+    p.add_argument("--lab", help="lab name (default: the only lab that is up)")
+    p.add_argument("name", help="VM name")
+    p.set_defaults(func=_delete)
+
+
+def _fail(exc: Exception) -> int:
+    console.print(f"[bold red]l3fabric lab:[/] {exc}", highlight=False)
+    return 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    try:
+        topo = load_topology(args.topology)
+    except TopologyError as exc:
+        return _fail(exc)
+    start = time.monotonic()
+    try:
+        with console.status(f"lab {topo.name}: planning") as status:
+
+            def step(text: str) -> None:
+                console.print(f"  [green]✓[/] {time.monotonic() - start:5.1f} s  {text}")
+                status.update(f"lab {topo.name}: {text}")
+
+            plan = up(topo, step, network_only=args.network_only)
+    except (LabError, TopologyError) as exc:
+        return _fail(exc)
+    console.print(
+        f"lab [bold]{plan.lab}[/] is up in {time.monotonic() - start:.1f} s: "
+        f"{len(plan.nodes)} namespaces, API {plan.api_url()}",
+        highlight=False,
+    )
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    try:
+        names = lab_down.all_labs() if args.all else [only_lab(args.name)]
+        for name in names:
+            removed = lab_down.down(name)
+            console.print(f"lab {name}: removed {len(removed)} namespaces", highlight=False)
+    except LabError as exc:
+        return _fail(exc)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        state = LabState(only_lab(args.lab))
+        plan = state.load_plan()
+    except LabError as exc:
+        return _fail(exc)
+    out = Console()
+    alive = "running" if lab_status.server_alive(state) else "[red]not running[/]"
+    out.print(f"lab [bold]{plan.lab}[/]: controller {plan.api_url()} {alive}")
+    table = Table("node", "role", "namespace", "agent", "BGP established", "routes v4/v6")
+    for n in lab_status.node_status(state, plan):
+        agent = "-" if n.agent is None else ("alive" if n.agent else "[red]dead[/]")
+        bgp = f"{n.established}/{len(n.sessions)}" if n.sessions else "-"
+        table.add_row(
+            n.name,
+            n.role,
+            "yes" if n.namespace else "[red]missing[/]",
+            agent,
+            bgp,
+            f"{n.routes4}/{n.routes6}",
+        )
+    out.print(table)
+    vms = state.vms()
+    if vms:
+        vt = Table("VM", "host", "interfaces")
+        for name, record in vms.items():
+            ifaces = "; ".join(
+                f"{p['ifname']} {' '.join(f['ip_address'] for f in p['fixed_ips'])}"
+                for p in record["ports"]
+            )
+            vt.add_row(name, record["host"], ifaces)
+        out.print(vt)
+    return 0
+
+
+def _exec(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        return _fail(LabError("give a command: l3fabric lab exec NODE -- COMMAND"))
+    try:
+        state = LabState(only_lab(args.lab))
+        plan = state.load_plan()
+        if args.node in plan.nodes:
+            ns = plan.nodes[args.node].namespace
+        elif args.node in state.vms():
+            ns = state.vms()[args.node]["namespace"]
+        else:
+            raise LabError(f"lab {plan.lab} has no node or VM {args.node!r}")
+    except LabError as exc:
+        return _fail(exc)
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+    return 127  # not reached: exec replaced this process
+
+
+def _boot(args: argparse.Namespace) -> int:
+    try:
+        state = LabState(only_lab(args.lab))
+        record = vm.boot(state.load_plan(), state, args.name, args.network, args.host, args.ip)
+    except LabError as exc:
+        return _fail(exc)
+    for p in record["ports"]:
+        ips = " ".join(f["ip_address"] for f in p["fixed_ips"])
+        print(f"{record['name']} {p['ifname']} {ips} port {p['id']} on {record['host']}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    try:
+        state = LabState(only_lab(args.lab))
+        vm.delete(state.load_plan(), state, args.name)
+    except LabError as exc:
+        return _fail(exc)
+    return 0

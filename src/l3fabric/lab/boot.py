@@ -1,0 +1,166 @@
+"""``lab boot`` / ``lab delete``: the lab plays Nova.
+
+Boot creates the VM's ports through the Neutron API, bound to a host, then a
+VM namespace with one veth per port: the host end is the tap
+(``tap`` + port id[:11], moved into the host's namespace, where the agent
+configures it), the VM end is ``eth<i>`` with the port's MAC, configured as
+a cloud image would: each address as /32 (/128), a default route via
+169.254.1.1 (onlink) on eth0, and with several interfaces, source routing
+(one table per interface) so replies leave by the interface they belong to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from l3fabric.client import ApiError, FabricClient
+from l3fabric.lab import netns
+from l3fabric.lab.errors import LabError
+from l3fabric.lab.plan import Plan, vm_namespace
+from l3fabric.lab.state import LabState
+from l3fabric.lab.topology import NODE_NAME
+
+GATEWAY4 = "169.254.1.1"  # answered by the host's proxy ARP
+GATEWAY6 = "fe80::1"  # the host's link-local next hop on the tap
+DEVICE_OWNER = "compute:lab"
+TABLE_BASE = 100  # source-routing table of interface i: TABLE_BASE + i
+
+
+def tap_name(port_id: str) -> str:
+    return "tap" + port_id[:11]
+
+
+def _network_id(client: FabricClient, network: str) -> str:
+    """A network by id, or else by name (exactly one must match)."""
+    try:
+        return client.get("networks", network)["id"]
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    found = client.list("networks", name=network)
+    if len(found) == 1:
+        return found[0]["id"]
+    if not found:
+        raise LabError(f"no network named or with id {network!r}")
+    raise LabError(f"{len(found)} networks are named {network!r}: give its id")
+
+
+def vm_lines(ports: list[dict[str, Any]]) -> list[str]:
+    """``ip -batch`` lines that configure a VM's interfaces as a cloud image would."""
+    lines = ["link set lo up"]
+    several = len(ports) > 1
+    for i, port in enumerate(ports):
+        dev = f"eth{i}"
+        addresses = [ipaddress.ip_address(f["ip_address"]) for f in port["fixed_ips"]]
+        for addr in addresses:
+            lines.append(
+                f"addr add {addr}/32 dev {dev}"
+                if addr.version == 4
+                else f"addr add {addr}/128 dev {dev} nodad"
+            )
+        lines.append(f"link set {dev} up")
+        has4 = any(a.version == 4 for a in addresses)
+        has6 = any(a.version == 6 for a in addresses)
+        if i == 0:
+            if has4:
+                lines.append(f"route add default via {GATEWAY4} dev {dev} onlink")
+            if has6:
+                lines.append(f"route add default via {GATEWAY6} dev {dev}")
+        if several:
+            table = TABLE_BASE + i
+            if has4:
+                lines.append(f"route add default via {GATEWAY4} dev {dev} onlink table {table}")
+            if has6:
+                lines.append(f"route add default via {GATEWAY6} dev {dev} table {table}")
+            lines += [f"rule add from {addr} table {table}" for addr in addresses]
+    return lines
+
+
+def boot(
+    plan: Plan, state: LabState, name: str, networks: list[str], host: str, ips: list[str]
+) -> dict[str, Any]:
+    """Create the ports and the VM namespace; returns the VM's record."""
+    if not NODE_NAME.match(name):
+        raise LabError("VM name: must start with a letter and hold only a-z, 0-9 and '-'")
+    if state.vm_file(name).exists():
+        raise LabError(f"VM {name} exists already (`l3fabric lab delete {name}` first)")
+    node = plan.node(host) if host in plan.nodes else None
+    if node is None or node.role != "host":
+        hosts = ", ".join(n.name for n in plan.by_role("host"))
+        raise LabError(f"--host {host}: not a compute host of lab {plan.lab} (hosts: {hosts})")
+    if not networks:
+        raise LabError("give at least one --network")
+    if len(ips) > len(networks):
+        raise LabError("more --ip than --network: give at most one --ip per --network, in order")
+    ports: list[dict[str, Any]] = []
+    with FabricClient(plan.api_url()) as client:
+        try:
+            for i, network in enumerate(networks):
+                attrs: dict[str, Any] = {
+                    "network_id": _network_id(client, network),
+                    "name": f"{name}-eth{i}",
+                    "device_id": name,
+                    "device_owner": DEVICE_OWNER,
+                    "binding:host_id": host,
+                }
+                if i < len(ips):
+                    attrs["fixed_ips"] = [{"ip_address": ips[i]}]
+                ports.append(client.create_port(**attrs))
+        except (ApiError, LabError) as exc:
+            for port in ports:
+                client.delete("ports", port["id"])
+            raise LabError(f"creating the ports of {name} failed: {exc}") from exc
+    record = {
+        "name": name,
+        "host": host,
+        "namespace": vm_namespace(plan.lab, name),
+        "ports": [
+            {
+                "id": p["id"],
+                "mac": p["mac_address"],
+                "ifname": f"eth{i}",
+                "tap": tap_name(p["id"]),
+                "fixed_ips": p["fixed_ips"],
+            }
+            for i, p in enumerate(ports)
+        ],
+    }
+    state.vm_file(name).write_text(json.dumps(record, indent=1))
+    try:
+        _build(record, node.namespace, ports)
+    except LabError:
+        delete(plan, state, name)
+        raise
+    return record
+
+
+def _build(record: dict[str, Any], host_ns: str, ports: list[dict[str, Any]]) -> None:
+    vm_ns = record["namespace"]
+    lines = [f"netns add {vm_ns}"]
+    for p in record["ports"]:
+        lines.append(
+            f"link add {p['tap']} netns {host_ns} type veth "
+            f"peer name {p['ifname']} address {p['mac']} netns {vm_ns}"
+        )
+    netns.batch(lines)
+    netns.configure_many({vm_ns: (netns.NO_FORWARDING, vm_lines(ports))})
+
+
+def delete(plan: Plan, state: LabState, name: str) -> None:
+    """Delete the VM's ports through the API and its namespace (the taps go with it)."""
+    path = state.vm_file(name)
+    if not path.exists():
+        raise LabError(f"lab {plan.lab} has no VM {name}")
+    record = json.loads(path.read_text())
+    with FabricClient(plan.api_url()) as client:
+        for port in record["ports"]:
+            try:
+                client.delete("ports", port["id"])
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise LabError(f"deleting port {port['id']} failed: {exc}") from exc
+    if record["namespace"] in netns.lab_namespaces(plan.lab):
+        netns.delete([record["namespace"]])
+    path.unlink()
