@@ -1,0 +1,47 @@
+"""What a booted VM's interfaces look like (the cloud-image configuration)."""
+
+from __future__ import annotations
+
+from l3fabric.lab.bird import parse_protocols
+from l3fabric.lab.boot import tap_name, vm_lines
+
+
+def port(*ips: str) -> dict:
+    return {"fixed_ips": [{"ip_address": ip} for ip in ips]}
+
+
+def test_single_interface_vm() -> None:
+    lines = vm_lines([port("10.1.0.5", "2001:db8:1::5")])
+    assert "addr add 10.1.0.5/32 dev eth0" in lines
+    assert "addr add 2001:db8:1::5/128 dev eth0 nodad" in lines
+    assert "route add default via 169.254.1.1 dev eth0 onlink" in lines
+    assert not any(line.startswith("rule") for line in lines)
+
+
+def test_two_interfaces_get_source_routing() -> None:
+    lines = vm_lines([port("10.1.0.5"), port("203.0.113.7")])
+    assert [x for x in lines if x.startswith("route add default") and "table" not in x] == [
+        "route add default via 169.254.1.1 dev eth0 onlink"
+    ]
+    assert "route add default via 169.254.1.1 dev eth1 onlink table 101" in lines
+    assert "rule add from 203.0.113.7 table 101" in lines
+    assert "rule add from 10.1.0.5 table 100" in lines
+
+
+def test_tap_name_fits_the_kernel() -> None:
+    assert tap_name("0123456789abcdef-0000") == "tap0123456789a"
+    assert len(tap_name("0123456789abcdef")) <= 15
+
+
+def test_parse_birdc_protocols() -> None:
+    text = """BIRD 2.0.12 ready.
+Name       Proto      Table      State  Since         Info
+device1    Device     ---        up     09:10:51.737
+bgp_gw1_4  BGP        ---        up     09:10:52.001  Established
+bgp_r1_6   BGP        ---        start  2024-01-02 09:10:51  Active        Socket: Connection refused
+"""
+    protos = {p.name: p for p in parse_protocols(text)}
+    assert protos["bgp_gw1_4"].established
+    assert not protos["bgp_r1_6"].established
+    assert protos["bgp_r1_6"].info.startswith("Active")
+    assert protos["device1"].proto == "Device"
