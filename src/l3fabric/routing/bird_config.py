@@ -1,0 +1,232 @@
+"""BIRD 2 configuration: a typed model and its rendering through a Jinja2 template.
+
+One model serves every BIRD of the fabric: a compute host (exports only the
+endpoint routes the agent installed), and plain routers of the lab (ToRs, the
+internet router, the gateway until it has its own agent), which pick per-peer
+import/export policies from a small set and may originate static routes.
+
+Routes that BIRD learns from the kernel are only the agent's endpoint routes
+(``krt_source`` = our protocol, /32 or /128). They get preference 200, above
+BGP's 100: when a peer also announces one of our local endpoints (an anycast
+address, or an address that just moved here), the local route stays best, so
+the host keeps announcing it and BIRD never installs the remote path over it;
+the moment the local endpoint goes, the learned BGP route takes over. Routes
+from BGP and static protocols are exported to the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal
+
+import jinja2
+
+from l3fabric.dataplane.routes import RTPROT_L3FABRIC
+
+PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes"]
+POLICY_KINDS: tuple[str, ...] = ("endpoints", "all", "none", "default-only", "prefixes")
+# A prefix pattern as BIRD writes it: CIDR, optionally "+" (and longer) or "{a,b}".
+_PATTERN = re.compile(r"^(?P<cidr>[0-9A-Fa-f:.]+/\d{1,3})(?P<suffix>\+|\{\d{1,3},\d{1,3}\})?$")
+_SAFE_TEXT = re.compile(r'^[^"\\\n\r]*$')
+_NAME_PART = re.compile(r"[^A-Za-z0-9_]")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which routes pass a channel filter.
+
+    - ``endpoints``: routes the host agent installed (our kernel protocol,
+      /32 or /128, never link-local); with ``prefixes``, only those inside them.
+    - ``all`` / ``none``: everything / nothing.
+    - ``default-only``: 0.0.0.0/0 and ::/0.
+    - ``prefixes``: routes matching the patterns (``10.0.0.0/8`` exact,
+      ``10.0.0.0/8+`` or longer, ``10.0.0.0/8{24,32}`` a length range).
+    """
+
+    kind: PolicyKind
+    prefixes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in POLICY_KINDS:
+            raise ValueError(f"unknown policy {self.kind!r}: use one of {', '.join(POLICY_KINDS)}")
+        if self.prefixes and self.kind not in ("endpoints", "prefixes"):
+            raise ValueError(f"policy {self.kind!r} takes no prefixes")
+        for pattern in self.prefixes:
+            _split_pattern(pattern)
+
+    @classmethod
+    def parse(cls, value: str | dict[str, list[str]] | Policy) -> Policy:
+        """From a YAML-friendly value: ``"all"`` or ``{"prefixes": ["203.0.113.0/24"]}``."""
+        if isinstance(value, Policy):
+            return value
+        if isinstance(value, str):
+            return cls(value)  # type: ignore[arg-type]
+        if isinstance(value, dict) and len(value) == 1:
+            ((kind, prefixes),) = value.items()
+            if isinstance(prefixes, list):
+                return cls(kind, tuple(str(p) for p in prefixes))  # type: ignore[arg-type]
+        raise ValueError(f"bad policy {value!r}: a name or {{name: [prefix, ...]}}")
+
+    def filter_body(self, version: int, endpoint_protocol: int) -> str:
+        """The BIRD filter statements for one channel of IP version ``version``."""
+        patterns = [p for p in self.prefixes if _split_pattern(p)[0].version == version]
+        in_set = "net ~ [ " + ", ".join(patterns) + " ]" if patterns else "false"
+        if self.kind == "all":
+            return "accept;"
+        if self.kind == "none":
+            return "reject;"
+        if self.kind == "default-only":
+            return "if net.len = 0 then accept; reject;"
+        if self.kind == "prefixes":
+            return f"if {in_set} then accept; reject;"
+        host_len = 32 if version == 4 else 128
+        link_local = "169.254.0.0/16+" if version == 4 else "fe80::/10+"
+        # Checking the source first matters: krt_source exists only on
+        # routes learned from the kernel.
+        body = [
+            "if source != RTS_INHERIT then reject;",
+            f"if krt_source != {endpoint_protocol} then reject;",
+            f"if net.len != {host_len} then reject;",
+            f"if net ~ [ {link_local} ] then reject;",
+        ]
+        if self.prefixes:
+            body.append(f"if !({in_set}) then reject;")
+        body.append("accept;")
+        return " ".join(body)
+
+
+def _split_pattern(pattern: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
+    match = _PATTERN.match(pattern)
+    if not match:
+        raise ValueError(f"bad prefix pattern {pattern!r}: e.g. 10.0.0.0/8, 10.0.0.0/8+")
+    try:
+        net = ipaddress.ip_network(match["cidr"], strict=True)
+    except ValueError as exc:
+        raise ValueError(f"bad prefix pattern {pattern!r}: {exc}") from None
+    return net, match["suffix"] or ""
+
+
+def _check_text(what: str, value: str) -> None:
+    if not _SAFE_TEXT.match(value):
+        raise ValueError(f"{what} must not contain quotes, backslashes or newlines")
+
+
+def _check_asn(asn: int, what: str) -> None:
+    if not 1 <= asn <= 4294967295:
+        raise ValueError(f"{what} {asn} is not an AS number (1..4294967295)")
+
+
+def protocol_name(name: str) -> str:
+    """A BIRD symbol for peer ``name``: ``peer_`` + [A-Za-z0-9_] (never a keyword, e.g. ``gw``)."""
+    if not name:
+        raise ValueError("empty peer name")
+    return "peer_" + _NAME_PART.sub("_", name)
+
+
+@dataclass(frozen=True)
+class BgpPeer:
+    """One BGP session. The address family of ``address`` decides the channel (ipv4/ipv6)."""
+
+    name: str
+    address: str
+    asn: int
+    bfd: bool = False
+    passive: bool = False
+    multihop: int | None = None  # TTL; None: directly connected
+    password: str | None = None
+    source_address: str | None = None
+    import_policy: Policy = Policy("all")
+    export_policy: Policy = Policy("endpoints")
+    next_hop_self: bool = False
+    rr_client: bool = False
+
+    def __post_init__(self) -> None:
+        ipaddress.ip_address(self.address)
+        if self.source_address is not None:
+            ipaddress.ip_address(self.source_address)
+        _check_asn(self.asn, f"peer {self.name} AS")
+        _check_text(f"peer {self.name} name", self.name)
+        if self.password is not None:
+            _check_text(f"peer {self.name} password", self.password)
+        if self.multihop is not None and not 1 <= self.multihop <= 255:
+            raise ValueError(f"peer {self.name}: multihop must be a TTL 1..255")
+
+    @property
+    def protocol(self) -> str:
+        return protocol_name(self.name)
+
+    @property
+    def version(self) -> int:
+        return ipaddress.ip_address(self.address).version
+
+
+@dataclass(frozen=True)
+class StaticRoute:
+    """A route BIRD originates: via a next hop, or a blackhole (an aggregate to announce)."""
+
+    prefix: str
+    via: str | None = None
+
+    def __post_init__(self) -> None:
+        net = ipaddress.ip_network(self.prefix, strict=True)
+        if self.via is not None and ipaddress.ip_address(self.via).version != net.version:
+            raise ValueError(f"static route {self.prefix}: next hop {self.via} is another family")
+
+    @property
+    def version(self) -> int:
+        return ipaddress.ip_network(self.prefix).version
+
+
+@dataclass(frozen=True)
+class BirdConfig:
+    """Everything one BIRD instance needs."""
+
+    router_id: str
+    local_as: int
+    peers: tuple[BgpPeer, ...] = ()
+    static_routes: tuple[StaticRoute, ...] = ()
+    bfd_interval_ms: int = 100
+    bfd_multiplier: int = 3
+    graceful_restart: bool = True
+    graceful_restart_time: int = 120
+    hold_time: int = 9
+    keepalive_time: int = 3
+    scan_time: int = 10
+    endpoint_protocol: int = RTPROT_L3FABRIC
+    kernel_learn_preference: int = 200
+    families: tuple[int, ...] = field(default=(4, 6))
+
+    def __post_init__(self) -> None:
+        if ipaddress.ip_address(self.router_id).version != 4:
+            raise ValueError(f"router id {self.router_id} must be an IPv4 address")
+        _check_asn(self.local_as, "local AS")
+        names = [p.protocol for p in self.peers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"peer names collide as BIRD protocols: {sorted(names)}")
+        if not 1 <= self.bfd_multiplier <= 255 or self.bfd_interval_ms < 1:
+            raise ValueError("BFD interval must be >= 1 ms and multiplier 1..255")
+        if self.hold_time and not 3 <= self.hold_time <= 65535:
+            raise ValueError("hold time must be 0 or 3..65535 s")
+        if self.keepalive_time < 1 or (self.hold_time and self.keepalive_time > self.hold_time):
+            raise ValueError("keepalive time must be >= 1 s and not above the hold time")
+        if not set(self.families) <= {4, 6}:
+            raise ValueError("families are 4 and/or 6")
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("l3fabric.routing", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render(config: BirdConfig) -> str:
+    """The bird.conf text for ``config``."""
+    return _environment().get_template("bird.conf.j2").render(c=config)
