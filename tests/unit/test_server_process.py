@@ -1,0 +1,176 @@
+"""``l3fabric server`` as a process: argument errors, SIGTERM, two servers on one file, netns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from l3fabric.client import FabricClient
+
+from .test_fabric_api import HOST
+
+ServerFactory = Callable[..., tuple[subprocess.Popen, str]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "l3fabric.cli", "server", *args]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited: {proc.stdout.read() if proc.stdout else ''}"
+        try:
+            if httpx.get(f"{url}/v1/fabric", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server at {url} did not answer in {timeout} s")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    procs: list[subprocess.Popen] = []
+
+    def start(db: str = "s.db", *extra: str) -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        args = ["--store", f"sqlite:///{tmp_path / db}", "--listen", f"127.0.0.1:{port}", *extra]
+        proc = subprocess.Popen(
+            server_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, proc)
+        return proc, url
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--listen", "localhost"], "expected HOST:PORT"),
+        (["--listen", "example.org:80"], "not an IP address"),
+        (["--listen", "127.0.0.1:70000"], "port must be"),
+        (["--store", "http://x"], "unknown store"),
+        (["--store", "sqlite://relative/x.db"], "three slashes"),
+        (["--listen-in", "127.0.0.1:9696"], "NETNS=HOST:PORT"),
+        (["--listen-in", "l3f-no-such-ns=127.0.0.1:9696"], "does not exist"),
+    ],
+)
+def test_bad_arguments_are_readable_errors(tmp_path: Path, args: list[str], words: str) -> None:
+    if "--store" not in args:
+        args = ["--store", f"sqlite:///{tmp_path / 's.db'}", *args]
+    done = subprocess.run(server_command(*args), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert words in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_busy_port_is_a_readable_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        done = subprocess.run(
+            server_command("--store", f"sqlite:///{tmp_path / 's.db'}", "--listen", address),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 2
+    assert "cannot listen on" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sigterm_stops_cleanly_even_during_a_long_poll(start_server: ServerFactory) -> None:
+    proc, url = start_server()
+    with FabricClient(url) as client:
+        revision = client.snapshot("h1")["revision"]
+        answer: dict = {}
+        poll = threading.Thread(target=lambda: answer.update(client.watch("h1", revision, 50)))
+        poll.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - started < 5
+        poll.join(10)
+    # The poll was answered (no events), not cut off: the agent simply polls again.
+    assert answer == {"revision": revision, "events": []}
+    assert "stopped" in proc.stdout.read()
+
+
+def test_two_servers_on_one_file(start_server: ServerFactory) -> None:
+    _, url_a = start_server("shared.db")
+    _, url_b = start_server("shared.db")
+    with FabricClient(url_a) as a, FabricClient(url_b) as b:
+        revision = b.snapshot("h1")["revision"]
+        answer: dict = {}
+        poll = threading.Thread(target=lambda: answer.update(b.watch("h1", revision, 20)))
+        poll.start()
+        time.sleep(0.2)
+        a.register_host("h2", router_id="10.0.0.12", address="10.0.0.12")
+        poll.join(20)
+        assert [(e["kind"], e["id"]) for e in answer["events"]] == [("host", "h2")]
+        b.register_host("h1", **HOST)
+        assert {h["name"] for h in a.list_hosts()} == {"h1", "h2"}
+        assert {h["name"] for h in b.list_hosts()} == {"h1", "h2"}
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2"
+)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"l3f-srvtest-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
+
+
+@needs_root
+def test_listen_in_a_network_namespace(start_server: ServerFactory, netns: str) -> None:
+    inner = free_port()
+    _, _url = start_server("s.db", "--listen-in", f"{netns}=127.0.0.1:{inner}")
+    probe = (
+        "import httpx, sys;"
+        f"r = httpx.get('http://127.0.0.1:{inner}/v1/fabric', timeout=5);"
+        "sys.exit(0 if r.json()['asn'] == 65000 else 1)"
+    )
+    inside = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert inside.returncode == 0, inside.stderr
+    # The socket lives in the namespace: the same address in the root namespace is closed.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{inner}/v1/fabric", timeout=2)
