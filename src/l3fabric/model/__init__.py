@@ -1,1 +1,1 @@
-
+"""Resource types and their validation (pydantic), shared by the API and services."""

@@ -1,0 +1,234 @@
+"""What every Neutron resource service shares: validation into Neutron errors,
+standard attributes (ids, project, timestamps, revision_number), reads,
+filters, and the optimistic update loop over the store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import ValidationError
+
+from l3fabric.api.errors import NeutronError, bad_request, conflict, not_found
+from l3fabric.keys import neutron_key, neutron_prefix
+from l3fabric.model.neutron import Body
+from l3fabric.store import KeyNotFoundError, KeyValue, Op, RevisionMismatchError, Update
+
+if TYPE_CHECKING:
+    from l3fabric.service.neutron import NeutronService
+
+JSON = dict[str, Any]
+
+# Optimistic writes retry when another writer got in between; this bounds it.
+WRITE_ATTEMPTS = 20
+
+# The project of requests that name none (there is no Keystone).
+DEFAULT_PROJECT = "default"
+
+M = TypeVar("M", bound=Body)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who is asking: the project from X-Project-Id, else the default."""
+
+    project_id: str = DEFAULT_PROJECT
+
+
+def now() -> str:
+    """A timestamp in Neutron's format, e.g. 2026-11-27T09:00:00Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def validate(model: type[M], data: Any, *, create: bool) -> M:
+    """Parse a request body into ``model`` or raise a 400 that names the field."""
+    if not isinstance(data, dict):
+        raise bad_request(f"the body must be a JSON object, got {type(data).__name__}")
+    try:
+        body = model.model_validate(data)
+    except ValidationError as exc:
+        raise bad_request(_explain(exc)) from None
+    sent = set(data)
+    if create:
+        missing = sorted(model.REQUIRED - sent)
+        if missing:
+            raise bad_request(f"Missing required attribute(s): {', '.join(missing)}")
+    else:
+        frozen = sorted(model.CREATE_ONLY & sent)
+        if frozen:
+            raise bad_request(f"Cannot update read-only attribute(s): {', '.join(frozen)}")
+    return body
+
+
+def _explain(exc: ValidationError) -> str:
+    unknown = [str(e["loc"][-1]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    if unknown and len(unknown) == len(exc.errors()):
+        return f"Unrecognized attribute(s) '{', '.join(unknown)}'"
+    reasons = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = err["msg"].removeprefix("Value error, ")
+        reasons.append(f"Invalid input for {where}. Reason: {msg}.")
+    return " ".join(reasons)
+
+
+def standard_attrs(attrs: JSON, ctx: Context) -> JSON:
+    """id, project, timestamps and revision of a new resource."""
+    project = attrs.get("project_id") or attrs.get("tenant_id") or ctx.project_id
+    if (
+        attrs.get("project_id")
+        and attrs.get("tenant_id")
+        and attrs["project_id"] != attrs["tenant_id"]
+    ):
+        raise bad_request("project_id and tenant_id differ; give one of them")
+    stamp = now()
+    return {
+        "id": new_id(),
+        "project_id": project,
+        "tenant_id": project,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "revision_number": 0,
+    }
+
+
+def bumped(old: JSON, changes: JSON) -> JSON:
+    """``old`` with ``changes`` applied, as the next revision."""
+    new = {**old, **changes}
+    new["revision_number"] = old.get("revision_number", 0) + 1
+    new["updated_at"] = now()
+    return new
+
+
+# Filters --------------------------------------------------------------------
+
+_TRUE = {"true": True, "false": False}
+
+
+def _matches(stored: Any, wanted: list[str]) -> bool:
+    if isinstance(stored, bool):
+        return any(_TRUE.get(w.lower()) is stored for w in wanted)
+    if isinstance(stored, int):
+        return any(w.lstrip("-").isdigit() and int(w) == stored for w in wanted)
+    if stored is None:
+        return any(w in ("", "None", "null") for w in wanted)
+    if isinstance(stored, list):
+        return any(_matches(item, wanted) for item in stored)
+    if isinstance(stored, dict):
+        # e.g. fixed_ips=ip_address=10.0.0.5 against {"subnet_id", "ip_address"}
+        for w in wanted:
+            key, sep, value = w.partition("=")
+            if sep and key in stored and str(stored[key]) == value:
+                return True
+        return False
+    return str(stored) in wanted
+
+
+def make_filter(filters: dict[str, list[str]]) -> Callable[[JSON], bool]:
+    """AND across keys, OR across the values of one key (Neutron's semantics)."""
+    items = list(filters.items())
+
+    def accept(obj: JSON) -> bool:
+        return all(key in obj and _matches(obj[key], wanted) for key, wanted in items)
+
+    return accept
+
+
+class Resource:
+    """One Neutron collection over the store. Subclasses add create/update/delete."""
+
+    collection: ClassVar[str]  # URL and store name, e.g. "security-groups"
+    singular: ClassVar[str]  # body key, e.g. "security_group"
+    plural: ClassVar[str]  # list body key, e.g. "security_groups"
+    not_found_type: ClassVar[str]
+    label: ClassVar[str]  # for messages, e.g. "Security group"
+    model: ClassVar[type[Body]]
+
+    def __init__(self, service: NeutronService) -> None:
+        self.service = service
+        self.store = service.store
+
+    def key(self, object_id: str) -> str:
+        return neutron_key(self.collection, object_id)
+
+    def missing(self, object_id: str) -> NeutronError:
+        return not_found(self.not_found_type, f"{self.label} {object_id} could not be found.")
+
+    def read(self, object_id: str) -> KeyValue:
+        kv = self.store.get(self.key(object_id)) if "/" not in object_id else None
+        if kv is None:
+            raise self.missing(object_id)
+        return kv
+
+    def get(self, object_id: str, ctx: Context) -> JSON:
+        return self.read(object_id).value
+
+    def list(self, ctx: Context, filters: dict[str, list[str]] | None = None) -> list[JSON]:
+        kvs, _ = self.store.range(neutron_prefix(self.collection))
+        if not filters:
+            return [kv.value for kv in kvs]
+        accept = make_filter(filters)
+        return [kv.value for kv in kvs if accept(kv.value)]
+
+    def create(self, data: Any, ctx: Context) -> JSON:
+        raise NotImplementedError
+
+    def update(self, object_id: str, data: Any, ctx: Context, if_match: int | None) -> JSON:
+        body = validate(self.model, data, create=False)
+        attrs = body.api_attrs()
+        return self.modify(object_id, lambda old: (self.changes(old, attrs), []), if_match)
+
+    def changes(self, old: JSON, attrs: JSON) -> JSON:
+        """The stored attributes an update changes; subclasses check semantics."""
+        return attrs
+
+    def modify(
+        self,
+        object_id: str,
+        plan: Callable[[JSON], tuple[JSON, Sequence[Op]]],
+        if_match: int | None = None,
+    ) -> JSON:
+        """Read, apply ``plan`` (changes and extra ops), write guarded by mod_revision;
+        retry when another writer got in first."""
+        for _ in range(WRITE_ATTEMPTS):
+            kv = self.read(object_id)
+            if if_match is not None and kv.value.get("revision_number") != if_match:
+                raise NeutronError(
+                    412,
+                    "RevisionNumberConstraintFailed",
+                    f"Constrained to {if_match}, but current revision is"
+                    f" {kv.value.get('revision_number')}",
+                )
+            changes, ops = plan(kv.value)
+            new = bumped(kv.value, changes)
+            try:
+                self.store.txn([Update(kv.key, new, kv.mod_revision), *ops])
+            except RevisionMismatchError as exc:
+                if exc.key == kv.key:
+                    continue
+                raise
+            except KeyNotFoundError as exc:
+                if exc.key == kv.key:
+                    raise self.missing(object_id) from None
+                raise
+            return new
+        raise busy(self.label, object_id)
+
+    def delete(self, object_id: str, ctx: Context) -> None:
+        raise NotImplementedError
+
+
+def busy(label: str, object_id: str) -> NeutronError:
+    return conflict("Conflict", f"{label} {object_id} is being changed concurrently; try again.")
+
+
+def ids(objects: Iterable[JSON]) -> list[str]:
+    return [o["id"] for o in objects]

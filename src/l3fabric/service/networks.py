@@ -1,0 +1,69 @@
+"""Networks: create, update, and delete (with their subnets, once no port is left).
+
+A network here is not an L2 segment: every address is routed as a /32
+(/128). ``router:external=True`` makes its subnets public (announced
+upstream by the gateway); otherwise they are private and source-NATed at
+the gateway. ``provider:*`` attributes are accepted and stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from l3fabric.api.errors import conflict
+from l3fabric.keys import neutron_key
+from l3fabric.model.neutron import NetworkBody
+from l3fabric.service.common import (
+    JSON,
+    WRITE_ATTEMPTS,
+    Context,
+    Resource,
+    busy,
+    standard_attrs,
+    validate,
+)
+from l3fabric.store import Create, Delete, KeyNotFoundError, RevisionMismatchError
+
+
+class Networks(Resource):
+    collection = "networks"
+    singular = "network"
+    plural = "networks"
+    not_found_type = "NetworkNotFound"
+    label = "Network"
+    model = NetworkBody
+
+    def create(self, data: Any, ctx: Context) -> JSON:
+        body = validate(NetworkBody, data, create=True)
+        value = {
+            **standard_attrs(body.api_attrs(), ctx),
+            **body.model_dump(by_alias=True, exclude={"project_id", "tenant_id"}),
+            "status": "ACTIVE",
+            "subnets": [],
+        }
+        self.service.security_groups.ensure_default(value["project_id"])
+        self.store.txn([Create(self.key(value["id"]), value)])
+        return value
+
+    def delete(self, object_id: str, ctx: Context) -> None:
+        for _ in range(WRITE_ATTEMPTS):
+            kv = self.read(object_id)
+            if self.service.ports.list(ctx, {"network_id": [object_id]}):
+                raise conflict(
+                    "NetworkInUse",
+                    f"Unable to complete operation on network {object_id}."
+                    " There are one or more ports still in use on the network.",
+                )
+            for subnet_id in kv.value["subnets"]:
+                self.service.subnets.ensure_unused(subnet_id)
+            ops = [Delete(kv.key, kv.mod_revision)]
+            ops += [Delete(neutron_key("subnets", s)) for s in kv.value["subnets"]]
+            try:
+                self.store.txn(ops)
+            except (RevisionMismatchError, KeyNotFoundError):
+                # A subnet came or went meanwhile: look again.
+                continue
+            for subnet_id in kv.value["subnets"]:
+                self.service.ipam.forget(subnet_id)
+            return
+        raise busy(self.label, object_id)

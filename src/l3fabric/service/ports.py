@@ -1,0 +1,431 @@
+"""Ports: fixed IPs through IPAM, MAC addresses, allowed address pairs,
+security groups and host binding.
+
+A port and its address claims are written in one transaction: the claims
+are Creates of ``ipam_key(subnet, address)``, so a taken address fails the
+whole transaction. For an address the client asked for that is a 409
+IpAddressAlreadyAllocated; for one IPAM picked, the allocator is told and
+picks again. Releases (port delete, fixed_ips update) are Deletes in the
+same transaction as the port write.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from l3fabric.api.errors import NeutronError, bad_request, conflict
+from l3fabric.keys import ipam_key, neutron_key
+from l3fabric.model.neutron import PortBody
+from l3fabric.service.common import (
+    JSON,
+    WRITE_ATTEMPTS,
+    Context,
+    Resource,
+    bumped,
+    busy,
+    standard_attrs,
+    validate,
+)
+from l3fabric.service.subnets import usable
+from l3fabric.store import (
+    Create,
+    Delete,
+    KeyExistsError,
+    KeyNotFoundError,
+    Op,
+    RevisionMismatchError,
+    Update,
+)
+
+# Each lost claim means someone else won an address, so this bounds a loop
+# that ends long before on any real pool.
+CLAIM_ATTEMPTS = 4 * WRITE_ATTEMPTS
+
+# Neutron's default base_mac: fa:16:3e plus three random octets.
+MAC_PREFIX = "fa:16:3e"
+
+
+@dataclass
+class _Request:
+    """One wanted address: on one of ``subnets`` (tried in order), at
+    ``address`` if the client named one."""
+
+    subnets: list[JSON]
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class _Claim:
+    subnet_id: str
+    address: str
+    explicit: bool
+
+
+class Ports(Resource):
+    collection = "ports"
+    singular = "port"
+    plural = "ports"
+    not_found_type = "PortNotFound"
+    label = "Port"
+    model = PortBody
+
+    # Create -------------------------------------------------------------------
+
+    def create(self, data: Any, ctx: Context) -> JSON:
+        body = validate(PortBody, data, create=True)
+        sent = body.model_fields_set
+        network = self.service.networks.get(body.network_id, ctx)
+        subnets = self._subnets(network)
+        value = {
+            **standard_attrs(body.api_attrs(), ctx),
+            "name": body.name,
+            "description": body.description,
+            "network_id": body.network_id,
+            "admin_state_up": body.admin_state_up,
+            "mac_address": body.mac_address or _random_mac(),
+            "fixed_ips": [],
+            "device_id": body.device_id,
+            "device_owner": body.device_owner,
+            "status": "DOWN",
+            "security_groups": [],
+            "allowed_address_pairs": [],
+            "binding:host_id": body.binding_host_id,
+            "binding:profile": body.binding_profile,
+            "binding:vnic_type": body.binding_vnic_type,
+            "binding:vif_type": _vif_type(body.binding_host_id),
+            "binding:vif_details": {},
+        }
+        if "mac_address" in sent:
+            self._check_mac_free(network["id"], value["mac_address"], None)
+        if "security_groups" in sent:
+            value["security_groups"] = self._check_groups(body.security_groups)
+        else:
+            value["security_groups"] = [
+                self.service.security_groups.ensure_default(value["project_id"])
+            ]
+        value["allowed_address_pairs"] = _pairs(
+            [p.model_dump() for p in body.allowed_address_pairs], subnets, value["mac_address"]
+        )
+        if "fixed_ips" in sent:
+            requests = self._requests(network, subnets, [f.model_dump() for f in body.fixed_ips])
+        else:
+            requests = _automatic(subnets)
+        self._gateway_rule(requests, value["device_owner"])
+        key = self.key(value["id"])
+        for _ in range(CLAIM_ATTEMPTS):
+            claims = self._pick(network, requests, [])
+            value["fixed_ips"] = [_fixed(c) for c in claims]
+            try:
+                self.store.txn([*self._claim_ops(value["id"], claims), Create(key, value)])
+            except KeyExistsError as exc:
+                self._taken(exc, claims)
+                continue
+            self._claimed(claims)
+            return value
+        raise _contention(network)
+
+    # Update -------------------------------------------------------------------
+
+    def update(self, object_id: str, data: Any, ctx: Context, if_match: int | None) -> JSON:
+        body = validate(PortBody, data, create=False)
+        sent = body.model_fields_set
+        attrs = body.api_attrs()
+        if "security_groups" in sent:
+            attrs["security_groups"] = self._check_groups(body.security_groups)
+        if "binding_host_id" in sent:
+            attrs["binding:vif_type"] = _vif_type(body.binding_host_id)
+        for _ in range(CLAIM_ATTEMPTS):
+            kv = self.read(object_id)
+            old = kv.value
+            _check_revision(old, if_match)
+            network = self.service.networks.get(old["network_id"], ctx)
+            subnets = self._subnets(network)
+            changes = dict(attrs)
+            mac = changes.get("mac_address", old["mac_address"])
+            if mac != old["mac_address"]:
+                if old["binding:host_id"]:
+                    raise conflict(
+                        "PortBound",
+                        f"Unable to change the MAC address of port {object_id}: it is bound"
+                        f" to host {old['binding:host_id']}.",
+                    )
+                self._check_mac_free(network["id"], mac, object_id)
+            if "allowed_address_pairs" in sent:
+                changes["allowed_address_pairs"] = _pairs(
+                    [p.model_dump() for p in body.allowed_address_pairs], subnets, mac
+                )
+            claims: list[_Claim] = []
+            released: list[JSON] = []
+            if "fixed_ips" in sent:
+                requests = self._requests(
+                    network, subnets, [f.model_dump() for f in body.fixed_ips]
+                )
+                self._gateway_rule(requests, changes.get("device_owner", old["device_owner"]))
+                kept, requests = _keep_existing(old["fixed_ips"], requests)
+                claims = self._pick(network, requests, kept)
+                changes["fixed_ips"] = [*kept, *(_fixed(c) for c in claims)]
+                released = [f for f in old["fixed_ips"] if f not in changes["fixed_ips"]]
+            new = bumped(old, changes)
+            ops: list[Op] = [
+                Update(kv.key, new, kv.mod_revision),
+                *self._claim_ops(object_id, claims),
+            ]
+            ops += [Delete(ipam_key(f["subnet_id"], f["ip_address"])) for f in released]
+            try:
+                self.store.txn(ops)
+            except KeyExistsError as exc:
+                self._taken(exc, claims)
+                continue
+            except (RevisionMismatchError, KeyNotFoundError):
+                continue  # the port changed meanwhile: plan again from what it is now
+            self._claimed(claims)
+            for f in released:
+                self.service.ipam.released(f["subnet_id"], f["ip_address"])
+            return new
+        raise busy(self.label, object_id)
+
+    # Delete -------------------------------------------------------------------
+
+    def delete(self, object_id: str, ctx: Context) -> None:
+        for _ in range(WRITE_ATTEMPTS):
+            kv = self.read(object_id)
+            ops: list[Op] = [Delete(kv.key, kv.mod_revision)]
+            for f in kv.value["fixed_ips"]:
+                claim = self.store.get(ipam_key(f["subnet_id"], f["ip_address"]))
+                if claim is not None and claim.value.get("port_id") == object_id:
+                    ops.append(Delete(claim.key, claim.mod_revision))
+            try:
+                self.store.txn(ops)
+            except (RevisionMismatchError, KeyNotFoundError):
+                continue  # a concurrent write: read again
+            for f in kv.value["fixed_ips"]:
+                self.service.ipam.released(f["subnet_id"], f["ip_address"])
+            return
+        raise busy(self.label, object_id)
+
+    # IPAM ---------------------------------------------------------------------
+
+    def _taken(self, exc: KeyExistsError, claims: list[_Claim]) -> None:
+        """A claim lost: a 409 for an address the client asked for, otherwise
+        tell the allocator so the caller's next pick avoids it."""
+        claim = next((c for c in claims if ipam_key(c.subnet_id, c.address) == exc.key), None)
+        if claim is None:
+            raise exc
+        if claim.explicit:
+            raise conflict(
+                "IpAddressAlreadyAllocated",
+                f"IP address {claim.address} already allocated in subnet {claim.subnet_id}",
+            ) from None
+        self.service.ipam.collided(claim.subnet_id, claim.address)
+
+    def _claimed(self, claims: list[_Claim]) -> None:
+        for c in claims:
+            if c.explicit:
+                self.service.ipam.claimed(c.subnet_id, c.address)
+
+    def _pick(self, network: JSON, requests: list[_Request], kept: list[JSON]) -> list[_Claim]:
+        claims: list[_Claim] = []
+        chosen: dict[str, set[str]] = {}
+        for f in kept:
+            chosen.setdefault(f["subnet_id"], set()).add(f["ip_address"])
+        for r in requests:
+            if r.address is not None:
+                claims.append(_Claim(r.subnets[0]["id"], r.address, True))
+                chosen.setdefault(r.subnets[0]["id"], set()).add(r.address)
+        for r in requests:
+            if r.address is not None:
+                continue
+            for subnet in r.subnets:
+                address = self.service.ipam.pick(subnet, chosen.get(subnet["id"], set()))
+                if address is not None:
+                    claims.append(_Claim(subnet["id"], address, False))
+                    chosen.setdefault(subnet["id"], set()).add(address)
+                    break
+            else:
+                raise conflict(
+                    "IpAddressGenerationFailure",
+                    f"No more IP addresses available on network {network['id']}.",
+                )
+        return claims
+
+    def _claim_ops(self, port_id: str, claims: list[_Claim]) -> list[Op]:
+        return [
+            Create(
+                ipam_key(c.subnet_id, c.address),
+                {"port_id": port_id, "subnet_id": c.subnet_id, "ip_address": c.address},
+            )
+            for c in claims
+        ]
+
+    # Checks -------------------------------------------------------------------
+
+    def _subnets(self, network: JSON) -> list[JSON]:
+        subnets = []
+        for subnet_id in network["subnets"]:
+            kv = self.store.get(neutron_key("subnets", subnet_id))
+            if kv is not None:
+                subnets.append(kv.value)
+        return subnets
+
+    def _requests(
+        self, network: JSON, subnets: list[JSON], fixed_ips: list[JSON]
+    ) -> list[_Request]:
+        by_id = {s["id"]: s for s in subnets}
+        requests = []
+        seen: set[str] = set()
+        for f in fixed_ips:
+            subnet_id, address = f.get("subnet_id"), f.get("ip_address")
+            if subnet_id is None and address is None:
+                raise bad_request(
+                    "Invalid input for fixed_ips: each entry needs subnet_id or ip_address"
+                )
+            if subnet_id is not None and subnet_id not in by_id:
+                self.service.subnets.read(subnet_id)  # 404 if it does not exist at all
+                raise bad_request(
+                    f"Invalid input for operation: Failed to create port on network"
+                    f" {network['id']}, because fixed_ips included invalid subnet {subnet_id}."
+                )
+            if address is None:
+                requests.append(_Request([by_id[subnet_id]]))
+                continue
+            if address in seen:
+                raise bad_request(f"Invalid input for fixed_ips: {address} is given twice")
+            seen.add(address)
+            ip = ipaddress.ip_address(address)
+            if subnet_id is not None:
+                subnet = by_id[subnet_id]
+                if not usable(ipaddress.ip_network(subnet["cidr"]), ip):
+                    raise bad_request(
+                        f"IP address {address} is not a valid IP for the specified subnet.",
+                        "InvalidIpForSubnet",
+                    )
+            else:
+                found = [s for s in subnets if usable(ipaddress.ip_network(s["cidr"]), ip)]
+                if not found:
+                    raise bad_request(
+                        f"IP address {address} is not a valid IP for any of the subnets on"
+                        " the specified network.",
+                        "InvalidIpForNetwork",
+                    )
+                subnet = found[0]
+            requests.append(_Request([subnet], address))
+        return requests
+
+    @staticmethod
+    def _gateway_rule(requests: list[_Request], device_owner: str) -> None:
+        """Only a router interface may hold a subnet's gateway address."""
+        if device_owner.startswith("network:router"):
+            return
+        for r in requests:
+            if r.address is not None and r.address == r.subnets[0]["gateway_ip"]:
+                raise conflict(
+                    "IpAddressAlreadyAllocated",
+                    f"IP address {r.address} is the gateway of subnet {r.subnets[0]['id']}",
+                )
+
+    def _check_mac_free(self, network_id: str, mac: str, port_id: str | None) -> None:
+        for port in self.list(Context(), {"network_id": [network_id]}):
+            if port["mac_address"] == mac and port["id"] != port_id:
+                raise conflict(
+                    "MacAddressInUse",
+                    f"Unable to complete operation for network {network_id}. The mac address"
+                    f" {mac} is in use.",
+                )
+
+    def _check_groups(self, group_ids: list[str]) -> list[str]:
+        for group_id in group_ids:
+            self.service.security_groups.read(group_id)
+        return list(dict.fromkeys(group_ids))
+
+
+def _fixed(claim: _Claim) -> JSON:
+    return {"subnet_id": claim.subnet_id, "ip_address": claim.address}
+
+
+def _check_revision(value: JSON, if_match: int | None) -> None:
+    if if_match is not None and value.get("revision_number") != if_match:
+        raise NeutronError(
+            412,
+            "RevisionNumberConstraintFailed",
+            f"Constrained to {if_match}, but current revision is {value.get('revision_number')}",
+        )
+
+
+def _contention(network: JSON) -> NeutronError:
+    return conflict(
+        "IpAddressGenerationFailure",
+        f"Could not allocate an address on network {network['id']}: too much contention;"
+        " try again.",
+    )
+
+
+def _random_mac() -> str:
+    return MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
+
+
+def _vif_type(host: str) -> str:
+    # Calico's VIF type: a routed tap device on the host.
+    return "tap" if host else "unbound"
+
+
+def _automatic(subnets: list[JSON]) -> list[_Request]:
+    """No fixed_ips given: one address of each IP version the network has,
+    from the first subnet of that version with room."""
+    requests = []
+    for version in (4, 6):
+        candidates = [s for s in subnets if s["ip_version"] == version]
+        if candidates:
+            requests.append(_Request(candidates))
+    return requests
+
+
+def _keep_existing(
+    current: list[JSON], requests: list[_Request]
+) -> tuple[list[JSON], list[_Request]]:
+    """An update keeps the addresses it names again, and for an entry that
+    gives only a subnet the port is already on, the address it has there
+    (as Neutron does). Returns the kept addresses and what is left to claim."""
+    named = {r.address for r in requests if r.address is not None}
+    kept: list[JSON] = []
+    rest: list[_Request] = []
+    for r in sorted(requests, key=lambda q: q.address is None):
+        subnet_id = r.subnets[0]["id"]
+        match = next(
+            (
+                f
+                for f in current
+                if f not in kept
+                and f["subnet_id"] == subnet_id
+                and (f["ip_address"] == r.address if r.address else f["ip_address"] not in named)
+            ),
+            None,
+        )
+        if match is None:
+            rest.append(r)
+        else:
+            kept.append(match)
+    return kept, rest
+
+
+def _pairs(pairs: list[JSON], subnets: list[JSON], port_mac: str) -> list[JSON]:
+    """Each pair's address or CIDR must lie inside a subnet of the port's network:
+    the fabric routes only addresses it knows the network for."""
+    out = []
+    for pair in pairs:
+        network = ipaddress.ip_network(pair["ip_address"])
+        if not any(
+            network.version == s["ip_version"]
+            and network.subnet_of(ipaddress.ip_network(s["cidr"]))
+            for s in subnets
+        ):
+            raise bad_request(
+                f"Invalid input for allowed_address_pairs. Reason: {pair['ip_address']} is not"
+                " inside any subnet of the port's network."
+            )
+        out.append(
+            {"ip_address": pair["ip_address"], "mac_address": pair["mac_address"] or port_mac}
+        )
+    return out
