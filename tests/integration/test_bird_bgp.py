@@ -1,0 +1,156 @@
+"""BIRD 2 between two namespaces: eBGP + BFD, the host export policy, reconfigure.
+
+One BIRD pair serves the whole module (a BGP session takes seconds to come
+up): ``h`` is a compute host (AS 4200000001, exports its endpoints), ``g`` a
+gateway-like router (AS 65000) that imports everything.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+
+from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.routes import EndpointRoutes
+from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute, render
+from l3fabric.routing.bird_process import BirdConfigError, BirdProcess
+
+from .conftest import ip
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> float:
+    """Poll ``check`` until true; return the seconds it took, fail after ``timeout_s``."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout_s:
+            pytest.fail(f"{what}: not within {timeout_s} s")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def host_config() -> BirdConfig:
+    return BirdConfig(
+        router_id="10.255.0.1",
+        local_as=4200000001,
+        peers=(
+            BgpPeer("gw", "10.255.0.2", 65000, bfd=True),
+            BgpPeer("gw-v6", "fd00:255::2", 65000),
+        ),
+        hold_time=3,
+        keepalive_time=1,
+    )
+
+
+def router_config() -> BirdConfig:
+    everything = Policy("all")
+    return BirdConfig(
+        router_id="10.255.0.2",
+        local_as=65000,
+        peers=(
+            BgpPeer("host1", "10.255.0.1", 4200000001, bfd=True, export_policy=Policy("none"), import_policy=everything),
+            BgpPeer("host1-v6", "fd00:255::1", 4200000001, export_policy=Policy("none"), import_policy=everything),
+        ),
+        hold_time=3,
+        keepalive_time=1,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fabric(tmp_path_factory) -> Iterator[tuple[str, str, BirdProcess, BirdProcess]]:
+    tag = "t" + secrets.token_hex(2)
+    h, g = f"l3f-{tag}-h", f"l3f-{tag}-g"
+    run_dir = str(tmp_path_factory.mktemp("bird"))
+    birds: list[BirdProcess] = []
+    try:
+        netns_mod.create(h)
+        netns_mod.create(g)
+        ip("-n", h, "link", "add", "l3fbh", "type", "veth", "peer", "name", "l3fbg", "netns", g)
+        for ns, dev, v4, v6 in (
+            (h, "l3fbh", "10.255.0.1", "fd00:255::1"),
+            (g, "l3fbg", "10.255.0.2", "fd00:255::2"),
+        ):
+            ip("-n", ns, "addr", "add", f"{v4}/30", "dev", dev)
+            ip("-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            ip("-n", ns, "link", "set", dev, "up")
+        ip("-n", h, "link", "add", "tap1", "type", "veth", "peer", "name", "l3fvm1")
+        ip("-n", h, "link", "set", "tap1", "up")
+        birds = [BirdProcess("h", h, run_dir), BirdProcess("g", g, run_dir)]
+        birds[0].start(render(host_config()))
+        birds[1].start(render(router_config()))
+        yield h, g, birds[0], birds[1]
+    finally:
+        for bird in birds:
+            bird.stop()
+        netns_mod.delete(h)
+        netns_mod.delete(g)
+
+
+def established(bird: BirdProcess) -> dict[str, str]:
+    return {p.name: p.since for p in bird.control.protocols() if p.established}
+
+
+def test_sessions_and_bfd_come_up(fabric) -> None:
+    _, _, host, _ = fabric
+    wait_for("both sessions Established", lambda: len(established(host)) == 2, 30)
+    wait_for(
+        "BFD session Up",
+        lambda: any(" Up " in t for _, t in host.control.request("show bfd sessions")),
+        10,
+    )
+
+
+def test_endpoint_routes_propagate_and_nothing_else(fabric) -> None:
+    h, g, host, _ = fabric
+    wait_for("sessions", lambda: len(established(host)) == 2, 30)
+    # Things the export policy must keep home: another protocol's /32, a
+    # default route, and a prefix of ours that is not a host route.
+    ip("-n", h, "route", "add", "10.66.0.1/32", "dev", "tap1", "proto", "static")
+    ip("-n", h, "route", "add", "default", "via", "10.255.0.2", "proto", "static")
+    ip("-n", h, "route", "add", "10.77.0.0/24", "dev", "tap1", "proto", "96")
+    ip("-n", h, "-6", "route", "add", "default", "via", "fd00:255::2", "proto", "96")
+    with EndpointRoutes(h) as routes:
+        routes.converge({"10.1.0.5/32": "tap1", "2001:db8::5/128": "tap1"})
+        took = wait_for(
+            "endpoints in the peer's kernel",
+            lambda: (
+                "10.1.0.5 via 10.255.0.1" in ip("-n", g, "route")
+                and "2001:db8::5 via fd00:255::1" in ip("-n", g, "-6", "route")
+            ),
+            2,
+        )
+        time.sleep(0.5)  # give anything wrongly exported time to arrive
+        v4, v6 = ip("-n", g, "route"), ip("-n", g, "-6", "route")
+        assert "10.66.0.1" not in v4 and "10.77.0.0" not in v4 and "default" not in v4
+        assert "default" not in v6
+        print(f"propagation {took:.3f} s")
+
+        routes.converge({})
+        wait_for(
+            "withdrawal in the peer's kernel",
+            lambda: (
+                "10.1.0.5" not in ip("-n", g, "route")
+                and "2001:db8::5" not in ip("-n", g, "-6", "route")
+            ),
+            2,
+        )
+
+
+def test_reconfigure_keeps_sessions_and_refuses_bad_config(fabric) -> None:
+    _, _, host, _ = fabric
+    wait_for("sessions", lambda: len(established(host)) == 2, 30)
+    before = established(host)
+    config = host_config()
+    assert host.apply(render(config)) is False  # unchanged: nothing to do
+    changed = replace(config, static_routes=(StaticRoute("192.0.2.0/24"),), scan_time=20)
+    assert host.apply(render(changed)) is True
+    text = host.config_path.read_text()
+    with pytest.raises(BirdConfigError, match="syntax error"):
+        host.apply(render(changed) + "\nprotocol bgp gw {}\n")
+    assert host.config_path.read_text() == text
+    time.sleep(1.5)
+    assert established(host) == before
+    assert "static4" in {p.name for p in host.control.protocols()}
