@@ -10,6 +10,7 @@ output; the exit code is non-zero as soon as a step fails.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import socket
@@ -66,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
+    # The demo prints what it does itself; httpx's per-request log lines are noise here.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     openstack = Path(sys.executable).parent / "openstack"
     if not openstack.exists():
         console.print(
@@ -147,9 +150,10 @@ def _openstack(console: Console, openstack: Path, url: str, title: str, argv: li
         raise DemoFailed(
             f"`openstack {shlex.join(argv)}` took over {COMMAND_TIMEOUT_S} s"
         ) from None
-    console.print(done.stdout.rstrip(), markup=False)
+    # soft_wrap: the CLI's tables keep their own line breaks at any terminal width.
+    console.print(done.stdout.rstrip(), markup=False, soft_wrap=True)
     if done.returncode != 0:
-        console.print(done.stderr.rstrip(), style="red", markup=False)
+        console.print(done.stderr.rstrip(), style="red", markup=False, soft_wrap=True)
         raise DemoFailed(f"`openstack {shlex.join(argv)}` exited with {done.returncode}")
     return done.stdout
 
