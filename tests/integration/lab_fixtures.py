@@ -98,16 +98,19 @@ class Lab:
 
 @pytest.fixture
 def lab_factory() -> Iterator[Callable[..., Lab]]:
-    """``lab_factory(yaml_text, network_only=False) -> Lab``; name and port are set here."""
+    """``lab_factory(yaml_text, network_only=False, agents=True) -> Lab``.
+
+    The lab's name and API port are chosen here (unique, free).
+    """
     made: list[str] = []
 
-    def make(text: str, network_only: bool = False) -> Lab:
+    def make(text: str, network_only: bool = False, agents: bool = True) -> Lab:
         data = yaml.safe_load(text) or {}
         data["name"] = "t" + secrets.token_hex(4)
         data.setdefault("api", {})["port"] = free_port()
         topo = parse_topology(yaml.safe_dump(data))
         made.append(topo.name)
-        return Lab(up(topo, network_only=network_only))
+        return Lab(up(topo, network_only=network_only, agents=agents))
 
     try:
         yield make

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="build namespaces, links and routers only: no controller, no agents",
     )
+    p.add_argument(
+        "--no-agents", action="store_true", help="start the controller but no host agents"
+    )
     p.set_defaults(func=_up)
 
     p = verbs.add_parser("down", help="remove a lab completely (also after a crash)")
@@ -88,7 +91,7 @@ def _up(args: argparse.Namespace) -> int:
                 console.print(f"  [green]✓[/] {time.monotonic() - start:5.1f} s  {text}")
                 status.update(f"lab {topo.name}: {text}")
 
-            plan = up(topo, step, network_only=args.network_only)
+            plan = up(topo, step, network_only=args.network_only, agents=not args.no_agents)
     except (LabError, TopologyError) as exc:
         return _fail(exc)
     console.print(

@@ -107,15 +107,21 @@ def wait_for_router_sessions(state: LabState, plan: Plan, timeout: float = SESSI
     raise LabError(f"BGP sessions not established after {timeout:.0f} s: {detail}")
 
 
-def up(topo: Topology, step: Step = lambda _: None, network_only: bool = False) -> Plan:
-    """Build and start lab ``topo``; ``step`` is told what happens, for progress display."""
+def up(
+    topo: Topology, step: Step = lambda _: None, network_only: bool = False, agents: bool = True
+) -> Plan:
+    """Build and start lab ``topo``; ``step`` is told what happens, for progress display.
+
+    ``network_only``: namespaces, links and routers only. ``agents=False``:
+    also the controller with every host registered, but no host agent.
+    """
     plan = build_plan(topo)
     state = LabState(plan.lab)
     if state.exists():
         raise LabError(f"lab {plan.lab} is already up; `l3fabric lab down {plan.lab}` first")
     if not network_only:
         processes.require_command("server")
-        if plan.by_role("host"):
+        if agents and plan.by_role("host"):
             processes.require_command("agent")
     state.create()
     state.save_plan(plan)
@@ -131,9 +137,10 @@ def up(topo: Topology, step: Step = lambda _: None, network_only: bool = False) 
             processes.start_server(state, plan)
             with FabricClient(plan.api_url()) as client:
                 register(client, plan)
-            step("host agents")
-            for host in plan.by_role("host"):
-                processes.start_agent(state, plan, host.name)
+            if agents:
+                step("host agents")
+                for host in plan.by_role("host"):
+                    processes.start_agent(state, plan, host.name)
         step("BGP sessions between routers")
         wait_for_router_sessions(state, plan)
     except BaseException:
