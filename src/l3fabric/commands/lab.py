@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -79,6 +80,8 @@ def _fail(exc: Exception) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    # One line per request would drown the progress display.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         topo = load_topology(args.topology)
     except TopologyError as exc:
