@@ -1,0 +1,45 @@
+"""Rendering of the anti-spoofing table (no kernel needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from l3fabric.dataplane.nft import digest_of, render
+
+
+def test_one_rule_per_family_serves_every_tap() -> None:
+    text = render({"tapb": ["10.1.0.6/32"], "tapa": ["10.1.0.5/32", "2001:db8::5/128"]})
+    assert '"tapa" . 10.1.0.5/32,\n\t\t\t"tapb" . 10.1.0.6/32' in text
+    assert '"tapa" . 2001:db8::5/128' in text
+    assert text.count("@allowed4") == 1 and text.count("@allowed6") == 1
+    assert "priority raw" in text and 'iifname != "tap*" accept' in text
+    assert text.rstrip().endswith("counter drop\n\t}\n}".rstrip())
+
+
+def test_overlapping_sources_are_merged() -> None:
+    text = render({"tapa": ["10.1.0.5/32", "10.1.0.0/24", "10.1.0.7"]})
+    assert '"tapa" . 10.1.0.0/24' in text and "10.1.0.5" not in text
+
+
+def test_digest_follows_content_not_order() -> None:
+    a = render({"tapa": ["10.1.0.5/32", "10.1.0.9/32"], "tapb": []})
+    b = render({"tapb": [], "tapa": ["10.1.0.9/32", "10.1.0.5/32"]})
+    assert a == b and digest_of(a) is not None
+    assert digest_of(render({"tapa": ["10.1.0.5/32"]})) != digest_of(a)
+
+
+def test_empty_state_drops_everything_from_taps() -> None:
+    text = render({})
+    assert "elements" not in text and "counter drop" in text
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"eth0": ["10.0.0.1/32"]}, "bad tap name"),
+        ({"tapa": ["10.0.0.300/32"]}, "bad allowed source"),
+    ],
+)
+def test_bad_input_names_what_is_wrong(state, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        render(state)
