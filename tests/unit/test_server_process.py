@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from l3fabric.client import FabricClient
+from l3fabric.client import ApiError, FabricClient, HostStateWatcher
 
+from .test_client_watcher import wait_for
 from .test_fabric_api import HOST
 
 ServerFactory = Callable[..., tuple[subprocess.Popen, str]]
@@ -174,3 +175,29 @@ def test_listen_in_a_network_namespace(start_server: ServerFactory, netns: str) 
     # The socket lives in the namespace: the same address in the root namespace is closed.
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{inner}/v1/fabric", timeout=2)
+
+
+def test_neutron_ports_reach_the_watcher_and_heartbeats_reach_neutron(
+    start_server: ServerFactory,
+) -> None:
+    _, url = start_server()
+    with FabricClient(url) as api:
+        api.register_host("h1", **HOST)
+        net = api.create_network(name="private")
+        subnet = api.create_subnet(network_id=net["id"], cidr="10.1.0.0/24", ip_version=4)
+        with HostStateWatcher(url, "h1", watch_timeout=5) as watcher:
+            assert watcher.synced.wait(10)
+            vm = api.create_port(network_id=net["id"], **{"binding:host_id": "h1"})
+            wait_for(lambda: vm["id"] in watcher.state().ports, 5, "port not watched")
+            cached = watcher.state().ports[vm["id"]]
+            assert cached["fixed_ips"][0]["subnet_id"] == subnet["id"]
+            assert subnet["id"] in watcher.state().subnets
+            api.heartbeat("h1", ports={vm["id"]: "ACTIVE"})
+            assert api.get("ports", vm["id"])["status"] == "ACTIVE"
+            api.update("ports", vm["id"], {"binding:host_id": "h2"})
+            wait_for(lambda: vm["id"] not in watcher.state().ports, 5, "moved port kept")
+        assert [p["id"] for p in api.list("ports", network_id=net["id"])] == [vm["id"]]
+        api.delete("ports", vm["id"])
+        with pytest.raises(ApiError) as caught:
+            api.get("ports", vm["id"])
+        assert caught.value.status == 404
