@@ -1,0 +1,61 @@
+"""The real ``openstack`` CLI against the server (each call is a 1-2 s process,
+so each test is a whole user story)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.clients
+
+
+def test_network_subnet_and_ports_by_name(cli) -> None:
+    net = cli.json("network", "create", "public", "--external")
+    assert net["router:external"] is True
+    sub = cli.json(
+        "subnet", "create", "public-v4", "--network", "public", "--subnet-range", "203.0.113.0/24"
+    )
+    assert sub["gateway_ip"] == "203.0.113.1"
+    port = cli.json(
+        "port", "create", "web1", "--network", "public",
+        "--fixed-ip", "subnet=public-v4,ip-address=203.0.113.10", "--host", "compute1",
+    )  # fmt: skip
+    assert port["fixed_ips"] == [{"subnet_id": sub["id"], "ip_address": "203.0.113.10"}]
+    assert port["binding_host_id"] == "compute1"
+    assert port["status"] == "DOWN"
+
+    # A taken address: the user reads Neutron's message.
+    taken = cli.run(
+        "port", "create", "web2", "--network", "public",
+        "--fixed-ip", "subnet=public-v4,ip-address=203.0.113.10",
+    )  # fmt: skip
+    assert taken.returncode != 0
+    assert "IP address 203.0.113.10 already allocated" in taken.stderr
+
+    cli.ok("port", "set", "web1", "--name", "www", "--allowed-address", "ip-address=203.0.113.99")
+    shown = cli.json("port", "show", "www")
+    assert shown["id"] == port["id"]
+    assert shown["allowed_address_pairs"][0]["ip_address"] == "203.0.113.99"
+    listed = cli.json("port", "list", "--network", "public")
+    assert [p["ID"] for p in listed] == [port["id"]]
+
+    in_use = cli.run("network", "delete", "public")
+    assert in_use.returncode != 0
+    assert "ports still in use" in in_use.stderr
+    cli.ok("port", "delete", "www")
+    cli.ok("network", "delete", net["id"])
+    assert cli.json("subnet", "list") == []
+
+
+def test_security_groups(cli) -> None:
+    group = cli.json("security", "group", "create", "web", "--description", "web servers")
+    rule = cli.json(
+        "security", "group", "rule", "create", "web", "--protocol", "tcp", "--dst-port", "443"
+    )
+    assert (rule["port_range_min"], rule["port_range_max"]) == (443, 443)
+    cli.ok("security", "group", "set", "web", "--name", "https")
+    names = {g["Name"] for g in cli.json("security", "group", "list")}
+    assert names == {"default", "https"}
+    rules = cli.json("security", "group", "rule", "list", "https")
+    assert rule["id"] in {r["ID"] for r in rules}
+    cli.ok("security", "group", "delete", group["id"])
+    assert {g["Name"] for g in cli.json("security", "group", "list")} == {"default"}
