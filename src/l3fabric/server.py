@@ -108,6 +108,10 @@ def bind(listen: Listen) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted connections inherit this. Without it, uvicorn serving a socket
+            # we made answers keep-alive requests after a ~40 ms delayed-ACK stall
+            # (measured: 44 ms per request, 0.9 ms with it).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((listen.host, listen.port))
             sock.listen(2048)
         except OSError as exc:

@@ -19,6 +19,7 @@ from l3fabric.client import (
     HostStateWatcher,
     ResyncRequired,
 )
+from l3fabric.server import Listen, bind
 from l3fabric.store.sqlite import SqliteStore
 
 from .test_fabric_api import HOST, fabric_app, port
@@ -39,9 +40,8 @@ class LoopbackServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))  # the same port again after a restart
+        # The same port again after a restart; bound the way `l3fabric server` binds.
+        sock = bind(Listen("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         app = fabric_app(self.store)
         config = uvicorn.Config(app, log_level="warning", lifespan="off")

@@ -201,3 +201,16 @@ def test_neutron_ports_reach_the_watcher_and_heartbeats_reach_neutron(
         with pytest.raises(ApiError) as caught:
             api.get("ports", vm["id"])
         assert caught.value.status == 404
+
+
+def test_keep_alive_requests_do_not_stall(start_server: ServerFactory) -> None:
+    # Agents reuse one connection; Nagle + delayed ACK once made each request 40+ ms.
+    _, url = start_server()
+    with httpx.Client(base_url=url) as http:
+        http.get("/v1/fabric")
+        times = []
+        for _ in range(20):
+            started = time.monotonic()
+            http.put("/v1/fabric", json={"asn": 64512})
+            times.append(time.monotonic() - started)
+    assert sorted(times)[len(times) // 2] < 0.02
