@@ -214,3 +214,25 @@ def test_keep_alive_requests_do_not_stall(start_server: ServerFactory) -> None:
             http.put("/v1/fabric", json={"asn": 64512})
             times.append(time.monotonic() - started)
     assert sorted(times)[len(times) // 2] < 0.02
+
+
+def test_many_long_polls_do_not_block_other_requests(start_server: ServerFactory) -> None:
+    # More watchers than Starlette's default pool of 40 threads for sync endpoints.
+    _, url = start_server()
+    revision = httpx.get(f"{url}/v1/watch", params={"host": "h0"}).json()["revision"]
+    params = [{"host": f"h{i}", "since": revision, "timeout": 4} for i in range(60)]
+    polls = [
+        threading.Thread(
+            target=httpx.get, args=(f"{url}/v1/watch",), kwargs={"params": p, "timeout": 10}
+        )
+        for p in params
+    ]
+    for poll in polls:
+        poll.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert httpx.get(f"{url}/v1/hosts", timeout=5).status_code == 200
+    assert httpx.put(f"{url}/v1/fabric", json={}, timeout=5).status_code == 200
+    assert time.monotonic() - started < 1.0
+    for poll in polls:
+        poll.join(15)
