@@ -118,7 +118,10 @@ def start_bird(state: LabState, plan: Plan, node: str) -> None:
 
 def start_agent(state: LabState, plan: Plan, node: str) -> int:
     ns = plan.node(node).namespace
-    argv = l3fabric_argv("agent", "--host", node, "--api", plan.agent_api_url())
+    run_dir = str(state.agent_dir(node))
+    argv = l3fabric_argv(
+        "agent", "--host", node, "--api", plan.agent_api_url(), "--run-dir", run_dir
+    )
     return _spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
 
 

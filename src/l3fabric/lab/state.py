@@ -8,6 +8,7 @@ and namespaces live and die together. Layout::
     pids/<proc>.pid    one per process the lab started
     logs/<proc>.log    their output
     bird/<node>.conf   rendered router configs, and bird/<node>.ctl sockets
+    agents/<host>/     a host agent's run directory (its BIRD: bird/bird.ctl)
     vms/<vm>.json      VMs booted with `lab boot`
 """
 
@@ -48,11 +49,18 @@ class LabState:
     def bird_ctl(self, node: str) -> Path:
         return self.dir / "bird" / f"{node}.ctl"
 
+    def agent_dir(self, host: str) -> Path:
+        return self.dir / "agents" / host
+
+    def agent_bird_ctl(self, host: str) -> Path:
+        """The control socket of the BIRD that host ``host``'s agent runs."""
+        return self.agent_dir(host) / "bird" / "bird.ctl"
+
     def vm_file(self, vm: str) -> Path:
         return self.dir / "vms" / f"{vm}.json"
 
     def create(self) -> None:
-        for sub in ("pids", "logs", "bird", "vms"):
+        for sub in ("pids", "logs", "bird", "vms", "agents"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
 
     def exists(self) -> bool:

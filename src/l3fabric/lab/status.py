@@ -46,7 +46,8 @@ def node_status(state: LabState, plan: Plan) -> list[NodeStatus]:
         pid = pids.get(f"agent-{node.name}")
         if pid is not None:
             agent = processes.alive(pid)
-        sessions = [p for p in bird.protocols(state.bird_ctl(node.name)) if p.proto == "BGP"]
+        ctl = state.agent_bird_ctl(node.name) if node.role == "host" else state.bird_ctl(node.name)
+        sessions = [p for p in bird.protocols(ctl) if p.proto == "BGP"]
         exists = node.namespace in present
         out.append(
             NodeStatus(

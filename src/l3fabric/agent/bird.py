@@ -1,0 +1,76 @@
+"""The host's BIRD configuration, derived from the fabric config and its registration.
+
+Peers come from the host's registration when it lists them explicitly (the
+lab does, for hosts behind ToR routers); otherwise from the fabric's peering
+mode: the gateways, every other host as well (``mesh``), or the route
+reflectors. The export policy is always "endpoints": only the /32 and /128
+routes this agent installed leave the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from l3fabric.api.fabric import effective_asn
+from l3fabric.client import HostState
+from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy
+
+ENDPOINTS = Policy("endpoints")
+ALL = Policy("all")
+
+
+class NotRegistered(LookupError):
+    """The controller has no registration for this host yet: nothing to peer with."""
+
+
+def _peer(name: str, address: str, asn: int, bfd: bool) -> BgpPeer:
+    return BgpPeer(
+        name=name, address=address, asn=asn, bfd=bfd, import_policy=ALL, export_policy=ENDPOINTS
+    )
+
+
+def _derived_peers(state: HostState, local_as: int, bfd: bool) -> list[BgpPeer]:
+    fabric = state.fabric
+    peers: list[BgpPeer] = []
+    for gw in sorted(state.gateways.values(), key=lambda g: g["name"]):
+        asn = effective_asn(gw, fabric, kind="gateway")
+        for i, address in enumerate(gw.get("fabric_addresses") or []):
+            peers.append(_peer(f"{gw['name']}_{i}", str(address), asn, bfd))
+    if fabric.get("peering") == "mesh":
+        for other in sorted(state.hosts.values(), key=lambda h: h["name"]):
+            peers.append(
+                _peer(other["name"], str(other["address"]), effective_asn(other, fabric), bfd)
+            )
+    elif fabric.get("peering") == "reflectors":
+        peers = [
+            _peer(f"rr{i}", str(address), int(fabric.get("asn", local_as)), bfd)
+            for i, address in enumerate(fabric.get("route_reflectors") or [])
+        ]
+    return peers
+
+
+def host_bird_config(state: HostState) -> BirdConfig:
+    """The BIRD config for the host in ``state``; NotRegistered until it is registered."""
+    host: dict[str, Any] | None = state.host
+    if host is None:
+        raise NotRegistered("this host is not registered with the controller")
+    fabric = state.fabric
+    local_as = effective_asn(host, fabric)
+    bfd = fabric.get("bfd") or {}
+    use_bfd = bool(bfd.get("enabled", True))
+    if host.get("peers") is not None:
+        peers = [_peer(p["name"], str(p["address"]), int(p["asn"]), use_bfd) for p in host["peers"]]
+    else:
+        peers = _derived_peers(state, local_as, use_bfd)
+    gr = fabric.get("graceful_restart") or {}
+    return BirdConfig(
+        router_id=str(host["router_id"]),
+        local_as=local_as,
+        peers=tuple(peers),
+        bfd_interval_ms=int(bfd.get("interval_ms", 100)),
+        bfd_multiplier=int(bfd.get("multiplier", 3)),
+        graceful_restart=bool(gr.get("enabled", True)),
+        graceful_restart_time=int(gr.get("restart_time_s", 120)),
+        hold_time=int(fabric.get("hold_s", 90)),
+        keepalive_time=int(fabric.get("keepalive_s", 30)),
+    )

@@ -1,0 +1,243 @@
+"""The host agent: one level-triggered loop converging a compute host to the controller's view.
+
+Events (a watch answer, a tap appearing, a timer) only wake the loop; each
+pass reads the whole cache, computes the desired state and converges the
+kernel, nftables and BIRD to it, touching nothing that is already right. The
+first pass after a start is the same code, so a restarted agent changes
+nothing on a host that is already correct. On exit the agent leaves routes,
+rules and BIRD in place: forwarding never depends on the agent running.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l3fabric import __version__
+from l3fabric.agent.bird import NotRegistered, host_bird_config
+from l3fabric.agent.desired import Desired, compute
+from l3fabric.agent.linkwatch import LinkWatcher
+from l3fabric.client import (
+    ApiError,
+    ControllerUnavailable,
+    FabricClient,
+    HostState,
+    HostStateWatcher,
+)
+from l3fabric.dataplane.links import Links, TapNotFound
+from l3fabric.dataplane.nft import AntiSpoofing
+from l3fabric.dataplane.routes import (
+    EndpointRoutes,
+    RouteProgrammingError,
+    ensure_link_local_gateway,
+    install_protocol_name,
+)
+from l3fabric.routing.bird_config import render
+from l3fabric.routing.bird_process import BirdProcess
+
+log = logging.getLogger(__name__)
+
+# A full pass runs at least this often, so that drift (a route deleted by
+# hand, a BIRD that died) is repaired even without an event.
+RESYNC_INTERVAL_S = 10.0
+# After a failed pass, try again this soon.
+RETRY_S = 1.0
+
+
+@dataclass
+class PassResult:
+    """What one reconcile pass found and did."""
+
+    statuses: dict[str, str] = field(default_factory=dict)
+    routes_changed: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class HostAgent:
+    """Runs the reconcile loop for host ``host`` in the current network namespace."""
+
+    def __init__(
+        self,
+        host: str,
+        api_url: str,
+        run_dir: str | Path,
+        resync_interval: float = RESYNC_INTERVAL_S,
+    ) -> None:
+        self.host = host
+        self.api_url = api_url
+        self.resync_interval = resync_interval
+        self.bird = BirdProcess("bird", run_dir=str(run_dir))
+        self.watcher = HostStateWatcher(api_url, host, on_change=self.wake)
+        self.client = FabricClient(api_url)
+        self.statuses: dict[str, str] = {}
+        self.last_pass: PassResult | None = None
+        self.passes = 0
+        self._dirty = threading.Event()
+        self._report_now = threading.Event()
+        self._stop = threading.Event()
+        self._started_at = time.time()
+
+    def wake(self) -> None:
+        self._dirty.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        self._report_now.set()
+
+    # The loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until ``stop()``: the reconcile loop here, watch/links/heartbeat in threads."""
+        install_protocol_name()
+        links = LinkWatcher(self.wake).start()
+        self.watcher.start()
+        reporter = threading.Thread(target=self._report_loop, name="heartbeat", daemon=True)
+        reporter.start()
+        try:
+            with Links() as link_ops, EndpointRoutes() as routes:
+                nft = AntiSpoofing()
+                while not self._stop.is_set():
+                    self._dirty.wait(self.resync_interval)
+                    self._dirty.clear()
+                    if self._stop.is_set():
+                        break
+                    # Never converge before the first snapshot: an empty cache
+                    # would withdraw every endpoint of a host that is fine.
+                    if not self.watcher.synced.is_set():
+                        continue
+                    result = self.reconcile(self.watcher.state(), link_ops, routes, nft)
+                    if result.failed:
+                        self._stop.wait(RETRY_S)
+                        self._dirty.set()
+        finally:
+            self.watcher.stop()
+            links.stop()
+            reporter.join(2.0)
+            self.client.close()
+
+    def reconcile(
+        self, state: HostState, link_ops: Links, routes: EndpointRoutes, nft: AntiSpoofing
+    ) -> PassResult:
+        """One pass: converge sysctls, taps, nftables, routes and BIRD to ``state``."""
+        started = time.monotonic()
+        result = PassResult()
+        link_ops.ensure_host()
+        ensure_link_local_gateway()
+        existing = {name for _, name in socket.if_nameindex() if name.startswith("tap")}
+        desired = compute(state.ports.values(), existing)
+        ready = self._prepare_taps(desired, link_ops, result)
+        # Guard first, then route: a tap never forwards before its rules exist.
+        try:
+            nft.apply(desired.allowed)
+        except Exception as exc:
+            result.failed.append(f"nftables: {exc}")
+            ready.clear()
+        wanted = {prefix: tap for prefix, tap in desired.routes.items() if tap in ready}
+        try:
+            plan = routes.converge(wanted)
+            result.routes_changed = len(plan.replace) + len(plan.delete)
+        except RouteProgrammingError as exc:
+            result.failed.append(str(exc))
+            ready -= {wanted.get(str(f.request.prefix), "") for f in exc.failures}
+        self._converge_bird(state, result)
+        result.statuses = desired.port_status(ready)
+        result.seconds = time.monotonic() - started
+        self._publish(result)
+        return result
+
+    def _prepare_taps(self, desired: Desired, link_ops: Links, result: PassResult) -> set[str]:
+        ready: set[str] = set()
+        for tap in sorted(set(desired.routes.values())):
+            try:
+                link_ops.ensure_tap(tap)
+                ready.add(tap)
+            except TapNotFound:
+                pass  # unplugged between the listing and now; the link event wakes us
+            except Exception as exc:
+                result.failed.append(f"{tap}: {exc}")
+        return ready
+
+    def _converge_bird(self, state: HostState, result: PassResult) -> None:
+        try:
+            text = render(host_bird_config(state))
+        except NotRegistered:
+            return
+        except ValueError as exc:
+            result.failed.append(f"BIRD config: {exc}")
+            return
+        try:
+            if self.bird.alive():
+                self.bird.apply(text)
+            else:
+                self.bird.start(text)
+                log.info("started BIRD (%s)", self.bird.socket_path)
+        except Exception as exc:
+            result.failed.append(f"BIRD: {exc}")
+
+    def _publish(self, result: PassResult) -> None:
+        self.passes += 1
+        self.last_pass = result
+        if result.routes_changed or result.failed:
+            log.info(
+                "pass %d: %d route changes in %.3f s%s",
+                self.passes,
+                result.routes_changed,
+                result.seconds,
+                f"; failed: {'; '.join(result.failed)}" if result.failed else "",
+            )
+        if result.statuses != self.statuses:
+            self.statuses = result.statuses
+            self._report_now.set()
+
+    # Status to the controller -------------------------------------------------------
+
+    def _report_loop(self) -> None:
+        while not self._stop.is_set():
+            interval = float(self.watcher.state().fabric.get("heartbeat_interval_s", 2.0))
+            try:
+                self.client.heartbeat(
+                    self.host,
+                    ports=dict(self.statuses),
+                    bgp=self.bgp_sessions(),
+                    agent=self._about(),
+                )
+            except (ApiError, ControllerUnavailable) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            if not self.bird.alive():
+                self.wake()  # supervise BIRD: the next pass starts it again
+            self._report_now.wait(interval)
+            self._report_now.clear()
+
+    def bgp_sessions(self) -> list[dict[str, Any]]:
+        if not self.bird.alive():
+            return []
+        try:
+            protocols = self.bird.control.protocols()
+        except Exception as exc:
+            log.debug("reading BIRD status failed: %s", exc)
+            return []
+        return [
+            {"name": p.name, "peer": "", "state": p.state, "info": p.info}
+            for p in protocols
+            if p.proto == "BGP"
+        ]
+
+    def _about(self) -> dict[str, Any]:
+        last = self.last_pass
+        return {
+            "version": __version__,
+            "started_at": self._started_at,
+            "passes": self.passes,
+            "last_pass_s": last.seconds if last else None,
+            "errors": last.failed if last else [],
+            "controller_connected": self.watcher.connected,
+        }
