@@ -1,0 +1,52 @@
+"""The host agent's policy: which routes, which sources, which port statuses."""
+
+from __future__ import annotations
+
+from l3fabric.agent.desired import compute, host_prefix
+from l3fabric.dataplane.links import tap_name
+
+
+def _port(pid: str, *ips: str, pairs: tuple[str, ...] = (), up: bool = True) -> dict:
+    return {
+        "id": pid,
+        "fixed_ips": [{"subnet_id": "s", "ip_address": ip} for ip in ips],
+        "allowed_address_pairs": [{"ip_address": p} for p in pairs],
+        "admin_state_up": up,
+        "binding:host_id": "h1",
+    }
+
+
+A = "aaaaaaaa-1111-2222-3333-444444444444"
+B = "bbbbbbbb-1111-2222-3333-444444444444"
+
+
+def test_host_prefix_both_families() -> None:
+    assert host_prefix("10.1.0.5") == "10.1.0.5/32"
+    assert host_prefix("2001:db8::5") == "2001:db8::5/128"
+
+
+def test_routes_only_for_plugged_taps() -> None:
+    ports = [_port(A, "10.1.0.2", "2001:db8::2"), _port(B, "10.1.0.3")]
+    desired = compute(ports, existing_taps={tap_name(A)})
+    assert desired.routes == {"10.1.0.2/32": tap_name(A), "2001:db8::2/128": tap_name(A)}
+    # Both ports are guarded, plugged or not: a tap is safe from its first packet.
+    assert set(desired.allowed) == {tap_name(A), tap_name(B)}
+
+
+def test_admin_down_port_is_not_routed_and_reports_down() -> None:
+    desired = compute([_port(A, "10.1.0.2", up=False)], existing_taps={tap_name(A)})
+    assert desired.routes == {}
+    assert desired.port_status({tap_name(A)}) == {A: "DOWN"}
+
+
+def test_allowed_sources_are_fixed_ips_and_address_pairs() -> None:
+    port = _port(A, "10.1.0.2", pairs=("10.1.0.100", "10.9.0.0/24", "not-an-ip"))
+    desired = compute([port], existing_taps=set())
+    assert desired.allowed[tap_name(A)] == ["10.1.0.2/32", "10.1.0.100/32", "10.9.0.0/24"]
+    # Address pairs are sources only: they are not routed here.
+    assert desired.routes == {}
+
+
+def test_status_active_only_when_programmed() -> None:
+    desired = compute([_port(A, "10.1.0.2"), _port(B, "10.1.0.3")], {tap_name(A), tap_name(B)})
+    assert desired.port_status({tap_name(A)}) == {A: "ACTIVE", B: "DOWN"}
