@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from l3fabric.lab.bird import parse_protocols
-from l3fabric.lab.boot import tap_name, vm_lines
+from l3fabric.dataplane.links import tap_name
+from l3fabric.lab.boot import vm_lines
 
 
 def port(*ips: str) -> dict:
@@ -31,17 +31,3 @@ def test_two_interfaces_get_source_routing() -> None:
 def test_tap_name_fits_the_kernel() -> None:
     assert tap_name("0123456789abcdef-0000") == "tap0123456789a"
     assert len(tap_name("0123456789abcdef")) <= 15
-
-
-def test_parse_birdc_protocols() -> None:
-    text = """BIRD 2.0.12 ready.
-Name       Proto      Table      State  Since         Info
-device1    Device     ---        up     09:10:51.737
-bgp_gw1_4  BGP        ---        up     09:10:52.001  Established
-bgp_r1_6   BGP        ---        start  2024-01-02 09:10:51  Active        Socket: Connection refused
-"""
-    protos = {p.name: p for p in parse_protocols(text)}
-    assert protos["bgp_gw1_4"].established
-    assert not protos["bgp_r1_6"].established
-    assert protos["bgp_r1_6"].info.startswith("Active")
-    assert protos["device1"].proto == "Device"

@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from l3fabric.client import ApiError, FabricClient
+from l3fabric.dataplane.links import tap_name
 from l3fabric.lab import netns
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import Plan, vm_namespace
@@ -26,10 +27,6 @@ GATEWAY4 = "169.254.1.1"  # answered by the host's proxy ARP
 GATEWAY6 = "fe80::1"  # the host's link-local next hop on the tap
 DEVICE_OWNER = "compute:lab"
 TABLE_BASE = 100  # source-routing table of interface i: TABLE_BASE + i
-
-
-def tap_name(port_id: str) -> str:
-    return "tap" + port_id[:11]
 
 
 def _network_id(client: FabricClient, network: str) -> str:

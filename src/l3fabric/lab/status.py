@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from l3fabric.lab import bird, netns, processes
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.state import LabState
+from l3fabric.routing.bird_control import ProtocolStatus
 
 
 @dataclass
@@ -20,7 +21,7 @@ class NodeStatus:
     role: str
     namespace: bool
     agent: bool | None  # None: no agent was started for this node
-    sessions: list[bird.Protocol] = field(default_factory=list)
+    sessions: list[ProtocolStatus] = field(default_factory=list)
     routes4: int = 0
     routes6: int = 0
 
