@@ -33,6 +33,7 @@ from l3fabric.lab.plan import ROUTER_ROLES, Plan
 from l3fabric.lab.state import LabState
 from l3fabric.lab.topology import parse_topology
 from l3fabric.lab.up import up
+from l3fabric.routing.bird_control import ProtocolStatus
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("bird") is None or shutil.which("ip") is None,
@@ -81,7 +82,7 @@ class Lab:
     def delete(self, vm: str) -> None:
         boot.delete(self.plan, self.state, vm)
 
-    def sessions(self, node: str) -> list[bird.Protocol]:
+    def sessions(self, node: str) -> list[ProtocolStatus]:
         return [p for p in bird.protocols(self.state.bird_ctl(node)) if p.proto == "BGP"]
 
     def wait_established(self, node: str, with_hosts: bool = False, timeout: float = 20.0) -> None:
