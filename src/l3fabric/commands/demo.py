@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shlex
 import socket
 import subprocess
 import sys
@@ -26,6 +24,7 @@ import httpx
 from rich.console import Console
 
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
+from l3fabric.osc import CommandFailed, OpenStackCLI, openstack_executable
 
 HOST = "compute-1"
 # The openstack CLI steps: (what it shows, arguments after `openstack`).
@@ -50,7 +49,6 @@ STEPS: list[tuple[str, list[str]]] = [
     ("all ports", ["port", "list"]),
     ("one port in full", ["port", "show", "web"]),
 ]  # fmt: skip
-COMMAND_TIMEOUT_S = 60
 SERVER_START_TIMEOUT_S = 20
 
 
@@ -69,20 +67,19 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     # The demo prints what it does itself; httpx's per-request log lines are noise here.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    openstack = Path(sys.executable).parent / "openstack"
-    if not openstack.exists():
-        console.print(
-            f"[red]l3fabric demo: {openstack} not found; install the test extras:"
-            " pip install -e '.[test]' (or run `make demo`)[/red]"
-        )
+    try:
+        openstack_executable()
+    except CommandFailed as exc:
+        console.print(f"[red]l3fabric demo: {exc}[/red]")
         return 2
     try:
         with tempfile.TemporaryDirectory(prefix="l3fabric-demo-") as tmp, _server(tmp) as url:
             console.rule(f"[bold]l3fabric controller at {url} (store: {tmp}/demo.db)")
+            openstack = OpenStackCLI(url, console)
             for title, argv in STEPS:
-                _openstack(console, openstack, url, title, argv)
+                openstack(title, *argv)
             _agent_part(console, openstack, url)
-    except DemoFailed as exc:
+    except (DemoFailed, CommandFailed) as exc:
         console.print(f"[bold red]demo failed: {exc}[/bold red]")
         return 1
     console.rule("[bold green]demo finished: every step succeeded")
@@ -135,30 +132,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path) -> None:
     raise DemoFailed(f"the server did not answer within {SERVER_START_TIMEOUT_S} s")
 
 
-def _openstack(console: Console, openstack: Path, url: str, title: str, argv: list[str]) -> str:
-    """Run one openstack CLI command, print it and its output; raise on failure."""
-    command = [str(openstack), "--os-auth-type", "none", "--os-endpoint", url, *argv]
-    # Whatever cloud the user has configured must not leak into the demo.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    console.print(f"\n[bold cyan]# {title}[/bold cyan]")
-    console.print(f"[bold]$ openstack {shlex.join(argv)}[/bold]")
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired:
-        raise DemoFailed(
-            f"`openstack {shlex.join(argv)}` took over {COMMAND_TIMEOUT_S} s"
-        ) from None
-    # soft_wrap: the CLI's tables keep their own line breaks at any terminal width.
-    console.print(done.stdout.rstrip(), markup=False, soft_wrap=True)
-    if done.returncode != 0:
-        console.print(done.stderr.rstrip(), style="red", markup=False, soft_wrap=True)
-        raise DemoFailed(f"`openstack {shlex.join(argv)}` exited with {done.returncode}")
-    return done.stdout
-
-
-def _agent_part(console: Console, openstack: Path, url: str) -> None:
+def _agent_part(console: Console, openstack: OpenStackCLI, url: str) -> None:
     """What a host agent does through the fabric API, then the port's status as Neutron shows it."""
     console.print(
         f"\n[bold cyan]# the host agent of {HOST}: register, snapshot, heartbeat[/bold cyan]"
@@ -178,9 +152,8 @@ def _agent_part(console: Console, openstack: Path, url: str) -> None:
             console.print(f"host {HOST}: status {host['status']}, AS {host['effective_asn']}")
     except (ApiError, ControllerUnavailable) as exc:
         raise DemoFailed(f"fabric API: {exc}") from None
-    status = _openstack(
-        console, openstack, url, "Neutron now shows the port ACTIVE",
-        ["port", "show", "app", "-c", "status", "-f", "value"],
-    )  # fmt: skip
+    status = openstack(
+        "Neutron now shows the port ACTIVE", "port", "show", "app", "-c", "status", "-f", "value"
+    )
     if status.strip() != "ACTIVE":
         raise DemoFailed(f"port app is {status.strip()!r}, expected ACTIVE after the heartbeat")
