@@ -9,13 +9,19 @@ Import explicitly in a test module::
         lab.exec("r1-h1", "ping", "-c1", "203.0.113.5")
 
 Every lab gets a unique name and a free API port, and is torn down by the
-fixture's finalizer, also when the test fails.
+fixture's finalizer, also when the test fails. ``module_lab_factory`` is the
+same with module scope, for test modules that share one lab between tests.
+``lab.background(node, *cmd)`` runs a command (a capture, a server, a long
+ping) next to the test and always stops it; ``wait_until`` is the bounded
+poll every wait uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import select
 import shutil
 import socket
 import subprocess
@@ -47,6 +53,96 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
+) -> float:
+    """Poll ``predicate`` until it is true; return the seconds it took.
+
+    Raises AssertionError naming ``what`` when ``timeout`` passes first.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        if predicate():
+            return time.monotonic() - started
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(interval)
+
+
+class Background:
+    """A command running beside the test; its output (stdout and stderr) read by line."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.lines: list[str] = []
+        self._partial = b""
+        self._eof = False
+
+    def _read(self, timeout: float) -> bool:
+        """Read what is available within ``timeout``; False at end of output."""
+        if self._eof:
+            return False
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], max(timeout, 0.0))
+        if not ready:
+            return True
+        chunk = os.read(self.proc.stdout.fileno(), 65536)
+        if not chunk:
+            self._eof = True
+            if self._partial:
+                self.lines.append(self._partial.decode(errors="replace"))
+                self._partial = b""
+            return False
+        *complete, self._partial = (self._partial + chunk).split(b"\n")
+        self.lines += [line.decode(errors="replace") for line in complete]
+        return True
+
+    def wait_for_line(self, match: Callable[[str], bool] | str, timeout: float) -> str:
+        """The first output line that ``match`` accepts (a substring or a predicate)."""
+        accept = (lambda line: match in line) if isinstance(match, str) else match
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for line in self.lines[seen:]:
+                if accept(line):
+                    return line
+            seen = len(self.lines)
+            left = deadline - time.monotonic()
+            ended = left > 0 and not self._read(min(left, 0.2)) and seen == len(self.lines)
+            if left <= 0 or ended:
+                output = "\n".join(self.lines)
+                why = "before it exited" if ended else f"in {timeout} s"
+                raise AssertionError(f"{self.argv}: no line {match!r} {why}:\n{output}")
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the command to exit by itself; return its whole output."""
+        deadline = time.monotonic() + timeout
+        while self._read(max(deadline - time.monotonic(), 0.0)):
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{self.argv} still running after {timeout} s")
+        self.proc.wait(max(deadline - time.monotonic(), 0.1))
+        return "\n".join(self.lines)
+
+    def stop(self) -> str:
+        """Terminate (then kill) the command; return its output so far."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(3.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(3.0)
+        while self._read(0.0):
+            pass
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return "\n".join(self.lines)
+
+
 class Lab:
     """A running lab and helpers to drive it."""
 
@@ -70,6 +166,35 @@ class Lab:
             timeout=timeout,
             check=check,
         )
+
+    @contextlib.contextmanager
+    def background(self, node: str, *cmd: str) -> Iterator[Background]:
+        """Run ``cmd`` in a node's or VM's namespace while the block runs; stop it after."""
+        job = Background(["ip", "netns", "exec", self.ns(node), *cmd])
+        try:
+            yield job
+        finally:
+            job.stop()
+
+    def has_route(self, node: str, prefix: str) -> bool:
+        """Whether a node's kernel holds a route for exactly ``prefix`` (a VM's /32, say)."""
+        family = "-6" if ":" in prefix else "-4"
+        out = subprocess.run(
+            ["ip", "-n", self.ns(node), family, "route", "show", "exact", prefix],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return bool(out.strip())
+
+    def vm_ip(self, vm: str, version: int = 4) -> str:
+        """The first fixed IP of the given version of a booted VM."""
+        for port in self.state.vms()[vm]["ports"]:
+            for fixed in port["fixed_ips"]:
+                if (":" in fixed["ip_address"]) == (version == 6):
+                    return fixed["ip_address"]
+        raise KeyError(f"VM {vm} has no IPv{version} address")
 
     def client(self) -> FabricClient:
         return FabricClient(self.plan.api_url())
@@ -97,24 +222,43 @@ class Lab:
         raise AssertionError(f"{node}: sessions not established: {self.sessions(node)}")
 
 
+class _LabMaker:
+    """Makes labs with a unique name and a free API port; ``down_all`` removes them."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def __call__(self, text: str, network_only: bool = False, agents: bool = True) -> Lab:
+        data = yaml.safe_load(text) or {}
+        data["name"] = "t" + secrets.token_hex(4)
+        data.setdefault("api", {})["port"] = free_port()
+        topo = parse_topology(yaml.safe_dump(data))
+        self.made.append(topo.name)
+        return Lab(up(topo, network_only=network_only, agents=agents))
+
+    def down_all(self) -> None:
+        for name in self.made:
+            down(name)
+
+
 @pytest.fixture
 def lab_factory() -> Iterator[Callable[..., Lab]]:
     """``lab_factory(yaml_text, network_only=False, agents=True) -> Lab``.
 
     The lab's name and API port are chosen here (unique, free).
     """
-    made: list[str] = []
-
-    def make(text: str, network_only: bool = False, agents: bool = True) -> Lab:
-        data = yaml.safe_load(text) or {}
-        data["name"] = "t" + secrets.token_hex(4)
-        data.setdefault("api", {})["port"] = free_port()
-        topo = parse_topology(yaml.safe_dump(data))
-        made.append(topo.name)
-        return Lab(up(topo, network_only=network_only, agents=agents))
-
+    maker = _LabMaker()
     try:
-        yield make
+        yield maker
     finally:
-        for name in made:
-            down(name)
+        maker.down_all()
+
+
+@pytest.fixture(scope="module")
+def module_lab_factory() -> Iterator[Callable[..., Lab]]:
+    """``lab_factory`` for a whole test module: its labs go when the module is done."""
+    maker = _LabMaker()
+    try:
+        yield maker
+    finally:
+        maker.down_all()
