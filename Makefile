@@ -32,7 +32,7 @@ $(VENV)/.stamp-install: $(BIN)/python pyproject.toml
 venv: $(VENV)/.stamp-install
 
 demo: setup
-	$(BIN)/l3fabric demo
+	$(BIN)/l3fabric lab demo
 
 test: setup lint
 	$(BIN)/pytest -q tests

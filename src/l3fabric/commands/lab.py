@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -14,10 +15,15 @@ from rich.table import Table
 from l3fabric.lab import boot as vm
 from l3fabric.lab import down as lab_down
 from l3fabric.lab import status as lab_status
+from l3fabric.lab.demo import run_demo
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.state import LabState, only_lab
 from l3fabric.lab.topology import TopologyError, load_topology
 from l3fabric.lab.up import up
+from l3fabric.osc import CommandFailed
+
+# examples/ sits next to src/ in a checkout (make demo runs from there).
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[3] / "examples" / "dc.yaml"
 
 console = Console(stderr=True)
 
@@ -37,6 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-agents", action="store_true", help="start the controller but no host agents"
     )
     p.set_defaults(func=_up)
+
+    p = verbs.add_parser(
+        "demo", help="bring up a data centre, create networks and VMs, check it with packets"
+    )
+    p.add_argument(
+        "topology",
+        nargs="?",
+        default=str(DEFAULT_TOPOLOGY),
+        help="topology file (default: %(default)s)",
+    )
+    p.add_argument("--keep", action="store_true", help="leave the lab up for exploring")
+    p.set_defaults(func=_demo)
 
     p = verbs.add_parser("down", help="remove a lab completely (also after a crash)")
     p.add_argument("name", nargs="?", help="lab name (default: the only lab that is up)")
@@ -103,6 +121,16 @@ def _up(args: argparse.Namespace) -> int:
         highlight=False,
     )
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        topo = load_topology(args.topology)
+        ok = run_demo(topo, Console(highlight=False), keep=args.keep)
+    except (LabError, TopologyError, CommandFailed) as exc:
+        return _fail(exc)
+    return 0 if ok else 1
 
 
 def _down(args: argparse.Namespace) -> int:
