@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import select
 import shutil
@@ -187,6 +188,26 @@ class Lab:
             check=True,
         ).stdout
         return bool(out.strip())
+
+    def fabric_nodes(self) -> list[str]:
+        """Every node that routes VM addresses: hosts, ToRs and gateways."""
+        return [n.name for n in self.plan.by_role("host", "tor", "gateway")]
+
+    def first_reply(self, vm: str, address: str, within: float) -> float:
+        """Ping ``address`` from ``vm`` every 20 ms; the wall-clock time of the first reply.
+
+        ``ping -D`` stamps each reply with the time it arrived, so the caller
+        can compare it with a ``time.time()`` taken before. AssertionError
+        when no reply comes ``within`` seconds.
+        """
+        deadline = str(max(1, round(within)))
+        done = self.exec(
+            vm, "ping", "-n", "-D", "-c1", "-i0.02", f"-w{deadline}", address, check=False
+        )
+        stamp = re.search(r"^\[(\d+\.\d+)\] \d+ bytes from", done.stdout, re.MULTILINE)
+        if done.returncode != 0 or stamp is None:
+            raise AssertionError(f"{vm}: no reply from {address} in {deadline} s:\n{done.stdout}")
+        return float(stamp.group(1))
 
     def vm_ip(self, vm: str, version: int = 4) -> str:
         """The first fixed IP of the given version of a booted VM."""
