@@ -1,54 +1,99 @@
-"""``l3fabric bench routes``: endpoint route programming against ``ip -batch``.
-
-Part (a), ``program``: in a fresh namespace ``l3f-bench-<random>`` (always
-deleted), ``count`` /32 routes spread over ``taps`` veth taps are programmed by
-``EndpointRoutes.converge`` (the agent's code path: kernel dump, diff, batched
-writes, every ack checked), removed again, then added by ``ip -n NS -batch``.
-Each is run ``rounds`` times; the medians are reported.
+"""``l3fabric bench routes``: endpoint routes, from programming to a BGP peer's kernel.
 
 Parts are functions ``(context) -> dict`` in ``PARTS``; ``run`` merges their
-results, so later parts (convergence from the controller, BGP propagation)
-slot in beside this one. ``--set parts=program`` selects parts.
+results. ``--set parts=program`` selects parts; ``count`` (10,000),
+``taps`` (100, part a), ``rounds`` (3, part a), ``timeout`` (120 s, part b/c)
+are the other options.
 
-Why 100 taps and not one per endpoint: the routes, not the links, are being
-measured; creating 10,000 veth pairs takes longer than the whole benchmark and
-a host never has that many VMs. 100 distinct output devices still exercise the
-per-device lookups.
+Part ``program`` (a): in a fresh namespace ``l3f-bench-<tag>``, ``count`` /32
+routes spread over ``taps`` veth taps are programmed by
+``EndpointRoutes.converge`` (the agent's code path: kernel dump, diff, batched
+writes, every ack checked), removed again, then added by ``ip -n NS -batch``.
+Each is run ``rounds`` times; the medians are reported. 100 taps, not one per
+route: the routes are measured here, and 100 distinct output devices still
+exercise the per-device lookups.
+
+Part ``converge`` (b and c), the whole system on one host: a controller
+(``l3fabric server`` on a temporary SQLite file) holds ``count`` ports bound
+to host ``bench``, whose namespace ``l3f-bench-<tag>-host`` has one veth tap
+per port (set up untimed; the taps are left down, as a hypervisor plugs
+them, so bringing them up is the agent's work). The host is registered with
+one BGP peer: a BIRD in ``l3f-bench-<tag>-peer`` (AS 65000, like a gateway)
+across a veth. Then the real agent is started (``ip netns exec HOST
+l3fabric agent``, a new process) and the route counts of both kernels are
+polled:
+
+- ``converge_s``: agent start until the host's kernel holds every endpoint
+  route (it includes the interpreter's start-up and the first snapshot);
+- ``bgp_propagation_s``: from that moment until the peer's kernel holds them
+  all. The agent starts BIRD once its first pass has programmed the routes,
+  so this includes BIRD's start and the BGP session's set-up;
+  ``bgp_session_s`` and ``bgp_transfer_s`` split it at the moment the peer saw
+  the session established.
+
+Everything is removed afterwards, also after a failure: processes, BIRDs,
+namespaces, the temporary directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import re
 import secrets
+import signal
+import socket
 import statistics
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
+import httpx
+
+from l3fabric.client import FabricClient
 from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.links import tap_name
+from l3fabric.dataplane.netlink_batch import RouteSocket
 from l3fabric.dataplane.routes import RTPROT_L3FABRIC, EndpointRoutes
+from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, render
+from l3fabric.routing.bird_process import BirdProcess
+
+Result = dict[str, float | int]
 
 FIRST_ADDRESS = ipaddress.IPv4Address("10.128.0.0")
+RTPROT_BIRD = 12
+HOST = "bench"
+HOST_AS, PEER_AS = 65001, 65000
+# The /30 between the host and its peer (documentation range, only inside our namespaces).
+HOST_ADDRESS, PEER_ADDRESS = "192.0.2.1", "192.0.2.2"
+# The controller also listens inside the host namespace, on its own loopback.
+API_IN_HOST = "127.0.0.1:9696"
+POLL_S = 0.01
+BULK_PORTS = 2000  # ports per bulk POST: one request of 10,000 would hold the server ~seconds
+SERVER_START_S = 20.0
+_PASS_LINE = re.compile(r"pass (\d+): (\d+) route changes in ([0-9.]+) s")
 
 
 @dataclass
 class Context:
-    """What every part gets: its options and a namespace with taps."""
+    """What every part gets: its options and a tag for the names of what it creates."""
 
     count: int
     taps: int
     rounds: int
-    netns: str
-    tap_names: list[str] = field(default_factory=list)
+    timeout: float
+    tag: str
 
-    def desired(self) -> dict[str, str]:
-        return {
-            f"{FIRST_ADDRESS + i}/32": self.tap_names[i % len(self.tap_names)]
-            for i in range(self.count)
-        }
+    def netns(self, role: str = "") -> str:
+        return f"l3f-bench-{self.tag}" + (f"-{role}" if role else "")
 
 
 def _ip_batch(netns: str, lines: list[str]) -> float:
@@ -58,7 +103,7 @@ def _ip_batch(netns: str, lines: list[str]) -> float:
         f.flush()
         start = time.perf_counter()
         done = subprocess.run(
-            ["ip", "-n", netns, "-batch", f.name], capture_output=True, text=True, timeout=120
+            ["ip", "-n", netns, "-batch", f.name], capture_output=True, text=True, timeout=300
         )
         elapsed = time.perf_counter() - start
     if done.returncode != 0:
@@ -66,33 +111,50 @@ def _ip_batch(netns: str, lines: list[str]) -> float:
     return elapsed
 
 
-def _make_taps(ctx: Context) -> None:
-    ctx.tap_names = [f"tapbench{i:06d}" for i in range(ctx.taps)]
+def _add_taps(netns: str, taps: list[str], up: bool) -> float:
+    """One veth pair per tap in ``netns`` (the peer ends up); the seconds it took."""
     lines = []
-    for i, tap in enumerate(ctx.tap_names):
-        lines.append(f"link add {tap} type veth peer name l3fbp{i:06d}")
-        lines += [f"link set {tap} up", f"link set l3fbp{i:06d} up"]
-    _ip_batch(ctx.netns, lines)
+    for i, tap in enumerate(taps):
+        peer = f"l3fbv{i:07d}"
+        lines += [f"link add {tap} type veth peer name {peer}", f"link set {peer} up"]
+        if up:
+            lines.append(f"link set {tap} up")
+    return _ip_batch(netns, lines)
 
 
-def program(ctx: Context) -> dict[str, float | int]:
+@contextlib.contextmanager
+def _namespace(name: str) -> Iterator[str]:
+    netns_mod.create(name)
+    try:
+        yield name
+    finally:
+        netns_mod.delete(name)
+
+
+# Part (a) -----------------------------------------------------------------------
+
+
+def program(ctx: Context) -> Result:
     """Part (a): ``program_s`` against ``ip_batch_s`` for the same routes."""
-    desired = ctx.desired()
-    batch = [f"route add {p} dev {tap} proto {RTPROT_L3FABRIC} scope link" for p, tap in desired.items()]  # fmt: skip
-    ours: list[float] = []
-    theirs: list[float] = []
-    with EndpointRoutes(ctx.netns) as routes:
-        for _ in range(ctx.rounds):
-            start = time.perf_counter()
-            plan = routes.converge(desired)
-            ours.append(time.perf_counter() - start)
-            if len(plan.replace) != ctx.count or len(routes.read()) != ctx.count:
-                raise RuntimeError("route programming did not install every route")
-            routes.converge({})
-            theirs.append(_ip_batch(ctx.netns, batch))
-            if len(routes.read()) != ctx.count:
-                raise RuntimeError("ip -batch did not install every route")
-            routes.converge({})
+    with _namespace(ctx.netns()) as ns:
+        taps = [f"tapbench{i:06d}" for i in range(ctx.taps)]
+        _add_taps(ns, taps, up=True)
+        desired = {f"{FIRST_ADDRESS + i}/32": taps[i % len(taps)] for i in range(ctx.count)}
+        batch = [f"route add {p} dev {tap} proto {RTPROT_L3FABRIC} scope link" for p, tap in desired.items()]  # fmt: skip
+        ours: list[float] = []
+        theirs: list[float] = []
+        with EndpointRoutes(ns) as routes:
+            for _ in range(ctx.rounds):
+                start = time.perf_counter()
+                plan = routes.converge(desired)
+                ours.append(time.perf_counter() - start)
+                if len(plan.replace) != ctx.count or len(routes.read()) != ctx.count:
+                    raise RuntimeError("route programming did not install every route")
+                routes.converge({})
+                theirs.append(_ip_batch(ns, batch))
+                if len(routes.read()) != ctx.count:
+                    raise RuntimeError("ip -batch did not install every route")
+                routes.converge({})
     program_s, ip_batch_s = statistics.median(ours), statistics.median(theirs)
     return {
         "count": ctx.count,
@@ -103,7 +165,235 @@ def program(ctx: Context) -> dict[str, float | int]:
     }
 
 
-PARTS: dict[str, Callable[[Context], dict[str, float | int]]] = {"program": program}
+# Parts (b) and (c) ----------------------------------------------------------------
+
+
+class _Processes:
+    """Child processes with their logs in ``directory``; all stopped on exit."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.log(name), "wb") as log:
+            child = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.children[name] = child
+        return child
+
+    def log(self, name: str) -> Path:
+        return self.directory / f"{name}.log"
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log(name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def check(self, name: str) -> None:
+        code = self.children[name].poll()
+        if code is not None:
+            raise RuntimeError(f"{name} exited with {code}:\n{self.tail(name)}")
+
+    def stop_all(self) -> None:
+        for child in reversed(list(self.children.values())):
+            if child.poll() is None:
+                child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=10)
+
+
+def _l3fabric(*args: str) -> list[str]:
+    return [sys.executable, "-m", "l3fabric.cli", *args]
+
+
+def _free_port() -> int:
+    # The tiny race (someone takes the port before the server binds it) ends
+    # in a clear "cannot listen" from the server, not in a wrong measurement.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_server(url: str, procs: _Processes) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        procs.check("server")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"the controller did not answer at {url}:\n{procs.tail('server')}")
+
+
+def _subnet(count: int) -> str:
+    # Room for count addresses plus network, gateway and broadcast.
+    prefixlen = min(24, 32 - (count + 2).bit_length())
+    return f"{FIRST_ADDRESS}/{prefixlen}"
+
+
+def _make_ports(client: FabricClient, count: int) -> list[str]:
+    """``count`` ports bound to the bench host, created in bulk; their ids."""
+    net = client.create_network(name="bench")
+    client.create_subnet(network_id=net["id"], cidr=_subnet(count), ip_version=4)
+    ids: list[str] = []
+    while len(ids) < count:
+        n = min(BULK_PORTS, count - len(ids))
+        body = {
+            "ports": [
+                {"network_id": net["id"], "binding:host_id": HOST, "device_owner": "compute:bench"}
+                for _ in range(n)
+            ]
+        }
+        ids += [p["id"] for p in client.request("POST", "/v2.0/ports", json=body)["ports"]]
+    return ids
+
+
+def _peer_config() -> str:
+    host = BgpPeer(
+        name="host",
+        address=HOST_ADDRESS,
+        asn=HOST_AS,
+        bfd=True,
+        import_policy=Policy("all"),
+        export_policy=Policy("none"),
+    )
+    return render(BirdConfig(router_id=PEER_ADDRESS, local_as=PEER_AS, peers=(host,)))
+
+
+def _route_count(sock: RouteSocket, protocol: int) -> int:
+    return len(sock.dump(socket.AF_INET, protocol))
+
+
+def _wait_routes(
+    sock: RouteSocket,
+    protocol: int,
+    count: int,
+    deadline: float,
+    what: str,
+    check: Callable[[], None],
+) -> float:
+    """Poll until ``sock``'s namespace holds ``count`` routes of ``protocol``; when (perf_counter)."""
+    while True:
+        n = _route_count(sock, protocol)
+        now = time.perf_counter()
+        if n >= count:
+            return now
+        check()
+        if now > deadline:
+            raise TimeoutError(f"{what}: {n} of {count} routes when the time was up")
+        time.sleep(POLL_S)
+
+
+def _established_at(bird: BirdProcess) -> float | None:
+    """The wall-clock time the peer's BGP session came up (BIRD's ``since``, ms precision)."""
+    for proto in bird.control.protocols():
+        if proto.established:
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(proto.since).timestamp()
+    return None
+
+
+def _agent_passes(log: Path) -> list[tuple[int, float]]:
+    """(route changes, seconds) of each logged reconcile pass."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [(int(m[2]), float(m[3])) for m in _PASS_LINE.finditer(text)]
+
+
+def converge(ctx: Context) -> Result:
+    """Parts (b) and (c): agent start -> host kernel -> the BGP peer's kernel."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="l3f-bench-")))
+        host_ns = stack.enter_context(_namespace(ctx.netns("host")))
+        peer_ns = stack.enter_context(_namespace(ctx.netns("peer")))
+        _link(ctx.tag, host_ns, peer_ns)
+        procs = _Processes(tmp)
+        stack.callback(procs.stop_all)
+
+        port = _free_port()
+        procs.start("server", _l3fabric(
+            "server", "--store", f"sqlite:///{tmp / 'bench.db'}",
+            "--listen", f"127.0.0.1:{port}", "--listen-in", f"{host_ns}={API_IN_HOST}",
+        ))  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_server(url, procs)
+        started = time.perf_counter()
+        with FabricClient(url, timeout=120) as client:
+            client.set_fabric({"asn": PEER_AS})
+            client.register_host(
+                HOST,
+                router_id=HOST_ADDRESS,
+                address=HOST_ADDRESS,
+                asn=HOST_AS,
+                peers=[{"name": "peer", "address": PEER_ADDRESS, "asn": PEER_AS}],
+            )
+            ids = _make_ports(client, ctx.count)
+        ports_s = time.perf_counter() - started
+        taps_s = _add_taps(host_ns, [tap_name(i) for i in ids], up=False)
+
+        peer_bird = BirdProcess("peer", netns=peer_ns, run_dir=str(tmp))
+        # The agent leaves its BIRD running when it stops (forwarding never
+        # depends on the agent), so the benchmark stops it itself.
+        host_bird = BirdProcess("bird", run_dir=str(tmp / "agent"))
+        stack.callback(peer_bird.stop)
+        stack.callback(host_bird.stop)
+        peer_bird.start(_peer_config())
+
+        host_routes = stack.enter_context(RouteSocket(host_ns))
+        peer_routes = stack.enter_context(RouteSocket(peer_ns))
+        if _route_count(host_routes, RTPROT_L3FABRIC) or _route_count(peer_routes, RTPROT_BIRD):
+            raise RuntimeError("the new namespaces already hold routes")
+        deadline = time.perf_counter() + ctx.timeout
+        start = time.perf_counter()
+        wall_start = time.time()
+        procs.start("agent", ["ip", "netns", "exec", host_ns, *_l3fabric(
+            "agent", "--host", HOST, "--api", f"http://{API_IN_HOST}",
+            "--run-dir", str(tmp / "agent"),
+        )])  # fmt: skip
+
+        def agent_alive() -> None:
+            procs.check("agent")
+
+        host_done = _wait_routes(host_routes, RTPROT_L3FABRIC, ctx.count, deadline, "host kernel", agent_alive)  # fmt: skip
+        peer_done = _wait_routes(peer_routes, RTPROT_BIRD, ctx.count, deadline, "peer kernel", agent_alive)  # fmt: skip
+        established = _established_at(peer_bird)
+        passes = _agent_passes(procs.log("agent"))
+
+    host_done_wall = wall_start + (host_done - start)
+    session_s = max(0.0, established - host_done_wall) if established else None
+    result: Result = {
+        "count": ctx.count,
+        "converge_s": round(host_done - start, 3),
+        "bgp_propagation_s": round(peer_done - host_done, 3),
+        "agent_start_to_peer_s": round(peer_done - start, 3),
+        "converge_first_pass_s": round(passes[0][1], 3) if passes else -1,
+        "setup_ports_s": round(ports_s, 2),
+        "setup_taps_s": round(taps_s, 2),
+        "poll_interval_s": POLL_S,
+    }
+    if session_s is not None:
+        result["bgp_session_s"] = round(session_s, 3)
+        result["bgp_transfer_s"] = round(peer_done - host_done - session_s, 3)
+    return result
+
+
+def _link(tag: str, host_ns: str, peer_ns: str) -> None:
+    """The veth between host and peer, addressed as a /30."""
+    host_if, peer_if = f"l3fb{tag}h", f"l3fb{tag}p"
+    _ip_batch(host_ns, [
+        f"link add {host_if} type veth peer name {peer_if} netns {peer_ns}",
+        f"addr add {HOST_ADDRESS}/30 dev {host_if}",
+        f"link set {host_if} up",
+    ])  # fmt: skip
+    _ip_batch(peer_ns, [f"addr add {PEER_ADDRESS}/30 dev {peer_if}", f"link set {peer_if} up"])
+
+
+PARTS: dict[str, Callable[[Context], Result]] = {"program": program, "converge": converge}
 
 
 def _int_option(options: dict[str, str], key: str, default: int, low: int, high: int) -> int:
@@ -117,24 +407,36 @@ def _int_option(options: dict[str, str], key: str, default: int, low: int, high:
     return value
 
 
-def run(options: dict[str, str]) -> dict[str, float | int]:
+def _terminate_cleanly(signum: int, _frame: Any) -> None:
+    # SIGTERM would otherwise end the process without running the finally
+    # blocks that remove namespaces, BIRDs and the controller.
+    raise SystemExit(f"bench routes: stopped by signal {signum}")
+
+
+def run(options: dict[str, str]) -> Result:
     """Run the selected parts (default: all) and merge their results."""
+    known = {"count", "taps", "rounds", "timeout", "parts"}
+    unknown_options = sorted(set(options) - known)
+    if unknown_options:
+        raise SystemExit(f"bench routes: unknown option(s) {unknown_options}; known: {sorted(known)}")  # fmt: skip
     if os.geteuid() != 0:
-        raise SystemExit("bench routes needs root (it creates a network namespace)")
+        raise SystemExit("bench routes needs root (it creates network namespaces)")
     count = _int_option(options, "count", 10_000, 1, 1_000_000)
     taps = _int_option(options, "taps", 100, 1, 4096)
     rounds = _int_option(options, "rounds", 3, 1, 50)
+    timeout = _int_option(options, "timeout", 120, 1, 3600)
     names = options.get("parts", ",".join(PARTS)).split(",")
     unknown = [n for n in names if n not in PARTS]
     if unknown:
         raise SystemExit(f"bench routes: unknown part(s) {unknown}; known: {sorted(PARTS)}")
-    ctx = Context(count, taps, rounds, f"l3f-bench-{secrets.token_hex(3)}")
-    netns_mod.create(ctx.netns)
+    ctx = Context(count, taps, rounds, float(timeout), secrets.token_hex(3))
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate_cleanly) if in_main else None
     try:
-        _make_taps(ctx)
-        result: dict[str, float | int] = {}
+        result: Result = {}
         for name in names:
             result.update(PARTS[name](ctx))
         return result
     finally:
-        netns_mod.delete(ctx.netns)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
