@@ -11,12 +11,12 @@ rules and BIRD in place: forwarding never depends on the agent running.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from l3fabric import __version__
 from l3fabric.agent.bird import NotRegistered, host_bird_config
@@ -29,7 +29,7 @@ from l3fabric.client import (
     HostState,
     HostStateWatcher,
 )
-from l3fabric.dataplane.links import Links, TapNotFound
+from l3fabric.dataplane.links import TAP_PREFIX, Links, egress_interfaces
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import (
     EndpointRoutes,
@@ -104,7 +104,10 @@ class HostAgent:
             with Links() as link_ops, EndpointRoutes() as routes:
                 nft = AntiSpoofing()
                 while not self._stop.is_set():
-                    self._dirty.wait(self.resync_interval)
+                    if not self._dirty.wait(self.resync_interval):
+                        # A timed pass also re-reads what is otherwise cached,
+                        # so drift (a rule deleted by hand) is repaired.
+                        nft.forget()
                     self._dirty.clear()
                     if self._stop.is_set():
                         break
@@ -130,12 +133,14 @@ class HostAgent:
         result = PassResult()
         link_ops.ensure_host()
         ensure_link_local_gateway()
-        existing = {name for _, name in socket.if_nameindex() if name.startswith("tap")}
+        existing = link_ops.names(TAP_PREFIX)
         desired = compute(state.ports.values(), existing)
         ready = self._prepare_taps(desired, link_ops, result)
         # Guard first, then route: a tap never forwards before its rules exist.
+        # VMs must not reach the controller's network through their host.
+        management = egress_interfaces(urlsplit(self.api_url).hostname or "")
         try:
-            nft.apply(desired.allowed)
+            nft.apply(desired.allowed, isolated=management)
         except Exception as exc:
             result.failed.append(f"nftables: {exc}")
             ready.clear()
@@ -153,16 +158,16 @@ class HostAgent:
         return result
 
     def _prepare_taps(self, desired: Desired, link_ops: Links, result: PassResult) -> set[str]:
-        ready: set[str] = set()
-        for tap in sorted(set(desired.routes.values())):
-            try:
-                link_ops.ensure_tap(tap)
-                ready.add(tap)
-            except TapNotFound:
-                pass  # unplugged between the listing and now; the link event wakes us
-            except Exception as exc:
-                result.failed.append(f"{tap}: {exc}")
-        return ready
+        # All taps in one call: per-tap link lookups made a pass over 10,000
+        # taps quadratic. A tap missing here was unplugged after the listing;
+        # its link event wakes the loop again.
+        try:
+            report = link_ops.prepare_taps(desired.routes.values())
+        except Exception as exc:
+            result.failed.append(f"taps: {exc}")
+            return set()
+        result.failed += [f"{tap}: {why}" for tap, why in sorted(report.failed.items())]
+        return report.ready
 
     def _converge_bird(self, state: HostState, result: PassResult) -> None:
         try:

@@ -10,6 +10,10 @@ concatenation ``iifname . saddr`` with interval flags, serves all taps with a
 single rule. ARP is not IP and passes; IPv6 link-local sources pass so that
 neighbour discovery works (the kernel never forwards them).
 
+Interfaces named in ``isolated`` (the host's management link, through which
+it reaches the controller) get a forward chain that drops everything coming
+from a tap: VMs must never reach the management network through their host.
+
 The table carries a comment with a digest of its rendering, so an unchanged
 state costs no transaction, also across an agent restart.
 """
@@ -28,6 +32,7 @@ FAMILY = "inet"
 TABLE = "l3fabric"
 TAP_GLOB = "tap*"
 _IFNAME = re.compile(r"^tap[A-Za-z0-9_-]{1,12}$")
+_ANY_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _DIGEST = re.compile(r'comment "l3fabric sha256:([0-9a-f]{64})"')
 _TIMEOUT_S = 30
 
@@ -70,8 +75,27 @@ def _set(name: str, addr_type: str, elements: list[str]) -> list[str]:
     return lines
 
 
-def render(allowed: Mapping[str, Iterable[str]]) -> str:
-    """The whole table for ``{tap: [prefix, ...]}``, including its digest comment."""
+def _isolation(isolated: Iterable[str]) -> list[str]:
+    names = sorted(set(isolated))
+    for name in names:
+        if not _ANY_IFNAME.match(name):
+            raise ValueError(f"bad interface name {name!r} to isolate from the VMs")
+    if not names:
+        return []
+    quoted = ", ".join(f'"{n}"' for n in names)
+    return [
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        f'\t\tiifname "{TAP_GLOB}" oifname {{ {quoted} }} counter drop',
+        "\t}",
+    ]
+
+
+def render(allowed: Mapping[str, Iterable[str]], isolated: Iterable[str] = ()) -> str:
+    """The whole table for ``{tap: [prefix, ...]}``, including its digest comment.
+
+    ``isolated``: interfaces no packet from a tap may be forwarded to.
+    """
     state = _normalise(allowed)
     v4 = [f'"{tap}" . {p}' for tap, fam in state.items() for p in fam[4]]
     v6 = [f'"{tap}" . {p}' for tap, fam in state.items() for p in fam[6]]
@@ -88,6 +112,7 @@ def render(allowed: Mapping[str, Iterable[str]]) -> str:
         "\t\tip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept",
         "\t\tcounter drop",
         "\t}",
+        *_isolation(isolated),
     ]
     text = "\n".join(body)
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -124,9 +149,14 @@ class AntiSpoofing:
             return None
         return digest_of(done.stdout)
 
-    def apply(self, allowed: Mapping[str, Iterable[str]], force: bool = False) -> bool:
+    def apply(
+        self,
+        allowed: Mapping[str, Iterable[str]],
+        force: bool = False,
+        isolated: Iterable[str] = (),
+    ) -> bool:
         """Converge the table to ``allowed``; True if a transaction ran, False if it was equal."""
-        ruleset = render(allowed)
+        ruleset = render(allowed, isolated)
         digest = digest_of(ruleset)
         if not self._known:
             self._applied = self.applied_digest()
@@ -143,6 +173,10 @@ class AntiSpoofing:
             raise NftError(f"nft rejected the anti-spoofing table: {done.stderr.strip()}")
         self._applied = digest
         return True
+
+    def forget(self) -> None:
+        """Read the kernel's table again at the next ``apply`` (repairs changes made by hand)."""
+        self._known = False
 
     def remove(self) -> None:
         """Delete our table (nothing else) if it exists."""

@@ -128,6 +128,7 @@ class Demo:
         self._check_paths(plan, booted)
         self._check_status(openstack)
         self._check_spoofing(plan, booted[0], booted[-1])
+        self._check_management(plan, booted[0])
         self._check_withdraw(plan, booted[2])
 
     def _boot(self, plan: Plan, name: str, network: str, host: Node, before: list[Vm]) -> Vm:
@@ -206,6 +207,18 @@ class Demo:
             f"{src.name} sending as {spoofed}",
             f"{dropped} of {SPOOFED_PINGS} dropped at {src.host.name}, {result.received} answered",
             dropped >= SPOOFED_PINGS and result.received == 0,
+        )
+
+    def _check_management(self, plan: Plan, vm: Vm) -> None:
+        # Another host's management address: routable from vm's host, which
+        # sits on the management network, so only the agent's isolation stops it.
+        other = next(n for n in plan.by_role("host") if n.name != vm.host.name)
+        target = (other.mgmt_address or "").split("/")[0]
+        result = probe.ping(vm.ns(plan.lab), target, count=2)
+        self.check(
+            f"{vm.name} -> {other.name} on the management network",
+            f"{result.received}/{result.sent} replies to {target}",
+            result.received == 0,
         )
 
     def _check_withdraw(self, plan: Plan, vm: Vm) -> None:
