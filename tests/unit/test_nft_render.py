@@ -43,3 +43,15 @@ def test_empty_state_drops_everything_from_taps() -> None:
 def test_bad_input_names_what_is_wrong(state, message) -> None:
     with pytest.raises(ValueError, match=message):
         render(state)
+
+
+def test_isolated_interfaces_get_a_forward_drop_for_taps() -> None:
+    text = render({"tapa": ["10.1.0.5/32"]}, isolated=["l3f-mgmt", "eth9"])
+    assert 'iifname "tap*" oifname { "eth9", "l3f-mgmt" } counter drop' in text
+    assert "hook forward" not in render({"tapa": ["10.1.0.5/32"]})
+    assert digest_of(text) != digest_of(render({"tapa": ["10.1.0.5/32"]}))
+
+
+def test_isolated_interface_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="bad interface name"):
+        render({}, isolated=['eth0" accept; #'])
