@@ -114,9 +114,14 @@ def render(allowed: Mapping[str, Iterable[str]], isolated: Iterable[str] = ()) -
         "\t}",
         *_isolation(isolated),
     ]
+    return table_with_digest(FAMILY, TABLE, body)
+
+
+def table_with_digest(family: str, table: str, body: list[str]) -> str:
+    """Table ``family table`` with ``body`` lines, commented with the digest of its rendering."""
     text = "\n".join(body)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return f'table {FAMILY} {TABLE} {{\n\tcomment "l3fabric sha256:{digest}"\n{text}\n}}\n'
+    return f'table {family} {table} {{\n\tcomment "l3fabric sha256:{digest}"\n{text}\n}}\n'
 
 
 def digest_of(ruleset: str) -> str | None:
@@ -125,10 +130,17 @@ def digest_of(ruleset: str) -> str | None:
     return match.group(1) if match else None
 
 
-class AntiSpoofing:
-    """Our nftables table in namespace ``netns`` (None: the current one)."""
+class NftTable:
+    """One nftables table of ours in namespace ``netns`` (None: the current one).
 
-    def __init__(self, netns: str | None = None) -> None:
+    ``apply_ruleset`` replaces the whole table in one ``nft -f`` transaction,
+    and only when the digest in the kernel's table differs from the new one,
+    so an unchanged state costs nothing, also across an agent restart.
+    """
+
+    def __init__(self, family: str, table: str, netns: str | None = None) -> None:
+        self.family = family
+        self.table = table
         self.netns = netns
         self._applied: str | None = None
         self._known = False
@@ -144,19 +156,13 @@ class AntiSpoofing:
 
     def applied_digest(self) -> str | None:
         """The digest of the table in the kernel, None if there is none (or it is foreign)."""
-        done = self._nft(["list", "table", FAMILY, TABLE])
+        done = self._nft(["list", "table", self.family, self.table])
         if done.returncode != 0:
             return None
         return digest_of(done.stdout)
 
-    def apply(
-        self,
-        allowed: Mapping[str, Iterable[str]],
-        force: bool = False,
-        isolated: Iterable[str] = (),
-    ) -> bool:
-        """Converge the table to ``allowed``; True if a transaction ran, False if it was equal."""
-        ruleset = render(allowed, isolated)
+    def apply_ruleset(self, ruleset: str, force: bool = False) -> bool:
+        """Make ``ruleset`` (a rendered table) ours; True if a transaction ran."""
         digest = digest_of(ruleset)
         if not self._known:
             self._applied = self.applied_digest()
@@ -165,23 +171,32 @@ class AntiSpoofing:
             return False
         # Declaring the table first makes the delete valid when it does not
         # exist yet; nft -f applies the whole file as one transaction.
-        transaction = f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n{ruleset}"
-        done = self._nft(["-f", "-"], stdin=transaction)
+        head = f"table {self.family} {self.table}\ndelete table {self.family} {self.table}\n"
+        done = self._nft(["-f", "-"], stdin=head + ruleset)
         if done.returncode != 0:
             # The kernel state is unchanged, but be sure to re-read it next time.
             self._known = False
-            raise NftError(f"nft rejected the anti-spoofing table: {done.stderr.strip()}")
+            raise NftError(f"nft rejected table {self.table}: {done.stderr.strip()}")
         self._applied = digest
         return True
 
-    def forget(self) -> None:
-        """Read the kernel's table again at the next ``apply`` (repairs changes made by hand)."""
-        self._known = False
-
     def remove(self) -> None:
         """Delete our table (nothing else) if it exists."""
-        done = self._nft(["delete", "table", FAMILY, TABLE])
+        done = self._nft(["delete", "table", self.family, self.table])
         if done.returncode != 0 and "No such file" not in done.stderr:
-            raise NftError(f"nft could not delete table {FAMILY} {TABLE}: {done.stderr.strip()}")
+            raise NftError(
+                f"nft could not delete table {self.family} {self.table}: {done.stderr.strip()}"
+            )
         self._applied = None
         self._known = True
+
+
+class AntiSpoofing(NftTable):
+    """The anti-spoofing table in namespace ``netns`` (None: the current one)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        super().__init__(FAMILY, TABLE, netns)
+
+    def apply(self, allowed: Mapping[str, Iterable[str]], force: bool = False) -> bool:
+        """Converge the table to ``allowed``; True if a transaction ran, False if it was equal."""
+        return self.apply_ruleset(render(allowed), force=force)

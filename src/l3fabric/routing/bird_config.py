@@ -26,8 +26,16 @@ import jinja2
 
 from l3fabric.dataplane.routes import RTPROT_L3FABRIC
 
-PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes"]
-POLICY_KINDS: tuple[str, ...] = ("endpoints", "all", "none", "default-only", "prefixes")
+PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes", "originated"]
+POLICY_KINDS: tuple[str, ...] = (
+    "endpoints",
+    "all",
+    "none",
+    "default-only",
+    "prefixes",
+    "originated",
+)
+StaticAction = Literal["blackhole", "unreachable"]
 # A prefix pattern as BIRD writes it: CIDR, optionally "+" (and longer) or "{a,b}".
 _PATTERN = re.compile(r"^(?P<cidr>[0-9A-Fa-f:.]+/\d{1,3})(?P<suffix>\+|\{\d{1,3},\d{1,3}\})?$")
 _SAFE_TEXT = re.compile(r'^[^"\\\n\r]*$')
@@ -44,6 +52,9 @@ class Policy:
     - ``default-only``: 0.0.0.0/0 and ::/0.
     - ``prefixes``: routes matching the patterns (``10.0.0.0/8`` exact,
       ``10.0.0.0/8+`` or longer, ``10.0.0.0/8{24,32}`` a length range).
+    - ``originated``: routes this BIRD originates itself (its static routes),
+      only those matching the patterns: never a route learned from a peer,
+      so nothing learned from one neighbour is passed on to another.
     """
 
     kind: PolicyKind
@@ -52,7 +63,7 @@ class Policy:
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"unknown policy {self.kind!r}: use one of {', '.join(POLICY_KINDS)}")
-        if self.prefixes and self.kind not in ("endpoints", "prefixes"):
+        if self.prefixes and self.kind not in ("endpoints", "prefixes", "originated"):
             raise ValueError(f"policy {self.kind!r} takes no prefixes")
         for pattern in self.prefixes:
             _split_pattern(pattern)
@@ -82,6 +93,8 @@ class Policy:
             return "if net.len = 0 then accept; reject;"
         if self.kind == "prefixes":
             return f"if {in_set} then accept; reject;"
+        if self.kind == "originated":
+            return f"if source = RTS_STATIC && {in_set} then accept; reject;"
         host_len = 32 if version == 4 else 128
         link_local = "169.254.0.0/16+" if version == 4 else "fe80::/10+"
         # Checking the source first matters: krt_source exists only on
@@ -165,15 +178,31 @@ class BgpPeer:
 
 @dataclass(frozen=True)
 class StaticRoute:
-    """A route BIRD originates: via a next hop, or a blackhole (an aggregate to announce)."""
+    """A route BIRD originates: via a next hop, or a blackhole/unreachable (an aggregate).
+
+    ``unreachable`` answers with ICMP unreachable where ``blackhole`` is
+    silent. ``preference`` (BIRD's default for static routes: 200) decides
+    against the same prefix from elsewhere: a fallback default route at 50
+    yields to one learned by BGP (100).
+    """
 
     prefix: str
     via: str | None = None
+    action: StaticAction = "blackhole"
+    preference: int | None = None
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.prefix, strict=True)
         if self.via is not None and ipaddress.ip_address(self.via).version != net.version:
             raise ValueError(f"static route {self.prefix}: next hop {self.via} is another family")
+        if self.action not in ("blackhole", "unreachable"):
+            raise ValueError(f"static route {self.prefix}: action is blackhole or unreachable")
+        if self.preference is not None and not 1 <= self.preference <= 65535:
+            raise ValueError(f"static route {self.prefix}: preference must be 1..65535")
+
+    @property
+    def target(self) -> str:
+        return f"via {self.via}" if self.via else self.action
 
     @property
     def version(self) -> int:
@@ -198,6 +227,12 @@ class BirdConfig:
     endpoint_protocol: int = RTPROT_L3FABRIC
     kernel_learn_preference: int = 200
     families: tuple[int, ...] = field(default=(4, 6))
+    # Announce the addresses on lo (a router's loopback) through protocol direct.
+    announce_loopback: bool = False
+    # Retry a session seconds after a failure instead of BIRD's minutes: for
+    # routers whose peers start a moment later (a lab, a gateway restart).
+    fast_connect: bool = False
+    log_file: str | None = None
 
     def __post_init__(self) -> None:
         if ipaddress.ip_address(self.router_id).version != 4:
@@ -214,6 +249,22 @@ class BirdConfig:
             raise ValueError("keepalive time must be >= 1 s and not above the hold time")
         if not set(self.families) <= {4, 6}:
             raise ValueError("families are 4 and/or 6")
+        if self.log_file is not None:
+            _check_text("log file", self.log_file)
+
+    def static_groups(self) -> list[tuple[str, int, int | None, list[StaticRoute]]]:
+        """Static routes grouped into protocols: (name, version, preference, routes).
+
+        Preference is an option of a channel, so each preference gets its own
+        protocol (``static4``, ``static4_p50``).
+        """
+        groups: dict[tuple[int, int | None], list[StaticRoute]] = {}
+        for route in self.static_routes:
+            groups.setdefault((route.version, route.preference), []).append(route)
+        return [
+            (f"static{v}" + (f"_p{pref}" if pref is not None else ""), v, pref, routes)
+            for (v, pref), routes in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] or 0))
+        ]
 
 
 @cache
