@@ -1,0 +1,176 @@
+"""The edge gateway's BIRD configuration: fabric sessions, upstream sessions and their filters.
+
+One function, ``gateway_config``, holds all of the gateway's routing policy;
+the gateway agent feeds it from the controller, and the lab feeds it from its
+plan when it runs a gateway without an agent (``lab up --no-agents``).
+
+- Fabric peers (hosts, ToRs or route reflectors): import only addresses inside
+  known subnets and the infrastructure prefixes (never a default route);
+  export everything the gateway knows, which includes the default route.
+  Under iBGP the gateway reflects routes between its clients with itself as
+  next hop (hosts reach each other through it, as in ``peering: gateway``).
+- Upstream peers: import only a default route; export only the public
+  aggregates the gateway originates itself (``originated``), so no private
+  range, no single /32 and nothing learned from upstream ever goes back.
+- Static routes: each public aggregate as ``unreachable`` (announced upstream;
+  the VMs' /32s inside are more specific, unknown addresses get an ICMP
+  error), and a fallback default route at preference 50 that yields to the
+  default learned from upstream (BGP: 100).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from l3fabric.api.fabric import effective_asn
+from l3fabric.client import HostState
+from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
+from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute
+
+FALLBACK_DEFAULT_PREFERENCE = 50
+DEFAULTS = ("0.0.0.0/0", "::/0")
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """A BGP neighbour by name, address and AS (the API's ``Peer``)."""
+
+    name: str
+    address: str
+    asn: int
+
+
+@dataclass(frozen=True)
+class Timers:
+    """Session timers and options shared by every session of the gateway."""
+
+    hold_s: int = 90
+    keepalive_s: int = 30
+    bfd: bool = True
+    bfd_interval_ms: int = 100
+    bfd_multiplier: int = 3
+    graceful_restart: bool = True
+    graceful_restart_s: int = 120
+
+    @classmethod
+    def from_fabric(cls, fabric: dict[str, Any]) -> Timers:
+        bfd = fabric.get("bfd") or {}
+        gr = fabric.get("graceful_restart") or {}
+        return cls(
+            hold_s=int(fabric.get("hold_s", 90)),
+            keepalive_s=int(fabric.get("keepalive_s", 30)),
+            bfd=bool(bfd.get("enabled", True)),
+            bfd_interval_ms=int(bfd.get("interval_ms", 100)),
+            bfd_multiplier=int(bfd.get("multiplier", 3)),
+            graceful_restart=bool(gr.get("enabled", True)),
+            graceful_restart_s=int(gr.get("restart_time_s", 120)),
+        )
+
+
+@dataclass(frozen=True)
+class GatewayRouting:
+    """Everything the gateway's BIRD depends on."""
+
+    router_id: str
+    local_as: int
+    fabric_peers: tuple[PeerSpec, ...]
+    upstream: tuple[PeerSpec, ...]
+    desired: GatewayDesired
+    timers: Timers = field(default_factory=Timers)
+    log_file: str | None = None
+
+
+def gateway_config(routing: GatewayRouting) -> BirdConfig:
+    """The BIRD config for ``routing``; ValueError for an inconsistent registration."""
+    t = routing.timers
+    from_fabric = Policy("prefixes", routing.desired.fabric_import)
+    upstream_export = Policy("originated", routing.desired.public)
+    peers = [
+        BgpPeer(
+            name=p.name,
+            address=p.address,
+            asn=p.asn,
+            bfd=t.bfd,
+            import_policy=from_fabric,
+            export_policy=Policy("all"),
+            next_hop_self=p.asn == routing.local_as,
+            rr_client=p.asn == routing.local_as,
+        )
+        for p in routing.fabric_peers
+    ]
+    peers += [
+        BgpPeer(
+            name=p.name,
+            address=p.address,
+            asn=p.asn,
+            bfd=t.bfd,
+            import_policy=Policy("default-only"),
+            export_policy=upstream_export,
+        )
+        for p in routing.upstream
+    ]
+    statics = [StaticRoute(p, action="unreachable") for p in routing.desired.public]
+    statics += [
+        StaticRoute(d, action="unreachable", preference=FALLBACK_DEFAULT_PREFERENCE)
+        for d in DEFAULTS
+    ]
+    return BirdConfig(
+        router_id=routing.router_id,
+        local_as=routing.local_as,
+        peers=tuple(peers),
+        static_routes=tuple(statics),
+        bfd_interval_ms=t.bfd_interval_ms,
+        bfd_multiplier=t.bfd_multiplier,
+        graceful_restart=t.graceful_restart,
+        graceful_restart_time=t.graceful_restart_s,
+        hold_time=t.hold_s,
+        keepalive_time=t.keepalive_s,
+        announce_loopback=True,
+        fast_connect=True,
+        log_file=routing.log_file,
+    )
+
+
+def _peers(records: Iterable[dict[str, Any]]) -> tuple[PeerSpec, ...]:
+    return tuple(PeerSpec(str(p["name"]), str(p["address"]), int(p["asn"])) for p in records)
+
+
+def derived_fabric_peers(state: HostState, local_as: int) -> tuple[PeerSpec, ...]:
+    """Fabric peers when the registration lists none: from the fabric's peering mode.
+
+    ``gateway`` and ``mesh``: every registered host (the gateway peers with
+    all of them either way); ``reflectors``: the route reflectors, in the
+    fabric's AS.
+    """
+    fabric = state.fabric
+    if fabric.get("peering") == "reflectors":
+        asn = int(fabric.get("asn", local_as))
+        return tuple(
+            PeerSpec(f"rr{i}", str(ipaddress.ip_address(a)), asn)
+            for i, a in enumerate(fabric.get("route_reflectors") or [])
+        )
+    return tuple(
+        PeerSpec(h["name"], str(h["address"]), effective_asn(h, fabric))
+        for h in sorted(state.hosts.values(), key=lambda h: h["name"])
+    )
+
+
+def routing_from_state(state: HostState, name: str, log_file: str | None = None) -> GatewayRouting:
+    """The gateway's routing inputs from its watcher's cache; NotRegistered until registered."""
+    record = registration(state, name)
+    local_as = effective_asn(record, state.fabric, kind="gateway")
+    explicit = record.get("fabric_peers")
+    return GatewayRouting(
+        router_id=str(record["router_id"]),
+        local_as=local_as,
+        fabric_peers=(
+            _peers(explicit) if explicit is not None else derived_fabric_peers(state, local_as)
+        ),
+        upstream=_peers(record.get("upstream") or []),
+        desired=desired_for(state, name),
+        timers=Timers.from_fabric(state.fabric),
+        log_file=log_file,
+    )
