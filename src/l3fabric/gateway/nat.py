@@ -1,0 +1,135 @@
+"""The gateway's nftables table: source NAT for private subnets, and the inbound shield.
+
+One ``table inet l3fabric_gw``, replaced in one atomic transaction through
+the same digest-guarded mechanism as the hosts' anti-spoofing table
+(``dataplane.nft.NftTable``): an unchanged policy runs no transaction at all.
+
+- postrouting (srcnat): packets from a private range leaving through an
+  upstream interface are source-NATed to ``snat`` (the gateway's upstream
+  address) or masqueraded. Public ranges are never NATed.
+- forward: conntrack established/related passes first (replies to NATed
+  flows, un-NATed by conntrack, and flows that were already running); then
+  anything arriving from upstream for a private range is dropped. Without
+  this drop the internet could reach a private VM, because the gateway
+  learns every /32 by BGP.
+
+Established flows survive a rule change: their NAT binding lives in the
+conntrack entry, which a table replacement does not touch, and the forward
+chain accepts them by conntrack state before any address rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.nft import NftTable, table_with_digest
+
+FAMILY = "inet"
+TABLE = "l3fabric_gw"
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class NatPolicy:
+    """What the NAT table enforces."""
+
+    private: tuple[str, ...]  # source prefixes to NAT / destinations to shield
+    upstream_interfaces: tuple[str, ...]
+    snat4: str | None = None  # None: masquerade
+    snat6: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.upstream_interfaces:
+            if not _IFNAME.match(name):
+                raise ValueError(f"bad upstream interface name {name!r}")
+        for prefix in self.private:
+            ipaddress.ip_network(prefix, strict=True)
+        for address, version in ((self.snat4, 4), (self.snat6, 6)):
+            if address is not None and ipaddress.ip_address(address).version != version:
+                raise ValueError(f"SNAT address {address} is not IPv{version}")
+
+
+def policy(
+    private: Iterable[str], upstream_interfaces: Iterable[str], snat_address: str | None
+) -> NatPolicy:
+    """A NatPolicy with the registration's ``snat_address`` put in its family's slot."""
+    snat4 = snat6 = None
+    if snat_address:
+        if ipaddress.ip_address(snat_address).version == 4:
+            snat4 = snat_address
+        else:
+            snat6 = snat_address
+    return NatPolicy(tuple(private), tuple(sorted(set(upstream_interfaces))), snat4, snat6)
+
+
+def _elements(values: list[str]) -> str:
+    return "\t\telements = { " + ", ".join(values) + " }" if values else ""
+
+
+def render(p: NatPolicy) -> str:
+    """The whole table for ``p``, with its digest comment."""
+    v4 = [x for x in p.private if ipaddress.ip_network(x).version == 4]
+    v6 = [x for x in p.private if ipaddress.ip_network(x).version == 6]
+    ifaces = [f'"{name}"' for name in p.upstream_interfaces]
+    nat4 = f"snat ip to {p.snat4}" if p.snat4 else "masquerade"
+    nat6 = f"snat ip6 to {p.snat6}" if p.snat6 else "masquerade"
+    sets = [
+        ("upstream", "ifname", "", ifaces),
+        ("private4", "ipv4_addr", "\t\tflags interval", v4),
+        ("private6", "ipv6_addr", "\t\tflags interval", v6),
+    ]
+    body: list[str] = []
+    for name, type_, flags, elements in sets:
+        body += [f"\tset {name} {{", f"\t\ttype {type_}"]
+        body += [line for line in (flags, _elements(elements)) if line]
+        body.append("\t}")
+    body += [
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        "\t\tct state established,related accept",
+        "\t\tiifname @upstream ip daddr @private4 counter drop",
+        "\t\tiifname @upstream ip6 daddr @private6 counter drop",
+        "\t}",
+        "\tchain postrouting {",
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        f"\t\toifname @upstream ip saddr @private4 counter {nat4}",
+        f"\t\toifname @upstream ip6 saddr @private6 counter {nat6}",
+        "\t}",
+    ]
+    return table_with_digest(FAMILY, TABLE, body)
+
+
+class GatewayNat(NftTable):
+    """The gateway's NAT table in namespace ``netns`` (None: the current one)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        super().__init__(FAMILY, TABLE, netns)
+
+    def apply(self, p: NatPolicy) -> bool:
+        """Converge the table to ``p``; True if a transaction ran."""
+        return self.apply_ruleset(render(p))
+
+
+def _conntrack_lines(netns: str | None, args: list[str]) -> list[str]:
+    done = subprocess.run(
+        netns_mod.command(netns, ["conntrack", *args]),
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"conntrack {' '.join(args)}: {done.stderr.strip()}")
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+def nat_counts(netns: str | None = None) -> dict[str, int]:
+    """Conntrack entries in the namespace: all of them, and those that are source-NATed."""
+    total = _conntrack_lines(netns, ["-C"])
+    snat = _conntrack_lines(netns, ["-L", "--src-nat"])
+    return {"conntrack_entries": int(total[0]) if total else 0, "snat_entries": len(snat)}
