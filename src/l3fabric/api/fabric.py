@@ -22,7 +22,15 @@ from typing import Annotated, Any, Literal, TypeVar
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Body, FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
+    ValidationError,
+    model_validator,
+)
 
 from l3fabric import keys
 from l3fabric.api.errors import NeutronError, bad_request, not_found
@@ -119,6 +127,11 @@ class GatewayRegistration(_Strict):
     fabric_addresses: list[IPvAnyAddress] = Field(min_length=1)
     upstream: list[Peer] = []
     snat_address: IPvAnyAddress | None = None
+    # The gateway's BGP neighbours in the fabric; None: derived from the fabric's peering mode.
+    fabric_peers: list[Peer] | None = None
+    # Prefixes besides the subnets that the gateway accepts from the fabric
+    # (router loopbacks, link nets), e.g. ["172.16.0.0/16", "172.17.0.0/16"].
+    infrastructure: list[IPvAnyNetwork] = []
 
 
 class HostRegistration(_Strict):
