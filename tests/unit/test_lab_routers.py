@@ -26,20 +26,27 @@ def test_bird_accepts_the_config(node: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def _protocol(conf: str, name: str) -> str:
+    return conf.split(f"protocol bgp {name} {{")[1].split("\n}\n")[0]
+
+
 def test_gateway_announces_only_the_public_aggregates_upstream() -> None:
     conf = render(PLAN, "gw1", "/dev/null")
-    assert "filter upstream_export4 { if net ~ [ 203.0.113.0/24 ] then accept; reject; }" in conf
-    upstream = conf.split("protocol bgp bgp_internet_4 {")[1].split("}\n")[0]
-    assert "import filter default_only; export filter upstream_export4;" in upstream
+    upstream = _protocol(conf, "peer_internet")
+    assert "import filter { if net.len = 0 then accept; reject; };" in upstream
+    assert (
+        "export filter { if source = RTS_STATIC && net ~ [ 203.0.113.0/24 ] then accept; reject; };"
+        in upstream
+    )
     # Fabric sessions (ToR and the ToR-less host) get everything.
-    for peer in ("bgp_r1_tor_4", "bgp_r2_h1_4"):
-        session = conf.split(f"protocol bgp {peer} {{")[1].split("}\n")[0]
-        assert "ipv4 { import all; export all; }" in session
+    for peer in ("peer_r1_tor", "peer_r2_h1"):
+        assert "export filter { accept; };" in _protocol(conf, peer)
 
 
 def test_gateway_default_yields_to_the_learned_one() -> None:
     conf = render(PLAN, "gw1", "/dev/null")
-    assert "protocol static fabric_default4 {\n  ipv4 { preference 50; };" in conf
+    assert "protocol static static4_p50 {\n\tipv4 { preference 50; };" in conf
+    assert "route 0.0.0.0/0 unreachable;" in conf.split("protocol static static4_p50")[1]
 
 
 def test_only_routers_get_lab_configs() -> None:

@@ -80,6 +80,8 @@ class Plan(BaseModel):
     mgmt_network: str
     controller_mgmt: str  # the controller's address in the mgmt namespace
     public: list[str]
+    # The fabric's own prefixes (link nets, loopbacks): the gateway accepts them from the fabric.
+    infrastructure: list[str] = Field(default_factory=list)
     fabric_asn: int
     nodes: dict[str, Node]
     links: list[Link]
@@ -291,6 +293,7 @@ def build_plan(topo: Topology) -> Plan:
         mgmt_network=str(mgmt_net),
         controller_mgmt=controller,
         public=list(ad.public),
+        infrastructure=[ad.fabric, ad.fabric6, ad.loopbacks, ad.loopbacks6],
         fabric_asn=topo.asn.fabric,
         nodes=nodes,
         links=links,

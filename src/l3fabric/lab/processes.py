@@ -116,6 +116,24 @@ def start_bird(state: LabState, plan: Plan, node: str) -> None:
     run(["ip", "netns", "exec", ns, "bird", "-c", str(conf), "-s", str(ctl), "-P", str(pid_file)])
 
 
+def start_gateway_agent(state: LabState, plan: Plan, node: str) -> int:
+    """Start gateway ``node``'s agent in its namespace; the agent starts and owns its BIRD.
+
+    The router socket path (``bird/<node>.ctl``) becomes a link to the
+    agent's BIRD socket, so everything that reads a router's BIRD by that
+    path (``lab status``, the session wait) finds the gateway's too.
+    """
+    ns = plan.node(node).namespace
+    run_dir = state.agent_dir(node)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ctl = state.bird_ctl(node)
+    ctl.unlink(missing_ok=True)
+    ctl.symlink_to(state.agent_bird_ctl(node))
+    argv = l3fabric_argv("gateway", "--name", node, "--api", plan.agent_api_url())
+    argv += ["--run-dir", str(run_dir)]
+    return _spawn(state, f"gateway-{node}", ["ip", "netns", "exec", ns, *argv])
+
+
 def start_agent(state: LabState, plan: Plan, node: str) -> int:
     ns = plan.node(node).namespace
     run_dir = str(state.agent_dir(node))

@@ -1,9 +1,12 @@
 """``lab up``: build a topology in namespaces and start everything in it.
 
 Order: state directory and plan; namespaces, veths and addresses; BIRD on
-the routers; the controller; the fabric configuration and every host and
-gateway registered with it; the host agents; then a bounded wait until the
-routers' BGP sessions are established. Any failure tears the half-built lab
+the ToRs and the internet router; the controller; the fabric configuration
+and every host and gateway registered with it (a gateway with its upstream
+and fabric peers and the fabric's infrastructure prefixes); the gateway
+agents (each starts its gateway's BIRD) and the host agents; then a bounded
+wait until the routers' BGP sessions are established. Without agents the lab
+renders the gateways' BIRD itself, with the same gateway policy. Any failure tears the half-built lab
 down again, so a failed ``lab up`` leaves nothing behind.
 """
 
@@ -46,7 +49,7 @@ def _peers(plan: Plan, node: str) -> list[dict[str, Any]]:
     """The node's BGP neighbours as the controller wants them (one per family)."""
     return [
         {
-            "name": s.peer if ":" not in s.remote else f"{s.peer}-v6",
+            "name": routers.peer_label(s),
             "address": s.remote,
             "asn": s.peer_asn,
         }
@@ -54,24 +57,33 @@ def _peers(plan: Plan, node: str) -> list[dict[str, Any]]:
     ]
 
 
+def gateway_registration(plan: Plan, gateway: str) -> dict[str, Any]:
+    """The gateway's registration: its upstream and fabric peers, SNAT address, infrastructure."""
+    gw = plan.node(gateway)
+    sessions = plan.sessions(gateway)
+    peers = _peers(plan, gateway)
+    upstream_names = {routers.peer_label(s) for s in sessions if s.peer_role == "internet"}
+    snat = next(
+        (s.local for s in sessions if s.peer_role == "internet" and ":" not in s.local), None
+    )
+    body: dict[str, Any] = {
+        "router_id": gw.router_id or "",
+        "asn": gw.asn,
+        "fabric_addresses": [s.local for s in sessions if s.peer_role != "internet"],
+        "upstream": [p for p in peers if p["name"] in upstream_names],
+        "fabric_peers": [p for p in peers if p["name"] not in upstream_names],
+        "infrastructure": plan.infrastructure,
+    }
+    if snat is not None:
+        body["snat_address"] = snat
+    return body
+
+
 def register(client: FabricClient, plan: Plan) -> None:
     """Tell the controller the fabric config, every gateway and every host."""
     client.set_fabric({"asn": plan.fabric_asn, **fabric_config()})
     for gw in plan.by_role("gateway"):
-        sessions = plan.sessions(gw.name)
-        fabric = [s.local for s in sessions if s.peer_role != "internet"]
-        upstream = [p for p in _peers(plan, gw.name) if p["name"].startswith("internet")]
-        snat = next(
-            (s.local for s in sessions if s.peer_role == "internet" and ":" not in s.local), None
-        )
-        client.register_gateway(
-            gw.name,
-            router_id=gw.router_id or "",
-            fabric_addresses=fabric,
-            asn=gw.asn,
-            upstream=upstream,
-            snat_address=snat,
-        )
+        client.request("PUT", f"/v1/gateways/{gw.name}", json=gateway_registration(plan, gw.name))
     for host in plan.by_role("host"):
         sessions = plan.sessions(host.name)
         client.register_host(
@@ -123,6 +135,10 @@ def up(
         processes.require_command("server")
         if agents and plan.by_role("host"):
             processes.require_command("agent")
+        if agents and plan.by_role("gateway"):
+            processes.require_command("gateway")
+    # With agents, each gateway's agent runs its BIRD; otherwise the lab does.
+    agent_roles = ("gateway",) if agents and not network_only else ()
     state.create()
     state.save_plan(plan)
     try:
@@ -131,13 +147,17 @@ def up(
         netns.configure(plan)
         step("BIRD on the routers")
         for r in plan.by_role(*ROUTER_ROLES):
-            processes.start_bird(state, plan, r.name)
+            if r.role not in agent_roles:
+                processes.start_bird(state, plan, r.name)
         if not network_only:
             step(f"controller on {plan.api_url()}")
             processes.start_server(state, plan)
             with FabricClient(plan.api_url()) as client:
                 register(client, plan)
             if agents:
+                step("gateway agents")
+                for gw in plan.by_role("gateway"):
+                    processes.start_gateway_agent(state, plan, gw.name)
                 step("host agents")
                 for host in plan.by_role("host"):
                     processes.start_agent(state, plan, host.name)
