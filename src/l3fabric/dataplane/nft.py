@@ -180,6 +180,10 @@ class NftTable:
         self._applied = digest
         return True
 
+    def forget(self) -> None:
+        """Read the kernel's table again at the next ``apply`` (repairs changes made by hand)."""
+        self._known = False
+
     def remove(self) -> None:
         """Delete our table (nothing else) if it exists."""
         done = self._nft(["delete", "table", self.family, self.table])
@@ -197,6 +201,11 @@ class AntiSpoofing(NftTable):
     def __init__(self, netns: str | None = None) -> None:
         super().__init__(FAMILY, TABLE, netns)
 
-    def apply(self, allowed: Mapping[str, Iterable[str]], force: bool = False) -> bool:
+    def apply(
+        self,
+        allowed: Mapping[str, Iterable[str]],
+        force: bool = False,
+        isolated: Iterable[str] = (),
+    ) -> bool:
         """Converge the table to ``allowed``; True if a transaction ran, False if it was equal."""
-        return self.apply_ruleset(render(allowed), force=force)
+        return self.apply_ruleset(render(allowed, isolated), force=force)
