@@ -131,7 +131,7 @@ def start_gateway_agent(state: LabState, plan: Plan, node: str) -> int:
     ctl.symlink_to(state.agent_bird_ctl(node))
     argv = l3fabric_argv("gateway", "--name", node, "--api", plan.agent_api_url())
     argv += ["--run-dir", str(run_dir)]
-    return _spawn(state, f"gateway-{node}", ["ip", "netns", "exec", ns, *argv])
+    return _spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
 
 
 def start_agent(state: LabState, plan: Plan, node: str) -> int:
