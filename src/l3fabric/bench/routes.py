@@ -2,7 +2,7 @@
 
 Parts are functions ``(context) -> dict`` in ``PARTS``; ``run`` merges their
 results. ``--set parts=program`` selects parts; ``count`` (10,000),
-``taps`` (100, part a), ``rounds`` (3, part a), ``timeout`` (120 s, part b/c)
+``taps`` (100, part a), ``rounds`` (3, part a), ``timeout`` (600 s, part b/c)
 are the other options.
 
 Part ``program`` (a): in a fresh namespace ``l3f-bench-<tag>``, ``count`` /32
@@ -334,7 +334,7 @@ def converge(ctx: Context) -> Result:
             )
             ids = _make_ports(client, ctx.count)
         ports_s = time.perf_counter() - started
-        taps_s = _add_taps(host_ns, [tap_name(i) for i in ids], up=False)
+        taps_s = _add_taps(host_ns, [tap_name(i) for i in ids], up=True)
 
         peer_bird = BirdProcess("peer", netns=peer_ns, run_dir=str(tmp))
         # The agent leaves its BIRD running when it stops (forwarding never
@@ -424,7 +424,7 @@ def run(options: dict[str, str]) -> Result:
     count = _int_option(options, "count", 10_000, 1, 1_000_000)
     taps = _int_option(options, "taps", 100, 1, 4096)
     rounds = _int_option(options, "rounds", 3, 1, 50)
-    timeout = _int_option(options, "timeout", 120, 1, 3600)
+    timeout = _int_option(options, "timeout", 600, 1, 3600)
     names = options.get("parts", ",".join(PARTS)).split(",")
     unknown = [n for n in names if n not in PARTS]
     if unknown:

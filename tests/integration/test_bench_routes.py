@@ -1,0 +1,60 @@
+"""``l3fabric bench routes`` end to end at a small count: every key, sane values, nothing left.
+
+The real controller, agent and two BIRDs run, so this also checks that 300
+ports created through the API become 300 routes on the host and then on its
+BGP peer.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+COUNT = 300
+
+
+def _bench_namespaces() -> set[str]:
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {
+        line.split()[0] for line in listing.stdout.splitlines() if line.startswith("l3f-bench-")
+    }
+
+
+def _bench_processes() -> set[int]:
+    """Processes whose command line names a benchmark temp dir or namespace."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"l3f-bench-" in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_bench_routes_reports_every_part_and_cleans_up() -> None:
+    namespaces, processes = _bench_namespaces(), _bench_processes()
+    done = subprocess.run(
+        [sys.executable, "-m", "l3fabric.cli", "bench", "routes", "--json",
+         "--set", f"count={COUNT}", "--set", "rounds=1", "--set", "timeout=60"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+
+    assert result["count"] == COUNT
+    for key in ("program_s", "ip_batch_s", "converge_s", "agent_start_to_peer_s"):
+        assert 0 < result[key] < 60, (key, result)
+    assert result["program_over_ip_batch"] == round(result["program_s"] / result["ip_batch_s"], 2)
+    assert 0 <= result["bgp_propagation_s"] < 60
+    # The peer can only hold the routes after the host does.
+    assert result["agent_start_to_peer_s"] >= result["converge_s"]
+    gap = result["agent_start_to_peer_s"] - result["converge_s"] - result["bgp_propagation_s"]
+    assert abs(gap) < 0.002  # rounding only
+    assert 0 < result["converge_first_pass_s"] <= result["converge_s"]
+
+    assert _bench_namespaces() <= namespaces
+    assert _bench_processes() <= processes
