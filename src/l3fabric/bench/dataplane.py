@@ -45,11 +45,12 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from l3fabric.client import FabricClient
 from l3fabric.dataplane.netns import entered
-from l3fabric.lab import boot, netns, probe
+from l3fabric.lab import bird, boot, netns, probe
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import Plan, namespace, vm_namespace
 from l3fabric.lab.state import LabState
@@ -83,6 +84,7 @@ NETNODE_INNER_LINK = "l3f-dn1"  # network node <-> gateway
 NAT_TABLE = "l3f_fip"
 START_TIMEOUT_S = 5.0
 REACHABLE_TIMEOUT_S = 10.0
+SESSION_WAIT_S = 30.0
 CONNECT_TRY_S = 0.2  # one connect attempt; a lost SYN is retried this soon
 RETRY_S = 0.005
 
@@ -178,7 +180,25 @@ class Bench:
         self.hosts = [h.name for h in plan.by_role("host")]
         self.public = next(p for p in plan.public if ipaddress.ip_network(p).version == 4)
 
+    def wait_for_host_sessions(self, timeout: float = SESSION_WAIT_S) -> None:
+        """Wait until every host's BIRD (run by its agent) has all its sessions established.
+
+        ``lab up`` waits only for the routers; measuring boot times against a
+        host whose sessions are still coming up would measure BGP's start.
+        """
+        deadline = time.monotonic() + timeout
+        pending = list(self.hosts)
+        while pending and time.monotonic() < deadline:
+            pending = [h for h in pending if not _sessions_up(self.state.agent_bird_ctl(h))]
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            raise BenchError(
+                f"BGP sessions of {', '.join(pending)} not established after {timeout:.0f} s"
+            )
+
     def measure(self) -> dict[str, Any]:
+        self.wait_for_host_sessions()
         with FabricClient(self.plan.api_url()) as api:
             net = api.create_network(name="public", **{"router:external": True})
             api.create_subnet(
@@ -187,7 +207,10 @@ class Bench:
         vm = boot.boot(self.plan, self.state, "perf", ["public"], self.hosts[0], [])
         address = vm["ports"][0]["fixed_ips"][0]["ip_address"]
         if probe.wait_reachable(self.client_ns, address, REACHABLE_TIMEOUT_S) is None:
-            raise BenchError(f"VM perf ({address}) not reachable from the internet client")
+            raise BenchError(
+                f"VM perf ({address}) not reachable from the internet client; "
+                f"no route to it in: {', '.join(self.without_route(address)) or 'none'}"
+            )
         floating = self.build_network_node(address)
         if probe.wait_reachable(self.client_ns, floating, REACHABLE_TIMEOUT_S) is None:
             raise BenchError(f"floating IP {floating} (DNAT to {address}) not reachable")
@@ -195,6 +218,11 @@ class Bench:
         paths = self.compare_paths(vm["namespace"], address, floating)
         log.info("boot to reachable: %d VMs", self.opts.vms)
         return {**paths, **self.boot_to_reachable()}
+
+    def without_route(self, address: str) -> list[str]:
+        """The fabric's routers and hosts that have no route for ``address``/32."""
+        nodes = self.plan.by_role("host", "tor", "gateway")
+        return [n.name for n in nodes if not probe.has_route(n.namespace, f"{address}/32")]
 
     # The network node -------------------------------------------------------------
 
@@ -375,6 +403,12 @@ table ip {NAT_TABLE} {{
                     # No route yet (ICMP unreachable), no listener yet (RST), or a lost SYN.
                     time.sleep(RETRY_S)
         return None
+
+
+def _sessions_up(ctl: Path) -> bool:
+    """True when the BIRD behind ``ctl`` has BGP sessions and all are established."""
+    sessions = [p for p in bird.protocols(ctl) if p.proto == "BGP"]
+    return bool(sessions) and all(p.established for p in sessions)
 
 
 def _start(ns: str, argv: list[str], ready: str) -> subprocess.Popen[bytes]:
