@@ -1,0 +1,198 @@
+"""End to end: restarting a host agent or the controller costs no packet.
+
+One lab for the module: two racks with one host each (r1-h1, r2-h1). The
+``sender`` VM on r1-h1 pings the ``receiver`` on r2-h1 every 50 ms while
+the component restarts, the same way the lab starts it. Agent restart: no
+lost ping, not one route event in the host's kernel (``ip monitor route``),
+its BGP sessions never flapped (``since`` unchanged on both ends). Controller
+restart: no lost ping, the existing ports stay ACTIVE, and a VM booted after
+the controller is back is reachable (the agents resynced by themselves).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import httpx
+import pytest
+
+from l3fabric.lab import bird, processes
+
+from .lab_fixtures import Background, Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
+
+pytestmark = [pytest.mark.integration, needs_root]
+
+TOPOLOGY = """
+racks:
+  - {name: r1, hosts: 1}
+  - {name: r2, hosts: 1}
+internet: {clients: 0}
+"""
+SENDER = ("sender", "r1-h1")
+NEIGHBOUR = ("neighbour", "r1-h1")  # a second endpoint on the restarted host
+RECEIVER = ("receiver", "r2-h1")
+PING_INTERVAL_S = 0.05
+PING_COUNT = 300  # 15 s: longer than a restart and the wait for the agent's pass
+# A route the test adds and deletes in a table nobody else uses, so that it
+# knows `ip monitor` is listening before anything happens.
+MARKER = ("unreachable", "192.0.2.254/32", "table", "250")
+
+
+@pytest.fixture(scope="module")
+def lab(module_lab_factory) -> Lab:  # noqa: F811
+    lab = module_lab_factory(TOPOLOGY)
+    with lab.client() as client:
+        net = client.create_network(name="priv")
+        client.create_subnet(network_id=net["id"], cidr="10.1.0.0/24", ip_version=4)
+        client.create_subnet(network_id=net["id"], cidr="2001:db8:1::/64", ip_version=6)
+    for vm, host in (SENDER, NEIGHBOUR, RECEIVER):
+        lab.boot(vm, ["priv"], host)
+    for router in ("r1-tor", "r2-tor", "gw1"):
+        lab.wait_established(router, with_hosts=True)
+    for vm in (RECEIVER[0], NEIGHBOUR[0]):
+        lab.first_reply(SENDER[0], lab.vm_ip(vm), within=20)
+    # A new tap's own link-local address finishes duplicate address detection
+    # a second or two after it comes up, and its route appears then: let that
+    # happen before any test counts route events.
+    for host in (SENDER[1], RECEIVER[1]):
+        wait_until(
+            lambda h=host: not lab.exec(h, "ip", "-6", "addr", "show", "tentative").stdout,
+            timeout=10,
+            what=f"{host}: IPv6 addresses out of tentative state",
+            interval=0.1,
+        )
+    return lab
+
+
+def pinger(lab: Lab) -> tuple[str, ...]:
+    """The command of a ping stream sender -> receiver (run it with lab.background)."""
+    return (
+        "ping", "-n", "-q", f"-i{PING_INTERVAL_S}", f"-c{PING_COUNT}", "-W1",
+        lab.vm_ip(RECEIVER[0]),
+    )  # fmt: skip
+
+
+def ping_result(job: Background) -> tuple[int, int]:
+    """(transmitted, received) of a ping stream that must still be running."""
+    assert job.proc.poll() is None, "the ping stream ended before the restart was done"
+    out = job.finish(timeout=PING_COUNT * PING_INTERVAL_S + 10)
+    counts = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert counts, out
+    return int(counts.group(1)), int(counts.group(2))
+
+
+def terminate(lab: Lab, proc: str) -> float:
+    """SIGTERM a lab process by its pid file; the seconds until it was gone."""
+    pid = lab.state.pids()[proc]
+    os.kill(pid, signal.SIGTERM)
+    return wait_until(lambda: not processes.alive(pid), timeout=10, what=f"{proc} exits")
+
+
+def bgp_since(ctl) -> dict[str, str]:
+    """BGP session -> when it last changed state, for established sessions."""
+    return {p.name: p.since for p in bird.protocols(ctl) if p.established}
+
+
+def agent_info(lab: Lab, host: str) -> dict:
+    with lab.client() as client:
+        return client.get_host(host)["agent"]
+
+
+def kernel_routes(lab: Lab, node: str) -> list[str]:
+    out = lab.exec(node, "sh", "-c", "ip -4 route show; ip -6 route show").stdout
+    return sorted(out.splitlines())
+
+
+def test_agent_restart_loses_no_ping_and_touches_no_route(lab: Lab) -> None:
+    host = SENDER[1]
+    host_ctl = lab.state.agent_bird_ctl(host)
+    sessions_before = bgp_since(host_ctl)
+    tor_before = bgp_since(lab.state.bird_ctl("r1-tor"))
+    routes_before = kernel_routes(lab, host)
+    assert len(sessions_before) == 2, sessions_before  # IPv4 and IPv6 to the ToR
+
+    with (
+        lab.background(host, "timeout", "60", "ip", "monitor", "route") as monitor,
+        lab.background(SENDER[0], *pinger(lab)) as pings,
+    ):
+        lab.exec(host, "ip", "route", "add", *MARKER)
+        lab.exec(host, "ip", "route", "del", *MARKER)
+        monitor.wait_for_line("Deleted unreachable 192.0.2.254", timeout=10)
+
+        started = time.monotonic()
+        stopped = terminate(lab, f"agent-{host}")
+        restarted_at = time.time()
+        processes.start_agent(lab.state, lab.plan, host)
+        # The new agent has made a full pass once its heartbeat says so.
+        full_pass = wait_until(
+            lambda: (
+                (info := agent_info(lab, host)).get("started_at", 0) >= restarted_at
+                and info.get("passes", 0) >= 1
+            ),
+            timeout=15,
+            what="the restarted agent reports a pass",
+            interval=0.1,
+        )
+        transmitted, received = ping_result(pings)
+        events = [
+            line for line in monitor.stop().splitlines() if line.strip() and "table 250" not in line
+        ]
+    print(
+        f"\nagent restart: stopped in {stopped:.2f} s, first pass reported "
+        f"{full_pass:.2f} s after the start ({time.monotonic() - started:.2f} s in all); "
+        f"pings {received}/{transmitted}; route events {len(events)}"
+    )
+    assert received == transmitted
+    assert events == []
+    assert kernel_routes(lab, host) == routes_before
+    assert bgp_since(host_ctl) == sessions_before
+    assert bgp_since(lab.state.bird_ctl("r1-tor")) == tor_before
+
+
+def port_statuses(lab: Lab) -> dict[str, str]:
+    with lab.client() as client:
+        return {p["name"]: p["status"] for p in client.list("ports")}
+
+
+def test_controller_restart_loses_no_ping_and_agents_resync(lab: Lab) -> None:
+    before = port_statuses(lab)
+    assert set(before.values()) == {"ACTIVE"}, before
+
+    with lab.background(SENDER[0], *pinger(lab)) as pings:
+        stopped = terminate(lab, "server")
+        with pytest.raises(httpx.TransportError):
+            httpx.get(lab.plan.api_url(), timeout=1)  # really gone
+        # An outage, not a wait: the agents' watches and heartbeats fail meanwhile
+        # and back off, as they would when a controller host reboots.
+        down_for = 1.0
+        time.sleep(down_for)
+        started = time.monotonic()
+        processes.start_server(lab.state, lab.plan)
+        answering = time.monotonic() - started
+        assert port_statuses(lab) == before
+
+        lab.boot("late", ["priv"], RECEIVER[1])
+        booted_at = time.time()
+        try:
+            reachable = lab.first_reply(SENDER[0], lab.vm_ip("late"), within=15) - booted_at
+        except AssertionError as exc:
+            log = processes.log_tail(lab.state.log_file(f"agent-{RECEIVER[1]}"), 30)
+            raise AssertionError(f"{exc}\nagent log of {RECEIVER[1]}:\n{log}") from None
+        transmitted, received = ping_result(pings)
+    wait_until(
+        lambda: port_statuses(lab).get("late-eth0") == "ACTIVE",
+        timeout=10,
+        what="the port booted after the restart turns ACTIVE",
+        interval=0.1,
+    )
+    print(
+        f"\ncontroller restart: stopped in {stopped:.2f} s, down {down_for:.1f} s, answering "
+        f"{answering:.2f} s after start; VM booted after it reachable in {reachable:.3f} s; "
+        f"pings {received}/{transmitted}"
+    )
+    assert received == transmitted
+    after = port_statuses(lab)
+    assert after == {**before, "late-eth0": "ACTIVE"}
