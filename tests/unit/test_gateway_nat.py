@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from l3fabric.dataplane.nft import digest_of
-from l3fabric.gateway.nat import policy, render
+from l3fabric.gateway.nat import policy, render, snat_flows
 
 
 def test_private_sources_leaving_upstream_are_snated_to_the_registered_address() -> None:
@@ -45,3 +45,15 @@ def test_digest_follows_content_only() -> None:
 def test_bad_input_is_refused(private: list[str], ifaces: list[str], snat: str | None) -> None:
     with pytest.raises(ValueError):
         policy(private, ifaces, snat)
+
+
+def test_only_translated_conntrack_entries_count_as_snat() -> None:
+    lines = [
+        # Internet -> public VM: passed the NAT hook, not translated.
+        "icmp     1 29 src=198.51.100.1 dst=203.0.113.2 type=8 code=0 id=1 "
+        "src=203.0.113.2 dst=198.51.100.1 type=0 code=0 id=1 mark=0 use=1",
+        # Private VM -> internet: replies go to the gateway's address.
+        "tcp      6 431999 ESTABLISHED src=10.1.0.2 dst=198.51.100.1 sport=40000 dport=5007 "
+        "src=198.51.100.1 dst=192.0.2.1 sport=5007 dport=40000 [ASSURED] mark=0 use=1",
+    ]
+    assert snat_flows(lines) == [("10.1.0.2", "192.0.2.1")]

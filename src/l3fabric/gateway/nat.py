@@ -128,8 +128,26 @@ def _conntrack_lines(netns: str | None, args: list[str]) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.strip()]
 
 
+_SRC = re.compile(r"\bsrc=(\S+)")
+_DST = re.compile(r"\bdst=(\S+)")
+
+
+def snat_flows(lines: Iterable[str]) -> list[tuple[str, str]]:
+    """(original source, translated source) of each source-NATed ``conntrack -L`` entry.
+
+    An entry is source-NATed when its reply goes to another address than the
+    original source. (``conntrack --src-nat`` also lists entries that only
+    passed the NAT hook with a null binding, so it over-counts.)
+    """
+    flows = []
+    for line in lines:
+        srcs, dsts = _SRC.findall(line), _DST.findall(line)
+        if len(srcs) >= 2 and len(dsts) >= 2 and srcs[0] != dsts[1]:
+            flows.append((srcs[0], dsts[1]))
+    return flows
+
+
 def nat_counts(netns: str | None = None) -> dict[str, int]:
     """Conntrack entries in the namespace: all of them, and those that are source-NATed."""
-    total = _conntrack_lines(netns, ["-C"])
-    snat = _conntrack_lines(netns, ["-L", "--src-nat"])
-    return {"conntrack_entries": int(total[0]) if total else 0, "snat_entries": len(snat)}
+    entries = _conntrack_lines(netns, ["-L"])
+    return {"conntrack_entries": len(entries), "snat_entries": len(snat_flows(entries))}

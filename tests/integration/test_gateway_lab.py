@@ -1,0 +1,193 @@
+"""The edge gateway agent in a real lab: what it announces upstream, NAT, and the inbound shield.
+
+One lab for the module: host r1-h1 directly under gateway gw1, the internet
+router above it, one client machine. A public VM and a private VM on r1-h1.
+Everything is measured with real packets, BIRD's own tables and the
+gateway's conntrack table.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from l3fabric.gateway.nat import snat_flows
+from l3fabric.routing.bird_control import BirdControl
+
+from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
+
+pytestmark = [pytest.mark.integration, needs_root]
+
+TOPOLOGY = """
+racks: [{name: r1, hosts: 1, tor: false}]
+internet: {clients: 1}
+"""
+PUBLIC = "203.0.113.0/25"
+PRIVATE = "10.1.0.0/24"
+PORT = 5007
+
+# An echo server for one connection: prints "ready", then the peer's address,
+# and echoes every line back until the client closes.
+ECHO_SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+s.settimeout(20)
+print("ready", flush=True)
+conn, peer = s.accept()
+print("peer", peer[0], flush=True)
+conn.settimeout(20)
+f = conn.makefile("rwb")
+for line in f:
+    f.write(line)
+    f.flush()
+"""
+# A client with one long connection: one echo, then wait for a flag file,
+# then a second echo over the same connection.
+LONG_CLIENT = """
+import os, socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+f = c.makefile("rwb")
+f.write(b"one\\n"); f.flush()
+print("got", f.readline().decode().strip(), flush=True)
+deadline = time.monotonic() + 20
+while not os.path.exists(sys.argv[3]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+f.write(b"two\\n"); f.flush()
+print("got", f.readline().decode().strip(), flush=True)
+"""
+
+
+def upstream_address(lab: Lab) -> str:
+    link = next(lk for lk in lab.plan.links if lk.kind == "upstream")
+    return link.b4.split("/")[0]  # side b is the gateway
+
+
+def client_address(lab: Lab) -> str:
+    link = next(lk for lk in lab.plan.links if lk.kind == "client")
+    return link.b4.split("/")[0]
+
+
+def gateway_snat(lab: Lab) -> list[tuple[str, str]]:
+    """(private source, translated source) of the gateway's source-NATed conntrack entries."""
+    return snat_flows(lab.exec("gw1", "conntrack", "-L").stdout.splitlines())
+
+
+def reaches(lab: Lab, node: str, address: str) -> bool:
+    return lab.exec(node, "ping", "-c1", "-W1", address, check=False).returncode == 0
+
+
+def announced_to_internet(lab: Lab) -> set[str]:
+    """The prefixes the internet router's BIRD holds from the gateway (both families)."""
+    ctl = BirdControl(str(lab.state.bird_ctl("internet")))
+    prefixes: set[str] = set()
+    for protocol in ("peer_gw1", "peer_gw1_v6"):
+        for _, text in ctl.request(f"show route protocol {protocol}"):
+            match = re.match(r"^([0-9a-fA-F:.]+/\d+)\s", text)
+            if match:
+                prefixes.add(match.group(1))
+    return prefixes
+
+
+@pytest.fixture(scope="module")
+def lab(module_lab_factory) -> Iterator[Lab]:  # noqa: F811
+    lab = module_lab_factory(TOPOLOGY)
+    with lab.client() as api:
+        pub = api.create_network(name="pub", **{"router:external": True})
+        api.create_subnet(network_id=pub["id"], cidr=PUBLIC, ip_version=4)
+        priv = api.create_network(name="priv")
+        api.create_subnet(network_id=priv["id"], cidr=PRIVATE, ip_version=4)
+    lab.boot("pubvm", ["pub"], "r1-h1")
+    lab.boot("privvm", ["priv"], "r1-h1")
+    client = client_address(lab)
+    wait_until(lambda: reaches(lab, "client1", lab.vm_ip("pubvm")), 15, "public VM from client")
+    wait_until(lambda: reaches(lab, "privvm", client), 15, "client from the private VM")
+    yield lab
+
+
+def test_public_vm_is_reached_from_the_internet_with_real_addresses(lab: Lab) -> None:
+    vm = lab.vm_ip("pubvm")
+    with lab.background("pubvm", "python3", "-c", ECHO_SERVER, vm, str(PORT)) as server:
+        server.wait_for_line("ready", 10)
+        # The flag path "/" exists: both echoes go at once.
+        out = lab.exec("client1", "python3", "-c", LONG_CLIENT, vm, str(PORT), "/").stdout
+        assert out.split() == ["got", "one", "got", "two"]
+        assert server.wait_for_line("peer", 10) == f"peer {client_address(lab)}"
+    # No NAT on the public path: nothing of it in the gateway's SNAT state.
+    assert not [flow for flow in gateway_snat(lab) if vm in flow]
+
+
+def test_private_vm_is_snated_to_the_gateway_and_the_flow_survives_a_rule_change(
+    lab: Lab, tmp_path: Path
+) -> None:
+    client = client_address(lab)
+    flag = tmp_path / "go"
+    with lab.background("client1", "python3", "-c", ECHO_SERVER, client, str(PORT)) as server:
+        server.wait_for_line("ready", 10)
+        with lab.background(
+            "privvm", "python3", "-c", LONG_CLIENT, client, str(PORT), str(flag)
+        ) as vm:
+            vm.wait_for_line("got one", 10)
+            # The client sees the gateway's upstream address, not the VM's.
+            assert server.wait_for_line("peer", 10) == f"peer {upstream_address(lab)}"
+            assert (lab.vm_ip("privvm"), upstream_address(lab)) in gateway_snat(lab)
+            # A new private subnet rewrites the NAT table while the flow runs.
+            with lab.client() as api:
+                net = api.create_network(name="priv2")
+                api.create_subnet(network_id=net["id"], cidr="10.2.0.0/24", ip_version=4)
+            wait_until(
+                lambda: "10.2.0.0/24" in lab.exec("gw1", "nft", "list", "set", "inet",
+                                                  "l3fabric_gw", "private4").stdout,
+                5,
+                "new private subnet in the gateway's NAT set",
+            )  # fmt: skip
+            flag.touch()
+            vm.wait_for_line("got two", 10)
+
+    # The controller has the gateway's report: sessions and NAT state.
+    def reported() -> bool:
+        with lab.client() as api:
+            gw = api.get_gateway("gw1")
+        established = [s for s in gw["bgp"] if s["info"].startswith("Established")]
+        nat = gw["nat"]
+        return (
+            len(established) == 4
+            and "10.2.0.0/24" in nat["private_prefixes"]
+            and nat["snat_entries"] >= 1
+        )
+
+    wait_until(reported, 8, "gateway heartbeat with sessions and NAT state")
+
+
+def test_internet_cannot_reach_a_private_vm_even_routed_to_the_gateway(lab: Lab) -> None:
+    vm = lab.vm_ip("privvm")
+    lab.exec("internet", "ip", "route", "replace", PRIVATE, "via", upstream_address(lab))
+    try:
+        assert not reaches(lab, "client1", vm)
+        counters = lab.exec("gw1", "nft", "list", "chain", "inet", "l3fabric_gw", "forward")
+        drops = re.search(r"ip daddr @private4 counter packets (\d+)", counters.stdout)
+        assert drops is not None and int(drops.group(1)) > 0
+    finally:
+        lab.exec("internet", "ip", "route", "del", PRIVATE, check=False)
+
+
+def test_upstream_holds_exactly_the_public_aggregates_and_new_ones_within_2_s(lab: Lab) -> None:
+    assert announced_to_internet(lab) == {PUBLIC}
+    with lab.client() as api:
+        net = api.create_network(name="pub2", **{"router:external": True})
+        started = time.monotonic()
+        api.create_subnet(network_id=net["id"], cidr="203.0.113.128/25", ip_version=4)
+    # Adjacent public subnets go upstream as one aggregate; private ones never.
+    wait_until(
+        lambda: announced_to_internet(lab) == {"203.0.113.0/24"}, 2.0, "new public aggregate"
+    )
+    lab.boot("pubvm2", ["pub2"], "r1-h1")
+    wait_until(lambda: reaches(lab, "client1", lab.vm_ip("pubvm2")), 5, "VM on the new subnet")
+    assert time.monotonic() - started < 10
+    assert not any(p.startswith("10.") for p in announced_to_internet(lab))
