@@ -197,15 +197,20 @@ class _Processes:
         if code is not None:
             raise RuntimeError(f"{name} exited with {code}:\n{self.tail(name)}")
 
+    def stop(self, name: str) -> None:
+        """SIGTERM, then SIGKILL after 10 s; harmless for a process that is gone."""
+        child = self.children[name]
+        if child.poll() is None:
+            child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=10)
+
     def stop_all(self) -> None:
-        for child in reversed(list(self.children.values())):
-            if child.poll() is None:
-                child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(timeout=10)
+        for name in reversed(list(self.children)):
+            self.stop(name)
 
 
 def _l3fabric(*args: str) -> list[str]:
@@ -355,6 +360,9 @@ def converge(ctx: Context) -> Result:
             "agent", "--host", HOST, "--api", f"http://{API_IN_HOST}",
             "--run-dir", str(tmp / "agent"),
         )])  # fmt: skip
+        # Before its BIRD is stopped (callbacks run last-in first-out): an
+        # agent still in its first pass would start BIRD again afterwards.
+        stack.callback(procs.stop, "agent")
 
         def agent_alive() -> None:
             procs.check("agent")
