@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from l3fabric.bench import dataplane
+from l3fabric.dataplane import netns as netns_mod
 from l3fabric.lab import netns
 from l3fabric.lab.down import down
 
@@ -57,3 +58,16 @@ def test_bad_option_is_refused_by_name() -> None:
         dataplane.parse_options({"vms": "zero"})
     with pytest.raises(SystemExit, match="unknown option"):
         dataplane.parse_options({"count": "3"})
+
+
+def test_an_existing_lab_is_refused_and_left_alone(lab_name: str) -> None:
+    # Anything named after the lab marks it as someone's: the benchmark's
+    # teardown would remove it, so the benchmark must not start.
+    squatter = f"l3f-{lab_name}-other"
+    netns_mod.create(squatter)
+    try:
+        with pytest.raises(SystemExit, match="exists already"):
+            dataplane.run({"lab": lab_name, "vms": "1"})
+        assert netns.lab_namespaces(lab_name) == [squatter]
+    finally:
+        netns_mod.delete(squatter)

@@ -148,6 +148,9 @@ def topology(opts: Options) -> Topology:
 
 def run(options: dict[str, str]) -> dict[str, Any]:
     opts = parse_options(options)
+    # The teardown below removes everything named after the lab: never someone else's.
+    if LabState(opts.lab).exists() or netns.lab_namespaces(opts.lab):
+        raise SystemExit(f"bench dataplane: lab {opts.lab} exists already; choose another name")
     topo = topology(opts)
     started = time.monotonic()
     log.info("lab %s: building (%d hosts behind a ToR, gateway, internet)", opts.lab, opts.hosts)
