@@ -48,13 +48,15 @@ def test_bench_routes_reports_every_part_and_cleans_up() -> None:
     assert result["count"] == COUNT
     for key in ("program_s", "ip_batch_s", "converge_s", "agent_start_to_peer_s"):
         assert 0 < result[key] < 60, (key, result)
-    assert result["program_over_ip_batch"] == round(result["program_s"] / result["ip_batch_s"], 2)
+    ratio = result["program_s"] / result["ip_batch_s"]  # from the rounded times
+    assert abs(result["program_over_ip_batch"] - ratio) <= 0.02 * ratio + 0.01
     assert 0 <= result["bgp_propagation_s"] < 60
     # The peer can only hold the routes after the host does.
     assert result["agent_start_to_peer_s"] >= result["converge_s"]
     gap = result["agent_start_to_peer_s"] - result["converge_s"] - result["bgp_propagation_s"]
     assert abs(gap) < 0.002  # rounding only
-    assert 0 < result["converge_first_pass_s"] <= result["converge_s"]
+    # The pass also starts BIRD after the routes, so it may end after converge_s.
+    assert 0 < result["converge_first_pass_s"] < 60
 
     assert _bench_namespaces() <= namespaces
     assert _bench_processes() <= processes
