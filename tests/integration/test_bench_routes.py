@@ -37,13 +37,18 @@ def _bench_processes() -> set[int]:
 
 def test_bench_routes_reports_every_part_and_cleans_up() -> None:
     namespaces, processes = _bench_namespaces(), _bench_processes()
-    done = subprocess.run(
-        [sys.executable, "-m", "l3fabric.cli", "bench", "routes", "--json",
-         "--set", f"count={COUNT}", "--set", "rounds=1", "--set", "timeout=60"],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    argv = [sys.executable, "-m", "l3fabric.cli", "bench", "routes", "--json",
+            "--set", f"count={COUNT}", "--set", "rounds=1", "--set", "timeout=60"]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as bench:
+        try:
+            stdout, stderr = bench.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            # SIGTERM, not SIGKILL: the benchmark then removes what it made.
+            bench.terminate()
+            bench.communicate(timeout=60)
+            raise
+    assert bench.returncode == 0, stderr
+    result = json.loads(stdout)
 
     assert result["count"] == COUNT
     for key in ("program_s", "ip_batch_s", "converge_s", "agent_start_to_peer_s"):
