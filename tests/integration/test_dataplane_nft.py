@@ -77,7 +77,7 @@ def test_nft_errors_carry_nfts_message(wired, monkeypatch) -> None:
     host, _ = wired
     table = AntiSpoofing(host)
     monkeypatch.setattr(
-        "l3fabric.dataplane.nft.render", lambda allowed: "table inet l3fabric { bogus }\n"
+        "l3fabric.dataplane.nft.render", lambda *_: "table inet l3fabric { bogus }\n"
     )
     with pytest.raises(NftError, match="syntax error"):
         table.apply({}, force=True)

@@ -50,3 +50,8 @@ def test_allowed_sources_are_fixed_ips_and_address_pairs() -> None:
 def test_status_active_only_when_programmed() -> None:
     desired = compute([_port(A, "10.1.0.2"), _port(B, "10.1.0.3")], {tap_name(A), tap_name(B)})
     assert desired.port_status({tap_name(A)}) == {A: "ACTIVE", B: "DOWN"}
+
+
+def test_only_ipv6_ports_need_the_link_local_gateway() -> None:
+    desired = compute([_port(A, "10.1.0.2", "2001:db8::2"), _port(B, "10.1.0.3")], set())
+    assert desired.ipv6_taps == {tap_name(A)}

@@ -33,6 +33,11 @@ class Desired:
     routes: dict[str, str] = field(default_factory=dict)  # prefix -> tap
     allowed: dict[str, list[str]] = field(default_factory=dict)  # tap -> source prefixes
 
+    @property
+    def ipv6_taps(self) -> set[str]:
+        """Taps of ports with an IPv6 address: they need the fe80::1 next hop."""
+        return {ep.tap for ep in self.endpoints.values() if any(":" in a for a in ep.addresses)}
+
     def port_status(self, programmed_taps: Iterable[str]) -> dict[str, str]:
         """ACTIVE for each up port whose tap is programmed, DOWN for the rest."""
         ready = set(programmed_taps)

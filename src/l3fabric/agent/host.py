@@ -162,7 +162,7 @@ class HostAgent:
         # taps quadratic. A tap missing here was unplugged after the listing;
         # its link event wakes the loop again.
         try:
-            report = link_ops.prepare_taps(desired.routes.values())
+            report = link_ops.prepare_taps(desired.routes.values(), ipv6=desired.ipv6_taps)
         except Exception as exc:
             result.failed.append(f"taps: {exc}")
             return set()

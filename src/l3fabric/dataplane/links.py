@@ -25,7 +25,7 @@ import os
 import re
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
@@ -252,6 +252,13 @@ def _add_gateway_v6(index: int) -> bytes:
     )  # fmt: skip
 
 
+def _prepared_before(paths: dict[str, str]) -> bool:
+    """True if the tap's proxy_arp is on: some earlier pass (or agent) prepared it."""
+    proxy_arp = next(path for path in paths if path.endswith("/proxy_arp"))
+    with open(proxy_arp, "rb") as f:
+        return f.read().strip() == b"1"
+
+
 def _write_sysctls(paths: dict[str, str], read_first: bool) -> list[str]:
     """Write ``{/proc/sys path: value}``; with ``read_first`` only where it differs."""
     written: list[str] = []
@@ -302,13 +309,16 @@ class Links:
         """The links whose name starts with ``prefix`` (one dump)."""
         return {name for name in self._nl.links() if name.startswith(prefix)}
 
-    def prepare_taps(self, taps: Iterable[str]) -> TapReport:
-        """Prepare every tap: sysctls, then up and fe80::1, each read before it is written.
+    def prepare_taps(self, taps: Iterable[str], ipv6: Collection[str] = ()) -> TapReport:
+        """Prepare every tap: sysctls, link up, and fe80::1 on the taps in ``ipv6``.
 
-        One link dump and one address dump for all taps; the writes go in
-        netlink batches. A tap that has no fe80::1 yet was never prepared, so
-        its sysctls are written without reading them first (writing a value
-        a sysctl already has changes nothing).
+        Only taps of ports with IPv6 addresses get fe80::1: the kernel's
+        check for duplicate addresses makes adding the same address to many
+        links quadratic (measured: 2,000 links 1.8 s, 4,000 links 12 s).
+        One link dump and one address dump serve all taps; the writes go in
+        netlink batches. A tap whose proxy_arp is still 0 was never prepared,
+        so its sysctls are written without reading each one first (writing
+        a value a sysctl already has changes nothing).
         """
         report = TapReport()
         wanted = sorted(set(taps))
@@ -316,7 +326,7 @@ class Links:
             if not _IFNAME.match(tap):
                 raise ValueError(f"bad tap name {tap!r}")
         links = self._nl.links()
-        with_gateway = self._nl.holders(_GATEWAY_V6)
+        with_gateway = self._nl.holders(_GATEWAY_V6) if ipv6 else set()
         requests: list[tuple[str, bytes]] = []
         with netns_mod.entered(self.netns):
             for tap in wanted:
@@ -324,12 +334,13 @@ class Links:
                     report.missing.add(tap)
                     continue
                 index, flags = links[tap]
-                has_gateway = index in with_gateway
-                if has_gateway and flags & IFF_UP and self._prepared.get(tap) == index:
+                needs_gateway = tap in ipv6 and index not in with_gateway
+                if not needs_gateway and flags & IFF_UP and self._prepared.get(tap) == index:
                     report.ready.add(tap)
                     continue
+                paths = _tap_sysctl_paths(tap)
                 try:
-                    written = _write_sysctls(_tap_sysctl_paths(tap), read_first=has_gateway)
+                    written = _write_sysctls(paths, read_first=_prepared_before(paths))
                 except OSError as exc:
                     report.failed[tap] = f"sysctl: {exc}"
                     continue
@@ -337,7 +348,7 @@ class Links:
                 if not flags & IFF_UP:
                     requests.append((tap, _link_up(index)))
                     report.changed.append(f"{tap} up")
-                if not has_gateway:
+                if needs_gateway:
                     requests.append((tap, _add_gateway_v6(index)))
                     report.changed.append(f"{tap} {LINK_LOCAL_GATEWAY_V6}")
                 report.ready.add(tap)
@@ -351,7 +362,7 @@ class Links:
 
     def ensure_tap(self, tap: str) -> list[str]:
         """Prepare one tap; returns what changed (empty: it was ready)."""
-        report = self.prepare_taps([tap])
+        report = self.prepare_taps([tap], ipv6=[tap])
         if tap in report.missing:
             raise TapNotFound(f"no interface {tap} in namespace {self.netns or '(current)'}")
         if tap in report.failed:
