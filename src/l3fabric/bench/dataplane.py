@@ -184,20 +184,26 @@ class Bench:
         self.public = next(p for p in plan.public if ipaddress.ip_network(p).version == 4)
 
     def wait_for_host_sessions(self, timeout: float = SESSION_WAIT_S) -> None:
-        """Wait until every host's BIRD (run by its agent) has all its sessions established.
+        """Wait until every host's IPv4 BGP sessions (its agent's BIRD) are established.
 
         ``lab up`` waits only for the routers; measuring boot times against a
         host whose sessions are still coming up would measure BGP's start.
+        Only IPv4 is measured, so only the sessions carrying IPv4 count.
         """
+        expected = {
+            h: sum(1 for s in self.plan.sessions(h) if ":" not in s.remote) for h in self.hosts
+        }
         deadline = time.monotonic() + timeout
         pending = list(self.hosts)
         while pending and time.monotonic() < deadline:
-            pending = [h for h in pending if not _sessions_up(self.state.agent_bird_ctl(h))]
+            pending = [
+                h for h in pending if _ipv4_sessions_up(self.state.agent_bird_ctl(h)) < expected[h]
+            ]
             if pending:
                 time.sleep(0.1)
         if pending:
             raise BenchError(
-                f"BGP sessions of {', '.join(pending)} not established after {timeout:.0f} s"
+                f"IPv4 BGP sessions of {', '.join(pending)} not established after {timeout:.0f} s"
             )
 
     def measure(self) -> dict[str, Any]:
@@ -212,7 +218,7 @@ class Bench:
         if probe.wait_reachable(self.client_ns, address, REACHABLE_TIMEOUT_S) is None:
             raise BenchError(
                 f"VM perf ({address}) not reachable from the internet client; "
-                f"no route to it in: {', '.join(self.without_route(address)) or 'none'}"
+                f"no route to it in: {', '.join(self.without_route(address, self.hosts[0])) or 'none'}"
             )
         floating = self.build_network_node(address)
         if probe.wait_reachable(self.client_ns, floating, REACHABLE_TIMEOUT_S) is None:
@@ -222,9 +228,9 @@ class Bench:
         log.info("boot to reachable: %d VMs", self.opts.vms)
         return {**paths, **self.boot_to_reachable()}
 
-    def without_route(self, address: str) -> list[str]:
-        """The fabric's routers and hosts that have no route for ``address``/32."""
-        nodes = self.plan.by_role("host", "tor", "gateway")
+    def without_route(self, address: str, host: str) -> list[str]:
+        """The nodes on the path to ``address``/32 on ``host`` that have no route for it."""
+        nodes = [self.plan.node(host), *self.plan.by_role("tor", "gateway")]
         return [n.name for n in nodes if not probe.has_route(n.namespace, f"{address}/32")]
 
     # The network node -------------------------------------------------------------
@@ -379,6 +385,16 @@ table ip {NAT_TABLE} {{
             listener = _start_listener(vm_namespace(self.plan.lab, name), address)
             try:
                 reached = self.connect_until(address, t0 + self.opts.timeout)
+                if reached is None:
+                    log.warning(
+                        "%s (%s on %s) not reachable within %d s; no route in: %s; listener %s",
+                        name,
+                        address,
+                        host,
+                        self.opts.timeout,
+                        ", ".join(self.without_route(address, host)) or "none",
+                        "running" if listener.poll() is None else f"exited {listener.returncode}",
+                    )
             finally:
                 _stop(listener)
             if reached is None:
@@ -408,10 +424,9 @@ table ip {NAT_TABLE} {{
         return None
 
 
-def _sessions_up(ctl: Path) -> bool:
-    """True when the BIRD behind ``ctl`` has BGP sessions and all are established."""
-    sessions = [p for p in bird.protocols(ctl) if p.proto == "BGP"]
-    return bool(sessions) and all(p.established for p in sessions)
+def _ipv4_sessions_up(ctl: Path) -> int:
+    """How many established BGP sessions of the BIRD behind ``ctl`` carry IPv4."""
+    return sum(1 for p in bird.protocols(ctl) if p.established and "ipv4" in p.routes)
 
 
 def _start(ns: str, argv: list[str], ready: str) -> subprocess.Popen[bytes]:
