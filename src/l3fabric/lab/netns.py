@@ -125,9 +125,16 @@ def configure(plan: Plan) -> None:
             lines.append(f"addr add {plan.controller_mgmt}/{prefixlen} dev {MGMT_BRIDGE}")
             lines.append(f"link set {MGMT_BRIDGE} up")
         lines += [f"route add {route}" for route in plan.routes.get(node.name, [])]
-        sysctls = (
+        sysctls = dict(
             FORWARDING if node.role in ("host", "tor", "gateway", "internet") else NO_FORWARDING
         )
+        # No duplicate address detection on lab links: nothing else is on them,
+        # and on a busy machine link-local addresses stayed "tentative" long
+        # enough that IPv6 neighbour discovery, and so BGP over IPv6, failed.
+        sysctls["net.ipv6.conf.all.accept_dad"] = "0"
+        sysctls["net.ipv6.conf.default.accept_dad"] = "0"
+        for ifname, _ in plan.interfaces(node.name):
+            sysctls[f"net.ipv6.conf.{ifname}.accept_dad"] = "0"
         jobs[node.namespace] = (sysctls, lines)
     configure_many(jobs)
 
