@@ -11,7 +11,7 @@ from __future__ import annotations
 NEUTRON = "/neutron/"
 
 # Neutron collections, by their API name ("networks", "subnets", "ports",
-# "security-groups", "security-group-rules", "routers").
+# "security-groups", "security-group-rules", "routers", "floatingips").
 
 
 def neutron_prefix(collection: str) -> str:

@@ -33,8 +33,8 @@ EXTENSIONS: dict[str, tuple[str, str]] = {
     "project-id": ("project_id field enabled", "project_id alongside tenant_id"),
     "router": (
         "Neutron L3 Router",
-        "routers and router interfaces, stored only: the routed fabric and the edge gateway"
-        " already connect every network (no floating IPs)",
+        "routers, router interfaces and floating IPs, stored only: the routed fabric and the"
+        " edge gateway already connect every network, and floating IPs forward nothing",
     ),
     "pagination": ("Pagination support", "limit and marker on lists"),
     "sorting": ("Sorting support", "sort_key and sort_dir on lists"),
@@ -48,6 +48,7 @@ RESOURCES = {
     "security-groups": "security_group",
     "security-group-rules": "security_group_rule",
     "routers": "router",
+    "floatingips": "floatingip",
 }
 
 _UPDATED = "2026-11-27T00:00:00-00:00"

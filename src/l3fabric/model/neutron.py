@@ -231,6 +231,22 @@ class RouterBody(NamedBody):
     external_gateway_info: ExternalGatewayInfo | None = None
 
 
+class FloatingIpBody(Body):
+    # Which address and network are fixed at create; association is what changes.
+    CREATE_ONLY = _STANDARD_CREATE_ONLY | {
+        "floating_network_id",
+        "floating_ip_address",
+        "subnet_id",
+    }
+    REQUIRED = frozenset({"floating_network_id"})
+
+    floating_network_id: Id = ""
+    floating_ip_address: IpAddress | None = None
+    subnet_id: Id | None = None
+    port_id: Id | None = None
+    fixed_ip_address: IpAddress | None = None
+
+
 class RouterInterfaceBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subnet_id: Id | None = None

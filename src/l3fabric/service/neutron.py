@@ -5,6 +5,7 @@ from __future__ import annotations
 from l3fabric.api.errors import not_found
 from l3fabric.ipam import Allocator
 from l3fabric.service.common import Resource
+from l3fabric.service.floatingips import FloatingIps
 from l3fabric.service.networks import Networks
 from l3fabric.service.ports import Ports
 from l3fabric.service.routers import Routers
@@ -14,7 +15,7 @@ from l3fabric.store import Store
 
 
 class NeutronService:
-    """Networks, subnets, ports, security groups and rules, routers.
+    """Networks, subnets, ports, security groups and rules, routers, floating IPs.
 
     Stateless over ``store`` apart from the allocator's hints, so several
     services (in several processes) may share one store.
@@ -29,6 +30,7 @@ class NeutronService:
         self.security_groups = SecurityGroups(self)
         self.security_group_rules = SecurityGroupRules(self)
         self.routers = Routers(self)
+        self.floatingips = FloatingIps(self)
         self.resources: dict[str, Resource] = {
             r.collection: r
             for r in (
@@ -38,6 +40,7 @@ class NeutronService:
                 self.security_groups,
                 self.security_group_rules,
                 self.routers,
+                self.floatingips,
             )
         }
 
