@@ -71,7 +71,7 @@ def test_resources_and_extensions(client) -> None:
     assert {"external-net", "binding", "allowed-address-pairs", "security-group"} <= aliases
     assert client.get("/v2.0/extensions/binding").json()["extension"]["alias"] == "binding"
     assert error(client.get("/v2.0/extensions/dvr"), 404) == "ExtensionNotFound"
-    assert error(client.get("/v2.0/floatingips"), 404) == "HTTPNotFound"
+    assert error(client.get("/v2.0/no-such-things"), 404) == "HTTPNotFound"
 
 
 # Networks -------------------------------------------------------------------
