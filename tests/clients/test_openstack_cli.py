@@ -3,6 +3,7 @@ so each test is a whole user story)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.clients
@@ -59,3 +60,24 @@ def test_security_groups(cli) -> None:
     assert rule["id"] in {r["ID"] for r in rules}
     cli.ok("security", "group", "delete", group["id"])
     assert {g["Name"] for g in cli.json("security", "group", "list")} == {"default"}
+
+
+def test_floating_ip_round_trip(cli) -> None:
+    # The external network is set up over HTTP: each CLI call costs ~1.5 s,
+    # and network and subnet creation by the CLI are covered above.
+    net = httpx.post(
+        f"{cli.url}/v2.0/networks", json={"network": {"name": "public", "router:external": True}}
+    ).json()["network"]
+    httpx.post(
+        f"{cli.url}/v2.0/subnets",
+        json={"subnet": {"network_id": net["id"], "cidr": "203.0.113.0/24"}},
+    ).raise_for_status()
+    created = cli.json("floating", "ip", "create", "public", "--floating-ip-address", "203.0.113.7")
+    assert created["floating_ip_address"] == "203.0.113.7"
+    assert created["floating_network_id"] == net["id"]
+    assert created["status"] == "DOWN"
+    assert created["router_id"] is None
+    shown = cli.json("floating", "ip", "show", "203.0.113.7")
+    assert shown["id"] == created["id"]
+    cli.ok("floating", "ip", "delete", "203.0.113.7")
+    assert cli.json("floating", "ip", "list") == []
