@@ -17,8 +17,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from l3fabric.client import FabricClient
 from l3fabric.lab import boot as vms
 from l3fabric.lab import probe
+from l3fabric.lab.demo_external import Endpoint, ExternalChecks
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import Node, Plan, vm_namespace
 from l3fabric.lab.state import LabState
@@ -42,10 +44,14 @@ class Check:
 class Vm:
     name: str
     host: Node
-    address: str
+    address: str  # of its first port
+    addresses: tuple[str, ...] = ()  # one per port
 
     def ns(self, lab: str) -> str:
         return vm_namespace(lab, self.name)
+
+    def endpoint(self, lab: str, port: int = 0) -> Endpoint:
+        return Endpoint(self.name, self.ns(lab), (self.addresses or (self.address,))[port])
 
 
 def expected_hops(a: Node, b: Node, plan: Plan) -> int:
@@ -89,22 +95,13 @@ class Demo:
         return all(c.ok for c in self.checks)
 
     def _exercise(self, plan: Plan) -> None:
-        public = next(p for p in plan.public if ipaddress.ip_network(p).version == 4)
+        aggregate = next(p for p in plan.public if ipaddress.ip_network(p).version == 4)
+        # The first half now; check 7 adds the second half later.
+        public, later = (str(n) for n in ipaddress.ip_network(aggregate).subnets())
         openstack = OpenStackCLI(plan.api_url(), self.console)
         self.console.rule("[bold]networks, through the openstack CLI")
-        openstack(
-            "a public network: routed as it is, no NAT", "network", "create", "--external", "public"
-        )
-        openstack(
-            "its subnet",
-            "subnet",
-            "create",
-            "--network",
-            "public",
-            "--subnet-range",
-            public,
-            "public-v4",
-        )
+        openstack("a public network: routed as it is, no NAT", "network", "create", "--external", "public")  # fmt: skip
+        openstack("its subnet", "subnet", "create", "--network", "public", "--subnet-range", public, "public-v4")  # fmt: skip
         openstack("a private network", "network", "create", "private")
         openstack("its subnet", "subnet", "create", "--network", "private", "--subnet-range", PRIVATE_CIDR, "private-v4")  # fmt: skip
 
@@ -113,33 +110,69 @@ class Demo:
         for host in hosts:
             racks.setdefault(host.rack, []).append(host)
         first_rack = next(iter(racks.values()))
-        other_rack = next((r for k, r in racks.items() if k != hosts[0].rack), None)
+        other_rack = next((r for k, r in racks.items() if k != hosts[0].rack), None) or first_rack
         placements = [
-            ("vm1", "private", hosts[0]),
-            ("vm2", "private", hosts[0]),
-            ("vm3", "private", first_rack[1] if len(first_rack) > 1 else hosts[0]),
-            ("vm4", "public", (other_rack or first_rack)[0]),
+            ("vm1", ["private"], hosts[0]),
+            ("vm2", ["private"], hosts[0]),
+            ("vm3", ["private"], first_rack[1] if len(first_rack) > 1 else hosts[0]),
+            ("vm4", ["public"], other_rack[0]),
         ]
         self.console.rule("[bold]VMs, booted as Nova would (port bound to a host, then a tap)")
         booted: list[Vm] = []
-        for name, network, host in placements:
-            vm = self._boot(plan, name, network, host, booted)
-            booted.append(vm)
+        for name, networks, host in placements:
+            booted.append(self._boot(plan, name, networks, host, booted))
         self._check_paths(plan, booted)
         self._check_status(openstack)
         self._check_spoofing(plan, booted[0], booted[-1])
         self._check_management(plan, booted[0])
         self._check_withdraw(plan, booted[2])
+        self._check_external(plan, openstack, booted, other_rack[-1], public, later)
 
-    def _boot(self, plan: Plan, name: str, network: str, host: Node, before: list[Vm]) -> Vm:
+    def _check_external(
+        self,
+        plan: Plan,
+        openstack: OpenStackCLI,
+        booted: list[Vm],
+        host: Node,
+        public: str,
+        later: str,
+    ) -> None:
+        self.console.rule("[bold]external connectivity through the edge gateway")
+        ext = ExternalChecks(plan, self.check)
+        private, public_vm = booted[0].endpoint(plan.lab), booted[3].endpoint(plan.lab)
+        ext.inbound_public(public_vm, booted[3].host)
+        ext.outbound_private(private)
+        ext.no_inbound_private(private)
+        ext.east_west(public_vm, private)
+        ext.upstream_table([public])
+        both = self._boot(plan, "vm5", ["private", "public"], host, [])
+        ext.dual_homed(both.endpoint(plan.lab, port=1), both.address)
+
+        def new_subnet() -> Endpoint:
+            # Through the API directly: the openstack CLI's own start-up takes ~1.5 s.
+            with FabricClient(plan.api_url()) as client:
+                network = client.list("networks", name="public")[0]["id"]
+                client.create_subnet(
+                    network_id=network, cidr=later, ip_version=4, name="public-v4-b"
+                )
+            address = str(next(ipaddress.ip_network(later).hosts()) + 9)
+            vms.boot(plan, LabState(plan.lab), "vm6", ["public"], host.name, [address])
+            return Vm("vm6", host, address).endpoint(plan.lab)
+
+        ext.new_subnet(new_subnet)
+        ext.upstream_table([public, later])
+
+    def _boot(self, plan: Plan, name: str, networks: list[str], host: Node, before: list[Vm]) -> Vm:
         t0 = time.monotonic()
-        record: dict[str, Any] = vms.boot(plan, LabState(plan.lab), name, [network], host.name, [])
-        address = record["ports"][0]["fixed_ips"][0]["ip_address"]
-        vm = Vm(name, host, address)
-        self.console.print(f"  {name}: {address} on {host.name} ({network})")
+        record: dict[str, Any] = vms.boot(plan, LabState(plan.lab), name, networks, host.name, [])
+        addresses = [p["fixed_ips"][0]["ip_address"] for p in record["ports"]]
+        vm = Vm(name, host, addresses[0], tuple(addresses))
+        self.console.print(
+            f"  {name}: {', '.join(addresses)} on {host.name} ({', '.join(networks)})"
+        )
         if before:
             # Reachable from the first VM, which sits elsewhere in the fabric.
-            seconds = probe.wait_reachable(before[0].ns(plan.lab), address, timeout=10)
+            seconds = probe.wait_reachable(before[0].ns(plan.lab), vm.address, timeout=10)
             total = time.monotonic() - t0
             self.check(
                 f"{name} reachable after boot",

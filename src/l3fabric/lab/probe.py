@@ -89,15 +89,24 @@ _SERVER = (
 )
 _CLIENT = (
     "import socket,sys\n"
-    "c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=5)\n"
+    "src=(sys.argv[3],0) if len(sys.argv)>3 else None\n"
+    "c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=5,source_address=src)\n"
     "print(c.recv(5).decode());c.close()\n"
 )
 
 
 def tcp_peer_address(
-    server_ns: str, server_ip: str, client_ns: str, port: int = 8080, timeout: float = 8.0
+    server_ns: str,
+    server_ip: str,
+    client_ns: str,
+    port: int = 8080,
+    timeout: float = 8.0,
+    source: str | None = None,
 ) -> str | None:
-    """Connect over TCP from ``client_ns`` to ``server_ip``; the source address the server saw."""
+    """Connect over TCP from ``client_ns`` (from ``source``, if given) to ``server_ip``.
+
+    Returns the source address the server saw, None if no connection was made.
+    """
     server = subprocess.Popen(
         exec_args(server_ns, [sys.executable, "-c", _SERVER, server_ip, str(port), str(timeout)]),
         stdout=subprocess.PIPE,
@@ -108,7 +117,8 @@ def tcp_peer_address(
         assert server.stdout is not None
         if server.stdout.readline().strip() != "listening":
             return None
-        client = run_in(client_ns, [sys.executable, "-c", _CLIENT, server_ip, str(port)], timeout)
+        argv = [sys.executable, "-c", _CLIENT, server_ip, str(port), *([source] if source else [])]
+        client = run_in(client_ns, argv, timeout)
         if client.returncode != 0 or client.stdout.strip() != "hello":
             return None
         out, _ = server.communicate(timeout=timeout)
@@ -134,3 +144,45 @@ def antispoof_drops(host_ns: str) -> int:
             if "counter" in expr:
                 drops += int(expr["counter"]["packets"])
     return drops
+
+
+def traceroute(ns: str, dst: str, max_hops: int = 12) -> list[str]:
+    """The address that answered at each hop (ICMP probes, one per hop); "*" for none."""
+    argv = ["traceroute", "-n", "-I", "-q", "1", "-w", "1", "-m", str(max_hops), dst]
+    out = run_in(ns, argv, timeout=max_hops * 2 + 5).stdout
+    hops = []
+    for line in out.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].isdigit():
+            hops.append(fields[1])
+    return hops
+
+
+def snat_flows(gateway_ns: str, source: str, destination: str) -> int:
+    """Conntrack entries on the gateway from ``source`` to ``destination`` that are SNATed.
+
+    An entry is translated when its reply goes to another address than the
+    original source (conntrack's --src-nat filter also lists untranslated ones).
+    """
+    argv = ["conntrack", "-L", "-s", source, "-d", destination]
+    out = run_in(gateway_ns, argv, timeout=5).stdout
+    count = 0
+    for line in out.splitlines():
+        dsts = re.findall(r"\bdst=(\S+)", line)
+        if len(dsts) >= 2 and dsts[1] != source:
+            count += 1
+    return count
+
+
+def bgp_routes(ns: str) -> list[str]:
+    """Prefixes BGP put in ``ns``'s kernel (IPv4 then IPv6), without the default route."""
+    prefixes = []
+    for family in ("-4", "-6"):
+        out = run_in(ns, ["ip", family, "route", "show", "proto", "bird"], timeout=5).stdout
+        for line in out.splitlines():
+            words = line.split()
+            if words and words[0] in ("unreachable", "blackhole", "prohibit"):
+                words = words[1:]
+            if words and words[0] != "default":
+                prefixes.append(words[0])
+    return prefixes
