@@ -30,7 +30,9 @@ def test_lab_demo_passes_and_cleans_up(tmp_path: Path) -> None:
         subprocess.run([sys.executable, "-m", "l3fabric.cli", "lab", "down", name], timeout=60)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "FAIL" not in done.stdout
-    for check in ("same host", "same rack", "other rack", "ports ACTIVE", "dropped at"):
-        assert check in done.stdout
+    issue3 = ["same host", "same rack", "other rack", "ports ACTIVE", "dropped at", "management"]
+    issue4 = [f"{n}. " for n in range(1, 8)]  # the external connectivity checks 1-7
+    for check in issue3 + issue4:
+        assert check in done.stdout, check
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"l3f-{name}-" not in namespaces
