@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from l3fabric.api import fabric, neutron
+from l3fabric.api import anycast, fabric, neutron
 from l3fabric.api.errors import install_error_handlers
 from l3fabric.store import Store
 
@@ -16,4 +16,5 @@ def create_app(store: Store) -> FastAPI:
     install_error_handlers(app)
     neutron.install(app)
     fabric.install(app)
+    anycast.install(app)
     return app

@@ -19,6 +19,7 @@ from typing import Any
 from l3fabric.api.errors import NeutronError, bad_request, conflict
 from l3fabric.keys import ipam_key, neutron_key
 from l3fabric.model.neutron import PortBody
+from l3fabric.service.anycast import ensure_not_member
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
@@ -192,6 +193,7 @@ class Ports(Resource):
     def delete(self, object_id: str, ctx: Context) -> None:
         for _ in range(WRITE_ATTEMPTS):
             kv = self.read(object_id)
+            ensure_not_member(self.store, object_id)
             ops: list[Op] = [Delete(kv.key, kv.mod_revision)]
             for f in kv.value["fixed_ips"]:
                 claim = self.store.get(ipam_key(f["subnet_id"], f["ip_address"]))
@@ -412,10 +414,20 @@ def _keep_existing(
 
 def _pairs(pairs: list[JSON], subnets: list[JSON], port_mac: str) -> list[JSON]:
     """Each pair's address or CIDR must lie inside a subnet of the port's network:
-    the fabric routes only addresses it knows the network for."""
-    out = []
+    the fabric routes only addresses it knows the network for. Other ports may
+    hold the same pair (that is how an address gets several holders: anycast)."""
+    out: list[JSON] = []
+    seen: set[tuple[str, str]] = set()
     for pair in pairs:
         network = ipaddress.ip_network(pair["ip_address"])
+        mac = pair["mac_address"] or port_mac
+        if (str(network), mac) in seen:
+            # Neutron's DuplicateAddressPairInRequest.
+            raise bad_request(
+                f"Invalid input for allowed_address_pairs. Reason: the pair"
+                f" {pair['ip_address']} / {mac} is given twice."
+            )
+        seen.add((str(network), mac))
         if not any(
             network.version == s["ip_version"]
             and network.subnet_of(ipaddress.ip_network(s["cidr"]))
@@ -425,7 +437,5 @@ def _pairs(pairs: list[JSON], subnets: list[JSON], port_mac: str) -> list[JSON]:
                 f"Invalid input for allowed_address_pairs. Reason: {pair['ip_address']} is not"
                 " inside any subnet of the port's network."
             )
-        out.append(
-            {"ip_address": pair["ip_address"], "mac_address": pair["mac_address"] or port_mac}
-        )
+        out.append({"ip_address": pair["ip_address"], "mac_address": mac})
     return out

@@ -1,0 +1,60 @@
+"""The anycast HTTP routes (``/v1/anycast``) over ``l3fabric.service.anycast.AnycastGroups``.
+
+Owns the HTTP shape only (plain JSON bodies as the rest of /v1, status
+codes); validation and semantics live in the service.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, FastAPI, Response
+
+from l3fabric.service.anycast import AnycastGroups
+from l3fabric.service.neutron import NeutronService
+
+JsonBody = Annotated[Any, Body()]
+
+
+def install(app: FastAPI) -> None:
+    """Mount /v1/anycast on ``app``; reuses the Neutron service (and its IPAM) when mounted."""
+    neutron = getattr(app.state, "neutron", None) or NeutronService(app.state.store)
+    groups = AnycastGroups(neutron)
+    app.state.anycast = groups
+    router = APIRouter(prefix="/v1/anycast")
+
+    # Plain (sync) functions: FastAPI runs them in its thread pool, as store calls block.
+    @router.get("")
+    def list_groups() -> dict[str, Any]:
+        return {"anycast": groups.list()}
+
+    @router.post("", status_code=201)
+    def create(payload: JsonBody) -> dict[str, Any]:
+        return groups.create(payload)
+
+    @router.get("/{anycast_id}")
+    def show(anycast_id: str) -> dict[str, Any]:
+        return groups.get(anycast_id)
+
+    @router.put("/{anycast_id}")
+    def update(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
+        return groups.update(anycast_id, payload)
+
+    @router.delete("/{anycast_id}", status_code=204)
+    def delete(anycast_id: str) -> Response:
+        groups.delete(anycast_id)
+        return Response(status_code=204)
+
+    @router.post("/{anycast_id}/members")
+    def add_member(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
+        return groups.add_member(anycast_id, payload)
+
+    @router.delete("/{anycast_id}/members/{port_id}")
+    def remove_member(anycast_id: str, port_id: str) -> dict[str, Any]:
+        return groups.remove_member(anycast_id, port_id)
+
+    @router.post("/{anycast_id}/status")
+    def report_status(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
+        return groups.report_status(anycast_id, payload)
+
+    app.include_router(router)

@@ -1,0 +1,464 @@
+"""Anycast groups (``/v1/anycast``): one address held by several ports, with a health check.
+
+Owns the group's schema and validation, reserving its address, membership
+changes, the status agents report, and which groups concern which watcher.
+
+The address is reserved exactly as a port's fixed IP is: a Create of
+``ipam_key(subnet, address)`` in the same transaction as the group, so no
+port (and no other group) can ever take it; deleting the group deletes that
+key in the same transaction as the group.
+
+A port that is a member of a group cannot be deleted (409 ``PortInUse``):
+membership is an explicit decision of the operator, and a group silently
+shrinking (down to none) would withdraw a service address unnoticed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from l3fabric import keys
+from l3fabric.api.errors import NeutronError, bad_request, conflict, not_found
+from l3fabric.service.common import JSON, WRITE_ATTEMPTS, Context, busy, new_id, now
+from l3fabric.service.subnets import usable
+from l3fabric.store import (
+    Create,
+    Delete,
+    Event,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    RevisionMismatchError,
+    Store,
+)
+
+if TYPE_CHECKING:
+    # Only a type: the port service imports this module, and NeutronService imports it.
+    from l3fabric.service.neutron import NeutronService
+
+# Each lost claim means another writer won an address; bounds the retry loop.
+CLAIM_ATTEMPTS = 4 * WRITE_ATTEMPTS
+# What agents report lives apart from the group so that reports never wake watches.
+STATUS_PREFIX = "/fabric/status/anycast/"
+_PORTS = keys.neutron_prefix("ports")
+MemberState = Literal["healthy", "unhealthy"]
+# Fixed at create: the address is the group's identity on the wire.
+READ_ONLY = frozenset({"id", "subnet_id", "network_id", "ip_version", "address"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HealthCheck(_Strict):
+    """How the host agent probes each local member (from the host, to the member's address)."""
+
+    type: Literal["tcp", "http", "icmp"]
+    port: int | None = Field(None, ge=1, le=65535)
+    path: str | None = None
+    interval_s: float = Field(1.0, gt=0, le=3600)
+    timeout_s: float = Field(0.5, gt=0, le=3600)
+    rise: int = Field(2, ge=1, le=100)
+    fall: int = Field(2, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealthCheck:
+        if self.type in ("tcp", "http") and self.port is None:
+            raise ValueError(f"a {self.type} check needs a port")
+        if self.type == "icmp" and self.port is not None:
+            raise ValueError("an icmp check has no port")
+        if self.type != "http" and self.path is not None:
+            raise ValueError("only an http check has a path")
+        if self.type == "http":
+            self.path = self.path or "/"
+            if not self.path.startswith("/"):
+                raise ValueError(f"the http path must start with '/', got {self.path!r}")
+        if self.timeout_s > self.interval_s:
+            raise ValueError("timeout_s must not be longer than interval_s")
+        return self
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class AnycastCreate(_Strict):
+    name: str = Field(pattern=_NAME)
+    subnet_id: str = Field(min_length=1, max_length=255)
+    address: str | None = None
+    members: list[str] = []
+    health_check: HealthCheck | None = None
+
+
+class AnycastUpdate(_Strict):
+    name: str | None = Field(None, pattern=_NAME)
+    members: list[str] | None = None
+    health_check: HealthCheck | None = None
+
+
+class StatusReport(_Strict):
+    """One host's verdict on its local members of a group."""
+
+    host: str = Field(pattern=_NAME)
+    members: dict[str, MemberState]
+
+
+def _unwrap(payload: Any) -> Any:
+    # Bodies are plain objects (docs/fabric-api.md); a Neutron-style envelope is accepted too.
+    if isinstance(payload, dict) and set(payload) == {"anycast"}:
+        return payload["anycast"]
+    return payload
+
+
+def _parse(model: type[BaseModel], payload: Any) -> Any:
+    payload = _unwrap(payload)
+    if not isinstance(payload, dict):
+        raise bad_request(f"the body must be a JSON object, got {type(payload).__name__}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise bad_request(f"Invalid anycast group: {problems}") from None
+
+
+def _missing(anycast_id: str) -> NeutronError:
+    return not_found("AnycastNotFound", f"Anycast group {anycast_id} could not be found.")
+
+
+class AnycastGroups:
+    """The /v1/anycast semantics over the store, sharing the Neutron service's IPAM."""
+
+    def __init__(self, neutron: NeutronService) -> None:
+        self.neutron = neutron
+        self.store: Store = neutron.store
+
+    # Reading --------------------------------------------------------------------
+
+    def _read(self, anycast_id: str) -> KeyValue:
+        kv = self.store.get(keys.anycast_key(anycast_id)) if "/" not in anycast_id else None
+        if kv is None:
+            raise _missing(anycast_id)
+        return kv
+
+    def list(self) -> list[JSON]:
+        kvs, _ = self.store.range(keys.ANYCAST)
+        statuses, _ = self.store.range(STATUS_PREFIX)
+        return [self._view(kv.value, statuses) for kv in kvs]
+
+    def get(self, anycast_id: str) -> JSON:
+        value = self._read(anycast_id).value
+        statuses, _ = self.store.range(f"{STATUS_PREFIX}{anycast_id}/")
+        return self._view(value, statuses)
+
+    @staticmethod
+    def _view(value: JSON, statuses: Iterable[Any]) -> JSON:
+        """The group as stored plus what the agents last reported about its members."""
+        prefix = f"{STATUS_PREFIX}{value['id']}/"
+        reported: dict[str, str] = {}
+        for kv in statuses:
+            if kv.key.startswith(prefix):
+                reported.update(kv.value.get("members", {}))
+        members = {p: reported.get(p, "unknown") for p in value["members"]}
+        healthy = sum(1 for s in members.values() if s == "healthy")
+        return {**value, "status": {"members": members, "healthy_members": healthy}}
+
+    # Writing --------------------------------------------------------------------
+
+    def create(self, payload: Any) -> JSON:
+        body: AnycastCreate = _parse(AnycastCreate, payload)
+        subnet = self.neutron.subnets.get(body.subnet_id, Context())  # 404 SubnetNotFound
+        members = self._check_members(body.members, subnet)
+        requested = self._check_address(body.address, subnet)
+        stamp = now()
+        value: JSON = {
+            "id": new_id(),
+            "name": body.name,
+            "subnet_id": subnet["id"],
+            "network_id": subnet["network_id"],
+            "ip_version": subnet["ip_version"],
+            "address": "",
+            "members": members,
+            "health_check": body.health_check.model_dump() if body.health_check else None,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "revision_number": 0,
+        }
+        ipam = self.neutron.ipam
+        for _ in range(CLAIM_ATTEMPTS):
+            address = requested or ipam.pick(subnet)
+            if address is None:
+                raise conflict(
+                    "IpAddressGenerationFailure",
+                    f"No more IP addresses available on subnet {subnet['id']}.",
+                )
+            value["address"] = address
+            claim = {"anycast_id": value["id"], "subnet_id": subnet["id"], "ip_address": address}
+            try:
+                self.store.txn(
+                    [
+                        Create(keys.ipam_key(subnet["id"], address), claim),
+                        Create(keys.anycast_key(value["id"]), value),
+                    ]
+                )
+            except KeyExistsError:
+                if requested:
+                    raise conflict(
+                        "IpAddressAlreadyAllocated",
+                        f"IP address {address} already allocated in subnet {subnet['id']}",
+                    ) from None
+                ipam.collided(subnet["id"], address)
+                continue
+            if requested:
+                ipam.claimed(subnet["id"], address)
+            return self._view(value, [])
+        raise conflict(
+            "IpAddressGenerationFailure",
+            f"Could not reserve an address on subnet {subnet['id']}: too much contention;"
+            " try again.",
+        )
+
+    def update(self, anycast_id: str, payload: Any) -> JSON:
+        payload = _unwrap(payload)
+        if isinstance(payload, dict):
+            frozen = sorted(READ_ONLY & set(payload))
+            if frozen:
+                raise bad_request(f"Cannot update read-only attribute(s): {', '.join(frozen)}")
+        body: AnycastUpdate = _parse(AnycastUpdate, payload)
+        sent = body.model_fields_set
+
+        def change(old: JSON) -> JSON:
+            changes: JSON = {}
+            if "name" in sent and body.name is not None:
+                changes["name"] = body.name
+            if "members" in sent:
+                if body.members is None:
+                    raise bad_request("members must be a list of port ids (may be empty)")
+                changes["members"] = self._check_members(body.members, self._subnet(old))
+            if "health_check" in sent:
+                hc = body.health_check
+                changes["health_check"] = hc.model_dump() if hc else None
+            return changes
+
+        return self._modify(anycast_id, change)
+
+    def add_member(self, anycast_id: str, payload: Any) -> JSON:
+        port_id = _port_id(payload)
+
+        def change(old: JSON) -> JSON:
+            if port_id in old["members"]:
+                return {}
+            self._check_members([port_id], self._subnet(old))
+            return {"members": [*old["members"], port_id]}
+
+        return self._modify(anycast_id, change)
+
+    def remove_member(self, anycast_id: str, port_id: str) -> JSON:
+        def change(old: JSON) -> JSON:
+            if port_id not in old["members"]:
+                raise not_found(
+                    "AnycastMemberNotFound",
+                    f"Port {port_id} is not a member of anycast group {anycast_id}.",
+                )
+            return {"members": [p for p in old["members"] if p != port_id]}
+
+        return self._modify(anycast_id, change)
+
+    def delete(self, anycast_id: str) -> None:
+        for _ in range(WRITE_ATTEMPTS):
+            kv = self._read(anycast_id)
+            subnet_id, address = kv.value["subnet_id"], kv.value["address"]
+            ops = [Delete(kv.key, kv.mod_revision)]
+            claim = self.store.get(keys.ipam_key(subnet_id, address))
+            if claim is not None and claim.value.get("anycast_id") == anycast_id:
+                ops.append(Delete(claim.key, claim.mod_revision))
+            statuses, _ = self.store.range(f"{STATUS_PREFIX}{anycast_id}/")
+            ops += [Delete(s.key) for s in statuses]
+            try:
+                self.store.txn(ops)
+            except (RevisionMismatchError, KeyNotFoundError):
+                continue  # changed meanwhile: read again
+            self.neutron.ipam.released(subnet_id, address)
+            return
+        raise busy("Anycast group", anycast_id)
+
+    def report_status(self, anycast_id: str, payload: Any) -> JSON:
+        """A host agent's health verdicts on its local members (never wakes a watch)."""
+        report: StatusReport = _parse(StatusReport, payload)
+        group = self._read(anycast_id).value
+        strangers = sorted(set(report.members) - set(group["members"]))
+        if strangers:
+            raise bad_request(
+                f"Port(s) {', '.join(strangers)} are not members of anycast group {anycast_id}."
+            )
+        self.store.put(
+            f"{STATUS_PREFIX}{anycast_id}/{report.host}",
+            {"members": report.members, "reported_at": time.time()},
+        )
+        return self.get(anycast_id)
+
+    def _modify(self, anycast_id: str, change: Callable[[JSON], JSON]) -> JSON:
+        """Apply ``change`` (the attributes to set; empty for none) optimistically."""
+        for _ in range(WRITE_ATTEMPTS):
+            kv = self._read(anycast_id)
+            changes = change(kv.value)
+            if not changes:
+                return self.get(anycast_id)
+            new = {**kv.value, **changes}
+            new["revision_number"] = kv.value["revision_number"] + 1
+            new["updated_at"] = now()
+            try:
+                self.store.update(kv.key, new, kv.mod_revision)
+            except RevisionMismatchError:
+                continue
+            except KeyNotFoundError:
+                raise _missing(anycast_id) from None
+            return self.get(anycast_id)
+        raise busy("Anycast group", anycast_id)
+
+    # Checks ---------------------------------------------------------------------
+
+    def _subnet(self, group: JSON) -> JSON:
+        return self.neutron.subnets.get(group["subnet_id"], Context())
+
+    def _check_members(self, members: list[str], subnet: JSON) -> list[str]:
+        """Members are existing ports (404) on the subnet's network (400), each once."""
+        seen: set[str] = set()
+        for port_id in members:
+            if port_id in seen:
+                raise bad_request(f"Port {port_id} is listed twice in members.")
+            seen.add(port_id)
+            port = self.neutron.ports.get(port_id, Context())  # 404 PortNotFound
+            if port["network_id"] != subnet["network_id"]:
+                raise bad_request(
+                    f"Port {port_id} is on network {port['network_id']}, not on the anycast"
+                    f" subnet's network {subnet['network_id']}."
+                )
+        return list(members)
+
+    @staticmethod
+    def _check_address(address: str | None, subnet: JSON) -> str | None:
+        if address is None:
+            return None
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise bad_request(f"Invalid anycast address {address!r}.") from None
+        if not usable(ipaddress.ip_network(subnet["cidr"]), ip):
+            raise bad_request(
+                f"IP address {address} is not a valid IP for subnet {subnet['id']}"
+                f" ({subnet['cidr']}).",
+                "InvalidIpForSubnet",
+            )
+        if str(ip) == subnet.get("gateway_ip"):
+            raise conflict(
+                "IpAddressAlreadyAllocated",
+                f"IP address {address} is the gateway of subnet {subnet['id']}",
+            )
+        return str(ip)
+
+
+def _port_id(payload: Any) -> str:
+    if not isinstance(payload, dict) or not isinstance(payload.get("port_id"), str):
+        raise bad_request('Send {"port_id": "PORT_ID"} to add a member.')
+    extra = sorted(set(payload) - {"port_id"})
+    if extra:
+        raise bad_request(f"Unrecognized attribute(s) '{', '.join(extra)}'")
+    return payload["port_id"]
+
+
+# Membership lookups used by the port service and the watch -----------------------
+
+
+def _groups_with(store: Store, port_ids: set[str]) -> list[JSON]:
+    """The anycast groups with a member among ``port_ids``."""
+    kvs, _ = store.range(keys.ANYCAST)
+    return [kv.value for kv in kvs if port_ids.intersection(kv.value.get("members", ()))]
+
+
+def ensure_not_member(store: Store, port_id: str) -> None:
+    """409 when ``port_id`` is an anycast member (see the module docstring for why)."""
+    groups = _groups_with(store, {port_id})
+    if groups:
+        names = ", ".join(f"{g['name']} ({g['id']})" for g in groups)
+        raise conflict(
+            "PortInUse",
+            f"Port {port_id} is a member of anycast group(s) {names}; remove it from them"
+            " first (l3fabric anycast remove-member GROUP PORT).",
+        )
+
+
+def _member_hosts(store: Store, port_ids: Iterable[str]) -> set[str]:
+    """The hosts the ports are bound to (a member port that is gone counts for none)."""
+    hosts = set()
+    for port_id in port_ids:
+        kv = store.get(keys.neutron_key("ports", port_id))
+        if kv is not None and kv.value.get("binding:host_id"):
+            hosts.add(kv.value["binding:host_id"])
+    return hosts
+
+
+def concerns(group: JSON, local_ports: set[str]) -> bool:
+    """Whether a host whose bound ports are ``local_ports`` must know ``group``."""
+    return bool(local_ports.intersection(group.get("members", ())))
+
+
+def watch_events(store: Store, events: list[Event], host: str, everything: bool) -> list[JSON]:
+    """The anycast watch events for ``host`` caused by a batch of store events.
+
+    ``everything`` (gateways) passes every group change through. A host sees a
+    group while one of its members is bound to it; that changes when the group
+    changes or when a port moves to or from the host, so both re-evaluate the
+    group against the store as it is now. The object sent is the current one,
+    and any later change comes as a later event that is evaluated again, so a
+    client applying the events in order converges to the truth.
+    """
+    if everything:
+        return [
+            _event(e.type, e.key[len(keys.ANYCAST) :], e.revision, e.value)
+            for e in events
+            if e.key.startswith(keys.ANYCAST) and not (e.type == "put" and e.value == e.prev_value)
+        ]
+    touched: dict[str, Event] = {}
+    moved: set[str] = set()
+    for e in events:
+        if e.key.startswith(keys.ANYCAST):
+            touched[e.key[len(keys.ANYCAST) :]] = e
+        elif e.key.startswith(_PORTS):
+            before = (e.prev_value or {}).get("binding:host_id")
+            after = (e.value or {}).get("binding:host_id")
+            if host in (before, after) and (
+                e.value is None or e.prev_value is None or before != after
+            ):
+                moved.add(e.key[len(_PORTS) :])
+    last_revision = events[-1].revision if events else 0
+    # Group id -> whether the host may hold it, so a delete it needs is sent
+    # and one it cannot need does not wake it.
+    candidates: dict[str, bool] = {}
+    for group_id, e in touched.items():
+        members = [*(e.prev_value or {}).get("members", ()), *(e.value or {}).get("members", ())]
+        candidates[group_id] = bool(moved.intersection(members)) or host in _member_hosts(
+            store, members
+        )
+    if moved:
+        for group in _groups_with(store, moved):
+            candidates[group["id"]] = True
+    out = []
+    for group_id, maybe_known in candidates.items():
+        kv = store.get(keys.anycast_key(group_id))
+        if kv is not None and host in _member_hosts(store, kv.value["members"]):
+            out.append(_event("put", group_id, last_revision, kv.value))
+        elif maybe_known:
+            out.append(_event("delete", group_id, last_revision, None))
+    return out
+
+
+def _event(type_: str, id_: str, revision: int, obj: Any) -> JSON:
+    return {"type": type_, "kind": "anycast", "id": id_, "revision": revision, "object": obj}
