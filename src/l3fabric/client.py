@@ -225,6 +225,54 @@ class FabricClient:
             timeout=timeout + self.timeout,
         )
 
+    # Anycast groups ---------------------------------------------------------------
+
+    def create_anycast(
+        self,
+        *,
+        name: str,
+        subnet_id: str,
+        address: str | None = None,
+        members: list[str] | None = None,
+        health_check: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Reserve an address on ``subnet_id`` for a new group (see docs/anycast.md)."""
+        body = _drop_none(
+            name=name,
+            subnet_id=subnet_id,
+            address=address,
+            members=members,
+            health_check=health_check,
+        )
+        return self.request("POST", "/v1/anycast", json=body)
+
+    def list_anycast(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/anycast")["anycast"]
+
+    def get_anycast(self, anycast_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/anycast/{anycast_id}")
+
+    def update_anycast(self, anycast_id: str, **attrs: Any) -> dict[str, Any]:
+        """Change ``name``, ``members`` (the whole new list) or ``health_check``."""
+        return self.request("PUT", f"/v1/anycast/{anycast_id}", json=attrs)
+
+    def delete_anycast(self, anycast_id: str) -> None:
+        self.request("DELETE", f"/v1/anycast/{anycast_id}")
+
+    def add_anycast_member(self, anycast_id: str, port_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/anycast/{anycast_id}/members", json={"port_id": port_id})
+
+    def remove_anycast_member(self, anycast_id: str, port_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/anycast/{anycast_id}/members/{port_id}")
+
+    def report_anycast_status(
+        self, anycast_id: str, host: str, members: dict[str, str]
+    ) -> dict[str, Any]:
+        """A host agent's verdicts on its local members: ``{port_id: "healthy"|"unhealthy"}``."""
+        return self.request(
+            "POST", f"/v1/anycast/{anycast_id}/status", json={"host": host, "members": members}
+        )
+
     # Neutron (/v2.0) --------------------------------------------------------------
 
     def create(self, collection: str, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -268,6 +316,9 @@ class HostState:
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     subnets: dict[str, dict[str, Any]] = field(default_factory=dict)
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Anycast groups by id: those with a member bound to this host (every group
+    # for a gateway).
+    anycast: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> HostState:
@@ -280,6 +331,7 @@ class HostState:
             networks={n["id"]: n for n in snap["networks"]},
             subnets={s["id"]: s for s in snap["subnets"]},
             ports={p["id"]: p for p in snap["ports"]},
+            anycast={a["id"]: a for a in snap.get("anycast", [])},
         )
 
     def apply(self, host: str, event: dict[str, Any]) -> None:
@@ -291,7 +343,10 @@ class HostState:
         elif kind == "host" and id_ == host:
             self.host = None if deleted else obj
         else:
-            table: dict[str, dict[str, Any]] = getattr(self, f"{kind}s")
+            # "anycast" is its own plural.
+            table: dict[str, dict[str, Any]] = getattr(
+                self, kind if kind == "anycast" else f"{kind}s"
+            )
             if deleted:
                 table.pop(id_, None)
             else:
@@ -305,6 +360,7 @@ class HostState:
             self.host,
             *(dict(t) for t in (self.gateways, self.hosts, self.networks, self.subnets)),
             dict(self.ports),
+            dict(self.anycast),
         )
 
 

@@ -34,6 +34,7 @@ from pydantic import (
 
 from l3fabric import keys
 from l3fabric.api.errors import NeutronError, bad_request, not_found
+from l3fabric.service import anycast
 from l3fabric.store import (
     CompactedError,
     Delete,
@@ -278,6 +279,12 @@ def snapshot(store: Store, host: str) -> dict[str, Any]:
     fabric_kvs, _ = store.range("/fabric/")
     by_key = {kv.key: kv.value for kv in fabric_kvs}
     hosts = [kv.value for kv in fabric_kvs if kv.key.startswith(keys.HOSTS)]
+    local = [kv.value for kv in ports if kv.value.get("binding:host_id") == host]
+    local_ids = {p["id"] for p in local}
+    # Gateways weight anycast next hops, so they get every group; a host only
+    # the groups with a member bound to it.
+    everything = keys.gateway_key(host) in by_key
+    groups = [kv.value for kv in fabric_kvs if kv.key.startswith(keys.ANYCAST)]
     return {
         "revision": revision,
         "fabric": _fabric_value(by_key.get(keys.FABRIC_CONFIG)),
@@ -286,7 +293,8 @@ def snapshot(store: Store, host: str) -> dict[str, Any]:
         "hosts": [h for h in hosts if h.get("name") != host],
         "networks": [kv.value for kv in networks],
         "subnets": [kv.value for kv in subnets],
-        "ports": [kv.value for kv in ports if kv.value.get("binding:host_id") == host],
+        "ports": local,
+        "anycast": [g for g in groups if everything or anycast.concerns(g, local_ids)],
     }
 
 
@@ -322,6 +330,20 @@ def relevant_event(event: Event, host: str) -> dict[str, Any] | None:
     return None
 
 
+def relevant_events(store: Store, events: list[Event], host: str) -> list[dict[str, Any]]:
+    """The watch events ``host``'s agent sees for a batch of store changes.
+
+    ``relevant_event`` for each change, then the anycast groups the batch
+    touched for this host (kind ``anycast``): which groups concern a host
+    depends on where their member ports are bound, so it needs the store.
+    """
+    found = [e for e in (relevant_event(ev, host) for ev in events) if e is not None]
+    if events:
+        everything = store.get(keys.gateway_key(host)) is not None
+        found += anycast.watch_events(store, events, host, everything)
+    return found
+
+
 def _event(type_: str, kind: str, id_: str, revision: int, obj: Any) -> dict[str, Any]:
     return {"type": type_, "kind": kind, "id": id_, "revision": revision, "object": obj}
 
@@ -343,7 +365,7 @@ def watch_blocking(
     while True:
         remaining = deadline - time.monotonic()
         events, seen = store.watch("/", seen, max(0.0, min(remaining, _WATCH_SLICE_S)))
-        found = [e for e in (relevant_event(ev, host) for ev in events) if e is not None]
+        found = relevant_events(store, events, host)
         stop = stopping is not None and stopping.is_set()
         if found or remaining <= 0 or stop:
             return {"revision": seen, "events": found}
@@ -534,6 +556,7 @@ __all__ = [
     "install",
     "read_fabric",
     "relevant_event",
+    "relevant_events",
     "set_port_status",
     "snapshot",
     "watch_blocking",
