@@ -109,6 +109,7 @@ def test_groups_follow_their_members_hosts(client, net) -> None:
     assert gw.follow() == {}  # the group itself did not change
 
     # Status reports never wake a watch.
+    assert h2.follow() == {g["id"]: "put"}  # the membership changes above
     client.post(
         f"/v1/anycast/{g['id']}/status", json={"host": "h2", "members": {b["id"]: "healthy"}}
     )
