@@ -9,7 +9,7 @@ import sys
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets
 # ``func`` (called with the parsed args, returning the exit code).
-COMMANDS = ["server", "agent", "gateway", "lab", "bench", "demo"]
+COMMANDS = ["server", "agent", "gateway", "lab", "bench", "demo", "anycast"]
 
 
 def build_parser() -> argparse.ArgumentParser:
