@@ -1,0 +1,22 @@
+"""``l3fabric bench anycast``: its JSON keys, the result's meaning, and nothing left behind."""
+
+from __future__ import annotations
+
+import subprocess
+
+from l3fabric.bench import anycast
+
+
+def namespaces() -> set[str]:
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+    return {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+
+
+def test_bench_anycast_reports_moved_flows_and_cleans_up() -> None:
+    before = {n for n in namespaces() if n.startswith("l3f-ba")}
+    result = anycast.run({"connections": "120"})
+    assert result["connections"] == 120 and result["members"] == 4
+    assert result["moved_pct_resilient"] == 0.0
+    assert result["moved_pct_multipath"] > 0.0
+    assert result["surviving_flows_resilient"] > 0
+    assert {n for n in namespaces() if n.startswith("l3f-ba")} == before
