@@ -73,4 +73,9 @@ def host_bird_config(state: HostState) -> BirdConfig:
         graceful_restart_time=int(gr.get("restart_time_s", 120)),
         hold_time=int(fabric.get("hold_s", 90)),
         keepalive_time=int(fabric.get("keepalive_s", 30)),
+        # Connect at once and retry in seconds (BIRD's defaults: 5 s, then
+        # 120 s after a refused connection and 60-300 s after an error, e.g. a
+        # gateway that restarted or a BFD flap): routes must follow in a second.
+        fast_connect=True,
+        connect_delay_time=0,
     )

@@ -232,6 +232,10 @@ class BirdConfig:
     # Retry a session seconds after a failure instead of BIRD's minutes: for
     # routers whose peers start a moment later (a lab, a gateway restart).
     fast_connect: bool = False
+    # With fast_connect: seconds from BIRD's start to its first connection
+    # attempt. A host uses 0: its BIRD starts when the agent has something to
+    # announce, and every second of delay is a second its routes are missing.
+    connect_delay_time: int = 1
     log_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -247,6 +251,8 @@ class BirdConfig:
             raise ValueError("hold time must be 0 or 3..65535 s")
         if self.keepalive_time < 1 or (self.hold_time and self.keepalive_time > self.hold_time):
             raise ValueError("keepalive time must be >= 1 s and not above the hold time")
+        if not 0 <= self.connect_delay_time <= 65535:
+            raise ValueError("connect delay time must be 0..65535 s")
         if not set(self.families) <= {4, 6}:
             raise ValueError("families are 4 and/or 6")
         if self.log_file is not None:
