@@ -36,6 +36,10 @@ def test_network_subnet_and_ports_by_name(cli) -> None:
     shown = cli.json("port", "show", "www")
     assert shown["id"] == port["id"]
     assert shown["allowed_address_pairs"][0]["ip_address"] == "203.0.113.99"
+    # An allowed address outside the network's subnets: the user reads why.
+    outside = cli.run("port", "set", "www", "--allowed-address", "ip-address=198.51.100.7")
+    assert outside.returncode != 0
+    assert "not inside any subnet of the port's network" in outside.stderr
     listed = cli.json("port", "list", "--network", "public")
     assert [p["ID"] for p in listed] == [port["id"]]
 
