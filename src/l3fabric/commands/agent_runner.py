@@ -1,0 +1,66 @@
+"""What ``l3fabric agent`` and ``l3fabric gateway`` share: arguments, signals, the run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Agent(Protocol):
+    def run(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def add_agent_arguments(
+    parser: argparse.ArgumentParser, name_flag: str, what: str, resync_default: float
+) -> None:
+    """``name_flag`` (e.g. ``--host``), ``--api``, ``--run-dir``, ``--resync-interval``."""
+    parser.add_argument(
+        name_flag, required=True, dest="name", help=f"this {what}'s name, as registered"
+    )
+    parser.add_argument(
+        "--api", required=True, metavar="URL", help="the controller, e.g. http://ctl:9696"
+    )
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="where BIRD's config, socket and pid file live (default /run/l3fabric/ROLE-NAME)",
+    )
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=resync_default,
+        metavar="S",
+        help="full reconcile pass at least this often (default %(default)s s)",
+    )
+
+
+def run_agent(
+    args: argparse.Namespace, role: str, make: Callable[[str, str, str, float], Agent]
+) -> int:
+    """Build the agent from ``args`` and run it until SIGTERM or SIGINT.
+
+    On a signal the agent stops; what it programmed (routes, rules, BIRD)
+    stays in place, so forwarding never depends on the agent running.
+    """
+    if args.resync_interval <= 0:
+        raise SystemExit(f"l3fabric {role}: --resync-interval must be positive")
+    run_dir = args.run_dir or f"/run/l3fabric/{role}-{args.name}"
+    agent = make(args.name, args.api, run_dir, args.resync_interval)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping (the data plane and BIRD stay in place)", signum)
+        agent.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    log.info("%s %s, controller %s", role, args.name, args.api)
+    agent.run()
+    return 0
