@@ -101,10 +101,13 @@ class FloatingIps(Resource):
             fixed["subnet_id"] = subnet["id"]
         if fixed:
             return self._port(network, [fixed], attrs, ctx)
+        # In the network's own order (the order they were created), not the
+        # store's key order, which is the random order of their ids.
+        by_id = {
+            s["id"]: s for s in self.service.subnets.list(ctx, {"network_id": [network["id"]]})
+        }
         candidates = [
-            s["id"]
-            for s in self.service.subnets.list(ctx, {"network_id": [network["id"]]})
-            if s["ip_version"] == 4
+            sid for sid in network.get("subnets", []) if by_id.get(sid, {}).get("ip_version") == 4
         ]
         if not candidates:
             raise _bad(f"Network {network['id']} does not contain any IPv4 subnet.")
