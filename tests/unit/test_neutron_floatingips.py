@@ -196,3 +196,23 @@ def test_disassociate_port_clears_its_floating_ips(client, public) -> None:
     shown = client.get(f"/v2.0/floatingips/{associated['id']}").json()["floatingip"]
     assert (shown["port_id"], shown["fixed_ip_address"]) == (None, None)
     assert client.get(f"/v2.0/floatingips/{kept['id']}").json()["floatingip"] == kept
+
+
+def test_deleting_a_port_clears_its_floating_ip_and_the_holder_port_is_protected(
+    client, public
+) -> None:
+    net, _ = public
+    private = network(client)
+    subnet(client, private, "10.1.0.0/24")
+    vm = port(client, private)
+    created = fip(client, net, port_id=vm["id"])
+    assert client.delete(f"/v2.0/ports/{vm['id']}").status_code == 204
+    shown = client.get(f"/v2.0/floatingips/{created['id']}").json()["floatingip"]
+    assert (shown["port_id"], shown["fixed_ip_address"]) == (None, None)
+
+    holder = client.app.state.neutron.floatingips.holder(created["id"])
+    refused = client.delete(f"/v2.0/ports/{holder['id']}")
+    assert error(refused, 409) == "PortInUse"
+    assert "network:floatingip" in refused.json()["NeutronError"]["message"]
+    assert client.delete(f"/v2.0/floatingips/{created['id']}").status_code == 204
+    assert client.get(f"/v2.0/ports/{holder['id']}").status_code == 404

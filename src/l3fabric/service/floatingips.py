@@ -80,7 +80,7 @@ class FloatingIps(Resource):
         try:
             self.store.txn([Create(self.key(value["id"]), value)])
         except BaseException:
-            self.service.ports.delete(port["id"], ctx)
+            self.service.ports.delete(port["id"], ctx, owned=True)
             raise
         return value
 
@@ -239,7 +239,7 @@ class FloatingIps(Resource):
         port = self.holder(object_id)
         if port is not None:
             try:
-                self.service.ports.delete(port["id"], ctx)
+                self.service.ports.delete(port["id"], ctx, owned=True)
             except NeutronError as exc:
                 if exc.status != 404:
                     raise

@@ -30,6 +30,7 @@ from l3fabric.service.common import (
     standard_attrs,
     validate,
 )
+from l3fabric.service.floatingips import FLOATINGIP_OWNER
 from l3fabric.service.subnets import usable
 from l3fabric.store import (
     Create,
@@ -190,9 +191,20 @@ class Ports(Resource):
 
     # Delete -------------------------------------------------------------------
 
-    def delete(self, object_id: str, ctx: Context) -> None:
+    def delete(self, object_id: str, ctx: Context, owned: bool = False) -> None:
+        """Delete a port and release its addresses.
+
+        A floating IP's port is deleted only by its floating IP (``owned``),
+        as in Neutron; deleting a port clears the floating IPs bound to it.
+        """
         for _ in range(WRITE_ATTEMPTS):
             kv = self.read(object_id)
+            if kv.value.get("device_owner") == FLOATINGIP_OWNER and not owned:
+                raise conflict(
+                    "PortInUse",
+                    f"Port {object_id} cannot be deleted directly via the port API:"
+                    f" has device owner {FLOATINGIP_OWNER}.",
+                )
             ensure_not_member(self.store, object_id)
             ops: list[Op] = [Delete(kv.key, kv.mod_revision)]
             for f in kv.value["fixed_ips"]:
@@ -205,6 +217,7 @@ class Ports(Resource):
                 continue  # a concurrent write: read again
             for f in kv.value["fixed_ips"]:
                 self.service.ipam.released(f["subnet_id"], f["ip_address"])
+            self.service.floatingips.disassociate_port(object_id)
             return
         raise busy(self.label, object_id)
 
