@@ -34,6 +34,7 @@ NEUTRON_SINGULAR = {
     "security-groups": "security_group",
     "security-group-rules": "security_group_rule",
     "routers": "router",
+    "floatingips": "floatingip",
 }
 
 
