@@ -10,9 +10,12 @@ rules and BIRD in place: forwarding never depends on the agent running.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,8 +58,17 @@ class PassResult:
 
     statuses: dict[str, str] = field(default_factory=dict)
     routes_changed: int = 0
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # appended to by the pass's threads
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for the log
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[phase] = time.monotonic() - start
 
 
 class HostAgent:
@@ -128,34 +140,64 @@ class HostAgent:
     def reconcile(
         self, state: HostState, link_ops: Links, routes: EndpointRoutes, nft: AntiSpoofing
     ) -> PassResult:
-        """One pass: converge sysctls, taps, nftables, routes and BIRD to ``state``."""
+        """One pass: converge sysctls, BIRD, taps, nftables and routes to ``state``."""
         started = time.monotonic()
         result = PassResult()
-        link_ops.ensure_host()
-        ensure_link_local_gateway()
-        existing = link_ops.names(TAP_PREFIX)
-        desired = compute(state.ports.values(), existing)
-        ready = self._prepare_taps(desired, link_ops, result)
-        # Guard first, then route: a tap never forwards before its rules exist.
-        # VMs must not reach the controller's network through their host.
-        management = egress_interfaces(urlsplit(self.api_url).hostname or "")
-        try:
-            nft.apply(desired.allowed, isolated=management)
-        except Exception as exc:
-            result.failed.append(f"nftables: {exc}")
-            ready.clear()
-        wanted = {prefix: tap for prefix, tap in desired.routes.items() if tap in ready}
-        try:
-            plan = routes.converge(wanted)
-            result.routes_changed = len(plan.replace) + len(plan.delete)
-        except RouteProgrammingError as exc:
-            result.failed.append(str(exc))
-            ready -= {wanted.get(str(f.request.prefix), "") for f in exc.failures}
-        self._converge_bird(state, result)
-        result.statuses = desired.port_status(ready)
+        with result.timed("host"):
+            link_ops.ensure_host()
+            ensure_link_local_gateway()
+        # BIRD in parallel with the rest: it learns our routes from the kernel
+        # as they are added, so its start (1-2 s with 10,000 taps) and the BGP
+        # session's set-up overlap with the programming instead of following it.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bird") as pool:
+            bird = pool.submit(self._converge_bird, state, result)
+            self._converge_dataplane(state, link_ops, routes, nft, result)
+            bird.result()  # its errors are in result.failed; anything else is a bug: raise it
         result.seconds = time.monotonic() - started
         self._publish(result)
         return result
+
+    def _converge_dataplane(
+        self,
+        state: HostState,
+        link_ops: Links,
+        routes: EndpointRoutes,
+        nft: AntiSpoofing,
+        result: PassResult,
+    ) -> None:
+        with result.timed("desired"):
+            existing = link_ops.names(TAP_PREFIX)
+            desired = compute(state.ports.values(), existing)
+        # nftables (its own process) runs beside the tap preparation (sysctl
+        # and netlink calls, mostly in the kernel); both end before any route.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nft") as pool:
+            guarded = pool.submit(self._apply_guard, desired, nft, result)
+            with result.timed("taps"):
+                ready = self._prepare_taps(desired, link_ops, result)
+            # Guard first, then route: a tap never forwards before its rules exist.
+            if not guarded.result():
+                ready.clear()
+        wanted = {prefix: tap for prefix, tap in desired.routes.items() if tap in ready}
+        with result.timed("routes"):
+            try:
+                plan = routes.converge(wanted)
+                result.routes_changed = len(plan.replace) + len(plan.delete)
+            except RouteProgrammingError as exc:
+                result.failed.append(str(exc))
+                ready -= {wanted.get(str(f.request.prefix), "") for f in exc.failures}
+        result.statuses = desired.port_status(ready)
+
+    def _apply_guard(self, desired: Desired, nft: AntiSpoofing, result: PassResult) -> bool:
+        """The anti-spoofing table; False if it could not be applied."""
+        # VMs must not reach the controller's network through their host.
+        with result.timed("nft"):
+            try:
+                management = egress_interfaces(urlsplit(self.api_url).hostname or "")
+                nft.apply(desired.allowed, isolated=management)
+            except Exception as exc:
+                result.failed.append(f"nftables: {exc}")
+                return False
+        return True
 
     def _prepare_taps(self, desired: Desired, link_ops: Links, result: PassResult) -> set[str]:
         # All taps in one call: per-tap link lookups made a pass over 10,000
@@ -170,6 +212,10 @@ class HostAgent:
         return report.ready
 
     def _converge_bird(self, state: HostState, result: PassResult) -> None:
+        with result.timed("bird"):
+            self._apply_bird(state, result)
+
+    def _apply_bird(self, state: HostState, result: PassResult) -> None:
         try:
             text = render(host_bird_config(state))
         except NotRegistered:
@@ -191,10 +237,11 @@ class HostAgent:
         self.last_pass = result
         if result.routes_changed or result.failed:
             log.info(
-                "pass %d: %d route changes in %.3f s%s",
+                "pass %d: %d route changes in %.3f s (%s)%s",
                 self.passes,
                 result.routes_changed,
                 result.seconds,
+                ", ".join(f"{k} {v:.3f}" for k, v in result.phases.items()),
                 f"; failed: {'; '.join(result.failed)}" if result.failed else "",
             )
         if result.statuses != self.statuses:

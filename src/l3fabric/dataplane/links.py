@@ -260,10 +260,16 @@ def _prepared_before(paths: dict[str, str]) -> bool:
 
 
 def _write_sysctls(paths: dict[str, str], read_first: bool) -> list[str]:
-    """Write ``{/proc/sys path: value}``; with ``read_first`` only where it differs."""
+    """Write ``{/proc/sys path: value}``; with ``read_first`` only where it differs.
+
+    ``forwarding`` is always read first: writing it tries the kernel's global
+    RTNL lock and restarts the syscall while any namespace's work holds it
+    (IPv6: even for an unchanged value), and a tap has it already wherever
+    the host's global forwarding was on.
+    """
     written: list[str] = []
     for path, value in paths.items():
-        if read_first:
+        if read_first or path.endswith("/forwarding"):
             fd = os.open(path, os.O_RDONLY)
             try:
                 if os.read(fd, 64).strip() == value.encode():
