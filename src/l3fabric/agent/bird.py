@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from l3fabric.api.fabric import effective_asn
+from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy
 

@@ -34,6 +34,7 @@ from pydantic import (
 
 from l3fabric import keys
 from l3fabric.api.errors import NeutronError, bad_request, not_found
+from l3fabric.asn import effective_asn
 from l3fabric.service import anycast
 from l3fabric.store import (
     CompactedError,
@@ -62,9 +63,6 @@ _WATCH_SLICE_S = 1.0
 # Optimistic port-status updates retry this often when another writer wins.
 _PORT_UPDATE_ATTEMPTS = 8
 
-# 32-bit private AS numbers (RFC 6996), used for "per-host" hosts without an AS.
-PRIVATE_ASN_BASE = 4_200_000_000
-PRIVATE_ASN_COUNT = 94_967_295
 
 Asn = Annotated[int, Field(ge=1, le=4_294_967_294)]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -164,22 +162,6 @@ class GatewayHeartbeat(_Strict):
 
 
 # Derived values ---------------------------------------------------------------
-
-
-def effective_asn(record: dict[str, Any], fabric: dict[str, Any], *, kind: str = "host") -> int:
-    """The AS a host or gateway speaks BGP with.
-
-    An explicit ``asn`` wins. Gateways otherwise use the fabric AS; hosts use
-    it too under ``host_asn: same`` (iBGP, like Calico), and under
-    ``per-host`` get a private 32-bit AS derived from their router id, which
-    is unique in the fabric because BGP needs it to be.
-    """
-    if record.get("asn"):
-        return int(record["asn"])
-    if kind == "gateway" or fabric.get("host_asn", "same") == "same":
-        return int(fabric.get("asn", 65000))
-    router_id = int(ipaddress.IPv4Address(record["router_id"]))
-    return PRIVATE_ASN_BASE + router_id % PRIVATE_ASN_COUNT
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

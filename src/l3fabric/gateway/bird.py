@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from l3fabric.api.fabric import effective_asn
+from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute
