@@ -12,26 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from l3fabric import __version__
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Desired, compute
 from l3fabric.agent.linkwatch import LinkWatcher
-from l3fabric.client import (
-    ApiError,
-    ControllerUnavailable,
-    FabricClient,
-    HostState,
-    HostStateWatcher,
-)
+from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
+from l3fabric.client import HostState
 from l3fabric.dataplane.links import TAP_PREFIX, Links, egress_interfaces
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import (
@@ -41,15 +33,10 @@ from l3fabric.dataplane.routes import (
     install_protocol_name,
 )
 from l3fabric.routing.bird_config import render
-from l3fabric.routing.bird_process import BirdProcess
 
 log = logging.getLogger(__name__)
 
-# A full pass runs at least this often, so that drift (a route deleted by
-# hand, a BIRD that died) is repaired even without an event.
-RESYNC_INTERVAL_S = 10.0
-# After a failed pass, try again this soon.
-RETRY_S = 1.0
+__all__ = ["RESYNC_INTERVAL_S", "HostAgent", "PassResult"]
 
 
 @dataclass
@@ -71,7 +58,7 @@ class PassResult:
             self.phases[phase] = time.monotonic() - start
 
 
-class HostAgent:
+class HostAgent(ReconcileAgent):
     """Runs the reconcile loop for host ``host`` in the current network namespace."""
 
     def __init__(
@@ -81,61 +68,34 @@ class HostAgent:
         run_dir: str | Path,
         resync_interval: float = RESYNC_INTERVAL_S,
     ) -> None:
+        super().__init__(host, api_url, run_dir, resync_interval)
         self.host = host
-        self.api_url = api_url
-        self.resync_interval = resync_interval
-        self.bird = BirdProcess("bird", run_dir=str(run_dir))
-        self.watcher = HostStateWatcher(api_url, host, on_change=self.wake)
-        self.client = FabricClient(api_url)
         self.statuses: dict[str, str] = {}
         self.last_pass: PassResult | None = None
-        self.passes = 0
-        self._dirty = threading.Event()
-        self._report_now = threading.Event()
-        self._stop = threading.Event()
-        self._started_at = time.time()
 
-    def wake(self) -> None:
-        self._dirty.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._dirty.set()
-        self._report_now.set()
-
-    # The loop -------------------------------------------------------------------
-
-    def run(self) -> None:
-        """Run until ``stop()``: the reconcile loop here, watch/links/heartbeat in threads."""
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
         install_protocol_name()
         links = LinkWatcher(self.wake).start()
-        self.watcher.start()
-        reporter = threading.Thread(target=self._report_loop, name="heartbeat", daemon=True)
-        reporter.start()
         try:
-            with Links() as link_ops, EndpointRoutes() as routes:
-                nft = AntiSpoofing()
-                while not self._stop.is_set():
-                    if not self._dirty.wait(self.resync_interval):
-                        # A timed pass also re-reads what is otherwise cached,
-                        # so drift (a rule deleted by hand) is repaired.
-                        nft.forget()
-                    self._dirty.clear()
-                    if self._stop.is_set():
-                        break
-                    # Never converge before the first snapshot: an empty cache
-                    # would withdraw every endpoint of a host that is fine.
-                    if not self.watcher.synced.is_set():
-                        continue
-                    result = self.reconcile(self.watcher.state(), link_ops, routes, nft)
-                    if result.failed:
-                        self._stop.wait(RETRY_S)
-                        self._dirty.set()
+            with Links() as self._links, EndpointRoutes() as self._routes:
+                self._nft = AntiSpoofing()
+                yield
         finally:
-            self.watcher.stop()
             links.stop()
-            reporter.join(2.0)
-            self.client.close()
+
+    def pass_once(self, timed: bool) -> list[str]:
+        if timed:
+            # Re-read what is otherwise cached, so drift (a rule deleted by
+            # hand) is repaired.
+            self._nft.forget()
+        state = self.watcher.state()
+        return self.reconcile(state, self._links, self._routes, self._nft).failed
+
+    def send_heartbeat(self) -> None:
+        self.client.heartbeat(
+            self.host, ports=dict(self.statuses), bgp=self.bgp_sessions(), agent=self.about()
+        )
 
     def reconcile(
         self, state: HostState, link_ops: Links, routes: EndpointRoutes, nft: AntiSpoofing
@@ -224,21 +184,16 @@ class HostAgent:
             result.failed.append(f"BIRD config: {exc}")
             return
         try:
-            if self.bird.alive():
-                self.bird.apply(text)
-            else:
-                self.bird.start(text)
-                log.info("started BIRD (%s)", self.bird.socket_path)
+            self.converge_bird(text)
         except Exception as exc:
             result.failed.append(f"BIRD: {exc}")
 
     def _publish(self, result: PassResult) -> None:
-        self.passes += 1
         self.last_pass = result
         if result.routes_changed or result.failed:
             log.info(
                 "pass %d: %d route changes in %.3f s (%s)%s",
-                self.passes,
+                self.passes + 1,
                 result.routes_changed,
                 result.seconds,
                 ", ".join(f"{k} {v:.3f}" for k, v in result.phases.items()),
@@ -246,50 +201,4 @@ class HostAgent:
             )
         if result.statuses != self.statuses:
             self.statuses = result.statuses
-            self._report_now.set()
-
-    # Status to the controller -------------------------------------------------------
-
-    def _report_loop(self) -> None:
-        while not self._stop.is_set():
-            interval = float(self.watcher.state().fabric.get("heartbeat_interval_s", 2.0))
-            try:
-                self.client.heartbeat(
-                    self.host,
-                    ports=dict(self.statuses),
-                    bgp=self.bgp_sessions(),
-                    agent=self._about(),
-                )
-            except (ApiError, ControllerUnavailable) as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("heartbeat failed")
-            if not self.bird.alive():
-                self.wake()  # supervise BIRD: the next pass starts it again
-            self._report_now.wait(interval)
-            self._report_now.clear()
-
-    def bgp_sessions(self) -> list[dict[str, Any]]:
-        if not self.bird.alive():
-            return []
-        try:
-            protocols = self.bird.control.protocols()
-        except Exception as exc:
-            log.debug("reading BIRD status failed: %s", exc)
-            return []
-        return [
-            {"name": p.name, "peer": "", "state": p.state, "info": p.info}
-            for p in protocols
-            if p.proto == "BGP"
-        ]
-
-    def _about(self) -> dict[str, Any]:
-        last = self.last_pass
-        return {
-            "version": __version__,
-            "started_at": self._started_at,
-            "passes": self.passes,
-            "last_pass_s": last.seconds if last else None,
-            "errors": last.failed if last else [],
-            "controller_connected": self.watcher.connected,
-        }
+            self.report_soon()

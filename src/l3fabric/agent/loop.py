@@ -1,0 +1,170 @@
+"""The machinery every agent shares: watch, level-triggered loop, BIRD, heartbeat.
+
+An agent (host or gateway) subclasses ``ReconcileAgent`` and supplies one
+pass (``pass_once``), its heartbeat (``send_heartbeat``) and, optionally,
+resources that live as long as the loop (``running``). Events (a watch
+answer, a kernel event, a timer) only wake the loop; each pass converges
+from the whole cache. Nothing runs before the first snapshot: an empty cache
+would withdraw everything from a healthy node. On exit the agent leaves the
+data plane and BIRD in place: forwarding never depends on the agent running.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from l3fabric import __version__
+from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher
+from l3fabric.routing.bird_process import BirdProcess
+
+log = logging.getLogger(__name__)
+
+# A full pass runs at least this often, so that drift (a route deleted by
+# hand, a BIRD that died) is repaired even without an event.
+RESYNC_INTERVAL_S = 10.0
+# After a failed pass, try again this soon.
+RETRY_S = 1.0
+
+
+class ReconcileAgent(abc.ABC):
+    """Runs one node's reconcile loop in the current network namespace."""
+
+    def __init__(
+        self,
+        name: str,
+        api_url: str,
+        run_dir: str | Path,
+        resync_interval: float = RESYNC_INTERVAL_S,
+    ) -> None:
+        self.name = name
+        self.api_url = api_url
+        self.resync_interval = resync_interval
+        self.bird = BirdProcess("bird", run_dir=str(run_dir))
+        self.watcher = HostStateWatcher(api_url, name, on_change=self.wake)
+        self.client = FabricClient(api_url)
+        self.passes = 0
+        self.last_seconds: float | None = None
+        self.last_failed: list[str] = []
+        self._dirty = threading.Event()
+        self._report_now = threading.Event()
+        self._stop = threading.Event()
+        self._started_at = time.time()
+
+    # What a subclass supplies -----------------------------------------------------
+
+    @abc.abstractmethod
+    def pass_once(self, timed: bool) -> list[str]:
+        """One reconcile pass over ``self.watcher.state()``; returns what failed.
+
+        ``timed``: woken by the timer, not an event; re-read anything cached.
+        """
+
+    @abc.abstractmethod
+    def send_heartbeat(self) -> None:
+        """Report liveness and status to the controller (raises on failure)."""
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Resources that live as long as the loop (none by default)."""
+        yield
+
+    # The loop ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._dirty.set()
+
+    def report_soon(self) -> None:
+        """Send the next heartbeat now (a status changed)."""
+        self._report_now.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        self._report_now.set()
+
+    def run(self) -> None:
+        """Run until ``stop()``: the loop here, the watch and heartbeat in threads."""
+        reporter = threading.Thread(target=self._report_loop, name="heartbeat", daemon=True)
+        with self.running():
+            self.watcher.start()
+            reporter.start()
+            try:
+                while not self._stop.is_set():
+                    timed = not self._dirty.wait(self.resync_interval)
+                    self._dirty.clear()
+                    if self._stop.is_set():
+                        break
+                    if not self.watcher.synced.is_set():
+                        continue
+                    if self._timed_pass(timed):
+                        self._stop.wait(RETRY_S)
+                        self._dirty.set()
+            finally:
+                self.watcher.stop()
+                reporter.join(2.0)
+                self.client.close()
+
+    def _timed_pass(self, timed: bool) -> list[str]:
+        started = time.monotonic()
+        failed = self.pass_once(timed)
+        self.passes += 1
+        self.last_seconds = time.monotonic() - started
+        self.last_failed = failed
+        return failed
+
+    # BIRD ----------------------------------------------------------------------------
+
+    def converge_bird(self, text: str) -> bool:
+        """Run BIRD with config ``text``: started if needed, else reconfigured; True if changed."""
+        if self.bird.alive():
+            return self.bird.apply(text)
+        started = self.bird.start(text)
+        log.info("started BIRD (%s)", self.bird.socket_path)
+        return started
+
+    def bgp_sessions(self) -> list[dict[str, Any]]:
+        if not self.bird.alive():
+            return []
+        try:
+            protocols = self.bird.control.protocols()
+        except Exception as exc:
+            log.debug("reading BIRD status failed: %s", exc)
+            return []
+        return [
+            {"name": p.name, "peer": "", "state": p.state, "info": p.info}
+            for p in protocols
+            if p.proto == "BGP"
+        ]
+
+    # Status to the controller ---------------------------------------------------------
+
+    def about(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "started_at": self._started_at,
+            "passes": self.passes,
+            "last_pass_s": self.last_seconds,
+            "errors": self.last_failed,
+            "controller_connected": self.watcher.connected,
+        }
+
+    def _report_loop(self) -> None:
+        while not self._stop.is_set():
+            interval = float(self.watcher.state().fabric.get("heartbeat_interval_s", 2.0))
+            try:
+                self.send_heartbeat()
+            except (ApiError, ControllerUnavailable) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            if not self.bird.alive() and self.watcher.synced.is_set():
+                self.wake()  # supervise BIRD: the next pass starts it again
+            self._report_now.wait(interval)
+            self._report_now.clear()
