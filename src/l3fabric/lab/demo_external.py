@@ -152,6 +152,8 @@ class ExternalChecks:
 
     def dual_homed(self, vm: Endpoint, private: str) -> None:
         """6: a VM with a private and a public port answers and sends from its public address."""
+        # Just booted: wait until its route reached the edge (bounded), then connect.
+        probe.wait_reachable(self.client.ns, vm.address, timeout=10)
         inbound = probe.tcp_peer_address(vm.ns, vm.address, self.client.ns)
         outbound = probe.tcp_peer_address(
             self.client.ns, self.client.address, vm.ns, source=vm.address
