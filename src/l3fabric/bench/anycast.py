@@ -27,11 +27,9 @@ afterwards, also after a failure or SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
 import secrets
 import selectors
-import signal
 import socket
 import subprocess
 import threading
@@ -40,6 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from l3fabric.bench.parts import OptionReader, require_root, run_parts
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.nexthops import ResilientParams, ResilientRoutes
 
@@ -312,47 +311,14 @@ def _raise_fd_limit(needed: int) -> None:
 PARTS: dict[str, Callable[[Context], Result]] = {"rehash": rehash}
 
 
-def _int_option(options: dict[str, str], key: str, default: int, low: int, high: int) -> int:
-    raw = options.get(key, default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"bench anycast: {key} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SystemExit(f"bench anycast: {key} must be within {low}..{high}, got {value}")
-    return value
-
-
-def _terminate_cleanly(signum: int, _frame: Any) -> None:
-    # Without this SIGTERM ends the process before the finally blocks remove the namespaces.
-    raise SystemExit(f"bench anycast: stopped by signal {signum}")
-
-
 def run(options: dict[str, str]) -> Result:
     """Run the selected parts (default: all) and merge their results."""
-    known = {"connections", "members", "buckets", "parts"}
-    unknown_options = sorted(set(options) - known)
-    if unknown_options:
-        raise SystemExit(f"bench anycast: unknown option(s) {unknown_options}; known: {sorted(known)}")  # fmt: skip
-    if os.geteuid() != 0:
-        raise SystemExit("bench anycast needs root (it creates network namespaces)")
+    reader = OptionReader("anycast", options, {"connections", "members", "buckets"})
+    require_root("anycast")
     ctx = Context(
-        connections=_int_option(options, "connections", 300, 10, 5000),
-        members=_int_option(options, "members", 4, 2, 9),
-        buckets=_int_option(options, "buckets", 128, 8, 4096),
+        connections=reader.integer("connections", 300, 10, 5000),
+        members=reader.integer("members", 4, 2, 9),
+        buckets=reader.integer("buckets", 128, 8, 4096),
         tag=secrets.token_hex(2),
     )
-    names = options.get("parts", ",".join(PARTS)).split(",")
-    unknown = [n for n in names if n not in PARTS]
-    if unknown:
-        raise SystemExit(f"bench anycast: unknown part(s) {unknown}; known: {sorted(PARTS)}")
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate_cleanly) if in_main else None
-    try:
-        result: Result = {}
-        for name in names:
-            result.update(PARTS[name](ctx))
-        return result
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    return run_parts("anycast", options, PARTS, ctx)

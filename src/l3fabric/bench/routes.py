@@ -40,25 +40,22 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import re
 import secrets
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from l3fabric.bench.parts import OptionReader, require_root, run_parts
 from l3fabric.client import FabricClient
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.links import tap_name
@@ -415,47 +412,15 @@ def _link(tag: str, host_ns: str, peer_ns: str) -> None:
 PARTS: dict[str, Callable[[Context], Result]] = {"program": program, "converge": converge}
 
 
-def _int_option(options: dict[str, str], key: str, default: int, low: int, high: int) -> int:
-    raw = options.get(key, default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"bench routes: {key} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SystemExit(f"bench routes: {key} must be within {low}..{high}, got {value}")
-    return value
-
-
-def _terminate_cleanly(signum: int, _frame: Any) -> None:
-    # SIGTERM would otherwise end the process without running the finally
-    # blocks that remove namespaces, BIRDs and the controller.
-    raise SystemExit(f"bench routes: stopped by signal {signum}")
-
-
 def run(options: dict[str, str]) -> Result:
     """Run the selected parts (default: all) and merge their results."""
-    known = {"count", "taps", "rounds", "timeout", "parts"}
-    unknown_options = sorted(set(options) - known)
-    if unknown_options:
-        raise SystemExit(f"bench routes: unknown option(s) {unknown_options}; known: {sorted(known)}")  # fmt: skip
-    if os.geteuid() != 0:
-        raise SystemExit("bench routes needs root (it creates network namespaces)")
-    count = _int_option(options, "count", 10_000, 1, 1_000_000)
-    taps = _int_option(options, "taps", 100, 1, 4096)
-    rounds = _int_option(options, "rounds", 3, 1, 50)
-    timeout = _int_option(options, "timeout", 600, 1, 3600)
-    names = options.get("parts", ",".join(PARTS)).split(",")
-    unknown = [n for n in names if n not in PARTS]
-    if unknown:
-        raise SystemExit(f"bench routes: unknown part(s) {unknown}; known: {sorted(PARTS)}")
-    ctx = Context(count, taps, rounds, float(timeout), secrets.token_hex(3))
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate_cleanly) if in_main else None
-    try:
-        result: Result = {}
-        for name in names:
-            result.update(PARTS[name](ctx))
-        return result
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    reader = OptionReader("routes", options, {"count", "taps", "rounds", "timeout"})
+    require_root("routes")
+    ctx = Context(
+        reader.integer("count", 10_000, 1, 1_000_000),
+        reader.integer("taps", 100, 1, 4096),
+        reader.integer("rounds", 3, 1, 50),
+        float(reader.integer("timeout", 600, 1, 3600)),
+        secrets.token_hex(3),
+    )
+    return run_parts("routes", options, PARTS, ctx)
