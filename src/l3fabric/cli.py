@@ -17,13 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"l3fabric.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"l3fabric.commands.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"l3fabric.commands.{name}").register(sub)
     return parser
 
 
