@@ -17,7 +17,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,6 +53,7 @@ RT_TABLE_MAIN = 254
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 
+_U32 = struct.Struct("=I")
 _NLMSGHDR = struct.Struct("=IHHII")
 _NLMSGERR = struct.Struct("=iIHHII")  # error, then the request's nlmsghdr
 _RTMSG = struct.Struct("=BBBBBBBBI")
@@ -204,29 +205,37 @@ class RouteSocket:
         return memoryview(self._buf)[:n]
 
     def apply(self, requests: Sequence[RouteRequest], protocol: int) -> list[RouteFailure]:
-        """Send every request and return those the kernel refused (empty: all applied).
+        """Send every request and return those the kernel refused (empty: all applied)."""
+        refused = self.send_batch([encode_route(r, 0, protocol) for r in requests])
+        return [
+            RouteFailure(requests[i], error, message) for i, (error, message) in refused.items()
+        ]
 
-        Requests go out in chunks of up to 128 KiB per sendmsg; after each
-        chunk every acknowledgement is read before the next chunk is sent.
+    def send_batch(self, messages: Sequence[bytes]) -> dict[int, tuple[int, str]]:
+        """Send ``messages`` in order (sequence numbers are set here); the refused ones.
+
+        Returns ``{position: (errno, kernel message)}``. Messages go out in
+        chunks of up to 128 KiB per sendmsg; the kernel handles one chunk's
+        messages in order, and every acknowledgement of a chunk is read before
+        the next chunk is sent.
         """
-        failures: list[RouteFailure] = []
+        refused: dict[int, tuple[int, str]] = {}
         i = 0
-        while i < len(requests):
-            pending: dict[int, RouteRequest] = {}
+        while i < len(messages):
+            pending: dict[int, int] = {}  # seq -> position
             chunk: list[bytes] = []
             size = 0
-            while i < len(requests) and size < _SEND_CHUNK:
+            while i < len(messages) and size < _SEND_CHUNK:
                 seq = self._next_seq()
-                message = encode_route(requests[i], seq, protocol)
-                pending[seq] = requests[i]
-                chunk.append(message)
-                size += len(message)
+                pending[seq] = i
+                chunk.append(messages[i][:8] + _U32.pack(seq) + messages[i][12:])
+                size += len(messages[i])
                 i += 1
             self._sock.sendmsg([b"".join(chunk)])
-            self._collect_acks(pending, failures)
-        return failures
+            self._collect_acks(pending, refused)
+        return dict(sorted(refused.items()))
 
-    def _collect_acks(self, pending: dict[int, RouteRequest], failures: list[RouteFailure]) -> None:
+    def _collect_acks(self, pending: dict[int, int], refused: dict[int, tuple[int, str]]) -> None:
         while pending:
             data = self._recv()
             offset = 0
@@ -234,46 +243,56 @@ class RouteSocket:
                 length, kind, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
                 if length < _NLMSGHDR.size:
                     break
-                if kind == NLMSG_ERROR:
-                    error = _NLMSGERR.unpack_from(data, offset + 16)[0]
-                    request = pending.pop(seq, None)
-                    if request is not None and error != 0:
+                if kind == NLMSG_ERROR and seq in pending:
+                    position = pending.pop(seq)
+                    error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                    if error != 0:
                         message = ""
                         if flags & NLM_F_ACK_TLVS:
-                            message = _ext_ack_message(
-                                data, offset + 16 + _NLMSGERR.size, offset + length
-                            )
-                        failures.append(RouteFailure(request, -error, message))
+                            start = offset + _NLMSGHDR.size + _NLMSGERR.size
+                            message = _ext_ack_message(data, start, offset + length)
+                        refused[position] = (-error, message)
                 offset += (length + 3) & ~3
 
     def dump(
         self, family: int, protocol: int, table: int = RT_TABLE_MAIN
     ) -> dict[Network, KernelRoute]:
         """The routes of ``protocol`` in ``table`` for ``family`` (AF_INET or AF_INET6)."""
-        seq = self._next_seq()
         request = _DUMP.pack(
-            _DUMP.size, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0,
+            _DUMP.size, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 0, 0,
             family, 0, 0, 0, table, protocol, 0, 0, 0,
             8, RTA_TABLE, table,
         )  # fmt: skip
-        self._sock.send(request)
         routes: dict[Network, KernelRoute] = {}
+        for data, offset, length in self.dump_messages(request, RTM_NEWROUTE):
+            _parse_route(data, offset, length, protocol, table, routes)
+        return routes
+
+    def dump_messages(self, request: bytes, kind: int) -> Iterator[tuple[memoryview, int, int]]:
+        """Send dump ``request`` (its sequence number is set here) and yield each reply of
+        type ``kind`` as (buffer, offset, length).
+
+        The buffer is reused by the next receive: parse or copy a message
+        before asking for the next one.
+        """
+        seq = self._next_seq()
+        self._sock.send(request[:8] + _U32.pack(seq) + request[12:])
         while True:
             data = self._recv()
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                length, mkind, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
                 if length < _NLMSGHDR.size:
                     break
                 if mseq == seq:
-                    if kind == NLMSG_DONE:
-                        return routes
-                    if kind == NLMSG_ERROR:
-                        error = _NLMSGERR.unpack_from(data, offset + 16)[0]
+                    if mkind == NLMSG_DONE:
+                        return
+                    if mkind == NLMSG_ERROR:
+                        error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
                         if error:
-                            raise OSError(-error, f"route dump: {os.strerror(-error)}")
-                    elif kind == RTM_NEWROUTE:
-                        _parse_route(data, offset, length, protocol, table, routes)
+                            raise OSError(-error, f"netlink dump: {os.strerror(-error)}")
+                    elif mkind == kind:
+                        yield data, offset, length
                 offset += (length + 3) & ~3
 
 

@@ -44,13 +44,10 @@ from dataclasses import dataclass, field
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.netlink_batch import (
     NLM_F_ACK,
-    NLM_F_ACK_TLVS,
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_REPLACE,
     NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
     RT_SCOPE_NOWHERE,
     RT_SCOPE_UNIVERSE,
     RT_TABLE_MAIN,
@@ -62,7 +59,6 @@ from l3fabric.dataplane.netlink_batch import (
     RTN_UNICAST,
     Network,
     RouteSocket,
-    _ext_ack_message,
 )
 
 RTPROT_L3FABRIC_ANYCAST = 97
@@ -485,73 +481,20 @@ class NexthopSocket(RouteSocket):
 
         The kernel handles the messages of one ``sendmsg`` in order and answers
         each, so a group sent after its members sees them, and one refusal
-        does not stop the rest. Chunks of up to 128 KiB; all acks of a chunk
-        are read before the next is sent.
+        does not stop the rest.
         """
-        failures: dict[int, NexthopFailure] = {}
-        i = 0
-        while i < len(requests):
-            pending: dict[int, int] = {}  # seq -> position
-            chunk: list[bytes] = []
-            size = 0
-            while i < len(requests) and size < _SEND_CHUNK:
-                seq = self._next_seq()
-                pending[seq] = i
-                message = requests[i][1]
-                chunk.append(message[:8] + _U32.pack(seq) + message[12:])
-                size += len(message)
-                i += 1
-            self._sock.sendmsg([b"".join(chunk)])
-            self._read_acks(pending, requests, failures)
-        return failures
-
-    def _read_acks(
-        self,
-        pending: dict[int, int],
-        requests: Sequence[tuple[str, bytes]],
-        failures: dict[int, NexthopFailure],
-    ) -> None:
-        while pending:
-            data = self._recv()
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, kind, flags, seq, _pid = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
-                if kind == NLMSG_ERROR and seq in pending:
-                    position = pending.pop(seq)
-                    error = _ERR.unpack_from(data, offset + _HDR.size)[0]
-                    if error:
-                        text = ""
-                        if flags & NLM_F_ACK_TLVS:
-                            # Capped acks: only our header follows the error code.
-                            start = offset + _HDR.size + _ERR.size + _HDR.size
-                            text = _ext_ack_message(data, start, offset + length)
-                        failures[position] = NexthopFailure(requests[position][0], -error, text)
-                offset += (length + 3) & ~3
+        refused = self.send_batch([message for _, message in requests])
+        return {
+            i: NexthopFailure(requests[i][0], error, message)
+            for i, (error, message) in refused.items()
+        }
 
     def _dump(self, request: bytes, kind: int) -> list[tuple[memoryview, int, int]]:
-        seq = self._next_seq()
-        self._sock.send(request[:8] + _U32.pack(seq) + request[12:])
-        messages: list[tuple[memoryview, int, int]] = []
-        while True:
-            data = self._recv()
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, mkind, _flags, mseq, _pid = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
-                if mseq == seq:
-                    if mkind == NLMSG_DONE:
-                        return messages
-                    if mkind == NLMSG_ERROR:
-                        error = _ERR.unpack_from(data, offset + _HDR.size)[0]
-                        if error:
-                            raise OSError(-error, f"netlink dump: {os.strerror(-error)}")
-                    elif mkind == kind:
-                        # The receive buffer is reused by the next recv: copy.
-                        messages.append((memoryview(bytes(data[offset : offset + length])), 0, length))  # fmt: skip
-                offset += (length + 3) & ~3
+        # The receive buffer is reused by the next recv: copy each message.
+        return [
+            (memoryview(bytes(data[offset : offset + length])), 0, length)
+            for data, offset, length in self.dump_messages(request, kind)
+        ]
 
     def nexthops(self) -> dict[int, KernelNexthop]:
         """Every nexthop object in the namespace (all protocols), by id."""
