@@ -14,6 +14,7 @@ from typing import Any
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy
+from l3fabric.routing.timers import Timers
 
 ENDPOINTS = Policy("endpoints")
 ALL = Policy("all")
@@ -56,23 +57,17 @@ def host_bird_config(state: HostState) -> BirdConfig:
         raise NotRegistered("this host is not registered with the controller")
     fabric = state.fabric
     local_as = effective_asn(host, fabric)
-    bfd = fabric.get("bfd") or {}
-    use_bfd = bool(bfd.get("enabled", True))
+    timers = Timers.from_fabric(fabric)
+    use_bfd = timers.bfd
     if host.get("peers") is not None:
         peers = [_peer(p["name"], str(p["address"]), int(p["asn"]), use_bfd) for p in host["peers"]]
     else:
         peers = _derived_peers(state, local_as, use_bfd)
-    gr = fabric.get("graceful_restart") or {}
     return BirdConfig(
         router_id=str(host["router_id"]),
         local_as=local_as,
         peers=tuple(peers),
-        bfd_interval_ms=int(bfd.get("interval_ms", 100)),
-        bfd_multiplier=int(bfd.get("multiplier", 3)),
-        graceful_restart=bool(gr.get("enabled", True)),
-        graceful_restart_time=int(gr.get("restart_time_s", 120)),
-        hold_time=int(fabric.get("hold_s", 90)),
-        keepalive_time=int(fabric.get("keepalive_s", 30)),
+        **timers.bird_fields(),
         # Connect at once and retry in seconds (BIRD's defaults: 5 s, then
         # 120 s after a refused connection and 60-300 s after an error, e.g. a
         # gateway that restarted or a BFD flap): routes must follow in a second.

@@ -29,6 +29,7 @@ from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute
+from l3fabric.routing.timers import Timers
 
 FALLBACK_DEFAULT_PREFERENCE = 50
 DEFAULTS = ("0.0.0.0/0", "::/0")
@@ -41,33 +42,6 @@ class PeerSpec:
     name: str
     address: str
     asn: int
-
-
-@dataclass(frozen=True)
-class Timers:
-    """Session timers and options shared by every session of the gateway."""
-
-    hold_s: int = 90
-    keepalive_s: int = 30
-    bfd: bool = True
-    bfd_interval_ms: int = 100
-    bfd_multiplier: int = 3
-    graceful_restart: bool = True
-    graceful_restart_s: int = 120
-
-    @classmethod
-    def from_fabric(cls, fabric: dict[str, Any]) -> Timers:
-        bfd = fabric.get("bfd") or {}
-        gr = fabric.get("graceful_restart") or {}
-        return cls(
-            hold_s=int(fabric.get("hold_s", 90)),
-            keepalive_s=int(fabric.get("keepalive_s", 30)),
-            bfd=bool(bfd.get("enabled", True)),
-            bfd_interval_ms=int(bfd.get("interval_ms", 100)),
-            bfd_multiplier=int(bfd.get("multiplier", 3)),
-            graceful_restart=bool(gr.get("enabled", True)),
-            graceful_restart_s=int(gr.get("restart_time_s", 120)),
-        )
 
 
 @dataclass(frozen=True)
@@ -122,12 +96,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
         local_as=routing.local_as,
         peers=tuple(peers),
         static_routes=tuple(statics),
-        bfd_interval_ms=t.bfd_interval_ms,
-        bfd_multiplier=t.bfd_multiplier,
-        graceful_restart=t.graceful_restart,
-        graceful_restart_time=t.graceful_restart_s,
-        hold_time=t.hold_s,
-        keepalive_time=t.keepalive_s,
+        **t.bird_fields(),
         announce_loopback=True,
         fast_connect=True,
         log_file=routing.log_file,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from l3fabric.gateway.bird import GatewayRouting, PeerSpec, Timers, gateway_config
+from l3fabric.gateway.bird import GatewayRouting, PeerSpec, gateway_config
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.lab.plan import Plan, Session
 from l3fabric.routing.bird_config import (
@@ -30,6 +30,7 @@ from l3fabric.routing.bird_config import (
     protocol_name,
 )
 from l3fabric.routing.bird_config import render as render_bird
+from l3fabric.routing.timers import Timers
 
 # Timers shared with the hosts through the fabric config (see up.py).
 KEEPALIVE_S = 3
@@ -78,12 +79,7 @@ def _router(plan: Plan, node: str, log_file: str, statics: tuple[StaticRoute, ..
         local_as=n.asn or 0,
         peers=peers,
         static_routes=statics,
-        bfd_interval_ms=TIMERS.bfd_interval_ms,
-        bfd_multiplier=TIMERS.bfd_multiplier,
-        graceful_restart=TIMERS.graceful_restart,
-        graceful_restart_time=TIMERS.graceful_restart_s,
-        hold_time=TIMERS.hold_s,
-        keepalive_time=TIMERS.keepalive_s,
+        **TIMERS.bird_fields(),
         announce_loopback=True,
         fast_connect=True,
         log_file=log_file,

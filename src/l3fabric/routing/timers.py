@@ -1,0 +1,44 @@
+"""BGP session timers and options, read from the fabric config: one reading for every agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Timers:
+    """Hold and keepalive times, BFD and graceful restart, as the fabric config sets them."""
+
+    hold_s: int = 90
+    keepalive_s: int = 30
+    bfd: bool = True
+    bfd_interval_ms: int = 100
+    bfd_multiplier: int = 3
+    graceful_restart: bool = True
+    graceful_restart_s: int = 120
+
+    @classmethod
+    def from_fabric(cls, fabric: dict[str, Any]) -> Timers:
+        bfd = fabric.get("bfd") or {}
+        gr = fabric.get("graceful_restart") or {}
+        return cls(
+            hold_s=int(fabric.get("hold_s", 90)),
+            keepalive_s=int(fabric.get("keepalive_s", 30)),
+            bfd=bool(bfd.get("enabled", True)),
+            bfd_interval_ms=int(bfd.get("interval_ms", 100)),
+            bfd_multiplier=int(bfd.get("multiplier", 3)),
+            graceful_restart=bool(gr.get("enabled", True)),
+            graceful_restart_s=int(gr.get("restart_time_s", 120)),
+        )
+
+    def bird_fields(self) -> dict[str, Any]:
+        """These timers as ``BirdConfig`` keyword arguments (BFD per peer is the caller's)."""
+        return {
+            "bfd_interval_ms": self.bfd_interval_ms,
+            "bfd_multiplier": self.bfd_multiplier,
+            "graceful_restart": self.graceful_restart,
+            "graceful_restart_time": self.graceful_restart_s,
+            "hold_time": self.hold_s,
+            "keepalive_time": self.keepalive_s,
+        }
