@@ -5,27 +5,17 @@ a fresh snapshot gives."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 
-from l3fabric.api.app import create_app
 from l3fabric.client import HostState
-from l3fabric.store.sqlite import SqliteStore
+from tests.unit.api_helpers import make
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
 GATEWAY = {"router_id": "10.255.0.1", "fabric_addresses": ["10.255.0.1"]}
-
-
-@pytest.fixture
-def client(tmp_path: Path):
-    store = SqliteStore(tmp_path / "db")
-    with TestClient(create_app(store)) as c:
-        yield c
-    store.close()
 
 
 class Follower:
@@ -52,12 +42,6 @@ class Follower:
         fresh = {g["id"]: g for g in self._snapshot()["anycast"]}
         assert self.state.anycast == fresh
         return {e["id"]: e["type"] for e in answer["events"] if e["kind"] == "anycast"}
-
-
-def make(client, collection: str, key: str, **attrs):
-    r = client.post(f"/v2.0/{collection}", json={key: attrs})
-    assert r.status_code == 201, r.text
-    return r.json()[key]
 
 
 @pytest.fixture

@@ -3,31 +3,9 @@ hosts, several on one host), inside a subnet of the port's network or a 400."""
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import pytest
 
-from l3fabric.api.app import create_app
-from l3fabric.store.sqlite import SqliteStore
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
-
-
-@pytest.fixture
-def client(tmp_path: Path):
-    store = SqliteStore(tmp_path / "db")
-    with TestClient(create_app(store)) as c:
-        yield c
-    store.close()
-
-
-def make(client, collection: str, key: str, **attrs):
-    r = client.post(f"/v2.0/{collection}", json={key: attrs})
-    assert r.status_code == 201, r.text
-    return r.json()[key]
+from tests.unit.api_helpers import make
 
 
 @pytest.fixture

@@ -4,26 +4,10 @@ their external network and subnet in use."""
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import pytest
 
-from l3fabric.api.app import create_app
-from l3fabric.store.sqlite import SqliteStore
-from tests.unit.test_neutron_api import error, make, network, port, subnet
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
-
-
-@pytest.fixture
-def client(tmp_path: Path):
-    store = SqliteStore(tmp_path / "db")
-    with TestClient(create_app(store)) as c:
-        yield c
-    store.close()
+from tests.unit.api_helpers import error, make
+from tests.unit.test_neutron_api import network, port, subnet
 
 
 @pytest.fixture
