@@ -225,6 +225,17 @@ class Lab:
     def client(self) -> FabricClient:
         return FabricClient(self.plan.api_url())
 
+    def create_network(
+        self, name: str = "priv", cidrs: tuple[str, ...] = ("10.1.0.0/24", "2001:db8:1::/64")
+    ) -> dict[str, Any]:
+        """A network with one subnet per CIDR (dual stack by default), through the API."""
+        with self.client() as client:
+            net = client.create_network(name=name)
+            for cidr in cidrs:
+                version = 6 if ":" in cidr else 4
+                client.create_subnet(network_id=net["id"], cidr=cidr, ip_version=version)
+        return net
+
     def boot(
         self, vm: str, networks: list[str], host: str, ips: list[str] | None = None
     ) -> dict[str, Any]:

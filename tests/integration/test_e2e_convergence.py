@@ -34,10 +34,7 @@ ACTIVE_S = 3.0
 @pytest.fixture(scope="module")
 def lab(module_lab_factory) -> Lab:  # noqa: F811
     lab = module_lab_factory(TOPOLOGY)
-    with lab.client() as client:
-        net = client.create_network(name="priv")
-        client.create_subnet(network_id=net["id"], cidr="10.1.0.0/24", ip_version=4)
-        client.create_subnet(network_id=net["id"], cidr="2001:db8:1::/64", ip_version=6)
+    lab.create_network("priv")
     lab.boot(OBSERVER[0], ["priv"], OBSERVER[1])
     for router in ("r1-tor", "r2-tor", "gw1"):
         lab.wait_established(router, with_hosts=True)

@@ -94,10 +94,7 @@ def routed_path(plan: Plan, a: str, b: str) -> list[str]:
 @pytest.fixture(scope="module")
 def lab(module_lab_factory) -> Lab:  # noqa: F811
     lab = module_lab_factory(TOPOLOGY)
-    with lab.client() as client:
-        net = client.create_network(name="priv")
-        client.create_subnet(network_id=net["id"], cidr="10.1.0.0/24", ip_version=4)
-        client.create_subnet(network_id=net["id"], cidr="2001:db8:1::/64", ip_version=6)
+    lab.create_network("priv")
     lab.boot(SENDER[0], ["priv"], SENDER[1])
     for relation, host in RECEIVERS.items():
         lab.boot(relation, ["priv"], host)

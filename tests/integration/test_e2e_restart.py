@@ -44,10 +44,7 @@ MARKER = ("unreachable", "192.0.2.254/32", "table", "250")
 @pytest.fixture(scope="module")
 def lab(module_lab_factory) -> Lab:  # noqa: F811
     lab = module_lab_factory(TOPOLOGY)
-    with lab.client() as client:
-        net = client.create_network(name="priv")
-        client.create_subnet(network_id=net["id"], cidr="10.1.0.0/24", ip_version=4)
-        client.create_subnet(network_id=net["id"], cidr="2001:db8:1::/64", ip_version=6)
+    lab.create_network("priv")
     for vm, host in (SENDER, NEIGHBOUR, RECEIVER):
         lab.boot(vm, ["priv"], host)
     for router in ("r1-tor", "r2-tor", "gw1"):

@@ -39,10 +39,7 @@ ECHO_REQUESTS = "icmp[icmptype] == icmp-echo or icmp6[icmp6type] == icmp6-echo"
 @pytest.fixture(scope="module")
 def lab(module_lab_factory) -> Lab:  # noqa: F811
     lab = module_lab_factory(TOPOLOGY)
-    with lab.client() as client:
-        net = client.create_network(name="priv")
-        client.create_subnet(network_id=net["id"], cidr="10.1.0.0/24", ip_version=4)
-        client.create_subnet(network_id=net["id"], cidr="2001:db8:1::/64", ip_version=6)
+    lab.create_network("priv")
     for vm, host in (ATTACKER, TARGET, VICTIM):
         lab.boot(vm, ["priv"], host)
     lab.wait_established("r1-tor", with_hosts=True)
