@@ -4,16 +4,18 @@ Peers come from the host's registration when it lists them explicitly (the
 lab does, for hosts behind ToR routers); otherwise from the fabric's peering
 mode: the gateways, every other host as well (``mesh``), or the route
 reflectors. The export policy is always "endpoints": only the /32 and /128
-routes this agent installed leave the host.
+routes this agent installed leave the host, and the anycast addresses it
+serves (``anycast``: prefix -> healthy local members, see agent/anycast.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
-from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy
+from l3fabric.routing.bird_config import AnycastRoute, BgpPeer, BirdConfig, Policy
 from l3fabric.routing.timers import Timers
 
 ENDPOINTS = Policy("endpoints")
@@ -50,8 +52,11 @@ def _derived_peers(state: HostState, local_as: int, bfd: bool) -> list[BgpPeer]:
     return peers
 
 
-def host_bird_config(state: HostState) -> BirdConfig:
-    """The BIRD config for the host in ``state``; NotRegistered until it is registered."""
+def host_bird_config(state: HostState, anycast: Mapping[str, int] | None = None) -> BirdConfig:
+    """The BIRD config for the host in ``state``; NotRegistered until it is registered.
+
+    ``anycast``: the anycast prefixes to announce, each with its healthy member count.
+    """
     host: dict[str, Any] | None = state.host
     if host is None:
         raise NotRegistered("this host is not registered with the controller")
@@ -67,6 +72,7 @@ def host_bird_config(state: HostState) -> BirdConfig:
         router_id=str(host["router_id"]),
         local_as=local_as,
         peers=tuple(peers),
+        anycast_routes=tuple(AnycastRoute(p, n) for p, n in sorted((anycast or {}).items())),
         **timers.bird_fields(),
         # Connect at once and retry in seconds (BIRD's defaults: 5 s, then
         # 120 s after a refused connection and 60-300 s after an error, e.g. a

@@ -11,7 +11,15 @@ BGP's 100: when a peer also announces one of our local endpoints (an anycast
 address, or an address that just moved here), the local route stays best, so
 the host keeps announcing it and BIRD never installs the remote path over it;
 the moment the local endpoint goes, the learned BGP route takes over. Routes
-from BGP and static protocols are exported to the kernel.
+from BGP and static protocols are exported to the kernel, except the host's
+anycast announcements.
+
+A host announces each anycast address it serves as a blackhole route of its
+static protocol ``anycast4``/``anycast6``, tagged with the large community of
+``routing.anycast_marker`` (how many healthy local members). The agent
+forwards the address itself (a resilient nexthop group, protocol 97); the
+blackhole exists only to be announced, so the kernel protocol never installs
+it, and the "endpoints" policy exports it to the host's peers.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Literal
 import jinja2
 
 from l3fabric.dataplane.routes import RTPROT_L3FABRIC
+from l3fabric.routing import anycast_marker
 
 PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes", "originated"]
 POLICY_KINDS: tuple[str, ...] = (
@@ -40,6 +49,8 @@ StaticAction = Literal["blackhole", "unreachable"]
 _PATTERN = re.compile(r"^(?P<cidr>[0-9A-Fa-f:.]+/\d{1,3})(?P<suffix>\+|\{\d{1,3},\d{1,3}\})?$")
 _SAFE_TEXT = re.compile(r'^[^"\\\n\r]*$')
 _NAME_PART = re.compile(r"[^A-Za-z0-9_]")
+# The static protocols of anycast announcements: "anycast4" and "anycast6".
+ANYCAST_PROTOCOL = "anycast"
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,8 @@ class Policy:
     """Which routes pass a channel filter.
 
     - ``endpoints``: routes the host agent installed (our kernel protocol,
-      /32 or /128, never link-local); with ``prefixes``, only those inside them.
+      /32 or /128, never link-local) and its anycast announcements; with
+      ``prefixes``, only those inside them.
     - ``all`` / ``none``: everything / nothing.
     - ``default-only``: 0.0.0.0/0 and ::/0.
     - ``prefixes``: routes matching the patterns (``10.0.0.0/8`` exact,
@@ -97,9 +109,11 @@ class Policy:
             return f"if source = RTS_STATIC && {in_set} then accept; reject;"
         host_len = 32 if version == 4 else 128
         link_local = "169.254.0.0/16+" if version == 4 else "fe80::/10+"
+        only_in = f" && {in_set}" if self.prefixes else ""
         # Checking the source first matters: krt_source exists only on
         # routes learned from the kernel.
         body = [
+            f'if source = RTS_STATIC && proto = "{ANYCAST_PROTOCOL}{version}"{only_in} then accept;',
             "if source != RTS_INHERIT then reject;",
             f"if krt_source != {endpoint_protocol} then reject;",
             f"if net.len != {host_len} then reject;",
@@ -210,6 +224,28 @@ class StaticRoute:
 
 
 @dataclass(frozen=True)
+class AnycastRoute:
+    """An anycast address this host serves, announced with its healthy local member count."""
+
+    prefix: str
+    healthy: int
+
+    def __post_init__(self) -> None:
+        net = ipaddress.ip_network(self.prefix, strict=True)
+        if net.prefixlen != net.max_prefixlen:
+            raise ValueError(f"anycast route {self.prefix}: must be a /32 or /128")
+        anycast_marker.community(self.healthy)  # ValueError below 1
+
+    @property
+    def version(self) -> int:
+        return ipaddress.ip_network(self.prefix).version
+
+    @property
+    def community(self) -> str:
+        return "({}, {}, {})".format(*anycast_marker.community(self.healthy))
+
+
+@dataclass(frozen=True)
 class BirdConfig:
     """Everything one BIRD instance needs."""
 
@@ -217,6 +253,7 @@ class BirdConfig:
     local_as: int
     peers: tuple[BgpPeer, ...] = ()
     static_routes: tuple[StaticRoute, ...] = ()
+    anycast_routes: tuple[AnycastRoute, ...] = ()
     bfd_interval_ms: int = 100
     bfd_multiplier: int = 3
     graceful_restart: bool = True
@@ -257,6 +294,21 @@ class BirdConfig:
             raise ValueError("families are 4 and/or 6")
         if self.log_file is not None:
             _check_text("log file", self.log_file)
+        prefixes = [ipaddress.ip_network(r.prefix) for r in self.anycast_routes]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError("an anycast prefix is announced twice")
+
+    @staticmethod
+    def anycast_protocol(version: int) -> str:
+        return f"{ANYCAST_PROTOCOL}{version}"
+
+    def anycast_groups(self) -> list[tuple[str, int, list[AnycastRoute]]]:
+        """Anycast announcements per family: (protocol name, version, routes)."""
+        return [
+            (self.anycast_protocol(v), v, [r for r in self.anycast_routes if r.version == v])
+            for v in self.families
+            if any(r.version == v for r in self.anycast_routes)
+        ]
 
     def static_groups(self) -> list[tuple[str, int, int | None, list[StaticRoute]]]:
         """Static routes grouped into protocols: (name, version, preference, routes).
