@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from l3fabric.agent.anycast_serving import AnycastServing
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Desired, compute
 from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.client import HostState
 from l3fabric.dataplane.links import TAP_PREFIX, Links, egress_interfaces
+from l3fabric.dataplane.nexthops import ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import (
     EndpointRoutes,
@@ -72,15 +74,20 @@ class HostAgent(ReconcileAgent):
         self.host = host
         self.statuses: dict[str, str] = {}
         self.last_pass: PassResult | None = None
+        self._bird_anycast: dict[str, int] | None = None  # what BIRD was last given
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         install_protocol_name()
         links = LinkWatcher(self.wake).start()
         try:
-            with Links() as self._links, EndpointRoutes() as self._routes:
+            with Links() as self._links, EndpointRoutes() as self._routes, ResilientRoutes() as rr:
                 self._nft = AntiSpoofing()
-                yield
+                self._anycast = AnycastServing(self.host, rr, self.wake, self.report_soon)
+                try:
+                    yield
+                finally:
+                    self._anycast.close()
         finally:
             links.stop()
 
@@ -93,6 +100,7 @@ class HostAgent(ReconcileAgent):
         return self.reconcile(state, self._links, self._routes, self._nft).failed
 
     def send_heartbeat(self) -> None:
+        self._anycast.flush_reports(self.client)
         self.client.heartbeat(
             self.host, ports=dict(self.statuses), bgp=self.bgp_sessions(), agent=self.about()
         )
@@ -113,6 +121,9 @@ class HostAgent(ReconcileAgent):
             bird = pool.submit(self._converge_bird, state, result)
             self._converge_dataplane(state, link_ops, routes, nft, result)
             bird.result()  # its errors are in result.failed; anything else is a bug: raise it
+        if self._bird_anycast is not None and self._anycast.announced != self._bird_anycast:
+            # An anycast route appeared while BIRD was configured: announce it now.
+            self._converge_bird(state, result)
         result.seconds = time.monotonic() - started
         self._publish(result)
         return result
@@ -128,6 +139,8 @@ class HostAgent(ReconcileAgent):
         with result.timed("desired"):
             existing = link_ops.names(TAP_PREFIX)
             desired = compute(state.ports.values(), existing)
+            for tap, extra in self._anycast.sources(state).items():
+                desired.allowed[tap] = [*desired.allowed.get(tap, ()), *extra]
         # nftables (its own process) runs beside the tap preparation (sysctl
         # and netlink calls, mostly in the kernel); both end before any route.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nft") as pool:
@@ -145,6 +158,8 @@ class HostAgent(ReconcileAgent):
             except RouteProgrammingError as exc:
                 result.failed.append(str(exc))
                 ready -= {wanted.get(str(f.request.prefix), "") for f in exc.failures}
+        with result.timed("anycast"):
+            result.failed += self._anycast.converge(state, ready)
         result.statuses = desired.port_status(ready)
 
     def _apply_guard(self, desired: Desired, nft: AntiSpoofing, result: PassResult) -> bool:
@@ -176,8 +191,9 @@ class HostAgent(ReconcileAgent):
             self._apply_bird(state, result)
 
     def _apply_bird(self, state: HostState, result: PassResult) -> None:
+        anycast = dict(self._anycast.announced)
         try:
-            text = render(host_bird_config(state))
+            text = render(host_bird_config(state, anycast))
         except NotRegistered:
             return
         except ValueError as exc:
@@ -185,6 +201,7 @@ class HostAgent(ReconcileAgent):
             return
         try:
             self.converge_bird(text)
+            self._bird_anycast = anycast
         except Exception as exc:
             result.failed.append(f"BIRD: {exc}")
 
