@@ -45,9 +45,11 @@ log = logging.getLogger(__name__)
 # BFD notices a dead host in ~0.3 s (100 ms x 3); a poll every 0.1 s adds at
 # most that much before the group follows.
 POLL_INTERVAL_S = 0.1
-# Even without a difference, converge against the kernel this often (repairs
-# a group edited by hand), and this soon after a failed change.
-RESYNC_S = 10.0
+# Even without a difference, converge against the kernel this often, and this
+# soon after a failed change. The kernel itself removes a nexthop whose link
+# loses carrier; if the link is back before BGP noticed anything, the poll
+# sees no difference and only this puts the member back.
+RESYNC_S = 2.0
 RETRY_S = 1.0
 
 Desired = dict[str, list[Member]]
