@@ -17,7 +17,7 @@ class Timers:
     traffic while BFD runs: BFD down ends the session hard (the template
     says ``bfd on``, never ``bfd graceful``) and BIRD 2.0.12 then drops the
     peer's routes, stale or not. Measured (docs/anycast.md): host silent
-    0.26-0.36 s, host BIRD killed 0.25-0.27 s, host link down < 0.01 s. An
+    0.26-0.36 s, host BIRD killed 0.27 s (one run), host link down < 0.01 s. An
     agent restart never restarts BIRD, so it loses nothing either way.
     Without BFD a peer whose BIRD died stays stale up to
     ``graceful_restart_s`` (FACTS.md: 120 s); keep BFD on.
