@@ -207,8 +207,9 @@ class FabricClient:
         bgp: list[dict[str, Any]] | None = None,
         nat: dict[str, Any] | None = None,
         agent: dict[str, Any] | None = None,
+        anycast: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body = {"bgp": bgp or [], "nat": nat or {}, "agent": agent or {}}
+        body = {"bgp": bgp or [], "nat": nat or {}, "agent": agent or {}, "anycast": anycast or {}}
         return self.request("POST", f"/v1/gateways/{name}/heartbeat", json=body)
 
     # Watch ----------------------------------------------------------------------

@@ -155,10 +155,16 @@ def test_gateway_register_heartbeat_and_show(api: TestClient) -> None:
         "snat_address": "198.51.100.1",
     }
     assert api.put("/v1/gateways/gw1", json=body).status_code == 201
-    beat = {"bgp": [{"name": "isp", "peer": "192.0.2.1", "state": "Established"}], "nat": {"n": 3}}
+    anycast = {"prefixes": [{"prefix": "10.1.0.100/32", "next_hops": [{"via": "10.0.0.2", "dev": "f0", "weight": 2}]}]}  # fmt: skip
+    beat = {
+        "bgp": [{"name": "isp", "peer": "192.0.2.1", "state": "Established"}],
+        "nat": {"n": 3},
+        "anycast": anycast,
+    }
     assert api.post("/v1/gateways/gw1/heartbeat", json=beat).status_code == 200
     shown = api.get("/v1/gateways/gw1").json()
     assert shown["status"] == "up" and shown["nat"] == {"n": 3}
+    assert shown["anycast"] == anycast
     assert shown["upstream"][0]["asn"] == 64496 and shown["effective_asn"] == 65000
     bad = api.put("/v1/gateways/gw2", json={**body, "fabric_addresses": []})
     assert bad.status_code == 400

@@ -159,6 +159,8 @@ class GatewayHeartbeat(_Strict):
     bgp: list[BgpSession] = []
     nat: dict[str, Any] = {}
     agent: dict[str, Any] = {}
+    # Programmed anycast groups: {"prefixes": [{"prefix", "next_hops": [{via, dev, weight}]}]}
+    anycast: dict[str, Any] = {}
 
 
 # Derived values ---------------------------------------------------------------
@@ -236,6 +238,7 @@ def _gateway_view(record: dict[str, Any], status: dict[str, Any] | None, fabric:
     view = _host_view(record, status, fabric)
     view["effective_asn"] = effective_asn(record, fabric, kind="gateway")
     view["nat"] = status.get("nat", {}) if status else {}
+    view["anycast"] = status.get("anycast", {}) if status else {}
     return view
 
 

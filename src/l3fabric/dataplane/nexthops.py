@@ -64,6 +64,9 @@ from l3fabric.dataplane.netlink_batch import (
 RTPROT_L3FABRIC_ANYCAST = 97
 # Below BIRD's kernel-protocol metric (32): ours wins where both exist.
 DEFAULT_METRIC = 10
+# A group member's weight: 1..256 fits the classic nexthop_grp (weight - 1 in a
+# byte) that every kernel with nexthop objects accepts.
+MAX_WEIGHT = 256
 # Ids we allocate start here, far from the small ids people pick by hand.
 NH_ID_FIRST = 1_000_000
 NH_ID_LAST = 0xFFFFFFFF
@@ -239,8 +242,12 @@ def parse_desired(desired: Mapping[str, Sequence[Member]]) -> Wanted:
                 or "/" in ifname or ifname.strip() != ifname
             ):  # fmt: skip
                 raise ValueError(f"{prefix}: bad interface name {ifname!r}")
-            if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 256:
-                raise ValueError(f"{prefix}: weight must be an integer within 1..256, got {weight!r}")  # fmt: skip
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int)
+                or not 1 <= weight <= MAX_WEIGHT
+            ):
+                raise ValueError(f"{prefix}: weight must be an integer within 1..{MAX_WEIGHT}, got {weight!r}")  # fmt: skip
             key = (family, gw, ifname)
             if key in hops:
                 raise ValueError(f"{prefix}: member ({gw}, {ifname}) given twice")

@@ -5,15 +5,20 @@ name: fabric config, gateways, hosts, networks and subnets) and a timer only
 wake the loop; each pass computes the desired policy from the whole cache and
 converges forwarding sysctls, the NAT table and BIRD, touching nothing that
 is already right (the NAT table and BIRD config are compared by content, so
-a restarted agent changes nothing). A heartbeat thread reports BGP sessions
-and conntrack NAT counts. On exit BIRD, routes and rules stay: forwarding
+a restarted agent changes nothing). Anycast routes follow BGP in their own
+thread (``gateway.anycast.AnycastSync``, a poll of BIRD every 0.1 s), not in
+the pass: a host's failure must reach the kernel in well under a second,
+with no controller involved. A heartbeat thread reports BGP sessions,
+conntrack NAT counts and the programmed anycast groups. On exit BIRD, routes and rules stay: forwarding
 never depends on the agent running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from typing import Any
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.links import egress_interfaces
+from l3fabric.gateway.anycast import AnycastSync
 from l3fabric.gateway.bird import gateway_config, routing_from_state
 from l3fabric.gateway.desired import NotRegistered
 from l3fabric.gateway.nat import GatewayNat, nat_counts, policy
@@ -28,7 +34,9 @@ from l3fabric.routing.bird_config import render
 
 log = logging.getLogger(__name__)
 
-FORWARDING = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
+# Forwarding, and L4 hashing over equal paths: with the kernel's default
+# (policy 0) every flow of one client to an anycast address takes one member.
+FORWARDING = sysctl.HOST_SYSCTLS
 
 
 @dataclass
@@ -57,6 +65,15 @@ class GatewayAgent(ReconcileAgent):
         self.bird_log = str(Path(run_dir) / "bird" / "bird.log")
         self.nat = GatewayNat()
         self.last_pass: GatewayPass | None = None
+        self.anycast = AnycastSync(self.bird.control)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        self.anycast.start()
+        try:
+            yield
+        finally:
+            self.anycast.stop()
 
     def pass_once(self, timed: bool) -> list[str]:
         if timed:
@@ -65,7 +82,11 @@ class GatewayAgent(ReconcileAgent):
 
     def send_heartbeat(self) -> None:
         self.client.gateway_heartbeat(
-            self.name, bgp=self.bgp_sessions(), nat=self.nat_status(), agent=self.about()
+            self.name,
+            bgp=self.bgp_sessions(),
+            nat=self.nat_status(),
+            agent=self.about(),
+            anycast=self.anycast.status(),
         )
 
     def reconcile(self) -> GatewayPass:

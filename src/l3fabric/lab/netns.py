@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 
+from l3fabric.dataplane.sysctl import HOST_SYSCTLS
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import MGMT_BRIDGE, Plan
 
@@ -23,12 +24,7 @@ TIMEOUT = 30.0
 
 # Routers and hosts forward with L4 hashing over equal paths (FACTS: a new
 # namespace starts with ip_forward=0 and hash policy 0).
-FORWARDING = {
-    "net.ipv4.ip_forward": "1",
-    "net.ipv6.conf.all.forwarding": "1",
-    "net.ipv4.fib_multipath_hash_policy": "1",
-    "net.ipv6.fib_multipath_hash_policy": "1",
-}
+FORWARDING = HOST_SYSCTLS
 # Plain machines (clients, VMs) and the management namespace never forward.
 NO_FORWARDING = {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"}
 

@@ -8,7 +8,20 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Timers:
-    """Hold and keepalive times, BFD and graceful restart, as the fabric config sets them."""
+    """Hold and keepalive times, BFD and graceful restart, as the fabric config sets them.
+
+    Failover is BFD's job (100 ms x 3: a dead peer is noticed in ~0.3 s).
+    Graceful restart stays on (Calico's default): a restarting BIRD keeps
+    its kernel routes (``persist``) and its peers wait for it instead of
+    flushing on a mere TCP close. It cannot keep a dead host attracting
+    traffic while BFD runs: BFD down ends the session hard (the template
+    says ``bfd on``, never ``bfd graceful``) and BIRD 2.0.12 then drops the
+    peer's routes, stale or not. Measured (docs/anycast.md): host silent
+    0.26-0.36 s, host BIRD killed 0.27 s (one run), host link down < 0.01 s. An
+    agent restart never restarts BIRD, so it loses nothing either way.
+    Without BFD a peer whose BIRD died stays stale up to
+    ``graceful_restart_s`` (FACTS.md: 120 s); keep BFD on.
+    """
 
     hold_s: int = 90
     keepalive_s: int = 30
