@@ -23,8 +23,10 @@ from l3fabric.lab.plan import MGMT_BRIDGE, Plan
 TIMEOUT = 30.0
 
 # Routers and hosts forward with L4 hashing over equal paths (FACTS: a new
-# namespace starts with ip_forward=0 and hash policy 0).
-FORWARDING = HOST_SYSCTLS
+# namespace starts with ip_forward=0 and hash policy 0). A link taken down
+# and up again (a host failure test) keeps its IPv6 addresses, so its IPv6
+# BGP session comes back by itself, as on a router with static addresses.
+FORWARDING = {**HOST_SYSCTLS, "net.ipv6.conf.all.keep_addr_on_down": "1"}
 # Plain machines (clients, VMs) and the management namespace never forward.
 NO_FORWARDING = {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"}
 
