@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from l3fabric.lab import anycast_traffic as traffic
+from l3fabric.lab.anycast_group import AnycastGroup
 from l3fabric.lab.faults import host_cut_off
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
@@ -54,26 +55,11 @@ STEADY_S = 1.0  # how long every new connection must be right before a change co
 @dataclass
 class Web:
     lab: Lab
-    group: str
-    ports: dict[str, str]  # member VM -> its port id
-    services: dict[str, traffic.MemberProcess] = field(default_factory=dict)
+    group: AnycastGroup
 
     @property
     def client_ns(self) -> str:
         return self.lab.ns("client1")
-
-    def start(self, member: str) -> None:
-        service = self.services.get(member)
-        if service is None or not service.alive:
-            self.services[member] = traffic.MemberProcess(self.lab.ns(member), member)
-
-    def set_members(self, members: list[str]) -> None:
-        with self.lab.client() as api:
-            api.update_anycast(self.group, members=[self.ports[m] for m in members])
-
-    def reaches_all(self) -> bool:
-        got = traffic.spread(self.client_ns, WEB, connections=60, timeout=1.0)
-        return got.failed == 0 and set(got.counts) == set(PLACEMENT)
 
 
 @pytest.fixture(scope="module")
@@ -82,33 +68,29 @@ def setup(module_lab_factory) -> Iterator[Web]:  # noqa: F811
     with lab.client() as api:
         net = api.create_network(name="public", **{"router:external": True})
         subnet = api.create_subnet(network_id=net["id"], cidr=PUBLIC_CIDR, ip_version=4)
-        group = api.create_anycast(
-            name="web", subnet_id=subnet["id"], address=WEB, health_check=CHECK
-        )
-    ports = {}
-    for vm, host in PLACEMENT.items():
-        record = lab.boot(vm, ["public"], host, anycast=[WEB, MOBILE])
-        ports[vm] = record["ports"][0]["id"]
-    web = Web(lab, group["id"], ports)
+    group = AnycastGroup(
+        lab.plan, "web", subnet["id"], "public", WEB, PLACEMENT, CHECK, extra=(MOBILE,)
+    )
     try:
-        for vm in PLACEMENT:
-            web.start(vm)
-        web.set_members(list(PLACEMENT))
         lab.wait_established("gw1", with_hosts=True)
-        yield web
+        yield Web(lab, group)
     finally:
-        for service in web.services.values():
-            service.kill()
+        group.close()
 
 
 @pytest.fixture
 def web(setup: Web) -> Web:
     """All three members up, in the group and reachable from the internet client."""
     for vm in PLACEMENT:
-        setup.start(vm)
-    setup.set_members(list(PLACEMENT))
+        setup.group.start(vm)
+    setup.group.set_members(list(PLACEMENT))
     # A host cut off by a test needs its BGP sessions back (connect retry 2 s).
-    wait_until(setup.reaches_all, timeout=30, what=f"all members answering on {WEB}", interval=0.2)
+    wait_until(
+        lambda: setup.group.reaches_all(setup.client_ns),
+        timeout=30,
+        what=f"all members answering on {WEB}",
+        interval=0.2,
+    )
     return setup
 
 
@@ -119,24 +101,19 @@ def sample_change(
     good: Callable[[str | None], bool],
     within: float,
     name: str,
-) -> tuple[float, traffic.Sampler]:
+) -> float:
     """Sample ``address`` while ``change()`` happens; seconds until only ``good`` answered."""
-    with traffic.Sampler(web.client_ns, address, limit=within + 20) as sampler:
-        time.sleep(0.3)  # some samples from before, to show the sampler works
-        before = [s.member for s in sampler.since(0)]
-        event = time.monotonic()
-        change()
-        settled = sampler.wait_for(good, after=event, steady=STEADY_S, timeout=within + 10)
-    after = sampler.since(event)
-    bad = sum(1 for s in after if not good(s.member))
+    seen = traffic.measure_change(web.client_ns, address, change, good, timeout=within + 5)
+    settled = seen.settled
+    before = sorted({str(s.member) for s in seen.before})
     print(
         f"\n{name}: settled in {settled if settled is None else round(settled, 3)} s "
-        f"(bound {within} s); {len(after)} samples after the event, {bad} to the old place "
-        f"or failed; before: {sorted(set(map(str, before)))}"
+        f"(bound {within} s); {len(seen.after)} samples after the event, "
+        f"{seen.wrong(good)} to the old place or failed; before: {before}"
     )
-    assert before and all(m is not None for m in before), f"sampler broken before: {before}"
-    assert settled is not None, f"{name}: new connections still wrong {within + 10} s later"
-    return settled, sampler
+    assert seen.before and "None" not in before, f"sampler broken before the change: {before}"
+    assert settled is not None, f"{name}: new connections still wrong {within + 5} s later"
+    return settled
 
 
 def test_600_connections_reach_every_member_with_a_fair_share(web: Web) -> None:
@@ -152,10 +129,10 @@ def test_600_connections_reach_every_member_with_a_fair_share(web: Web) -> None:
 def test_killed_member_service_stops_getting_connections(web: Web) -> None:
     # Until the check fails twice, connections hashed to m1 are refused (its VM
     # is up, its service is not); after that none may reach it.
-    settled, _ = sample_change(
+    settled = sample_change(
         web,
         WEB,
-        web.services["m1"].kill,
+        lambda: web.group.kill("m1"),
         good=lambda m: m in ("m2", "m3"),
         within=MEMBER_FAILOVER_S,
         name="member m1 killed",
@@ -170,7 +147,7 @@ def test_host_down_moves_traffic_within_a_second(web: Web) -> None:
         def down() -> None:
             cut.extend(stack.enter_context(host_cut_off(web.lab.plan, "r1-h1")))
 
-        settled, _ = sample_change(
+        settled = sample_change(
             web,
             WEB,
             down,
@@ -188,7 +165,7 @@ def test_removing_a_member_keeps_the_other_members_connections(web: Web) -> None
         held = {f.member for f in flows}
         assert held == set(PLACEMENT), f"long-lived connections only reached {held}"
         # m1 shares r1-h1 with m2: its host keeps announcing, with one member less.
-        web.set_members(["m2", "m3"])
+        web.group.set_members(["m2", "m3"])
         removed_at = time.monotonic()
         wait_until(
             lambda: all(
@@ -214,10 +191,11 @@ def test_moving_an_address_to_another_vm_moves_new_connections_within_a_second(
     web: Web,
 ) -> None:
     # No health check: the address goes where the API says at once.
+    ports = web.group.ports
     with web.lab.client() as api:
-        subnet = api.get_anycast(web.group)["subnet_id"]
+        subnet = web.group.group["subnet_id"]
         group = api.create_anycast(
-            name="mobile", subnet_id=subnet, address=MOBILE, members=[web.ports["m1"]]
+            name="mobile", subnet_id=subnet, address=MOBILE, members=[ports["m1"]]
         )
     try:
         wait_until(
@@ -228,9 +206,9 @@ def test_moving_an_address_to_another_vm_moves_new_connections_within_a_second(
 
         def move() -> None:
             with web.lab.client() as api:
-                api.update_anycast(group["id"], members=[web.ports["m3"]])
+                api.update_anycast(group["id"], members=[ports["m3"]])
 
-        settled, _ = sample_change(
+        settled = sample_change(
             web,
             MOBILE,
             move,

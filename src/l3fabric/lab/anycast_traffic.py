@@ -419,6 +419,43 @@ class Sampler:
         return None
 
 
+@dataclass
+class Change:
+    """What ``measure_change`` saw: samples before and after the event, and the settle time."""
+
+    before: list[Sample]
+    after: list[Sample]
+    settled: float | None  # seconds from the event; None: not within the timeout
+
+    def wrong(self, good: Callable[[str | None], bool]) -> int:
+        """Samples after the event that went to the old place or failed."""
+        return sum(1 for s in self.after if not good(s.member))
+
+
+def measure_change(
+    ns: str,
+    address: str,
+    change: Callable[[], object],
+    good: Callable[[str | None], bool],
+    timeout: float,
+    steady: float = 1.0,
+    port: int = SERVICE_PORT,
+) -> Change:
+    """Sample ``address`` from ``ns`` while ``change()`` happens; when only ``good`` answered.
+
+    Samples for 0.3 s first (the state before), then calls ``change`` and
+    waits until every new connection of ``steady`` s was good (at most
+    ``timeout`` s). ``settled`` counts from just before ``change`` was called.
+    """
+    with Sampler(ns, address, port, limit=timeout + steady + 10) as sampler:
+        time.sleep(0.3)
+        event = time.monotonic()
+        before = [s for s in sampler.since(0.0) if s.t < event]
+        change()
+        settled = sampler.wait_for(good, after=event, steady=steady, timeout=timeout + steady + 1)
+    return Change(before, sampler.since(event), settled)
+
+
 def settle_time(
     samples: list[Sample], event: float, good: Callable[[str | None], bool]
 ) -> float | None:
