@@ -1,8 +1,8 @@
 """``l3fabric bench anycast``: what happens to established flows when an anycast member leaves.
 
 Parts are functions ``(Context) -> dict`` in ``PARTS``; ``run`` merges their
-results (``--set parts=rehash``). Part (a), failover times, needs the agents
-and is added as another part.
+results (``--set parts=rehash``). Part ``failover`` (a), in a lab with the
+real agents, lives in ``anycast_failover.py`` (``--set tries=N``, 10).
 
 Part ``rehash`` (b): a router namespace with one veth to each of ``members``
 (4) member namespaces and one to a client namespace (``l3f-ba<tag>-*``). Every
@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from l3fabric.bench import anycast_failover
 from l3fabric.bench.parts import OptionReader, require_root, run_parts
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.nexthops import ResilientParams, ResilientRoutes
@@ -48,7 +49,7 @@ from l3fabric.lab.anycast_traffic import (
     open_flows,
 )
 
-Result = dict[str, float | int]
+Result = dict[str, float | int | str]
 
 RESILIENT_ADDRESS = "203.0.113.10"
 MULTIPATH_ADDRESS = "203.0.113.11"
@@ -172,6 +173,7 @@ class Context:
     connections: int
     members: int
     buckets: int
+    tries: int
     tag: str
 
 
@@ -226,17 +228,23 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
-PARTS: dict[str, Callable[[Context], Result]] = {"rehash": rehash}
+def failover(ctx: Context) -> Result:
+    """Part (a): member and host failover times in a lab (see ``anycast_failover``)."""
+    return anycast_failover.run(ctx.tries, ctx.tag)
+
+
+PARTS: dict[str, Callable[[Context], Result]] = {"failover": failover, "rehash": rehash}
 
 
 def run(options: dict[str, str]) -> Result:
     """Run the selected parts (default: all) and merge their results."""
-    reader = OptionReader("anycast", options, {"connections", "members", "buckets"})
+    reader = OptionReader("anycast", options, {"connections", "members", "buckets", "tries"})
     require_root("anycast")
     ctx = Context(
         connections=reader.integer("connections", 300, 10, 5000),
         members=reader.integer("members", 4, 2, 9),
         buckets=reader.integer("buckets", 128, 8, 4096),
+        tries=reader.integer("tries", 10, 1, 50),
         tag=secrets.token_hex(2),
     )
     return run_parts("anycast", options, PARTS, ctx)
