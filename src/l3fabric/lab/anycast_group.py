@@ -21,6 +21,8 @@ from l3fabric.lab.state import LabState
 class AnycastGroup:
     """Group ``name`` holding ``address`` on ``subnet_id``, members placed as ``placement``.
 
+    ``address`` None: IPAM picks one (``self.address``).
+
     ``placement``: member VM name -> compute host. ``extra`` addresses are
     held by every member VM too (for other groups, e.g. one an address moves
     in). Members are booted on ``network`` and all put in the group.
@@ -32,13 +34,12 @@ class AnycastGroup:
         name: str,
         subnet_id: str,
         network: str,
-        address: str,
+        address: str | None,
         placement: dict[str, str],
         health_check: dict[str, Any] | None,
         extra: tuple[str, ...] = (),
     ) -> None:
         self.plan = plan
-        self.address = address
         self.placement = dict(placement)
         self.services: dict[str, traffic.MemberProcess] = {}
         self.ports: dict[str, str] = {}
@@ -48,8 +49,9 @@ class AnycastGroup:
             self.group = api.create_anycast(
                 name=name, subnet_id=subnet_id, address=address, health_check=health_check
             )
+        self.address: str = self.group["address"]
         for vm, host in placement.items():
-            record = boot.boot(plan, state, vm, [network], host, [], [address, *extra])
+            record = boot.boot(plan, state, vm, [network], host, [], [self.address, *extra])
             self.ports[vm] = record["ports"][0]["id"]
             self.namespaces[vm] = record["namespace"]
         try:
