@@ -237,9 +237,15 @@ class Lab:
         return net
 
     def boot(
-        self, vm: str, networks: list[str], host: str, ips: list[str] | None = None
+        self,
+        vm: str,
+        networks: list[str],
+        host: str,
+        ips: list[str] | None = None,
+        anycast: list[str] | None = None,
     ) -> dict[str, Any]:
-        return boot.boot(self.plan, self.state, vm, networks, host, ips or [])
+        """Boot ``vm``; ``anycast`` addresses go on its loopback (``lab boot --anycast``)."""
+        return boot.boot(self.plan, self.state, vm, networks, host, ips or [], anycast)
 
     def delete(self, vm: str) -> None:
         boot.delete(self.plan, self.state, vm)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from l3fabric.bench import anycast
+from l3fabric.bench import anycast, anycast_failover
 
 
 def namespaces() -> set[str]:
@@ -14,9 +14,19 @@ def namespaces() -> set[str]:
 
 def test_bench_anycast_reports_moved_flows_and_cleans_up() -> None:
     before = {n for n in namespaces() if n.startswith("l3f-ba")}
-    result = anycast.run({"connections": "120"})
+    result = anycast.run({"connections": "120", "parts": "rehash"})
     assert result["connections"] == 120 and result["members"] == 4
     assert result["moved_pct_resilient"] == 0.0
     assert result["moved_pct_multipath"] > 0.0
     assert result["surviving_flows_resilient"] > 0
     assert {n for n in namespaces() if n.startswith("l3f-ba")} == before
+
+
+def test_bench_anycast_failover_reports_member_and_host_times_and_cleans_up() -> None:
+    before = {n for n in namespaces() if n.startswith("l3f-bf")}
+    result = anycast.run({"parts": "failover", "tries": "2"})
+    for kind in ("member", "host"):
+        median, worst = result[f"{kind}_failover_s_median"], result[f"{kind}_failover_s_max"]
+        assert 0.0 <= median <= worst < anycast_failover.GIVE_UP_S
+    assert result["check_interval_s"] == 0.5 and result["check_fall"] == 2
+    assert {n for n in namespaces() if n.startswith("l3f-bf")} == before

@@ -39,7 +39,7 @@ def test_removing_a_member_keeps_every_surviving_flow_only_with_the_resilient_gr
         routes.converge(anycast.anycast_desired(topo, res, names))
         anycast.set_multipath(topo, mp, names)
         group = routes.group_id(f"{res}/32")
-        with anycast.WhoAmIServers(topo, (res, mp)):
+        with anycast.member_servers(topo, (res, mp)):
             flows = {a: anycast.open_flows(topo.client, a, CONNECTIONS) for a in (res, mp)}
             try:
                 before = {a: [anycast.ask(s) for s in f] for a, f in flows.items()}

@@ -7,7 +7,7 @@ it runs on are noisy.
 """
 
 BENCHMARKS = {
-    "anycast": "Anycast: established flows moved when a member leaves, resilient group vs multipath",
+    "anycast": "Anycast: member and host failover times; flows moved when a member leaves",
     "api": "Neutron API: port creates per second (HTTP and store), listing 10,000 ports",
     "dataplane": "Edge: pure-L3 path against a floating-IP network node; boot to reachable",
     "routes": "Host agent: programming 10,000 endpoint routes against ip -batch; convergence",

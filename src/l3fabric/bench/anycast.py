@@ -1,8 +1,8 @@
 """``l3fabric bench anycast``: what happens to established flows when an anycast member leaves.
 
 Parts are functions ``(Context) -> dict`` in ``PARTS``; ``run`` merges their
-results (``--set parts=rehash``). Part (a), failover times, needs the agents
-and is added as another part.
+results (``--set parts=rehash``). Part ``failover`` (a), in a lab with the
+real agents, lives in ``anycast_failover.py`` (``--set tries=N``, 10).
 
 Part ``rehash`` (b): a router namespace with one veth to each of ``members``
 (4) member namespaces and one to a client namespace (``l3f-ba<tag>-*``). Every
@@ -29,28 +29,32 @@ from __future__ import annotations
 import contextlib
 import resource
 import secrets
-import selectors
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from l3fabric.bench import anycast_failover
 from l3fabric.bench.parts import OptionReader, require_root, run_parts
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.nexthops import ResilientParams, ResilientRoutes
+from l3fabric.lab.anycast_traffic import (
+    SERVICE_PORT,
+    Flow,
+    Listen,
+    MemberServers,
+    ask,
+    close_flows,
+    open_flows,
+)
 
-Result = dict[str, float | int]
+Result = dict[str, float | int | str]
 
 RESILIENT_ADDRESS = "203.0.113.10"
 MULTIPATH_ADDRESS = "203.0.113.11"
-PORT = 7070
+PORT = SERVICE_PORT
 CLIENT_ADDRESS, CLIENT_GATEWAY = "10.201.0.2", "10.201.0.1"
-QUESTION = b"?\n"
-ANSWER_TIMEOUT_S = 2.0
-CONNECT_TIMEOUT_S = 5.0
 
 
 def _member_link(i: int) -> tuple[str, str]:
@@ -147,98 +151,13 @@ def anycast_desired(topo: Topology, address: str, members: list[str]) -> dict[st
     return {f"{address}/32": [(gw, ifname, 1) for gw, ifname in topo.gateways(members)]}
 
 
-class WhoAmIServers:
-    """A TCP "who are you" listener in every member namespace, served by one thread."""
-
-    def __init__(self, topo: Topology, addresses: tuple[str, ...]) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._stop = threading.Event()
-        self._sockets: list[socket.socket] = []
-        for name, ns in topo.members.items():
-            for address in addresses:
-                with netns_mod.entered(ns):
-                    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind((address, PORT))
-                listener.listen(1024)
-                listener.setblocking(False)
-                self._sockets.append(listener)
-                self._selector.register(listener, selectors.EVENT_READ, (name, True))
-        self._thread = threading.Thread(target=self._serve, name="anycast-servers", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=0.1):
-                name, listening = key.data
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                if listening:
-                    with contextlib.suppress(BlockingIOError):
-                        conn, _ = sock.accept()
-                        conn.setblocking(False)
-                        self._sockets.append(conn)
-                        self._selector.register(conn, selectors.EVENT_READ, (name, False))
-                    continue
-                try:
-                    data = sock.recv(4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    self._selector.unregister(sock)
-                    sock.close()
-                    continue
-                with contextlib.suppress(OSError):
-                    sock.sendall(f"{name}\n".encode() * data.count(b"\n"))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for sock in self._sockets:
-            sock.close()
-        self._selector.close()
-
-    def __enter__(self) -> WhoAmIServers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def open_flows(client_ns: str, address: str, count: int) -> list[socket.socket]:
-    """``count`` TCP connections from the client namespace to ``address`` (distinct source ports)."""
-    flows: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            with netns_mod.entered(client_ns):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            flows.append(sock)
-            sock.settimeout(CONNECT_TIMEOUT_S)
-            sock.connect((address, PORT))
-            sock.settimeout(ANSWER_TIMEOUT_S)
-    except BaseException:
-        close_flows(flows)
-        raise
-    return flows
-
-
-def close_flows(flows: list[socket.socket]) -> None:
-    for sock in flows:
-        sock.close()
-
-
-def ask(sock: socket.socket) -> str | None:
-    """The member answering on this connection; None if it was reset or did not answer."""
-    try:
-        sock.sendall(QUESTION)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(64)
-            if not chunk:
-                return None
-            reply += chunk
-    except OSError:  # reset by a member that does not know the flow, or timeout
-        return None
-    return reply.decode().strip()
+def member_servers(topo: Topology, addresses: tuple[str, ...]) -> MemberServers:
+    """A "who are you" listener on each of ``addresses`` in every member namespace."""
+    return MemberServers(
+        Listen(name, ns, address, PORT)
+        for name, ns in topo.members.items()
+        for address in addresses
+    )
 
 
 def moved_share(before: list[str | None], after: list[str | None], left: str) -> tuple[int, int]:
@@ -254,6 +173,7 @@ class Context:
     connections: int
     members: int
     buckets: int
+    tries: int
     tag: str
 
 
@@ -267,8 +187,8 @@ def rehash(ctx: Context) -> Result:
         routes = stack.enter_context(ResilientRoutes(topo.router, params=params))
         routes.converge(anycast_desired(topo, RESILIENT_ADDRESS, names))
         set_multipath(topo, MULTIPATH_ADDRESS, names)
-        stack.enter_context(WhoAmIServers(topo, (RESILIENT_ADDRESS, MULTIPATH_ADDRESS)))
-        flows: dict[str, list[socket.socket]] = {}
+        stack.enter_context(member_servers(topo, (RESILIENT_ADDRESS, MULTIPATH_ADDRESS)))
+        flows: dict[str, list[Flow]] = {}
         for address in (RESILIENT_ADDRESS, MULTIPATH_ADDRESS):
             flows[address] = open_flows(topo.client, address, ctx.connections)
             stack.callback(close_flows, flows[address])
@@ -308,17 +228,23 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
-PARTS: dict[str, Callable[[Context], Result]] = {"rehash": rehash}
+def failover(ctx: Context) -> Result:
+    """Part (a): member and host failover times in a lab (see ``anycast_failover``)."""
+    return anycast_failover.run(ctx.tries, ctx.tag)
+
+
+PARTS: dict[str, Callable[[Context], Result]] = {"failover": failover, "rehash": rehash}
 
 
 def run(options: dict[str, str]) -> Result:
     """Run the selected parts (default: all) and merge their results."""
-    reader = OptionReader("anycast", options, {"connections", "members", "buckets"})
+    reader = OptionReader("anycast", options, {"connections", "members", "buckets", "tries"})
     require_root("anycast")
     ctx = Context(
         connections=reader.integer("connections", 300, 10, 5000),
         members=reader.integer("members", 4, 2, 9),
         buckets=reader.integer("buckets", 128, 8, 4096),
+        tries=reader.integer("tries", 10, 1, 50),
         tag=secrets.token_hex(2),
     )
     return run_parts("anycast", options, PARTS, ctx)

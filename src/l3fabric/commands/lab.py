@@ -84,6 +84,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ip", action="append", default=[], help="fixed address of the port on the n-th --network"
     )
+    p.add_argument(
+        "--anycast",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="an anycast address the VM holds on its loopback (repeat for several)",
+    )
     p.set_defaults(func=_boot)
 
     p = verbs.add_parser("delete", help="delete a VM's ports and namespace")
@@ -174,6 +181,8 @@ def _status(args: argparse.Namespace) -> int:
                 f"{p['ifname']} {' '.join(f['ip_address'] for f in p['fixed_ips'])}"
                 for p in record["ports"]
             )
+            if record.get("anycast"):
+                ifaces += f"; lo {' '.join(record['anycast'])} (anycast)"
             vt.add_row(name, record["host"], ifaces)
         out.print(vt)
     return 0
@@ -202,12 +211,16 @@ def _exec(args: argparse.Namespace) -> int:
 def _boot(args: argparse.Namespace) -> int:
     try:
         state = LabState(only_lab(args.lab))
-        record = vm.boot(state.load_plan(), state, args.name, args.network, args.host, args.ip)
+        record = vm.boot(
+            state.load_plan(), state, args.name, args.network, args.host, args.ip, args.anycast
+        )
     except LabError as exc:
         return _fail(exc)
     for p in record["ports"]:
         ips = " ".join(f["ip_address"] for f in p["fixed_ips"])
         print(f"{record['name']} {p['ifname']} {ips} port {p['id']} on {record['host']}")
+    for address in record["anycast"]:
+        print(f"{record['name']} lo {address} (anycast)")
     return 0
 
 

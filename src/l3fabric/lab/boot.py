@@ -7,6 +7,9 @@ configures it), the VM end is ``eth<i>`` with the port's MAC, configured as
 a cloud image would: each address as /32 (/128), a default route via
 169.254.1.1 (onlink) on eth0, and with several interfaces, source routing
 (one table per interface) so replies leave by the interface they belong to.
+Anycast addresses the VM holds (``--anycast``) go on its loopback, as /32
+(/128): the VM answers for them; the fabric routes them to it only while the
+API says so (a ``/v1/anycast`` group or ``allowed_address_pairs``).
 """
 
 from __future__ import annotations
@@ -44,9 +47,26 @@ def _network_id(client: FabricClient, network: str) -> str:
     raise LabError(f"{len(found)} networks are named {network!r}: give its id")
 
 
-def vm_lines(ports: list[dict[str, Any]]) -> list[str]:
+def anycast_addresses(addresses: list[str]) -> list[str]:
+    """The ``--anycast`` addresses, checked and normalised; LabError names a bad one."""
+    out: list[str] = []
+    for text in addresses:
+        try:
+            address = str(ipaddress.ip_address(text))
+        except ValueError:
+            raise LabError(f"--anycast {text!r}: not an IPv4 or IPv6 address") from None
+        if address in out:
+            raise LabError(f"--anycast {address} given twice")
+        out.append(address)
+    return out
+
+
+def vm_lines(ports: list[dict[str, Any]], anycast: list[str] | None = None) -> list[str]:
     """``ip -batch`` lines that configure a VM's interfaces as a cloud image would."""
     lines = ["link set lo up"]
+    for address in anycast or []:
+        plen = 128 if ":" in address else 32
+        lines.append(f"addr add {address}/{plen} dev lo")
     several = len(ports) > 1
     for i, port in enumerate(ports):
         dev = f"eth{i}"
@@ -76,9 +96,19 @@ def vm_lines(ports: list[dict[str, Any]]) -> list[str]:
 
 
 def boot(
-    plan: Plan, state: LabState, name: str, networks: list[str], host: str, ips: list[str]
+    plan: Plan,
+    state: LabState,
+    name: str,
+    networks: list[str],
+    host: str,
+    ips: list[str],
+    anycast: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Create the ports and the VM namespace; returns the VM's record."""
+    """Create the ports and the VM namespace; returns the VM's record.
+
+    ``anycast``: addresses the VM holds on its loopback besides its ports' own.
+    """
+    held = anycast_addresses(anycast or [])
     if not NODE_NAME.match(name):
         raise LabError("VM name: must start with a letter and hold only a-z, 0-9 and '-'")
     if state.vm_file(name).exists():
@@ -123,6 +153,7 @@ def boot(
             }
             for i, p in enumerate(ports)
         ],
+        "anycast": held,
     }
     state.vm_file(name).write_text(json.dumps(record, indent=1))
     try:
@@ -142,7 +173,8 @@ def _build(record: dict[str, Any], host_ns: str, ports: list[dict[str, Any]]) ->
             f"peer name {p['ifname']} address {p['mac']} netns {vm_ns}"
         )
     netns.batch(lines)
-    netns.configure_many({vm_ns: (netns.NO_FORWARDING, vm_lines(ports))})
+    lines = vm_lines(ports, record["anycast"])
+    netns.configure_many({vm_ns: (netns.NO_FORWARDING, lines)})
 
 
 def delete(plan: Plan, state: LabState, name: str) -> None:

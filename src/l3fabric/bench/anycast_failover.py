@@ -1,0 +1,152 @@
+"""``bench anycast`` part ``failover`` (a): how fast new connections leave a failed member or host.
+
+A lab of its own (``bf<tag>``: one rack of two hosts without a ToR, a
+gateway, one internet client), a public network and a ``/v1/anycast`` group
+of three members (m1, m2 on r1-h1; m3 on r1-h2) with a TCP health check
+(``interval_s`` 0.5, ``timeout_s`` 0.25, rise 2, fall 2). From the internet
+client a sampler opens a new connection every 20 ms.
+
+- member failure: SIGKILL a member's service (alternately m1 and m3); the
+  time from the kill until the first good connection after the last one
+  that failed or reached it (then 1 s of only good ones). Target: under
+  ``interval_s x fall + 1 s``. The service is restarted and every member
+  must answer again before the next try.
+- host failure: the host's uplinks down (alternately r1-h1 and r1-h2, so
+  neither BGP session's back-off grows); the same time for the host's
+  members. Target: under 1 s. The links come up again after each try.
+
+Median and worst of ``tries`` (10) each. The lab is removed afterwards,
+also after a failure or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from l3fabric.client import FabricClient
+from l3fabric.lab import anycast_traffic as traffic
+from l3fabric.lab.anycast_group import AnycastGroup
+from l3fabric.lab.down import down
+from l3fabric.lab.faults import set_uplinks
+from l3fabric.lab.plan import Plan
+from l3fabric.lab.topology import Api, Internet, Rack, Topology
+from l3fabric.lab.up import up
+
+log = logging.getLogger(__name__)
+
+ADDRESS = "203.0.113.80"
+PUBLIC_CIDR = "203.0.113.0/25"
+PLACEMENT = {"m1": "r1-h1", "m2": "r1-h1", "m3": "r1-h2"}
+CHECK: dict[str, Any] = {
+    "type": "tcp",
+    "port": traffic.HEALTH_PORT,
+    "interval_s": 0.5,
+    "timeout_s": 0.25,
+    "rise": 2,
+    "fall": 2,
+}
+RECOVER_S = 30.0  # every member reachable again after a try (BGP back-off included)
+GIVE_UP_S = 10.0  # a try that has not settled by then failed
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _summary(name: str, times: list[float]) -> dict[str, float]:
+    return {
+        f"{name}_failover_s_median": round(statistics.median(times), 3),
+        f"{name}_failover_s_max": round(max(times), 3),
+    }
+
+
+class Failover:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.client_ns = plan.by_role("client")[0].namespace
+        with FabricClient(plan.api_url()) as api:
+            net = api.create_network(name="public", **{"router:external": True})
+            subnet = api.create_subnet(network_id=net["id"], cidr=PUBLIC_CIDR, ip_version=4)
+        self.group = AnycastGroup(plan, "bench", subnet["id"], "public", ADDRESS, PLACEMENT, CHECK)
+
+    def ready(self) -> None:
+        _wait(lambda: self.group.reaches_all(self.client_ns), RECOVER_S, "every member answering")
+
+    def _measure(self, change: Callable[[], object], gone: set[str], what: str) -> float:
+        seen = traffic.measure_change(
+            self.client_ns, ADDRESS, change, lambda m: m is not None and m not in gone, GIVE_UP_S
+        )
+        if seen.settled is None:
+            raise BenchError(f"{what}: new connections still failing after {GIVE_UP_S:.0f} s")
+        log.info("%s: %.3f s", what, seen.settled)
+        return seen.settled
+
+    def member(self, victim: str) -> float:
+        try:
+            return self._measure(lambda: self.group.kill(victim), {victim}, f"{victim} killed")
+        finally:
+            self.group.start(victim)
+
+    def host(self, host: str) -> float:
+        try:
+            return self._measure(
+                lambda: set_uplinks(self.plan, host, up=False),
+                set(self.group.on(host)),
+                f"{host} cut off",
+            )
+        finally:
+            set_uplinks(self.plan, host, up=True)
+
+
+def run(tries: int, tag: str) -> dict[str, float | int | str]:
+    """Part (a): member and host failover, median and worst of ``tries`` each."""
+    name = f"bf{tag}"
+    topo = Topology(
+        name=name,
+        racks=[Rack(name="r1", hosts=2, tor=False)],
+        internet=Internet(clients=1),
+        api=Api(port=_free_port()),
+    )
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        stack.callback(down, name)
+        plan = up(topo, step=lambda text: log.info("lab %s: %s", name, text))
+        bench = Failover(plan)
+        stack.callback(bench.group.close)
+        bench.ready()
+        members: list[float] = []
+        for i in range(tries):
+            members.append(bench.member(("m1", "m3")[i % 2]))
+            bench.ready()
+        hosts: list[float] = []
+        for i in range(tries):
+            hosts.append(bench.host(("r1-h1", "r1-h2")[i % 2]))
+            bench.ready()
+    return {
+        **_summary("member", members),
+        **_summary("host", hosts),
+        "failover_tries": tries,
+        **{f"check_{k}": v for k, v in CHECK.items() if k != "port"},
+        "member_failover_target_s": CHECK["interval_s"] * CHECK["fall"] + 1.0,
+        "failover_s": round(time.monotonic() - started, 1),
+    }
