@@ -136,7 +136,7 @@ def test_adding_a_member_and_changing_a_weight_are_in_place() -> None:
 def test_timers_change_in_place_but_buckets_need_a_new_group() -> None:
     ours = {**hops((1, A)), 10: group(10, ((1, 1),))}
     routes = {NET: KernelAnycastRoute(10, 10)}
-    result, _, _ = plan({NET: {A: 1}}, ours, routes, params=ResilientParams(idle_timer=5))
+    result, _, _ = plan({NET: {A: 1}}, ours, routes, params=ResilientParams(idle_timer=30))
     assert result.groups_replace == {NET: 10}
     result, _, _ = plan({NET: {A: 1}}, ours, routes, params=ResilientParams(buckets=64))
     assert result.groups_create == {NET: NH_ID_FIRST}

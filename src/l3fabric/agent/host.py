@@ -26,7 +26,7 @@ from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.client import HostState
 from l3fabric.dataplane.links import TAP_PREFIX, Links, egress_interfaces
-from l3fabric.dataplane.nexthops import ResilientRoutes
+from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import (
     EndpointRoutes,
@@ -37,6 +37,8 @@ from l3fabric.dataplane.routes import (
 from l3fabric.routing.bird_config import render
 
 log = logging.getLogger(__name__)
+
+HOST_PARAMS = ResilientParams(buckets=HOST_BUCKETS)
 
 __all__ = ["RESYNC_INTERVAL_S", "HostAgent", "PassResult"]
 
@@ -81,7 +83,11 @@ class HostAgent(ReconcileAgent):
         install_protocol_name()
         links = LinkWatcher(self.wake).start()
         try:
-            with Links() as self._links, EndpointRoutes() as self._routes, ResilientRoutes() as rr:
+            with (
+                Links() as self._links,
+                EndpointRoutes() as self._routes,
+                ResilientRoutes(params=HOST_PARAMS) as rr,
+            ):
                 self._nft = AntiSpoofing()
                 self._anycast = AnycastServing(self.host, rr, self.wake, self.report_soon)
                 try:

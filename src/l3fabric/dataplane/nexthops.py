@@ -67,6 +67,13 @@ DEFAULT_METRIC = 10
 # A group member's weight: 1..256 fits the classic nexthop_grp (weight - 1 in a
 # byte) that every kernel with nexthop objects accepts.
 MAX_WEIGHT = 256
+# A host's groups use another bucket count than the gateway's. A bucket is
+# ``hash % buckets``, and in the lab every router sees the same flow hash
+# (the client socket's, carried across the veths; one kernel, one seed), so
+# equal counts would send all of a host's flows from the gateway to the same
+# few of its buckets: two members on a host got 3:1 instead of 1:1. Real
+# routers hash with their own seeds; a prime count is uncorrelated anyway.
+HOST_BUCKETS = 251
 # Ids we allocate start here, far from the small ids people pick by hand.
 NH_ID_FIRST = 1_000_000
 NH_ID_LAST = 0xFFFFFFFF
@@ -124,11 +131,21 @@ class ResilientParams:
     ``idle_timer``: a bucket unused this long may move to an underweight member
     (a joining one); busy buckets stay. ``unbalanced_timer``: after the group
     was unbalanced this long, busy buckets move too (0: never).
+
+    Only a *joining* member (or a weight going up) unbalances a group: the
+    buckets of a member that leaves are handed out at once, and nobody else's
+    move. The defaults trade the two goods against each other: a flow that
+    sends nothing for 5 s while a member joins may be moved (and broken), and
+    a member that joins a group whose buckets are all busy gets its share
+    within 60 s at the latest, at the price of the flows in the buckets it
+    then takes. The kernel's own defaults (120 s, never) would let a member
+    that came back from a failure starve for as long as traffic keeps every
+    bucket busy.
     """
 
     buckets: int = 128
-    idle_timer: int = 120
-    unbalanced_timer: int = 0
+    idle_timer: int = 5
+    unbalanced_timer: int = 60
 
     def __post_init__(self) -> None:
         if not 1 <= self.buckets <= 0xFFFF:
