@@ -293,3 +293,25 @@ def test_a_refused_change_is_reported_and_retried_soon() -> None:
     routes.refuse = []
     sync.step()
     assert len(routes.calls) == 2 and sync.status()["errors"] == []
+
+
+def test_one_slow_poll_does_not_put_the_next_one_far_away() -> None:
+    """A poll that waited long for the kernel is followed by a short pause, not as long a one."""
+    bird, clock = FakeBird(GATEWAY), [100.0]
+
+    class SlowRoutes(FakeRoutes):
+        def converge(self, desired: Mapping[str, Sequence[Member]]) -> NexthopPlan:
+            clock[0] += 120.0  # rtnl held elsewhere for two minutes
+            return super().converge(desired)
+
+    sync = make_sync(bird, SlowRoutes(), clock)
+    pauses: list[float] = []
+
+    def wait(timeout: float) -> bool:
+        pauses.append(timeout)
+        sync._stop.set()  # one round is enough
+        return True
+
+    sync._stop.wait = wait  # type: ignore[method-assign]
+    sync._run()
+    assert pauses and pauses[0] <= 0.5

@@ -51,6 +51,7 @@ POLL_INTERVAL_S = 0.1
 # sees no difference and only this puts the member back.
 RESYNC_S = 2.0
 RETRY_S = 1.0
+MAX_PAUSE_S = 0.5
 
 Desired = dict[str, list[Member]]
 
@@ -214,7 +215,10 @@ class AnycastSync:
             took = self._clock() - started
             # At least as long as the poll took: with many anycast prefixes
             # (1,000: ~40 ms of parsing) the thread never takes over a core.
-            self._stop.wait(max(self.interval_s - took, took))
+            # But never longer than MAX_PAUSE_S: one poll that waited minutes
+            # for the kernel (rtnl held by a mass interface change elsewhere)
+            # must not put the next one minutes away.
+            self._stop.wait(min(max(self.interval_s - took, took), MAX_PAUSE_S))
 
     # Status --------------------------------------------------------------------------
 
