@@ -25,7 +25,7 @@ from l3fabric.agent.desired import Desired, compute
 from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.client import HostState
-from l3fabric.dataplane.links import TAP_PREFIX, Links, egress_interfaces
+from l3fabric.dataplane.links import TAP_PREFIX, LinkInfo, Links, egress_interfaces
 from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import (
@@ -143,7 +143,9 @@ class HostAgent(ReconcileAgent):
         result: PassResult,
     ) -> None:
         with result.timed("desired"):
-            existing = link_ops.names(TAP_PREFIX)
+            # One link dump per pass (0.5 s at 10,000 taps): it serves both steps.
+            listing = link_ops.listing()
+            existing = link_ops.names(TAP_PREFIX, listing)
             desired = compute(state.ports.values(), existing)
             for tap, extra in self._anycast.sources(state).items():
                 desired.allowed[tap] = [*desired.allowed.get(tap, ()), *extra]
@@ -152,7 +154,7 @@ class HostAgent(ReconcileAgent):
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nft") as pool:
             guarded = pool.submit(self._apply_guard, desired, nft, result)
             with result.timed("taps"):
-                ready = self._prepare_taps(desired, link_ops, result)
+                ready = self._prepare_taps(desired, link_ops, result, listing)
             # Guard first, then route: a tap never forwards before its rules exist.
             if not guarded.result():
                 ready.clear()
@@ -180,12 +182,20 @@ class HostAgent(ReconcileAgent):
                 return False
         return True
 
-    def _prepare_taps(self, desired: Desired, link_ops: Links, result: PassResult) -> set[str]:
+    def _prepare_taps(
+        self,
+        desired: Desired,
+        link_ops: Links,
+        result: PassResult,
+        listing: dict[str, LinkInfo],
+    ) -> set[str]:
         # All taps in one call: per-tap link lookups made a pass over 10,000
         # taps quadratic. A tap missing here was unplugged after the listing;
         # its link event wakes the loop again.
         try:
-            report = link_ops.prepare_taps(desired.routes.values(), ipv6=desired.ipv6_taps)
+            report = link_ops.prepare_taps(
+                desired.routes.values(), ipv6=desired.ipv6_taps, listing=listing
+            )
         except Exception as exc:
             result.failed.append(f"taps: {exc}")
             return set()

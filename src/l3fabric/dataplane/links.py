@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
+from l3fabric.dataplane import devconf, sysctl
 from l3fabric.dataplane import netlink_batch as nlb
 from l3fabric.dataplane import netns as netns_mod
-from l3fabric.dataplane import sysctl
 
 TAP_PREFIX = "tap"
 LINK_LOCAL_GATEWAY_V6 = "fe80::1"
@@ -99,6 +99,15 @@ class TapReport:
     changed: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LinkInfo:
+    """One link of a dump: its index, flags and the devconf settings the dump shows."""
+
+    index: int
+    flags: int
+    conf: dict[str, str]  # /proc/sys path -> value, for devconf.KNOWN
+
+
 class _LinkSocket(nlb.RouteSocket):
     """Link and address dumps and batched link/address writes on one raw netlink socket.
 
@@ -108,25 +117,34 @@ class _LinkSocket(nlb.RouteSocket):
     serves a whole pass, and writes go out in batches (``RouteSocket.send_batch``).
     """
 
-    def links(self) -> dict[str, tuple[int, int]]:
-        """``{name: (ifindex, flags)}`` of every link (statistics skipped: they are most of it)."""
+    def links(self) -> dict[str, LinkInfo]:
+        """Every link by name (statistics skipped: they are most of it).
+
+        The kernel fills in each link's IPv4/IPv6 settings anyway; decoding
+        the few the taps need spares reading them from /proc/sys.
+        """
         request = _LINK_DUMP.pack(
             _LINK_DUMP.size, RTM_GETLINK, nlb.NLM_F_REQUEST | nlb.NLM_F_DUMP, 0, 0,
             socket.AF_UNSPEC, 0, 0, 0, 0, 0, 8, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS,
         )  # fmt: skip
-        found: dict[str, tuple[int, int]] = {}
+        found: dict[str, LinkInfo] = {}
         for data, offset, length in self.dump_messages(request, RTM_NEWLINK):
             msg = data[offset : offset + length]
             _family, _pad, _type, index, flags, _change = _IFINFO.unpack_from(msg, _HDR.size)
             pos = _HDR.size + _IFINFO.size
+            name, spec = "", (0, 0)
             while pos + 4 <= len(msg):
                 alen, akind = _ATTR.unpack_from(msg, pos)
                 if alen < 4:
                     break
                 if akind == IFLA_IFNAME:
-                    found[bytes(msg[pos + 4 : pos + alen]).rstrip(b"\0").decode()] = (index, flags)
-                    break
+                    name = bytes(msg[pos + 4 : pos + alen]).rstrip(b"\0").decode()
+                elif akind & devconf.NLA_TYPE_MASK == devconf.IFLA_AF_SPEC:
+                    spec = (pos + 4, pos + alen)
                 pos += (alen + 3) & ~3
+            if name:
+                conf = devconf.parse_af_spec(msg, *spec, name) if _IFNAME.match(name) else {}
+                found[name] = LinkInfo(index, flags, conf)
         return found
 
     def holders(self, address: bytes) -> set[int]:
@@ -176,24 +194,27 @@ def _add_gateway_v6(index: int) -> bytes:
     )  # fmt: skip
 
 
-def _prepared_before(paths: dict[str, str]) -> bool:
+def _prepared_before(paths: dict[str, str], current: dict[str, str]) -> bool:
     """True if the tap's proxy_arp is on: some earlier pass (or agent) prepared it."""
-    proxy_arp = next(path for path in paths if path.endswith("/proxy_arp"))
-    with open(proxy_arp, "rb") as f:
-        return f.read().strip() == b"1"
+    return any(current.get(path) == "1" for path in paths if path.endswith("/proxy_arp"))
 
 
-def _write_sysctls(paths: dict[str, str], read_first: bool) -> list[str]:
-    """Write ``{/proc/sys path: value}``; with ``read_first`` only where it differs.
+def _write_sysctls(paths: dict[str, str], current: dict[str, str], read_first: bool) -> list[str]:
+    """Write ``{/proc/sys path: value}`` where it differs from ``current`` (the link dump's).
 
-    ``forwarding`` is always read first: writing it tries the kernel's global
-    RTNL lock and restarts the syscall while any namespace's work holds it
-    (IPv6: even for an unchanged value), and a tap has it already wherever
-    the host's global forwarding was on.
+    A setting the dump does not show (``neigh.*``) is read first only with
+    ``read_first``: writing a value it already has changes nothing.
+    ``forwarding`` is never written blindly: writing it tries the kernel's
+    global RTNL lock and restarts the syscall while any namespace's work
+    holds it (IPv6: even for an unchanged value), and a tap has it already
+    wherever the host's global forwarding was on.
     """
     written: list[str] = []
     for path, value in paths.items():
-        if read_first or path.endswith("/forwarding"):
+        if path in current:
+            if current[path] == value:
+                continue
+        elif read_first or path.endswith("/forwarding"):
             fd = os.open(path, os.O_RDONLY)
             try:
                 if os.read(fd, 64).strip() == value.encode():
@@ -235,27 +256,40 @@ class Links:
         """Global forwarding and multipath hashing; returns the sysctls written."""
         return sysctl.ensure(sysctl.HOST_SYSCTLS, self.netns)
 
-    def names(self, prefix: str = TAP_PREFIX) -> set[str]:
-        """The links whose name starts with ``prefix`` (one dump)."""
-        return {name for name in self._nl.links() if name.startswith(prefix)}
+    def listing(self) -> dict[str, LinkInfo]:
+        """Every link of the namespace (one dump): for ``names`` and ``prepare_taps``."""
+        return self._nl.links()
 
-    def prepare_taps(self, taps: Iterable[str], ipv6: Collection[str] = ()) -> TapReport:
+    def names(
+        self, prefix: str = TAP_PREFIX, listing: dict[str, LinkInfo] | None = None
+    ) -> set[str]:
+        """The links whose name starts with ``prefix`` (in ``listing``, or a new dump)."""
+        links = self.listing() if listing is None else listing
+        return {name for name in links if name.startswith(prefix)}
+
+    def prepare_taps(
+        self,
+        taps: Iterable[str],
+        ipv6: Collection[str] = (),
+        listing: dict[str, LinkInfo] | None = None,
+    ) -> TapReport:
         """Prepare every tap: sysctls, link up, and fe80::1 on the taps in ``ipv6``.
 
         Only taps of ports with IPv6 addresses get fe80::1: the kernel's
         check for duplicate addresses makes adding the same address to many
         links quadratic (measured: 2,000 links 1.8 s, 4,000 links 12 s).
-        One link dump and one address dump serve all taps; the writes go in
-        netlink batches. A tap whose proxy_arp is still 0 was never prepared,
-        so its sysctls are written without reading each one first (writing
-        a value a sysctl already has changes nothing).
+        One link dump (``listing``, if the caller took it this pass) and one
+        address dump serve all taps; the writes go in netlink batches. The
+        dump shows the IPv4/IPv6 settings, so only those that differ are
+        written; a tap whose proxy_arp is still 0 was never prepared, so its
+        ``neigh`` setting is written without reading it first.
         """
         report = TapReport()
         wanted = sorted(set(taps))
         for tap in wanted:
             if not _IFNAME.match(tap):
                 raise ValueError(f"bad tap name {tap!r}")
-        links = self._nl.links()
+        links = self.listing() if listing is None else listing
         with_gateway = self._nl.holders(_GATEWAY_V6) if ipv6 else set()
         requests: list[tuple[str, bytes]] = []
         with netns_mod.entered(self.netns):
@@ -263,14 +297,15 @@ class Links:
                 if tap not in links:
                     report.missing.add(tap)
                     continue
-                index, flags = links[tap]
+                index, flags, current = links[tap].index, links[tap].flags, links[tap].conf
                 needs_gateway = tap in ipv6 and index not in with_gateway
                 if not needs_gateway and flags & IFF_UP and self._prepared.get(tap) == index:
                     report.ready.add(tap)
                     continue
                 paths = _tap_sysctl_paths(tap)
                 try:
-                    written = _write_sysctls(paths, read_first=_prepared_before(paths))
+                    prepared = _prepared_before(paths, current)
+                    written = _write_sysctls(paths, current, read_first=prepared)
                 except OSError as exc:
                     report.failed[tap] = f"sysctl: {exc}"
                     continue
@@ -285,7 +320,7 @@ class Links:
         report.failed.update(self._nl.apply(requests))
         report.ready -= set(report.failed)
         for tap in report.ready:
-            self._prepared[tap] = links[tap][0]
+            self._prepared[tap] = links[tap].index
         for tap in set(self._prepared) - report.ready:
             del self._prepared[tap]
         return report
