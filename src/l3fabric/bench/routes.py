@@ -77,7 +77,8 @@ API_IN_HOST = "127.0.0.1:9696"
 POLL_S = 0.01
 BULK_PORTS = 2000  # ports per bulk POST: one request of 10,000 would hold the server ~seconds
 SERVER_START_S = 20.0
-_PASS_LINE = re.compile(r"pass (\d+): (\d+) route changes in ([0-9.]+) s")
+_PASS_LINE = re.compile(r"pass (\d+): (\d+) route changes in ([0-9.]+) s \(([^)]*)\)")
+_PHASE = re.compile(r"(\w+) ([0-9.]+)")
 
 
 @dataclass
@@ -309,10 +310,13 @@ def _established_at(bird: BirdProcess) -> float | None:
     return None
 
 
-def _agent_passes(log: Path) -> list[tuple[int, float]]:
-    """(route changes, seconds) of each logged reconcile pass."""
+def _agent_passes(log: Path) -> list[tuple[int, float, dict[str, float]]]:
+    """(route changes, seconds, seconds per step) of each logged reconcile pass."""
     text = log.read_text(errors="replace") if log.exists() else ""
-    return [(int(m[2]), float(m[3])) for m in _PASS_LINE.finditer(text)]
+    return [
+        (int(m[2]), float(m[3]), {k: float(v) for k, v in _PHASE.findall(m[4])})
+        for m in _PASS_LINE.finditer(text)
+    ]
 
 
 def converge(ctx: Context) -> Result:
@@ -392,6 +396,9 @@ def converge(ctx: Context) -> Result:
         "setup_taps_s": round(taps_s, 2),
         "poll_interval_s": POLL_S,
     }
+    # Where the first pass spent its time (the agent's log line): pass_taps_s, ...
+    for step, seconds in (passes[0][2] if passes else {}).items():
+        result[f"pass_{step}_s"] = round(seconds, 3)
     if session_s is not None:
         result["bgp_session_s"] = round(session_s, 3)
         result["bgp_transfer_s"] = round(peer_done - host_done - session_s, 3)
