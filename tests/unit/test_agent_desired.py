@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from l3fabric.agent.desired import compute, host_prefix
 from l3fabric.dataplane.links import tap_name
 
@@ -55,3 +57,9 @@ def test_status_active_only_when_programmed() -> None:
 def test_only_ipv6_ports_need_the_link_local_gateway() -> None:
     desired = compute([_port(A, "10.1.0.2", "2001:db8::2"), _port(B, "10.1.0.3")], set())
     assert desired.ipv6_taps == {tap_name(A)}
+
+
+def test_host_prefix_refuses_what_is_not_one_address() -> None:
+    for bad in ("10.1.0", "010.1.0.5", "10.1.0.256", "10.1.0.5/32", "", "2001:db8::g"):
+        with pytest.raises(ValueError):
+            host_prefix(bad)

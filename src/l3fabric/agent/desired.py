@@ -7,6 +7,7 @@ devices that exist: no I/O, so the whole policy is unit-testable.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,19 @@ class Desired:
 
 
 def host_prefix(address: str) -> str:
-    """``10.1.0.5`` -> ``10.1.0.5/32``; ``2001:db8::5`` -> ``2001:db8::5/128``."""
+    """``10.1.0.5`` -> ``10.1.0.5/32``; ``2001:db8::5`` -> ``2001:db8::5/128``.
+
+    A ValueError names an address that is neither.
+    """
+    if ":" not in address:
+        # IPv4 by the C parser: ipaddress costs ~20 us an address, a tenth of a
+        # 10,000-port pass. inet_pton refuses what ipaddress refuses (short
+        # forms, leading zeros), so an accepted text is already canonical.
+        try:
+            socket.inet_pton(socket.AF_INET, address)
+        except OSError:
+            raise ValueError(f"{address!r} is not an IP address") from None
+        return f"{address}/32"
     ip = ipaddress.ip_address(address)
     return f"{ip}/{ip.max_prefixlen}"
 
