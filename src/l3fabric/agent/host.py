@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from l3fabric.agent.anycast_serving import AnycastServing
 from l3fabric.agent.bird import NotRegistered, host_bird_config
+from l3fabric.agent.bird_early import EarlyBird
 from l3fabric.agent.desired import Desired, compute
 from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
@@ -77,11 +78,16 @@ class HostAgent(ReconcileAgent):
         self.statuses: dict[str, str] = {}
         self.last_pass: PassResult | None = None
         self._bird_anycast: dict[str, int] | None = None  # what BIRD was last given
+        self._early_bird: EarlyBird | None = None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         install_protocol_name()
         links = LinkWatcher(self.wake).start()
+        # BIRD's start and the BGP session overlap with the snapshot's fetch.
+        self._early_bird = EarlyBird(
+            self.api_url, self.host, self.bird.alive, self.converge_bird
+        ).start()
         try:
             with (
                 Links() as self._links,
@@ -204,6 +210,8 @@ class HostAgent(ReconcileAgent):
 
     def _converge_bird(self, state: HostState, result: PassResult) -> None:
         with result.timed("bird"):
+            if self._early_bird is not None:
+                self._early_bird.wait()  # one BIRD: never two starts at once
             self._apply_bird(state, result)
 
     def _apply_bird(self, state: HostState, result: PassResult) -> None:
