@@ -22,7 +22,6 @@ import ipaddress
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -30,6 +29,7 @@ import pytest
 
 from l3fabric.dataplane.nexthops import ResilientRoutes
 from l3fabric.lab import processes, routers
+from l3fabric.lab.faults import host_silenced
 from l3fabric.routing.anycast_marker import community
 from l3fabric.routing.bird_control import BirdControl
 
@@ -160,19 +160,10 @@ def test_a_count_change_edits_the_group_in_place(lab: Lab) -> None:
 
 
 @pytest.fixture
-def silenced(lab: Lab) -> Iterator[str]:
+def silenced(lab: Lab) -> Iterator[list[str]]:
     """r1-h1 stops answering on its uplink (a dead host: the gateway's link stays up)."""
-    (uplink,) = {s.ifname for s in lab.plan.sessions("r1-h1")}
-    rules = (
-        "table inet l3f_test_dead { "
-        f'chain i {{ type filter hook input priority -300; iifname "{uplink}" drop; }}; '
-        f'chain o {{ type filter hook output priority -300; oifname "{uplink}" drop; }}; }}'
-    )
-    subprocess.run(["ip", "netns", "exec", lab.ns("r1-h1"), "nft", "-f", "-"], input=rules, text=True, check=True, timeout=10)  # fmt: skip
-    try:
-        yield uplink
-    finally:
-        lab.exec("r1-h1", "nft", "delete", "table", "inet", "l3f_test_dead", check=False)
+    with host_silenced(lab.plan, "r1-h1") as uplinks:
+        yield uplinks
 
 
 def test_a_dead_host_leaves_the_group_within_a_second(lab: Lab, request) -> None:

@@ -85,12 +85,7 @@ def web(setup: Web) -> Web:
         setup.group.start(vm)
     setup.group.set_members(list(PLACEMENT))
     # A host cut off by a test needs its BGP sessions back (connect retry 2 s).
-    wait_until(
-        lambda: setup.group.reaches_all(setup.client_ns),
-        timeout=30,
-        what=f"all members answering on {WEB}",
-        interval=0.2,
-    )
+    setup.group.wait_all_answer(setup.client_ns, timeout=40)
     return setup
 
 

@@ -14,6 +14,11 @@ client a sampler opens a new connection every 20 ms.
 - host failure: the host's uplinks down (alternately r1-h1 and r1-h2, so
   neither BGP session's back-off grows); the same time for the host's
   members. Target: under 1 s. The links come up again after each try.
+  The gateway notices at once: its end of the link loses carrier.
+- silent host (``host_silent``): the host stops answering with its links up
+  (``lab.faults.host_silenced``: nftables drops everything on its uplinks),
+  as a host that hangs or loses power behind a switch does. Only BFD
+  (100 ms x 3) tells; the same time, the same target.
 
 Median and worst of ``tries`` (10) each. The lab is removed afterwards,
 also after a failure or SIGTERM.
@@ -33,7 +38,7 @@ from l3fabric.client import FabricClient
 from l3fabric.lab import anycast_traffic as traffic
 from l3fabric.lab.anycast_group import AnycastGroup
 from l3fabric.lab.down import down
-from l3fabric.lab.faults import set_uplinks
+from l3fabric.lab.faults import host_silenced, set_uplinks
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.topology import Api, Internet, Rack, Topology
 from l3fabric.lab.up import up
@@ -65,14 +70,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.2)
-
-
 def _summary(name: str, times: list[float]) -> dict[str, float]:
     return {
         f"{name}_failover_s_median": round(statistics.median(times), 3),
@@ -90,7 +87,10 @@ class Failover:
         self.group = AnycastGroup(plan, "bench", subnet["id"], "public", ADDRESS, PLACEMENT, CHECK)
 
     def ready(self) -> None:
-        _wait(lambda: self.group.reaches_all(self.client_ns), RECOVER_S, "every member answering")
+        try:
+            self.group.wait_all_answer(self.client_ns, RECOVER_S)
+        except TimeoutError as exc:
+            raise BenchError(str(exc)) from None
 
     def _measure(self, change: Callable[[], object], gone: set[str], what: str) -> float:
         seen = traffic.measure_change(
@@ -117,6 +117,14 @@ class Failover:
         finally:
             set_uplinks(self.plan, host, up=True)
 
+    def silent_host(self, host: str) -> float:
+        with contextlib.ExitStack() as stack:
+            return self._measure(
+                lambda: stack.enter_context(host_silenced(self.plan, host)),
+                set(self.group.on(host)),
+                f"{host} silent",
+            )
+
 
 def run(tries: int, tag: str) -> dict[str, float | int | str]:
     """Part (a): member and host failover, median and worst of ``tries`` each."""
@@ -142,9 +150,14 @@ def run(tries: int, tag: str) -> dict[str, float | int | str]:
         for i in range(tries):
             hosts.append(bench.host(("r1-h1", "r1-h2")[i % 2]))
             bench.ready()
+        silent: list[float] = []
+        for i in range(tries):
+            silent.append(bench.silent_host(("r1-h1", "r1-h2")[i % 2]))
+            bench.ready()
     return {
         **_summary("member", members),
         **_summary("host", hosts),
+        **_summary("host_silent", silent),
         "failover_tries": tries,
         **{f"check_{k}": v for k, v in CHECK.items() if k != "port"},
         "member_failover_target_s": CHECK["interval_s"] * CHECK["fall"] + 1.0,

@@ -9,9 +9,11 @@ membership. ``close`` kills the services; the VMs go with the lab.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from l3fabric.client import FabricClient
+from l3fabric.dataplane.nexthops import ResilientParams
 from l3fabric.lab import anycast_traffic as traffic
 from l3fabric.lab import boot
 from l3fabric.lab.plan import Plan
@@ -91,6 +93,26 @@ class AnycastGroup:
         """Whether ``connections`` new connections from ``client_ns`` reached every member."""
         got = traffic.spread(client_ns, self.address, connections=connections, timeout=1.0)
         return got.failed == 0 and set(got.counts) == set(self.placement)
+
+    def wait_all_answer(self, client_ns: str, timeout: float) -> float:
+        """Wait until new connections from ``client_ns`` reach every member; the seconds it took.
+
+        A member that came back (service restarted, host reconnected) gets
+        buckets of the resilient groups on its host and on the gateway only
+        where they were idle for the groups' ``idle_timer`` (or after the
+        ``unbalanced_timer``): that is what keeps the other members' flows in
+        place. So after a miss the client stays quiet for that long before it
+        looks again, instead of keeping every bucket busy with its probes.
+        """
+        started = time.monotonic()
+        quiet = ResilientParams().idle_timer + 1.0
+        while not self.reaches_all(client_ns):
+            if time.monotonic() - started + quiet > timeout:
+                raise TimeoutError(
+                    f"anycast {self.address}: not every member answers after {timeout:.0f} s"
+                )
+            time.sleep(quiet)
+        return time.monotonic() - started
 
     def close(self) -> None:
         for service in self.services.values():
