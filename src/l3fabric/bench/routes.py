@@ -71,7 +71,7 @@ from l3fabric.dataplane.links import tap_name
 from l3fabric.dataplane.netlink_batch import RouteSocket
 from l3fabric.dataplane.routes import RTPROT_L3FABRIC, EndpointRoutes
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, render
-from l3fabric.routing.bird_process import BirdProcess
+from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
 
 Result = dict[str, float | int]
 
@@ -388,7 +388,8 @@ def converge(ctx: Context) -> Result:
         # help: the work queue is the same).
         settle_s = _settle(host_ns, time.perf_counter() + ctx.timeout) if ctx.settle else 0.0
 
-        peer_bird = BirdProcess("peer", netns=peer_ns, run_dir=str(tmp))
+        # The peer stands for a gateway: its agent starts BIRD the same way.
+        peer_bird = BirdProcess("peer", netns=peer_ns, run_dir=str(tmp), nice=ROUTING_NICE)
         # The agent leaves its BIRD running when it stops (forwarding never
         # depends on the agent), so the benchmark stops it itself.
         host_bird = BirdProcess("bird", run_dir=str(tmp / "agent"))
