@@ -138,3 +138,7 @@ def test_vm_reaches_host_through_proxy_arp_without_default_route(netns, veth) ->
     in_ns(vm, "ping", "-6", "-c1", "-W2", "2001:db8:ff::1")
     # Nothing in the host routes 169.254.1.1 anywhere but lo.
     assert ip("-n", host, "route", "get", "169.254.1.1").split()[2] == "lo"
+    # Pointed elsewhere by hand, it is put back.
+    ip("-n", host, "route", "replace", "169.254.1.1/32", "dev", "tapfffffffffff", "proto", "static")
+    assert ensure_link_local_gateway(host) is True
+    assert ip("-n", host, "route", "get", "169.254.1.1").split()[2] == "lo"
