@@ -38,8 +38,9 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # The CPU priority agents start BIRD with: ahead of the agent's own bookkeeping
 # (status reports, the watch, its next pass) and of other work on the node.
-# Measured with 10,000 endpoint routes on 2 busy cores: BIRD alone learns and
-# exports them in ~0.2 s, competing at equal priority in 1.1-1.9 s.
+# Measured with 10,000 endpoint routes on 2 cores: BIRD alone has them at the
+# peer ~1 s after the kernel; beside the agent and controller, 1.1-1.9 s
+# (docs/benchmarks.md, branch perf2).
 ROUTING_NICE = -5
 
 
