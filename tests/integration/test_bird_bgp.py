@@ -11,13 +11,14 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.routes import EndpointRoutes
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute, render
-from l3fabric.routing.bird_process import BirdConfigError, BirdProcess
+from l3fabric.routing.bird_process import ROUTING_NICE, BirdConfigError, BirdProcess
 
 from .conftest import ip
 
@@ -78,7 +79,7 @@ def fabric(tmp_path_factory) -> Iterator[tuple[str, str, BirdProcess, BirdProces
             ip("-n", ns, "link", "set", dev, "up")
         ip("-n", h, "link", "add", "tap1", "type", "veth", "peer", "name", "l3fvm1")
         ip("-n", h, "link", "set", "tap1", "up")
-        birds = [BirdProcess("h", h, run_dir), BirdProcess("g", g, run_dir)]
+        birds = [BirdProcess("h", h, run_dir, nice=ROUTING_NICE), BirdProcess("g", g, run_dir)]
         birds[0].start(render(host_config()))
         birds[1].start(render(router_config()))
         yield h, g, birds[0], birds[1]
@@ -101,6 +102,13 @@ def test_sessions_and_bfd_come_up(fabric) -> None:
         lambda: any(" Up " in t for _, t in host.control.request("show bfd sessions")),
         10,
     )
+
+
+def test_bird_runs_at_the_priority_it_was_started_with(fabric) -> None:
+    _, _, host, router = fabric
+    # /proc/PID/stat: the 19th field is the nice value (after the ")" of the name: the 17th).
+    nice = [int(Path(f"/proc/{b.pid()}/stat").read_text().rsplit(")", 1)[1].split()[16]) for b in (host, router)]  # fmt: skip
+    assert nice == [ROUTING_NICE, 0]
 
 
 def test_endpoint_routes_propagate_and_nothing_else(fabric) -> None:

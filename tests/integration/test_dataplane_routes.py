@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 
 import pytest
 
 from l3fabric.dataplane.links import Links
+from l3fabric.dataplane.netlink_batch import RouteSocket
 from l3fabric.dataplane.routes import (
     RTPROT_L3FABRIC,
     EndpointRoutes,
@@ -16,6 +18,8 @@ from l3fabric.dataplane.routes import (
 )
 
 from .conftest import in_ns, ip
+
+RTPROT_STATIC = 4
 
 
 def _our_routes(ns: str) -> set[str]:
@@ -37,6 +41,11 @@ def test_converge_installs_exactly_the_desired_routes(netns, veth) -> None:
         assert len(plan.replace) == 2001
         expected = {f"{p.rsplit('/', 1)[0]} {d}" for p, d in desired.items()}
         assert _our_routes(ns) == expected
+        with RouteSocket(ns) as sock:
+            # The benchmark's cheap count agrees with the dump, per family and protocol.
+            assert sock.count(socket.AF_INET, RTPROT_L3FABRIC) == 2000
+            assert sock.count(socket.AF_INET6, RTPROT_L3FABRIC) == 1
+            assert sock.count(socket.AF_INET, RTPROT_STATIC) == 1
 
         # Move one route, drop one, add one: only those change.
         desired["10.1.0.1/32"] = "tapbbbbbbbbbbb"
@@ -128,4 +137,8 @@ def test_vm_reaches_host_through_proxy_arp_without_default_route(netns, veth) ->
     in_ns(vm, "ping", "-c1", "-W2", "10.0.0.1")
     in_ns(vm, "ping", "-6", "-c1", "-W2", "2001:db8:ff::1")
     # Nothing in the host routes 169.254.1.1 anywhere but lo.
+    assert ip("-n", host, "route", "get", "169.254.1.1").split()[2] == "lo"
+    # Pointed elsewhere by hand, it is put back.
+    ip("-n", host, "route", "replace", "169.254.1.1/32", "dev", "tapfffffffffff", "proto", "static")
+    assert ensure_link_local_gateway(host) is True
     assert ip("-n", host, "route", "get", "169.254.1.1").split()[2] == "lo"

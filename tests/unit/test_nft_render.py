@@ -28,6 +28,12 @@ def test_digest_follows_content_not_order() -> None:
     assert digest_of(render({"tapa": ["10.1.0.5/32"]})) != digest_of(a)
 
 
+def test_a_lone_host_address_renders_as_in_any_other_spelling() -> None:
+    lone = render({"tapa": ["10.1.0.5/32"], "tapb": ["2001:db8::5/128"]})
+    assert lone == render({"tapa": ["10.1.0.5"], "tapb": ["2001:db8::5"]})
+    assert lone == render({"tapa": ["10.1.0.5/32", "10.1.0.5"], "tapb": ["2001:db8::5/128"]})
+
+
 def test_empty_state_drops_everything_from_taps() -> None:
     text = render({})
     assert "elements" not in text and "counter drop" in text
@@ -38,6 +44,7 @@ def test_empty_state_drops_everything_from_taps() -> None:
     [
         ({"eth0": ["10.0.0.1/32"]}, "bad tap name"),
         ({"tapa": ["10.0.0.300/32"]}, "bad allowed source"),
+        ({"tapa": ["010.0.0.1/32"]}, "bad allowed source"),  # a lone /32: the fast path
     ],
 )
 def test_bad_input_names_what_is_wrong(state, message) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from l3fabric import __version__
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher
-from l3fabric.routing.bird_process import BirdProcess
+from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ReconcileAgent(abc.ABC):
         self.name = name
         self.api_url = api_url
         self.resync_interval = resync_interval
-        self.bird = BirdProcess("bird", run_dir=str(run_dir))
+        self.bird = BirdProcess("bird", run_dir=str(run_dir), nice=ROUTING_NICE)
         self.watcher = HostStateWatcher(api_url, name, on_change=self.wake)
         self.client = FabricClient(api_url)
         self.passes = 0

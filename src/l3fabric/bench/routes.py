@@ -32,12 +32,13 @@ polled:
   ``bgp_session_s`` and ``bgp_transfer_s`` split it at the moment the peer saw
   the session established.
 
+The taps (both ends) are made without kernel IPv6 link-local addresses
+(``addr_gen_mode`` 1; ``--set link_local=1`` for the old conditions): their
+duplicate address detection kept the kernel busy for ~90 s at 10,000 taps.
 With ``settle`` (the default, ``--set settle=0`` to skip) the agent starts
 on a settled host: the benchmark waits (untimed, ``setup_settle_s``) until
-no IPv6 address of the host is tentative. Without it, the kernel is still
-running DAD for most of the 10,000 taps' link-local addresses when the
-agent starts (see ``converge``). ``pass_<step>_s`` are the
-first pass's step times from the agent's log.
+no IPv6 address of the host is tentative (without link-locals: none is).
+``pass_<step>_s`` are the first pass's step times from the agent's log.
 
 Everything is removed afterwards, also after a failure: processes, BIRDs,
 namespaces, the temporary directory.
@@ -65,11 +66,12 @@ import httpx
 from l3fabric.bench.parts import OptionReader, require_root, run_parts
 from l3fabric.client import FabricClient
 from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.links import tap_name
 from l3fabric.dataplane.netlink_batch import RouteSocket
 from l3fabric.dataplane.routes import RTPROT_L3FABRIC, EndpointRoutes
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, render
-from l3fabric.routing.bird_process import BirdProcess
+from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
 
 Result = dict[str, float | int]
 
@@ -82,6 +84,9 @@ HOST_ADDRESS, PEER_ADDRESS = "192.0.2.1", "192.0.2.2"
 # The controller also listens inside the host namespace, on its own loopback.
 API_IN_HOST = "127.0.0.1:9696"
 POLL_S = 0.01
+# New links of a namespace with this get no kernel-generated IPv6 link-local
+# address (addr_gen_mode 1, "none"), so no duplicate address detection either.
+NO_LINK_LOCAL = {"net.ipv6.conf.default.addr_gen_mode": "1"}
 BULK_PORTS = 2000  # ports per bulk POST: one request of 10,000 would hold the server ~seconds
 SERVER_START_S = 20.0
 _PASS_LINE = re.compile(r"pass (\d+): (\d+) route changes in ([0-9.]+) s \(([^)]*)\)")
@@ -98,6 +103,7 @@ class Context:
     timeout: float
     tag: str
     settle: bool = True  # parts b/c: start the agent on a settled host (see converge)
+    link_local: bool = False  # parts b/c: taps get kernel link-local addresses (see converge)
 
     def netns(self, role: str = "") -> str:
         return f"l3f-bench-{self.tag}" + (f"-{role}" if role else "")
@@ -286,7 +292,8 @@ def _peer_config() -> str:
 
 
 def _route_count(sock: RouteSocket, protocol: int) -> int:
-    return len(sock.dump(socket.AF_INET, protocol))
+    # Counted, not decoded: the poll must not take the CPU it measures.
+    return sock.count(socket.AF_INET, protocol)
 
 
 def _wait_routes(
@@ -299,6 +306,7 @@ def _wait_routes(
 ) -> float:
     """Poll until ``sock``'s namespace holds ``count`` routes of ``protocol``; when (perf_counter)."""
     while True:
+        asked = time.perf_counter()
         n = _route_count(sock, protocol)
         now = time.perf_counter()
         if n >= count:
@@ -306,7 +314,9 @@ def _wait_routes(
         check()
         if now > deadline:
             raise TimeoutError(f"{what}: {n} of {count} routes when the time was up")
-        time.sleep(POLL_S)
+        # At most a third of a core for the poll (a count of 10,000 routes
+        # takes ~10 ms), so it does not slow down the processes it measures.
+        time.sleep(max(POLL_S, 2 * (now - asked)))
 
 
 def _established_at(bird: BirdProcess) -> float | None:
@@ -359,18 +369,27 @@ def converge(ctx: Context) -> Result:
             )
             ids = _make_ports(client, ctx.count)
         ports_s = time.perf_counter() - started
+        # No kernel link-local addresses on either end of the taps: a VM's
+        # IPv6 is its own business, and the agent gives an IPv6 port's tap
+        # fe80::1 itself (without DAD); nothing else uses a tap's link-local
+        # (BIRD peers over the uplink, made above with its own). Otherwise
+        # 20,000 new links queue ~90 s of DAD work on the kernel's one global
+        # IPv6 work queue (under the RTNL lock), which stalls IPv6 in every
+        # namespace of the machine and makes BIRD's start take seconds.
+        if not ctx.link_local:
+            for ns in (host_ns, vms_ns):
+                sysctl.ensure(NO_LINK_LOCAL, ns)
         taps_s = _add_taps(host_ns, [tap_name(i) for i in ids], up=True, vm_netns=vms_ns)
-        # A settled host: 10,000 taps plugged within seconds keep the kernel's
-        # IPv6 address configuration busy for ~90 s (DAD of every tap's
-        # link-local address, one work item at a time under the RTNL lock,
-        # each a netlink event for BIRD): 9,700 were still tentative when the
-        # agent started, and BIRD's start took ~9 s instead of 1-2 s. A
-        # hypervisor plugs its VMs over time, so by default the agent starts
-        # once DAD is done (plugging with DAD off did not help: the work queue
-        # is the same).
+        # A settled host: with link-locals, 10,000 taps plugged within seconds
+        # keep DAD going for ~90 s (each a netlink event for BIRD): 9,700 were
+        # still tentative when the agent started, and BIRD's start took ~9 s
+        # instead of 1-2 s. A hypervisor plugs its VMs over time, so by
+        # default the agent starts once DAD is done (accept_dad=0 did not
+        # help: the work queue is the same).
         settle_s = _settle(host_ns, time.perf_counter() + ctx.timeout) if ctx.settle else 0.0
 
-        peer_bird = BirdProcess("peer", netns=peer_ns, run_dir=str(tmp))
+        # The peer stands for a gateway: its agent starts BIRD the same way.
+        peer_bird = BirdProcess("peer", netns=peer_ns, run_dir=str(tmp), nice=ROUTING_NICE)
         # The agent leaves its BIRD running when it stops (forwarding never
         # depends on the agent), so the benchmark stops it itself.
         host_bird = BirdProcess("bird", run_dir=str(tmp / "agent"))
@@ -458,7 +477,9 @@ PARTS: dict[str, Callable[[Context], Result]] = {"program": program, "converge":
 
 def run(options: dict[str, str]) -> Result:
     """Run the selected parts (default: all) and merge their results."""
-    reader = OptionReader("routes", options, {"count", "taps", "rounds", "timeout", "settle"})
+    reader = OptionReader(
+        "routes", options, {"count", "taps", "rounds", "timeout", "settle", "link_local"}
+    )
     require_root("routes")
     ctx = Context(
         reader.integer("count", 10_000, 1, 1_000_000),
@@ -467,5 +488,6 @@ def run(options: dict[str, str]) -> Result:
         float(reader.integer("timeout", 600, 1, 3600)),
         secrets.token_hex(3),
         bool(reader.integer("settle", 1, 0, 1)),
+        bool(reader.integer("link_local", 0, 0, 1)),
     )
     return run_parts("routes", options, PARTS, ctx)

@@ -258,15 +258,25 @@ class RouteSocket:
         self, family: int, protocol: int, table: int = RT_TABLE_MAIN
     ) -> dict[Network, KernelRoute]:
         """The routes of ``protocol`` in ``table`` for ``family`` (AF_INET or AF_INET6)."""
-        request = _DUMP.pack(
-            _DUMP.size, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 0, 0,
-            family, 0, 0, 0, table, protocol, 0, 0, 0,
-            8, RTA_TABLE, table,
-        )  # fmt: skip
         routes: dict[Network, KernelRoute] = {}
-        for data, offset, length in self.dump_messages(request, RTM_NEWROUTE):
+        for data, offset, length in self.dump_messages(_dump_request(family, protocol, table), RTM_NEWROUTE):  # fmt: skip
             _parse_route(data, offset, length, protocol, table, routes)
         return routes
+
+    def count(self, family: int, protocol: int, table: int = RT_TABLE_MAIN) -> int:
+        """How many routes ``dump`` would return, without decoding them.
+
+        For pollers: decoding 10,000 routes costs ~30 ms of CPU, which a
+        poll every 10 ms would take from the processes it watches.
+        """
+        if table > 255:  # the header holds only 8 bits of it (RTA_TABLE the rest)
+            return len(self.dump(family, protocol, table))
+        found = 0
+        for data, offset, _length in self.dump_messages(_dump_request(family, protocol, table), RTM_NEWROUTE):  # fmt: skip
+            # rtmsg's rtm_table and rtm_protocol, after the 16-byte header. The kernel
+            # filters the dump (strict checking); as in _parse_route, check again.
+            found += data[offset + 20] == table and data[offset + 21] == protocol
+        return found
 
     def dump_messages(self, request: bytes, kind: int) -> Iterator[tuple[memoryview, int, int]]:
         """Send dump ``request`` (its sequence number is set here) and yield each reply of
@@ -294,6 +304,14 @@ class RouteSocket:
                     elif mkind == kind:
                         yield data, offset, length
                 offset += (length + 3) & ~3
+
+
+def _dump_request(family: int, protocol: int, table: int) -> bytes:
+    return _DUMP.pack(
+        _DUMP.size, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 0, 0,
+        family, 0, 0, 0, table, protocol, 0, 0, 0,
+        8, RTA_TABLE, table,
+    )  # fmt: skip
 
 
 def _parse_route(

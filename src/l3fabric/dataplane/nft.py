@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import socket
 import subprocess
 from collections.abc import Iterable, Mapping
 
@@ -41,14 +42,34 @@ class NftError(RuntimeError):
     """nft refused the ruleset; the message is nft's own."""
 
 
+def _ipv4_host(prefix: str) -> str | None:
+    """``prefix`` if it is a canonical IPv4 host prefix (``10.0.0.5/32``), else None."""
+    address, _, length = prefix.partition("/")
+    if length != "32" or ":" in address:
+        return None
+    try:
+        # The C parser refuses what ipaddress refuses (short forms, leading
+        # zeros), so an accepted text is already what ipaddress would print.
+        socket.inet_pton(socket.AF_INET, address)
+    except OSError:
+        return None
+    return prefix
+
+
 def _normalise(allowed: Mapping[str, Iterable[str]]) -> dict[str, dict[int, list[str]]]:
     """Validated, sorted and overlap-free prefixes per tap and IP version."""
     result: dict[str, dict[int, list[str]]] = {}
     for tap in sorted(allowed):
         if not _IFNAME.match(tap):
             raise ValueError(f"bad tap name {tap!r}: must match tap* and fit 15 characters")
+        prefixes = list(allowed[tap])
+        if len(prefixes) == 1 and (host := _ipv4_host(prefixes[0])):
+            # Most taps: one fixed IPv4 address. Nothing to merge, and no
+            # ipaddress objects (~20 us a tap, 0.2 s of a 10,000-tap pass).
+            result[tap] = {4: [host], 6: []}
+            continue
         by_version: dict[int, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {4: [], 6: []}
-        for prefix in allowed[tap]:
+        for prefix in prefixes:
             try:
                 net = ipaddress.ip_network(prefix, strict=False)
             except ValueError as exc:
