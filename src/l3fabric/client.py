@@ -306,6 +306,14 @@ class FabricClient:
         return self.create("ports", attrs)
 
 
+# What changes when an agent reports a port's status, not what it must converge.
+_REPORTED = frozenset({"status", "revision_number", "updated_at"})
+
+
+def _material(port: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in port.items() if k not in _REPORTED}
+
+
 @dataclass
 class HostState:
     """One host's view of the fabric; objects by id (hosts and gateways by name)."""
@@ -336,8 +344,15 @@ class HostState:
             anycast={a["id"]: a for a in snap.get("anycast", [])},
         )
 
-    def apply(self, host: str, event: dict[str, Any]) -> None:
-        """Apply one watch event (full objects, so replays are harmless)."""
+    def apply(self, host: str, event: dict[str, Any]) -> bool:
+        """Apply one watch event (full objects, so replays are harmless).
+
+        Returns False when the event changed only what an agent reports itself
+        (a port's ``status`` and the bookkeeping that comes with it): the
+        cache takes it, but nothing needs converging. Without this, the
+        statuses a host reports after a pass (10,000 ports turning ACTIVE)
+        come back as 10,000 events and a second full pass.
+        """
         kind, obj, id_ = event["kind"], event["object"], event["id"]
         deleted = event["type"] == "delete"
         if kind == "fabric":
@@ -349,10 +364,14 @@ class HostState:
             table: dict[str, dict[str, Any]] = getattr(
                 self, kind if kind == "anycast" else f"{kind}s"
             )
+            old = table.get(id_)
             if deleted:
                 table.pop(id_, None)
-            else:
-                table[id_] = obj
+                return old is not None
+            table[id_] = obj
+            if kind == "port" and old is not None:
+                return _material(old) != _material(obj)
+        return True
 
     def copy(self) -> HostState:
         # The dicts are copied, the objects shared: events replace objects, never edit them.
@@ -506,11 +525,12 @@ class HostStateWatcher:
 
     def _apply(self, answer: dict[str, Any]) -> None:
         events = answer["events"]
+        material = False
         with self._lock:
             for event in events:
-                self._state.apply(self.host, event)
+                material |= self._state.apply(self.host, event)
             self._state.revision = answer["revision"]
-        if events:
+        if material:
             self._notify()
 
     def _notify(self) -> None:

@@ -16,6 +16,7 @@ from l3fabric.client import (
     ApiError,
     ControllerUnavailable,
     FabricClient,
+    HostState,
     HostStateWatcher,
     ResyncRequired,
 )
@@ -246,3 +247,20 @@ def test_watcher_stop_returns_promptly_while_backing_off() -> None:
     watcher.stop()
     assert time.monotonic() - started < 1.0
     assert not watcher.synced.is_set() and not watcher.connected
+
+
+def test_a_reported_status_is_cached_but_needs_no_pass() -> None:
+    """The statuses an agent reports come back by the watch: they must not wake it again."""
+    state = HostState()
+    port = {"id": "p1", "binding:host_id": "h1", "fixed_ips": [], "status": "DOWN",
+            "revision_number": 1, "updated_at": "t1"}  # fmt: skip
+
+    def put(obj: dict) -> bool:
+        return state.apply("h1", {"type": "put", "kind": "port", "id": "p1", "object": obj})
+
+    assert put(port) is True  # new port
+    assert put({**port, "status": "ACTIVE", "revision_number": 2, "updated_at": "t2"}) is False
+    assert state.ports["p1"]["status"] == "ACTIVE"  # the cache still follows
+    assert put({**port, "status": "ACTIVE", "admin_state_up": False}) is True
+    assert state.apply("h1", {"type": "delete", "kind": "port", "id": "p1", "object": None})
+    assert not state.apply("h1", {"type": "delete", "kind": "port", "id": "p1", "object": None})
