@@ -61,8 +61,9 @@ def test_gw_is_not_used_as_a_protocol_name() -> None:
 def test_host_export_is_endpoints_only_and_families_split() -> None:
     text = render(BirdConfig("10.0.0.1", 4200000001, peers=(BgpPeer("gw", "10.0.0.2", 65000),)))
     export = next(line for line in text.splitlines() if "export filter" in line)
-    assert "krt_source != 96" in export and "net.len != 32" in export
-    assert "169.254.0.0/16+" in export
+    assert 'proto = "endpoints4" || proto = "anycast4"' in export and "RTS_BGP" not in export
+    # Nothing is learned from the kernel: the endpoints are static routes.
+    assert "learn;" not in text and text.count("import none;") == 2
     prefixes = render(full_config()).split("protocol bgp peer_upstream")[1]
     # An IPv4 session carries only the IPv4 patterns.
     assert "2001:db8::/32{48,64}" not in prefixes and "10.0.0.0/8+" in prefixes

@@ -4,13 +4,14 @@ Peers come from the host's registration when it lists them explicitly (the
 lab does, for hosts behind ToR routers); otherwise from the fabric's peering
 mode: the gateways, every other host as well (``mesh``), or the route
 reflectors. The export policy is always "endpoints": only the /32 and /128
-routes this agent installed leave the host, and the anycast addresses it
+routes this agent installed leave the host (``endpoints``: announced from a
+static protocol, see routing/bird_config.py), and the anycast addresses it
 serves (``anycast``: prefix -> healthy local members, see agent/anycast.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from l3fabric.asn import effective_asn
@@ -52,10 +53,16 @@ def _derived_peers(state: HostState, local_as: int, bfd: bool) -> list[BgpPeer]:
     return peers
 
 
-def host_bird_config(state: HostState, anycast: Mapping[str, int] | None = None) -> BirdConfig:
+def host_bird_config(
+    state: HostState,
+    anycast: Mapping[str, int] | None = None,
+    endpoints: Iterable[str] = (),
+) -> BirdConfig:
     """The BIRD config for the host in ``state``; NotRegistered until it is registered.
 
     ``anycast``: the anycast prefixes to announce, each with its healthy member count.
+    ``endpoints``: the endpoint /32 and /128 prefixes whose kernel routes are in
+    place (rendered sorted, so the same set always gives the same text).
     """
     host: dict[str, Any] | None = state.host
     if host is None:
@@ -73,6 +80,7 @@ def host_bird_config(state: HostState, anycast: Mapping[str, int] | None = None)
         local_as=local_as,
         peers=tuple(peers),
         anycast_routes=tuple(AnycastRoute(p, n) for p, n in sorted((anycast or {}).items())),
+        endpoint_routes=tuple(sorted(endpoints)),
         **timers.bird_fields(),
         # Connect at once and retry in seconds (BIRD's defaults: 5 s, then
         # 120 s after a refused connection and 60-300 s after an error, e.g. a

@@ -7,8 +7,8 @@ Its configuration depends on a few small objects (the fabric config, this
 host's registration, the gateways and the other hosts), not on the ports, so
 the agent reads those with four small requests and starts BIRD while the
 snapshot (every port of the host: ~1 s at 10,000) is still being fetched and
-the first pass runs. BIRD then learns the endpoint routes from the kernel as
-the pass adds them, over a session that is already up or nearly so.
+the first pass runs. The pass then announces the endpoints whose routes it
+added (one configure), over a session that is already up or nearly so.
 
 The first pass renders the configuration from the snapshot as usual: equal
 text is not applied again, a difference (something changed in between) is

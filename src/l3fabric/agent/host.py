@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,9 @@ class HostAgent(ReconcileAgent):
         self.host = host
         self.statuses: dict[str, str] = {}
         self.last_pass: PassResult | None = None
-        self._bird_anycast: dict[str, int] | None = None  # what BIRD was last given
+        # What BIRD was last given; None until this agent configured it.
+        self._bird_endpoints: frozenset[str] | None = None
+        self._bird_lock = threading.Lock()  # one BIRD configuration at a time
         self._early_bird: EarlyBird | None = None
 
     @contextlib.contextmanager
@@ -126,16 +129,17 @@ class HostAgent(ReconcileAgent):
         with result.timed("host"):
             link_ops.ensure_host()
             ensure_link_local_gateway()
-        # BIRD in parallel with the rest: it learns our routes from the kernel
-        # as they are added, so its start (1-2 s with 10,000 taps) and the BGP
-        # session's set-up overlap with the programming instead of following it.
+        # BIRD (its start: 1-2 s with 10,000 taps; a change of peers) in
+        # parallel with the data plane, announcing what it announced before, so
+        # the BGP session's set-up overlaps with the programming.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bird") as pool:
             bird = pool.submit(self._converge_bird, state, result)
-            self._converge_dataplane(state, link_ops, routes, nft, result)
+            programmed = self._converge_dataplane(state, link_ops, routes, nft, result)
             bird.result()  # its errors are in result.failed; anything else is a bug: raise it
-        if self._bird_anycast is not None and self._anycast.announced != self._bird_anycast:
-            # An anycast route appeared while BIRD was configured: announce it now.
-            self._converge_bird(state, result)
+        # Then announce exactly the endpoints whose routes are now in the kernel
+        # (and the anycast addresses served): one configure, milliseconds.
+        with result.timed("announce"):
+            self._apply_bird(state, result, lambda _last: programmed)
         result.seconds = time.monotonic() - started
         self._publish(result)
         return result
@@ -147,7 +151,8 @@ class HostAgent(ReconcileAgent):
         routes: EndpointRoutes,
         nft: AntiSpoofing,
         result: PassResult,
-    ) -> None:
+    ) -> frozenset[str]:
+        """Converge taps, nftables and routes; returns the endpoint prefixes now routed."""
         with result.timed("desired"):
             # One link dump per pass (0.5 s at 10,000 taps): it serves both steps.
             listing = link_ops.listing()
@@ -165,6 +170,10 @@ class HostAgent(ReconcileAgent):
             if not guarded.result():
                 ready.clear()
         wanted = {prefix: tap for prefix, tap in desired.routes.items() if tap in ready}
+        with result.timed("withdraw"):
+            # Withdraw before the route goes: peers never send to a prefix
+            # this host no longer routes.
+            self._apply_bird(state, result, lambda last: _kept(last, wanted.keys()))
         with result.timed("routes"):
             try:
                 plan = routes.converge(wanted)
@@ -175,6 +184,7 @@ class HostAgent(ReconcileAgent):
         with result.timed("anycast"):
             result.failed += self._anycast.converge(state, ready)
         result.statuses = desired.port_status(ready)
+        return frozenset(prefix for prefix, tap in wanted.items() if tap in ready)
 
     def _apply_guard(self, desired: Desired, nft: AntiSpoofing, result: PassResult) -> bool:
         """The anti-spoofing table; False if it could not be applied."""
@@ -212,22 +222,38 @@ class HostAgent(ReconcileAgent):
         with result.timed("bird"):
             if self._early_bird is not None:
                 self._early_bird.wait()  # one BIRD: never two starts at once
-            self._apply_bird(state, result)
+            self._apply_bird(state, result, self._previous_endpoints)
 
-    def _apply_bird(self, state: HostState, result: PassResult) -> None:
-        anycast = dict(self._anycast.announced)
-        try:
-            text = render(host_bird_config(state, anycast))
-        except NotRegistered:
-            return
-        except ValueError as exc:
-            result.failed.append(f"BIRD config: {exc}")
-            return
-        try:
-            self.converge_bird(text)
-            self._bird_anycast = anycast
-        except Exception as exc:
-            result.failed.append(f"BIRD: {exc}")
+    def _previous_endpoints(self, last: frozenset[str] | None) -> Collection[str] | None:
+        if last is None and self.bird.alive():
+            # A restarted agent: BIRD announces what the kernel has; the
+            # pass's announcement renders the same text and changes nothing.
+            return None
+        return last or ()
+
+    def _apply_bird(
+        self,
+        state: HostState,
+        result: PassResult,
+        choose: Callable[[frozenset[str] | None], Collection[str] | None],
+    ) -> None:
+        """Render and apply BIRD's config with the endpoints ``choose(last given)``; None: skip."""
+        with self._bird_lock:
+            endpoints = choose(self._bird_endpoints)
+            if endpoints is None:
+                return
+            try:
+                text = render(host_bird_config(state, self._anycast.announced, endpoints))
+            except NotRegistered:
+                return
+            except ValueError as exc:
+                result.failed.append(f"BIRD config: {exc}")
+                return
+            try:
+                self.converge_bird(text)
+                self._bird_endpoints = frozenset(endpoints)
+            except Exception as exc:
+                result.failed.append(f"BIRD: {exc}")
 
     def _publish(self, result: PassResult) -> None:
         self.last_pass = result
@@ -243,3 +269,11 @@ class HostAgent(ReconcileAgent):
         if result.statuses != self.statuses:
             self.statuses = result.statuses
             self.report_soon()
+
+
+def _kept(last: frozenset[str] | None, wanted: Collection[str]) -> frozenset[str] | None:
+    """The announced endpoints that stay, or None if none is to be withdrawn."""
+    if not last:
+        return None
+    kept = last.intersection(wanted)
+    return kept if len(kept) < len(last) else None

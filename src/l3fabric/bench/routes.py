@@ -30,7 +30,11 @@ polled:
   start and the BGP session's set-up overlap with the programming; whatever
   of them is left over is in here;
   ``bgp_session_s`` and ``bgp_transfer_s`` split it at the moment the peer saw
-  the session established.
+  the session established;
+- ``add_one_s``: then one more port is created and its tap plugged; from the
+  plug until the peer's kernel holds its route (one pass at ``count`` ports,
+  whose BIRD step is one configure with ``count`` + 1 static routes:
+  ``add_one_announce_s``, from the agent's log).
 
 The taps (both ends) are made without kernel IPv6 link-local addresses
 (``addr_gen_mode`` 1; ``--set link_local=1`` for the old conditions): their
@@ -419,6 +423,10 @@ def converge(ctx: Context) -> Result:
         peer_done = _wait_routes(peer_routes, RTPROT_BIRD, ctx.count, deadline, "peer kernel", agent_alive)  # fmt: skip
         established = _established_at(peer_bird)
         passes = _agent_passes(procs.log("agent"))
+        add_one_s = _add_one(
+            url, host_ns, vms_ns, peer_routes, ctx.count + 1, deadline, agent_alive
+        )
+        announce = [p[2].get("announce") for p in _agent_passes(procs.log("agent"))[len(passes) :]]
 
     host_done_wall = wall_start + (host_done - start)
     session_s = max(0.0, established - host_done_wall) if established else None
@@ -432,7 +440,11 @@ def converge(ctx: Context) -> Result:
         "setup_taps_s": round(taps_s, 2),
         "setup_settle_s": round(settle_s, 2),
         "poll_interval_s": POLL_S,
+        "add_one_s": round(add_one_s, 3),
     }
+    # The last pass that changed a route is the one that added it.
+    if announce and announce[-1] is not None:
+        result["add_one_announce_s"] = round(announce[-1], 3)
     # Where the first pass spent its time (the agent's log line): pass_taps_s, ...
     for step, seconds in (passes[0][2] if passes else {}).items():
         result[f"pass_{step}_s"] = round(seconds, 3)
@@ -440,6 +452,29 @@ def converge(ctx: Context) -> Result:
         result["bgp_session_s"] = round(session_s, 3)
         result["bgp_transfer_s"] = round(peer_done - host_done - session_s, 3)
     return result
+
+
+def _add_one(
+    url: str,
+    host_ns: str,
+    vms_ns: str,
+    peer_routes: RouteSocket,
+    count: int,
+    deadline: float,
+    check: Callable[[], None],
+) -> float:
+    """One more port, its tap plugged; seconds from the plug until the peer holds ``count`` routes."""
+    with FabricClient(url, timeout=60) as client:
+        (net,) = client.request("GET", "/v2.0/networks", params={"name": "bench"})["networks"]
+        body = {"network_id": net["id"], "binding:host_id": HOST, "device_owner": "compute:bench"}
+        port = client.request("POST", "/v2.0/ports", json={"port": body})["port"]
+    tap = tap_name(port["id"])
+    plug = [f"link add {tap} type veth peer name l3fbvextra netns {vms_ns}", f"link set {tap} up"]
+    _ip_batch(host_ns, plug)
+    # From the end of the plug (the tap is up): the agent's part from then on.
+    plugged = time.perf_counter()
+    _ip_batch(vms_ns, ["link set l3fbvextra up"])
+    return _wait_routes(peer_routes, RTPROT_BIRD, count, deadline, "peer kernel", check) - plugged
 
 
 def _tentative(netns: str) -> int:
