@@ -114,37 +114,48 @@ def test_bird_runs_at_the_priority_it_was_started_with(fabric) -> None:
 def test_endpoint_routes_propagate_and_nothing_else(fabric) -> None:
     h, g, host, _ = fabric
     wait_for("sessions", lambda: len(established(host)) == 2, 30)
-    # Things the export policy must keep home: another protocol's /32, a
-    # default route, and a prefix of ours that is not a host route.
+    # Things the export policy must keep home: kernel routes of any protocol
+    # (BIRD learns none: the agent names its endpoints in the config), a
+    # default route, and a /32 of another static protocol of this BIRD.
     ip("-n", h, "route", "add", "10.66.0.1/32", "dev", "tap1", "proto", "static")
     ip("-n", h, "route", "add", "default", "via", "10.255.0.2", "proto", "static")
     ip("-n", h, "route", "add", "10.77.0.0/24", "dev", "tap1", "proto", "96")
     ip("-n", h, "-6", "route", "add", "default", "via", "fd00:255::2", "proto", "96")
-    with EndpointRoutes(h) as routes:
-        routes.converge({"10.1.0.5/32": "tap1", "2001:db8::5/128": "tap1"})
-        took = wait_for(
-            "endpoints in the peer's kernel",
-            lambda: (
-                "10.1.0.5 via 10.255.0.1" in ip("-n", g, "route")
-                and "2001:db8::5 via fd00:255::1" in ip("-n", g, "-6", "route")
-            ),
-            2,
-        )
-        time.sleep(0.5)  # give anything wrongly exported time to arrive
-        v4, v6 = ip("-n", g, "route"), ip("-n", g, "-6", "route")
-        assert "10.66.0.1" not in v4 and "10.77.0.0" not in v4 and "default" not in v4
-        assert "default" not in v6
-        print(f"propagation {took:.3f} s")
+    endpoints = ("10.1.0.5/32", "2001:db8::5/128")
+    announcing = replace(
+        host_config(), endpoint_routes=endpoints, static_routes=(StaticRoute("10.88.0.1/32"),)
+    )
+    try:
+        with EndpointRoutes(h) as routes:
+            routes.converge(dict.fromkeys(endpoints, "tap1"))  # what the agent does first
+            host.apply(render(announcing))
+            took = wait_for(
+                "endpoints in the peer's kernel",
+                lambda: (
+                    "10.1.0.5 via 10.255.0.1" in ip("-n", g, "route")
+                    and "2001:db8::5 via fd00:255::1" in ip("-n", g, "-6", "route")
+                ),
+                2,
+            )
+            time.sleep(0.5)  # give anything wrongly exported time to arrive
+            v4, v6 = ip("-n", g, "route"), ip("-n", g, "-6", "route")
+            for stray in ("10.66.0.1", "10.77.0.0", "10.88.0.1", "default"):
+                assert stray not in v4
+            assert "default" not in v6
+            print(f"propagation {took:.3f} s")
 
-        routes.converge({})
-        wait_for(
-            "withdrawal in the peer's kernel",
-            lambda: (
-                "10.1.0.5" not in ip("-n", g, "route")
-                and "2001:db8::5" not in ip("-n", g, "-6", "route")
-            ),
-            2,
-        )
+            host.apply(render(replace(announcing, endpoint_routes=())))  # withdraw first
+            wait_for(
+                "withdrawal in the peer's kernel",
+                lambda: (
+                    "10.1.0.5" not in ip("-n", g, "route")
+                    and "2001:db8::5" not in ip("-n", g, "-6", "route")
+                ),
+                2,
+            )
+            routes.converge({})
+    finally:
+        host.apply(render(host_config()))  # the module's other tests start from it
 
 
 def test_reconfigure_keeps_sessions_and_refuses_bad_config(fabric) -> None:
