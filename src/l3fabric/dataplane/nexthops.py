@@ -15,11 +15,11 @@ a plain multipath route rehashes everything). Changing the bucket count is
 impossible in place, so that case builds a new group and repoints the route.
 The kernel is the only state: every call reads our objects and their ids back.
 
-Why protocol 97, not 96 (``RTPROT_L3FABRIC``): the BIRD kernel protocols learn
-protocol-96 routes and export them as the host's endpoints, and
-``EndpointRoutes`` deletes every protocol-96 route it was not given. An anycast
-route learned from BGP and installed here must not be re-announced by the
-gateway, nor be removed by the endpoint converger. Metric 10 sits below BIRD's
+Why protocol 97, not 96 (``RTPROT_L3FABRIC``): ``EndpointRoutes`` deletes
+every protocol-96 route it was not given, and an anycast route installed here
+must not be removed by the endpoint converger. (BIRD learns no kernel route:
+what a host announces is named in its config, so an anycast route the gateway
+installed is never re-announced.) Metric 10 sits below BIRD's
 own kernel metric (32), so BIRD's plain multipath route for the same prefix
 may stay installed underneath as a fallback while ours forwards.
 

@@ -40,7 +40,9 @@ from l3fabric.dataplane.netlink_batch import (
 )
 
 # Our route protocol number (rtm_protocol). 96 is unassigned in iproute2's
-# rt_protos; BIRD sees it as krt_source = 96 and exports exactly these routes.
+# rt_protos; it marks the routes this converger owns (it deletes every
+# protocol-96 route it was not given). BIRD does not learn them: the agent
+# names the same prefixes in BIRD's config (static ``endpoints4/6``).
 RTPROT_L3FABRIC = 96
 RTPROT_NAME = "l3fabric"
 RT_PROTOS_FILE = "/etc/iproute2/rt_protos.d/l3fabric.conf"
