@@ -196,7 +196,13 @@ def conntrack_nat(lab: Lab, node: str, a: str, b: str) -> list[str]:
 def test_no_encapsulation_or_nat_on_the_path(lab: Lab, relation: str) -> None:
     path = routed_path(lab.plan, SENDER[1], RECEIVERS[relation])
     for version in (4, 6):
-        assert ping(lab, lab.vm_ip(relation, version)).returncode == 0
+        a, b = lab.vm_ip(SENDER[0], version), lab.vm_ip(relation, version)
+        # Forget flows from before the fabric had converged: a ping sent while
+        # the gateway did not know the receiver yet went upstream, SNATed as it
+        # should be. What must hold is that the converged path translates nothing.
+        for node in path:
+            lab.exec(node, "conntrack", "-D", "-s", a, "-d", b, check=False)
+        assert ping(lab, b).returncode == 0
     for node in path:
         links = json.loads(lab.exec(node, "ip", "-d", "-j", "link", "show").stdout)
         kinds = {
