@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pytest
 
 from l3fabric.lab import anycast_traffic as traffic
-from l3fabric.lab.anycast_group import AnycastGroup
+from l3fabric.lab.anycast_group import LAB_CHECK, AnycastGroup, member_failover_bound
 from l3fabric.lab.faults import host_cut_off
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
@@ -38,15 +38,8 @@ PUBLIC_CIDR = "203.0.113.0/25"
 WEB = "203.0.113.80"  # the group's address
 MOBILE = "203.0.113.81"  # moved between VMs by test (e)
 PLACEMENT = {"m1": "r1-h1", "m2": "r1-h1", "m3": "r1-h2"}
-CHECK = {
-    "type": "tcp",
-    "port": traffic.HEALTH_PORT,
-    "interval_s": 0.5,
-    "timeout_s": 0.25,
-    "rise": 2,
-    "fall": 2,
-}
-MEMBER_FAILOVER_S = CHECK["interval_s"] * CHECK["fall"] + 1.0
+CHECK = LAB_CHECK
+MEMBER_FAILOVER_S = member_failover_bound(CHECK)
 HOST_FAILOVER_S = 1.0
 MOBILITY_S = 1.0
 STEADY_S = 1.0  # how long every new connection must be right before a change counts as done

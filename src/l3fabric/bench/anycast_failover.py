@@ -32,11 +32,10 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 
 from l3fabric.client import FabricClient
 from l3fabric.lab import anycast_traffic as traffic
-from l3fabric.lab.anycast_group import AnycastGroup
+from l3fabric.lab.anycast_group import LAB_CHECK, AnycastGroup, member_failover_bound
 from l3fabric.lab.down import down
 from l3fabric.lab.faults import host_silenced, set_uplinks
 from l3fabric.lab.plan import Plan
@@ -48,14 +47,7 @@ log = logging.getLogger(__name__)
 ADDRESS = "203.0.113.80"
 PUBLIC_CIDR = "203.0.113.0/25"
 PLACEMENT = {"m1": "r1-h1", "m2": "r1-h1", "m3": "r1-h2"}
-CHECK: dict[str, Any] = {
-    "type": "tcp",
-    "port": traffic.HEALTH_PORT,
-    "interval_s": 0.5,
-    "timeout_s": 0.25,
-    "rise": 2,
-    "fall": 2,
-}
+CHECK = LAB_CHECK
 RECOVER_S = 30.0  # every member reachable again after a try (BGP back-off included)
 GIVE_UP_S = 10.0  # a try that has not settled by then failed
 
@@ -160,6 +152,6 @@ def run(tries: int, tag: str) -> dict[str, float | int | str]:
         **_summary("host_silent", silent),
         "failover_tries": tries,
         **{f"check_{k}": v for k, v in CHECK.items() if k != "port"},
-        "member_failover_target_s": CHECK["interval_s"] * CHECK["fall"] + 1.0,
+        "member_failover_target_s": member_failover_bound(CHECK),
         "failover_s": round(time.monotonic() - started, 1),
     }

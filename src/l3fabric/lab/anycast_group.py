@@ -19,6 +19,23 @@ from l3fabric.lab import boot
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.state import LabState
 
+# The health check the lab's demo, tests and benchmark give their groups: a
+# TCP connect to the member service's health port twice a second, two
+# failures to go, two successes to come back.
+LAB_CHECK: dict[str, Any] = {
+    "type": "tcp",
+    "port": traffic.HEALTH_PORT,
+    "interval_s": 0.5,
+    "timeout_s": 0.25,
+    "rise": 2,
+    "fall": 2,
+}
+
+
+def member_failover_bound(check: dict[str, Any]) -> float:
+    """The issue's bound for a member failure: ``interval_s x fall + 1 s``."""
+    return float(check["interval_s"]) * int(check["fall"]) + 1.0
+
 
 class AnycastGroup:
     """Group ``name`` holding ``address`` on ``subnet_id``, members placed as ``placement``.

@@ -10,26 +10,18 @@ is killed and the time until no new connection reaches it is measured.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from rich.console import Console
 
 from l3fabric.client import FabricClient
 from l3fabric.lab import anycast_traffic as traffic
-from l3fabric.lab.anycast_group import AnycastGroup
+from l3fabric.lab.anycast_group import LAB_CHECK, AnycastGroup, member_failover_bound
 from l3fabric.lab.demo_external import Report
 from l3fabric.lab.plan import Node, Plan
 
 CONNECTIONS = 300
-CHECK: dict[str, Any] = {
-    "type": "tcp",
-    "port": traffic.HEALTH_PORT,
-    "interval_s": 0.5,
-    "timeout_s": 0.25,
-    "rise": 2,
-    "fall": 2,
-}
-FAILOVER_BOUND_S = CHECK["interval_s"] * CHECK["fall"] + 1.0
+CHECK = LAB_CHECK
+FAILOVER_BOUND_S = member_failover_bound(CHECK)
 READY_S = 20.0
 BAR = 40  # characters of a 100 % bar
 
