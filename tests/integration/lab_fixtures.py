@@ -24,7 +24,6 @@ import re
 import secrets
 import select
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from l3fabric.lab.plan import ROUTER_ROLES, Plan
 from l3fabric.lab.state import LabState
 from l3fabric.lab.topology import parse_topology
 from l3fabric.lab.up import up
+from l3fabric.loopback import free_port
 from l3fabric.routing.bird_control import ProtocolStatus
 
 needs_root = pytest.mark.skipif(
@@ -49,12 +49,6 @@ needs_root = pytest.mark.skipif(
 
 
 KEEP_LABS = "L3FABRIC_TEST_KEEP_LABS"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(

@@ -10,12 +10,7 @@ import pytest
 
 from l3fabric.lab import anycast_traffic as traffic
 from l3fabric.lab.anycast_traffic import Listen, MemberServers, Sample, settle_time
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from l3fabric.loopback import free_port
 
 
 @pytest.fixture

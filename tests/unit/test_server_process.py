@@ -17,17 +17,12 @@ import httpx
 import pytest
 
 from l3fabric.client import ApiError, FabricClient, HostStateWatcher
+from l3fabric.loopback import free_port
 
 from .test_client_watcher import wait_for
 from .test_fabric_api import HOST
 
 ServerFactory = Callable[..., tuple[subprocess.Popen, str]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_command(*args: str) -> list[str]:

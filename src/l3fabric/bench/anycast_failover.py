@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from l3fabric.lab.faults import host_silenced, set_uplinks
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.topology import Api, Internet, Rack, Topology
 from l3fabric.lab.up import up
+from l3fabric.loopback import free_port
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,6 @@ GIVE_UP_S = 10.0  # a try that has not settled by then failed
 
 class BenchError(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _summary(name: str, times: list[float]) -> dict[str, float]:
@@ -125,7 +119,7 @@ def run(tries: int, tag: str) -> dict[str, float | int | str]:
         name=name,
         racks=[Rack(name="r1", hosts=2, tor=False)],
         internet=Internet(clients=1),
-        api=Api(port=_free_port()),
+        api=Api(port=free_port()),
     )
     started = time.monotonic()
     with contextlib.ExitStack() as stack:

@@ -56,6 +56,7 @@ from l3fabric.lab.plan import Plan, namespace, vm_namespace
 from l3fabric.lab.state import LabState
 from l3fabric.lab.topology import LAB_NAME, Api, Internet, Rack, Topology
 from l3fabric.lab.up import up
+from l3fabric.loopback import free_port
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +131,13 @@ def parse_options(options: dict[str, str]) -> Options:
     return Options(lab=lab, **values)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def topology(opts: Options) -> Topology:
     """The benchmark's lab: one rack behind a ToR, one gateway, one internet client."""
     return Topology(
         name=opts.lab,
         racks=[Rack(name="r1", hosts=opts.hosts, tor=True)],
         internet=Internet(clients=1),
-        api=Api(port=_free_port()),
+        api=Api(port=free_port()),
     )
 
 

@@ -74,6 +74,7 @@ from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.links import tap_name
 from l3fabric.dataplane.netlink_batch import RouteSocket
 from l3fabric.dataplane.routes import RTPROT_L3FABRIC, EndpointRoutes
+from l3fabric.loopback import free_port
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, render
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
 
@@ -238,14 +239,6 @@ def _l3fabric(*args: str) -> list[str]:
     return [sys.executable, "-m", "l3fabric.cli", *args]
 
 
-def _free_port() -> int:
-    # The tiny race (someone takes the port before the server binds it) ends
-    # in a clear "cannot listen" from the server, not in a wrong measurement.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_for_server(url: str, procs: _Processes) -> None:
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
@@ -354,7 +347,7 @@ def converge(ctx: Context) -> Result:
         procs = _Processes(tmp)
         stack.callback(procs.stop_all)
 
-        port = _free_port()
+        port = free_port()
         procs.start("server", _l3fabric(
             "server", "--store", f"sqlite:///{tmp / 'bench.db'}",
             "--listen", f"127.0.0.1:{port}", "--listen-in", f"{host_ns}={API_IN_HOST}",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import httpx
 from rich.console import Console
 
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
+from l3fabric.loopback import free_port
 from l3fabric.osc import CommandFailed, OpenStackCLI, openstack_executable
 
 HOST = "compute-1"
@@ -86,16 +86,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def _server(tmp: str) -> Iterator[str]:
     """``l3fabric server`` in a child process; yields its URL once it answers."""
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     log_path = Path(tmp) / "server.log"
     command = [
         sys.executable, "-m", "l3fabric.cli", "server",
