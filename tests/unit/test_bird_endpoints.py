@@ -60,10 +60,13 @@ def test_an_endpoint_twice_is_refused() -> None:
 
 def test_withdrawal_before_the_routes_go() -> None:
     last = frozenset({"10.1.0.1/32", "10.1.0.2/32"})
-    assert _kept(last, {"10.1.0.1/32": "tapa"}.keys()) == {"10.1.0.1/32"}
+    assert _kept(last, {"10.1.0.1/32": "tapa"}.keys(), False) == {"10.1.0.1/32"}
     # Nothing to withdraw (a new one is announced after its route, not here).
-    assert _kept(last, {"10.1.0.1/32", "10.1.0.2/32", "10.1.0.3/32"}) is None
-    assert _kept(None, set()) is None and _kept(frozenset(), set()) is None
+    assert _kept(last, {"10.1.0.1/32", "10.1.0.2/32", "10.1.0.3/32"}, False) is None
+    assert _kept(None, set(), False) is None and _kept(frozenset(), set(), False) is None
+    # An anycast address lowered: BIRD is reconfigured with the endpoints kept.
+    assert _kept(last, last, True) == last
+    assert _kept(None, set(), True) is None  # BIRD's announcement unknown until configured
 
 
 @pytest.mark.skipif(shutil.which("bird") is None, reason="bird not installed")

@@ -4,6 +4,8 @@
 
 - ``sources(state)``: the group addresses each member tap may send from (the
   guard is applied before any route);
+- ``lower(state, ready_taps)``: plans the pass and lowers ``announced`` to
+  it before any route changes (the pass withdraws in BIRD first);
 - ``converge(state, ready_taps)``: restarts/stops probes for the current
   members, programs one resilient nexthop group per served prefix (every
   healthy member tap one equal share; no healthy member: no route) and then
@@ -54,6 +56,7 @@ class AnycastServing:
         self._presumed = self._kernel_taps()
         self.announced: dict[str, int] = {p: len(t) for p, t in self._presumed.items() if t}
         self._pending: dict[str, dict[str, str]] = {}  # group -> port -> verdict
+        self._planned: tuple[frozenset[str], anycast.AnycastPlan] | None = None  # by ``lower``
         self._lock = threading.Lock()
 
     def _changed(self, target: anycast.ProbeTarget, healthy: bool) -> None:
@@ -100,15 +103,34 @@ class AnycastServing:
             return {}
         return self._plan(state, set()).sources
 
+    def lower(self, state: HostState, ready_taps: set[str]) -> bool:
+        """Plan the pass and lower ``announced`` to it (withdrawals, smaller counts) at once.
+
+        The pass gives BIRD the lowered announcement before any route changes
+        (its "withdraw" step), so peers stop sending before a route shrinks;
+        increases wait for ``converge``. True if anything was lowered.
+        """
+        self._planned = (frozenset(ready_taps), self._plan(state, ready_taps))
+        wanted = self._planned[1].announce
+        lowered = {p: min(n, wanted[p]) for p, n in self.announced.items() if p in wanted}
+        changed = lowered != self.announced
+        self.announced = lowered
+        return changed
+
     def converge(self, state: HostState, ready_taps: set[str]) -> list[str]:
         """Probes, routes and ``announced`` for this pass; returns what failed."""
-        plan = self._plan(state, ready_taps)
+        planned = self._planned
+        self._planned = None
+        # The plan from ``lower`` unless the ready taps changed since (a route failed).
+        plan = (
+            planned[1]
+            if planned is not None and planned[0] == ready_taps
+            else self._plan(state, ready_taps)
+        )
         failed = list(plan.errors) + self.probes.update(plan.probes)
         if self._presumed and set(plan.probes) <= set(self.probes.verdicts()):
             self._presumed = {}  # every member has its own verdict now
         wanted = plan.announce
-        # Less first: BIRD may withdraw or lower a count before the route shrinks.
-        self.announced = {p: min(n, wanted[p]) for p, n in self.announced.items() if p in wanted}
         try:
             self.routes.converge(plan.routes())
             self.announced = wanted

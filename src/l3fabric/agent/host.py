@@ -172,8 +172,12 @@ class HostAgent(ReconcileAgent):
         wanted = {prefix: tap for prefix, tap in desired.routes.items() if tap in ready}
         with result.timed("withdraw"):
             # Withdraw before the route goes: peers never send to a prefix
-            # this host no longer routes.
-            self._apply_bird(state, result, lambda last: _kept(last, wanted.keys()))
+            # this host no longer routes (endpoints, and anycast addresses
+            # whose members went away or fell ill).
+            anycast_lowered = self._anycast.lower(state, ready)
+            self._apply_bird(
+                state, result, lambda last: _kept(last, wanted.keys(), anycast_lowered)
+            )
         with result.timed("routes"):
             try:
                 plan = routes.converge(wanted)
@@ -271,9 +275,15 @@ class HostAgent(ReconcileAgent):
             self.report_soon()
 
 
-def _kept(last: frozenset[str] | None, wanted: Collection[str]) -> frozenset[str] | None:
-    """The announced endpoints that stay, or None if none is to be withdrawn."""
-    if not last:
+def _kept(
+    last: frozenset[str] | None, wanted: Collection[str], anycast_lowered: bool
+) -> frozenset[str] | None:
+    """The announced endpoints that stay, or None if BIRD has nothing to withdraw.
+
+    ``last`` None: this agent has not configured BIRD yet (a restart), so
+    what BIRD announces is unknown; the pass's announcement settles it.
+    """
+    if last is None:
         return None
     kept = last.intersection(wanted)
-    return kept if len(kept) < len(last) else None
+    return kept if len(kept) < len(last) or anycast_lowered else None
