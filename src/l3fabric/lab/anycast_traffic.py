@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -269,19 +269,6 @@ class MemberProcess:
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
-
-
-@contextlib.contextmanager
-def member_processes(members: dict[str, str], **kwargs: int) -> Iterator[dict[str, MemberProcess]]:
-    """A ``MemberProcess`` per (member name -> namespace); all killed on exit."""
-    started: dict[str, MemberProcess] = {}
-    try:
-        for name, ns in members.items():
-            started[name] = MemberProcess(ns, name, **kwargs)
-        yield started
-    finally:
-        for proc in started.values():
-            proc.kill()
 
 
 def who(ns: str | None, address: str, port: int = SERVICE_PORT, timeout: float = 1.0) -> str | None:
