@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from l3fabric.addresses import Address, parse_address, parse_network
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
@@ -32,7 +33,7 @@ from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRout
 from l3fabric.routing.timers import Timers
 
 FALLBACK_DEFAULT_PREFERENCE = 50
-DEFAULTS = ("0.0.0.0/0", "::/0")
+DEFAULTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class PeerSpec:
     """A BGP neighbour by name, address and AS (the API's ``Peer``)."""
 
     name: str
-    address: str
+    address: Address
     asn: int
 
 
@@ -48,7 +49,7 @@ class PeerSpec:
 class GatewayRouting:
     """Everything the gateway's BIRD depends on."""
 
-    router_id: str
+    router_id: ipaddress.IPv4Address
     local_as: int
     fabric_peers: tuple[PeerSpec, ...]
     upstream: tuple[PeerSpec, ...]
@@ -86,7 +87,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
         )
         for p in routing.upstream
     ]
-    statics = [StaticRoute(p, action="unreachable") for p in routing.desired.public]
+    statics = [StaticRoute(parse_network(p), action="unreachable") for p in routing.desired.public]
     statics += [
         StaticRoute(d, action="unreachable", preference=FALLBACK_DEFAULT_PREFERENCE)
         for d in DEFAULTS
@@ -104,7 +105,9 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
 
 
 def _peers(records: Iterable[dict[str, Any]]) -> tuple[PeerSpec, ...]:
-    return tuple(PeerSpec(str(p["name"]), str(p["address"]), int(p["asn"])) for p in records)
+    return tuple(
+        PeerSpec(str(p["name"]), parse_address(p["address"]), int(p["asn"])) for p in records
+    )
 
 
 def derived_fabric_peers(state: HostState, local_as: int) -> tuple[PeerSpec, ...]:
@@ -118,11 +121,11 @@ def derived_fabric_peers(state: HostState, local_as: int) -> tuple[PeerSpec, ...
     if fabric.get("peering") == "reflectors":
         asn = int(fabric.get("asn", local_as))
         return tuple(
-            PeerSpec(f"rr{i}", str(ipaddress.ip_address(a)), asn)
+            PeerSpec(f"rr{i}", parse_address(a), asn)
             for i, a in enumerate(fabric.get("route_reflectors") or [])
         )
     return tuple(
-        PeerSpec(h["name"], str(h["address"]), effective_asn(h, fabric))
+        PeerSpec(h["name"], parse_address(h["address"]), effective_asn(h, fabric))
         for h in sorted(state.hosts.values(), key=lambda h: h["name"])
     )
 
@@ -133,7 +136,7 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
     local_as = effective_asn(record, state.fabric, kind="gateway")
     explicit = record.get("fabric_peers")
     return GatewayRouting(
-        router_id=str(record["router_id"]),
+        router_id=parse_address(record["router_id"], version=4),
         local_as=local_as,
         fabric_peers=(
             _peers(explicit) if explicit is not None else derived_fabric_peers(state, local_as)

@@ -29,6 +29,7 @@ it, and the "endpoints" policy exports it to the host's peers.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import socket
@@ -38,6 +39,7 @@ from typing import Literal
 
 import jinja2
 
+from l3fabric.addresses import Address, Network, require_address, require_network
 from l3fabric.routing import anycast_marker
 
 PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes", "originated"]
@@ -52,8 +54,10 @@ POLICY_KINDS: tuple[str, ...] = (
 StaticAction = Literal["blackhole", "unreachable"]
 # A prefix pattern as BIRD writes it: CIDR, optionally "+" (and longer) or "{a,b}".
 _PATTERN = re.compile(r"^(?P<cidr>[0-9A-Fa-f:.]+/\d{1,3})(?P<suffix>\+|\{\d{1,3},\d{1,3}\})?$")
-_SAFE_TEXT = re.compile(r'^[^"\\\n\r]*$')
+# Text inside a BIRD string: printable, and no quote or backslash to end or escape it.
+_SAFE_TEXT = re.compile(r'[^"\\\x00-\x1f\x7f]*')
 _NAME_PART = re.compile(r"[^A-Za-z0-9_]")
+_MAX_SYMBOL = 64
 # The static protocols of anycast announcements: "anycast4" and "anycast6".
 ANYCAST_PROTOCOL = "anycast"
 # The static protocols of the host's endpoint announcements: "endpoints4" and "endpoints6".
@@ -102,7 +106,9 @@ class Policy:
 
     def filter_body(self, version: int) -> str:
         """The BIRD filter statements for one channel of IP version ``version``."""
-        patterns = [p for p in self.prefixes if _split_pattern(p)[0].version == version]
+        # Rendered from the parsed network, never the text as given.
+        split = (_split_pattern(p) for p in self.prefixes)
+        patterns = [f"{net}{suffix}" for net, suffix in split if net.version == version]
         in_set = "net ~ [ " + ", ".join(patterns) + " ]" if patterns else "false"
         if self.kind == "all":
             return "accept;"
@@ -131,8 +137,8 @@ def _split_pattern(pattern: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6
 
 
 def _check_text(what: str, value: str) -> None:
-    if not _SAFE_TEXT.match(value):
-        raise ValueError(f"{what} must not contain quotes, backslashes or newlines")
+    if not isinstance(value, str) or not _SAFE_TEXT.fullmatch(value):
+        raise ValueError(f"{what} must not contain quotes, backslashes or control characters")
 
 
 def _check_asn(asn: int, what: str) -> None:
@@ -141,10 +147,19 @@ def _check_asn(asn: int, what: str) -> None:
 
 
 def protocol_name(name: str) -> str:
-    """A BIRD symbol for peer ``name``: ``peer_`` + [A-Za-z0-9_] (never a keyword, e.g. ``gw``)."""
+    """A BIRD symbol for peer ``name``: ``peer_`` + [A-Za-z0-9_] (never a keyword, e.g. ``gw``).
+
+    BIRD refuses symbols over 64 characters ("Symbol too long"), and an API
+    name may have 63 plus a suffix: a longer one is cut and given a digest
+    of the whole name, so it stays unique.
+    """
     if not name:
         raise ValueError("empty peer name")
-    return "peer_" + _NAME_PART.sub("_", name)
+    symbol = "peer_" + _NAME_PART.sub("_", name)
+    if len(symbol) <= _MAX_SYMBOL:
+        return symbol
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{symbol[: _MAX_SYMBOL - 9]}_{digest}"
 
 
 @dataclass(frozen=True)
@@ -152,22 +167,22 @@ class BgpPeer:
     """One BGP session. The address family of ``address`` decides the channel (ipv4/ipv6)."""
 
     name: str
-    address: str
+    address: Address
     asn: int
     bfd: bool = False
     passive: bool = False
     multihop: int | None = None  # TTL; None: directly connected
     password: str | None = None
-    source_address: str | None = None
+    source_address: Address | None = None
     import_policy: Policy = Policy("all")
     export_policy: Policy = Policy("endpoints")
     next_hop_self: bool = False
     rr_client: bool = False
 
     def __post_init__(self) -> None:
-        ipaddress.ip_address(self.address)
+        require_address(self.address, f"peer {self.name} address")
         if self.source_address is not None:
-            ipaddress.ip_address(self.source_address)
+            require_address(self.source_address, f"peer {self.name} source address")
         _check_asn(self.asn, f"peer {self.name} AS")
         _check_text(f"peer {self.name} name", self.name)
         if self.password is not None:
@@ -181,7 +196,7 @@ class BgpPeer:
 
     @property
     def version(self) -> int:
-        return ipaddress.ip_address(self.address).version
+        return self.address.version
 
 
 @dataclass(frozen=True)
@@ -194,14 +209,14 @@ class StaticRoute:
     yields to one learned by BGP (100).
     """
 
-    prefix: str
-    via: str | None = None
+    prefix: Network
+    via: Address | None = None
     action: StaticAction = "blackhole"
     preference: int | None = None
 
     def __post_init__(self) -> None:
-        net = ipaddress.ip_network(self.prefix, strict=True)
-        if self.via is not None and ipaddress.ip_address(self.via).version != net.version:
+        net = require_network(self.prefix, "static route prefix")
+        if self.via is not None and require_address(self.via, "next hop").version != net.version:
             raise ValueError(f"static route {self.prefix}: next hop {self.via} is another family")
         if self.action not in ("blackhole", "unreachable"):
             raise ValueError(f"static route {self.prefix}: action is blackhole or unreachable")
@@ -214,25 +229,25 @@ class StaticRoute:
 
     @property
     def version(self) -> int:
-        return ipaddress.ip_network(self.prefix).version
+        return self.prefix.version
 
 
 @dataclass(frozen=True)
 class AnycastRoute:
     """An anycast address this host serves, announced with its healthy local member count."""
 
-    prefix: str
+    prefix: Network
     healthy: int
 
     def __post_init__(self) -> None:
-        net = ipaddress.ip_network(self.prefix, strict=True)
+        net = require_network(self.prefix, "anycast route prefix")
         if net.prefixlen != net.max_prefixlen:
             raise ValueError(f"anycast route {self.prefix}: must be a /32 or /128")
         anycast_marker.community(self.healthy)  # ValueError below 1
 
     @property
     def version(self) -> int:
-        return ipaddress.ip_network(self.prefix).version
+        return self.prefix.version
 
     @property
     def community(self) -> str:
@@ -250,7 +265,13 @@ def check_host_prefix(prefix: str) -> int:
             packed = socket.inet_pton(family, address)
         except OSError:
             continue
-        if length != bits or socket.inet_ntop(family, packed) != address:
+        if length != bits:
+            break
+        # glibc writes IPv4-mapped addresses as ::ffff:1.2.3.4, Python as ::ffff:102:304.
+        if (
+            socket.inet_ntop(family, packed) != address
+            and str(ipaddress.ip_address(packed)) != address
+        ):
             break
         return version
     raise ValueError(f"endpoint route {prefix!r}: must be a /32 or /128 in canonical form")
@@ -260,7 +281,7 @@ def check_host_prefix(prefix: str) -> int:
 class BirdConfig:
     """Everything one BIRD instance needs."""
 
-    router_id: str
+    router_id: ipaddress.IPv4Address
     local_as: int
     peers: tuple[BgpPeer, ...] = ()
     static_routes: tuple[StaticRoute, ...] = ()
@@ -287,8 +308,7 @@ class BirdConfig:
     log_file: str | None = None
 
     def __post_init__(self) -> None:
-        if ipaddress.ip_address(self.router_id).version != 4:
-            raise ValueError(f"router id {self.router_id} must be an IPv4 address")
+        require_address(self.router_id, "router id", version=4)
         _check_asn(self.local_as, "local AS")
         names = [p.protocol for p in self.peers]
         if len(set(names)) != len(names):
@@ -305,7 +325,7 @@ class BirdConfig:
             raise ValueError("families are 4 and/or 6")
         if self.log_file is not None:
             _check_text("log file", self.log_file)
-        prefixes = [ipaddress.ip_network(r.prefix) for r in self.anycast_routes]
+        prefixes = [r.prefix for r in self.anycast_routes]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError("an anycast prefix is announced twice")
         for prefix in self.endpoint_routes:
