@@ -36,6 +36,7 @@ _CHARS = re.compile(r"[0-9A-Fa-f.:/]+")
 # The longest text worth parsing: a full IPv6 address with an embedded IPv4
 # tail and a netmask is under 100 characters.
 _MAX_LEN = 100
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def _checked_text(text: object, what: str) -> str:
@@ -110,7 +111,26 @@ def address_or_network_text(text: object) -> str:
     return str(parse_address(text, what=what))
 
 
+def peer_address_text(text: object) -> str:
+    """The canonical text of an address a BGP session can use as its neighbour.
+
+    BIRD refuses ``neighbor ::`` and ``neighbor fe80::...`` without an
+    interface, and no session ever comes up with an unspecified, multicast or
+    broadcast neighbour: one such host registration would break the config
+    of every BIRD that peers with it, so the API refuses them.
+    """
+    address = parse_address(text)
+    if address.is_unspecified or address.is_multicast or address == _BROADCAST:
+        raise ValueError(f"{address} cannot be a BGP neighbour: it is not a unicast address")
+    if address.version == 6 and address.is_link_local:
+        raise ValueError(
+            f"{address} cannot be a BGP neighbour: link-local addresses need an interface"
+        )
+    return str(address)
+
+
 IpAddressText = Annotated[str, AfterValidator(address_text)]
+PeerAddressText = Annotated[str, AfterValidator(peer_address_text)]
 Ipv4AddressText = Annotated[str, AfterValidator(ipv4_address_text)]
 IpNetworkText = Annotated[str, AfterValidator(network_text)]
 IpPrefixText = Annotated[str, AfterValidator(prefix_text)]

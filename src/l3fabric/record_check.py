@@ -6,7 +6,7 @@ long-lived: records written before it did (an IPv6 zone ID such as
 An agent must never render such a value into BIRD or nftables, and one bad
 record must not stop it from converging the rest, so the watcher's cache
 (``client.HostState``) passes every object through ``admit``: a record with
-a non-canonical address is left out (as if it did not exist) and logged.
+a non-canonical address (or a BGP neighbour the API refuses) is left out (as if it did not exist) and logged.
 The fabric config is never left out; its bad ``route_reflectors`` are.
 """
 
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from l3fabric.addresses import is_canonical_address, is_canonical_network
+from l3fabric.addresses import is_canonical_address, is_canonical_network, peer_address_text
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,14 @@ def _address_or_network(value: Any) -> bool:
     if isinstance(value, str) and "/" in value:
         return is_canonical_network(value)
     return is_canonical_address(value)
+
+
+def _peer_address(value: Any) -> bool:
+    # What the API accepts as a BGP neighbour, in canonical form.
+    try:
+        return peer_address_text(value) == value
+    except ValueError:
+        return False
 
 
 def _items(record: dict[str, Any], field: str) -> list[Any]:
@@ -71,16 +79,16 @@ _FIELDS: dict[str, tuple[Callable[[dict[str, Any]], Iterable[tuple]], ...]] = {
     ),
     "host": (
         _one("router_id", is_canonical_address),
-        _one("address", is_canonical_address),
-        _sub("peers", "address", is_canonical_address),
+        _one("address", _peer_address),
+        _sub("peers", "address", _peer_address),
     ),
     "gateway": (
         _one("router_id", is_canonical_address),
-        _each("fabric_addresses", is_canonical_address),
+        _each("fabric_addresses", _peer_address),
         _one("snat_address", _optional(is_canonical_address)),
         _each("infrastructure", is_canonical_network),
-        _sub("upstream", "address", is_canonical_address),
-        _sub("fabric_peers", "address", is_canonical_address),
+        _sub("upstream", "address", _peer_address),
+        _sub("fabric_peers", "address", _peer_address),
     ),
     "subnet": (
         _one("cidr", is_canonical_network),
@@ -114,7 +122,7 @@ def admit(kind: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
 def admit_fabric(fabric: dict[str, Any]) -> dict[str, Any]:
     """The fabric config without route reflectors whose address is not canonical."""
     reflectors = _items(fabric, "route_reflectors")
-    good = [a for a in reflectors if is_canonical_address(a)]
+    good = [a for a in reflectors if _peer_address(a)]
     if len(good) == len(reflectors):
         return fabric
     log.error(

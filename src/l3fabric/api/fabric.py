@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from l3fabric import keys
-from l3fabric.addresses import IpAddressText, IpNetworkText, Ipv4AddressText
+from l3fabric.addresses import IpAddressText, IpNetworkText, Ipv4AddressText, PeerAddressText
 from l3fabric.api.errors import NeutronError, bad_request, not_found
 from l3fabric.asn import effective_asn
 from l3fabric.service import anycast
@@ -95,7 +95,7 @@ class FabricConfig(_Strict):
     asn: Asn = 65000
     peering: Literal["gateway", "mesh", "reflectors"] = "gateway"
     host_asn: Literal["same", "per-host"] = "same"
-    route_reflectors: list[IpAddressText] = []
+    route_reflectors: list[PeerAddressText] = []
     bfd: Bfd = Bfd()
     graceful_restart: GracefulRestart = GracefulRestart()
     keepalive_s: int = Field(30, ge=1, le=21_845)
@@ -116,7 +116,7 @@ class FabricConfig(_Strict):
 
 class Peer(_Strict):
     name: Name
-    address: IpAddressText
+    address: PeerAddressText
     asn: Asn
 
 
@@ -124,7 +124,7 @@ class GatewayRegistration(_Strict):
     name: Name | None = None
     router_id: Ipv4AddressText
     asn: Asn | None = None
-    fabric_addresses: list[IpAddressText] = Field(min_length=1)
+    fabric_addresses: list[PeerAddressText] = Field(min_length=1)
     upstream: list[Peer] = []
     snat_address: IpAddressText | None = None
     # The gateway's BGP neighbours in the fabric; None: derived from the fabric's peering mode.
@@ -137,7 +137,7 @@ class GatewayRegistration(_Strict):
 class HostRegistration(_Strict):
     name: Name | None = None
     router_id: Ipv4AddressText
-    address: IpAddressText
+    address: PeerAddressText
     asn: Asn | None = None
     peers: list[Peer] | None = None
     rack: Name | None = None
