@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,8 @@ from l3fabric.client import HostState
 from l3fabric.gateway.bird import GatewayRouting, PeerSpec, gateway_config
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, local_address, render
-from l3fabric.store.sqlite import SqliteStore
 
-from .test_fabric_api import fabric_app
+from .test_fabric_api import api, store  # noqa: F401  (fixtures)
 
 needs_bird = pytest.mark.skipif(shutil.which("bird") is None, reason="bird not installed")
 
@@ -136,14 +134,6 @@ def test_skipped_sessions_are_reported_in_the_heartbeat(tmp_path: Path) -> None:
         agent.client.close()
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[TestClient]:
-    store = SqliteStore(tmp_path / "fabric.db")
-    with TestClient(fabric_app(store)) as client:
-        yield client
-    store.close()
-
-
 @pytest.mark.parametrize(
     ("path", "body", "words"),
     [
@@ -169,7 +159,10 @@ def api(tmp_path: Path) -> Iterator[TestClient]:
     ],
 )
 def test_addresses_bird_cannot_use_are_a_clear_400(
-    api: TestClient, path: str, body: dict[str, Any], words: str
+    api: TestClient,  # noqa: F811  (the fixture)
+    path: str,
+    body: dict[str, Any],
+    words: str,
 ) -> None:
     answer = api.put(path, json=body)
     assert answer.status_code == 400

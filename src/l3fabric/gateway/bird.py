@@ -70,34 +70,29 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
     t = routing.timers
     from_fabric = Policy("prefixes", routing.desired.fabric_import)
     upstream_export = Policy("originated", routing.desired.public)
-    peers = [
-        BgpPeer(
+    ibgp = {p.name: p.asn == routing.local_as for p in routing.fabric_peers}
+
+    def session(p: PeerSpec, import_policy: Policy, export_policy: Policy) -> BgpPeer:
+        return BgpPeer(
             name=p.name,
             address=p.address,
             asn=p.asn,
             bfd=t.bfd,
             source_address=p.local,
-            import_policy=from_fabric,
-            export_policy=Policy("all"),
-            next_hop_self=p.asn == routing.local_as,
-            rr_client=p.asn == routing.local_as,
+            import_policy=import_policy,
+            export_policy=export_policy,
+            # iBGP fabric peers: reflected to each other with the gateway as next hop.
+            next_hop_self=ibgp.get(p.name, False),
+            rr_client=ibgp.get(p.name, False),
         )
-        for p in routing.fabric_peers
-    ]
-    peers, skipped = place_sessions(peers, routing.local_as, routing.fabric_addresses)
+
+    peers, skipped = place_sessions(
+        (session(p, from_fabric, Policy("all")) for p in routing.fabric_peers),
+        routing.local_as,
+        routing.fabric_addresses,
+    )
     upstream, skipped_upstream = place_sessions(
-        (
-            BgpPeer(
-                name=p.name,
-                address=p.address,
-                asn=p.asn,
-                bfd=t.bfd,
-                source_address=p.local,
-                import_policy=Policy("default-only"),
-                export_policy=upstream_export,
-            )
-            for p in routing.upstream
-        ),
+        (session(p, Policy("default-only"), upstream_export) for p in routing.upstream),
         routing.local_as,
         (),  # upstream links are not fabric links: only an explicit local address
     )
