@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Body, FastAPI, Request, Response
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -68,6 +69,23 @@ Asn = Annotated[int, Field(ge=1, le=4_294_967_294)]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 Name = Annotated[str, Field(pattern=f"^{NAME_RE.pattern}$")]
 PortStatus = Literal["ACTIVE", "DOWN", "ERROR"]
+
+
+def _bgp_address(value: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    # BIRD rejects a link-local neighbour without an interface and "::"; the
+    # others parse but never make a session.
+    for bad, what in (
+        (value.is_unspecified, "unspecified"),
+        (value.is_link_local, "link-local"),
+        (value.is_multicast, "multicast"),
+    ):
+        if bad:
+            raise ValueError(f"{value} is a {what} address; BGP needs a unicast, global one")
+    return value
+
+
+# An address a BGP session runs on (a neighbour or a local address).
+BgpAddress = Annotated[IPvAnyAddress, AfterValidator(_bgp_address)]
 # Request bodies are parsed here, not by FastAPI, so errors say InvalidInput in our words.
 JsonBody = Annotated[Any, Body()]
 
@@ -94,7 +112,7 @@ class FabricConfig(_Strict):
     asn: Asn = 65000
     peering: Literal["gateway", "mesh", "reflectors"] = "gateway"
     host_asn: Literal["same", "per-host"] = "same"
-    route_reflectors: list[IPvAnyAddress] = []
+    route_reflectors: list[BgpAddress] = []
     bfd: Bfd = Bfd()
     graceful_restart: GracefulRestart = GracefulRestart()
     keepalive_s: int = Field(30, ge=1, le=21_845)
@@ -115,15 +133,23 @@ class FabricConfig(_Strict):
 
 class Peer(_Strict):
     name: Name
-    address: IPvAnyAddress
+    address: BgpAddress
     asn: Asn
+    # This end's address of the session; None: chosen by the agent (docs/fabric-api.md).
+    local: BgpAddress | None = None
+
+    @model_validator(mode="after")
+    def _same_family(self) -> Peer:
+        if self.local is not None and self.local.version != self.address.version:
+            raise ValueError(f"local {self.local} and address {self.address} differ in family")
+        return self
 
 
 class GatewayRegistration(_Strict):
     name: Name | None = None
     router_id: ipaddress.IPv4Address
     asn: Asn | None = None
-    fabric_addresses: list[IPvAnyAddress] = Field(min_length=1)
+    fabric_addresses: list[BgpAddress] = Field(min_length=1)
     upstream: list[Peer] = []
     snat_address: IPvAnyAddress | None = None
     # The gateway's BGP neighbours in the fabric; None: derived from the fabric's peering mode.
@@ -136,7 +162,7 @@ class GatewayRegistration(_Strict):
 class HostRegistration(_Strict):
     name: Name | None = None
     router_id: ipaddress.IPv4Address
-    address: IPvAnyAddress
+    address: BgpAddress
     asn: Asn | None = None
     peers: list[Peer] | None = None
     rack: Name | None = None
