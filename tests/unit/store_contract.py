@@ -113,11 +113,13 @@ class StoreContract:
 
     def test_compare_zero_means_absent(self, store: Store) -> None:
         store.txn([Compare("/gone", 0), Put("/x", {})])
-        with pytest.raises(KeyNotFoundError):
+        with pytest.raises(RevisionMismatchError) as missing:
             store.txn([Compare("/gone", 7), Put("/y", {})])
-        store.create("/gone", {})
-        with pytest.raises(KeyExistsError):
+        assert (missing.value.expected, missing.value.actual) == (7, 0)
+        rev = store.create("/gone", {})
+        with pytest.raises(RevisionMismatchError) as present:
             store.txn([Compare("/gone", 0), Put("/y", {})])
+        assert (present.value.key, present.value.actual) == ("/gone", rev)
         assert store.get("/y") is None
 
     def test_compare_only_txn_writes_no_revision(self, store: Store) -> None:

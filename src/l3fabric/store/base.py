@@ -120,9 +120,9 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    """Write nothing, but fail the transaction unless ``key``'s mod_revision is
-    still ``mod_revision`` (0: the key must be absent), as an etcd compare
-    without an op on that key does.
+    """Write nothing, but fail the transaction (RevisionMismatchError) unless
+    ``key``'s mod_revision is still ``mod_revision``; an absent key's is 0.
+    That is etcd's compare on a key the transaction does not write.
 
     This is how a transaction depends on a key it does not change (a port
     create on its network, a subnet delete on the network's allocations)."""

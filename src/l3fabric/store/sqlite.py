@@ -140,16 +140,18 @@ class SqliteStore(Store):
             "SELECT value, create_revision, mod_revision, version FROM kv WHERE key = ?",
             (op.key,),
         ).fetchone()
-        expected = getattr(op, "mod_revision", None)
-        if isinstance(op, Create) or (isinstance(op, Compare) and expected == 0):
-            if row is not None:
-                raise KeyExistsError(op.key)
-        elif isinstance(op, Update | Delete | Compare) and row is None:
-            raise KeyNotFoundError(op.key)
-        if expected and row[2] != expected:
-            raise RevisionMismatchError(op.key, expected, row[2])
         if isinstance(op, Compare):
+            actual = row[2] if row else 0
+            if actual != op.mod_revision:
+                raise RevisionMismatchError(op.key, op.mod_revision, actual)
             return
+        if isinstance(op, Create) and row is not None:
+            raise KeyExistsError(op.key)
+        if isinstance(op, Update | Delete) and row is None:
+            raise KeyNotFoundError(op.key)
+        expected = getattr(op, "mod_revision", None)
+        if expected is not None and row[2] != expected:
+            raise RevisionMismatchError(op.key, expected, row[2])
         prev_value = row[0] if row else None
         if isinstance(op, Delete):
             self._db.execute("DELETE FROM kv WHERE key = ?", (op.key,))
