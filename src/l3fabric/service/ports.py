@@ -6,7 +6,10 @@ are Creates of ``ipam_key(subnet, address)``, so a taken address fails the
 whole transaction. For an address the client asked for that is a 409
 IpAddressAlreadyAllocated; for one IPAM picked, the allocator is told and
 picks again. Releases (port delete, fixed_ips update) are Deletes in the
-same transaction as the port write.
+same transaction as the port write. Every claiming transaction also carries
+the network's ``claim_guard``, so it and a subnet or network delete never
+both commit. Updates, including the status agents report (``set_status``),
+go through the one write path, ``revise``.
 """
 
 from __future__ import annotations

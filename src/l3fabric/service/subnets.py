@@ -4,6 +4,9 @@
 Adding a subnet rewrites its network guarded by the network's mod_revision,
 so two concurrent creates of overlapping subnets cannot both pass the
 overlap check: the second one's write fails, it re-reads and sees the first.
+Deleting one rewrites the network too, which fails every allocation that read
+the network before; and it compares the network's allocation marker, which
+fails the delete if an allocation committed after it looked (``ipam``).
 """
 
 from __future__ import annotations
