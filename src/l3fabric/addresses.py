@@ -112,20 +112,22 @@ def address_or_network_text(text: object) -> str:
 
 
 def peer_address_text(text: object) -> str:
-    """The canonical text of an address a BGP session can use as its neighbour.
+    """The canonical text of an address a BGP session can run on (a neighbour or a local end).
 
-    BIRD refuses ``neighbor ::`` and ``neighbor fe80::...`` without an
-    interface, and no session ever comes up with an unspecified, multicast or
-    broadcast neighbour: one such host registration would break the config
-    of every BIRD that peers with it, so the API refuses them.
+    BIRD refuses ``neighbor ::`` and a link-local neighbour without an
+    interface; multicast and broadcast addresses parse but never make a
+    session. One such registration would break the config of every BIRD that
+    peers with it, so the API refuses them.
     """
     address = parse_address(text)
-    if address.is_unspecified or address.is_multicast or address == _BROADCAST:
-        raise ValueError(f"{address} cannot be a BGP neighbour: it is not a unicast address")
-    if address.version == 6 and address.is_link_local:
-        raise ValueError(
-            f"{address} cannot be a BGP neighbour: link-local addresses need an interface"
-        )
+    for bad, what in (
+        (address.is_unspecified, "unspecified"),
+        (address.is_link_local, "link-local"),
+        (address.is_multicast, "multicast"),
+        (address == _BROADCAST, "broadcast"),
+    ):
+        if bad:
+            raise ValueError(f"{address} is a {what} address; BGP needs a unicast, global one")
     return str(address)
 
 

@@ -81,6 +81,7 @@ _FIELDS: dict[str, tuple[Callable[[dict[str, Any]], Iterable[tuple]], ...]] = {
         _one("router_id", is_canonical_address),
         _one("address", _peer_address),
         _sub("peers", "address", _peer_address),
+        _sub("peers", "local", _optional(_peer_address)),
     ),
     "gateway": (
         _one("router_id", is_canonical_address),
@@ -88,7 +89,9 @@ _FIELDS: dict[str, tuple[Callable[[dict[str, Any]], Iterable[tuple]], ...]] = {
         _one("snat_address", _optional(is_canonical_address)),
         _each("infrastructure", is_canonical_network),
         _sub("upstream", "address", _peer_address),
+        _sub("upstream", "local", _optional(_peer_address)),
         _sub("fabric_peers", "address", _peer_address),
+        _sub("fabric_peers", "local", _optional(_peer_address)),
     ),
     "subnet": (
         _one("cidr", is_canonical_network),

@@ -75,7 +75,7 @@ def test_one_canonical_text() -> None:
 @pytest.mark.parametrize("text", ["::", "0.0.0.0", "fe80::1", "ff02::1", "224.0.0.5", "255.255.255.255"])  # fmt: skip
 def test_bgp_neighbours_are_unicast(text: str) -> None:
     # BIRD refuses "neighbor ::" and a link-local neighbour without an interface.
-    with pytest.raises(ValueError, match="BGP neighbour"):
+    with pytest.raises(ValueError, match="BGP needs a unicast"):
         addresses.peer_address_text(text)
     assert addresses.peer_address_text("2001:db8::1") == "2001:db8::1"
 

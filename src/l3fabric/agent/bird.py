@@ -7,6 +7,12 @@ reflectors. The export policy is always "endpoints": only the /32 and /128
 routes this agent installed leave the host (``endpoints``: announced from a
 static protocol, see routing/bird_config.py), and the anycast addresses it
 serves (``anycast``: prefix -> healthy local members, see agent/anycast.py).
+
+Each session's local address is the peer's ``local`` when the registration
+names one, else, where BIRD needs one (multihop with BFD: every iBGP session
+under ``host_asn: same``), the host's registered ``address``. A session of
+the other family than that address then has no local address: it is left
+out of the config and reported (``BirdConfig.skipped_peers``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,13 @@ from typing import Any
 from l3fabric.addresses import parse_address, parse_network
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
-from l3fabric.routing.bird_config import AnycastRoute, BgpPeer, BirdConfig, Policy
+from l3fabric.routing.bird_config import (
+    AnycastRoute,
+    BgpPeer,
+    BirdConfig,
+    Policy,
+    place_sessions,
+)
 from l3fabric.routing.timers import Timers
 
 ENDPOINTS = Policy("endpoints")
@@ -28,13 +40,14 @@ class NotRegistered(LookupError):
     """The controller has no registration for this host yet: nothing to peer with."""
 
 
-def _peer(name: str, address: str, asn: int, bfd: bool) -> BgpPeer:
+def _peer(name: str, address: str, asn: int, bfd: bool, local: str | None = None) -> BgpPeer:
     # The cache holds canonical addresses only (record_check); parsing is strict regardless.
     return BgpPeer(
         name=name,
         address=parse_address(address),
         asn=asn,
         bfd=bfd,
+        source_address=parse_address(local) if local is not None else None,
         import_policy=ALL,
         export_policy=ENDPOINTS,
     )
@@ -79,13 +92,18 @@ def host_bird_config(
     timers = Timers.from_fabric(fabric)
     use_bfd = timers.bfd
     if host.get("peers") is not None:
-        peers = [_peer(p["name"], str(p["address"]), int(p["asn"]), use_bfd) for p in host["peers"]]
+        peers = [
+            _peer(p["name"], str(p["address"]), int(p["asn"]), use_bfd, p.get("local"))
+            for p in host["peers"]
+        ]
     else:
         peers = _derived_peers(state, local_as, use_bfd)
+    placed, skipped = place_sessions(peers, local_as, [parse_address(host["address"])])
     return BirdConfig(
         router_id=parse_address(host["router_id"], version=4),
         local_as=local_as,
-        peers=tuple(peers),
+        peers=tuple(placed),
+        skipped_peers=tuple(skipped),
         anycast_routes=tuple(
             AnycastRoute(parse_network(p), n) for p, n in sorted((anycast or {}).items())
         ),

@@ -31,17 +31,22 @@ from pydantic import (
 )
 
 from l3fabric import keys
-from l3fabric.addresses import IpAddressText, IpNetworkText, Ipv4AddressText, PeerAddressText
+from l3fabric.addresses import (
+    IpAddressText,
+    IpNetworkText,
+    Ipv4AddressText,
+    PeerAddressText,
+    parse_address,
+)
 from l3fabric.api.errors import NeutronError, bad_request, not_found
 from l3fabric.asn import effective_asn
-from l3fabric.service import anycast
+from l3fabric.service import anycast, ports
 from l3fabric.store import (
     CompactedError,
     Delete,
     Event,
     KeyNotFoundError,
     Put,
-    RevisionMismatchError,
     Store,
 )
 
@@ -61,14 +66,14 @@ HEARTBEAT_GRACE_INTERVALS = 3
 WATCH_THREADS = 1000
 # How long one blocking store.watch call may last, so a watch notices shutdown.
 _WATCH_SLICE_S = 1.0
-# Optimistic port-status updates retry this often when another writer wins.
-_PORT_UPDATE_ATTEMPTS = 8
 
 
 Asn = Annotated[int, Field(ge=1, le=4_294_967_294)]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 Name = Annotated[str, Field(pattern=f"^{NAME_RE.pattern}$")]
 PortStatus = Literal["ACTIVE", "DOWN", "ERROR"]
+
+
 # Request bodies are parsed here, not by FastAPI, so errors say InvalidInput in our words.
 JsonBody = Annotated[Any, Body()]
 
@@ -118,6 +123,15 @@ class Peer(_Strict):
     name: Name
     address: PeerAddressText
     asn: Asn
+    # This end's address of the session; None: chosen by the agent (docs/fabric-api.md).
+    local: PeerAddressText | None = None
+
+    @model_validator(mode="after")
+    def _same_family(self) -> Peer:
+        local, address = self.local, parse_address(self.address)
+        if local is not None and parse_address(local).version != address.version:
+            raise ValueError(f"local {local} and address {address} differ in family")
+        return self
 
 
 class GatewayRegistration(_Strict):
@@ -188,10 +202,6 @@ def _check_name(kind: str, name: str) -> None:
             f"{kind} name {name!r} is invalid: use 1-63 letters, digits, '.', '_' or '-',"
             " starting with a letter or digit"
         )
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -370,27 +380,10 @@ def watch_blocking(
 def set_port_status(store: Store, host: str, port_id: str, status: str) -> bool:
     """Set a port's Neutron status if it is bound to ``host``; True if it changed.
 
-    An optimistic update guarded by the port's mod_revision, retried when the
-    Neutron API changed the port meanwhile; unchanged status writes nothing,
-    so steady heartbeats do not churn revisions.
+    The ports' one write path (``l3fabric.service.ports.set_status``): the
+    revision moves as on an API update; an unchanged status writes nothing.
     """
-    key = keys.neutron_key("ports", port_id)
-    for _ in range(_PORT_UPDATE_ATTEMPTS):
-        kv = store.get(key)
-        if kv is None or kv.value.get("binding:host_id") != host:
-            return False
-        if kv.value.get("status") == status:
-            return False
-        port = dict(kv.value)
-        port["status"] = status
-        port["revision_number"] = int(port.get("revision_number", 0)) + 1
-        port["updated_at"] = _now_iso()
-        try:
-            store.update(key, port, kv.mod_revision)
-        except (RevisionMismatchError, KeyNotFoundError):
-            continue
-        return True
-    raise NeutronError(409, "Conflict", f"port {port_id} kept changing; heartbeat again")
+    return ports.set_status(store, host, port_id, status)
 
 
 # HTTP ------------------------------------------------------------------------------
