@@ -122,11 +122,10 @@ FABRICS = {
         "keepalive_s": 21_845,
         "hold_s": 65_535,
     },
-    # Route reflectors of both families (iBGP, multihop: BFD there is issue 9 part 7).
+    # Route reflectors of both families: iBGP with BFD (multihop, so local addresses).
     "reflectors": {
         "peering": "reflectors",
         "route_reflectors": ["10.0.0.200", "2001:DB8::C8", "::ffff:10.0.0.201"],
-        "bfd": {"enabled": False},
         "graceful_restart": {"enabled": False},
         "hold_s": 0,
     },
