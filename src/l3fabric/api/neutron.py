@@ -98,6 +98,34 @@ def _schemas(resource: Resource) -> tuple[dict[str, Any], dict[str, Any]]:
     return openapi_body({"oneOf": [one, many]}), openapi_body(changed)
 
 
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+# If-Match on updates and deletes, documented so that fuzzers send it too.
+_IF_MATCH_PARAMETER = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^revision_number=[0-9]+$"},
+}
+
+
+def _list_parameters(ints: frozenset[str]) -> dict[str, Any]:
+    """The documented list query: paging, sorting, fields and the integer filters."""
+    return {
+        "parameters": [
+            _query("limit", {"type": "integer", "minimum": 0}),
+            _query("marker", {"type": "string"}),
+            _query("page_reverse", {"type": "boolean"}),
+            _query("fields", {"type": "string"}),
+            _query("sort_key", {"type": "string"}),
+            _query("sort_dir", {"type": "string", "enum": ["asc", "desc"]}),
+            *(_query(name, {"type": "integer"}) for name in sorted(ints)),
+        ]
+    }
+
+
 def install(app: FastAPI) -> None:
     """Mount the Neutron API on ``app``; its store is ``app.state.store``."""
     service = NeutronService(app.state.store)
@@ -208,7 +236,13 @@ def _collection_routes(router: APIRouter, resource: Resource) -> None:
 
     path = f"/v2.0/{collection}"
     name = collection.replace("-", "_")
-    router.add_api_route(path, list_objects, methods=["GET"], name=f"list_{name}")
+    router.add_api_route(
+        path,
+        list_objects,
+        methods=["GET"],
+        name=f"list_{name}",
+        openapi_extra=_list_parameters(ints),
+    )
     router.add_api_route(
         path, create, methods=["POST"], name=f"create_{name}", openapi_extra=create_body
     )
@@ -218,7 +252,7 @@ def _collection_routes(router: APIRouter, resource: Resource) -> None:
         update,
         methods=["PUT"],
         name=f"update_{name}",
-        openapi_extra=update_body,
+        openapi_extra={**update_body, "parameters": [_IF_MATCH_PARAMETER]},
     )
     router.add_api_route(
         f"{path}/{{object_id}}",
@@ -226,4 +260,5 @@ def _collection_routes(router: APIRouter, resource: Resource) -> None:
         methods=["DELETE"],
         name=f"delete_{name}",
         status_code=204,
+        openapi_extra={"parameters": [_IF_MATCH_PARAMETER]},
     )
