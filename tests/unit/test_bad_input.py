@@ -23,12 +23,12 @@ from l3fabric.api.jsontext import dumps
 from l3fabric.store.sqlite import SqliteStore
 
 from .api_helpers import error, make
+from .test_fabric_api import HOST
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-HOST = {"router_id": "10.0.0.11", "address": "10.0.0.11"}
 GATEWAY = {"router_id": "10.0.0.1", "fabric_addresses": ["10.0.0.1"]}
 JSON_TYPE = {"content-type": "application/json"}
 LONE = "\\ud800"  # a JSON escape that decodes to a lone surrogate
@@ -265,3 +265,11 @@ def test_a_500_closes_the_connection(store: SqliteStore) -> None:
         assert error(answer, 500) == "InternalError"
         assert answer.headers["connection"] == "close"
         assert client.get("/v1/fabric").headers.get("connection") != "close"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["since=\u0661", "since=--5", "since=" + "9" * 5000, "since=1e3", "since=0&timeout=\u0661"],
+)
+def test_odd_watch_numbers_are_invalid_input(api: TestClient, query: str) -> None:
+    assert error(api.get(f"/v1/watch?host=h1&{query}"), 400) == "InvalidInput"

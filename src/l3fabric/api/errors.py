@@ -71,7 +71,10 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}"
             for err in exc.errors()
         )
-        return error_response(400, "MalformedRequestBody", f"Malformed request: {problems}")
+        # Bodies are parsed by api.body; what FastAPI validates is the query and path.
+        in_body = any(err.get("loc", ("",))[0] == "body" for err in exc.errors())
+        type_ = "MalformedRequestBody" if in_body else "InvalidInput"
+        return error_response(400, type_, f"Malformed request: {problems}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
