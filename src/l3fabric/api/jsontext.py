@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pydantic_core
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.responses import Response
@@ -32,11 +33,11 @@ _DEGRADE_DEPTH = 64
 def dumps(data: Any) -> bytes:
     """Compact UTF-8 JSON of ``data``; degrades what cannot be encoded, never raises for it."""
     try:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8")
-    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        text = json.dumps(_degrade(data, 0), separators=(",", ":"), ensure_ascii=False)
-        return text.encode("utf-8")
+        # pydantic-core's encoder: several times faster than json.dumps on a
+        # 10,000-port snapshot; it writes NaN and infinities as null.
+        return pydantic_core.to_json(data, inf_nan_mode="null")
+    except ValueError:  # a lone surrogate, or nesting deeper than it goes
+        return json.dumps(_degrade(data, 0), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def safe_text(text: str) -> str:
