@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from l3fabric.api import neutron_meta
 from l3fabric.api.body import model_schema, openapi_body, read_json
-from l3fabric.api.errors import NeutronError, bad_request, not_found
+from l3fabric.api.errors import bad_request, not_found
 from l3fabric.api.jsontext import dumps
 from l3fabric.api.neutron_query import ListQuery, int_attributes, parse_int
 from l3fabric.model.neutron import RouterInterfaceBody
@@ -220,18 +220,8 @@ def _collection_routes(router: APIRouter, resource: Resource) -> None:
         return _json({resource.singular: obj})
 
     async def delete(object_id: str, request: Request) -> Response:
-        expected = _if_match(request)
-        ctx = _context(request)
-        if expected is not None:
-            current = await run_in_threadpool(resource.get, object_id, ctx)
-            if current.get("revision_number") != expected:
-                raise NeutronError(
-                    412,
-                    "RevisionNumberConstraintFailed",
-                    f"Constrained to {expected}, but current revision is"
-                    f" {current.get('revision_number')}",
-                )
-        await run_in_threadpool(resource.delete, object_id, ctx)
+        # Checked by the service in the delete's own store transaction.
+        await run_in_threadpool(resource.delete, object_id, _context(request), _if_match(request))
         return Response(status_code=204)
 
     path = f"/v2.0/{collection}"
