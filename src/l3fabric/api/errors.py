@@ -50,6 +50,7 @@ _HTTP_TYPES = {
     405: "HTTPMethodNotAllowed",
     409: "Conflict",
     410: "Gone",
+    413: "RequestEntityTooLarge",
     415: "HTTPUnsupportedMediaType",
 }
 

@@ -6,7 +6,23 @@ import argparse
 import logging
 import sys
 
+from l3fabric.http_guard import ServerLimits
 from l3fabric.server import DEFAULT_LISTEN, ServerError, parse_listen, parse_listen_in, serve
+
+_DEFAULTS = ServerLimits()
+
+
+def _positive(kind: type[int] | type[float]) -> argparse._ActionType:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+        return value
+
+    return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +46,46 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NETNS=HOST:PORT",
         help="also serve on HOST:PORT inside network namespace NETNS (repeatable; needs root)",
     )
+    limits = parser.add_argument_group("limits (docs/api.md, Limits)")
+    limits.add_argument(
+        "--max-body-bytes",
+        type=_positive(int),
+        default=_DEFAULTS.max_body_bytes,
+        metavar="N",
+        help=f"largest request body; more is a 413 (default {_DEFAULTS.max_body_bytes}, as Neutron)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=_positive(float),
+        default=_DEFAULTS.header_timeout,
+        metavar="S",
+        help="close a connection whose request head is not complete S seconds after it"
+        f" opened or began (default {_DEFAULTS.header_timeout:g})",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=_positive(float),
+        default=_DEFAULTS.body_timeout,
+        metavar="S",
+        help="close a connection whose request body is not complete S seconds after its head"
+        f" (default {_DEFAULTS.body_timeout:g})",
+    )
+    limits.add_argument(
+        "--keep-alive-timeout",
+        type=_positive(float),
+        default=_DEFAULTS.keep_alive_timeout,
+        metavar="S",
+        help=f"close a connection idle S seconds after a response (default"
+        f" {_DEFAULTS.keep_alive_timeout:g})",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=_DEFAULTS.max_connections,
+        metavar="N",
+        help="open connections at most; lowered to fit the descriptor limit (default"
+        f" {_DEFAULTS.max_connections})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -40,7 +96,19 @@ def run(args: argparse.Namespace) -> int:
         listens = [parse_listen(text) for text in args.listen or [DEFAULT_LISTEN]]
         listens += [parse_listen_in(text) for text in args.listen_in]
         level = "debug" if logging.getLogger().isEnabledFor(logging.DEBUG) else "info"
-        return serve(args.store or default_store_url(), listens, log_level=level)
+        limits = ServerLimits(
+            max_body_bytes=args.max_body_bytes,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_connections=args.max_connections,
+        )
+        return serve(
+            args.store or default_store_url(),
+            listens,
+            log_level=level,
+            limits=limits,
+        )
     except ServerError as exc:
         print(f"l3fabric server: {exc}", file=sys.stderr)
         return 2
