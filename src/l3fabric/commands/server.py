@@ -10,6 +10,16 @@ from l3fabric.http_guard import ServerLimits
 from l3fabric.server import DEFAULT_LISTEN, ServerError, parse_listen, parse_listen_in, serve
 
 _DEFAULTS = ServerLimits()
+# One option per field of ServerLimits.
+_LIMITS = {
+    "max_body_bytes": "largest request body; more is a 413 (Neutron's default)",
+    "header_timeout": "close a connection whose request head is not complete S seconds"
+    " after it opened or began",
+    "body_timeout": "close a connection whose request body is not complete S seconds"
+    " after its head",
+    "keep_alive_timeout": "close a connection idle S seconds after a response",
+    "max_connections": "open connections at most; lowered to fit the descriptor limit",
+}
 
 
 def _positive(kind: type[int] | type[float]) -> argparse._ActionType:
@@ -47,45 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also serve on HOST:PORT inside network namespace NETNS (repeatable; needs root)",
     )
     limits = parser.add_argument_group("limits (docs/api.md, Limits)")
-    limits.add_argument(
-        "--max-body-bytes",
-        type=_positive(int),
-        default=_DEFAULTS.max_body_bytes,
-        metavar="N",
-        help=f"largest request body; more is a 413 (default {_DEFAULTS.max_body_bytes}, as Neutron)",
-    )
-    limits.add_argument(
-        "--header-timeout",
-        type=_positive(float),
-        default=_DEFAULTS.header_timeout,
-        metavar="S",
-        help="close a connection whose request head is not complete S seconds after it"
-        f" opened or began (default {_DEFAULTS.header_timeout:g})",
-    )
-    limits.add_argument(
-        "--body-timeout",
-        type=_positive(float),
-        default=_DEFAULTS.body_timeout,
-        metavar="S",
-        help="close a connection whose request body is not complete S seconds after its head"
-        f" (default {_DEFAULTS.body_timeout:g})",
-    )
-    limits.add_argument(
-        "--keep-alive-timeout",
-        type=_positive(float),
-        default=_DEFAULTS.keep_alive_timeout,
-        metavar="S",
-        help=f"close a connection idle S seconds after a response (default"
-        f" {_DEFAULTS.keep_alive_timeout:g})",
-    )
-    limits.add_argument(
-        "--max-connections",
-        type=_positive(int),
-        default=_DEFAULTS.max_connections,
-        metavar="N",
-        help="open connections at most; lowered to fit the descriptor limit (default"
-        f" {_DEFAULTS.max_connections})",
-    )
+    for field, text in _LIMITS.items():
+        default = getattr(_DEFAULTS, field)
+        limits.add_argument(
+            f"--{field.replace('_', '-')}",
+            type=_positive(type(default)),
+            default=default,
+            metavar="N" if isinstance(default, int) else "S",
+            help=f"{text} (default {default:g})",
+        )
     parser.set_defaults(func=run)
 
 
@@ -96,13 +76,7 @@ def run(args: argparse.Namespace) -> int:
         listens = [parse_listen(text) for text in args.listen or [DEFAULT_LISTEN]]
         listens += [parse_listen_in(text) for text in args.listen_in]
         level = "debug" if logging.getLogger().isEnabledFor(logging.DEBUG) else "info"
-        limits = ServerLimits(
-            max_body_bytes=args.max_body_bytes,
-            header_timeout=args.header_timeout,
-            body_timeout=args.body_timeout,
-            keep_alive_timeout=args.keep_alive_timeout,
-            max_connections=args.max_connections,
-        )
+        limits = ServerLimits(**{field: getattr(args, field) for field in _LIMITS})
         return serve(
             args.store or default_store_url(),
             listens,
