@@ -10,6 +10,11 @@ never both win an address. The allocator only keeps a per-process *hint*
 (a cursor into the pools and the addresses it knows are taken) so that the
 common case is a single transaction with no reads. When a claim collides,
 the caller reports it and the next pick re-reads the subnet's allocations.
+
+Allocations and subnet/network deletes conflict in the store, not in a
+read: every allocating transaction carries ``claim_guard`` (the network is
+still what the writer read; touch the network's ``allocated_key``), and a
+delete carries ``allocation_guard``, read before it looks for allocations.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from l3fabric.keys import ipam_prefix
-from l3fabric.store import Store
+from l3fabric.keys import allocated_key, ipam_prefix
+from l3fabric.store import Compare, Delete, KeyValue, Op, Put, Store
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -113,6 +118,29 @@ def walk(pools: list[Pool], cursor: int) -> Iterator[int]:
             before.append((start, cursor - 1))
     for start, end in before:
         yield from range(start, end + 1)
+
+
+def claim_guard(network: KeyValue) -> list[Op]:
+    """Ops for a transaction that allocates on ``network`` (as read): it fails
+    if the network changed (a subnet was deleted), and it moves the network's
+    allocation marker, so a delete that checked for allocations before fails."""
+    network_id = network.value["id"]
+    return [
+        Compare(network.key, network.mod_revision),
+        Put(allocated_key(network_id), {"network_id": network_id}),
+    ]
+
+
+def allocation_guard(store: Store, network_id: str, *, drop: bool = False) -> Op:
+    """The op that makes a delete fail if anything was allocated on the network
+    after this call: read it *before* looking for allocations. ``drop``
+    deletes the marker too (the network itself goes)."""
+    marker = store.get(allocated_key(network_id))
+    if marker is None:
+        return Compare(allocated_key(network_id), 0)
+    if drop:
+        return Delete(marker.key, marker.mod_revision)
+    return Compare(marker.key, marker.mod_revision)
 
 
 @dataclass

@@ -36,6 +36,19 @@ def ipam_key(subnet_id: str, address: str) -> str:
     return f"{ipam_prefix(subnet_id)}{address}"
 
 
+# Per network: Put by every write that gives an address on the network (a
+# port, an anycast group), which also compares the network key. Subnet and
+# network deletes compare this key's mod_revision from before they looked for
+# allocations, so an allocation and a delete can never both commit (the etcd
+# contract compares single keys, not "this prefix is empty").
+# Value: {"network_id": ...}.
+ALLOCATED = "/allocated/"
+
+
+def allocated_key(network_id: str) -> str:
+    return f"{ALLOCATED}{network_id}"
+
+
 # Fabric (/v1): a single configuration object, gateways and hosts by name.
 FABRIC_CONFIG = "/fabric/config"
 GATEWAYS = "/fabric/gateways/"

@@ -12,6 +12,7 @@ import pytest
 
 from l3fabric.store import (
     CompactedError,
+    Compare,
     Create,
     Delete,
     KeyExistsError,
@@ -97,6 +98,34 @@ class StoreContract:
         with pytest.raises(RevisionMismatchError):
             store.txn([Put("/b", {}), Update("/a", {"v": 3}, rev)])
         assert store.get("/b") is None
+
+    def test_compare_guards_a_txn_without_writing_the_key(self, store: Store) -> None:
+        rev = store.create("/parent", {"v": 1})
+        rev2 = store.txn([Compare("/parent", rev), Put("/child", {})])
+        parent = store.get("/parent")
+        assert (parent.mod_revision, parent.version) == (rev, 1)
+        events, _ = store.watch("/parent", rev, timeout=0)
+        assert events == []
+        store.put("/parent", {"v": 2})
+        with pytest.raises(RevisionMismatchError):
+            store.txn([Compare("/parent", rev), Put("/child", {"late": True})])
+        assert store.get("/child").mod_revision == rev2
+
+    def test_compare_zero_means_absent(self, store: Store) -> None:
+        store.txn([Compare("/gone", 0), Put("/x", {})])
+        with pytest.raises(RevisionMismatchError) as missing:
+            store.txn([Compare("/gone", 7), Put("/y", {})])
+        assert (missing.value.expected, missing.value.actual) == (7, 0)
+        rev = store.create("/gone", {})
+        with pytest.raises(RevisionMismatchError) as present:
+            store.txn([Compare("/gone", 0), Put("/y", {})])
+        assert (present.value.key, present.value.actual) == ("/gone", rev)
+        assert store.get("/y") is None
+
+    def test_compare_only_txn_writes_no_revision(self, store: Store) -> None:
+        rev = store.create("/a", {})
+        assert store.txn([Compare("/a", rev), Compare("/b", 0)]) == rev
+        assert store.revision() == rev
 
     def test_watch_returns_events_after_since(self, store: Store) -> None:
         r1 = store.create("/w/a", {"v": 1})

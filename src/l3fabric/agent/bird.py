@@ -7,6 +7,12 @@ reflectors. The export policy is always "endpoints": only the /32 and /128
 routes this agent installed leave the host (``endpoints``: announced from a
 static protocol, see routing/bird_config.py), and the anycast addresses it
 serves (``anycast``: prefix -> healthy local members, see agent/anycast.py).
+
+Each session's local address is the peer's ``local`` when the registration
+names one, else, where BIRD needs one (multihop with BFD: every iBGP session
+under ``host_asn: same``), the host's registered ``address``. A session of
+the other family than that address then has no local address: it is left
+out of the config and reported (``BirdConfig.skipped_peers``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,13 @@ from typing import Any
 
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
-from l3fabric.routing.bird_config import AnycastRoute, BgpPeer, BirdConfig, Policy
+from l3fabric.routing.bird_config import (
+    AnycastRoute,
+    BgpPeer,
+    BirdConfig,
+    Policy,
+    place_sessions,
+)
 from l3fabric.routing.timers import Timers
 
 ENDPOINTS = Policy("endpoints")
@@ -27,9 +39,15 @@ class NotRegistered(LookupError):
     """The controller has no registration for this host yet: nothing to peer with."""
 
 
-def _peer(name: str, address: str, asn: int, bfd: bool) -> BgpPeer:
+def _peer(name: str, address: str, asn: int, bfd: bool, local: str | None = None) -> BgpPeer:
     return BgpPeer(
-        name=name, address=address, asn=asn, bfd=bfd, import_policy=ALL, export_policy=ENDPOINTS
+        name=name,
+        address=address,
+        asn=asn,
+        bfd=bfd,
+        source_address=local,
+        import_policy=ALL,
+        export_policy=ENDPOINTS,
     )
 
 
@@ -72,13 +90,18 @@ def host_bird_config(
     timers = Timers.from_fabric(fabric)
     use_bfd = timers.bfd
     if host.get("peers") is not None:
-        peers = [_peer(p["name"], str(p["address"]), int(p["asn"]), use_bfd) for p in host["peers"]]
+        peers = [
+            _peer(p["name"], str(p["address"]), int(p["asn"]), use_bfd, p.get("local"))
+            for p in host["peers"]
+        ]
     else:
         peers = _derived_peers(state, local_as, use_bfd)
+    placed, skipped = place_sessions(peers, local_as, [str(host["address"])])
     return BirdConfig(
         router_id=str(host["router_id"]),
         local_as=local_as,
-        peers=tuple(peers),
+        peers=tuple(placed),
+        skipped_peers=tuple(skipped),
         anycast_routes=tuple(AnycastRoute(p, n) for p, n in sorted((anycast or {}).items())),
         endpoint_routes=tuple(sorted(endpoints)),
         **timers.bird_fields(),

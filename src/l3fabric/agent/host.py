@@ -247,12 +247,14 @@ class HostAgent(ReconcileAgent):
             if endpoints is None:
                 return
             try:
-                text = render(host_bird_config(state, self._anycast.announced, endpoints))
+                config = host_bird_config(state, self._anycast.announced, endpoints)
             except NotRegistered:
                 return
             except ValueError as exc:
                 result.failed.append(f"BIRD config: {exc}")
                 return
+            self.note_skipped(config)
+            text = render(config)
             try:
                 self.converge_bird(text)
                 self._bird_endpoints = frozenset(endpoints)

@@ -22,6 +22,7 @@ from typing import Any
 
 from l3fabric import __version__
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher
+from l3fabric.routing.bird_config import BirdConfig, SkippedPeer
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class ReconcileAgent(abc.ABC):
         self.passes = 0
         self.last_seconds: float | None = None
         self.last_failed: list[str] = []
+        # Sessions the last rendered config left out (no local address BIRD needs).
+        self.skipped_sessions: tuple[SkippedPeer, ...] = ()
         self._dirty = threading.Event()
         self._report_now = threading.Event()
         self._stop = threading.Event()
@@ -129,19 +132,34 @@ class ReconcileAgent(abc.ABC):
         log.info("started BIRD (%s)", self.bird.socket_path)
         return started
 
+    def note_skipped(self, config: BirdConfig) -> None:
+        """Remember the sessions ``config`` left out; log and report when they change."""
+        if config.skipped_peers == self.skipped_sessions:
+            return
+        self.skipped_sessions = config.skipped_peers
+        for s in config.skipped_peers:
+            log.warning("BGP session %s (%s) skipped: %s", s.name, s.address, s.reason)
+        self.report_soon()
+
     def bgp_sessions(self) -> list[dict[str, Any]]:
+        """BIRD's BGP sessions, then the skipped ones (state ``skipped``, the reason as info)."""
+        skipped = [
+            {"name": s.name, "peer": s.address, "state": "skipped", "info": s.reason}
+            for s in self.skipped_sessions
+        ]
         if not self.bird.alive():
-            return []
+            return skipped
         try:
             protocols = self.bird.control.protocols()
         except Exception as exc:
             log.debug("reading BIRD status failed: %s", exc)
-            return []
-        return [
+            return skipped
+        running = [
             {"name": p.name, "peer": "", "state": p.state, "info": p.info}
             for p in protocols
             if p.proto == "BGP"
         ]
+        return running + skipped
 
     # Status to the controller ---------------------------------------------------------
 

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Body, FastAPI, Request, Response
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,14 +37,13 @@ from l3fabric import keys
 from l3fabric.api.errors import NeutronError, bad_request, not_found
 from l3fabric.asn import effective_asn
 from l3fabric.model.bounded import BoundedJson, json_bytes
-from l3fabric.service import anycast
+from l3fabric.service import anycast, ports
 from l3fabric.store import (
     CompactedError,
     Delete,
     Event,
     KeyNotFoundError,
     Put,
-    RevisionMismatchError,
     Store,
 )
 
@@ -61,14 +61,29 @@ HEARTBEAT_GRACE_INTERVALS = 3
 WATCH_THREADS = 1000
 # How long one blocking store.watch call may last, so a watch notices shutdown.
 _WATCH_SLICE_S = 1.0
-# Optimistic port-status updates retry this often when another writer wins.
-_PORT_UPDATE_ATTEMPTS = 8
 
 
 Asn = Annotated[int, Field(ge=1, le=4_294_967_294)]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 Name = Annotated[str, Field(pattern=f"^{NAME_RE.pattern}$")]
 PortStatus = Literal["ACTIVE", "DOWN", "ERROR"]
+
+
+def _bgp_address(value: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    # BIRD rejects a link-local neighbour without an interface and "::"; the
+    # others parse but never make a session.
+    for bad, what in (
+        (value.is_unspecified, "unspecified"),
+        (value.is_link_local, "link-local"),
+        (value.is_multicast, "multicast"),
+    ):
+        if bad:
+            raise ValueError(f"{value} is a {what} address; BGP needs a unicast, global one")
+    return value
+
+
+# An address a BGP session runs on (a neighbour or a local address).
+BgpAddress = Annotated[IPvAnyAddress, AfterValidator(_bgp_address)]
 # Request bodies are parsed here, not by FastAPI, so errors say InvalidInput in our words.
 JsonBody = Annotated[Any, Body()]
 
@@ -95,7 +110,7 @@ class FabricConfig(_Strict):
     asn: Asn = 65000
     peering: Literal["gateway", "mesh", "reflectors"] = "gateway"
     host_asn: Literal["same", "per-host"] = "same"
-    route_reflectors: list[IPvAnyAddress] = []
+    route_reflectors: list[BgpAddress] = []
     bfd: Bfd = Bfd()
     graceful_restart: GracefulRestart = GracefulRestart()
     keepalive_s: int = Field(30, ge=1, le=21_845)
@@ -116,15 +131,23 @@ class FabricConfig(_Strict):
 
 class Peer(_Strict):
     name: Name
-    address: IPvAnyAddress
+    address: BgpAddress
     asn: Asn
+    # This end's address of the session; None: chosen by the agent (docs/fabric-api.md).
+    local: BgpAddress | None = None
+
+    @model_validator(mode="after")
+    def _same_family(self) -> Peer:
+        if self.local is not None and self.local.version != self.address.version:
+            raise ValueError(f"local {self.local} and address {self.address} differ in family")
+        return self
 
 
 class GatewayRegistration(_Strict):
     name: Name | None = None
     router_id: ipaddress.IPv4Address
     asn: Asn | None = None
-    fabric_addresses: list[IPvAnyAddress] = Field(min_length=1)
+    fabric_addresses: list[BgpAddress] = Field(min_length=1)
     upstream: list[Peer] = []
     snat_address: IPvAnyAddress | None = None
     # The gateway's BGP neighbours in the fabric; None: derived from the fabric's peering mode.
@@ -137,7 +160,7 @@ class GatewayRegistration(_Strict):
 class HostRegistration(_Strict):
     name: Name | None = None
     router_id: ipaddress.IPv4Address
-    address: IPvAnyAddress
+    address: BgpAddress
     asn: Asn | None = None
     peers: list[Peer] | None = None
     rack: Name | None = None
@@ -195,10 +218,6 @@ def _check_name(kind: str, name: str) -> None:
             f"{kind} name {name!r} is invalid: use 1-63 letters, digits, '.', '_' or '-',"
             " starting with a letter or digit"
         )
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -370,27 +389,10 @@ def watch_blocking(
 def set_port_status(store: Store, host: str, port_id: str, status: str) -> bool:
     """Set a port's Neutron status if it is bound to ``host``; True if it changed.
 
-    An optimistic update guarded by the port's mod_revision, retried when the
-    Neutron API changed the port meanwhile; unchanged status writes nothing,
-    so steady heartbeats do not churn revisions.
+    The ports' one write path (``l3fabric.service.ports.set_status``): the
+    revision moves as on an API update; an unchanged status writes nothing.
     """
-    key = keys.neutron_key("ports", port_id)
-    for _ in range(_PORT_UPDATE_ATTEMPTS):
-        kv = store.get(key)
-        if kv is None or kv.value.get("binding:host_id") != host:
-            return False
-        if kv.value.get("status") == status:
-            return False
-        port = dict(kv.value)
-        port["status"] = status
-        port["revision_number"] = int(port.get("revision_number", 0)) + 1
-        port["updated_at"] = _now_iso()
-        try:
-            store.update(key, port, kv.mod_revision)
-        except (RevisionMismatchError, KeyNotFoundError):
-            continue
-        return True
-    raise NeutronError(409, "Conflict", f"port {port_id} kept changing; heartbeat again")
+    return ports.set_status(store, host, port_id, status)
 
 
 # HTTP ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from l3fabric.api import neutron_meta
-from l3fabric.api.errors import NeutronError, bad_request, not_found
+from l3fabric.api.errors import bad_request, not_found
 from l3fabric.api.neutron_query import ListQuery
 from l3fabric.service import Context, NeutronService
 from l3fabric.service.common import DEFAULT_PROJECT, JSON, Resource
@@ -156,18 +156,8 @@ def install(app: FastAPI) -> None:
     @router.delete("/v2.0/{collection}/{object_id}")
     async def delete(collection: str, object_id: str, request: Request) -> Response:
         resource = service.resource(collection)
-        expected = _if_match(request)
-        ctx = _context(request)
-        if expected is not None:
-            current = await run_in_threadpool(resource.get, object_id, ctx)
-            if current.get("revision_number") != expected:
-                raise NeutronError(
-                    412,
-                    "RevisionNumberConstraintFailed",
-                    f"Constrained to {expected}, but current revision is"
-                    f" {current.get('revision_number')}",
-                )
-        await run_in_threadpool(resource.delete, object_id, ctx)
+        # Checked by the service in the delete's own store transaction.
+        await run_in_threadpool(resource.delete, object_id, _context(request), _if_match(request))
         return Response(status_code=204)
 
     @router.put("/v2.0/routers/{router_id}/{action}")

@@ -1,7 +1,7 @@
 """A raw NETLINK_ROUTE socket for bulk route writes and fast route dumps.
 
 pyroute2 is the project's netlink library, but its per-message encoding and
-decoding cost about 0.4 ms a route (FACTS.md: 10,000 routes take 3.6-5 s to
+decoding cost about 0.4 ms a route (docs/measurements.md: 10,000 routes take 3.6-5 s to
 write, 0.55 s to dump), while ``ip -batch`` writes them in 0.1 s. Route messages
 are tiny and fixed-shape, so this module packs them with one precompiled
 ``struct.Struct`` each, sends many per ``sendmsg`` and reads every

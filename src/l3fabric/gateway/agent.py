@@ -108,7 +108,9 @@ class GatewayAgent(ReconcileAgent):
         except Exception as exc:
             result.failed.append(f"NAT: {exc}")
         try:
-            result.bird_changed = self.converge_bird(render(gateway_config(routing)))
+            config = gateway_config(routing)
+            self.note_skipped(config)
+            result.bird_changed = self.converge_bird(render(config))
         except Exception as exc:
             result.failed.append(f"BIRD: {exc}")
         result.seconds = time.monotonic() - started

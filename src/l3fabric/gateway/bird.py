@@ -12,6 +12,11 @@ plan when it runs a gateway without an agent (``lab up --no-agents``).
 - Upstream peers: import only a default route; export only the public
   aggregates the gateway originates itself (``originated``), so no private
   range, no single /32 and nothing learned from upstream ever goes back.
+- Local addresses: a peer's ``local`` when its registration names one; else,
+  where BIRD needs one (multihop with BFD: iBGP with hosts under
+  ``host_asn: same``), the fabric address of the peer's family closest to
+  it, i.e. the one on its link (``routing.bird_config.local_address``).
+  A session without one is skipped and reported (``skipped_peers``).
 - Static routes: each public aggregate as ``unreachable`` (announced upstream;
   the VMs' /32s inside are more specific, unknown addresses get an ICMP
   error), and a fallback default route at preference 50 that yields to the
@@ -28,7 +33,7 @@ from typing import Any
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
-from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute
+from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute, place_sessions
 from l3fabric.routing.timers import Timers
 
 FALLBACK_DEFAULT_PREFERENCE = 50
@@ -42,6 +47,7 @@ class PeerSpec:
     name: str
     address: str
     asn: int
+    local: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class GatewayRouting:
     desired: GatewayDesired
     timers: Timers = field(default_factory=Timers)
     log_file: str | None = None
+    # The gateway's own addresses in the fabric: local addresses of fabric sessions.
+    fabric_addresses: tuple[str, ...] = ()
 
 
 def gateway_config(routing: GatewayRouting) -> BirdConfig:
@@ -62,30 +70,32 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
     t = routing.timers
     from_fabric = Policy("prefixes", routing.desired.fabric_import)
     upstream_export = Policy("originated", routing.desired.public)
-    peers = [
-        BgpPeer(
+    ibgp = {p.name: p.asn == routing.local_as for p in routing.fabric_peers}
+
+    def session(p: PeerSpec, import_policy: Policy, export_policy: Policy) -> BgpPeer:
+        return BgpPeer(
             name=p.name,
             address=p.address,
             asn=p.asn,
             bfd=t.bfd,
-            import_policy=from_fabric,
-            export_policy=Policy("all"),
-            next_hop_self=p.asn == routing.local_as,
-            rr_client=p.asn == routing.local_as,
+            source_address=p.local,
+            import_policy=import_policy,
+            export_policy=export_policy,
+            # iBGP fabric peers: reflected to each other with the gateway as next hop.
+            next_hop_self=ibgp.get(p.name, False),
+            rr_client=ibgp.get(p.name, False),
         )
-        for p in routing.fabric_peers
-    ]
-    peers += [
-        BgpPeer(
-            name=p.name,
-            address=p.address,
-            asn=p.asn,
-            bfd=t.bfd,
-            import_policy=Policy("default-only"),
-            export_policy=upstream_export,
-        )
-        for p in routing.upstream
-    ]
+
+    peers, skipped = place_sessions(
+        (session(p, from_fabric, Policy("all")) for p in routing.fabric_peers),
+        routing.local_as,
+        routing.fabric_addresses,
+    )
+    upstream, skipped_upstream = place_sessions(
+        (session(p, Policy("default-only"), upstream_export) for p in routing.upstream),
+        routing.local_as,
+        (),  # upstream links are not fabric links: only an explicit local address
+    )
     statics = [StaticRoute(p, action="unreachable") for p in routing.desired.public]
     statics += [
         StaticRoute(d, action="unreachable", preference=FALLBACK_DEFAULT_PREFERENCE)
@@ -94,7 +104,8 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
     return BirdConfig(
         router_id=routing.router_id,
         local_as=routing.local_as,
-        peers=tuple(peers),
+        peers=(*peers, *upstream),
+        skipped_peers=(*skipped, *skipped_upstream),
         static_routes=tuple(statics),
         **t.bird_fields(),
         announce_loopback=True,
@@ -104,7 +115,9 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
 
 
 def _peers(records: Iterable[dict[str, Any]]) -> tuple[PeerSpec, ...]:
-    return tuple(PeerSpec(str(p["name"]), str(p["address"]), int(p["asn"])) for p in records)
+    return tuple(
+        PeerSpec(str(p["name"]), str(p["address"]), int(p["asn"]), p.get("local")) for p in records
+    )
 
 
 def derived_fabric_peers(state: HostState, local_as: int) -> tuple[PeerSpec, ...]:
@@ -142,4 +155,5 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
         desired=desired_for(state, name),
         timers=Timers.from_fabric(state.fabric),
         log_file=log_file,
+        fabric_addresses=tuple(str(a) for a in record.get("fabric_addresses") or ()),
     )

@@ -1,4 +1,4 @@
-"""The demo's external-connectivity checks (issue 4's checks 1-7), with real packets.
+"""The demo's external-connectivity checks (docs/external-connectivity.md, checks 1-7), with real packets.
 
 Each check measures, from the lab's internet client and VMs, one promise of
 the edge gateway design: public addresses reached directly with no NAT,

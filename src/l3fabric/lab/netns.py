@@ -22,7 +22,7 @@ from l3fabric.lab.plan import MGMT_BRIDGE, Plan
 
 TIMEOUT = 30.0
 
-# Routers and hosts forward with L4 hashing over equal paths (FACTS: a new
+# Routers and hosts forward with L4 hashing over equal paths (docs/measurements.md: a new
 # namespace starts with ip_forward=0 and hash policy 0). A link taken down
 # and up again (a host failure test) keeps its IPv6 addresses, so its IPv6
 # BGP session comes back by itself, as on a router with static addresses.

@@ -83,6 +83,7 @@ class Plan(BaseModel):
     # The fabric's own prefixes (link nets, loopbacks): the gateway accepts them from the fabric.
     infrastructure: list[str] = Field(default_factory=list)
     fabric_asn: int
+    host_asn: Literal["same", "per-host"] = "per-host"  # the topology's fabric.host_asn
     nodes: dict[str, Node]
     links: list[Link]
     routes: dict[str, list[str]] = Field(
@@ -250,7 +251,9 @@ def build_plan(topo: Topology) -> Plan:
                 link("fabric", gw, tor)
         for host_name in rack.host_names():
             host_index += 1
-            host = add(host_name, "host", topo.asn.host_base + host_index, rack.name)
+            same = topo.fabric.host_asn == "same"
+            asn = topo.asn.fabric if same else topo.asn.host_base + host_index
+            host = add(host_name, "host", asn, rack.name)
             for upper in [tor] if tor else gateways:
                 link("fabric", upper, host)
     routes: dict[str, list[str]] = {}
@@ -282,7 +285,11 @@ def build_plan(topo: Topology) -> Plan:
 
     for asn, who in ((topo.asn.fabric, "fabric"), (topo.asn.internet, "internet")):
         clash = [
-            n.name for n in nodes.values() if n.asn == asn and n.role not in ("gateway", "internet")
+            n.name
+            for n in nodes.values()
+            if n.asn == asn
+            and n.role not in ("gateway", "internet")
+            and not (n.role == "host" and who == "fabric" and topo.fabric.host_asn == "same")
         ]
         if clash:
             raise TopologyError(f"asn.{who}: {asn} is also the AS of {', '.join(clash)}")
@@ -295,6 +302,7 @@ def build_plan(topo: Topology) -> Plan:
         public=list(ad.public),
         infrastructure=[ad.fabric, ad.fabric6, ad.loopbacks, ad.loopbacks6],
         fabric_asn=topo.asn.fabric,
+        host_asn=topo.fabric.host_asn,
         nodes=nodes,
         links=links,
         routes=routes,

@@ -103,7 +103,7 @@ def gateway_routing(plan: Plan, node: str, log_file: str | None = None) -> Gatew
 
     def peers(upstream: bool) -> tuple[PeerSpec, ...]:
         return tuple(
-            PeerSpec(peer_label(s), s.remote, s.peer_asn)
+            PeerSpec(peer_label(s), s.remote, s.peer_asn, s.local)
             for s in sessions
             if (s.peer_role == "internet") == upstream
         )

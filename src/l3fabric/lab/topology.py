@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -187,6 +187,14 @@ class Internet(_Strict):
         return list(self.clients)
 
 
+class Fabric(_Strict):
+    """The fabric config the lab gives the controller (the rest: the routers' timers)."""
+
+    # "per-host": eBGP, every host its own AS (asn.host_base + i); "same":
+    # the API's default, iBGP in asn.fabric, the gateway reflecting routes.
+    host_asn: Literal["same", "per-host"] = "per-host"
+
+
 class Api(_Strict):
     port: int = Field(default=9696, ge=1, le=65535)  # controller on 127.0.0.1 in the root namespace
 
@@ -198,6 +206,7 @@ class Topology(_Strict):
     racks: list[Rack] = Field(min_length=1)
     gateways: list[Gateway] = Field(default_factory=lambda: [Gateway(name="gw1")], min_length=1)
     internet: Internet = Field(default_factory=Internet)
+    fabric: Fabric = Field(default_factory=Fabric)
     api: Api = Field(default_factory=Api)
 
     @field_validator("name")
@@ -214,6 +223,15 @@ class Topology(_Strict):
             if name in seen:
                 raise ValueError(f"node name {name!r} is used twice")
             seen.add(name)
+        with_tor = [r.name for r in self.racks if r.tor]
+        if self.fabric.host_asn == "same" and with_tor:
+            # A ToR in its own AS passes routes whose AS path holds the fabric
+            # AS; hosts and gateways in that AS drop them (loop prevention).
+            raise ValueError(
+                'fabric.host_asn "same" needs racks without a ToR (tor: false): hosts then'
+                " peer with the gateways directly, which reflect their routes; racks with a"
+                f" ToR: {', '.join(with_tor)}"
+            )
         return self
 
     def node_names(self) -> list[str]:

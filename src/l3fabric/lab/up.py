@@ -29,11 +29,11 @@ SESSION_WAIT_S = 30.0
 Step = Callable[[str], None]
 
 
-def fabric_config() -> dict[str, Any]:
-    """The controller's fabric config: eBGP per host, timers equal to the lab routers'."""
+def fabric_config(host_asn: str = "per-host") -> dict[str, Any]:
+    """The controller's fabric config: the topology's host AS mode, timers equal to the routers'."""
     return {
         "peering": "gateway",
-        "host_asn": "per-host",
+        "host_asn": host_asn,
         "keepalive_s": routers.KEEPALIVE_S,
         "hold_s": routers.HOLD_S,
         "bfd": {
@@ -46,12 +46,13 @@ def fabric_config() -> dict[str, Any]:
 
 
 def _peers(plan: Plan, node: str) -> list[dict[str, Any]]:
-    """The node's BGP neighbours as the controller wants them (one per family)."""
+    """The node's BGP neighbours as the controller wants them (one per family, from the link)."""
     return [
         {
             "name": routers.peer_label(s),
             "address": s.remote,
             "asn": s.peer_asn,
+            "local": s.local,
         }
         for s in plan.sessions(node)
     ]
@@ -81,7 +82,7 @@ def gateway_registration(plan: Plan, gateway: str) -> dict[str, Any]:
 
 def register(client: FabricClient, plan: Plan) -> None:
     """Tell the controller the fabric config, every gateway and every host."""
-    client.set_fabric({"asn": plan.fabric_asn, **fabric_config()})
+    client.set_fabric({"asn": plan.fabric_asn, **fabric_config(plan.host_asn)})
     for gw in plan.by_role("gateway"):
         client.request("PUT", f"/v1/gateways/{gw.name}", json=gateway_registration(plan, gw.name))
     for host in plan.by_role("host"):
@@ -90,7 +91,8 @@ def register(client: FabricClient, plan: Plan) -> None:
             host.name,
             router_id=host.router_id or "",
             address=next(s.local for s in sessions if ":" not in s.local),
-            asn=host.asn,
+            # host_asn "same": no AS of its own, the fabric's (the API's default).
+            asn=host.asn if plan.host_asn == "per-host" else None,
             peers=_peers(plan, host.name),
             rack=host.rack,
         )

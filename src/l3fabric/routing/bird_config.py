@@ -32,7 +32,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Literal
 
@@ -165,9 +166,15 @@ class BgpPeer:
     rr_client: bool = False
 
     def __post_init__(self) -> None:
-        ipaddress.ip_address(self.address)
+        address = ipaddress.ip_address(self.address)
         if self.source_address is not None:
-            ipaddress.ip_address(self.source_address)
+            source = ipaddress.ip_address(self.source_address)
+            # bird -p accepts a mixed pair; the session then never connects.
+            if source.version != address.version:
+                raise ValueError(
+                    f"peer {self.name}: local address {self.source_address} is not of the"
+                    f" family of {self.address}"
+                )
         _check_asn(self.asn, f"peer {self.name} AS")
         _check_text(f"peer {self.name} name", self.name)
         if self.password is not None:
@@ -182,6 +189,71 @@ class BgpPeer:
     @property
     def version(self) -> int:
         return ipaddress.ip_address(self.address).version
+
+    def is_multihop(self, local_as: int) -> bool:
+        """Whether BIRD runs this session multihop: asked to, or iBGP (BIRD's default for it)."""
+        return self.multihop is not None or self.asn == local_as
+
+    def needs_local(self, local_as: int) -> bool:
+        """Whether BIRD rejects this session without a local address (multihop BGP with BFD)."""
+        return self.bfd and self.is_multihop(local_as)
+
+
+@dataclass(frozen=True)
+class SkippedPeer:
+    """A session left out of the config because BIRD cannot run it, and why."""
+
+    name: str
+    address: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        _check_text(f"skipped peer {self.name}", f"{self.name} {self.address} {self.reason}")
+
+
+def local_address(peer: str, candidates: Iterable[str]) -> str | None:
+    """The candidate of ``peer``'s family that shares the longest prefix with it, or None.
+
+    A gateway with one fabric address per link thus speaks to each peer from
+    the address on that peer's link (the one next-hop-self announces, which
+    the peer reaches directly).
+    """
+    target = ipaddress.ip_address(peer)
+    same = [ipaddress.ip_address(c) for c in candidates]
+    same = [c for c in same if c.version == target.version]
+    if not same:
+        return None
+    # Fewest differing high bits = longest common prefix; ties: the first listed.
+    return str(min(same, key=lambda c: (int(c) ^ int(target)).bit_length()))
+
+
+def place_sessions(
+    peers: Iterable[BgpPeer], local_as: int, candidates: Iterable[str]
+) -> tuple[list[BgpPeer], list[SkippedPeer]]:
+    """Give each session that BIRD cannot run without one a local address from ``candidates``.
+
+    A peer with a local address keeps it; one that needs one (multihop with
+    BFD) gets the closest candidate of its family (``local_address``). A
+    session with none of its family cannot be rendered: it is skipped, with
+    the reason, instead of a config BIRD rejects as a whole.
+    """
+    addresses = tuple(candidates)
+    placed: list[BgpPeer] = []
+    skipped: list[SkippedPeer] = []
+    for peer in peers:
+        if peer.source_address is None and peer.needs_local(local_as):
+            local = local_address(peer.address, addresses)
+            if local is None:
+                family = f"IPv{peer.version}"
+                reason = (
+                    f"multihop BGP with BFD needs a local {family} address and there is none"
+                    f" (have: {', '.join(addresses) or 'none'})"
+                )
+                skipped.append(SkippedPeer(peer.name, peer.address, reason))
+                continue
+            peer = replace(peer, source_address=local)
+        placed.append(peer)
+    return placed, skipped
 
 
 @dataclass(frozen=True)
@@ -285,6 +357,8 @@ class BirdConfig:
     # announce, and every second of delay is a second its routes are missing.
     connect_delay_time: int = 1
     log_file: str | None = None
+    # Sessions left out because BIRD cannot run them (rendered as comments).
+    skipped_peers: tuple[SkippedPeer, ...] = ()
 
     def __post_init__(self) -> None:
         if ipaddress.ip_address(self.router_id).version != 4:
@@ -293,6 +367,12 @@ class BirdConfig:
         names = [p.protocol for p in self.peers]
         if len(set(names)) != len(names):
             raise ValueError(f"peer names collide as BIRD protocols: {sorted(names)}")
+        for peer in self.peers:
+            if peer.needs_local(self.local_as) and peer.source_address is None:
+                raise ValueError(
+                    f"peer {peer.name}: multihop BGP with BFD (iBGP is multihop) needs a"
+                    " local address"
+                )
         if not 1 <= self.bfd_multiplier <= 255 or self.bfd_interval_ms < 1:
             raise ValueError("BFD interval must be >= 1 ms and multiplier 1..255")
         if self.hold_time and not 3 <= self.hold_time <= 65535:
@@ -336,6 +416,14 @@ class BirdConfig:
             (self.anycast_protocol(v), v, [r for r in self.anycast_routes if r.version == v])
             for v in self.families
             if any(r.version == v for r in self.anycast_routes)
+        ]
+
+    def multihop_versions(self) -> list[int]:
+        """The IP versions with a multihop session: their next hops resolve via ``nexthops<v>``."""
+        return [
+            v
+            for v in self.families
+            if any(p.version == v and p.is_multihop(self.local_as) for p in self.peers)
         ]
 
     def static_groups(self) -> list[tuple[str, int, int | None, list[StaticRoute]]]:

@@ -20,7 +20,7 @@ class Timers:
     0.26-0.36 s, host BIRD killed 0.27 s (one run), host link down < 0.01 s. An
     agent restart never restarts BIRD, so it loses nothing either way.
     Without BFD a peer whose BIRD died stays stale up to
-    ``graceful_restart_s`` (FACTS.md: 120 s); keep BFD on.
+    ``graceful_restart_s`` (docs/measurements.md: 120 s); keep BFD on.
     """
 
     hold_s: int = 90

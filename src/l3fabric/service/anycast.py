@@ -24,7 +24,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from l3fabric import keys
 from l3fabric.api.errors import NeutronError, bad_request, conflict, not_found
-from l3fabric.service.common import JSON, WRITE_ATTEMPTS, Context, busy, new_id, now
+from l3fabric.ipam import claim_guard
+from l3fabric.service.common import (
+    JSON,
+    WRITE_ATTEMPTS,
+    Contended,
+    Context,
+    busy,
+    new_id,
+    now,
+    revise,
+)
 from l3fabric.service.subnets import usable
 from l3fabric.store import (
     Create,
@@ -33,6 +43,7 @@ from l3fabric.store import (
     KeyExistsError,
     KeyNotFoundError,
     KeyValue,
+    Op,
     RevisionMismatchError,
     Store,
 )
@@ -192,6 +203,7 @@ class AnycastGroups:
             "revision_number": 0,
         }
         ipam = self.neutron.ipam
+        net_kv = self.neutron.networks.read(subnet["network_id"])
         for _ in range(CLAIM_ATTEMPTS):
             address = requested or ipam.pick(subnet)
             if address is None:
@@ -204,10 +216,16 @@ class AnycastGroups:
             try:
                 self.store.txn(
                     [
+                        *claim_guard(net_kv),
                         Create(keys.ipam_key(subnet["id"], address), claim),
                         Create(keys.anycast_key(value["id"]), value),
                     ]
                 )
+            except (RevisionMismatchError, KeyNotFoundError):
+                # The network changed (its subnets): is ours still there?
+                self.neutron.subnets.get(subnet["id"], Context())  # 404 SubnetNotFound
+                net_kv = self.neutron.networks.read(subnet["network_id"])
+                continue
             except KeyExistsError:
                 if requested:
                     raise conflict(
@@ -305,23 +323,20 @@ class AnycastGroups:
         return self.get(anycast_id)
 
     def _modify(self, anycast_id: str, change: Callable[[JSON], JSON]) -> JSON:
-        """Apply ``change`` (the attributes to set; empty for none) optimistically."""
-        for _ in range(WRITE_ATTEMPTS):
-            kv = self._read(anycast_id)
-            changes = change(kv.value)
-            if not changes:
-                return self.get(anycast_id)
-            new = {**kv.value, **changes}
-            new["revision_number"] = kv.value["revision_number"] + 1
-            new["updated_at"] = now()
-            try:
-                self.store.update(kv.key, new, kv.mod_revision)
-            except RevisionMismatchError:
-                continue
-            except KeyNotFoundError:
-                raise _missing(anycast_id) from None
-            return self.get(anycast_id)
-        raise busy("Anycast group", anycast_id)
+        """Apply ``change`` (the attributes to set; empty for none) on the one write path."""
+
+        def plan(old: JSON) -> tuple[JSON, list[Op]] | None:
+            changes = change(old)
+            return (changes, []) if changes else None
+
+        key = self._read(anycast_id).key  # 404 for an unknown (or malformed) id
+        try:
+            revise(self.store, key, plan)
+        except KeyNotFoundError:
+            raise _missing(anycast_id) from None
+        except Contended:
+            raise busy("Anycast group", anycast_id) from None
+        return self.get(anycast_id)
 
     # Checks ---------------------------------------------------------------------
 

@@ -16,7 +16,16 @@ from pydantic import ValidationError
 from l3fabric.api.errors import NeutronError, bad_request, conflict, not_found
 from l3fabric.keys import neutron_key, neutron_prefix
 from l3fabric.model.neutron import Body
-from l3fabric.store import KeyNotFoundError, KeyValue, Op, RevisionMismatchError, Update
+from l3fabric.store import (
+    Delete,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    Op,
+    RevisionMismatchError,
+    Store,
+    Update,
+)
 
 if TYPE_CHECKING:
     from l3fabric.service.neutron import NeutronService
@@ -168,6 +177,15 @@ class Resource:
             raise self.missing(object_id)
         return kv
 
+    def current(self, object_id: str, if_match: int | None) -> KeyValue:
+        """The object as read for a write: 412 unless it is at revision ``if_match``.
+
+        The write must be guarded by this read's mod_revision, so the check
+        and the write are one store transaction."""
+        kv = self.read(object_id)
+        check_revision(kv.value, if_match)
+        return kv
+
     def get(self, object_id: str, ctx: Context) -> JSON:
         return self.read(object_id).value
 
@@ -193,37 +211,113 @@ class Resource:
     def modify(
         self,
         object_id: str,
-        plan: Callable[[JSON], tuple[JSON, Sequence[Op]]],
+        plan: Callable[[JSON], Plan],
         if_match: int | None = None,
+        *,
+        attempts: int = WRITE_ATTEMPTS,
+        on_taken: Callable[[KeyExistsError], None] | None = None,
     ) -> JSON:
-        """Read, apply ``plan`` (changes and extra ops), write guarded by mod_revision;
-        retry when another writer got in first."""
+        """``revise`` this object: 404 when it is gone, 409 when it stays contended."""
+        if "/" in object_id:
+            raise self.missing(object_id)
+        try:
+            new = revise(
+                self.store,
+                self.key(object_id),
+                plan,
+                if_match=if_match,
+                attempts=attempts,
+                on_taken=on_taken,
+            )
+        except KeyNotFoundError:
+            raise self.missing(object_id) from None
+        except Contended:
+            raise busy(self.label, object_id) from None
+        assert new is not None  # plan always returns changes
+        return new
+
+    def remove(
+        self,
+        object_id: str,
+        if_match: int | None,
+        plan: Callable[[KeyValue], Sequence[Op]] = lambda kv: (),
+    ) -> KeyValue:
+        """Delete this object and ``plan``'s ops (its cascade, its checks) in one
+        transaction guarded by the mod_revision that passed If-Match; plan again
+        when anything the transaction compares changed. Returns what was deleted."""
         for _ in range(WRITE_ATTEMPTS):
-            kv = self.read(object_id)
-            if if_match is not None and kv.value.get("revision_number") != if_match:
-                raise NeutronError(
-                    412,
-                    "RevisionNumberConstraintFailed",
-                    f"Constrained to {if_match}, but current revision is"
-                    f" {kv.value.get('revision_number')}",
-                )
-            changes, ops = plan(kv.value)
-            new = bumped(kv.value, changes)
+            kv = self.current(object_id, if_match)
+            ops = plan(kv)
             try:
-                self.store.txn([Update(kv.key, new, kv.mod_revision), *ops])
-            except RevisionMismatchError as exc:
-                if exc.key == kv.key:
-                    continue
-                raise
-            except KeyNotFoundError as exc:
-                if exc.key == kv.key:
-                    raise self.missing(object_id) from None
-                raise
-            return new
+                self.store.txn([Delete(kv.key, kv.mod_revision), *ops])
+            except (RevisionMismatchError, KeyNotFoundError):
+                continue  # a concurrent write: read again (404/412 if it was this object)
+            return kv
         raise busy(self.label, object_id)
 
-    def delete(self, object_id: str, ctx: Context) -> None:
+    def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
         raise NotImplementedError
+
+
+# The changed attributes and the extra ops of one write, or None for no write.
+Plan = tuple[JSON, Sequence[Op]] | None
+
+
+class Contended(Exception):
+    """``revise`` lost the race ``attempts`` times in a row."""
+
+
+def check_revision(value: JSON, if_match: int | None) -> None:
+    """412 unless ``value`` is at revision ``if_match`` (Neutron's If-Match)."""
+    if if_match is not None and value.get("revision_number") != if_match:
+        raise NeutronError(
+            412,
+            "RevisionNumberConstraintFailed",
+            f"Constrained to {if_match}, but current revision is {value.get('revision_number')}",
+        )
+
+
+def revise(
+    store: Store,
+    key: str,
+    plan: Callable[[JSON], Plan],
+    *,
+    if_match: int | None = None,
+    attempts: int = WRITE_ATTEMPTS,
+    on_taken: Callable[[KeyExistsError], None] | None = None,
+) -> JSON | None:
+    """The one way a stored Neutron object changes (API updates, agents' status).
+
+    Reads the object, checks If-Match on that read, lets ``plan`` give the
+    changed attributes and extra ops, and writes the next revision (``bumped``)
+    guarded by the mod_revision it read, in one transaction with the ops. When
+    anything the transaction compares changed meanwhile, it plans again from a
+    fresh read; a lost Create goes to ``on_taken`` (which raises, or lets it
+    plan again). Returns the new value, or None when ``plan`` says there is
+    nothing to write. Raises KeyNotFoundError when the object is gone and
+    Contended after ``attempts`` lost races.
+    """
+    for _ in range(attempts):
+        kv = store.get(key)
+        if kv is None:
+            raise KeyNotFoundError(key)
+        check_revision(kv.value, if_match)
+        planned = plan(kv.value)
+        if planned is None:
+            return None
+        changes, ops = planned
+        new = bumped(kv.value, changes)
+        try:
+            store.txn([Update(key, new, kv.mod_revision), *ops])
+        except KeyExistsError as exc:
+            if on_taken is None:
+                raise
+            on_taken(exc)
+        except (RevisionMismatchError, KeyNotFoundError):
+            pass  # the object, or a key the ops compare, changed: plan again
+        else:
+            return new
+    raise Contended(key)
 
 
 def busy(label: str, object_id: str) -> NeutronError:

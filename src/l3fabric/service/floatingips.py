@@ -24,14 +24,12 @@ from l3fabric.api.errors import NeutronError, bad_request, conflict
 from l3fabric.model.neutron import FloatingIpBody
 from l3fabric.service.common import (
     JSON,
-    WRITE_ATTEMPTS,
     Context,
     Resource,
-    busy,
     standard_attrs,
     validate,
 )
-from l3fabric.store import Create, Delete, KeyNotFoundError, Op, RevisionMismatchError
+from l3fabric.store import Create, Op
 
 FLOATINGIP_OWNER = "network:floatingip"
 
@@ -222,18 +220,8 @@ class FloatingIps(Resource):
         )
         return ports[0] if ports else None
 
-    def delete(self, object_id: str, ctx: Context) -> None:
-        for _ in range(WRITE_ATTEMPTS):
-            kv = self.read(object_id)
-            try:
-                self.store.txn([Delete(kv.key, kv.mod_revision)])
-            except RevisionMismatchError:
-                continue  # changed meanwhile (e.g. associated): read again
-            except KeyNotFoundError:
-                raise self.missing(object_id) from None
-            break
-        else:
-            raise busy(self.label, object_id)
+    def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        self.remove(object_id, if_match)
         # The record goes first: a failure after it leaves an orphaned port
         # (visible, deletable), never a floating IP whose address is free.
         port = self.holder(object_id)

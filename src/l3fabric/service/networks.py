@@ -11,18 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from l3fabric.api.errors import conflict
+from l3fabric.ipam import allocation_guard
 from l3fabric.keys import neutron_key
 from l3fabric.model.neutron import NetworkBody
-from l3fabric.service.common import (
-    JSON,
-    WRITE_ATTEMPTS,
-    Context,
-    Resource,
-    busy,
-    standard_attrs,
-    validate,
-)
-from l3fabric.store import Create, Delete, KeyNotFoundError, RevisionMismatchError
+from l3fabric.service.common import JSON, Context, Resource, standard_attrs, validate
+from l3fabric.store import Create, Delete, KeyValue, Op
 
 
 class Networks(Resource):
@@ -45,9 +38,10 @@ class Networks(Resource):
         self.store.txn([Create(self.key(value["id"]), value)])
         return value
 
-    def delete(self, object_id: str, ctx: Context) -> None:
-        for _ in range(WRITE_ATTEMPTS):
-            kv = self.read(object_id)
+    def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        def plan(kv: KeyValue) -> list[Op]:
+            # Read before looking for ports: a port created after this fails the txn.
+            guard = allocation_guard(self.store, object_id, drop=True)
             if self.service.ports.list(ctx, {"network_id": [object_id]}):
                 raise conflict(
                     "NetworkInUse",
@@ -56,14 +50,9 @@ class Networks(Resource):
                 )
             for subnet_id in kv.value["subnets"]:
                 self.service.subnets.ensure_unused(subnet_id)
-            ops = [Delete(kv.key, kv.mod_revision)]
-            ops += [Delete(neutron_key("subnets", s)) for s in kv.value["subnets"]]
-            try:
-                self.store.txn(ops)
-            except (RevisionMismatchError, KeyNotFoundError):
-                # A subnet came or went meanwhile: look again.
-                continue
-            for subnet_id in kv.value["subnets"]:
-                self.service.ipam.forget(subnet_id)
-            return
-        raise busy(self.label, object_id)
+            # A subnet came or went meanwhile: the network's mod_revision moved.
+            return [guard, *(Delete(neutron_key("subnets", s)) for s in kv.value["subnets"])]
+
+        kv = self.remove(object_id, if_match, plan)
+        for subnet_id in kv.value["subnets"]:
+            self.service.ipam.forget(subnet_id)

@@ -6,7 +6,10 @@ are Creates of ``ipam_key(subnet, address)``, so a taken address fails the
 whole transaction. For an address the client asked for that is a 409
 IpAddressAlreadyAllocated; for one IPAM picked, the allocator is told and
 picks again. Releases (port delete, fixed_ips update) are Deletes in the
-same transaction as the port write.
+same transaction as the port write. Every claiming transaction also carries
+the network's ``claim_guard``, so it and a subnet or network delete never
+both commit. Updates, including the status agents report (``set_status``),
+go through the one write path, ``revise``.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3fabric.api.errors import NeutronError, bad_request, conflict
+from l3fabric.ipam import claim_guard
 from l3fabric.keys import ipam_key, neutron_key
 from l3fabric.model.neutron import PortBody
 from l3fabric.service.anycast import ensure_not_member
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
+    Contended,
     Context,
     Resource,
-    bumped,
     busy,
+    revise,
     standard_attrs,
     validate,
 )
@@ -37,9 +42,10 @@ from l3fabric.store import (
     Delete,
     KeyExistsError,
     KeyNotFoundError,
+    KeyValue,
     Op,
     RevisionMismatchError,
-    Update,
+    Store,
 )
 
 # Each lost claim means someone else won an address, so this bounds a loop
@@ -79,8 +85,7 @@ class Ports(Resource):
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(PortBody, data, create=True)
         sent = body.model_fields_set
-        network = self.service.networks.get(body.network_id, ctx)
-        subnets = self._subnets(network)
+        net_kv = self.service.networks.read(body.network_id)
         value = {
             **standard_attrs(body.api_attrs(), ctx),
             "name": body.name,
@@ -101,33 +106,41 @@ class Ports(Resource):
             "binding:vif_details": {},
         }
         if "mac_address" in sent:
-            self._check_mac_free(network["id"], value["mac_address"], None)
+            self._check_mac_free(body.network_id, value["mac_address"], None)
         if "security_groups" in sent:
             value["security_groups"] = self._check_groups(body.security_groups)
         else:
             value["security_groups"] = [
                 self.service.security_groups.ensure_default(value["project_id"])
             ]
-        value["allowed_address_pairs"] = _pairs(
-            [p.model_dump() for p in body.allowed_address_pairs], subnets, value["mac_address"]
-        )
-        if "fixed_ips" in sent:
-            requests = self._requests(network, subnets, [f.model_dump() for f in body.fixed_ips])
-        else:
-            requests = _automatic(subnets)
-        self._gateway_rule(requests, value["device_owner"])
         key = self.key(value["id"])
         for _ in range(CLAIM_ATTEMPTS):
+            network = net_kv.value
+            subnets = self._subnets(network)
+            value["allowed_address_pairs"] = _pairs(
+                [p.model_dump() for p in body.allowed_address_pairs], subnets, value["mac_address"]
+            )
+            if "fixed_ips" in sent:
+                fixed_ips = [f.model_dump() for f in body.fixed_ips]
+                requests = self._requests(network, subnets, fixed_ips)
+            else:
+                requests = _automatic(subnets)
+            self._gateway_rule(requests, value["device_owner"])
             claims = self._pick(network, requests, [])
             value["fixed_ips"] = [_fixed(c) for c in claims]
+            ops = [*claim_guard(net_kv), *self._claim_ops(value["id"], claims), Create(key, value)]
             try:
-                self.store.txn([*self._claim_ops(value["id"], claims), Create(key, value)])
+                self.store.txn(ops)
             except KeyExistsError as exc:
                 self._taken(exc, claims)
                 continue
+            except (RevisionMismatchError, KeyNotFoundError):
+                # The network changed (a subnet came or went): plan again on it as it is now.
+                net_kv = self.service.networks.read(body.network_id)
+                continue
             self._claimed(claims)
             return value
-        raise _contention(network)
+        raise _contention(net_kv.value)
 
     # Update -------------------------------------------------------------------
 
@@ -139,11 +152,13 @@ class Ports(Resource):
             attrs["security_groups"] = self._check_groups(body.security_groups)
         if "binding_host_id" in sent:
             attrs["binding:vif_type"] = _vif_type(body.binding_host_id)
-        for _ in range(CLAIM_ATTEMPTS):
-            kv = self.read(object_id)
-            old = kv.value
-            _check_revision(old, if_match)
-            network = self.service.networks.get(old["network_id"], ctx)
+        # What the plan that got written claimed and released.
+        claims: list[_Claim] = []
+        released: list[JSON] = []
+
+        def plan(old: JSON) -> tuple[JSON, list[Op]]:
+            net_kv = self.service.networks.read(old["network_id"])
+            network = net_kv.value
             subnets = self._subnets(network)
             changes = dict(attrs)
             mac = changes.get("mac_address", old["mac_address"])
@@ -159,46 +174,46 @@ class Ports(Resource):
                 changes["allowed_address_pairs"] = _pairs(
                     [p.model_dump() for p in body.allowed_address_pairs], subnets, mac
                 )
-            claims: list[_Claim] = []
-            released: list[JSON] = []
+            claims[:] = []
+            released[:] = []
             if "fixed_ips" in sent:
                 requests = self._requests(
                     network, subnets, [f.model_dump() for f in body.fixed_ips]
                 )
                 self._gateway_rule(requests, changes.get("device_owner", old["device_owner"]))
                 kept, requests = _keep_existing(old["fixed_ips"], requests)
-                claims = self._pick(network, requests, kept)
+                claims[:] = self._pick(network, requests, kept)
                 changes["fixed_ips"] = [*kept, *(_fixed(c) for c in claims)]
-                released = [f for f in old["fixed_ips"] if f not in changes["fixed_ips"]]
-            new = bumped(old, changes)
-            ops: list[Op] = [
-                Update(kv.key, new, kv.mod_revision),
-                *self._claim_ops(object_id, claims),
-            ]
+                released[:] = [f for f in old["fixed_ips"] if f not in changes["fixed_ips"]]
+            ops: list[Op] = [*claim_guard(net_kv)] if claims else []
+            ops += self._claim_ops(object_id, claims)
             ops += [Delete(ipam_key(f["subnet_id"], f["ip_address"])) for f in released]
-            try:
-                self.store.txn(ops)
-            except KeyExistsError as exc:
-                self._taken(exc, claims)
-                continue
-            except (RevisionMismatchError, KeyNotFoundError):
-                continue  # the port changed meanwhile: plan again from what it is now
-            self._claimed(claims)
-            for f in released:
-                self.service.ipam.released(f["subnet_id"], f["ip_address"])
-            return new
-        raise busy(self.label, object_id)
+            return changes, ops
+
+        new = self.modify(
+            object_id,
+            plan,
+            if_match,
+            attempts=CLAIM_ATTEMPTS,
+            on_taken=lambda exc: self._taken(exc, claims),
+        )
+        self._claimed(claims)
+        for f in released:
+            self.service.ipam.released(f["subnet_id"], f["ip_address"])
+        return new
 
     # Delete -------------------------------------------------------------------
 
-    def delete(self, object_id: str, ctx: Context, owned: bool = False) -> None:
+    def delete(
+        self, object_id: str, ctx: Context, if_match: int | None = None, owned: bool = False
+    ) -> None:
         """Delete a port and release its addresses.
 
         A floating IP's port is deleted only by its floating IP (``owned``),
         as in Neutron; deleting a port clears the floating IPs bound to it.
         """
-        for _ in range(WRITE_ATTEMPTS):
-            kv = self.read(object_id)
+
+        def plan(kv: KeyValue) -> list[Op]:
             if kv.value.get("device_owner") == FLOATINGIP_OWNER and not owned:
                 raise conflict(
                     "PortInUse",
@@ -206,20 +221,17 @@ class Ports(Resource):
                     f" has device owner {FLOATINGIP_OWNER}.",
                 )
             ensure_not_member(self.store, object_id)
-            ops: list[Op] = [Delete(kv.key, kv.mod_revision)]
+            ops: list[Op] = []
             for f in kv.value["fixed_ips"]:
                 claim = self.store.get(ipam_key(f["subnet_id"], f["ip_address"]))
                 if claim is not None and claim.value.get("port_id") == object_id:
                     ops.append(Delete(claim.key, claim.mod_revision))
-            try:
-                self.store.txn(ops)
-            except (RevisionMismatchError, KeyNotFoundError):
-                continue  # a concurrent write: read again
-            for f in kv.value["fixed_ips"]:
-                self.service.ipam.released(f["subnet_id"], f["ip_address"])
-            self.service.floatingips.disassociate_port(object_id)
-            return
-        raise busy(self.label, object_id)
+            return ops
+
+        kv = self.remove(object_id, if_match, plan)
+        for f in kv.value["fixed_ips"]:
+            self.service.ipam.released(f["subnet_id"], f["ip_address"])
+        self.service.floatingips.disassociate_port(object_id)
 
     # IPAM ---------------------------------------------------------------------
 
@@ -360,13 +372,24 @@ def _fixed(claim: _Claim) -> JSON:
     return {"subnet_id": claim.subnet_id, "ip_address": claim.address}
 
 
-def _check_revision(value: JSON, if_match: int | None) -> None:
-    if if_match is not None and value.get("revision_number") != if_match:
-        raise NeutronError(
-            412,
-            "RevisionNumberConstraintFailed",
-            f"Constrained to {if_match}, but current revision is {value.get('revision_number')}",
-        )
+def set_status(store: Store, host: str, port_id: str, status: str) -> bool:
+    """Set a port's Neutron status (a host agent's report) if it is bound to
+    ``host``; True if it changed. The same write path as API updates; an
+    unchanged status writes nothing, so steady heartbeats do not churn revisions."""
+
+    def plan(port: JSON) -> tuple[JSON, list[Op]] | None:
+        if port.get("binding:host_id") != host or port.get("status") == status:
+            return None
+        return {"status": status}, []
+
+    if "/" in port_id:
+        return False
+    try:
+        return revise(store, neutron_key("ports", port_id), plan) is not None
+    except KeyNotFoundError:
+        return False
+    except Contended:
+        raise busy(Ports.label, port_id) from None
 
 
 def _contention(network: JSON) -> NeutronError:

@@ -15,7 +15,7 @@ from typing import Any
 from l3fabric.api.errors import bad_request, conflict, not_found
 from l3fabric.model.neutron import RouterBody, RouterInterfaceBody
 from l3fabric.service.common import JSON, Context, Resource, standard_attrs, validate
-from l3fabric.store import Create, Delete
+from l3fabric.store import Create, KeyValue, Op
 
 ROUTER_INTERFACE = "network:router_interface"
 
@@ -71,14 +71,16 @@ class Routers(Resource):
             Context(), {"device_id": [router_id], "device_owner": [ROUTER_INTERFACE]}
         )
 
-    def delete(self, object_id: str, ctx: Context) -> None:
-        kv = self.read(object_id)
-        if self.interfaces(object_id):
-            raise conflict(
-                "RouterInUse",
-                f"Router {object_id} still has ports; remove its interfaces first.",
-            )
-        self.store.txn([Delete(kv.key, kv.mod_revision)])
+    def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        def plan(kv: KeyValue) -> list[Op]:
+            if self.interfaces(object_id):
+                raise conflict(
+                    "RouterInUse",
+                    f"Router {object_id} still has ports; remove its interfaces first.",
+                )
+            return []
+
+        self.remove(object_id, if_match, plan)
 
     def add_interface(self, router_id: str, data: Any, ctx: Context) -> JSON:
         body = _interface_body(data)

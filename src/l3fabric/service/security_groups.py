@@ -36,7 +36,7 @@ from l3fabric.store import (
     Create,
     Delete,
     KeyExistsError,
-    KeyNotFoundError,
+    KeyValue,
     Op,
     RevisionMismatchError,
     Update,
@@ -182,9 +182,8 @@ class SecurityGroups(Resource):
             )
         return attrs
 
-    def delete(self, object_id: str, ctx: Context) -> None:
-        for _ in range(WRITE_ATTEMPTS):
-            kv = self.read(object_id)
+    def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        def plan(kv: KeyValue) -> list[Op]:
             if object_id == default_group_id(kv.value["project_id"]):
                 raise conflict(
                     "SecurityGroupCannotRemoveDefault",
@@ -193,8 +192,7 @@ class SecurityGroups(Resource):
                 )
             if self.service.ports.list(ctx, {"security_groups": [object_id]}):
                 raise conflict("SecurityGroupInUse", f"Security Group {object_id} in use.")
-            ops: list[Op] = [Delete(kv.key, kv.mod_revision)]
-            ops += [
+            ops: list[Op] = [
                 Delete(neutron_key("security-group-rules", r["id"]))
                 for r in kv.value["security_group_rules"]
             ]
@@ -213,12 +211,9 @@ class SecurityGroups(Resource):
                     new = bumped(other.value, {"security_group_rules": keep})
                     ops.append(Update(other.key, new, other.mod_revision))
                     ops += [Delete(neutron_key("security-group-rules", r["id"])) for r in gone]
-            try:
-                self.store.txn(ops)
-            except (RevisionMismatchError, KeyNotFoundError):
-                continue
-            return
-        raise busy(self.label, object_id)
+            return ops
+
+        self.remove(object_id, if_match, plan)
 
 
 class SecurityGroupRules(Resource):
@@ -281,26 +276,14 @@ class SecurityGroupRules(Resource):
             "Security group rules cannot be updated; delete the rule and create a new one."
         )
 
-    def delete(self, object_id: str, ctx: Context) -> None:
-        for _ in range(WRITE_ATTEMPTS):
-            kv = self.read(object_id)
+    def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        def plan(kv: KeyValue) -> list[Op]:
             group_kv = self.service.security_groups.read(kv.value["security_group_id"])
             keep = [r for r in group_kv.value["security_group_rules"] if r["id"] != object_id]
-            try:
-                self.store.txn(
-                    [
-                        Delete(kv.key, kv.mod_revision),
-                        Update(
-                            group_kv.key,
-                            bumped(group_kv.value, {"security_group_rules": keep}),
-                            group_kv.mod_revision,
-                        ),
-                    ]
-                )
-            except (RevisionMismatchError, KeyNotFoundError):
-                continue
-            return
-        raise busy(self.label, object_id)
+            new_group = bumped(group_kv.value, {"security_group_rules": keep})
+            return [Update(group_kv.key, new_group, group_kv.mod_revision)]
+
+        self.remove(object_id, if_match, plan)
 
 
 def _protocol(value: str | int | None) -> str | None:

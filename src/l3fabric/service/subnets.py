@@ -4,6 +4,9 @@
 Adding a subnet rewrites its network guarded by the network's mod_revision,
 so two concurrent creates of overlapping subnets cannot both pass the
 overlap check: the second one's write fails, it re-reads and sees the first.
+Deleting one rewrites the network too, which fails every allocation that read
+the network before; and it compares the network's allocation marker, which
+fails the delete if an allocation committed after it looked (``ipam``).
 """
 
 from __future__ import annotations
@@ -12,8 +15,15 @@ import ipaddress
 from typing import Any
 
 from l3fabric.api.errors import bad_request, conflict
-from l3fabric.ipam import IPAddress, IPNetwork, default_pools, parse_pools, pools_to_api
-from l3fabric.keys import ipam_key, ipam_prefix, neutron_key
+from l3fabric.ipam import (
+    IPAddress,
+    IPNetwork,
+    allocation_guard,
+    default_pools,
+    parse_pools,
+    pools_to_api,
+)
+from l3fabric.keys import ipam_key, ipam_prefix
 from l3fabric.model.neutron import SubnetBody
 from l3fabric.service.common import (
     JSON,
@@ -25,7 +35,7 @@ from l3fabric.service.common import (
     standard_attrs,
     validate,
 )
-from l3fabric.store import Create, Delete, RevisionMismatchError, Update
+from l3fabric.store import Create, KeyNotFoundError, KeyValue, Op, RevisionMismatchError, Update
 
 
 def usable(network: IPNetwork, address: IPAddress) -> bool:
@@ -103,8 +113,8 @@ class Subnets(Resource):
                         Update(net_kv.key, network_value, net_kv.mod_revision),
                     ]
                 )
-            except RevisionMismatchError:
-                continue
+            except (RevisionMismatchError, KeyNotFoundError):
+                continue  # the network changed or went: read it again
             return value
         raise busy("Network", body.network_id)
 
@@ -154,28 +164,20 @@ class Subnets(Resource):
                 " have an IP allocation from this subnet.",
             )
 
-    def delete(self, object_id: str, ctx: Context) -> None:
-        for _ in range(WRITE_ATTEMPTS):
-            kv = self.read(object_id)
+    def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        def plan(kv: KeyValue) -> list[Op]:
+            network_id = kv.value["network_id"]
+            # Read before looking for allocations: one made after this fails the txn.
+            guard = allocation_guard(self.store, network_id)
             self.ensure_unused(object_id)
-            net_kv = self.service.networks.read(kv.value["network_id"])
+            net_kv = self.service.networks.read(network_id)
             remaining = [s for s in net_kv.value["subnets"] if s != object_id]
-            try:
-                self.store.txn(
-                    [
-                        Delete(kv.key, kv.mod_revision),
-                        Update(
-                            neutron_key("networks", net_kv.value["id"]),
-                            bumped(net_kv.value, {"subnets": remaining}),
-                            net_kv.mod_revision,
-                        ),
-                    ]
-                )
-            except RevisionMismatchError:
-                continue
-            self.service.ipam.forget(object_id)
-            return
-        raise busy(self.label, object_id)
+            # Rewriting the network fails every allocation that read it before.
+            network = bumped(net_kv.value, {"subnets": remaining})
+            return [guard, Update(net_kv.key, network, net_kv.mod_revision)]
+
+        self.remove(object_id, if_match, plan)
+        self.service.ipam.forget(object_id)
 
 
 def _gateway(network: IPNetwork, text: str | None) -> IPAddress | None:

@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 from l3fabric.store.base import (
     CompactedError,
+    Compare,
     Create,
     Delete,
     Event,
@@ -23,6 +24,7 @@ from l3fabric.store.base import (
 
 __all__ = [
     "CompactedError",
+    "Compare",
     "Create",
     "Delete",
     "Event",

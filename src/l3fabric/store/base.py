@@ -5,9 +5,10 @@ one onto etcd v3:
 
 - ``get``/``range``           -> Range (a single key, or a prefix range)
 - ``txn([...])``              -> Txn: one compare per op (create_revision == 0
-                                 for Create, mod_revision == N for Update and
-                                 guarded Delete), then all the puts/deletes;
-                                 the whole transaction gets one revision
+                                 for Create, mod_revision == N for Update,
+                                 guarded Delete and Compare), then all the
+                                 puts/deletes; the whole transaction gets one
+                                 revision (none if it only compares)
 - ``watch(prefix, since)``    -> Watch with start_revision = since + 1
 - ``compact(rev)``            -> Compact; a watch from before it raises
                                  ``CompactedError`` (etcd: ErrCompacted)
@@ -117,7 +118,20 @@ class Delete:
     mod_revision: int | None = None
 
 
-Op = Create | Update | Put | Delete
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """Write nothing, but fail the transaction (RevisionMismatchError) unless
+    ``key``'s mod_revision is still ``mod_revision``; an absent key's is 0.
+    That is etcd's compare on a key the transaction does not write.
+
+    This is how a transaction depends on a key it does not change (a port
+    create on its network, a subnet delete on the network's allocations)."""
+
+    key: str
+    mod_revision: int
+
+
+Op = Create | Update | Put | Delete | Compare
 
 
 def prefix_end(prefix: str) -> str:
@@ -147,7 +161,8 @@ class Store(abc.ABC):
         """Apply every op or none; returns the new revision.
 
         Raises KeyExistsError, KeyNotFoundError or RevisionMismatchError for the
-        first op whose condition fails; nothing is written then.
+        first op whose condition fails; nothing is written then. A transaction
+        of Compares only writes nothing and returns the current revision.
         """
 
     @abc.abstractmethod

@@ -18,6 +18,7 @@ from pathlib import Path
 from l3fabric.store.base import (
     JSON,
     CompactedError,
+    Compare,
     Create,
     Delete,
     Event,
@@ -119,6 +120,10 @@ class SqliteStore(Store):
                 revision = self._meta("revision") + 1
                 for seq, op in enumerate(ops):
                     self._apply(op, revision, seq)
+                if all(isinstance(op, Compare) for op in ops):
+                    # Nothing written: no new revision (etcd's read-only txn).
+                    self._db.execute("ROLLBACK")
+                    return revision - 1
                 self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
                 if self._history and revision % max(1, self._history // 10) == 0:
                     self._compact_locked(revision - self._history)
@@ -135,6 +140,11 @@ class SqliteStore(Store):
             "SELECT value, create_revision, mod_revision, version FROM kv WHERE key = ?",
             (op.key,),
         ).fetchone()
+        if isinstance(op, Compare):
+            actual = row[2] if row else 0
+            if actual != op.mod_revision:
+                raise RevisionMismatchError(op.key, op.mod_revision, actual)
+            return
         if isinstance(op, Create) and row is not None:
             raise KeyExistsError(op.key)
         if isinstance(op, Update | Delete) and row is None:
