@@ -178,16 +178,19 @@ def test_half_headers_do_not_make_the_server_unreachable(
 
 
 def test_a_slow_body_is_cut_after_the_body_timeout(start_server: ServerFactory) -> None:  # noqa: F811
-    _, url = start_server("s.db", "--body-timeout", "1")
+    proc, url = start_server("s.db", "--body-timeout", "1")
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"PUT /v1/fabric HTTP/1.1\r\nHost: l3f\r\nContent-Length: 100\r\n\r\n{")
+        sock.sendall(b"POST /v2.0/networks HTTP/1.1\r\nHost: l3f\r\nContent-Length: 100\r\n\r\n{")
         started = time.monotonic()
         for _ in range(4):  # a trickle does not extend the deadline
             time.sleep(0.2)
             sock.sendall(b" ")
         assert _closed(sock, started + 3)
         assert 0.9 < time.monotonic() - started < 3
+    proc.terminate()
+    log = proc.communicate(timeout=10)[0]
+    assert "Traceback" not in log and "unexpected error" not in log
 
 
 def test_a_long_poll_outlives_every_timeout(start_server: ServerFactory) -> None:  # noqa: F811
