@@ -10,8 +10,9 @@ a connection cap:
   connection opening or of its first byte (keep-alive), its body within
   ``body_timeout`` of the head; a trickle does not extend either deadline;
 - past ``max_connections``, the connection that has waited longest for its
-  request to arrive is closed to make room; when every connection is busy
-  with a request (long polls), the new one gets a 503 and is closed at once.
+  request to arrive (idle, or sending slowly) is closed to make room; when
+  every connection is busy with a request (long polls), the new one gets a
+  503 and is closed at once.
 
 Once a request is in, nothing here limits how long the answer takes, so a
 long poll on /v1/watch is never cut.
@@ -124,7 +125,8 @@ class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with request deadlines and a connection cap (module docstring)."""
 
     guard: ClassVar[_Guard]
-    _phase: str | None = None  # "head" or "body" while waiting for the client, else None
+    # "head", "body" (with a deadline) or "idle" while waiting for the client, else None.
+    _phase: str | None = None
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -142,9 +144,15 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # Pipelined requests are handled here, not in data_received.
-        if self._phase is not None or self.conn.their_state is not h11.IDLE:
-            self._track()
+        if self.transport.is_closing():
+            return
+        if self._phase is None and self.conn.their_state is h11.IDLE:
+            # Idle between requests: uvicorn's keep-alive timeout closes it, and
+            # it may be closed to make room; its first byte starts the head deadline.
+            self._phase = "idle"
+            self.guard.waiting[self] = None
+        else:
+            self._track()  # a pipelined request, or the rest of an unread body
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()

@@ -234,6 +234,21 @@ def test_beyond_the_cap_with_every_connection_busy_a_new_one_gets_503(
     assert httpx.get(f"{url}/v1/fabric", timeout=5).status_code == 200
 
 
+def test_at_the_cap_an_idle_connection_makes_room(start_server: ServerFactory) -> None:  # noqa: F811
+    _, url = start_server("s.db", "--max-connections", "2", "--keep-alive-timeout", "30")
+    revision = httpx.get(f"{url}/v1/watch", params={"host": "h1"}).json()["revision"]
+    params = {"host": "h1", "since": revision, "timeout": 2}
+    poll = threading.Thread(target=httpx.get, args=(f"{url}/v1/watch",), kwargs={"params": params})
+    with httpx.Client(base_url=url, timeout=5) as idle:
+        assert idle.get("/v1/fabric").status_code == 200  # then it stays open, idle
+        poll.start()
+        time.sleep(0.3)
+        assert httpx.get(f"{url}/v1/fabric", timeout=5).status_code == 200
+        # The idle client's pool notices its connection was closed and opens another.
+        poll.join(10)
+        assert idle.get("/v1/fabric").status_code == 200
+
+
 def test_the_descriptor_limit_is_raised_and_sizes_the_cap(
     start_server: ServerFactory,  # noqa: F811
 ) -> None:
