@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from l3fabric.record_check import admit, admit_fabric
+
 log = logging.getLogger(__name__)
 
 # Neutron's URL collection name -> the JSON envelope key of one object.
@@ -332,16 +334,20 @@ class HostState:
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> HostState:
+        # Records with bad addresses (stored before the API refused them) are left out.
+        def admitted(kind: str, objects: list[dict[str, Any]], key: str) -> dict[str, Any]:
+            return {o[key]: o for o in objects if admit(kind, o) is not None}
+
         return cls(
             revision=snap["revision"],
-            fabric=snap["fabric"],
-            host=snap["host"],
-            gateways={g["name"]: g for g in snap["gateways"]},
-            hosts={h["name"]: h for h in snap["hosts"]},
+            fabric=admit_fabric(snap["fabric"]),
+            host=admit("host", snap["host"]),
+            gateways=admitted("gateway", snap["gateways"], "name"),
+            hosts=admitted("host", snap["hosts"], "name"),
             networks={n["id"]: n for n in snap["networks"]},
-            subnets={s["id"]: s for s in snap["subnets"]},
-            ports={p["id"]: p for p in snap["ports"]},
-            anycast={a["id"]: a for a in snap.get("anycast", [])},
+            subnets=admitted("subnet", snap["subnets"], "id"),
+            ports=admitted("port", snap["ports"], "id"),
+            anycast=admitted("anycast", snap.get("anycast", []), "id"),
         )
 
     def apply(self, host: str, event: dict[str, Any]) -> bool:
@@ -356,8 +362,12 @@ class HostState:
         kind, obj, id_ = event["kind"], event["object"], event["id"]
         deleted = event["type"] == "delete"
         if kind == "fabric":
-            self.fabric = obj
-        elif kind == "host" and id_ == host:
+            self.fabric = admit_fabric(obj)
+            return True
+        if not deleted and admit(kind, obj) is None:
+            # A record with a bad address counts as absent (record_check).
+            deleted, obj = True, None
+        if kind == "host" and id_ == host:
             self.host = None if deleted else obj
         else:
             # "anycast" is its own plural.

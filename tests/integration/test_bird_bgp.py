@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,11 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> float:
 
 def host_config() -> BirdConfig:
     return BirdConfig(
-        router_id="10.255.0.1",
+        router_id=ip_address("10.255.0.1"),
         local_as=4200000001,
         peers=(
-            BgpPeer("gw", "10.255.0.2", 65000, bfd=True),
-            BgpPeer("gw-v6", "fd00:255::2", 65000),
+            BgpPeer("gw", ip_address("10.255.0.2"), 65000, bfd=True),
+            BgpPeer("gw-v6", ip_address("fd00:255::2"), 65000),
         ),
         hold_time=3,
         keepalive_time=1,
@@ -49,11 +50,11 @@ def host_config() -> BirdConfig:
 def router_config() -> BirdConfig:
     everything = Policy("all")
     return BirdConfig(
-        router_id="10.255.0.2",
+        router_id=ip_address("10.255.0.2"),
         local_as=65000,
         peers=(
-            BgpPeer("host1", "10.255.0.1", 4200000001, bfd=True, export_policy=Policy("none"), import_policy=everything),
-            BgpPeer("host1-v6", "fd00:255::1", 4200000001, export_policy=Policy("none"), import_policy=everything),
+            BgpPeer("host1", ip_address("10.255.0.1"), 4200000001, bfd=True, export_policy=Policy("none"), import_policy=everything),
+            BgpPeer("host1-v6", ip_address("fd00:255::1"), 4200000001, export_policy=Policy("none"), import_policy=everything),
         ),
         hold_time=3,
         keepalive_time=1,
@@ -123,7 +124,9 @@ def test_endpoint_routes_propagate_and_nothing_else(fabric) -> None:
     ip("-n", h, "-6", "route", "add", "default", "via", "fd00:255::2", "proto", "96")
     endpoints = ("10.1.0.5/32", "2001:db8::5/128")
     announcing = replace(
-        host_config(), endpoint_routes=endpoints, static_routes=(StaticRoute("10.88.0.1/32"),)
+        host_config(),
+        endpoint_routes=endpoints,
+        static_routes=(StaticRoute(ip_network("10.88.0.1/32")),),
     )
     try:
         with EndpointRoutes(h) as routes:
@@ -164,7 +167,9 @@ def test_reconfigure_keeps_sessions_and_refuses_bad_config(fabric) -> None:
     before = established(host)
     config = host_config()
     assert host.apply(render(config)) is False  # unchanged: nothing to do
-    changed = replace(config, static_routes=(StaticRoute("192.0.2.0/24"),), scan_time=20)
+    changed = replace(
+        config, static_routes=(StaticRoute(ip_network("192.0.2.0/24")),), scan_time=20
+    )
     assert host.apply(render(changed)) is True
     text = host.config_path.read_text()
     with pytest.raises(BirdConfigError, match="syntax error"):

@@ -45,14 +45,14 @@ def test_unregistered_host_has_no_config() -> None:
 def test_gateway_peering_ibgp_by_default() -> None:
     config = host_bird_config(_state(HOST))
     assert config.local_as == 65000
-    assert [(p.address, p.asn, p.bfd) for p in config.peers] == [("172.16.0.0", 65000, True)]
+    assert [(str(p.address), p.asn, p.bfd) for p in config.peers] == [("172.16.0.0", 65000, True)]
     assert all(p.export_policy.kind == "endpoints" for p in config.peers)
     assert (config.hold_time, config.keepalive_time) == (9, 3)
 
 
 def test_mesh_peers_with_other_hosts_too() -> None:
     config = host_bird_config(_state(HOST, peering="mesh"))
-    assert sorted(p.address for p in config.peers) == ["172.16.0.0", "172.16.0.4"]
+    assert sorted(str(p.address) for p in config.peers) == ["172.16.0.0", "172.16.0.4"]
 
 
 def test_per_host_asn_and_explicit_peers_win() -> None:

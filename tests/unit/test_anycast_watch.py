@@ -159,12 +159,11 @@ def test_host_state_without_anycast_in_an_old_snapshot() -> None:
     }
     state = HostState.from_snapshot(snap)
     assert state.anycast == {}
-    state.apply(
-        "h1", {"type": "put", "kind": "anycast", "id": "g", "revision": 2, "object": {"id": "g"}}
-    )
+    group = {"id": "g", "address": "10.1.0.80"}
+    state.apply("h1", {"type": "put", "kind": "anycast", "id": "g", "revision": 2, "object": group})
     copy = state.copy()
     state.apply(
         "h1", {"type": "delete", "kind": "anycast", "id": "g", "revision": 3, "object": None}
     )
-    assert copy.anycast == {"g": {"id": "g"}}
+    assert copy.anycast == {"g": group}
     assert state.anycast == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from ipaddress import ip_address, ip_network
 
 import pytest
 
@@ -21,29 +22,29 @@ needs_bird = pytest.mark.skipif(shutil.which("bird") is None, reason="bird not i
 
 def full_config() -> BirdConfig:
     return BirdConfig(
-        router_id="10.0.0.1",
+        router_id=ip_address("10.0.0.1"),
         local_as=4200000001,
         peers=(
-            BgpPeer("gw", "10.0.0.2", 65000, bfd=True, password="s3cret"),
-            BgpPeer("gw6", "2001:db8::2", 65000, export_policy=Policy.parse({"endpoints": ["2001:db8::/32"]})),
+            BgpPeer("gw", ip_address("10.0.0.2"), 65000, bfd=True, password="s3cret"),
+            BgpPeer("gw6", ip_address("2001:db8::2"), 65000, export_policy=Policy.parse({"endpoints": ["2001:db8::/32"]})),
             BgpPeer(
                 "upstream",
-                "192.0.2.9",
+                ip_address("192.0.2.9"),
                 64500,
                 multihop=2,
                 next_hop_self=True,
                 import_policy=Policy("default-only"),
                 export_policy=Policy.parse({"prefixes": ["203.0.113.0/24", "10.0.0.0/8+", "2001:db8::/32{48,64}"]}),
             ),
-            BgpPeer("rr", "10.0.0.3", 4200000001, rr_client=True, passive=True, export_policy=Policy("none")),
+            BgpPeer("rr", ip_address("10.0.0.3"), 4200000001, rr_client=True, passive=True, export_policy=Policy("none")),
         ),
-        static_routes=(StaticRoute("0.0.0.0/0", "192.0.2.9"), StaticRoute("203.0.113.0/24")),
+        static_routes=(StaticRoute(ip_network("0.0.0.0/0"), ip_address("192.0.2.9")), StaticRoute(ip_network("203.0.113.0/24"))),
         graceful_restart=False,
     )  # fmt: skip
 
 
 @needs_bird
-@pytest.mark.parametrize("config", [full_config(), BirdConfig("10.0.0.9", 65001)])
+@pytest.mark.parametrize("config", [full_config(), BirdConfig(ip_address("10.0.0.9"), 65001)])
 def test_bird_parses_the_rendering(tmp_path, config) -> None:
     path = tmp_path / "bird.conf"
     path.write_text(render(config))
@@ -59,7 +60,13 @@ def test_gw_is_not_used_as_a_protocol_name() -> None:
 
 
 def test_host_export_is_endpoints_only_and_families_split() -> None:
-    text = render(BirdConfig("10.0.0.1", 4200000001, peers=(BgpPeer("gw", "10.0.0.2", 65000),)))
+    text = render(
+        BirdConfig(
+            ip_address("10.0.0.1"),
+            4200000001,
+            peers=(BgpPeer("gw", ip_address("10.0.0.2"), 65000),),
+        )
+    )
     export = next(line for line in text.splitlines() if "export filter" in line)
     assert 'proto = "endpoints4" || proto = "anycast4"' in export and "RTS_BGP" not in export
     # Nothing is learned from the kernel: the endpoints are static routes.
@@ -70,7 +77,11 @@ def test_host_export_is_endpoints_only_and_families_split() -> None:
 
 
 def test_graceful_restart_and_kernel_options() -> None:
-    text = render(BirdConfig("10.0.0.1", 65001, peers=(BgpPeer("a", "10.0.0.2", 65002),)))
+    text = render(
+        BirdConfig(
+            ip_address("10.0.0.1"), 65001, peers=(BgpPeer("a", ip_address("10.0.0.2"), 65002),)
+        )
+    )
     assert "netlink rx buffer 8388608;" in text and "merge paths on;" in text
     assert "graceful restart on;" in text and "persist;" in text
     assert "graceful restart on;" not in render(full_config())
@@ -79,19 +90,19 @@ def test_graceful_restart_and_kernel_options() -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: BirdConfig("2001:db8::1", 65000), "router id"),
-        (lambda: BirdConfig("10.0.0.1", 0), "AS number"),
-        (lambda: BgpPeer("a", "10.0.0.300", 65000), "does not appear"),
-        (lambda: BgpPeer("a", "10.0.0.2", 65000, password='x"; }'), "quotes"),
+        (lambda: BirdConfig(ip_address("2001:db8::1"), 65000), "router id"),
+        (lambda: BirdConfig(ip_address("10.0.0.1"), 0), "AS number"),
+        (lambda: BgpPeer("a", ip_address("10.0.0.300"), 65000), "does not appear"),
+        (lambda: BgpPeer("a", ip_address("10.0.0.2"), 65000, password='x"; }'), "quotes"),
         (lambda: Policy("everything"), "unknown policy"),
         (lambda: Policy("all", ("10.0.0.0/8",)), "takes no prefixes"),
         (lambda: Policy("prefixes", ("10.0.0.1/8",)), "host bits"),
         (lambda: Policy.parse({"prefixes": "10.0.0.0/8"}), "bad policy"),
         (
-            lambda: BirdConfig("10.0.0.1", 65000, peers=(BgpPeer("a-b", "10.0.0.2", 1), BgpPeer("a_b", "10.0.0.3", 1))),
+            lambda: BirdConfig(ip_address("10.0.0.1"), 65000, peers=(BgpPeer("a-b", ip_address("10.0.0.2"), 1), BgpPeer("a_b", ip_address("10.0.0.3"), 1))),
             "collide",
         ),
-        (lambda: StaticRoute("10.0.0.0/8", "2001:db8::1"), "another family"),
+        (lambda: StaticRoute(ip_network("10.0.0.0/8"), ip_address("2001:db8::1")), "another family"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_with_a_clear_message(make, message) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from ipaddress import ip_address
 
 import pytest
 
@@ -50,12 +51,12 @@ def test_same_set_same_text_and_none_no_protocol() -> None:
 )
 def test_what_is_not_one_canonical_host_prefix_is_refused(prefix: str) -> None:
     with pytest.raises(ValueError, match="must be a /32 or /128"):
-        BirdConfig("10.0.0.1", 65001, endpoint_routes=(prefix,))
+        BirdConfig(ip_address("10.0.0.1"), 65001, endpoint_routes=(prefix,))
 
 
 def test_an_endpoint_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="twice"):
-        BirdConfig("10.0.0.1", 65001, endpoint_routes=("10.1.0.1/32", "10.1.0.1/32"))
+        BirdConfig(ip_address("10.0.0.1"), 65001, endpoint_routes=("10.1.0.1/32", "10.1.0.1/32"))
 
 
 def test_withdrawal_before_the_routes_go() -> None:
@@ -74,9 +75,9 @@ def test_bird_parses_10000_endpoints(tmp_path) -> None:
     endpoints = [f"10.1.{i // 256}.{i % 256}/32" for i in range(10_000)] + ["2001:db8::1/128"]
     path = tmp_path / "bird.conf"
     config = BirdConfig(
-        "10.0.0.1",
+        ip_address("10.0.0.1"),
         65001,
-        peers=(BgpPeer("gw", "10.0.0.2", 65000),),
+        peers=(BgpPeer("gw", ip_address("10.0.0.2"), 65000),),
         endpoint_routes=tuple(endpoints),
     )
     path.write_text(render(config))

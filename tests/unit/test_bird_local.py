@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,11 @@ def _bird_p(config: BirdConfig, tmp_path: Path) -> subprocess.CompletedProcess[s
 
 
 def test_the_address_on_the_peers_link_is_chosen() -> None:
-    mine = ["172.16.0.0", "2001:db8:ff00::", "172.16.0.4", "2001:db8:ff00::4"]
-    assert local_address("172.16.0.5", mine) == "172.16.0.4"
-    assert local_address("172.16.0.1", mine) == "172.16.0.0"
-    assert local_address("2001:db8:ff00::5", mine) == "2001:db8:ff00::4"
-    assert local_address("2001:db8:ff00::5", ["172.16.0.0"]) is None
+    mine = [ip_address(a) for a in ("172.16.0.0", "2001:db8:ff00::", "172.16.0.4", "2001:db8:ff00::4")]  # fmt: skip
+    assert local_address(ip_address("172.16.0.5"), mine) == ip_address("172.16.0.4")
+    assert local_address(ip_address("172.16.0.1"), mine) == ip_address("172.16.0.0")
+    assert local_address(ip_address("2001:db8:ff00::5"), mine) == ip_address("2001:db8:ff00::4")
+    assert local_address(ip_address("2001:db8:ff00::5"), [ip_address("172.16.0.0")]) is None
 
 
 @needs_bird
@@ -57,9 +58,9 @@ def test_default_fabric_host_speaks_from_its_address_and_skips_the_other_family(
 ) -> None:
     config = _host()
     [v4] = config.peers
-    assert (v4.address, v4.source_address, v4.bfd) == ("172.16.0.0", "172.16.0.1", True)
+    assert (str(v4.address), str(v4.source_address), v4.bfd) == ("172.16.0.0", "172.16.0.1", True)
     [skipped] = config.skipped_peers
-    assert skipped.address == "2001:db8:ff00::" and "local IPv6 address" in skipped.reason
+    assert str(skipped.address) == "2001:db8:ff00::" and "local IPv6 address" in skipped.reason
     text = render(config)
     assert "local 172.16.0.1 as 65000;" in text
     assert "# Skipped peer gw1_1 (2001:db8:ff00::): multihop BGP with BFD" in text
@@ -72,7 +73,7 @@ def test_a_peers_own_local_address_wins() -> None:
         {"name": "gw6", "address": "2001:db8:ff00::", "asn": 65000, "local": "2001:db8:ff00::1"}
     ]
     config = _host(peers=peers)
-    assert [(p.address, p.source_address) for p in config.peers] == [
+    assert [(str(p.address), str(p.source_address)) for p in config.peers] == [
         ("2001:db8:ff00::", "2001:db8:ff00::1")
     ]
     assert config.skipped_peers == ()
@@ -80,22 +81,25 @@ def test_a_peers_own_local_address_wins() -> None:
 
 def test_ebgp_direct_sessions_need_no_local_address() -> None:
     config = _host({"host_asn": "per-host"})
-    assert {p.address for p in config.peers} == {"172.16.0.0", "2001:db8:ff00::"}
+    assert {str(p.address) for p in config.peers} == {"172.16.0.0", "2001:db8:ff00::"}
     assert config.skipped_peers == ()
     assert all(p.source_address is None for p in config.peers if p.version == 6)
 
 
 def test_gateway_speaks_to_each_host_from_that_hosts_link() -> None:
     routing = GatewayRouting(
-        router_id="172.17.0.1",
+        router_id=ip_address("172.17.0.1"),
         local_as=65000,
-        fabric_peers=(PeerSpec("h1", "172.16.0.1", 65000), PeerSpec("h2", "172.16.0.3", 65000)),
+        fabric_peers=(
+            PeerSpec("h1", ip_address("172.16.0.1"), 65000),
+            PeerSpec("h2", ip_address("172.16.0.3"), 65000),
+        ),
         upstream=(),
         desired=GatewayDesired(public=(), private=(), fabric_import=()),
-        fabric_addresses=("172.16.0.0", "172.16.0.2"),
+        fabric_addresses=(ip_address("172.16.0.0"), ip_address("172.16.0.2")),
     )
     config = gateway_config(routing)
-    assert [(p.name, p.source_address) for p in config.peers] == [
+    assert [(p.name, str(p.source_address)) for p in config.peers] == [
         ("h1", "172.16.0.0"),
         ("h2", "172.16.0.2"),
     ]
@@ -103,10 +107,15 @@ def test_gateway_speaks_to_each_host_from_that_hosts_link() -> None:
 
 def test_a_model_that_bird_would_reject_is_refused() -> None:
     with pytest.raises(ValueError, match="family"):
-        BgpPeer(name="x", address="2001:db8::1", asn=65000, source_address="10.0.0.1")
-    needy = BgpPeer(name="x", address="10.0.0.1", asn=65000, bfd=True)
+        BgpPeer(
+            name="x",
+            address=ip_address("2001:db8::1"),
+            asn=65000,
+            source_address=ip_address("10.0.0.1"),
+        )
+    needy = BgpPeer(name="x", address=ip_address("10.0.0.1"), asn=65000, bfd=True)
     with pytest.raises(ValueError, match="needs a local address"):
-        BirdConfig(router_id="10.0.0.2", local_as=65000, peers=(needy,))
+        BirdConfig(router_id=ip_address("10.0.0.2"), local_as=65000, peers=(needy,))
 
 
 @needs_bird

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address, ip_network
+
 import pytest
 
 from l3fabric.dataplane.nft import digest_of
 from l3fabric.gateway.nat import policy, render, snat_flows
 
 
+def nets(*prefixes: str) -> list:
+    return [ip_network(p) for p in prefixes]
+
+
 def test_private_sources_leaving_upstream_are_snated_to_the_registered_address() -> None:
-    text = render(policy(["10.1.0.0/24", "fd00:1::/64"], ["l3f-u0"], "192.0.2.1"))
+    text = render(policy(nets("10.1.0.0/24", "fd00:1::/64"), ["l3f-u0"], ip_address("192.0.2.1")))
     assert 'elements = { "l3f-u0" }' in text
     assert "elements = { 10.1.0.0/24 }" in text
     assert "oifname @upstream ip saddr @private4 counter snat ip to 192.0.2.1" in text
@@ -18,7 +24,7 @@ def test_private_sources_leaving_upstream_are_snated_to_the_registered_address()
 
 
 def test_inbound_to_private_is_dropped_after_conntrack_accepts_replies() -> None:
-    text = render(policy(["10.1.0.0/24"], ["l3f-u0"], None))
+    text = render(policy(nets("10.1.0.0/24"), ["l3f-u0"], None))
     forward = text.split("chain forward {")[1]
     established = forward.index("ct state established,related accept")
     assert established < forward.index("iifname @upstream ip daddr @private4 counter drop")
@@ -26,25 +32,31 @@ def test_inbound_to_private_is_dropped_after_conntrack_accepts_replies() -> None
 
 
 def test_public_ranges_are_not_in_the_table() -> None:
-    text = render(policy(["10.1.0.0/24"], ["l3f-u0"], None))
+    text = render(policy(nets("10.1.0.0/24"), ["l3f-u0"], None))
     assert "203.0.113" not in text
 
 
 def test_digest_follows_content_only() -> None:
-    a = render(policy(["10.1.0.0/24"], ["l3f-u0"], None))
-    assert digest_of(a) == digest_of(render(policy(["10.1.0.0/24"], ["l3f-u0"], None)))
+    a = render(policy(nets("10.1.0.0/24"), ["l3f-u0"], None))
+    assert digest_of(a) == digest_of(render(policy(nets("10.1.0.0/24"), ["l3f-u0"], None)))
     assert digest_of(a) != digest_of(
-        render(policy(["10.1.0.0/24", "10.2.0.0/24"], ["l3f-u0"], None))
+        render(policy(nets("10.1.0.0/24", "10.2.0.0/24"), ["l3f-u0"], None))
     )
 
 
 @pytest.mark.parametrize(
     ("private", "ifaces", "snat"),
-    [(["10.1.0.1/24"], [], None), ([], ["bad name"], None), ([], [], "not-an-ip")],
+    [
+        (["10.1.0.0/24"], [], None),  # text, not a network
+        ([], ["bad name"], None),
+        ([], [], "192.0.2.1"),  # text, not an address
+        ([], [], ip_address("fe80::1%lo")),  # a zone ID
+        ([ip_network("fe80::%x/64")], [], None),
+    ],
 )
-def test_bad_input_is_refused(private: list[str], ifaces: list[str], snat: str | None) -> None:
-    with pytest.raises(ValueError):
-        policy(private, ifaces, snat)
+def test_bad_input_is_refused(private: list, ifaces: list[str], snat: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        policy(private, ifaces, snat)  # type: ignore[arg-type]
 
 
 def test_only_translated_conntrack_entries_count_as_snat() -> None:

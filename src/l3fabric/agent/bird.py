@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from l3fabric.addresses import parse_address, parse_network
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.routing.bird_config import (
@@ -40,12 +41,13 @@ class NotRegistered(LookupError):
 
 
 def _peer(name: str, address: str, asn: int, bfd: bool, local: str | None = None) -> BgpPeer:
+    # The cache holds canonical addresses only (record_check); parsing is strict regardless.
     return BgpPeer(
         name=name,
-        address=address,
+        address=parse_address(address),
         asn=asn,
         bfd=bfd,
-        source_address=local,
+        source_address=parse_address(local) if local is not None else None,
         import_policy=ALL,
         export_policy=ENDPOINTS,
     )
@@ -96,13 +98,15 @@ def host_bird_config(
         ]
     else:
         peers = _derived_peers(state, local_as, use_bfd)
-    placed, skipped = place_sessions(peers, local_as, [str(host["address"])])
+    placed, skipped = place_sessions(peers, local_as, [parse_address(host["address"])])
     return BirdConfig(
-        router_id=str(host["router_id"]),
+        router_id=parse_address(host["router_id"], version=4),
         local_as=local_as,
         peers=tuple(placed),
         skipped_peers=tuple(skipped),
-        anycast_routes=tuple(AnycastRoute(p, n) for p, n in sorted((anycast or {}).items())),
+        anycast_routes=tuple(
+            AnycastRoute(parse_network(p), n) for p, n in sorted((anycast or {}).items())
+        ),
         endpoint_routes=tuple(sorted(endpoints)),
         **timers.bird_fields(),
         # Connect at once and retry in seconds (BIRD's defaults: 5 s, then

@@ -6,12 +6,12 @@ devices that exist: no I/O, so the whole policy is unit-testable.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from l3fabric.addresses import parse_address, parse_network
 from l3fabric.dataplane.links import tap_name
 
 
@@ -62,7 +62,7 @@ def host_prefix(address: str) -> str:
         except OSError:
             raise ValueError(f"{address!r} is not an IP address") from None
         return f"{address}/32"
-    ip = ipaddress.ip_address(address)
+    ip = parse_address(address)  # strict: never a zone ID into a route or a config
     return f"{ip}/{ip.max_prefixlen}"
 
 
@@ -70,7 +70,7 @@ def _source_prefix(value: str) -> str | None:
     # allowed_address_pairs hold an address or a CIDR; the API validated them,
     # but one bad value must not stop the host from programming the rest.
     try:
-        return str(ipaddress.ip_network(value, strict=False))
+        return str(parse_network(value, strict=False))
     except ValueError:
         return None
 

@@ -144,7 +144,7 @@ class ReconcileAgent(abc.ABC):
     def bgp_sessions(self) -> list[dict[str, Any]]:
         """BIRD's BGP sessions, then the skipped ones (state ``skipped``, the reason as info)."""
         skipped = [
-            {"name": s.name, "peer": s.address, "state": "skipped", "info": s.reason}
+            {"name": s.name, "peer": str(s.address), "state": "skipped", "info": s.reason}
             for s in self.skipped_sessions
         ]
         if not self.bird.alive():

@@ -11,7 +11,7 @@ so that heartbeats never wake other agents' watches.
 
 from __future__ import annotations
 
-import ipaddress
+import logging
 import re
 import threading
 import time
@@ -23,17 +23,21 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Body, FastAPI, Request, Response
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    IPvAnyAddress,
-    IPvAnyNetwork,
     ValidationError,
     model_validator,
 )
 
 from l3fabric import keys
+from l3fabric.addresses import (
+    IpAddressText,
+    IpNetworkText,
+    Ipv4AddressText,
+    PeerAddressText,
+    parse_address,
+)
 from l3fabric.api.errors import NeutronError, bad_request, not_found
 from l3fabric.asn import effective_asn
 from l3fabric.model.bounded import BoundedJson, json_bytes
@@ -46,6 +50,8 @@ from l3fabric.store import (
     Put,
     Store,
 )
+
+log = logging.getLogger(__name__)
 
 # Status reports, kept apart from the registrations (see the module docstring).
 STATUS = "/fabric/status/"
@@ -69,21 +75,6 @@ Name = Annotated[str, Field(pattern=f"^{NAME_RE.pattern}$")]
 PortStatus = Literal["ACTIVE", "DOWN", "ERROR"]
 
 
-def _bgp_address(value: ipaddress.IPv4Address | ipaddress.IPv6Address):
-    # BIRD rejects a link-local neighbour without an interface and "::"; the
-    # others parse but never make a session.
-    for bad, what in (
-        (value.is_unspecified, "unspecified"),
-        (value.is_link_local, "link-local"),
-        (value.is_multicast, "multicast"),
-    ):
-        if bad:
-            raise ValueError(f"{value} is a {what} address; BGP needs a unicast, global one")
-    return value
-
-
-# An address a BGP session runs on (a neighbour or a local address).
-BgpAddress = Annotated[IPvAnyAddress, AfterValidator(_bgp_address)]
 # Request bodies are parsed here, not by FastAPI, so errors say InvalidInput in our words.
 JsonBody = Annotated[Any, Body()]
 
@@ -110,7 +101,7 @@ class FabricConfig(_Strict):
     asn: Asn = 65000
     peering: Literal["gateway", "mesh", "reflectors"] = "gateway"
     host_asn: Literal["same", "per-host"] = "same"
-    route_reflectors: list[BgpAddress] = []
+    route_reflectors: list[PeerAddressText] = []
     bfd: Bfd = Bfd()
     graceful_restart: GracefulRestart = GracefulRestart()
     keepalive_s: int = Field(30, ge=1, le=21_845)
@@ -131,36 +122,37 @@ class FabricConfig(_Strict):
 
 class Peer(_Strict):
     name: Name
-    address: BgpAddress
+    address: PeerAddressText
     asn: Asn
     # This end's address of the session; None: chosen by the agent (docs/fabric-api.md).
-    local: BgpAddress | None = None
+    local: PeerAddressText | None = None
 
     @model_validator(mode="after")
     def _same_family(self) -> Peer:
-        if self.local is not None and self.local.version != self.address.version:
-            raise ValueError(f"local {self.local} and address {self.address} differ in family")
+        local, address = self.local, parse_address(self.address)
+        if local is not None and parse_address(local).version != address.version:
+            raise ValueError(f"local {local} and address {address} differ in family")
         return self
 
 
 class GatewayRegistration(_Strict):
     name: Name | None = None
-    router_id: ipaddress.IPv4Address
+    router_id: Ipv4AddressText
     asn: Asn | None = None
-    fabric_addresses: list[BgpAddress] = Field(min_length=1)
+    fabric_addresses: list[PeerAddressText] = Field(min_length=1)
     upstream: list[Peer] = []
-    snat_address: IPvAnyAddress | None = None
+    snat_address: IpAddressText | None = None
     # The gateway's BGP neighbours in the fabric; None: derived from the fabric's peering mode.
     fabric_peers: list[Peer] | None = None
     # Prefixes besides the subnets that the gateway accepts from the fabric
     # (router loopbacks, link nets), e.g. ["172.16.0.0/16", "172.17.0.0/16"].
-    infrastructure: list[IPvAnyNetwork] = []
+    infrastructure: list[IpNetworkText] = []
 
 
 class HostRegistration(_Strict):
     name: Name | None = None
-    router_id: ipaddress.IPv4Address
-    address: BgpAddress
+    router_id: Ipv4AddressText
+    address: PeerAddressText
     asn: Asn | None = None
     peers: list[Peer] | None = None
     rack: Name | None = None
@@ -246,7 +238,14 @@ def read_fabric(store: Store) -> dict[str, Any]:
 
 def _fabric_value(value: dict[str, Any] | None) -> dict[str, Any]:
     # Re-validating fills in fields added to the schema after the value was stored.
-    return FabricConfig.model_validate(value or {}).model_dump(mode="json")
+    try:
+        return FabricConfig.model_validate(value or {}).model_dump(mode="json")
+    except ValidationError as exc:
+        # Stored before the schema got stricter (a zone ID in route_reflectors):
+        # served as stored over the defaults, never a 500; agents leave out
+        # what they must not render (record_check), and a PUT replaces it.
+        log.error("the stored fabric config is invalid now (%s); PUT /v1/fabric to fix it", exc)
+        return {**FabricConfig().model_dump(mode="json"), **(value or {})}
 
 
 def _host_view(record: dict[str, Any], status: dict[str, Any] | None, fabric: dict[str, Any]):

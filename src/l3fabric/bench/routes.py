@@ -67,6 +67,7 @@ from pathlib import Path
 
 import httpx
 
+from l3fabric.addresses import parse_address
 from l3fabric.bench.parts import OptionReader, require_root, run_parts
 from l3fabric.client import FabricClient
 from l3fabric.dataplane import netns as netns_mod
@@ -277,7 +278,7 @@ def _make_ports(client: FabricClient, count: int) -> list[str]:
 def _peer_config() -> str:
     host = BgpPeer(
         name="host",
-        address=HOST_ADDRESS,
+        address=parse_address(HOST_ADDRESS),
         asn=HOST_AS,
         bfd=True,
         import_policy=Policy("all"),
@@ -285,7 +286,12 @@ def _peer_config() -> str:
     )
     # Retry timers like the gateway agent's BIRD (gateway/bird.py), not BIRD's
     # minutes-long defaults: the peer starts before the host's BIRD.
-    config = BirdConfig(router_id=PEER_ADDRESS, local_as=PEER_AS, peers=(host,), fast_connect=True)
+    config = BirdConfig(
+        router_id=parse_address(PEER_ADDRESS, version=4),
+        local_as=PEER_AS,
+        peers=(host,),
+        fast_connect=True,
+    )
     return render(config)
 
 

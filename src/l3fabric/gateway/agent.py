@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from l3fabric.addresses import parse_address, parse_network
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.links import egress_interfaces
@@ -102,8 +103,13 @@ class GatewayAgent(ReconcileAgent):
         record = state.gateways[self.name]
         try:
             sysctl.ensure(FORWARDING)
-            ifaces = set().union(*(egress_interfaces(p.address) for p in routing.upstream))
-            nat = policy(routing.desired.private, ifaces, record.get("snat_address"))
+            ifaces = set().union(*(egress_interfaces(str(p.address)) for p in routing.upstream))
+            snat = record.get("snat_address")
+            nat = policy(
+                [parse_network(p) for p in routing.desired.private],
+                ifaces,
+                parse_address(snat) if snat is not None else None,
+            )
             result.nat_changed = self.nat.apply(nat)
         except Exception as exc:
             result.failed.append(f"NAT: {exc}")

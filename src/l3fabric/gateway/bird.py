@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from l3fabric.addresses import Address, parse_address, parse_network
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
@@ -37,7 +38,7 @@ from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRout
 from l3fabric.routing.timers import Timers
 
 FALLBACK_DEFAULT_PREFERENCE = 50
-DEFAULTS = ("0.0.0.0/0", "::/0")
+DEFAULTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,16 @@ class PeerSpec:
     """A BGP neighbour by name, address and AS (the API's ``Peer``)."""
 
     name: str
-    address: str
+    address: Address
     asn: int
-    local: str | None = None
+    local: Address | None = None
 
 
 @dataclass(frozen=True)
 class GatewayRouting:
     """Everything the gateway's BIRD depends on."""
 
-    router_id: str
+    router_id: ipaddress.IPv4Address
     local_as: int
     fabric_peers: tuple[PeerSpec, ...]
     upstream: tuple[PeerSpec, ...]
@@ -62,7 +63,7 @@ class GatewayRouting:
     timers: Timers = field(default_factory=Timers)
     log_file: str | None = None
     # The gateway's own addresses in the fabric: local addresses of fabric sessions.
-    fabric_addresses: tuple[str, ...] = ()
+    fabric_addresses: tuple[Address, ...] = ()
 
 
 def gateway_config(routing: GatewayRouting) -> BirdConfig:
@@ -96,7 +97,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
         routing.local_as,
         (),  # upstream links are not fabric links: only an explicit local address
     )
-    statics = [StaticRoute(p, action="unreachable") for p in routing.desired.public]
+    statics = [StaticRoute(parse_network(p), action="unreachable") for p in routing.desired.public]
     statics += [
         StaticRoute(d, action="unreachable", preference=FALLBACK_DEFAULT_PREFERENCE)
         for d in DEFAULTS
@@ -116,7 +117,13 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
 
 def _peers(records: Iterable[dict[str, Any]]) -> tuple[PeerSpec, ...]:
     return tuple(
-        PeerSpec(str(p["name"]), str(p["address"]), int(p["asn"]), p.get("local")) for p in records
+        PeerSpec(
+            str(p["name"]),
+            parse_address(p["address"]),
+            int(p["asn"]),
+            parse_address(p["local"]) if p.get("local") is not None else None,
+        )
+        for p in records
     )
 
 
@@ -131,11 +138,11 @@ def derived_fabric_peers(state: HostState, local_as: int) -> tuple[PeerSpec, ...
     if fabric.get("peering") == "reflectors":
         asn = int(fabric.get("asn", local_as))
         return tuple(
-            PeerSpec(f"rr{i}", str(ipaddress.ip_address(a)), asn)
+            PeerSpec(f"rr{i}", parse_address(a), asn)
             for i, a in enumerate(fabric.get("route_reflectors") or [])
         )
     return tuple(
-        PeerSpec(h["name"], str(h["address"]), effective_asn(h, fabric))
+        PeerSpec(h["name"], parse_address(h["address"]), effective_asn(h, fabric))
         for h in sorted(state.hosts.values(), key=lambda h: h["name"])
     )
 
@@ -146,7 +153,7 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
     local_as = effective_asn(record, state.fabric, kind="gateway")
     explicit = record.get("fabric_peers")
     return GatewayRouting(
-        router_id=str(record["router_id"]),
+        router_id=parse_address(record["router_id"], version=4),
         local_as=local_as,
         fabric_peers=(
             _peers(explicit) if explicit is not None else derived_fabric_peers(state, local_as)
@@ -155,5 +162,5 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
         desired=desired_for(state, name),
         timers=Timers.from_fabric(state.fabric),
         log_file=log_file,
-        fabric_addresses=tuple(str(a) for a in record.get("fabric_addresses") or ()),
+        fabric_addresses=tuple(parse_address(a) for a in record.get("fabric_addresses") or ()),
     )

@@ -20,6 +20,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from l3fabric.addresses import parse_network
 from l3fabric.client import HostState
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -58,7 +59,7 @@ def subnet_prefixes(
     private: list[Network] = []
     for subnet in subnets.values():
         try:
-            net = ipaddress.ip_network(str(subnet.get("cidr")), strict=False)
+            net = parse_network(subnet.get("cidr"), strict=False)
         except ValueError:
             continue  # the API validates cidrs; one bad record must not stop the gateway
         if net.prefixlen == 0:
@@ -75,7 +76,7 @@ def compute(
 ) -> GatewayDesired:
     """The gateway's policy for these networks and subnets."""
     public, private = subnet_prefixes(networks, subnets)
-    infra = [ipaddress.ip_network(p, strict=False) for p in infrastructure]
+    infra = [parse_network(p, strict=False) for p in infrastructure]
     accepted = _collapse([*public, *private, *(n for n in infra if n.prefixlen > 0)])
     return GatewayDesired(
         public=_collapse(public),

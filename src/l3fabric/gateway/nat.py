@@ -26,6 +26,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from l3fabric.addresses import Address, Network, require_address, require_network
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.nft import NftTable, table_with_digest
 
@@ -39,32 +40,30 @@ _TIMEOUT_S = 10
 class NatPolicy:
     """What the NAT table enforces."""
 
-    private: tuple[str, ...]  # source prefixes to NAT / destinations to shield
+    private: tuple[Network, ...]  # source prefixes to NAT / destinations to shield
     upstream_interfaces: tuple[str, ...]
-    snat4: str | None = None  # None: masquerade
-    snat6: str | None = None
+    snat4: ipaddress.IPv4Address | None = None  # None: masquerade
+    snat6: ipaddress.IPv6Address | None = None
 
     def __post_init__(self) -> None:
         for name in self.upstream_interfaces:
             if not _IFNAME.match(name):
                 raise ValueError(f"bad upstream interface name {name!r}")
         for prefix in self.private:
-            ipaddress.ip_network(prefix, strict=True)
+            require_network(prefix, "private prefix")
         for address, version in ((self.snat4, 4), (self.snat6, 6)):
-            if address is not None and ipaddress.ip_address(address).version != version:
-                raise ValueError(f"SNAT address {address} is not IPv{version}")
+            if address is not None:
+                require_address(address, "SNAT address", version=version)
 
 
 def policy(
-    private: Iterable[str], upstream_interfaces: Iterable[str], snat_address: str | None
+    private: Iterable[Network], upstream_interfaces: Iterable[str], snat_address: Address | None
 ) -> NatPolicy:
     """A NatPolicy with the registration's ``snat_address`` put in its family's slot."""
-    snat4 = snat6 = None
-    if snat_address:
-        if ipaddress.ip_address(snat_address).version == 4:
-            snat4 = snat_address
-        else:
-            snat6 = snat_address
+    snat4 = snat_address if isinstance(snat_address, ipaddress.IPv4Address) else None
+    snat6 = snat_address if isinstance(snat_address, ipaddress.IPv6Address) else None
+    if snat_address is not None:
+        require_address(snat_address, "SNAT address")
     return NatPolicy(tuple(private), tuple(sorted(set(upstream_interfaces))), snat4, snat6)
 
 
@@ -72,10 +71,13 @@ def _elements(values: list[str]) -> str:
     return "\t\telements = { " + ", ".join(values) + " }" if values else ""
 
 
+def _prefixes(p: NatPolicy, version: int) -> list[str]:
+    return [str(n) for n in p.private if n.version == version]
+
+
 def render(p: NatPolicy) -> str:
     """The whole table for ``p``, with its digest comment."""
-    v4 = [x for x in p.private if ipaddress.ip_network(x).version == 4]
-    v6 = [x for x in p.private if ipaddress.ip_network(x).version == 6]
+    v4, v6 = _prefixes(p, 4), _prefixes(p, 6)
     ifaces = [f'"{name}"' for name in p.upstream_interfaces]
     nat4 = f"snat ip to {p.snat4}" if p.snat4 else "masquerade"
     nat6 = f"snat ip6 to {p.snat6}" if p.snat6 else "masquerade"

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from l3fabric.gateway.bird import GatewayRouting, PeerSpec, gateway_config
+from l3fabric.addresses import parse_address
+from l3fabric.gateway.bird import DEFAULTS, GatewayRouting, PeerSpec, gateway_config
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.lab.plan import Plan, Session
 from l3fabric.routing.bird_config import (
@@ -65,17 +66,17 @@ def _router(plan: Plan, node: str, log_file: str, statics: tuple[StaticRoute, ..
     peers = tuple(
         BgpPeer(
             name=peer_label(s),
-            address=s.remote,
+            address=parse_address(s.remote),
             asn=s.peer_asn,
             bfd=TIMERS.bfd,
-            source_address=s.local,
+            source_address=parse_address(s.local),
             import_policy=ALL,
             export_policy=ALL,
         )
         for s in plan.sessions(node)
     )
     config = BirdConfig(
-        router_id=n.router_id or "",
+        router_id=parse_address(n.router_id, version=4),
         local_as=n.asn or 0,
         peers=peers,
         static_routes=statics,
@@ -92,7 +93,7 @@ def tor_config(plan: Plan, node: str, log_file: str) -> str:
 
 
 def internet_config(plan: Plan, node: str, log_file: str) -> str:
-    defaults = tuple(StaticRoute(p, action="unreachable") for p in ("0.0.0.0/0", "::/0"))
+    defaults = tuple(StaticRoute(p, action="unreachable") for p in DEFAULTS)
     return _router(plan, node, log_file, defaults)
 
 
@@ -103,7 +104,7 @@ def gateway_routing(plan: Plan, node: str, log_file: str | None = None) -> Gatew
 
     def peers(upstream: bool) -> tuple[PeerSpec, ...]:
         return tuple(
-            PeerSpec(peer_label(s), s.remote, s.peer_asn, s.local)
+            PeerSpec(peer_label(s), parse_address(s.remote), s.peer_asn, parse_address(s.local))
             for s in sessions
             if (s.peer_role == "internet") == upstream
         )
@@ -119,7 +120,7 @@ def gateway_routing(plan: Plan, node: str, log_file: str | None = None) -> Gatew
     )
     accepted = (*public, *plan.infrastructure)
     return GatewayRouting(
-        router_id=n.router_id or "",
+        router_id=parse_address(n.router_id, version=4),
         local_as=n.asn or 0,
         fabric_peers=peers(upstream=False),
         upstream=peers(upstream=True),

@@ -9,57 +9,35 @@ inside the subnet, references) live in the service layer.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from l3fabric.addresses import (
+    IpAddressOrNetworkText,
+    IpAddressText,
+    IpPrefixText,
+    parse_address,
+    parse_network,
+)
 from l3fabric.model.bounded import BoundedJson
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-
-
-def _ip(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"'{value}' is not a valid IP address") from None
 
 
 def _cidr(value: str) -> str:
     """A subnet CIDR exactly as Neutron wants it: no host bits, prefix not 0."""
     if "/" not in value:
         raise ValueError(f"'{value}' is not a valid IP subnet (no prefix length)")
-    try:
-        network = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError(f"'{value}' is not a valid IP subnet") from None
-    if ipaddress.ip_interface(value).ip != network.network_address:
+    network = parse_network(value, strict=False, what="IP subnet")
+    if parse_address(value.partition("/")[0]) != network.network_address:
         raise ValueError(
             f"'{value}' isn't a recommended IP address, '{network}' is the recommended value"
         )
     if network.prefixlen == 0:
         raise ValueError(f"'{value}': prefix length 0 (a subnet of every address) is not allowed")
     return str(network)
-
-
-def _ip_or_cidr(value: str) -> str:
-    """An address, or a network given without host bits."""
-    try:
-        if "/" in value:
-            return str(ipaddress.ip_network(value, strict=True))
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"'{value}' is neither a valid IP address nor a valid CIDR") from None
-
-
-def _prefix(value: str) -> str:
-    """A remote prefix; host bits are dropped, as Neutron normalises them."""
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        raise ValueError(f"'{value}' is not a valid IP prefix") from None
 
 
 def _mac(value: str) -> str:
@@ -71,10 +49,11 @@ def _mac(value: str) -> str:
     return mac
 
 
-IpAddress = Annotated[str, AfterValidator(_ip)]
+# Addresses and prefixes are stored in canonical text; zone IDs are refused (addresses.py).
+IpAddress = IpAddressText
 Cidr = Annotated[str, AfterValidator(_cidr)]
-IpOrCidr = Annotated[str, AfterValidator(_ip_or_cidr)]
-Prefix = Annotated[str, AfterValidator(_prefix)]
+IpOrCidr = IpAddressOrNetworkText
+Prefix = IpPrefixText
 MacAddress = Annotated[str, AfterValidator(_mac)]
 Name = Annotated[str, StringConstraints(max_length=255)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]

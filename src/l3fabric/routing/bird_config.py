@@ -29,6 +29,7 @@ it, and the "endpoints" policy exports it to the host's peers.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import socket
@@ -39,6 +40,7 @@ from typing import Literal
 
 import jinja2
 
+from l3fabric.addresses import Address, Network, require_address, require_network
 from l3fabric.routing import anycast_marker
 
 PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes", "originated"]
@@ -53,8 +55,10 @@ POLICY_KINDS: tuple[str, ...] = (
 StaticAction = Literal["blackhole", "unreachable"]
 # A prefix pattern as BIRD writes it: CIDR, optionally "+" (and longer) or "{a,b}".
 _PATTERN = re.compile(r"^(?P<cidr>[0-9A-Fa-f:.]+/\d{1,3})(?P<suffix>\+|\{\d{1,3},\d{1,3}\})?$")
-_SAFE_TEXT = re.compile(r'^[^"\\\n\r]*$')
+# Text inside a BIRD string: printable, and no quote or backslash to end or escape it.
+_SAFE_TEXT = re.compile(r'[^"\\\x00-\x1f\x7f]*')
 _NAME_PART = re.compile(r"[^A-Za-z0-9_]")
+_MAX_SYMBOL = 64
 # The static protocols of anycast announcements: "anycast4" and "anycast6".
 ANYCAST_PROTOCOL = "anycast"
 # The static protocols of the host's endpoint announcements: "endpoints4" and "endpoints6".
@@ -103,7 +107,9 @@ class Policy:
 
     def filter_body(self, version: int) -> str:
         """The BIRD filter statements for one channel of IP version ``version``."""
-        patterns = [p for p in self.prefixes if _split_pattern(p)[0].version == version]
+        # Rendered from the parsed network, never the text as given.
+        split = (_split_pattern(p) for p in self.prefixes)
+        patterns = [f"{net}{suffix}" for net, suffix in split if net.version == version]
         in_set = "net ~ [ " + ", ".join(patterns) + " ]" if patterns else "false"
         if self.kind == "all":
             return "accept;"
@@ -132,8 +138,8 @@ def _split_pattern(pattern: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6
 
 
 def _check_text(what: str, value: str) -> None:
-    if not _SAFE_TEXT.match(value):
-        raise ValueError(f"{what} must not contain quotes, backslashes or newlines")
+    if not isinstance(value, str) or not _SAFE_TEXT.fullmatch(value):
+        raise ValueError(f"{what} must not contain quotes, backslashes or control characters")
 
 
 def _check_asn(asn: int, what: str) -> None:
@@ -142,10 +148,19 @@ def _check_asn(asn: int, what: str) -> None:
 
 
 def protocol_name(name: str) -> str:
-    """A BIRD symbol for peer ``name``: ``peer_`` + [A-Za-z0-9_] (never a keyword, e.g. ``gw``)."""
+    """A BIRD symbol for peer ``name``: ``peer_`` + [A-Za-z0-9_] (never a keyword, e.g. ``gw``).
+
+    BIRD refuses symbols over 64 characters ("Symbol too long"), and an API
+    name may have 63 plus a suffix: a longer one is cut and given a digest
+    of the whole name, so it stays unique.
+    """
     if not name:
         raise ValueError("empty peer name")
-    return "peer_" + _NAME_PART.sub("_", name)
+    symbol = "peer_" + _NAME_PART.sub("_", name)
+    if len(symbol) <= _MAX_SYMBOL:
+        return symbol
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{symbol[: _MAX_SYMBOL - 9]}_{digest}"
 
 
 @dataclass(frozen=True)
@@ -153,22 +168,22 @@ class BgpPeer:
     """One BGP session. The address family of ``address`` decides the channel (ipv4/ipv6)."""
 
     name: str
-    address: str
+    address: Address
     asn: int
     bfd: bool = False
     passive: bool = False
     multihop: int | None = None  # TTL; None: directly connected
     password: str | None = None
-    source_address: str | None = None
+    source_address: Address | None = None
     import_policy: Policy = Policy("all")
     export_policy: Policy = Policy("endpoints")
     next_hop_self: bool = False
     rr_client: bool = False
 
     def __post_init__(self) -> None:
-        address = ipaddress.ip_address(self.address)
+        address = require_address(self.address, f"peer {self.name} address")
         if self.source_address is not None:
-            source = ipaddress.ip_address(self.source_address)
+            source = require_address(self.source_address, f"peer {self.name} source address")
             # bird -p accepts a mixed pair; the session then never connects.
             if source.version != address.version:
                 raise ValueError(
@@ -188,7 +203,7 @@ class BgpPeer:
 
     @property
     def version(self) -> int:
-        return ipaddress.ip_address(self.address).version
+        return self.address.version
 
     def is_multihop(self, local_as: int) -> bool:
         """Whether BIRD runs this session multihop: asked to, or iBGP (BIRD's default for it)."""
@@ -204,31 +219,30 @@ class SkippedPeer:
     """A session left out of the config because BIRD cannot run it, and why."""
 
     name: str
-    address: str
+    address: Address
     reason: str
 
     def __post_init__(self) -> None:
-        _check_text(f"skipped peer {self.name}", f"{self.name} {self.address} {self.reason}")
+        require_address(self.address, f"skipped peer {self.name} address")
+        _check_text(f"skipped peer {self.name}", f"{self.name} {self.reason}")
 
 
-def local_address(peer: str, candidates: Iterable[str]) -> str | None:
+def local_address(peer: Address, candidates: Iterable[Address]) -> Address | None:
     """The candidate of ``peer``'s family that shares the longest prefix with it, or None.
 
     A gateway with one fabric address per link thus speaks to each peer from
     the address on that peer's link (the one next-hop-self announces, which
     the peer reaches directly).
     """
-    target = ipaddress.ip_address(peer)
-    same = [ipaddress.ip_address(c) for c in candidates]
-    same = [c for c in same if c.version == target.version]
+    same = [c for c in candidates if c.version == peer.version]
     if not same:
         return None
     # Fewest differing high bits = longest common prefix; ties: the first listed.
-    return str(min(same, key=lambda c: (int(c) ^ int(target)).bit_length()))
+    return min(same, key=lambda c: (int(c) ^ int(peer)).bit_length())
 
 
 def place_sessions(
-    peers: Iterable[BgpPeer], local_as: int, candidates: Iterable[str]
+    peers: Iterable[BgpPeer], local_as: int, candidates: Iterable[Address]
 ) -> tuple[list[BgpPeer], list[SkippedPeer]]:
     """Give each session that BIRD cannot run without one a local address from ``candidates``.
 
@@ -247,7 +261,7 @@ def place_sessions(
                 family = f"IPv{peer.version}"
                 reason = (
                     f"multihop BGP with BFD needs a local {family} address and there is none"
-                    f" (have: {', '.join(addresses) or 'none'})"
+                    f" (have: {', '.join(map(str, addresses)) or 'none'})"
                 )
                 skipped.append(SkippedPeer(peer.name, peer.address, reason))
                 continue
@@ -266,14 +280,14 @@ class StaticRoute:
     yields to one learned by BGP (100).
     """
 
-    prefix: str
-    via: str | None = None
+    prefix: Network
+    via: Address | None = None
     action: StaticAction = "blackhole"
     preference: int | None = None
 
     def __post_init__(self) -> None:
-        net = ipaddress.ip_network(self.prefix, strict=True)
-        if self.via is not None and ipaddress.ip_address(self.via).version != net.version:
+        net = require_network(self.prefix, "static route prefix")
+        if self.via is not None and require_address(self.via, "next hop").version != net.version:
             raise ValueError(f"static route {self.prefix}: next hop {self.via} is another family")
         if self.action not in ("blackhole", "unreachable"):
             raise ValueError(f"static route {self.prefix}: action is blackhole or unreachable")
@@ -286,25 +300,25 @@ class StaticRoute:
 
     @property
     def version(self) -> int:
-        return ipaddress.ip_network(self.prefix).version
+        return self.prefix.version
 
 
 @dataclass(frozen=True)
 class AnycastRoute:
     """An anycast address this host serves, announced with its healthy local member count."""
 
-    prefix: str
+    prefix: Network
     healthy: int
 
     def __post_init__(self) -> None:
-        net = ipaddress.ip_network(self.prefix, strict=True)
+        net = require_network(self.prefix, "anycast route prefix")
         if net.prefixlen != net.max_prefixlen:
             raise ValueError(f"anycast route {self.prefix}: must be a /32 or /128")
         anycast_marker.community(self.healthy)  # ValueError below 1
 
     @property
     def version(self) -> int:
-        return ipaddress.ip_network(self.prefix).version
+        return self.prefix.version
 
     @property
     def community(self) -> str:
@@ -322,7 +336,13 @@ def check_host_prefix(prefix: str) -> int:
             packed = socket.inet_pton(family, address)
         except OSError:
             continue
-        if length != bits or socket.inet_ntop(family, packed) != address:
+        if length != bits:
+            break
+        # glibc writes IPv4-mapped addresses as ::ffff:1.2.3.4, Python as ::ffff:102:304.
+        if (
+            socket.inet_ntop(family, packed) != address
+            and str(ipaddress.ip_address(packed)) != address
+        ):
             break
         return version
     raise ValueError(f"endpoint route {prefix!r}: must be a /32 or /128 in canonical form")
@@ -332,7 +352,7 @@ def check_host_prefix(prefix: str) -> int:
 class BirdConfig:
     """Everything one BIRD instance needs."""
 
-    router_id: str
+    router_id: ipaddress.IPv4Address
     local_as: int
     peers: tuple[BgpPeer, ...] = ()
     static_routes: tuple[StaticRoute, ...] = ()
@@ -361,8 +381,7 @@ class BirdConfig:
     skipped_peers: tuple[SkippedPeer, ...] = ()
 
     def __post_init__(self) -> None:
-        if ipaddress.ip_address(self.router_id).version != 4:
-            raise ValueError(f"router id {self.router_id} must be an IPv4 address")
+        require_address(self.router_id, "router id", version=4)
         _check_asn(self.local_as, "local AS")
         names = [p.protocol for p in self.peers]
         if len(set(names)) != len(names):
@@ -385,7 +404,7 @@ class BirdConfig:
             raise ValueError("families are 4 and/or 6")
         if self.log_file is not None:
             _check_text("log file", self.log_file)
-        prefixes = [ipaddress.ip_network(r.prefix) for r in self.anycast_routes]
+        prefixes = [r.prefix for r in self.anycast_routes]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError("an anycast prefix is announced twice")
         for prefix in self.endpoint_routes:

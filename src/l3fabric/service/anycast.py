@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from l3fabric import keys
+from l3fabric.addresses import IpAddressText
 from l3fabric.api.errors import NeutronError, bad_request, conflict, not_found
 from l3fabric.ipam import claim_guard
 from l3fabric.service.common import (
@@ -100,7 +101,8 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 class AnycastCreate(_Strict):
     name: str = Field(pattern=_NAME)
     subnet_id: str = Field(min_length=1, max_length=255)
-    address: str | None = None
+    # Canonical text, no zone ID: the address is an IPAM key and reaches BIRD.
+    address: IpAddressText | None = None
     members: list[str] = []
     health_check: HealthCheck | None = None
 
