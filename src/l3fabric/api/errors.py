@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from l3fabric.api.jsontext import JsonResponse
 
@@ -54,6 +55,7 @@ _HTTP_TYPES = {
     405: "HTTPMethodNotAllowed",
     409: "Conflict",
     410: "Gone",
+    413: "RequestEntityTooLarge",
     415: "HTTPUnsupportedMediaType",
 }
 
@@ -80,6 +82,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
         type_ = _HTTP_TYPES.get(exc.status_code, "HTTPError")
         return error_response(exc.status_code, type_, str(exc.detail))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client left, or the server cut a body that came too slowly
+        # (docs/api.md, Limits): not a server error, and nobody reads this.
+        log.debug("client disconnected before its request body was complete")
+        return error_response(400, "MalformedRequestBody", "The request body was cut off.")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JsonResponse:

@@ -42,6 +42,7 @@ from l3fabric.api.body import JsonBody, openapi_body
 from l3fabric.api.errors import NeutronError, bad_request, not_found
 from l3fabric.api.jsontext import JsonResponse, JsonRoute
 from l3fabric.asn import effective_asn
+from l3fabric.model.bounded import BoundedJson, json_bytes
 from l3fabric.service import anycast, ports
 from l3fabric.store import (
     CompactedError,
@@ -162,18 +163,25 @@ class BgpSession(_Strict):
     info: str = ""
 
 
+# What heartbeats store grows with the fabric: a BGP session per peer (a
+# mesh of 1,000 hosts: ~80 KB), an anycast entry per group and next hop.
+# The port statuses are applied, not stored; the body limit bounds them.
+BgpSessions = Annotated[list[BgpSession], json_bytes(256 * 1024)]
+AnycastStatus = Annotated[dict[str, Any], json_bytes(256 * 1024)]
+
+
 class HostHeartbeat(_Strict):
     ports: dict[str, PortStatus] = {}
-    bgp: list[BgpSession] = []
-    agent: dict[str, Any] = {}
+    bgp: BgpSessions = []
+    agent: BoundedJson = {}
 
 
 class GatewayHeartbeat(_Strict):
-    bgp: list[BgpSession] = []
-    nat: dict[str, Any] = {}
-    agent: dict[str, Any] = {}
+    bgp: BgpSessions = []
+    nat: BoundedJson = {}
+    agent: BoundedJson = {}
     # Programmed anycast groups: {"prefixes": [{"prefix", "next_hops": [{via, dev, weight}]}]}
-    anycast: dict[str, Any] = {}
+    anycast: AnycastStatus = {}
 
 
 # Derived values ---------------------------------------------------------------
