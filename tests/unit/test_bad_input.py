@@ -153,7 +153,7 @@ def nested(depth: int) -> str:
     ("method", "path"),
     [("post", "/v2.0/networks"), ("put", "/v1/fabric"), ("post", "/v1/hosts/h1/heartbeat")],
 )
-@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 400, 100_000])
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 400, 50_000])  # 50,000 fits the body limit
 def test_deep_nesting_is_refused_alike_on_both_apis(
     api: TestClient, fabric: dict[str, str], method: str, path: str, depth: int
 ) -> None:

@@ -84,7 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, type_, str(exc.detail))
 
     @app.exception_handler(ClientDisconnect)
-    async def _gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+    async def _gone(_: Request, exc: ClientDisconnect) -> JsonResponse:
         # The client left, or the server cut a body that came too slowly
         # (docs/api.md, Limits): not a server error, and nobody reads this.
         log.debug("client disconnected before its request body was complete")
