@@ -278,6 +278,28 @@ class RouteSocket:
             found += data[offset + 20] == table and data[offset + 21] == protocol
         return found
 
+    def request(self, request: bytes, kind: int) -> bytes:
+        """Send one (non-dump) ``request`` and return its reply of type ``kind``.
+
+        The kernel's refusal raises OSError with its errno (ENODEV: no such link).
+        """
+        seq = self._next_seq()
+        self._sock.send(request[:8] + _U32.pack(seq) + request[12:])
+        while True:
+            data = self._recv()
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, mkind, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                if length < _NLMSGHDR.size:
+                    break
+                if mseq == seq:
+                    if mkind == kind:
+                        return bytes(data[offset : offset + length])
+                    if mkind == NLMSG_ERROR:
+                        error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                        raise OSError(-error, f"netlink: {os.strerror(-error)}")
+                offset += (length + 3) & ~3
+
     def dump_messages(self, request: bytes, kind: int) -> Iterator[tuple[memoryview, int, int]]:
         """Send dump ``request`` (its sequence number is set here) and yield each reply of
         type ``kind`` as (buffer, offset, length).
