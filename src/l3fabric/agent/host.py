@@ -88,6 +88,7 @@ class HostAgent(ReconcileAgent):
         self._all_taps_changed = False
         self._changes_lock = threading.Lock()
         self._early_bird: EarlyBird | None = None
+        self._last_full = 0.0  # time.monotonic() of the last full pass
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -138,8 +139,10 @@ class HostAgent(ReconcileAgent):
         with self._changes_lock:
             changed, self._changed_taps = self._changed_taps, set()
             # The timer's pass re-reads everything: drift (a route or rule
-            # deleted by hand) is repaired.
-            full = timed or self._all_taps_changed or self._model is None
+            # deleted by hand) is repaired, also on a host whose events never
+            # leave the timer a quiet interval.
+            due = time.monotonic() - self._last_full >= self.resync_interval
+            full = timed or due or self._all_taps_changed or self._model is None
             self._all_taps_changed = False
         return self.reconcile(self.watcher.state(), full, changed).errors
 
@@ -159,6 +162,7 @@ class HostAgent(ReconcileAgent):
         started = begun = time.monotonic()
         try:
             if full or self._model is None:
+                self._last_full = time.monotonic()
                 observed = self._reader.full(self._model)
             else:
                 observed = self._reader.refresh(self._model, {*changed, *self._port_taps(view)})
