@@ -31,22 +31,12 @@ from l3fabric.client import HostState
 from l3fabric.dataplane.links import IFF_UP, LinkInfo, tap_name
 from l3fabric.routing.bird_config import render
 
+from .agent_ports import A, B, port
+
 HOST = {"name": "h1", "router_id": "172.17.0.2", "address": "172.16.0.2", "asn": None, "peers": None}  # fmt: skip
 GW = {"name": "gw", "router_id": "172.17.0.1", "asn": None, "fabric_addresses": ["172.16.0.0"]}
-A = "aaaaaaaa-1111-2222-3333-444444444444"
-B = "bbbbbbbb-1111-2222-3333-444444444444"
 TCP = {"type": "tcp", "port": 80, "interval_s": 0.5, "timeout_s": 0.2, "rise": 2, "fall": 1}
 ANYCAST = "10.1.0.80/32"
-
-
-def _port(pid: str, *ips: str, pairs: tuple[str, ...] = (), up: bool = True) -> dict:
-    return {
-        "id": pid,
-        "fixed_ips": [{"subnet_id": "s", "ip_address": ip} for ip in ips],
-        "allowed_address_pairs": [{"ip_address": p} for p in pairs],
-        "admin_state_up": up,
-        "binding:host_id": "h1",
-    }
 
 
 def _view(*ports: dict, anycast: dict | None = None) -> HostState:
@@ -112,12 +102,12 @@ def _restarted(view: HostState, taps: dict[str, TapState]) -> Observed:
 
 
 def test_a_new_port_is_guarded_and_prepared_before_its_route_and_announced_after() -> None:
-    old = _view(_port(A, "10.1.0.2"))
+    old = _view(port(A, "10.1.0.2"))
     taps = dict([_tap(A, 5, ready=True)])
     observed = _converged(old, taps=taps, bird_running=True)
     # B's port arrives and its tap is plugged.
     observed = dataclasses.replace(observed, taps={**observed.taps, **dict([_tap(B, 6)])})
-    desired = desired_state("h1", _view(_port(A, "10.1.0.2"), _port(B, "10.1.0.3")), observed)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2"), port(B, "10.1.0.3")), observed)
     rec = Recorder()
     rec.run(plan(desired, observed))
 
@@ -134,9 +124,9 @@ def test_a_new_port_is_guarded_and_prepared_before_its_route_and_announced_after
 
 
 def test_a_deleted_port_is_withdrawn_before_its_route_goes_and_unguarded_last() -> None:
-    both = _view(_port(A, "10.1.0.2"), _port(B, "10.1.0.3"))
+    both = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3"))
     observed = _converged(both, taps=dict([_tap(A, 5, True), _tap(B, 6, True)]), bird_running=True)
-    desired = desired_state("h1", _view(_port(A, "10.1.0.2")), observed)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2")), observed)
     rec = Recorder()
     rec.run(plan(desired, observed))
 
@@ -152,8 +142,8 @@ def test_a_deleted_port_is_withdrawn_before_its_route_goes_and_unguarded_last() 
 
 def test_an_anycast_member_failing_is_withdrawn_before_its_route_shrinks() -> None:
     view = _view(
-        _port(A, "10.1.0.2"),
-        _port(B, "10.1.0.3"),
+        port(A, "10.1.0.2"),
+        port(B, "10.1.0.3"),
         anycast={"id": "g1", "address": "10.1.0.80", "members": [A, B], "health_check": TCP},
     )
     taps = dict([_tap(A, 5, True), _tap(B, 6, True)])
@@ -177,7 +167,7 @@ def test_an_anycast_member_failing_is_withdrawn_before_its_route_shrinks() -> No
 
 
 def test_a_restarted_agent_on_a_correct_host_plans_and_applies_nothing() -> None:
-    view = _view(_port(A, "10.1.0.2"), _port(B, "10.1.0.3", pairs=("10.9.0.0/24",)))
+    view = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3", pairs=("10.9.0.0/24",)))
     observed = _restarted(view, dict([_tap(A, 5, True), _tap(B, 6, True)]))
     rec = Recorder()
     rec.run(plan(desired_state("h1", view, observed), observed))
@@ -185,13 +175,13 @@ def test_a_restarted_agent_on_a_correct_host_plans_and_applies_nothing() -> None
 
 
 def test_an_incremental_pass_after_a_pass_with_no_change_plans_nothing() -> None:
-    view = _view(_port(A, "10.1.0.2"))
+    view = _view(port(A, "10.1.0.2"))
     observed = _converged(view, taps=dict([_tap(A, 5)]), bird_running=True)
     assert plan(desired_state("h1", view, observed), observed) == []
 
 
 def test_drift_is_repaired_a_hand_deleted_route_element_and_rule() -> None:
-    view = _view(_port(A, "10.1.0.2"))
+    view = _view(port(A, "10.1.0.2"))
     observed = _restarted(view, dict([_tap(A, 5, True)]))
     assert observed.guard is not None
     no_route = dataclasses.replace(observed, routes={})
@@ -215,7 +205,7 @@ def test_a_tap_that_could_not_be_guarded_or_prepared_gets_no_route_and_is_not_an
     failing: type,
 ) -> None:
     observed = _converged(_view(), taps=dict([_tap(A, 5)]), bird_running=True)
-    desired = desired_state("h1", _view(_port(A, "10.1.0.2")), observed)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2")), observed)
     outcome = Outcome(errors=("no",), taps=frozenset({tap_name(A)}), failed=True)
     rec = Recorder(fail={failing: outcome})
     blocked = rec.run(plan(desired, observed))
@@ -226,7 +216,7 @@ def test_a_tap_that_could_not_be_guarded_or_prepared_gets_no_route_and_is_not_an
 
 def test_a_route_the_kernel_refused_is_not_announced() -> None:
     observed = _converged(_view(), taps=dict([_tap(A, 5), _tap(B, 6)]), bird_running=True)
-    desired = desired_state("h1", _view(_port(A, "10.1.0.2"), _port(B, "10.1.0.3")), observed)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2"), port(B, "10.1.0.3")), observed)
     refused = Outcome(errors=("1 route change(s) failed",), prefixes=frozenset({"10.1.0.3/32"}))
     rec = Recorder(fail={RoutesSet: refused})
     blocked = rec.run(plan(desired, observed))
@@ -237,7 +227,7 @@ def test_a_route_the_kernel_refused_is_not_announced() -> None:
 
 def test_metrics_count_operations_changes_and_errors_per_step() -> None:
     observed = _converged(_view(), taps=dict([_tap(A, 5)]), bird_running=True)
-    desired = desired_state("h1", _view(_port(A, "10.1.0.2", "2001:db8::2")), observed)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2", "2001:db8::2")), observed)
     metrics = PassMetrics()
 
     class Failing(Recorder):
@@ -254,12 +244,12 @@ def test_metrics_count_operations_changes_and_errors_per_step() -> None:
 
 
 def test_unchanged_ports_are_not_converted_again() -> None:
-    view = _view(_port(A, "10.1.0.2"))
+    view = _view(port(A, "10.1.0.2"))
     observed = _converged(view, taps=dict([_tap(A, 5)]))
     first = desired_state("h1", view, observed)
     again = desired_state("h1", view, observed, previous=first)
     assert again.endpoints[A] is first.endpoints[A]
-    changed = _view(_port(A, "10.1.0.9"))
+    changed = _view(port(A, "10.1.0.9"))
     assert desired_state("h1", changed, observed, previous=first).routes == {
         "10.1.0.9/32": tap_name(A)
     }
@@ -268,7 +258,7 @@ def test_unchanged_ports_are_not_converted_again() -> None:
 def test_a_bad_port_is_named_and_the_others_are_programmed() -> None:
     bad = {"id": B, "fixed_ips": [{"ip_address": "10.1.0.999"}]}
     observed = _converged(_view(), taps=dict([_tap(A, 5)]))
-    desired = desired_state("h1", _view(_port(A, "10.1.0.2"), bad), observed)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2"), bad), observed)
     assert desired.routes == {"10.1.0.2/32": tap_name(A)}
     assert any(B in e and "10.1.0.999" in e for e in desired.errors)
 
@@ -276,9 +266,9 @@ def test_a_bad_port_is_named_and_the_others_are_programmed() -> None:
 def test_a_restarted_agent_does_not_know_what_bird_announces_and_settles_it_after_the_routes() -> (
     None
 ):
-    both = _view(_port(A, "10.1.0.2"), _port(B, "10.1.0.3"))
+    both = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3"))
     observed = _restarted(both, dict([_tap(A, 5, True), _tap(B, 6, True)]))
     rec = Recorder()
-    rec.run(plan(desired_state("h1", _view(_port(A, "10.1.0.2")), observed), observed))
+    rec.run(plan(desired_state("h1", _view(port(A, "10.1.0.2")), observed), observed))
     assert not any(isinstance(o, BirdWithdraw) for o in rec.ops)
     assert rec.index(RoutesSet) < rec.index(BirdConfigure)
