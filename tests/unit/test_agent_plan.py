@@ -26,7 +26,7 @@ from l3fabric.agent.ops import (
     RoutesSet,
     TapsPrepare,
 )
-from l3fabric.agent.plan import after, desired_state, plan, statuses
+from l3fabric.agent.plan import after, changed_ports, desired_state, plan, statuses
 from l3fabric.client import HostState
 from l3fabric.dataplane.links import IFF_UP, LinkInfo, tap_name
 from l3fabric.routing.bird_config import render
@@ -249,7 +249,12 @@ def test_unchanged_ports_are_not_converted_again() -> None:
     first = desired_state("h1", view, observed)
     again = desired_state("h1", view, observed, previous=first)
     assert again.endpoints[A] is first.endpoints[A]
+    # A reported status replaces the object, but converts to the same endpoint.
+    echoed = _view({**port(A, "10.1.0.2"), "status": "ACTIVE"})
+    assert desired_state("h1", echoed, observed, previous=first).endpoints[A] is first.endpoints[A]
+    assert changed_ports(echoed, first) == []
     changed = _view(port(A, "10.1.0.9"))
+    assert changed_ports(changed, first) == [A]
     assert desired_state("h1", changed, observed, previous=first).routes == {
         "10.1.0.9/32": tap_name(A)
     }

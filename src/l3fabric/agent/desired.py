@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,16 @@ def _source_prefix(value: str) -> str | None:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
         return None
+
+
+# What ``endpoint_of`` and the anycast plan read of a port: a port whose
+# other fields changed (its reported ``status``) needs no new conversion.
+ENDPOINT_FIELDS = ("fixed_ips", "allowed_address_pairs", "admin_state_up", "binding:host_id")
+
+
+def same_endpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True if ``new`` converts to the same endpoint as ``old`` (cheap: identity first)."""
+    return old is new or all(old.get(k) == new.get(k) for k in ENDPOINT_FIELDS)
 
 
 def endpoint_of(port: dict[str, Any]) -> Endpoint:

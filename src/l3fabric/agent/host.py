@@ -49,7 +49,14 @@ from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.agent.observe import HostReader
 from l3fabric.agent.observed import Observed
-from l3fabric.agent.plan import DesiredHost, after, desired_state, plan, statuses
+from l3fabric.agent.plan import (
+    DesiredHost,
+    after,
+    changed_ports,
+    desired_state,
+    plan,
+    statuses,
+)
 from l3fabric.client import HostState
 from l3fabric.dataplane.links import Links, tap_name
 from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, ResilientRoutes
@@ -190,13 +197,11 @@ class HostAgent(ReconcileAgent):
         return self._publish(metrics, started)
 
     def _port_taps(self, view: HostState) -> set[str]:
-        """The taps of ports whose object changed since the last pass (a port can come after its tap)."""
-        known = self._desired.sources if self._desired else {}
+        """The taps of ports that changed since the last pass (a port can come after its tap)."""
         found: set[str] = set()
-        for port_id, port in view.ports.items():
-            if known.get(port_id) is not port:
-                with contextlib.suppress(ValueError):
-                    found.add(tap_name(port_id))
+        for port_id in changed_ports(view, self._desired):
+            with contextlib.suppress(ValueError):
+                found.add(tap_name(port_id))
         return found
 
     def _publish(self, metrics: PassMetrics, started: float) -> PassMetrics:

@@ -36,7 +36,7 @@ from typing import Any
 
 from l3fabric.agent import anycast
 from l3fabric.agent.bird import NotRegistered, host_bird_config
-from l3fabric.agent.desired import Endpoint, endpoint_of
+from l3fabric.agent.desired import Endpoint, endpoint_of, same_endpoint
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import (
     AnycastRoutesSet,
@@ -75,6 +75,16 @@ class DesiredHost:
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+def changed_ports(view: HostState, previous: DesiredHost | None) -> list[str]:
+    """The ports of ``view`` that convert differently than in ``previous`` (new ones too)."""
+    known = previous.sources if previous else {}
+    return [
+        port_id
+        for port_id, port in view.ports.items()
+        if (old := known.get(port_id)) is None or not same_endpoint(old, port)
+    ]
+
+
 def _endpoints(
     view: HostState, previous: DesiredHost | None, errors: list[str]
 ) -> tuple[dict[str, Endpoint], dict[str, Mapping[str, Any]]]:
@@ -84,7 +94,9 @@ def _endpoints(
     sources: dict[str, Mapping[str, Any]] = {}
     for port_id, port in view.ports.items():
         sources[port_id] = port
-        if old_sources.get(port_id) is port and port_id in old:
+        known = old_sources.get(port_id)
+        if known is not None and port_id in old and same_endpoint(known, port):
+            # Unchanged (the watch replaced the object for a reported status).
             endpoints[port_id] = old[port_id]
             continue
         try:
