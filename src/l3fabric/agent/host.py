@@ -66,6 +66,9 @@ from l3fabric.dataplane.routes import EndpointRoutes, install_protocol_name
 log = logging.getLogger(__name__)
 
 HOST_PARAMS = ResilientParams(buckets=HOST_BUCKETS)
+# A host whose events never leave the timer a quiet interval still gets a
+# full pass this many resync intervals after the last one.
+FULL_PASS_BACKSTOP = 3
 # How many passes (those that did something) ``passes.json`` keeps.
 PASS_HISTORY = 50
 
@@ -148,7 +151,7 @@ class HostAgent(ReconcileAgent):
             # The timer's pass re-reads everything: drift (a route or rule
             # deleted by hand) is repaired, also on a host whose events never
             # leave the timer a quiet interval.
-            due = time.monotonic() - self._last_full >= self.resync_interval
+            due = time.monotonic() - self._last_full >= FULL_PASS_BACKSTOP * self.resync_interval
             full = timed or due or self._all_taps_changed or self._model is None
             self._all_taps_changed = False
         return self.reconcile(self.watcher.state(), full, changed).errors

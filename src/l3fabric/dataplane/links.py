@@ -98,6 +98,8 @@ def tap_ready(tap: str, info: LinkInfo, ipv6: bool, gateway6: bool) -> bool:
     if not info.flags & IFF_UP or (ipv6 and not gateway6):
         return False
     conf = info.conf
+    if conf.get(f"/proc/sys/net/ipv4/conf/{tap}/proxy_arp", "1") != "1":
+        return False  # never prepared: the common case on a new host, decided cheaply
     return all(conf.get(path, value) == value for path, value in _tap_sysctl_paths(tap).items())
 
 
