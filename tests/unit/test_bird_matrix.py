@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from l3fabric.agent.bird import host_bird_config
-from l3fabric.api.fabric import FabricConfig, GatewayRegistration, HostRegistration
 from l3fabric.client import HostState
 from l3fabric.gateway.bird import gateway_config, routing_from_state
+from l3fabric.model.fabric import FabricConfig, GatewayRegistration, HostRegistration
 from l3fabric.routing.bird_config import BirdConfig, render
 
 needs_bird = pytest.mark.skipif(shutil.which("bird") is None, reason="bird not installed")
