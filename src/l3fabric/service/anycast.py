@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -141,23 +142,16 @@ def _missing(anycast_id: str) -> NotFound:
     return not_found("AnycastNotFound", f"Anycast group {anycast_id} could not be found.")
 
 
+@dataclass(frozen=True)
 class AnycastGroups:
     """The /v1/anycast semantics over the store, sharing the Neutron service's IPAM."""
 
-    def __init__(
-        self,
-        store: Store,
-        ipam: Allocator,
-        *,
-        networks: Collection,
-        subnets: Collection,
-        ports: Collection,
-    ) -> None:
-        self.store = store
-        self.ipam = ipam
-        self.networks = networks
-        self.subnets = subnets
-        self.ports = ports
+    store: Store
+    ipam: Allocator
+    _: KW_ONLY
+    networks: Collection
+    subnets: Collection
+    ports: Collection
 
     # Reading --------------------------------------------------------------------
 

@@ -24,15 +24,13 @@ from typing import Any
 from l3fabric.model.neutron import FloatingIpBody
 from l3fabric.service.common import (
     JSON,
-    Collection,
     Context,
-    Resource,
     standard_attrs,
     validate,
 )
 from l3fabric.service.errors import BadRequest, Conflict, NotFound, bad_request, conflict
-from l3fabric.service.ports import FLOATINGIP_OWNER, Ports
-from l3fabric.store import Create, Op, Store
+from l3fabric.service.ports import FLOATINGIP_OWNER, PortOwner
+from l3fabric.store import Create, Op
 
 
 def _bad(message: str) -> BadRequest:
@@ -44,21 +42,13 @@ def _is_v4(address: str) -> bool:
     return ipaddress.ip_address(address).version == 4
 
 
-class FloatingIps(Resource):
+class FloatingIps(PortOwner):
     collection = "floatingips"
     singular = "floatingip"
     plural = "floatingips"
     not_found_type = "FloatingIPNotFound"
     label = "Floating IP"
     model = FloatingIpBody
-
-    def __init__(
-        self, store: Store, *, networks: Collection, subnets: Collection, ports: Ports
-    ) -> None:
-        super().__init__(store)
-        self.networks = networks
-        self.subnets = subnets
-        self.ports = ports
 
     # Create -------------------------------------------------------------------
 

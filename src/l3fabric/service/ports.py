@@ -393,6 +393,19 @@ class Ports(Resource):
         return list(dict.fromkeys(group_ids))
 
 
+class PortOwner(Resource):
+    """A resource whose objects hold ports of their own (router interfaces,
+    floating IPs): it creates and deletes them through the port service."""
+
+    def __init__(
+        self, store: Store, *, networks: Collection, subnets: Collection, ports: Ports
+    ) -> None:
+        super().__init__(store)
+        self.networks = networks
+        self.subnets = subnets
+        self.ports = ports
+
+
 def _fixed(claim: _Claim) -> JSON:
     return {"subnet_id": claim.subnet_id, "ip_address": claim.address}
 

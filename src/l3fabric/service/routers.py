@@ -13,29 +13,21 @@ from __future__ import annotations
 from typing import Any
 
 from l3fabric.model.neutron import RouterBody, RouterInterfaceBody
-from l3fabric.service.common import JSON, Collection, Context, Resource, standard_attrs, validate
+from l3fabric.service.common import JSON, Context, standard_attrs, validate
 from l3fabric.service.errors import bad_request, conflict, not_found
-from l3fabric.service.ports import Ports
-from l3fabric.store import Create, KeyValue, Op, Store
+from l3fabric.service.ports import PortOwner
+from l3fabric.store import Create, KeyValue, Op
 
 ROUTER_INTERFACE = "network:router_interface"
 
 
-class Routers(Resource):
+class Routers(PortOwner):
     collection = "routers"
     singular = "router"
     plural = "routers"
     not_found_type = "RouterNotFound"
     label = "Router"
     model = RouterBody
-
-    def __init__(
-        self, store: Store, *, networks: Collection, subnets: Collection, ports: Ports
-    ) -> None:
-        super().__init__(store)
-        self.networks = networks
-        self.subnets = subnets
-        self.ports = ports
 
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(RouterBody, data, create=True)
