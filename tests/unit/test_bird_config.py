@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
 import subprocess
 from ipaddress import ip_address, ip_network
@@ -9,6 +11,7 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from l3fabric.routing.bird_config import (
+    SESSION_ROLES,
     BgpPeer,
     BirdConfig,
     Policy,
@@ -58,6 +61,31 @@ def test_protocol_names_are_quoted_role_and_name() -> None:
     assert "protocol bgp 'p:gw' {" in text
     assert "protocol bgp gw" not in text
     assert protocol_name("h", "tor-1.rack2") == "h:tor-1.rack2"
+
+
+def test_protocol_names_are_injective_and_fit_birds_64_characters() -> None:
+    # Every name of up to 3 characters from a hostile alphabet, in every role.
+    names = ["".join(c) for n in (1, 2, 3) for c in itertools.product("a.-_:0", repeat=n)]
+    names = [n for n in names if all(n.split(":"))]  # parts joined by single ":"
+    # Long ones: cut, sharing their first 62 characters, or cut exactly where they differ.
+    names += ["x" * 62 + c for c in "ab.-_"] + [
+        "x" * 61,
+        "x" * 62,
+        "x" * 63 + ":0",
+        "x" * 63 + ":1",
+    ]
+    pairs = [(role, name) for role in SESSION_ROLES for name in names]
+    symbols = [protocol_name(role, name) for role, name in pairs]  # type: ignore[arg-type]
+    assert len(set(symbols)) == len(pairs)
+    assert all(len(s) <= 64 and re.fullmatch(r"[A-Za-z0-9_.:-]+", s) for s in symbols)
+    long = protocol_name("h", "x" * 62 + "a")
+    assert long.startswith("h:xxx") and len(long) == 64 and re.search(r"::[0-9a-f]{32}$", long)
+
+
+@pytest.mark.parametrize(("role", "name"), [("x", "a"), ("h", ""), ("h", "a b"), ("h", "a'b"), ("g", "gw::0"), ("h", ":a")])  # fmt: skip
+def test_names_bird_cannot_take_are_refused(role: str, name: str) -> None:
+    with pytest.raises(ValueError, match="session"):
+        BgpPeer(name, ip_address("10.0.0.2"), 65000, role=role)  # type: ignore[arg-type]
 
 
 def test_host_export_is_endpoints_only_and_families_split() -> None:
