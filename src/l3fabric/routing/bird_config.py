@@ -36,7 +36,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Literal
+from typing import Literal, get_args
 
 import jinja2
 
@@ -68,7 +68,7 @@ SessionRole = Literal["h", "g", "rr", "p", "up"]
 # rr: a route reflector by its index in the fabric config ("rr:0")
 # p: a peer named in a registration (a host's peers, a gateway's fabric_peers)
 # up: a gateway's upstream peer
-SESSION_ROLES: tuple[str, ...] = ("h", "g", "rr", "p", "up")
+SESSION_ROLES: tuple[str, ...] = get_args(SessionRole)
 # The static protocols of anycast announcements: "anycast4" and "anycast6".
 ANYCAST_PROTOCOL = "anycast"
 # The static protocols of the host's endpoint announcements: "endpoints4" and "endpoints6".
