@@ -39,6 +39,9 @@ H1 = "h" * 61 + ".1"
 H2 = "h" * 61 + "-2"
 GW = "g" * 62 + "w"
 UPSTREAM = "u" * 30 + "." + "p" * 32
+# Hosts whose names once folded into one BIRD protocol name with another
+# session's ("peer_a_b"; a host named like an upstream peer or a reflector).
+LOOKALIKES = ("a.b", "a-b", "a_b", UPSTREAM, "rr0")
 ASN = 4_294_967_294
 
 
@@ -77,11 +80,14 @@ def _fabric(api: TestClient, fabric: dict[str, Any]) -> None:
             "upstream": [
                 {"name": UPSTREAM, "address": "192.0.2.1", "asn": ASN},
                 {"name": UPSTREAM[:-1] + "6", "address": "2001:db8:ffff::1", "asn": ASN},
+                {"name": "rr0", "address": "192.0.2.2", "asn": ASN},
             ],
             "snat_address": "2001:db8:ffff::2",
             "infrastructure": ["0.0.0.0/0", "::/0", "172.16.0.0/12", "2001:db8:ffff::/48"],
         },
     )
+    for i, name in enumerate(LOOKALIKES):
+        _put(api, f"/v1/hosts/{name}", {"router_id": f"10.0.1.{i}", "address": f"10.0.1.{i}"})
     public = _make(api, "networks", "network", name="n" * 255, **{"router:external": True})
     private = _make(api, "networks", "network", name="p")
     _make(api, "subnets", "subnet", network_id=public["id"], cidr="203.0.113.0/24")
