@@ -5,8 +5,9 @@
   Error bodies become ``ApiError(status, type, message)``; a controller that
   cannot be reached raises ``ControllerUnavailable``.
 - ``HostStateWatcher``: a thread that keeps an in-memory copy of one host's
-  state (snapshot + watch events), resyncs when the server answers 410, backs
-  off while the controller is unreachable, and signals every change. The
+  state (snapshot + watch events), resyncs when the server answers 410 or
+  after repeated failures of any other kind, backs off while the controller
+  is unreachable, and signals every change. The
   agents' reconcile loops are level-triggered: they wait for the signal and
   read ``state()``.
 """
@@ -401,6 +402,9 @@ class HostStateWatcher:
     ``changed`` is set (and ``on_change`` called from the watcher's thread)
     after each change is applied; the consumer clears ``changed`` before it
     reads ``state()``. ``synced`` is set once the first snapshot is in.
+    After ``resync_after`` consecutive failures (any kind) it takes a fresh
+    snapshot rather than retry the same watch forever. ``transport`` is for
+    tests (an httpx mock transport).
     """
 
     def __init__(
@@ -413,6 +417,8 @@ class HostStateWatcher:
         request_timeout: float = 10.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        resync_after: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.host = host
@@ -421,12 +427,15 @@ class HostStateWatcher:
         self.request_timeout = request_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.resync_after = resync_after
+        self._transport = transport
         self.changed = threading.Event()
         self.synced = threading.Event()
         self.connected = False
         self.last_error: str | None = None
         self.snapshots = 0  # how many full snapshots were taken (1 + resyncs)
         self.failures = 0  # consecutive failed calls; 0 while the controller answers
+        self._answered_failures = 0  # of those, the ones the controller answered
         self._state = HostState()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -477,7 +486,7 @@ class HostStateWatcher:
             return
         try:
             async with httpx.AsyncClient(
-                base_url=self.api_url, timeout=self.request_timeout
+                base_url=self.api_url, timeout=self.request_timeout, transport=self._transport
             ) as http:
                 await self._run(http)
         except asyncio.CancelledError:
@@ -496,7 +505,7 @@ class HostStateWatcher:
                     params = _watch_params(self.host, since, self.watch_timeout)
                     answer = await self._get(http, params, self.watch_timeout)
                     self._apply(answer)
-                self.failures = 0
+                self.failures = self._answered_failures = 0
                 self.connected = True
             except ResyncRequired as exc:
                 log.info("watch of %s: %s; taking a new snapshot", self.host, exc.message)
@@ -508,6 +517,15 @@ class HostStateWatcher:
                 self.last_error = str(exc)
                 delay = self._backoff(self.failures)
                 self.failures += 1
+                self._answered_failures = self._answered_failures + 1 if self.connected else 0
+                # The controller answers, but again and again not with what we can
+                # use (a 500, a body we cannot read): what lies past this revision
+                # may never come through, so start over from a fresh snapshot
+                # rather than wait for a 410. (Unreachable is not that: the
+                # watch resumes where it was once the controller is back.)
+                if self._answered_failures >= self.resync_after and not need_snapshot:
+                    log.warning("watch of %s failed %d times; resyncing", self.host, self.failures)
+                    need_snapshot = True
                 log.warning("watch of %s failed (%s); retrying in %.2f s", self.host, exc, delay)
                 await asyncio.sleep(delay)
 

@@ -2,7 +2,7 @@
 
 The real controller, agent and two BIRDs run, so this also checks that 300
 ports created through the API become 300 routes on the host and then on its
-BGP peer.
+BGP peer, and that one more port (at 300 and at 100) is one incremental pass.
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ def test_bench_routes_reports_every_part_and_cleans_up() -> None:
     assert abs(gap) < 0.002  # rounding only
     # The pass also starts BIRD after the routes, so it may end after converge_s.
     assert 0 < result["converge_first_pass_s"] < 60
+    # One more port, at COUNT and on a host with 100: an incremental pass each.
+    assert 0 < result["add_one_s"] < 60 and 0 < result["add_one_small_s"] < 60
+    ratio = result["add_one_s"] / result["add_one_small_s"]
+    assert abs(result["add_one_over_small"] - ratio) <= 0.02 * ratio + 0.01
+    assert result["add_one_pass_incremental"] == 1
+    # Step times come from the agent's pass metrics (passes.json), not its log.
+    assert result["pass_routes_s"] > 0 and result["pass_observe_s"] > 0
 
     assert _bench_namespaces() <= namespaces
     assert _bench_processes() <= processes

@@ -116,3 +116,45 @@ def test_allowed_address_pair_is_a_permitted_source(lab: Lab, version: int) -> N
             client.update("ports", port_id, {"allowed_address_pairs": []})
     wait_until(lambda: not nft_allows(lab, pair), timeout=10, what=f"{pair} out of nftables")
     assert pair not in arrived_sources(lab, version, [pair])
+
+
+def _drop_rule_handle(lab: Lab) -> int | None:
+    chain = json.loads(
+        lab.exec(ATTACKER[1], "nft", "-j", "list", "chain", "inet", "l3fabric", "prerouting").stdout
+    )
+    for item in chain["nftables"]:
+        rule = item.get("rule", {})
+        if any("drop" in e for e in rule.get("expr", [])):
+            return int(rule["handle"])
+    return None
+
+
+def _routed(lab: Lab, address: str) -> bool:
+    """The agent's own route (protocol 96) to ``address`` is on the attacker's host."""
+    show = ("ip", "route", "show", "exact", f"{address}/32", "proto", "96")
+    return bool(lab.exec(ATTACKER[1], *show).stdout.strip())
+
+
+def test_a_route_element_and_rule_deleted_by_hand_are_restored(lab: Lab) -> None:
+    host, address = ATTACKER[1], lab.vm_ip(ATTACKER[0])
+    tap = "tap" + lab.state.vms()[ATTACKER[0]]["ports"][0]["id"][:11]
+    handle = _drop_rule_handle(lab)
+    assert handle is not None and nft_allows(lab, address) and _routed(lab, address)
+    lab.exec(host, "ip", "route", "del", f"{address}/32", "proto", "96")
+    element = f'{{ "{tap}" . {address}/32 }}'
+    lab.exec(host, "nft", "delete", "element", "inet", "l3fabric", "allowed4", element)
+    lab.exec(host, "nft", "delete", "rule", "inet", "l3fabric", "prerouting", "handle", str(handle))
+    assert _drop_rule_handle(lab) is None and not nft_allows(lab, address)
+    # The next full pass (every 10 s) reads the kernel and the table by content.
+    repaired = wait_until(
+        lambda: (
+            _routed(lab, address)
+            and nft_allows(lab, address)
+            and _drop_rule_handle(lab) is not None
+        ),
+        timeout=25,
+        what="the route, the set element and the drop rule back",
+    )
+    print(f"\ndrift repaired after {repaired:.1f} s")
+    arrived = arrived_sources(lab, 4, [UNUSED[4]])
+    assert lab.vm_ip(ATTACKER[0]) in arrived and UNUSED[4] not in arrived

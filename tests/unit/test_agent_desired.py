@@ -1,25 +1,21 @@
-"""The host agent's policy: which routes, which sources, which port statuses."""
+"""The host agent's policy: which routes, which sources, which port statuses (plan.desired_state)."""
 
 from __future__ import annotations
 
 import pytest
 
-from l3fabric.agent.desired import compute, host_prefix
-from l3fabric.dataplane.links import tap_name
+from l3fabric.agent.desired import host_prefix
+from l3fabric.agent.observed import Observed, TapState
+from l3fabric.agent.plan import DesiredHost, desired_state, statuses
+from l3fabric.client import HostState
+from l3fabric.dataplane.links import LinkInfo, tap_name
+
+from .agent_ports import A, B, port
 
 
-def _port(pid: str, *ips: str, pairs: tuple[str, ...] = (), up: bool = True) -> dict:
-    return {
-        "id": pid,
-        "fixed_ips": [{"subnet_id": "s", "ip_address": ip} for ip in ips],
-        "allowed_address_pairs": [{"ip_address": p} for p in pairs],
-        "admin_state_up": up,
-        "binding:host_id": "h1",
-    }
-
-
-A = "aaaaaaaa-1111-2222-3333-444444444444"
-B = "bbbbbbbb-1111-2222-3333-444444444444"
+def compute(ports: list[dict], existing_taps: set[str]) -> DesiredHost:
+    taps = {t: TapState(LinkInfo(i, 0, {})) for i, t in enumerate(sorted(existing_taps))}
+    return desired_state("h1", HostState(ports={p["id"]: p for p in ports}), Observed(taps=taps))
 
 
 def test_host_prefix_both_families() -> None:
@@ -28,35 +24,38 @@ def test_host_prefix_both_families() -> None:
 
 
 def test_routes_only_for_plugged_taps() -> None:
-    ports = [_port(A, "10.1.0.2", "2001:db8::2"), _port(B, "10.1.0.3")]
+    ports = [port(A, "10.1.0.2", "2001:db8::2"), port(B, "10.1.0.3")]
     desired = compute(ports, existing_taps={tap_name(A)})
     assert desired.routes == {"10.1.0.2/32": tap_name(A), "2001:db8::2/128": tap_name(A)}
     # Both ports are guarded, plugged or not: a tap is safe from its first packet.
-    assert set(desired.allowed) == {tap_name(A), tap_name(B)}
+    assert set(desired.guard) == {tap_name(A), tap_name(B)}
 
 
 def test_admin_down_port_is_not_routed_and_reports_down() -> None:
-    desired = compute([_port(A, "10.1.0.2", up=False)], existing_taps={tap_name(A)})
+    desired = compute([port(A, "10.1.0.2", up=False)], existing_taps={tap_name(A)})
     assert desired.routes == {}
-    assert desired.port_status({tap_name(A)}) == {A: "DOWN"}
+    assert statuses(desired, set()) == {A: "DOWN"}
 
 
 def test_allowed_sources_are_fixed_ips_and_address_pairs() -> None:
-    port = _port(A, "10.1.0.2", pairs=("10.1.0.100", "10.9.0.0/24", "not-an-ip"))
-    desired = compute([port], existing_taps=set())
-    assert desired.allowed[tap_name(A)] == ["10.1.0.2/32", "10.1.0.100/32", "10.9.0.0/24"]
+    one = port(A, "10.1.0.2", pairs=("10.1.0.100", "10.9.0.0/24", "not-an-ip"))
+    desired = compute([one], existing_taps=set())
+    assert desired.guard[tap_name(A)] == ("10.1.0.2/32", "10.1.0.100/32", "10.9.0.0/24")
     # Address pairs are sources only: they are not routed here.
     assert desired.routes == {}
 
 
 def test_status_active_only_when_programmed() -> None:
-    desired = compute([_port(A, "10.1.0.2"), _port(B, "10.1.0.3")], {tap_name(A), tap_name(B)})
-    assert desired.port_status({tap_name(A)}) == {A: "ACTIVE", B: "DOWN"}
+    desired = compute([port(A, "10.1.0.2"), port(B, "10.1.0.3")], {tap_name(A), tap_name(B)})
+    # B's tap could not be made ready (its guard or preparation failed).
+    assert statuses(desired, {tap_name(B)}) == {A: "ACTIVE", B: "DOWN"}
+    assert statuses(compute([port(A, "10.1.0.2")], set()), set()) == {A: "DOWN"}
 
 
 def test_only_ipv6_ports_need_the_link_local_gateway() -> None:
-    desired = compute([_port(A, "10.1.0.2", "2001:db8::2"), _port(B, "10.1.0.3")], set())
-    assert desired.ipv6_taps == {tap_name(A)}
+    taps = {tap_name(A), tap_name(B)}
+    desired = compute([port(A, "10.1.0.2", "2001:db8::2"), port(B, "10.1.0.3")], taps)
+    assert desired.taps == {tap_name(A): True, tap_name(B): False}
 
 
 def test_host_prefix_refuses_what_is_not_one_address() -> None:

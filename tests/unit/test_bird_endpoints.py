@@ -10,7 +10,6 @@ from ipaddress import ip_address
 import pytest
 
 from l3fabric.agent.bird import host_bird_config
-from l3fabric.agent.host import _kept
 from l3fabric.client import HostState
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, render
 
@@ -57,17 +56,6 @@ def test_what_is_not_one_canonical_host_prefix_is_refused(prefix: str) -> None:
 def test_an_endpoint_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="twice"):
         BirdConfig(ip_address("10.0.0.1"), 65001, endpoint_routes=("10.1.0.1/32", "10.1.0.1/32"))
-
-
-def test_withdrawal_before_the_routes_go() -> None:
-    last = frozenset({"10.1.0.1/32", "10.1.0.2/32"})
-    assert _kept(last, {"10.1.0.1/32": "tapa"}.keys(), False) == {"10.1.0.1/32"}
-    # Nothing to withdraw (a new one is announced after its route, not here).
-    assert _kept(last, {"10.1.0.1/32", "10.1.0.2/32", "10.1.0.3/32"}, False) is None
-    assert _kept(None, set(), False) is None and _kept(frozenset(), set(), False) is None
-    # An anycast address lowered: BIRD is reconfigured with the endpoints kept.
-    assert _kept(last, last, True) == last
-    assert _kept(None, set(), True) is None  # BIRD's announcement unknown until configured
 
 
 @pytest.mark.skipif(shutil.which("bird") is None, reason="bird not installed")

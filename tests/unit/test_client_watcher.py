@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 
@@ -264,3 +265,59 @@ def test_a_reported_status_is_cached_but_needs_no_pass() -> None:
     assert put({**port, "status": "ACTIVE", "admin_state_up": False}) is True
     assert state.apply("h1", {"type": "delete", "kind": "port", "id": "p1", "object": None})
     assert not state.apply("h1", {"type": "delete", "kind": "port", "id": "p1", "object": None})
+
+
+# Recovery without a 410 (fake transport) -------------------------------------------------
+
+
+def _snapshot(revision: int, networks: list[dict]) -> dict:
+    return {
+        "revision": revision,
+        "fabric": {},
+        "host": None,
+        "gateways": [],
+        "hosts": [],
+        "networks": networks,
+        "subnets": [],
+        "ports": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        httpx.Response(500, json={"NeutronError": {"type": "InternalError", "message": "x"}}),
+        httpx.Response(200, content=b'{"revision": 6, "events": [{"kind"'),  # cut short
+    ],
+    ids=["500", "undecodable"],
+)
+def test_watcher_resyncs_by_itself_after_repeated_errors(broken: httpx.Response) -> None:
+    """A watch that keeps failing from one revision (a poisoned change in the history)
+    is not retried forever: the watcher takes a fresh snapshot, with no 410 needed."""
+    snapshots = [_snapshot(5, []), _snapshot(9, [{"id": "n1"}])]
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        since = request.url.params.get("since")
+        calls.append("snapshot" if since is None else f"watch {since}")
+        if since is None:
+            return httpx.Response(200, json=snapshots.pop(0) if snapshots else _snapshot(9, []))
+        if since == "5":
+            return broken
+        return httpx.Response(200, json={"revision": int(since), "events": []})
+
+    watcher = HostStateWatcher(
+        "http://controller",
+        "h1",
+        watch_timeout=0.1,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+        resync_after=3,
+        transport=httpx.MockTransport(handler),
+    ).start()
+    try:
+        wait_for(lambda: "n1" in watcher.state().networks, 5, f"no resync: {calls}")
+    finally:
+        watcher.stop()
+    assert calls[:5] == ["snapshot", "watch 5", "watch 5", "watch 5", "snapshot"]
+    assert watcher.snapshots == 2 and watcher.state().revision == 9

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from l3fabric.dataplane.nft import digest_of, render
+from l3fabric.dataplane.nft import (
+    digest_of,
+    element_changes,
+    elements_script,
+    parse_listing,
+    render,
+    skeleton_digest,
+)
+
+LISTING = json.dumps({"nftables": [
+    {"metainfo": {"version": "1.0.6"}},
+    {"table": {"family": "inet", "name": "l3fabric", "handle": 1}},
+    {"set": {"name": "allowed4", "elem": [
+        {"concat": ["tapa", "10.1.0.5"]},
+        {"concat": ["tapa", {"prefix": {"addr": "10.7.0.0", "len": 24}}]},
+    ]}},
+    {"set": {"name": "allowed6", "elem": [{"concat": ["tapb", "2001:db8::5"]}]}},
+    {"rule": {"chain": "prerouting", "comment": "l3fabric sha256:" + "ab" * 32, "expr": []}},
+    {"rule": {"chain": "prerouting", "expr": []}},
+]})  # fmt: skip
 
 
 def test_one_rule_per_family_serves_every_tap() -> None:
@@ -21,11 +42,34 @@ def test_overlapping_sources_are_merged() -> None:
     assert '"tapa" . 10.1.0.0/24' in text and "10.1.0.5" not in text
 
 
-def test_digest_follows_content_not_order() -> None:
+def test_rendering_follows_content_not_order_and_the_digest_covers_the_rules_only() -> None:
     a = render({"tapa": ["10.1.0.5/32", "10.1.0.9/32"], "tapb": []})
     b = render({"tapb": [], "tapa": ["10.1.0.9/32", "10.1.0.5/32"]})
-    assert a == b and digest_of(a) is not None
-    assert digest_of(render({"tapa": ["10.1.0.5/32"]})) != digest_of(a)
+    assert a == b and digest_of(a) == skeleton_digest()
+    # Elements change one by one (incremental passes); the digest marks the rules.
+    assert digest_of(render({"tapa": ["10.1.0.5/32"]})) == digest_of(a)
+
+
+def test_a_listing_reads_back_elements_rules_and_digest() -> None:
+    listing = parse_listing(LISTING)
+    assert listing.digest == "ab" * 32
+    assert listing.rules == {"prerouting": 2}
+    assert listing.elements == {
+        "tapa": frozenset({"10.1.0.5/32", "10.7.0.0/24"}),
+        "tapb": frozenset({"2001:db8::5/128"}),
+    }
+
+
+def test_element_changes_delete_then_add_only_what_differs() -> None:
+    current = {"tapa": frozenset({"10.1.0.5/32"}), "tapb": frozenset({"10.1.0.6/32"})}
+    desired = {"tapa": ("10.1.0.0/24",), "tapb": ("10.1.0.6/32",), "tapc": ("10.1.0.7/32",)}
+    add, delete = element_changes(current, desired)
+    assert add == [("tapa", "10.1.0.0/24"), ("tapc", "10.1.0.7/32")]
+    assert delete == [("tapa", "10.1.0.5/32")]
+    assert element_changes(current, {"tapb": ("10.1.0.6/32",)}) == ([], [("tapa", "10.1.0.5/32")])
+    script = elements_script(add, delete)
+    assert script.index("delete element") < script.index("add element")
+    assert 'allowed4 { "tapa" . 10.1.0.0/24, "tapc" . 10.1.0.7/32 }' in script
 
 
 def test_a_lone_host_address_renders_as_in_any_other_spelling() -> None:

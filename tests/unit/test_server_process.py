@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -46,11 +47,20 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
 def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     procs: list[subprocess.Popen] = []
 
-    def start(db: str = "s.db", *extra: str) -> tuple[subprocess.Popen, str]:
+    def start(
+        db: str = "s.db", *extra: str, fd_limit: tuple[int, int] | None = None
+    ) -> tuple[subprocess.Popen, str]:
+        """A server on a free port; ``fd_limit``: its RLIMIT_NOFILE (soft, hard)."""
         port = free_port()
         args = ["--store", f"sqlite:///{tmp_path / db}", "--listen", f"127.0.0.1:{port}", *extra]
         proc = subprocess.Popen(
-            server_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            server_command(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, fd_limit))
+            if fd_limit
+            else None,
         )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"

@@ -136,6 +136,7 @@ def plan(
     ready_taps: set[str],
     health: Mapping[tuple[str, str], bool],
     presumed: Mapping[str, Iterable[str]] | None = None,
+    endpoints: Iterable[str] | None = None,
 ) -> AnycastPlan:
     """Anycast on ``host``: ``ports`` by id (the cache), ``groups`` (``HostState.anycast``).
 
@@ -145,7 +146,8 @@ def plan(
     unless it is in ``presumed`` (prefix -> taps that served when the agent
     started): a restarted agent keeps serving until the probe says otherwise.
     A prefix that is a local endpoint (a fixed IP of a port here) is never
-    anycast: its endpoint route already forwards it.
+    anycast: its endpoint route already forwards it. ``endpoints``: those
+    prefixes if the caller has them already (else they are read from ``ports``).
     """
     result = AnycastPlan()
     serving: dict[str, set[str]] = {}
@@ -156,10 +158,12 @@ def plan(
         return tap if up and tap in ready_taps else None
 
     # One walk over the ports (10,000 on a big host): endpoints and pairs.
-    endpoints: set[str] = set()
+    known = set(endpoints) if endpoints is not None else None
+    local: set[str] = set() if known is None else known
     pairs: list[tuple[str, str]] = []  # (prefix, tap)
     for port in ports.values():
-        endpoints.update(host_prefix(f["ip_address"]) for f in port.get("fixed_ips") or [])
+        if known is None:
+            local.update(host_prefix(f["ip_address"]) for f in port.get("fixed_ips") or [])
         if port.get("allowed_address_pairs"):
             tap = ready(port)
             if tap is not None:
@@ -181,7 +185,7 @@ def plan(
             # Even before it is ready: a member answers from the address from its first packet.
             result.sources.setdefault(tap_name(port_id), []).append(prefix)
             tap = ready(port)
-            if tap is None or prefix in endpoints:
+            if tap is None or prefix in local:
                 continue
             if check is None:
                 serving.setdefault(prefix, set()).add(tap)
@@ -198,7 +202,7 @@ def plan(
             if health.get(target.key, tap in (presumed or {}).get(prefix, ())):
                 serving.setdefault(prefix, set()).add(tap)
     for prefix, tap in pairs:
-        if prefix not in endpoints:
+        if prefix not in local:
             serving.setdefault(prefix, set()).add(tap)
     result.serving = {prefix: sorted(taps) for prefix, taps in sorted(serving.items())}
     return result

@@ -82,6 +82,10 @@ class EarlyBird:
         self._thread.start()
         return self
 
+    def done(self) -> bool:
+        """True once the early start has finished (or was never begun)."""
+        return not self._thread.is_alive()
+
     def wait(self, timeout: float | None = None) -> None:
         """Return once the early start has finished (or was never begun)."""
         if self._thread.ident is not None:

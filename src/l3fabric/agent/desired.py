@@ -1,18 +1,20 @@
-"""What a compute host's kernel should hold, computed from the agent's cache.
+"""One port as the host's data plane sees it: its tap, host prefixes and allowed sources.
 
-Pure functions of the controller's view (``HostState``) and the set of tap
-devices that exist: no I/O, so the whole policy is unit-testable.
+Pure functions of one port object of the controller's view; ``agent/plan.py``
+assembles the host's desired state from them (and caches them per port
+object, so an incremental pass converts only the ports that changed).
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from l3fabric.addresses import parse_address, parse_network
 from l3fabric.dataplane.links import tap_name
+from l3fabric.dataplane.nft import normalise_sources
 
 
 @dataclass(frozen=True)
@@ -24,28 +26,7 @@ class Endpoint:
     addresses: tuple[str, ...]  # host prefixes of its fixed IPs ("10.1.0.5/32")
     allowed_sources: tuple[str, ...]  # fixed IPs + allowed address pairs
     admin_up: bool
-
-
-@dataclass
-class Desired:
-    """The converged state: endpoint routes and the anti-spoofing sets."""
-
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by port id
-    routes: dict[str, str] = field(default_factory=dict)  # prefix -> tap
-    allowed: dict[str, list[str]] = field(default_factory=dict)  # tap -> source prefixes
-
-    @property
-    def ipv6_taps(self) -> set[str]:
-        """Taps of ports with an IPv6 address: they need the fe80::1 next hop."""
-        return {ep.tap for ep in self.endpoints.values() if any(":" in a for a in ep.addresses)}
-
-    def port_status(self, programmed_taps: Iterable[str]) -> dict[str, str]:
-        """ACTIVE for each up port whose tap is programmed, DOWN for the rest."""
-        ready = set(programmed_taps)
-        return {
-            port_id: "ACTIVE" if ep.admin_up and ep.tap in ready else "DOWN"
-            for port_id, ep in self.endpoints.items()
-        }
+    guard: tuple[str, ...] = ()  # allowed_sources as nftables set elements (merged)
 
 
 def host_prefix(address: str) -> str:
@@ -75,34 +56,28 @@ def _source_prefix(value: str) -> str | None:
         return None
 
 
+# What ``endpoint_of`` and the anycast plan read of a port: a port whose
+# other fields changed (its reported ``status``) needs no new conversion.
+ENDPOINT_FIELDS = ("fixed_ips", "allowed_address_pairs", "admin_state_up", "binding:host_id")
+
+
+def same_endpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True if ``new`` converts to the same endpoint as ``old`` (cheap: identity first)."""
+    return old is new or all(old.get(k) == new.get(k) for k in ENDPOINT_FIELDS)
+
+
 def endpoint_of(port: dict[str, Any]) -> Endpoint:
     addresses = tuple(host_prefix(ip["ip_address"]) for ip in port.get("fixed_ips") or [])
     pairs = (
         _source_prefix(p.get("ip_address", "")) for p in port.get("allowed_address_pairs") or []
     )
     allowed = tuple(dict.fromkeys([*addresses, *(p for p in pairs if p)]))
+    tap = tap_name(port["id"])
     return Endpoint(
         port_id=port["id"],
-        tap=tap_name(port["id"]),
+        tap=tap,
         addresses=addresses,
         allowed_sources=allowed,
         admin_up=bool(port.get("admin_state_up", True)),
+        guard=normalise_sources(tap, allowed),
     )
-
-
-def compute(ports: Iterable[dict[str, Any]], existing_taps: set[str]) -> Desired:
-    """The desired state for the ports bound to this host.
-
-    A port is routed only when it is administratively up and its tap exists
-    (the VM is plugged in); anti-spoofing rules are kept for every bound port,
-    so a tap that appears is guarded from its first packet.
-    """
-    desired = Desired()
-    for port in ports:
-        ep = endpoint_of(port)
-        desired.endpoints[ep.port_id] = ep
-        desired.allowed[ep.tap] = list(ep.allowed_sources)
-        if ep.admin_up and ep.tap in existing_taps:
-            for prefix in ep.addresses:
-                desired.routes[prefix] = ep.tap
-    return desired

@@ -168,6 +168,11 @@ class HealthProbes:
                 prober.thread.start()
         return refused
 
+    def targets(self) -> dict[Key, ProbeTarget]:
+        """What is probed now."""
+        with self._lock:
+            return {k: p.target for k, p in self._probers.items()}
+
     def verdicts(self) -> dict[Key, bool]:
         """The health of every target that has had a result."""
         with self._lock:

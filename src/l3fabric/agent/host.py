@@ -1,67 +1,78 @@
 """The host agent: one level-triggered loop converging a compute host to the controller's view.
 
-Events (a watch answer, a tap appearing, a timer) only wake the loop; each
-pass reads the whole cache, computes the desired state and converges the
-kernel, nftables and BIRD to it, touching nothing that is already right. The
-first pass after a start is the same code, so a restarted agent changes
-nothing on a host that is already correct. On exit the agent leaves routes,
-rules and BIRD in place: forwarding never depends on the agent running.
+Events (a watch answer, a tap appearing, a probe verdict, a timer) only wake
+the loop. Each pass is the same four steps:
+
+1. observe (agent/observe.py): a *full* pass (start-up, the slow timer,
+   after any failure) re-reads the kernel, nftables and BIRD, so drift is
+   repaired; an *incremental* pass (any other wake-up) starts from what the
+   last pass left and re-reads only the taps whose link changed;
+2. ``plan.desired_state``: the whole desired state, pure (ports whose object
+   did not change are not converted again);
+3. ``plan.plan``: the ordered operations, pure; none on a host that is right,
+   so a restarted agent changes nothing;
+4. ``execute.run``: the appliers (agent/appliers.py) carry them out; the
+   pass's metrics (per step: seconds, operations, changes, errors) go to the
+   log, ``last_pass`` and ``<run dir>/passes.json``.
+
+An incremental pass costs what the change costs: one new port on a host with
+10,000 is a few requests and one BIRD configure. On exit the agent leaves
+routes, rules and BIRD in place: forwarding never depends on the agent running.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from l3fabric.agent.anycast_serving import AnycastServing
-from l3fabric.agent.bird import NotRegistered, host_bird_config
+from l3fabric.agent import execute
+from l3fabric.agent.anycast_serving import AnycastProbes
+from l3fabric.agent.appliers import (
+    BirdApplier,
+    GuardApplier,
+    HostApplier,
+    NexthopsApplier,
+    RoutesApplier,
+    TapsApplier,
+)
 from l3fabric.agent.bird_early import EarlyBird
-from l3fabric.agent.desired import Desired, compute
+from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
+from l3fabric.agent.observe import HostReader
+from l3fabric.agent.observed import Observed
+from l3fabric.agent.plan import (
+    DesiredHost,
+    after,
+    changed_ports,
+    desired_state,
+    plan,
+    statuses,
+)
 from l3fabric.client import HostState
-from l3fabric.dataplane.links import TAP_PREFIX, LinkInfo, Links, egress_interfaces
+from l3fabric.dataplane.links import Links, tap_name
 from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
-from l3fabric.dataplane.routes import (
-    EndpointRoutes,
-    RouteProgrammingError,
-    ensure_link_local_gateway,
-    install_protocol_name,
-)
-from l3fabric.routing.bird_config import render
+from l3fabric.dataplane.routes import EndpointRoutes, install_protocol_name
 
 log = logging.getLogger(__name__)
 
 HOST_PARAMS = ResilientParams(buckets=HOST_BUCKETS)
+# A host whose events never leave the timer a quiet interval still gets a
+# full pass this many resync intervals after the last one.
+FULL_PASS_BACKSTOP = 3
+# How many passes (those that did something) ``passes.json`` keeps.
+PASS_HISTORY = 50
 
-__all__ = ["RESYNC_INTERVAL_S", "HostAgent", "PassResult"]
-
-
-@dataclass
-class PassResult:
-    """What one reconcile pass found and did."""
-
-    statuses: dict[str, str] = field(default_factory=dict)
-    routes_changed: int = 0
-    failed: list[str] = field(default_factory=list)  # appended to by the pass's threads
-    seconds: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for the log
-
-    @contextlib.contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phases[phase] = time.monotonic() - start
+__all__ = ["RESYNC_INTERVAL_S", "HostAgent", "PassMetrics"]
 
 
 class HostAgent(ReconcileAgent):
@@ -76,216 +87,153 @@ class HostAgent(ReconcileAgent):
     ) -> None:
         super().__init__(host, api_url, run_dir, resync_interval)
         self.host = host
+        self.run_dir = Path(run_dir)
         self.statuses: dict[str, str] = {}
-        self.last_pass: PassResult | None = None
-        # What BIRD was last given; None until this agent configured it.
-        self._bird_endpoints: frozenset[str] | None = None
-        self._bird_lock = threading.Lock()  # one BIRD configuration at a time
+        self.last_pass: PassMetrics | None = None
+        self.history: collections.deque[dict[str, object]] = collections.deque(maxlen=PASS_HISTORY)
+        # What the last pass left (None: the next pass re-reads everything).
+        self._model: Observed | None = None
+        self._desired: DesiredHost | None = None
+        self._changed_taps: set[str] = set()
+        self._all_taps_changed = False
+        self._changes_lock = threading.Lock()
         self._early_bird: EarlyBird | None = None
+        self._last_full = 0.0  # time.monotonic() of the last full pass
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         install_protocol_name()
-        links = LinkWatcher(self.wake).start()
+        watcher = LinkWatcher(self._taps_changed).start()
         # BIRD's start and the BGP session overlap with the snapshot's fetch.
         self._early_bird = EarlyBird(
             self.api_url, self.host, self.bird.alive, self.converge_bird
         ).start()
+        early = self._early_bird
         try:
             with (
-                Links() as self._links,
-                EndpointRoutes() as self._routes,
+                Links() as links,
+                EndpointRoutes() as routes,
                 ResilientRoutes(params=HOST_PARAMS) as rr,
             ):
-                self._nft = AntiSpoofing()
-                self._anycast = AnycastServing(self.host, rr, self.wake, self.report_soon)
+                nft = AntiSpoofing()
+                self._probes = AnycastProbes(self.host, self.wake, self.report_soon)
+                self._reader = HostReader(
+                    links, routes, rr, nft, self._probes, self.bird, early.done,
+                    controller=urlsplit(self.api_url).hostname or "",
+                )  # fmt: skip
+                self._appliers: dict[str, execute.Applier] = {
+                    "host": HostApplier(),
+                    "nft": GuardApplier(nft),
+                    "taps": TapsApplier(links),
+                    "routes": RoutesApplier(routes),
+                    "nexthops": NexthopsApplier(rr),
+                    "probes": self._probes,
+                    "bird": BirdApplier(self.converge_bird, early.wait),
+                }
                 try:
                     yield
                 finally:
-                    self._anycast.close()
+                    self._probes.close()
         finally:
-            links.stop()
+            watcher.stop()
+
+    def _taps_changed(self, names: set[str] | None) -> None:
+        with self._changes_lock:
+            if names is None:
+                self._all_taps_changed = True
+            else:
+                self._changed_taps |= names
+        self.wake()
 
     def pass_once(self, timed: bool) -> list[str]:
-        if timed:
-            # Re-read what is otherwise cached, so drift (a rule deleted by
-            # hand) is repaired.
-            self._nft.forget()
-        state = self.watcher.state()
-        return self.reconcile(state, self._links, self._routes, self._nft).failed
+        with self._changes_lock:
+            changed, self._changed_taps = self._changed_taps, set()
+            # The timer's pass re-reads everything: drift (a route or rule
+            # deleted by hand) is repaired, also on a host whose events never
+            # leave the timer a quiet interval.
+            due = time.monotonic() - self._last_full >= FULL_PASS_BACKSTOP * self.resync_interval
+            full = timed or due or self._all_taps_changed or self._model is None
+            self._all_taps_changed = False
+        return self.reconcile(self.watcher.state(), full, changed).errors
 
     def send_heartbeat(self) -> None:
-        self._anycast.flush_reports(self.client)
+        self._probes.flush_reports(self.client)
         self.client.heartbeat(
             self.host, ports=dict(self.statuses), bgp=self.bgp_sessions(), agent=self.about()
         )
 
     def reconcile(
-        self, state: HostState, link_ops: Links, routes: EndpointRoutes, nft: AntiSpoofing
-    ) -> PassResult:
-        """One pass: converge sysctls, BIRD, taps, nftables and routes to ``state``."""
-        started = time.monotonic()
-        result = PassResult()
-        with result.timed("host"):
-            link_ops.ensure_host()
-            ensure_link_local_gateway()
-        # BIRD (its start: 1-2 s with 10,000 taps; a change of peers) in
-        # parallel with the data plane, announcing what it announced before, so
-        # the BGP session's set-up overlaps with the programming.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bird") as pool:
-            bird = pool.submit(self._converge_bird, state, result)
-            programmed = self._converge_dataplane(state, link_ops, routes, nft, result)
-            bird.result()  # its errors are in result.failed; anything else is a bug: raise it
-        # Then announce exactly the endpoints whose routes are now in the kernel
-        # (and the anycast addresses served): one configure, milliseconds.
-        with result.timed("announce"):
-            self._apply_bird(state, result, lambda _last: programmed)
-        result.seconds = time.monotonic() - started
-        self._publish(result)
-        return result
-
-    def _converge_dataplane(
-        self,
-        state: HostState,
-        link_ops: Links,
-        routes: EndpointRoutes,
-        nft: AntiSpoofing,
-        result: PassResult,
-    ) -> frozenset[str]:
-        """Converge taps, nftables and routes; returns the endpoint prefixes now routed."""
-        with result.timed("desired"):
-            # One link dump per pass (0.5 s at 10,000 taps): it serves both steps.
-            listing = link_ops.listing()
-            existing = link_ops.names(TAP_PREFIX, listing)
-            desired = compute(state.ports.values(), existing)
-            for tap, extra in self._anycast.sources(state).items():
-                desired.allowed[tap] = [*desired.allowed.get(tap, ()), *extra]
-        # nftables (its own process) runs beside the tap preparation (sysctl
-        # and netlink calls, mostly in the kernel); both end before any route.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nft") as pool:
-            guarded = pool.submit(self._apply_guard, desired, nft, result)
-            with result.timed("taps"):
-                ready = self._prepare_taps(desired, link_ops, result, listing)
-            # Guard first, then route: a tap never forwards before its rules exist.
-            if not guarded.result():
-                ready.clear()
-        wanted = {prefix: tap for prefix, tap in desired.routes.items() if tap in ready}
-        with result.timed("withdraw"):
-            # Withdraw before the route goes: peers never send to a prefix
-            # this host no longer routes (endpoints, and anycast addresses
-            # whose members went away or fell ill).
-            anycast_lowered = self._anycast.lower(state, ready)
-            self._apply_bird(
-                state, result, lambda last: _kept(last, wanted.keys(), anycast_lowered)
-            )
-        with result.timed("routes"):
-            try:
-                plan = routes.converge(wanted)
-                result.routes_changed = len(plan.replace) + len(plan.delete)
-            except RouteProgrammingError as exc:
-                result.failed.append(str(exc))
-                ready -= {wanted.get(str(f.request.prefix), "") for f in exc.failures}
-        with result.timed("anycast"):
-            result.failed += self._anycast.converge(state, ready)
-        result.statuses = desired.port_status(ready)
-        return frozenset(prefix for prefix, tap in wanted.items() if tap in ready)
-
-    def _apply_guard(self, desired: Desired, nft: AntiSpoofing, result: PassResult) -> bool:
-        """The anti-spoofing table; False if it could not be applied."""
-        # VMs must not reach the controller's network through their host.
-        with result.timed("nft"):
-            try:
-                management = egress_interfaces(urlsplit(self.api_url).hostname or "")
-                nft.apply(desired.allowed, isolated=management)
-            except Exception as exc:
-                result.failed.append(f"nftables: {exc}")
-                return False
-        return True
-
-    def _prepare_taps(
-        self,
-        desired: Desired,
-        link_ops: Links,
-        result: PassResult,
-        listing: dict[str, LinkInfo],
-    ) -> set[str]:
-        # All taps in one call: per-tap link lookups made a pass over 10,000
-        # taps quadratic. A tap missing here was unplugged after the listing;
-        # its link event wakes the loop again.
+        self, view: HostState, full: bool = True, changed: Collection[str] = ()
+    ) -> PassMetrics:
+        """One pass: observe, desired state, plan, apply. ``changed``: taps to re-read (incremental)."""
+        metrics = PassMetrics(
+            number=self.passes + 1, kind="full" if full else "incremental", started_at=time.time()
+        )
+        started = begun = time.monotonic()
         try:
-            report = link_ops.prepare_taps(
-                desired.routes.values(), ipv6=desired.ipv6_taps, listing=listing
-            )
+            if full or self._model is None:
+                self._last_full = time.monotonic()
+                observed = self._reader.full(self._model)
+            else:
+                observed = self._reader.refresh(self._model, {*changed, *self._port_taps(view)})
         except Exception as exc:
-            result.failed.append(f"taps: {exc}")
-            return set()
-        result.failed += [f"{tap}: {why}" for tap, why in sorted(report.failed.items())]
-        return report.ready
-
-    def _converge_bird(self, state: HostState, result: PassResult) -> None:
-        with result.timed("bird"):
-            if self._early_bird is not None:
-                self._early_bird.wait()  # one BIRD: never two starts at once
-            self._apply_bird(state, result, self._previous_endpoints)
-
-    def _previous_endpoints(self, last: frozenset[str] | None) -> Collection[str] | None:
-        if last is None and self.bird.alive():
-            # A restarted agent: BIRD announces what the kernel has; the
-            # pass's announcement renders the same text and changes nothing.
-            return None
-        return last or ()
-
-    def _apply_bird(
-        self,
-        state: HostState,
-        result: PassResult,
-        choose: Callable[[frozenset[str] | None], Collection[str] | None],
-    ) -> None:
-        """Render and apply BIRD's config with the endpoints ``choose(last given)``; None: skip."""
-        with self._bird_lock:
-            endpoints = choose(self._bird_endpoints)
-            if endpoints is None:
-                return
-            try:
-                config = host_bird_config(state, self._anycast.announced, endpoints)
-            except NotRegistered:
-                return
-            except ValueError as exc:
-                result.failed.append(f"BIRD config: {exc}")
-                return
-            self.note_skipped(config)
-            text = render(config)
-            try:
-                self.converge_bird(text)
-                self._bird_endpoints = frozenset(endpoints)
-            except Exception as exc:
-                result.failed.append(f"BIRD: {exc}")
-
-    def _publish(self, result: PassResult) -> None:
-        self.last_pass = result
-        if result.routes_changed or result.failed:
-            log.info(
-                "pass %d: %d route changes in %.3f s (%s)%s",
-                self.passes + 1,
-                result.routes_changed,
-                result.seconds,
-                ", ".join(f"{k} {v:.3f}" for k, v in result.phases.items()),
-                f"; failed: {'; '.join(result.failed)}" if result.failed else "",
-            )
-        if result.statuses != self.statuses:
-            self.statuses = result.statuses
+            metrics.step("observe").errors.append(f"observe: {exc}")
+            self._model = None
+            return self._publish(metrics, started)
+        metrics.timed("observe", begun)
+        begun = time.monotonic()
+        desired = desired_state(self.host, view, observed, self._desired)
+        if desired.bird is not None:
+            self.note_skipped(desired.bird)  # sessions BIRD cannot run: logged and reported
+        metrics.step("desired").errors += desired.errors
+        metrics.timed("desired", begun)
+        begun = time.monotonic()
+        ops = plan(desired, observed)
+        metrics.timed("plan", begun)
+        blocked = execute.run(ops, self._appliers, metrics)
+        failed = any(s.errors for name, s in metrics.steps.items() if name != "desired")
+        # After a failure the kernel may hold anything in between: re-read it.
+        self._model = None if failed else after(desired, observed)
+        self._desired = desired
+        new_statuses = statuses(desired, blocked.taps)
+        if new_statuses != self.statuses:
+            self.statuses = new_statuses
             self.report_soon()
+        return self._publish(metrics, started)
 
+    def _port_taps(self, view: HostState) -> set[str]:
+        """The taps of ports that changed since the last pass (a port can come after its tap)."""
+        found: set[str] = set()
+        for port_id in changed_ports(view, self._desired):
+            with contextlib.suppress(ValueError):
+                found.add(tap_name(port_id))
+        return found
 
-def _kept(
-    last: frozenset[str] | None, wanted: Collection[str], anycast_lowered: bool
-) -> frozenset[str] | None:
-    """The announced endpoints that stay, or None if BIRD has nothing to withdraw.
+    def _publish(self, metrics: PassMetrics, started: float) -> PassMetrics:
+        metrics.seconds = time.monotonic() - started
+        self.last_pass = metrics
+        if metrics.operations or metrics.errors:
+            log.info(
+                "pass %d (%s): %d route changes, %d operations in %.3f s (%s)%s",
+                metrics.number,
+                metrics.kind,
+                metrics.routes_changed,
+                metrics.operations,
+                metrics.seconds,
+                ", ".join(f"{k} {v.seconds:.3f}" for k, v in metrics.steps.items()),
+                f"; failed: {'; '.join(metrics.errors)}" if metrics.errors else "",
+            )
+            self.history.append(metrics.to_json())
+            self._write_history()
+        return metrics
 
-    ``last`` None: this agent has not configured BIRD yet (a restart), so
-    what BIRD announces is unknown; the pass's announcement settles it.
-    """
-    if last is None:
-        return None
-    kept = last.intersection(wanted)
-    return kept if len(kept) < len(last) or anycast_lowered else None
+    def _write_history(self) -> None:
+        """``<run dir>/passes.json``: the recent passes that did something, for tools and benchmarks."""
+        path = self.run_dir / "passes.json"
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"passes": list(self.history)}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.debug("writing %s failed: %s", path, exc)

@@ -2,7 +2,8 @@
 
 A VM is plugged in after its port exists (Nova, or ``lab boot``, creates the
 port first), so the agent must notice new taps by itself: it listens to the
-kernel's link notifications instead of polling.
+kernel's link notifications instead of polling, and tells the agent which
+taps changed (its incremental pass re-reads only those).
 
 The socket is a plain netlink socket read with ``select``: pyroute2 0.9
 reads datagrams into an internal asyncio queue, so after ``get()`` returned
@@ -55,9 +56,13 @@ def link_names(data: bytes) -> Iterator[str]:
 
 
 class LinkWatcher:
-    """Calls ``on_change`` (from its own thread) for every link event on a tap."""
+    """Calls ``on_change(names)`` (from its own thread) for link events on taps.
 
-    def __init__(self, on_change: Callable[[], None], prefix: str = "tap") -> None:
+    ``names``: the taps that appeared, went or changed; None when the kernel
+    dropped notifications (any tap may have changed).
+    """
+
+    def __init__(self, on_change: Callable[[set[str] | None], None], prefix: str = "tap") -> None:
         self.on_change = on_change
         self.prefix = prefix
         self._stop = threading.Event()
@@ -76,23 +81,23 @@ class LinkWatcher:
         self._thread.join(2.0)
         self._sock.close()
 
-    def _drain(self) -> bool:
-        """Read every queued datagram; True if one concerned a tap (or some were lost)."""
-        relevant = False
+    def _drain(self) -> set[str] | None:
+        """Read every queued datagram: the taps they name (None: some were lost)."""
+        names: set[str] | None = set()
         while True:
             try:
                 data = self._sock.recv(65536)
             except BlockingIOError:
-                return relevant
+                return names
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
-                # The kernel dropped notifications: assume a tap was among them.
+                # The kernel dropped notifications: any tap may have changed.
                 log.warning("link notifications overflowed; reconciling")
-                relevant = True
+                names = None
                 continue
-            if any(name.startswith(self.prefix) for name in link_names(data)):
-                relevant = True
+            if names is not None:
+                names.update(n for n in link_names(data) if n.startswith(self.prefix))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -102,9 +107,9 @@ class LinkWatcher:
             if not ready:
                 continue
             try:
-                relevant = self._drain()
+                names = self._drain()
             except Exception:
                 log.exception("reading link events failed")
                 continue
-            if relevant:
-                self.on_change()
+            if names is None or names:
+                self.on_change(names)

@@ -6,14 +6,20 @@ codes); validation and semantics live in the service.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 
-from l3fabric.service.anycast import AnycastGroups
+from l3fabric.api.body import JsonBody, openapi_body
+from l3fabric.api.jsontext import JsonRoute
+from l3fabric.service.anycast import AnycastCreate, AnycastGroups, AnycastUpdate, StatusReport
 from l3fabric.service.neutron import NeutronService
 
-JsonBody = Annotated[Any, Body()]
+_MEMBER = {
+    "type": "object",
+    "properties": {"port_id": {"type": "string", "minLength": 1}},
+    "required": ["port_id"],
+}
 
 
 def install(app: FastAPI) -> None:
@@ -21,14 +27,14 @@ def install(app: FastAPI) -> None:
     neutron = getattr(app.state, "neutron", None) or NeutronService(app.state.store)
     groups = AnycastGroups(neutron)
     app.state.anycast = groups
-    router = APIRouter(prefix="/v1/anycast")
+    router = APIRouter(prefix="/v1/anycast", route_class=JsonRoute)
 
     # Plain (sync) functions: FastAPI runs them in its thread pool, as store calls block.
     @router.get("")
     def list_groups() -> dict[str, Any]:
         return {"anycast": groups.list()}
 
-    @router.post("", status_code=201)
+    @router.post("", status_code=201, openapi_extra=openapi_body(AnycastCreate))
     def create(payload: JsonBody) -> dict[str, Any]:
         return groups.create(payload)
 
@@ -36,7 +42,7 @@ def install(app: FastAPI) -> None:
     def show(anycast_id: str) -> dict[str, Any]:
         return groups.get(anycast_id)
 
-    @router.put("/{anycast_id}")
+    @router.put("/{anycast_id}", openapi_extra=openapi_body(AnycastUpdate))
     def update(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
         return groups.update(anycast_id, payload)
 
@@ -45,7 +51,7 @@ def install(app: FastAPI) -> None:
         groups.delete(anycast_id)
         return Response(status_code=204)
 
-    @router.post("/{anycast_id}/members")
+    @router.post("/{anycast_id}/members", openapi_extra=openapi_body(_MEMBER))
     def add_member(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
         return groups.add_member(anycast_id, payload)
 
@@ -53,7 +59,7 @@ def install(app: FastAPI) -> None:
     def remove_member(anycast_id: str, port_id: str) -> dict[str, Any]:
         return groups.remove_member(anycast_id, port_id)
 
-    @router.post("/{anycast_id}/status")
+    @router.post("/{anycast_id}/status", openapi_extra=openapi_body(StatusReport))
     def report_status(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
         return groups.report_status(anycast_id, payload)
 

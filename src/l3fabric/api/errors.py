@@ -10,8 +10,10 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from l3fabric.api.jsontext import JsonResponse
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,12 @@ def conflict(type_: str, message: str) -> NeutronError:
     return NeutronError(409, type_, message)
 
 
-def error_response(status: int, type_: str, message: str, detail: str = "") -> JSONResponse:
+def error_response(
+    status: int, type_: str, message: str, detail: str = "", headers: dict[str, str] | None = None
+) -> JsonResponse:
+    # JsonResponse: a message that echoes odd input still encodes.
     body = {"NeutronError": {"type": type_, "message": message, "detail": detail}}
-    return JSONResponse(body, status_code=status)
+    return JsonResponse(body, status_code=status, headers=headers)
 
 
 _HTTP_TYPES = {
@@ -50,6 +55,7 @@ _HTTP_TYPES = {
     405: "HTTPMethodNotAllowed",
     409: "Conflict",
     410: "Gone",
+    413: "RequestEntityTooLarge",
     415: "HTTPUnsupportedMediaType",
 }
 
@@ -58,23 +64,40 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every failure, including ones FastAPI raises itself, to a Neutron body."""
 
     @app.exception_handler(NeutronError)
-    async def _neutron(_: Request, exc: NeutronError) -> JSONResponse:
+    async def _neutron(_: Request, exc: NeutronError) -> JsonResponse:
         return error_response(exc.status, exc.type, exc.message, exc.detail)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JsonResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}"
             for err in exc.errors()
         )
-        return error_response(400, "MalformedRequestBody", f"Malformed request: {problems}")
+        # Bodies are parsed by api.body; what FastAPI validates is the query and path.
+        in_body = any(err.get("loc", ("",))[0] == "body" for err in exc.errors())
+        type_ = "MalformedRequestBody" if in_body else "InvalidInput"
+        return error_response(400, type_, f"Malformed request: {problems}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
         type_ = _HTTP_TYPES.get(exc.status_code, "HTTPError")
         return error_response(exc.status_code, type_, str(exc.detail))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> JsonResponse:
+        # The client left, or the server cut a body that came too slowly
+        # (docs/api.md, Limits): not a server error, and nobody reads this.
+        log.debug("client disconnected before its request body was complete")
+        return error_response(400, "MalformedRequestBody", "The request body was cut off.")
+
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
         log.exception("unexpected error: %s", exc)
-        return error_response(500, "InternalError", "Internal error; see the server log.")
+        # Starlette re-raises after this answer and uvicorn then drops the
+        # connection; saying so keeps a keep-alive client from meeting a reset.
+        return error_response(
+            500,
+            "InternalError",
+            "Internal error; see the server log.",
+            headers={"Connection": "close"},
+        )

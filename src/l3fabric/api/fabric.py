@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Body, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -39,8 +39,11 @@ from l3fabric.addresses import (
     PeerAddressText,
     parse_address,
 )
+from l3fabric.api.body import JsonBody, openapi_body
 from l3fabric.api.errors import NeutronError, bad_request, not_found
+from l3fabric.api.jsontext import JsonResponse, JsonRoute
 from l3fabric.asn import effective_asn
+from l3fabric.model.bounded import BoundedJson, json_bytes
 from l3fabric.service import anycast, ports
 from l3fabric.store import (
     CompactedError,
@@ -73,10 +76,6 @@ Asn = Annotated[int, Field(ge=1, le=4_294_967_294)]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 Name = Annotated[str, Field(pattern=f"^{NAME_RE.pattern}$")]
 PortStatus = Literal["ACTIVE", "DOWN", "ERROR"]
-
-
-# Request bodies are parsed here, not by FastAPI, so errors say InvalidInput in our words.
-JsonBody = Annotated[Any, Body()]
 
 
 class _Strict(BaseModel):
@@ -177,18 +176,25 @@ class BgpSession(_Strict):
     info: str = ""
 
 
+# What heartbeats store grows with the fabric: a BGP session per peer (a
+# mesh of 1,000 hosts: ~80 KB), an anycast entry per group and next hop.
+# The port statuses are applied, not stored; the body limit bounds them.
+BgpSessions = Annotated[list[BgpSession], json_bytes(256 * 1024)]
+AnycastStatus = Annotated[dict[str, Any], json_bytes(256 * 1024)]
+
+
 class HostHeartbeat(_Strict):
     ports: dict[str, PortStatus] = {}
-    bgp: list[BgpSession] = []
-    agent: dict[str, Any] = {}
+    bgp: BgpSessions = []
+    agent: BoundedJson = {}
 
 
 class GatewayHeartbeat(_Strict):
-    bgp: list[BgpSession] = []
-    nat: dict[str, Any] = {}
-    agent: dict[str, Any] = {}
+    bgp: BgpSessions = []
+    nat: BoundedJson = {}
+    agent: BoundedJson = {}
     # Programmed anycast groups: {"prefixes": [{"prefix", "next_hops": [{via, dev, weight}]}]}
-    anycast: dict[str, Any] = {}
+    anycast: AnycastStatus = {}
 
 
 # Derived values ---------------------------------------------------------------
@@ -415,13 +421,15 @@ def _store(request: Request) -> Store:
 
 
 def _router() -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    # Bodies are parsed by api.body and validated here (so errors say InvalidInput
+    # in our words); results leave through jsontext (JsonRoute).
+    router = APIRouter(prefix="/v1", route_class=JsonRoute)
 
     @router.get("/fabric")
     def get_fabric(request: Request) -> dict[str, Any]:
         return read_fabric(_store(request))
 
-    @router.put("/fabric")
+    @router.put("/fabric", openapi_extra=openapi_body(FabricConfig))
     def put_fabric(request: Request, payload: JsonBody) -> dict[str, Any]:
         config = _parse(FabricConfig, payload).model_dump(mode="json")
         _store(request).put(keys.FABRIC_CONFIG, config)
@@ -433,7 +441,7 @@ def _router() -> APIRouter:
     ):
         _registry_routes(router, kind, model, key_of, status_prefix, view)
 
-    @router.post("/hosts/{name}/heartbeat")
+    @router.post("/hosts/{name}/heartbeat", openapi_extra=openapi_body(HostHeartbeat))
     def host_heartbeat(request: Request, name: str, payload: JsonBody) -> dict[str, Any]:
         store = _store(request)
         beat = _parse(HostHeartbeat, payload)
@@ -444,7 +452,7 @@ def _router() -> APIRouter:
         changed = [p for p, s in beat.ports.items() if set_port_status(store, name, p, s)]
         return {"host": name, "ports_changed": sorted(changed)}
 
-    @router.post("/gateways/{name}/heartbeat")
+    @router.post("/gateways/{name}/heartbeat", openapi_extra=openapi_body(GatewayHeartbeat))
     def gateway_heartbeat(request: Request, name: str, payload: JsonBody) -> dict[str, Any]:
         store = _store(request)
         beat = _parse(GatewayHeartbeat, payload)
@@ -518,15 +526,12 @@ def _registry_routes(
         status = store.get(f"{status_prefix}{name}")
         return view(kv.value, status.value if status else None, read_fabric(store))
 
-    def register(
-        request: Request, response: Response, name: str, payload: JsonBody
-    ) -> dict[str, Any]:
+    def register(request: Request, name: str, payload: JsonBody) -> Response:
         store = _store(request)
         record = _registration(model, name, payload)
         existed = store.get(key_of(name)) is not None
         store.put(key_of(name), record)
-        response.status_code = 200 if existed else 201
-        return record
+        return JsonResponse(record, status_code=200 if existed else 201)
 
     def delete(request: Request, name: str) -> Response:
         store = _store(request)
@@ -543,7 +548,9 @@ def _registry_routes(
 
     router.add_api_route(f"/{plural}", list_, methods=["GET"])
     router.add_api_route(f"/{plural}/{{name}}", show, methods=["GET"])
-    router.add_api_route(f"/{plural}/{{name}}", register, methods=["PUT"])
+    router.add_api_route(
+        f"/{plural}/{{name}}", register, methods=["PUT"], openapi_extra=openapi_body(model)
+    )
     router.add_api_route(f"/{plural}/{{name}}", delete, methods=["DELETE"], status_code=204)
 
 

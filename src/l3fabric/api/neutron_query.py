@@ -8,11 +8,52 @@ paired), ``limit`` and ``marker`` (an id), ``page_reverse``.
 
 from __future__ import annotations
 
+import re
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
+from pydantic import BaseModel
+
 from l3fabric.api.errors import bad_request
+
+# An integer in a query or header: ASCII digits only (str.isdigit() and int()
+# also take other scripts' digits, and int() a 5,000-digit string is an
+# error), at most an int64.
+_INT = re.compile(r"-?[0-9]{1,18}")
+# How a filter asks for an attribute that is null (see service.common).
+_NULLS = ("", "None", "null")
+
+
+def parse_int(name: str, value: str, *, minimum: int | None = None) -> int:
+    """``value`` as an integer, or a 400 that says what ``name`` must be."""
+    if _INT.fullmatch(value) is None or (minimum is not None and int(value) < minimum):
+        wanted = "an integer" if minimum is None else f"an integer of at least {minimum}"
+        raise bad_request(f"Invalid input for {name}: {value[:40]!r} is not {wanted}")
+    return int(value)
+
+
+def int_attributes(model: type[BaseModel]) -> frozenset[str]:
+    """The attributes of a resource that are integers, by their API names."""
+    names = {"revision_number"}  # a standard attribute, not in the request models
+    for name, info in model.model_fields.items():
+        if _is_int(info.annotation):
+            names.add(info.alias or name)
+    return frozenset(names)
+
+
+def _is_int(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return all(type(a) is int for a in args)
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kinds = set(args) - {type(None)}
+        return bool(kinds) and all(_is_int(k) for k in kinds)
+    return False
 
 
 @dataclass
@@ -25,7 +66,10 @@ class ListQuery:
     reverse: bool = False
 
     @classmethod
-    def parse(cls, items: list[tuple[str, str]]) -> ListQuery:
+    def parse(
+        cls, items: list[tuple[str, str]], int_fields: frozenset[str] = frozenset()
+    ) -> ListQuery:
+        """The query of ``items``; filters on ``int_fields`` must be integers (else 400)."""
         query = cls()
         sort_keys: list[str] = []
         sort_dirs: list[str] = []
@@ -39,16 +83,14 @@ class ListQuery:
                     raise bad_request(f"Invalid input: sort_dir must be asc or desc, not {value!r}")
                 sort_dirs.append(value)
             elif key == "limit":
-                if not value.isdigit():
-                    raise bad_request(
-                        f"Invalid input: limit must be a non-negative integer, not {value!r}"
-                    )
-                query.limit = int(value) or None
+                query.limit = parse_int("limit", value, minimum=0) or None
             elif key == "marker":
                 query.marker = value
             elif key == "page_reverse":
                 query.reverse = value.lower() == "true"
             else:
+                if key in int_fields and value not in _NULLS:
+                    parse_int(key, value)
                 query.filters.setdefault(key, []).append(value)
         if sort_dirs and len(sort_dirs) != len(sort_keys):
             raise bad_request("Invalid input: give one sort_dir per sort_key, or none")

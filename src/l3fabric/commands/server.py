@@ -6,7 +6,33 @@ import argparse
 import logging
 import sys
 
+from l3fabric.http_guard import ServerLimits
 from l3fabric.server import DEFAULT_LISTEN, ServerError, parse_listen, parse_listen_in, serve
+
+_DEFAULTS = ServerLimits()
+# One option per field of ServerLimits.
+_LIMITS = {
+    "max_body_bytes": "largest request body; more is a 413 (Neutron's default)",
+    "header_timeout": "close a connection whose request head is not complete S seconds"
+    " after it opened or began",
+    "body_timeout": "close a connection whose request body is not complete S seconds"
+    " after its head",
+    "keep_alive_timeout": "close a connection idle S seconds after a response",
+    "max_connections": "open connections at most; lowered to fit the descriptor limit",
+}
+
+
+def _positive(kind: type[int] | type[float]) -> argparse._ActionType:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+        return value
+
+    return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +56,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NETNS=HOST:PORT",
         help="also serve on HOST:PORT inside network namespace NETNS (repeatable; needs root)",
     )
+    limits = parser.add_argument_group("limits (docs/api.md, Limits)")
+    for field, text in _LIMITS.items():
+        default = getattr(_DEFAULTS, field)
+        limits.add_argument(
+            f"--{field.replace('_', '-')}",
+            type=_positive(type(default)),
+            default=default,
+            metavar="N" if isinstance(default, int) else "S",
+            help=f"{text} (default {default:g})",
+        )
     parser.set_defaults(func=run)
 
 
@@ -40,7 +76,13 @@ def run(args: argparse.Namespace) -> int:
         listens = [parse_listen(text) for text in args.listen or [DEFAULT_LISTEN]]
         listens += [parse_listen_in(text) for text in args.listen_in]
         level = "debug" if logging.getLogger().isEnabledFor(logging.DEBUG) else "info"
-        return serve(args.store or default_store_url(), listens, log_level=level)
+        limits = ServerLimits(**{field: getattr(args, field) for field in _LIMITS})
+        return serve(
+            args.store or default_store_url(),
+            listens,
+            log_level=level,
+            limits=limits,
+        )
     except ServerError as exc:
         print(f"l3fabric server: {exc}", file=sys.stderr)
         return 2

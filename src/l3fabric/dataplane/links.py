@@ -70,12 +70,16 @@ def tap_name(port_id: str) -> str:
 
 
 def tap_sysctls(tap: str) -> dict[str, str]:
-    """The per-interface sysctls an endpoint tap needs."""
+    """The per-interface sysctls an endpoint tap needs, in the order they are written.
+
+    ``proxy_delay`` (not in a link dump) comes before ``proxy_arp``: a tap
+    whose ``proxy_arp`` is on had its ``proxy_delay`` written too.
+    """
     return {
+        f"net.ipv4.neigh.{tap}.proxy_delay": "0",
         f"net.ipv4.conf.{tap}.forwarding": "1",
         f"net.ipv4.conf.{tap}.proxy_arp": "1",
         f"net.ipv4.conf.{tap}.rp_filter": "0",
-        f"net.ipv4.neigh.{tap}.proxy_delay": "0",
         f"net.ipv6.conf.{tap}.forwarding": "1",
         f"net.ipv6.conf.{tap}.accept_ra": "0",
     }
@@ -83,6 +87,20 @@ def tap_sysctls(tap: str) -> dict[str, str]:
 
 def _tap_sysctl_paths(tap: str) -> dict[str, str]:
     return {"/proc/sys/" + key.replace(".", "/"): value for key, value in tap_sysctls(tap).items()}
+
+
+def tap_ready(tap: str, info: LinkInfo, ipv6: bool, gateway6: bool) -> bool:
+    """True if ``tap`` needs no preparation: up, its settings right, fe80::1 if ``ipv6``.
+
+    Judged from a link dump (``info``): settings it does not show are taken
+    as right once ``proxy_arp`` is (they are written before it).
+    """
+    if not info.flags & IFF_UP or (ipv6 and not gateway6):
+        return False
+    conf = info.conf
+    if conf.get(f"/proc/sys/net/ipv4/conf/{tap}/proxy_arp", "1") != "1":
+        return False  # never prepared: the common case on a new host, decided cheaply
+    return all(conf.get(path, value) == value for path, value in _tap_sysctl_paths(tap).items())
 
 
 class TapNotFound(LookupError):
@@ -129,29 +147,33 @@ class _LinkSocket(nlb.RouteSocket):
         )  # fmt: skip
         found: dict[str, LinkInfo] = {}
         for data, offset, length in self.dump_messages(request, RTM_NEWLINK):
-            msg = data[offset : offset + length]
-            _family, _pad, _type, index, flags, _change = _IFINFO.unpack_from(msg, _HDR.size)
-            pos = _HDR.size + _IFINFO.size
-            name, spec = "", (0, 0)
-            while pos + 4 <= len(msg):
-                alen, akind = _ATTR.unpack_from(msg, pos)
-                if alen < 4:
-                    break
-                if akind == IFLA_IFNAME:
-                    name = bytes(msg[pos + 4 : pos + alen]).rstrip(b"\0").decode()
-                elif akind & devconf.NLA_TYPE_MASK == devconf.IFLA_AF_SPEC:
-                    spec = (pos + 4, pos + alen)
-                pos += (alen + 3) & ~3
+            name, info = _parse_link(data[offset : offset + length])
             if name:
-                conf = devconf.parse_af_spec(msg, *spec, name) if _IFNAME.match(name) else {}
-                found[name] = LinkInfo(index, flags, conf)
+                found[name] = info
         return found
 
-    def holders(self, address: bytes) -> set[int]:
-        """The ifindexes that have IPv6 ``address`` (16 bytes)."""
+    def link(self, name: str) -> LinkInfo | None:
+        """One link by name (a request, not a dump: microseconds); None if there is none."""
+        encoded = name.encode() + b"\0"
+        attr = _ATTR.pack(4 + len(encoded), IFLA_IFNAME) + encoded
+        attr += b"\0" * (-len(attr) % 4)
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0) + attr
+        body += _ATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+        header = _HDR.pack(_HDR.size + len(body), RTM_GETLINK, nlb.NLM_F_REQUEST, 0, 0)
+        try:
+            reply = self.request(header + body, RTM_NEWLINK)
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        found, info = _parse_link(memoryview(reply))
+        return info if found == name else None
+
+    def holders(self, address: bytes, index: int = 0) -> set[int]:
+        """The ifindexes that have IPv6 ``address`` (16 bytes); only link ``index`` if given."""
         request = _ADDR_DUMP.pack(
             _ADDR_DUMP.size, RTM_GETADDR, nlb.NLM_F_REQUEST | nlb.NLM_F_DUMP, 0, 0,
-            socket.AF_INET6, 0, 0, 0, 0,
+            socket.AF_INET6, 0, 0, 0, index,
         )  # fmt: skip
         found: set[int] = set()
         for data, offset, length in self.dump_messages(request, RTM_NEWADDR):
@@ -176,6 +198,24 @@ class _LinkSocket(nlb.RouteSocket):
             for i, (error, _) in refused.items()
             if error != errno.EEXIST  # an address someone added first
         }
+
+
+def _parse_link(msg: memoryview) -> tuple[str, LinkInfo]:
+    """The name and LinkInfo of one RTM_NEWLINK message."""
+    _family, _pad, _type, index, flags, _change = _IFINFO.unpack_from(msg, _HDR.size)
+    pos = _HDR.size + _IFINFO.size
+    name, spec = "", (0, 0)
+    while pos + 4 <= len(msg):
+        alen, akind = _ATTR.unpack_from(msg, pos)
+        if alen < 4:
+            break
+        if akind == IFLA_IFNAME:
+            name = bytes(msg[pos + 4 : pos + alen]).rstrip(b"\0").decode()
+        elif akind & devconf.NLA_TYPE_MASK == devconf.IFLA_AF_SPEC:
+            spec = (pos + 4, pos + alen)
+        pos += (alen + 3) & ~3
+    conf = devconf.parse_af_spec(msg, *spec, name) if name and _IFNAME.match(name) else {}
+    return name, LinkInfo(index, flags, conf)
 
 
 def _link_up(index: int) -> bytes:
@@ -259,6 +299,14 @@ class Links:
     def listing(self) -> dict[str, LinkInfo]:
         """Every link of the namespace (one dump): for ``names`` and ``prepare_taps``."""
         return self._nl.links()
+
+    def link(self, name: str) -> LinkInfo | None:
+        """One link by name; None if it does not exist."""
+        return self._nl.link(name)
+
+    def with_gateway6(self, index: int = 0) -> set[int]:
+        """The ifindexes that have fe80::1 (only link ``index``, if given)."""
+        return self._nl.holders(_GATEWAY_V6, index)
 
     def names(
         self, prefix: str = TAP_PREFIX, listing: dict[str, LinkInfo] | None = None

@@ -278,6 +278,19 @@ class RouteSocket:
             found += data[offset + 20] == table and data[offset + 21] == protocol
         return found
 
+    def request(self, request: bytes, kind: int) -> bytes:
+        """Send one (non-dump) ``request`` and return its reply of type ``kind``.
+
+        The kernel's refusal raises OSError with its errno (ENODEV: no such link).
+        """
+        for data, offset, length, mkind in self._replies(request):
+            if mkind == kind:
+                return bytes(data[offset : offset + length])
+            if mkind == NLMSG_ERROR:
+                error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                raise OSError(-error, f"netlink: {os.strerror(-error)}")
+        raise OSError(errno_mod.EIO, "netlink: no reply")
+
     def dump_messages(self, request: bytes, kind: int) -> Iterator[tuple[memoryview, int, int]]:
         """Send dump ``request`` (its sequence number is set here) and yield each reply of
         type ``kind`` as (buffer, offset, length).
@@ -285,6 +298,18 @@ class RouteSocket:
         The buffer is reused by the next receive: parse or copy a message
         before asking for the next one.
         """
+        for data, offset, length, mkind in self._replies(request):
+            if mkind == NLMSG_DONE:
+                return
+            if mkind == NLMSG_ERROR:
+                error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                if error:
+                    raise OSError(-error, f"netlink dump: {os.strerror(-error)}")
+            elif mkind == kind:
+                yield data, offset, length
+
+    def _replies(self, request: bytes) -> Iterator[tuple[memoryview, int, int, int]]:
+        """Send ``request`` and yield (buffer, offset, length, type) of every reply to it."""
         seq = self._next_seq()
         self._sock.send(request[:8] + _U32.pack(seq) + request[12:])
         while True:
@@ -295,14 +320,7 @@ class RouteSocket:
                 if length < _NLMSGHDR.size:
                     break
                 if mseq == seq:
-                    if mkind == NLMSG_DONE:
-                        return
-                    if mkind == NLMSG_ERROR:
-                        error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
-                        if error:
-                            raise OSError(-error, f"netlink dump: {os.strerror(-error)}")
-                    elif mkind == kind:
-                        yield data, offset, length
+                    yield data, offset, length, mkind
                 offset += (length + 3) & ~3
 
 

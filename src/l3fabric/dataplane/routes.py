@@ -22,7 +22,7 @@ import ipaddress
 import os
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
@@ -161,20 +161,63 @@ class EndpointRoutes:
         all the others) and ValueError for malformed input.
         """
         plan, ifindexes, failures = self.plan(desired)
-        requests = [RouteRequest("delete", net) for net in plan.delete]
-        requests += [
-            RouteRequest("replace", net, ifindexes[ifname]) for net, ifname in plan.replace.items()
-        ]
-        if requests:
-            failures += [
-                f
-                for f in self._sock.apply(requests, self.protocol)
-                # Someone removed it first: the goal is reached.
-                if not (f.request.op == "delete" and f.errno == errno.ESRCH)
-            ]
+        failures += self._send(
+            [(net, ifindexes[ifname]) for net, ifname in plan.replace.items()], plan.delete
+        )
         if failures:
             raise RouteProgrammingError(failures)
         return plan
+
+    def apply(
+        self, replace: Iterable[tuple[str, int]], delete: Iterable[str]
+    ) -> list[RouteFailure]:
+        """Delete, then replace routes as given (prefix, ifindex): no read, no diff.
+
+        For a caller that planned against what it read before (the host
+        agent's plan); returns the refused changes (a delete of a route that
+        is gone already is not one).
+        """
+        return self._send(
+            [(ipaddress.ip_network(p), index) for p, index in replace],
+            [ipaddress.ip_network(p) for p in delete],
+        )
+
+    def _send(
+        self, replace: list[tuple[Network, int]], delete: list[Network]
+    ) -> list[RouteFailure]:
+        requests = [RouteRequest("delete", net) for net in delete]
+        requests += [RouteRequest("replace", net, index) for net, index in replace]
+        if not requests:
+            return []
+        return [
+            f
+            for f in self._sock.apply(requests, self.protocol)
+            # Someone removed it first: the goal is reached.
+            if not (f.request.op == "delete" and f.errno == errno.ESRCH)
+        ]
+
+    def observe(self, names: Mapping[int, str]) -> dict[str, str | None]:
+        """Our routes as {prefix: interface name}; None for one we would not program so."""
+        found: dict[str, str | None] = {}
+        for net, route in self.read().items():
+            name = names.get(route.oif) if route.oif is not None else None
+            ok = name is not None and route == _wanted(net, route.oif or 0)
+            found[str(net)] = name if ok else None
+        return found
+
+
+def link_local_gateway_present(netns: str | None = None) -> bool:
+    """True if 169.254.1.1/32 is routed via lo (see ``ensure_link_local_gateway``)."""
+    # The kernel filters the dump down to the few static routes (pyroute2
+    # decoded all 10,000 endpoint routes to find it: 0.4 s). The route exists
+    # only while lo is up (a device going down loses its routes).
+    with RouteSocket(netns) as sock:
+        found = sock.dump(socket.AF_INET, RTPROT_STATIC).get(
+            ipaddress.IPv4Network(f"{LINK_LOCAL_GATEWAY_V4}/32")
+        )
+    with netns_mod.entered(netns):
+        lo = socket.if_nametoindex("lo")
+    return found is not None and found.oif == lo and found.type == RTN_UNICAST
 
 
 def ensure_link_local_gateway(netns: str | None = None) -> bool:
@@ -187,16 +230,11 @@ def ensure_link_local_gateway(netns: str | None = None) -> bool:
     exports it and ``converge`` never deletes it. Returns True if it changed
     anything.
     """
+    if link_local_gateway_present(netns):
+        return False
     dst = f"{LINK_LOCAL_GATEWAY_V4}/32"
-    # Every pass asks: the kernel filters the dump down to the few static
-    # routes (pyroute2 decoded all 10,000 endpoint routes to find it: 0.4 s).
-    # The route exists only while lo is up (a device going down loses its routes).
-    with RouteSocket(netns) as sock:
-        found = sock.dump(socket.AF_INET, RTPROT_STATIC).get(ipaddress.IPv4Network(dst))
     with netns_mod.entered(netns):
         lo = socket.if_nametoindex("lo")
-    if found is not None and found.oif == lo and found.type == RTN_UNICAST:
-        return False
     with IPRoute(netns=netns) as ipr:
         # A route via a down lo is refused ("Network is down").
         if not ipr.get_links(lo)[0]["flags"] & IFF_UP:

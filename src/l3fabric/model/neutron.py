@@ -21,6 +21,7 @@ from l3fabric.addresses import (
     parse_address,
     parse_network,
 )
+from l3fabric.model.bounded import BoundedJson
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -163,7 +164,7 @@ class PortBody(NamedBody):
     security_groups: list[Id] = []
     allowed_address_pairs: list[AddressPair] = []
     binding_host_id: Name = Field("", alias="binding:host_id")
-    binding_profile: dict[str, Any] = Field({}, alias="binding:profile")
+    binding_profile: BoundedJson = Field({}, alias="binding:profile")
     binding_vnic_type: Literal["normal"] = Field("normal", alias="binding:vnic_type")
 
 

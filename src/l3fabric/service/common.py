@@ -5,6 +5,7 @@ filters, and the optimistic update loop over the store.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -120,13 +121,15 @@ def bumped(old: JSON, changes: JSON) -> JSON:
 # Filters --------------------------------------------------------------------
 
 _TRUE = {"true": True, "false": False}
+# ASCII digits only: str.isdigit() also takes '²' and other scripts' digits, which int() refuses.
+_INT = re.compile(r"-?[0-9]{1,18}")
 
 
 def _matches(stored: Any, wanted: list[str]) -> bool:
     if isinstance(stored, bool):
         return any(_TRUE.get(w.lower()) is stored for w in wanted)
     if isinstance(stored, int):
-        return any(w.lstrip("-").isdigit() and int(w) == stored for w in wanted)
+        return any(_INT.fullmatch(w) is not None and int(w) == stored for w in wanted)
     if stored is None:
         return any(w in ("", "None", "null") for w in wanted)
     if isinstance(stored, list):

@@ -1,0 +1,118 @@
+"""Running a plan: each operation to the applier of its domain, in order, with pass metrics.
+
+An ``Applier`` is anything with ``apply(op) -> Outcome`` (agent/appliers.py
+wraps the kernel, nftables, BIRD and the probes; unit tests record). ``run``
+prunes each op by what earlier ones could not do (ops.Blocked), catches an
+applier's exception as that op's failure, and times every step into a
+``PassMetrics``, which the agent logs, keeps for its heartbeat and writes to
+``<run dir>/passes.json`` for the benchmarks (structured: no log parsing).
+
+One exception to strict order: a guard op (nftables, its own process) runs
+beside the tap preparation that follows it; both end before any route.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from l3fabric.agent.ops import Blocked, GuardElements, GuardTable, Op, Outcome, TapsPrepare
+
+
+class Applier(Protocol):
+    """Carries out operations of one domain (routes, nftables, BIRD ...)."""
+
+    def apply(self, op: Op) -> Outcome: ...
+
+
+@dataclass
+class StepMetrics:
+    """One step of a pass: its time, operations, objects touched and errors."""
+
+    seconds: float = 0.0
+    ops: int = 0
+    changes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PassMetrics:
+    """One reconcile pass, as the benchmarks and the heartbeat read it."""
+
+    number: int = 0
+    kind: str = "full"  # "full" (kernel re-read) or "incremental" (the changed taps only)
+    started_at: float = 0.0  # wall clock
+    seconds: float = 0.0
+    steps: dict[str, StepMetrics] = field(default_factory=dict)
+
+    def step(self, name: str) -> StepMetrics:
+        return self.steps.setdefault(name, StepMetrics())
+
+    def timed(self, name: str, started: float) -> None:
+        self.step(name).seconds += time.monotonic() - started
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for s in self.steps.values() for e in s.errors]
+
+    @property
+    def operations(self) -> int:
+        return sum(s.ops for s in self.steps.values())
+
+    @property
+    def routes_changed(self) -> int:
+        return self.steps["routes"].changes if "routes" in self.steps else 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["operations"] = self.operations
+        data["errors"] = self.errors
+        return data
+
+
+def _apply(applier: Applier, op: Op) -> Outcome:
+    try:
+        return applier.apply(op)
+    except Exception as exc:
+        return Outcome(errors=(f"{op.step}: {exc}",), failed=True)
+
+
+def _record(metrics: PassMetrics, op: Op, outcome: Outcome, seconds: float) -> None:
+    step = metrics.step(op.step)
+    step.seconds += seconds
+    step.ops += 1
+    step.changes += op.size()
+    step.errors += outcome.errors
+
+
+def run(ops: Sequence[Op], appliers: Mapping[str, Applier], metrics: PassMetrics) -> Blocked:
+    """Apply ``ops`` in order; returns what could not be done (for statuses)."""
+    blocked = Blocked()
+    queue = list(ops)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard") as pool:
+        while queue:
+            op = queue.pop(0).pruned(blocked)
+            if op is None:
+                continue
+            started = time.monotonic()
+            if (
+                isinstance(op, GuardTable | GuardElements)
+                and queue
+                and isinstance(queue[0], TapsPrepare)
+            ):
+                guard = pool.submit(_apply, appliers[op.domain], op)
+                taps = queue.pop(0).pruned(blocked)
+                if taps is not None:
+                    begun = time.monotonic()
+                    outcome = _apply(appliers[taps.domain], taps)
+                    _record(metrics, taps, outcome, time.monotonic() - begun)
+                    taps.block(outcome, blocked)
+                outcome = guard.result()
+            else:
+                outcome = _apply(appliers[op.domain], op)
+            _record(metrics, op, outcome, time.monotonic() - started)
+            op.block(outcome, blocked)
+    return blocked

@@ -1,0 +1,279 @@
+"""The host agent's pass as plain data: desired state, the ordered plan, and its execution.
+
+The appliers are recording fakes; the order rules (guard before route,
+announce after route, withdraw before delete) are asserted on what they record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from l3fabric.agent import execute
+from l3fabric.agent.execute import PassMetrics
+from l3fabric.agent.observed import Observed, TapState
+from l3fabric.agent.ops import (
+    OK,
+    AnycastRoutesSet,
+    BirdConfigure,
+    BirdWithdraw,
+    GuardElements,
+    GuardTable,
+    Op,
+    Outcome,
+    ProbesSet,
+    RoutesSet,
+    TapsPrepare,
+)
+from l3fabric.agent.plan import after, changed_ports, desired_state, plan, statuses
+from l3fabric.client import HostState
+from l3fabric.dataplane.links import IFF_UP, LinkInfo, tap_name
+from l3fabric.routing.bird_config import render
+
+from .agent_ports import A, B, port
+
+HOST = {"name": "h1", "router_id": "172.17.0.2", "address": "172.16.0.2", "asn": None, "peers": None}  # fmt: skip
+GW = {"name": "gw", "router_id": "172.17.0.1", "asn": None, "fabric_addresses": ["172.16.0.0"]}
+TCP = {"type": "tcp", "port": 80, "interval_s": 0.5, "timeout_s": 0.2, "rise": 2, "fall": 1}
+ANYCAST = "10.1.0.80/32"
+
+
+def _view(*ports: dict, anycast: dict | None = None) -> HostState:
+    return HostState(
+        fabric={"asn": 65000},
+        host=HOST,
+        gateways={"gw": GW},
+        ports={p["id"]: p for p in ports},
+        anycast={"g1": anycast} if anycast else {},
+    )
+
+
+def _tap(pid: str, index: int, ready: bool = False) -> tuple[str, TapState]:
+    """A tap as a link dump shows it: fresh (down, nothing set) or ready (an earlier agent's work)."""
+    tap = tap_name(pid)
+    conf = {
+        f"/proc/sys/net/ipv4/conf/{tap}/forwarding": "1",
+        f"/proc/sys/net/ipv4/conf/{tap}/proxy_arp": "1" if ready else "0",
+        f"/proc/sys/net/ipv4/conf/{tap}/rp_filter": "0" if ready else "2",
+        f"/proc/sys/net/ipv6/conf/{tap}/forwarding": "1",
+        f"/proc/sys/net/ipv6/conf/{tap}/accept_ra": "0" if ready else "1",
+    }
+    return tap, TapState(LinkInfo(index, IFF_UP if ready else 0, conf))
+
+
+def _converged(view: HostState, **observed: object) -> Observed:
+    """What a host left by a pass for ``view`` holds, as the next incremental pass sees it."""
+    base = Observed(**observed)  # type: ignore[arg-type]
+    return after(desired_state("h1", view, base), base)
+
+
+class Recorder:
+    """Every applier at once: records (domain, op); ``fail`` maps an op type to its outcome."""
+
+    def __init__(self, fail: dict[type, Outcome] | None = None) -> None:
+        self.ops: list[Op] = []
+        self.fail = fail or {}
+
+    def apply(self, op: Op) -> Outcome:
+        self.ops.append(op)
+        return self.fail.get(type(op), OK)
+
+    def run(self, ops: list[Op]) -> execute.ops.Blocked:
+        domains = ("host", "nft", "taps", "routes", "nexthops", "probes", "bird")
+        return execute.run(ops, dict.fromkeys(domains, self), PassMetrics())
+
+    def index(self, kind: type, where=lambda op: True) -> int:
+        return next(i for i, op in enumerate(self.ops) if isinstance(op, kind) and where(op))
+
+
+def _restarted(view: HostState, taps: dict[str, TapState]) -> Observed:
+    """A correct host as a freshly started agent reads it: nothing it remembers."""
+    converged = _converged(view, taps=taps, bird_running=True)
+    desired = desired_state("h1", view, converged)
+    assert desired.bird is not None
+    return dataclasses.replace(
+        converged,
+        taps=taps,
+        bird_config=None,
+        bird_text=render(desired.bird),
+        sysctls=dict(desired.sysctls),
+    )
+
+
+def test_a_new_port_is_guarded_and_prepared_before_its_route_and_announced_after() -> None:
+    old = _view(port(A, "10.1.0.2"))
+    taps = dict([_tap(A, 5, ready=True)])
+    observed = _converged(old, taps=taps, bird_running=True)
+    # B's port arrives and its tap is plugged.
+    observed = dataclasses.replace(observed, taps={**observed.taps, **dict([_tap(B, 6)])})
+    desired = desired_state("h1", _view(port(A, "10.1.0.2"), port(B, "10.1.0.3")), observed)
+    rec = Recorder()
+    rec.run(plan(desired, observed))
+
+    guard = rec.index(GuardElements, lambda o: (tap_name(B), "10.1.0.3/32") in o.add)
+    taps_step = rec.index(TapsPrepare)
+    route = rec.index(RoutesSet, lambda o: ("10.1.0.3/32", tap_name(B), 6) in o.replace)
+    announce = rec.index(BirdConfigure, lambda o: "10.1.0.3/32" in o.config.endpoint_routes)
+    assert guard < route and taps_step < route < announce
+    # Only the new port is touched: A's tap, route and rules are not in any op.
+    assert [t for t, _ in rec.ops[taps_step].taps] == [tap_name(B)]
+    assert rec.ops[route].replace == (("10.1.0.3/32", tap_name(B), 6),)
+    assert not any(isinstance(o, BirdWithdraw) for o in rec.ops)
+    assert statuses(desired, set()) == {A: "ACTIVE", B: "ACTIVE"}
+
+
+def test_a_deleted_port_is_withdrawn_before_its_route_goes_and_unguarded_last() -> None:
+    both = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3"))
+    observed = _converged(both, taps=dict([_tap(A, 5, True), _tap(B, 6, True)]), bird_running=True)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2")), observed)
+    rec = Recorder()
+    rec.run(plan(desired, observed))
+
+    withdraw = rec.index(BirdWithdraw)
+    assert "10.1.0.3/32" not in rec.ops[withdraw].config.endpoint_routes
+    assert "10.1.0.2/32" in rec.ops[withdraw].config.endpoint_routes
+    delete = rec.index(RoutesSet, lambda o: "10.1.0.3/32" in o.delete)
+    unguard = rec.index(GuardElements, lambda o: (tap_name(B), "10.1.0.3/32") in o.delete)
+    assert withdraw < delete < unguard
+    # The withdrawal is the final config: no second configure.
+    assert sum(isinstance(o, BirdConfigure) for o in rec.ops) == 1
+
+
+def test_an_anycast_member_failing_is_withdrawn_before_its_route_shrinks() -> None:
+    view = _view(
+        port(A, "10.1.0.2"),
+        port(B, "10.1.0.3"),
+        anycast={"id": "g1", "address": "10.1.0.80", "members": [A, B], "health_check": TCP},
+    )
+    taps = dict([_tap(A, 5, True), _tap(B, 6, True)])
+    healthy = {("g1", A): True, ("g1", B): True}
+    observed = _converged(view, taps=taps, bird_running=True, verdicts=healthy)
+    assert observed.anycast == {ANYCAST: frozenset({tap_name(A), tap_name(B)})}
+    # B's probe fails.
+    observed = dataclasses.replace(observed, verdicts={("g1", A): True, ("g1", B): False})
+    desired = desired_state("h1", view, observed)
+    rec = Recorder()
+    rec.run(plan(desired, observed))
+
+    withdraw = rec.index(BirdWithdraw)
+    assert [(str(r.prefix), r.healthy) for r in rec.ops[withdraw].config.anycast_routes] == [
+        (ANYCAST, 1)
+    ]
+    shrink = rec.index(AnycastRoutesSet)
+    assert rec.ops[shrink].serving == ((ANYCAST, (tap_name(A),)),)
+    assert withdraw < shrink
+    assert not any(isinstance(o, RoutesSet | ProbesSet | TapsPrepare) for o in rec.ops)
+
+
+def test_a_restarted_agent_on_a_correct_host_plans_and_applies_nothing() -> None:
+    view = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3", pairs=("10.9.0.0/24",)))
+    observed = _restarted(view, dict([_tap(A, 5, True), _tap(B, 6, True)]))
+    rec = Recorder()
+    rec.run(plan(desired_state("h1", view, observed), observed))
+    assert rec.ops == []
+
+
+def test_an_incremental_pass_after_a_pass_with_no_change_plans_nothing() -> None:
+    view = _view(port(A, "10.1.0.2"))
+    observed = _converged(view, taps=dict([_tap(A, 5)]), bird_running=True)
+    assert plan(desired_state("h1", view, observed), observed) == []
+
+
+def test_drift_is_repaired_a_hand_deleted_route_element_and_rule() -> None:
+    view = _view(port(A, "10.1.0.2"))
+    observed = _restarted(view, dict([_tap(A, 5, True)]))
+    assert observed.guard is not None
+    no_route = dataclasses.replace(observed, routes={})
+    assert plan(desired_state("h1", view, no_route), no_route) == [
+        RoutesSet(replace=(("10.1.0.2/32", tap_name(A), 5),))
+    ]
+    no_element = dataclasses.replace(
+        observed, guard=dataclasses.replace(observed.guard, elements={})
+    )
+    assert plan(desired_state("h1", view, no_element), no_element) == [
+        GuardElements(add=((tap_name(A), "10.1.0.2/32"),))
+    ]
+    rules = {**observed.guard.rules, "prerouting": observed.guard.rules["prerouting"] - 1}
+    no_rule = dataclasses.replace(observed, guard=dataclasses.replace(observed.guard, rules=rules))
+    (op,) = plan(desired_state("h1", view, no_rule), no_rule)
+    assert isinstance(op, GuardTable) and op.allowed == ((tap_name(A), ("10.1.0.2/32",)),)
+
+
+@pytest.mark.parametrize("failing", [GuardElements, TapsPrepare])
+def test_a_tap_that_could_not_be_guarded_or_prepared_gets_no_route_and_is_not_announced(
+    failing: type,
+) -> None:
+    observed = _converged(_view(), taps=dict([_tap(A, 5)]), bird_running=True)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2")), observed)
+    outcome = Outcome(errors=("no",), taps=frozenset({tap_name(A)}), failed=True)
+    rec = Recorder(fail={failing: outcome})
+    blocked = rec.run(plan(desired, observed))
+    assert not any(isinstance(o, RoutesSet) for o in rec.ops)
+    assert all("10.1.0.2/32" not in o.config.endpoint_routes for o in rec.ops if isinstance(o, BirdConfigure))  # fmt: skip
+    assert statuses(desired, blocked.taps) == {A: "DOWN"}
+
+
+def test_a_route_the_kernel_refused_is_not_announced() -> None:
+    observed = _converged(_view(), taps=dict([_tap(A, 5), _tap(B, 6)]), bird_running=True)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2"), port(B, "10.1.0.3")), observed)
+    refused = Outcome(errors=("1 route change(s) failed",), prefixes=frozenset({"10.1.0.3/32"}))
+    rec = Recorder(fail={RoutesSet: refused})
+    blocked = rec.run(plan(desired, observed))
+    (announce,) = [o for o in rec.ops if isinstance(o, BirdConfigure)]
+    assert announce.config.endpoint_routes == ("10.1.0.2/32",)
+    assert statuses(desired, blocked.taps) == {A: "ACTIVE", B: "DOWN"}
+
+
+def test_metrics_count_operations_changes_and_errors_per_step() -> None:
+    observed = _converged(_view(), taps=dict([_tap(A, 5)]), bird_running=True)
+    desired = desired_state("h1", _view(port(A, "10.1.0.2", "2001:db8::2")), observed)
+    metrics = PassMetrics()
+
+    class Failing(Recorder):
+        def apply(self, op: Op) -> Outcome:
+            if isinstance(op, BirdConfigure):
+                raise RuntimeError("bird says no")
+            return super().apply(op)
+
+    rec = Failing()
+    execute.run(plan(desired, observed), dict.fromkeys(("host", "nft", "taps", "routes", "nexthops", "probes", "bird"), rec), metrics)  # fmt: skip
+    assert metrics.steps["routes"].ops == 1 and metrics.routes_changed == 2
+    assert metrics.errors == ["announce: bird says no"]
+    assert metrics.to_json()["operations"] == metrics.operations == len(rec.ops) + 1
+
+
+def test_unchanged_ports_are_not_converted_again() -> None:
+    view = _view(port(A, "10.1.0.2"))
+    observed = _converged(view, taps=dict([_tap(A, 5)]))
+    first = desired_state("h1", view, observed)
+    again = desired_state("h1", view, observed, previous=first)
+    assert again.endpoints[A] is first.endpoints[A]
+    # A reported status replaces the object, but converts to the same endpoint.
+    echoed = _view({**port(A, "10.1.0.2"), "status": "ACTIVE"})
+    assert desired_state("h1", echoed, observed, previous=first).endpoints[A] is first.endpoints[A]
+    assert changed_ports(echoed, first) == []
+    changed = _view(port(A, "10.1.0.9"))
+    assert changed_ports(changed, first) == [A]
+    assert desired_state("h1", changed, observed, previous=first).routes == {
+        "10.1.0.9/32": tap_name(A)
+    }
+
+
+def test_a_bad_port_is_named_and_the_others_are_programmed() -> None:
+    bad = {"id": B, "fixed_ips": [{"ip_address": "10.1.0.999"}]}
+    observed = _converged(_view(), taps=dict([_tap(A, 5)]))
+    desired = desired_state("h1", _view(port(A, "10.1.0.2"), bad), observed)
+    assert desired.routes == {"10.1.0.2/32": tap_name(A)}
+    assert any(B in e and "10.1.0.999" in e for e in desired.errors)
+
+
+def test_a_restarted_agent_does_not_know_what_bird_announces_and_settles_it_after_the_routes() -> (
+    None
+):
+    both = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3"))
+    observed = _restarted(both, dict([_tap(A, 5, True), _tap(B, 6, True)]))
+    rec = Recorder()
+    rec.run(plan(desired_state("h1", _view(port(A, "10.1.0.2")), observed), observed))
+    assert not any(isinstance(o, BirdWithdraw) for o in rec.ops)
+    assert rec.index(RoutesSet) < rec.index(BirdConfigure)
