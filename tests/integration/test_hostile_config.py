@@ -19,11 +19,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from l3fabric.addresses import parse_address, parse_network
-from l3fabric.agent import desired as host_desired
 from l3fabric.agent.bird import host_bird_config
+from l3fabric.agent.desired import tap_name
+from l3fabric.agent.observed import Observed, TapState
+from l3fabric.agent.plan import desired_state
 from l3fabric.api.app import create_app
 from l3fabric.client import HostState
 from l3fabric.dataplane import nft
+from l3fabric.dataplane.links import LinkInfo
 from l3fabric.gateway import nat
 from l3fabric.gateway.bird import gateway_config, routing_from_state
 from l3fabric.lab import routers
@@ -171,13 +174,15 @@ def test_host_configs_are_accepted(snapshots, netns, tmp_path) -> None:
     for name in (H1, H2):
         state = snapshots[name]
         assert state.host is not None  # nothing the API accepted was left out
-        taps = {host_desired.tap_name(p) for p in state.ports}
-        wanted = host_desired.compute(state.ports.values(), taps)
+        # Every port plugged in: everything the agent would program is rendered.
+        plugged = {tap_name(p): TapState(LinkInfo(i, 1, {})) for i, p in enumerate(state.ports)}
+        wanted = desired_state(name, state, Observed(taps=plugged))
+        assert not wanted.errors, wanted.errors
         anycast = {f"{g['address']}/128": 2 for g in state.anycast.values()}
         config = host_bird_config(state, anycast=anycast, endpoints=wanted.routes)
         assert config.peers, "a host without peers proves nothing"
         _bird_accepts(render(config), tmp_path / f"{name}.conf")
-        _nft_accepts(ns, nft.render(wanted.allowed, isolated=["eth0"]), tmp_path / f"{name}.nft")
+        _nft_accepts(ns, nft.render(wanted.guard, isolated=["eth0"]), tmp_path / f"{name}.nft")
     assert len(snapshots[H1].ports) == 3
 
 
