@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from l3fabric.addresses import (
     IpAddressText,
@@ -83,15 +83,27 @@ class Peer(_Strict):
         return self
 
 
+def _unique_names(peers: list[Peer]) -> list[Peer]:
+    # A peer's name names its BGP session (BIRD protocol "p:NAME"): one name, one session.
+    names = [p.name for p in peers]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"peer names must be unique in a list: {', '.join(twice)} repeated")
+    return peers
+
+
+Peers = Annotated[list[Peer], AfterValidator(_unique_names)]
+
+
 class GatewayRegistration(_Strict):
     name: Name | None = None
     router_id: Ipv4AddressText
     asn: Asn | None = None
     fabric_addresses: list[PeerAddressText] = Field(min_length=1)
-    upstream: list[Peer] = []
+    upstream: Peers = []
     snat_address: IpAddressText | None = None
     # The gateway's BGP neighbours in the fabric; None: derived from the fabric's peering mode.
-    fabric_peers: list[Peer] | None = None
+    fabric_peers: Peers | None = None
     # Prefixes besides the subnets that the gateway accepts from the fabric
     # (router loopbacks, link nets), e.g. ["172.16.0.0/16", "172.17.0.0/16"].
     infrastructure: list[IpNetworkText] = []
@@ -102,7 +114,7 @@ class HostRegistration(_Strict):
     router_id: Ipv4AddressText
     address: PeerAddressText
     asn: Asn | None = None
-    peers: list[Peer] | None = None
+    peers: Peers | None = None
     rack: Name | None = None
 
 
