@@ -12,6 +12,7 @@ extended``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -29,6 +30,8 @@ from l3fabric.dataplane.sg_model import (
 )
 from l3fabric.dataplane.sg_render import ND_TYPES
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _PROTO_NUMBER = re.compile(r"^ipv([46])\s+\d+\s+\S+\s+(\d+)\s")
 _FIELD = re.compile(r"(\w+)=(\S+)")
 
@@ -80,9 +83,18 @@ def parse_conntrack(text: str) -> list[Flow]:
     return flows
 
 
+@functools.lru_cache(maxsize=1024)
+def _prefixes(prefixes: tuple[str, ...]) -> tuple[frozenset[Address], tuple[Network, ...]]:
+    """Host prefixes as addresses (a set lookup), the rest as networks (parsed once)."""
+    nets = [ipaddress.ip_network(p, strict=False) for p in prefixes]
+    hosts = frozenset(n.network_address for n in nets if n.num_addresses == 1)
+    return hosts, tuple(n for n in nets if n.num_addresses > 1)
+
+
 def _in(address: str, prefixes: Iterable[str]) -> bool:
     ip = ipaddress.ip_address(address)
-    return any(ip in ipaddress.ip_network(p) for p in prefixes if (":" in p) == (ip.version == 6))
+    hosts, nets = _prefixes(tuple(prefixes))
+    return ip in hosts or any(ip in n for n in nets if n.version == ip.version)
 
 
 def rule_matches(
@@ -132,8 +144,24 @@ def allows(state: SgState, port: SgPort | None, direction: Direction, flow: Flow
     return False
 
 
-def _owners(state: SgState, address: str) -> list[SgPort]:
-    return [p for p in state.ports.values() if _in(address, p.addresses)]
+class _Owners:
+    """The ports of this host holding an address: exact addresses by lookup, CIDRs by scan."""
+
+    def __init__(self, ports: Iterable[SgPort]) -> None:
+        self.exact: dict[Address, list[SgPort]] = {}
+        self.ranges: list[tuple[Network, SgPort]] = []
+        for port in ports:
+            hosts, nets = _prefixes(port.addresses)
+            for ip in hosts:
+                self.exact.setdefault(ip, []).append(port)
+            self.ranges += [(n, port) for n in nets]
+
+    def __call__(self, address: str) -> list[SgPort]:
+        ip = ipaddress.ip_address(address)
+        found = list(self.exact.get(ip, ()))
+        return found + [
+            p for n, p in self.ranges if n.version == ip.version and ip in n and p not in found
+        ]
 
 
 def stale_flows(
@@ -144,11 +172,12 @@ def stale_flows(
     An address held by several ports (anycast) passes if any of them admits it.
     """
     host = {ipaddress.ip_address(a) for a in host_addresses}
+    owners = _Owners(state.ports.values())
     stale = []
     for flow in flows:
         if ipaddress.ip_address(flow.src) in host or ipaddress.ip_address(flow.dst) in host:
             continue
-        senders, receivers = _owners(state, flow.src), _owners(state, flow.dst)
+        senders, receivers = owners(flow.src), owners(flow.dst)
         sent = not senders or any(allows(state, p, "egress", flow) for p in senders)
         received = not receivers or any(allows(state, p, "ingress", flow) for p in receivers)
         if not (sent and received):
