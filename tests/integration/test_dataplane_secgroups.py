@@ -98,18 +98,22 @@ class Lab:
         assert not state.errors
         return self.table.apply(state, full=full)
 
-    def tcp(self, src: str, dst: str, dport: int, v6: bool = False) -> bool:
+    def tcp(self, src: str, dst: str, dport: int, v6: bool = False, wait: float = 3) -> bool:
+        """A TCP connection src -> dst:dport within ``wait`` s (a drop costs all of it)."""
         address = VMS[dst][2 if v6 else 1]
-        code = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5)"
-        done = in_ns(self.vms[src], sys.executable, "-c", code, address, str(dport), check=False)
-        return done.returncode == 0
+        code = "import socket,sys; socket.create_connection(sys.argv[1:3], float(sys.argv[3]))"
+        argv = [sys.executable, "-c", code, address, str(dport), str(wait)]
+        return in_ns(self.vms[src], *argv, check=False).returncode == 0
 
-    def ping(self, src: str, dst: str, v6: bool = False) -> bool:
-        argv = ["ping", "-6" if v6 else "-4", "-c1", "-W1", VMS[dst][2 if v6 else 1]]
+    def blocked(self, src: str, dst: str, dport: int, v6: bool = False) -> bool:
+        return not self.tcp(src, dst, dport, v6, wait=0.7)
+
+    def ping(self, src: str, dst: str, v6: bool = False, wait: int = 3) -> bool:
+        argv = ["ping", "-6" if v6 else "-4", "-c1", f"-W{wait}", VMS[dst][2 if v6 else 1]]
         return in_ns(self.vms[src], *argv, check=False).returncode == 0
 
     def connection(self, src: str, dst: str, dport: int) -> subprocess.Popen[str]:
-        argv = [sys.executable, "-c", CLIENT, VMS[dst][1], str(dport), "1"]
+        argv = [sys.executable, "-c", CLIENT, VMS[dst][1], str(dport), "2"]
         client = subprocess.Popen(
             ["ip", "netns", "exec", self.vms[src], *argv],
             stdin=subprocess.PIPE,
@@ -186,12 +190,12 @@ def test_default_group_admits_members_only(lab: Lab) -> None:
     )
     assert report.transaction.full
     assert lab.tcp("a", "b", 22) and lab.tcp("b", "a", 80) and lab.ping("b", "a")
-    assert not lab.tcp("c", "a", 80) and not lab.ping("c", "b")
+    assert lab.blocked("c", "a", 80) and not lab.ping("c", "b", wait=1)
     # c's group admits nothing new: the members cannot reach it either.
-    assert not lab.tcp("a", "c", 80)
+    assert lab.blocked("a", "c", 80)
     # IPv6 through the same group, with neighbour discovery host <-> VM working.
     assert lab.tcp("a", "b", 80, v6=True) and lab.ping("b", "a", v6=True)
-    assert not lab.tcp("c", "a", 80, v6=True)
+    assert lab.blocked("c", "a", 80, v6=True)
 
 
 def test_restart_changes_nothing(lab: Lab) -> None:
@@ -211,22 +215,22 @@ def test_tcp_80_only_and_stateful_without_egress(lab: Lab) -> None:
         [port("a", [WEB]), port("c", [OTHER])],
     )
     assert lab.tcp("c", "a", 80)  # the reply passes: stateful
-    assert not lab.tcp("c", "a", 22)
-    assert not lab.ping("c", "a")
+    assert lab.blocked("c", "a", 22)
+    assert not lab.ping("c", "a", wait=1)
     # WEB has no egress rule: a cannot start a connection, though c admits TCP.
-    assert not lab.tcp("a", "c", 80)
+    assert lab.blocked("a", "c", 80)
 
 
 def test_member_added_and_removed(lab: Lab) -> None:
     groups = {DEFAULT: default_rules(DEFAULT), OTHER: [rule("egress")]}
     lab.apply(groups, [port("a", [DEFAULT]), port("c", [OTHER])])
-    assert not lab.tcp("c", "a", 22)
+    assert lab.blocked("c", "a", 22)
     # c joins DEFAULT: its address enters the set, nothing else changes.
     report = lab.apply(groups, [port("a", [DEFAULT]), port("c", [OTHER, DEFAULT])])
     assert "delete" not in report.transaction.script
     assert lab.tcp("c", "a", 22)
     report = lab.apply(groups, [port("a", [DEFAULT]), port("c", [OTHER])])
-    assert not lab.tcp("c", "a", 22)
+    assert lab.blocked("c", "a", 22)
 
 
 def test_deleting_the_only_rule_cuts_an_established_connection(lab: Lab) -> None:
@@ -257,7 +261,7 @@ def test_port_security_off_passes_all(lab: Lab) -> None:
         [port("a", [OTHER]), port("b", [], security=False), port("c", [], security=False)],
     )
     assert lab.tcp("c", "b", 22) and lab.ping("b", "c", v6=True)
-    assert not lab.tcp("c", "a", 22)  # a still has its (empty) group
+    assert lab.blocked("c", "a", 22)  # a still has its (empty) group
 
 
 def test_hand_deleted_rule_is_restored_by_a_full_apply(lab: Lab) -> None:
@@ -273,7 +277,7 @@ def test_hand_deleted_rule_is_restored_by_a_full_apply(lab: Lab) -> None:
     )
     handle = next(i["rule"]["handle"] for i in listing["nftables"] if "rule" in i)
     in_ns(lab.host, "nft", "delete", "rule", "inet", "l3fabric-sg", chain, "handle", str(handle))
-    assert not lab.tcp("c", "a", 80)
+    assert lab.blocked("c", "a", 80)
     report = lab.apply(groups, ports, full=True)
     assert report.transaction.chains == (chain,) and not report.transaction.full
     assert lab.tcp("c", "a", 80)

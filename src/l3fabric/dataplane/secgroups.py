@@ -5,6 +5,9 @@ it against the kernel's table (``full``: read back with ``nft -j``, so drift
 is repaired) or against what it applied last (incremental), runs the one
 ``nft -f`` transaction that is needed, and, when the change may admit less,
 removes the conntrack entries of flows the new rules would not let start.
+
+For a plan/applier split: ``listing()`` (observe), ``sg_diff.transaction``
+(plan, pure), ``run_script`` and ``prune`` (apply).
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class SecurityGroupsTable:
         done = self._run(["nft", "-j", "list", "table", FAMILY, TABLE])
         return parse_listing(done.stdout) if done.returncode == 0 else None
 
-    def _nft(self, script: str) -> None:
+    def run_script(self, script: str) -> None:
+        """Run one ``nft -f`` transaction (e.g. a planned ``Transaction.script``)."""
         done = self._run(["nft", "-f", "-"], stdin=script)
         if done.returncode != 0:
             self._applied = None  # unknown now: read the kernel next time
@@ -80,13 +84,13 @@ class SecurityGroupsTable:
         started = time.monotonic()
         if todo.script:
             try:
-                self._nft(todo.script)
+                self.run_script(todo.script)
             except NftError:
                 if todo.full:
                     raise
                 # Patching failed (objects changed by hand): replace the table.
                 todo = transaction(rendered, None)
-                self._nft(todo.script)
+                self.run_script(todo.script)
         report.nft_s = time.monotonic() - started
         report.transaction = todo
         self._applied = listing_of(rendered)
