@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from l3fabric import __version__
+from l3fabric.agent.execute import PassMetrics
+from l3fabric.agent.passlog import PassLog, summary
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher
 from l3fabric.routing.bird_config import BirdConfig, SkippedPeer
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
@@ -53,6 +55,9 @@ class ReconcileAgent(abc.ABC):
         self.passes = 0
         self.last_seconds: float | None = None
         self.last_failed: list[str] = []
+        # The last pass's metrics (the subclass's pass sets it) and the recent ones.
+        self.last_pass: PassMetrics | None = None
+        self.pass_log = PassLog(run_dir)
         # Sessions the last rendered config left out (no local address BIRD needs).
         self.skipped_sessions: tuple[SkippedPeer, ...] = ()
         self._dirty = threading.Event()
@@ -161,6 +166,26 @@ class ReconcileAgent(abc.ABC):
         ]
         return running + skipped
 
+    # Pass metrics ---------------------------------------------------------------------
+
+    def publish(self, metrics: PassMetrics, started: float, headline: str) -> PassMetrics:
+        """Finish ``metrics`` (a pass begun at monotonic ``started``): keep, log if it did something."""
+        metrics.seconds = time.monotonic() - started
+        self.last_pass = metrics
+        if metrics.operations or metrics.errors:
+            log.info(
+                "pass %d (%s): %s, %d operations in %.3f s (%s)%s",
+                metrics.number,
+                metrics.kind,
+                headline,
+                metrics.operations,
+                metrics.seconds,
+                ", ".join(f"{k} {v.seconds:.3f}" for k, v in metrics.steps.items()),
+                f"; failed: {'; '.join(metrics.errors)}" if metrics.errors else "",
+            )
+        self.pass_log.record(metrics)
+        return metrics
+
     # Status to the controller ---------------------------------------------------------
 
     def about(self) -> dict[str, Any]:
@@ -171,6 +196,7 @@ class ReconcileAgent(abc.ABC):
             "last_pass_s": self.last_seconds,
             "errors": self.last_failed,
             "controller_connected": self.watcher.connected,
+            "last_pass": summary(self.last_pass) if self.last_pass else None,
         }
 
     def _report_loop(self) -> None:
