@@ -28,12 +28,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from l3fabric.addresses import Address, Network, require_address, require_network
+from l3fabric.dataplane import ifnames
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.nft import NftTable, digest_of, table_with_digest
 
 FAMILY = "inet"
 TABLE = "l3fabric_gw"
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _TIMEOUT_S = 10
 
 
@@ -48,7 +48,7 @@ class NatPolicy:
 
     def __post_init__(self) -> None:
         for name in self.upstream_interfaces:
-            if not _IFNAME.match(name):
+            if not ifnames.ruleset_safe(name):
                 raise ValueError(f"bad upstream interface name {name!r}")
         for prefix in self.private:
             require_network(prefix, "private prefix")
