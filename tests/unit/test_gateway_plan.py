@@ -7,6 +7,7 @@ nexthop groups and BIRD); the order rules are asserted on what they record.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from l3fabric.agent import execute
 from l3fabric.agent.execute import PassMetrics
@@ -204,3 +205,11 @@ def test_forwarding_sysctls_come_first() -> None:
     observed = dataclasses.replace(converged(view()), sysctls={}, nat=None)
     ops = plan(desired_state("gw1", view(), observed), observed)
     assert [type(o) for o in ops] == [SysctlSet, NatTableSet]
+
+
+def test_the_heartbeat_summary_of_a_failing_pass_stays_small() -> None:
+    metrics = PassMetrics(number=7)
+    metrics.step("nat").errors += [f"nat: {'x' * 5000} {i}" for i in range(1000)]
+    small = summary(metrics)
+    assert small["error_count"] == 1000 and len(small["errors"]) == 5
+    assert len(json.dumps(small)) < 4096  # the heartbeat's free-form fields: 16 KiB
