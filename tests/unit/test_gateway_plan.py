@@ -9,9 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from l3fabric.agent import execute
 from l3fabric.agent.execute import PassMetrics
-from l3fabric.agent.ops import OK, BirdConfigure, BirdWithdraw, Op, Outcome, SysctlSet
+from l3fabric.agent.ops import BirdConfigure, BirdWithdraw, Outcome, SysctlSet
 from l3fabric.agent.passlog import summary
 from l3fabric.client import HostState
 from l3fabric.gateway.nat import expected_listing
@@ -21,17 +20,12 @@ from l3fabric.gateway.plan import FORWARDING, DesiredGateway, desired_state, pla
 from l3fabric.routing.anycast_routes import LearnedPath, NextHop
 from l3fabric.routing.bird_config import render
 
-NETWORKS = {"pub": {"id": "pub", "router:external": True}, "priv": {"id": "priv"}}
+from .recording import Recorder
+from .test_gateway_policy import GATEWAY, NETWORKS
+
 SUBNETS = {
     "s1": {"id": "s1", "network_id": "pub", "cidr": "203.0.113.0/25"},
     "s4": {"id": "s4", "network_id": "priv", "cidr": "10.1.0.0/24"},
-}
-GATEWAY = {
-    "name": "gw1",
-    "router_id": "172.17.0.2",
-    "fabric_addresses": ["172.16.0.0"],
-    "upstream": [{"name": "internet", "address": "192.0.2.0", "asn": 64496}],
-    "snat_address": "192.0.2.1",
 }
 EGRESS = {"192.0.2.0": frozenset({"l3f-up"})}
 ANYCAST = "10.1.0.100/32"
@@ -69,26 +63,6 @@ def converged(state: HostState, **observed: object) -> GatewayObserved:
     )
 
 
-class Recorder:
-    """Every applier at once: records each op; ``fail`` maps an op type to its outcome."""
-
-    def __init__(self, fail: dict[type, Outcome] | None = None) -> None:
-        self.ops: list[Op] = []
-        self.fail = fail or {}
-
-    def apply(self, op: Op) -> Outcome:
-        self.ops.append(op)
-        return self.fail.get(type(op), OK)
-
-    def run(self, ops: list[Op]) -> PassMetrics:
-        metrics = PassMetrics()
-        execute.run(ops, dict.fromkeys(("host", "nat", "anycast", "bird"), self), metrics)
-        return metrics
-
-    def index(self, kind: type) -> int:
-        return next(i for i, op in enumerate(self.ops) if isinstance(op, kind))
-
-
 def test_a_restarted_agent_on_a_right_gateway_plans_nothing() -> None:
     state = view()
     observed = converged(state, learned=learned(("172.16.0.1", 2)))
@@ -107,8 +81,8 @@ def test_a_new_public_subnet_is_announced_after_the_nat_table_is_in_place() -> N
     observed = GatewayObserved(egress=EGRESS)
     state = view(s2={"id": "s2", "network_id": "pub", "cidr": "198.51.100.0/24"})
     desired = desired_state("gw1", state, observed)
-    rec = Recorder()
-    metrics = rec.run(plan(desired, observed))
+    rec, metrics = Recorder(), PassMetrics()
+    rec.run(plan(desired, observed), metrics)
 
     nat = rec.index(NatTableSet)
     announce = rec.index(GatewayBirdConfigure)
@@ -130,8 +104,11 @@ def test_a_new_public_subnet_on_a_settled_gateway_only_reconfigures_bird() -> No
 def test_bird_is_not_given_a_new_subnet_while_the_nat_table_failed() -> None:
     observed = converged(view())
     state = view(s5={"id": "s5", "network_id": "priv", "cidr": "10.2.0.0/24"})
-    rec = Recorder(fail={NatTableSet: Outcome(errors=("nat: refused",), failed=True)})
-    metrics = rec.run(plan(desired_state("gw1", state, observed), observed))
+    rec, metrics = (
+        Recorder(fail={NatTableSet: Outcome(errors=("nat: refused",), failed=True)}),
+        PassMetrics(),
+    )
+    rec.run(plan(desired_state("gw1", state, observed), observed), metrics)
 
     assert [type(o) for o in rec.ops] == [NatTableSet]  # no import of an unshielded range
     assert metrics.errors == ["nat: refused"]

@@ -174,17 +174,12 @@ class HostAgent(ReconcileAgent):
             self._model = None
             return self._publish(metrics, started)
         metrics.timed("observe", begun)
-        begun = time.monotonic()
-        desired = desired_state(self.host, view, observed, self._desired)
-        if desired.bird is not None:
-            self.note_skipped(desired.bird)  # sessions BIRD cannot run: logged and reported
-        metrics.step("desired").errors += desired.errors
-        metrics.timed("desired", begun)
-        begun = time.monotonic()
-        ops = plan(desired, observed)
-        metrics.timed("plan", begun)
-        blocked = execute.run(ops, self._appliers, metrics)
-        failed = any(s.errors for name, s in metrics.steps.items() if name != "desired")
+        desired, blocked, failed = self.plan_and_run(
+            metrics,
+            lambda: desired_state(self.host, view, observed, self._desired),
+            lambda desired: plan(desired, observed),
+            self._appliers,
+        )
         # After a failure the kernel may hold anything in between: re-read it.
         self._model = None if failed else after(desired, observed)
         self._desired = desired

@@ -110,17 +110,12 @@ class GatewayAgent(ReconcileAgent):
             metrics.step("observe").errors.append(f"observe: {exc}")
             return self._publish(metrics, started)
         metrics.timed("observe", begun)
-        begun = time.monotonic()
-        desired = desired_state(self.name, view, observed, log_file=self.bird_log)
-        if desired.bird is not None:
-            self.note_skipped(desired.bird)  # sessions BIRD cannot run: logged and reported
-        metrics.step("desired").errors += desired.errors
-        metrics.timed("desired", begun)
-        begun = time.monotonic()
-        ops = plan(desired, observed)
-        metrics.timed("plan", begun)
-        execute.run(ops, self._appliers, metrics)
-        failed = any(s.errors for name, s in metrics.steps.items() if name != "desired")
+        desired, _, failed = self.plan_and_run(
+            metrics,
+            lambda: desired_state(self.name, view, observed, log_file=self.bird_log),
+            lambda desired: plan(desired, observed),
+            self._appliers,
+        )
         self._bird_policy = None if failed or desired.bird is None else desired.policy
         self.desired = desired
         return self._publish(metrics, started)
