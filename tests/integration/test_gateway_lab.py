@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from l3fabric.gateway.nat import snat_flows
+from l3fabric.lab import routers
 from l3fabric.routing.bird_control import BirdControl
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
@@ -88,8 +89,8 @@ def announced_to_internet(lab: Lab) -> set[str]:
     """The prefixes the internet router's BIRD holds from the gateway (both families)."""
     ctl = BirdControl(str(lab.state.bird_ctl("internet")))
     prefixes: set[str] = set()
-    for protocol in ("peer_gw1", "peer_gw1_v6"):
-        for _, text in ctl.request(f"show route protocol {protocol}"):
+    for session in (s for s in lab.plan.sessions("internet") if s.peer == "gw1"):
+        for _, text in ctl.request(f"show route protocol '{routers.session_name(session)}'"):
             match = re.match(r"^([0-9a-fA-F:.]+/\d+)\s", text)
             if match:
                 prefixes.add(match.group(1))

@@ -157,13 +157,13 @@ class ReconcileAgent(abc.ABC):
             return
         self.skipped_sessions = config.skipped_peers
         for s in config.skipped_peers:
-            log.warning("BGP session %s (%s) skipped: %s", s.name, s.address, s.reason)
+            log.warning("BGP session %s (%s) skipped: %s", s.protocol, s.address, s.reason)
         self.report_soon()
 
     def bgp_sessions(self) -> list[dict[str, Any]]:
         """BIRD's BGP sessions, then the skipped ones (state ``skipped``, the reason as info)."""
         skipped = [
-            {"name": s.name, "peer": str(s.address), "state": "skipped", "info": s.reason}
+            {"name": s.protocol, "peer": str(s.address), "state": "skipped", "info": s.reason}
             for s in self.skipped_sessions
         ]
         if not self.bird.alive():
@@ -174,7 +174,7 @@ class ReconcileAgent(abc.ABC):
             log.debug("reading BIRD status failed: %s", exc)
             return skipped
         running = [
-            {"name": p.name, "peer": "", "state": p.state, "info": p.info}
+            {"name": p.name, "peer": p.neighbor, "state": p.state, "info": p.info}
             for p in protocols
             if p.proto == "BGP"
         ]

@@ -283,6 +283,7 @@ def _peer_config() -> str:
         name="host",
         address=parse_address(HOST_ADDRESS),
         asn=HOST_AS,
+        role="h",
         bfd=True,
         import_policy=Policy("all"),
         export_policy=Policy("none"),

@@ -17,12 +17,12 @@ import ipaddress
 import uuid
 from typing import Any
 
-from l3fabric.api.errors import NeutronError, bad_request, conflict
 from l3fabric.keys import neutron_key, neutron_prefix
 from l3fabric.model.neutron import SecurityGroupBody, SecurityGroupRuleBody
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
+    Collection,
     Context,
     Resource,
     bumped,
@@ -32,6 +32,7 @@ from l3fabric.service.common import (
     standard_attrs,
     validate,
 )
+from l3fabric.service.errors import BadRequest, bad_request, conflict
 from l3fabric.store import (
     Create,
     Delete,
@@ -39,6 +40,7 @@ from l3fabric.store import (
     KeyValue,
     Op,
     RevisionMismatchError,
+    Store,
     Update,
 )
 
@@ -120,6 +122,10 @@ class SecurityGroups(Resource):
     label = "Security group"
     model = SecurityGroupBody
 
+    def __init__(self, store: Store, *, ports: Collection) -> None:
+        super().__init__(store)
+        self.ports = ports
+
     def ensure_default(self, project_id: str) -> str:
         """The id of the project's default group, created if it is not there yet."""
         group_id = default_group_id(project_id)
@@ -190,7 +196,7 @@ class SecurityGroups(Resource):
                     "The default security group cannot be deleted: ports without"
                     " security_groups use it.",
                 )
-            if self.service.ports.list(ctx, {"security_groups": [object_id]}):
+            if self.ports.list(ctx, {"security_groups": [object_id]}):
                 raise conflict("SecurityGroupInUse", f"Security Group {object_id} in use.")
             ops: list[Op] = [
                 Delete(neutron_key("security-group-rules", r["id"]))
@@ -224,10 +230,14 @@ class SecurityGroupRules(Resource):
     label = "Security group rule"
     model = SecurityGroupRuleBody
 
+    def __init__(self, store: Store, *, security_groups: Collection) -> None:
+        super().__init__(store)
+        self.security_groups = security_groups
+
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(SecurityGroupRuleBody, data, create=True)
         attrs = body.api_attrs()
-        groups = self.service.security_groups
+        groups = self.security_groups
         protocol = _protocol(body.protocol)
         _check_ports(protocol, body.port_range_min, body.port_range_max)
         if body.remote_ip_prefix is not None:
@@ -278,7 +288,7 @@ class SecurityGroupRules(Resource):
 
     def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
         def plan(kv: KeyValue) -> list[Op]:
-            group_kv = self.service.security_groups.read(kv.value["security_group_id"])
+            group_kv = self.security_groups.read(kv.value["security_group_id"])
             keep = [r for r in group_kv.value["security_group_rules"] if r["id"] != object_id]
             new_group = bumped(group_kv.value, {"security_group_rules": keep})
             return [Update(group_kv.key, new_group, group_kv.mod_revision)]
@@ -318,5 +328,5 @@ def _check_ports(protocol: str | None, low: int | None, high: int | None) -> Non
         raise _invalid_range(low, high, f"protocol {protocol} has no ports")
 
 
-def _invalid_range(low: int | None, high: int | None, why: str) -> NeutronError:
+def _invalid_range(low: int | None, high: int | None, why: str) -> BadRequest:
     return bad_request(f"Invalid port range {low}:{high}: {why}", "SecurityGroupInvalidPortRange")
