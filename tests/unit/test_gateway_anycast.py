@@ -12,9 +12,11 @@ from fractions import Fraction
 
 import pytest
 
+from l3fabric.agent.ops import OK
 from l3fabric.dataplane.nexthops import MAX_WEIGHT, Member, NexthopFailure, NexthopPlan
 from l3fabric.dataplane.nexthops import NexthopProgrammingError as ProgrammingError
 from l3fabric.gateway.anycast import AnycastSync, anycast_members, integer_weights
+from l3fabric.gateway.ops import AnycastGroupsSet
 from l3fabric.routing.anycast_routes import (
     LearnedPath,
     NextHop,
@@ -315,3 +317,19 @@ def test_one_slow_poll_does_not_put_the_next_one_far_away() -> None:
     sync._stop.wait = wait  # type: ignore[method-assign]
     sync._run()
     assert pauses and pauses[0] <= 0.5
+
+
+def test_the_pass_and_the_poll_share_one_writer() -> None:
+    bird, routes, clock = FakeBird(GATEWAY), FakeRoutes(), [100.0]
+    sync = make_sync(bird, routes, clock)
+    # The gateway pass repairs a group (gateway/ops.py AnycastGroupsSet) ...
+    wanted = anycast_members(parse_anycast_routes(GATEWAY))
+    op = AnycastGroupsSet(groups=tuple((p, tuple(m)) for p, m in sorted(wanted.items())))
+    assert sync.apply(op) == OK and routes.calls == [wanted]
+    assert [p["prefix"] for p in sync.status()["prefixes"]] == sorted(wanted)
+    # ... and the poll that follows knows it: the same answer touches nothing.
+    clock[0] += 0.1
+    assert sync.step() is False and len(routes.calls) == 1
+    # A refused change is the op's error, for the pass's metrics.
+    routes.refuse = [NexthopFailure("group 7", 22)]
+    assert sync.apply(op).errors == ("anycast: group 7: Invalid argument",)
