@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -350,6 +350,12 @@ class HostState:
         rules): every fixed IP and allowed address pair; a shared frozenset."""
         assert self.index is not None
         return self.index.addresses(group_id)
+
+    def member_addresses(self) -> Mapping[str, frozenset[str]]:
+        """Group id -> ``group_members`` of every group with members, a read-only
+        view (the ``members`` argument of ``dataplane.sg_model.build_state``)."""
+        assert self.index is not None
+        return self.index.by_group()
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> HostState:

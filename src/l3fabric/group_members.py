@@ -12,6 +12,7 @@ replaced (never edited) on change, so a copy of the index shares them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 Member = dict[str, Any]
@@ -37,6 +38,10 @@ class GroupMembers:
 
     def addresses(self, group_id: str) -> frozenset[str]:
         return self._addresses.get(group_id, frozenset())
+
+    def by_group(self) -> Mapping[str, frozenset[str]]:
+        """Every group with members -> their addresses (a read-only view)."""
+        return MappingProxyType(self._addresses)
 
     def changed(
         self,

@@ -46,6 +46,10 @@ def test_a_snapshot_fills_groups_and_members() -> None:
     assert state.group_members("sg1") == {"10.0.0.5", "2001:db8::5", "10.0.0.6", "10.0.1.0/28"}
     assert state.group_members("sg2") == {"10.0.0.6", "10.0.1.0/28"}
     assert state.group_members("nobody") == set()
+    assert dict(state.member_addresses()) == {
+        "sg1": state.group_members("sg1"),
+        "sg2": state.group_members("sg2"),
+    }
 
 
 def test_member_events_move_addresses_between_groups() -> None:
