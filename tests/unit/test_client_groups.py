@@ -4,9 +4,16 @@ canonical addresses get in."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from l3fabric import keys
 from l3fabric.client import HostState
+from l3fabric.service.watch import snapshot
+from l3fabric.store.sqlite import SqliteStore
 
 
 def _member(port_id: str, groups: list[str], addresses: list[str]) -> dict[str, Any]:
@@ -17,31 +24,34 @@ def _ev(type_: str, kind: str, id_: str, obj: Any = None) -> dict[str, Any]:
     return {"type": type_, "kind": kind, "id": id_, "revision": 1, "object": obj}
 
 
-def _snapshot(**extra: Any) -> dict[str, Any]:
-    base = {
-        "revision": 5,
-        "fabric": {},
-        "host": None,
-        "gateways": [],
-        "hosts": [],
-        "networks": [],
-        "subnets": [],
-        "ports": [],
-    }
-    return {**base, **extra}
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "db")
+    yield s
+    s.close()
 
 
-def test_a_snapshot_fills_groups_and_members() -> None:
-    group = {"id": "sg1", "name": "web", "security_group_rules": [{"id": "r1"}]}
-    state = HostState.from_snapshot(
-        _snapshot(
-            security_groups=[group],
-            members=[
-                _member("p1", ["sg1"], ["10.0.0.5", "2001:db8::5"]),
-                _member("p2", ["sg1", "sg2"], ["10.0.0.6", "10.0.1.0/28"]),
-            ],
-        )
+def _store_port(store: SqliteStore, port_id: str, groups: list[str], *addresses: str) -> None:
+    """A stored port on another host: its first address fixed, the rest address pairs."""
+    first, *pairs = addresses
+    store.put(
+        keys.neutron_key("ports", port_id),
+        {
+            "id": port_id,
+            "binding:host_id": "h2",
+            "security_groups": groups,
+            "fixed_ips": [{"subnet_id": "s1", "ip_address": first}],
+            "allowed_address_pairs": [{"ip_address": a} for a in pairs],
+        },
     )
+
+
+def test_a_snapshot_fills_groups_and_members(store: SqliteStore) -> None:
+    group = {"id": "sg1", "name": "web", "security_group_rules": [{"id": "r1"}]}
+    store.put(keys.neutron_key("security-groups", "sg1"), group)
+    _store_port(store, "p1", ["sg1"], "10.0.0.5", "2001:db8::5")
+    _store_port(store, "p2", ["sg1", "sg2"], "10.0.0.6", "10.0.1.0/28")
+    state = HostState.from_snapshot(snapshot(store, "h1"))
     assert state.security_groups == {"sg1": group}
     assert state.group_members("sg1") == {"10.0.0.5", "2001:db8::5", "10.0.0.6", "10.0.1.0/28"}
     assert state.group_members("sg2") == {"10.0.0.6", "10.0.1.0/28"}
@@ -97,7 +107,7 @@ def test_security_group_events_replace_and_delete_groups() -> None:
     assert state.security_groups == {}
 
 
-def test_records_with_non_canonical_addresses_are_left_out() -> None:
+def test_records_with_non_canonical_addresses_are_left_out(store: SqliteStore) -> None:
     state = HostState()
     state.apply("h1", _ev("put", "member", "p1", _member("p1", ["a"], ["10.0.0.5"])))
     # A member whose address is not canonical counts as absent, also for its group.
@@ -110,7 +120,8 @@ def test_records_with_non_canonical_addresses_are_left_out() -> None:
     state.apply("h1", _ev("put", "security_group", "sg1", {"id": "sg1",
                                                             "security_group_rules": [rule]}))  # fmt: skip
     assert state.security_groups == {}
-    snap = HostState.from_snapshot(
-        _snapshot(members=[_member("p1", ["a"], ["010.0.0.5"]), _member("p2", ["a"], ["10.0.0.6"])])
-    )
+    # A record stored before the API refused such addresses.
+    _store_port(store, "p1", ["a"], "010.0.0.5")
+    _store_port(store, "p2", ["a"], "10.0.0.6")
+    snap = HostState.from_snapshot(snapshot(store, "h1"))
     assert set(snap.members) == {"p2"} and snap.group_members("a") == {"10.0.0.6"}

@@ -19,6 +19,10 @@ def _port(client, net, **attrs):
     return make(client, "ports", "port", network_id=net["id"], **attrs)
 
 
+def _create(client, net, **attrs):
+    return client.post("/v2.0/ports", json={"port": {"network_id": net["id"], **attrs}})
+
+
 def _update(client, port_id, **attrs):
     return client.put(f"/v2.0/ports/{port_id}", json={"port": attrs})
 
@@ -60,16 +64,7 @@ def test_a_network_can_change_its_default(client) -> None:
 def test_a_port_without_port_security_cannot_have_groups(client) -> None:
     net = _network(client)
     web = _group(client)
-    r = client.post(
-        "/v2.0/ports",
-        json={
-            "port": {
-                "network_id": net["id"],
-                "port_security_enabled": False,
-                "security_groups": [web["id"]],
-            }
-        },
-    )
+    r = _create(client, net, port_security_enabled=False, security_groups=[web["id"]])
     assert error(r, 400) == "PortSecurityAndIPRequiredForSecurityGroups"
     assert client.get("/v2.0/ports").json()["ports"] == []  # nothing was created
     port = _port(client, net, port_security_enabled=False, security_groups=[])
@@ -98,16 +93,7 @@ def test_allowed_address_pairs_need_port_security(client, on_create: bool) -> No
     net = _network(client)
     pairs = [{"ip_address": "10.0.0.99"}]
     if on_create:
-        r = client.post(
-            "/v2.0/ports",
-            json={
-                "port": {
-                    "network_id": net["id"],
-                    "port_security_enabled": False,
-                    "allowed_address_pairs": pairs,
-                }
-            },
-        )
+        r = _create(client, net, port_security_enabled=False, allowed_address_pairs=pairs)
     else:
         port = _port(client, net, allowed_address_pairs=pairs)
         r = _update(client, port["id"], port_security_enabled=False, security_groups=[])
