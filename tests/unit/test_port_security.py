@@ -107,3 +107,12 @@ def test_allowed_address_pairs_need_port_security(client, on_create: bool) -> No
             allowed_address_pairs=[],
         )
         assert r.status_code == 200, r.text
+
+
+def test_the_networks_own_ports_get_no_default_group(client) -> None:
+    # Neutron's trusted ports: a router interface's or floating IP's address
+    # must not become a member of the project's default group.
+    net = _network(client)
+    router_port = _port(client, net, device_owner="network:router_interface")
+    assert router_port["security_groups"] == []
+    assert _port(client, net, device_owner="compute:nova")["security_groups"]

@@ -148,7 +148,9 @@ class Ports(Resource):
         )
         if "security_groups" in sent:
             value["security_groups"] = self._check_groups(body.security_groups)
-        elif secured:
+        elif secured and not body.device_owner.startswith("network:"):
+            # Neutron trusts the network's own ports (router interfaces, floating
+            # IPs): they get no default group, so their addresses are in no group.
             value["security_groups"] = [self.security_groups.ensure_default(value["project_id"])]
         key = self.key(value["id"])
         for _ in range(CLAIM_ATTEMPTS):
