@@ -16,12 +16,14 @@ from pydantic import ValidationError
 
 from l3fabric.keys import neutron_key, neutron_prefix
 from l3fabric.model.neutron import Body
+from l3fabric.service import policy
 from l3fabric.service.errors import (
     Conflict,
     NotFound,
     PreconditionFailed,
     bad_request,
     conflict,
+    forbidden,
     not_found,
 )
 from l3fabric.store import (
@@ -108,13 +110,13 @@ def _explain(exc: ValidationError) -> str:
 
 def standard_attrs(attrs: JSON, ctx: Context) -> JSON:
     """id, project, timestamps and revision of a new resource."""
-    project = attrs.get("project_id") or attrs.get("tenant_id") or ctx.project_id
     if (
         attrs.get("project_id")
         and attrs.get("tenant_id")
         and attrs["project_id"] != attrs["tenant_id"]
     ):
         raise bad_request("project_id and tenant_id differ; give one of them")
+    project = policy.requested_project(attrs, ctx)
     stamp = now()
     return {
         "id": new_id(),
@@ -205,15 +207,39 @@ class Collection:
             raise self.missing(object_id)
         return kv
 
+    def visibility(self, ctx: Context) -> Callable[[JSON], bool]:
+        """Which objects ``ctx`` may see (Neutron's get_* policy): by default
+        its project's, or all for an admin."""
+        return lambda obj: policy.owns(ctx, obj)
+
+    def view(self, obj: JSON, ctx: Context) -> JSON:
+        """``obj`` as ``ctx`` may see it (subclasses hide admin-only fields)."""
+        return obj
+
     def get(self, object_id: str, ctx: Context) -> JSON:
-        return self.read(object_id).value
+        """The object if ``ctx`` may see it; another project's is a 404, as in Neutron."""
+        value = self.read(object_id).value
+        if not self.visibility(ctx)(value):
+            raise self.missing(object_id)
+        return self.view(value, ctx)
+
+    def authorize(self, object_id: str, ctx: Context, action: str) -> JSON:
+        """The object ``ctx`` is about to change: 404 if it may not see it,
+        403 if it sees it but is not its project's (a shared network)."""
+        value = self.read(object_id).value
+        if not self.visibility(ctx)(value):
+            raise self.missing(object_id)
+        if not policy.owns(ctx, value):
+            raise forbidden(action)
+        return value
 
     def list(self, ctx: Context, filters: dict[str, list[str]] | None = None) -> list[JSON]:
         kvs, _ = self.store.range(neutron_prefix(self.collection))
-        if not filters:
-            return [kv.value for kv in kvs]
-        accept = make_filter(filters)
-        return [kv.value for kv in kvs if accept(kv.value)]
+        # Visibility first: a filter (fixed_ips=ip_address=..., device_id=...)
+        # must not tell a member anything about what it may not see.
+        visible = self.visibility(ctx)
+        accept = make_filter(filters) if filters else lambda obj: True
+        return [self.view(kv.value, ctx) for kv in kvs if visible(kv.value) and accept(kv.value)]
 
 
 class Resource(Collection):
@@ -237,6 +263,7 @@ class Resource(Collection):
         raise NotImplementedError
 
     def update(self, object_id: str, data: Any, ctx: Context, if_match: int | None) -> JSON:
+        self.authorize(object_id, ctx, f"update_{self.singular}")
         body = validate(self.model, data, create=False)
         attrs = body.api_attrs()
         return self.modify(object_id, lambda old: (self.changes(old, attrs), []), if_match)

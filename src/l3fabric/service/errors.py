@@ -23,6 +23,10 @@ class BadRequest(ServiceError):
     """The request itself is wrong: a malformed body, an invalid value."""
 
 
+class Forbidden(ServiceError):
+    """The caller may see what it names but may not do this to it (Neutron's policy)."""
+
+
 class NotFound(ServiceError):
     """What the request names does not exist."""
 
@@ -41,6 +45,11 @@ class Gone(ServiceError):
 
 def bad_request(message: str, type_: str = "InvalidInput") -> BadRequest:
     return BadRequest(type_, message)
+
+
+def forbidden(rule: str) -> Forbidden:
+    """Neutron's refusal by policy, e.g. ``forbidden("update_network")``."""
+    return Forbidden("PolicyNotAuthorized", f"rule:{rule} is disallowed by policy")
 
 
 def not_found(type_: str, message: str) -> NotFound:

@@ -28,7 +28,14 @@ from l3fabric.service.common import (
     standard_attrs,
     validate,
 )
-from l3fabric.service.errors import BadRequest, Conflict, NotFound, bad_request, conflict
+from l3fabric.service.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    bad_request,
+    conflict,
+    forbidden,
+)
 from l3fabric.service.ports import FLOATINGIP_OWNER, PortOwner
 from l3fabric.store import Create, Op
 
@@ -60,8 +67,15 @@ class FloatingIps(PortOwner):
         attrs = standard_attrs(body.api_attrs(), ctx)
         if body.fixed_ip_address is not None and body.port_id is None:
             raise _bad("fixed_ip_address needs a port_id.")
+        if body.floating_ip_address is not None and not ctx.is_admin:
+            raise forbidden("create_floatingip:floating_ip_address")
         association = self._association(
-            attrs["id"], network["id"], attrs["project_id"], body.port_id, body.fixed_ip_address
+            attrs["id"],
+            network["id"],
+            attrs["project_id"],
+            body.port_id,
+            body.fixed_ip_address,
+            ctx,
         )
         port = self._allocate(network, body, attrs, ctx)
         value = {
@@ -77,7 +91,7 @@ class FloatingIps(PortOwner):
         try:
             self.store.txn([Create(self.key(value["id"]), value)])
         except BaseException:
-            self.ports.delete(port["id"], ctx, owned=True)
+            self.ports.delete(port["id"], Context(), owned=True)
             raise
         return value
 
@@ -128,7 +142,8 @@ class FloatingIps(PortOwner):
                 "project_id": attrs["project_id"],
                 "security_groups": [],
             },
-            ctx,
+            # Neutron makes the address's port itself, not as the caller.
+            Context(),
         )
 
     # Association --------------------------------------------------------------
@@ -140,13 +155,14 @@ class FloatingIps(PortOwner):
         project_id: str,
         port_id: str | None,
         fixed_ip: str | None,
+        ctx: Context,
     ) -> JSON:
         """``port_id`` and ``fixed_ip_address`` after checking them as Neutron
         does: the port exists, is the floating IP's project's, the fixed IP is
         one of its IPv4 addresses and has no other floating IP on this network."""
         if port_id is None:
             return {"port_id": None, "fixed_ip_address": None}
-        port = self.ports.get(port_id, Context())
+        port = self.ports.get(port_id, ctx)  # another project's port: 404
         if port["device_owner"] == FLOATINGIP_OWNER:
             raise _bad(f"Port {port_id} holds a floating IP itself and cannot be given one.")
         if port["project_id"] != project_id:
@@ -186,6 +202,7 @@ class FloatingIps(PortOwner):
     # Update and delete ----------------------------------------------------------
 
     def update(self, object_id: str, data: Any, ctx: Context, if_match: int | None) -> JSON:
+        self.authorize(object_id, ctx, "update_floatingip")
         body = validate(FloatingIpBody, data, create=False)
         sent = body.model_fields_set
 
@@ -204,6 +221,7 @@ class FloatingIps(PortOwner):
                         old["project_id"],
                         port_id,
                         body.fixed_ip_address,
+                        ctx,
                     )
                 )
             return changes, []
@@ -218,13 +236,14 @@ class FloatingIps(PortOwner):
         return ports[0] if ports else None
 
     def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        self.authorize(object_id, ctx, f"delete_{self.singular}")
         self.remove(object_id, if_match)
         # The record goes first: a failure after it leaves an orphaned port
         # (visible, deletable), never a floating IP whose address is free.
         port = self.holder(object_id)
         if port is not None:
             with contextlib.suppress(NotFound):  # gone meanwhile: nothing to release
-                self.ports.delete(port["id"], ctx, owned=True)
+                self.ports.delete(port["id"], Context(), owned=True)
 
     def disassociate_port(self, port_id: str) -> None:
         """Clear every floating IP associated with ``port_id`` (its port is

@@ -8,11 +8,13 @@ the gateway. ``provider:*`` attributes are accepted and stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from l3fabric.ipam import Allocator, allocation_guard
 from l3fabric.keys import neutron_key
 from l3fabric.model.neutron import NetworkBody
+from l3fabric.service import policy
 from l3fabric.service.common import JSON, Collection, Context, Resource, standard_attrs, validate
 from l3fabric.service.errors import conflict
 from l3fabric.service.security_groups import SecurityGroups
@@ -43,6 +45,9 @@ class Networks(Resource):
         self.subnets = subnets
         self.ports = ports
 
+    def visibility(self, ctx: Context) -> Callable[[JSON], bool]:
+        return lambda network: policy.network_visible(ctx, network)
+
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(NetworkBody, data, create=True)
         value = {
@@ -56,10 +61,12 @@ class Networks(Resource):
         return value
 
     def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        self.authorize(object_id, ctx, f"delete_{self.singular}")
+
         def plan(kv: KeyValue) -> list[Op]:
             # Read before looking for ports: a port created after this fails the txn.
             guard = allocation_guard(self.store, object_id, drop=True)
-            if self.ports.list(ctx, {"network_id": [object_id]}):
+            if self.ports.list(Context(), {"network_id": [object_id]}):
                 raise conflict(
                     "NetworkInUse",
                     f"Unable to complete operation on network {object_id}."

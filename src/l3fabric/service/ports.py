@@ -23,6 +23,7 @@ from typing import Any
 from l3fabric.ipam import Allocator, claim_guard
 from l3fabric.keys import ipam_key, neutron_key
 from l3fabric.model.neutron import PortBody
+from l3fabric.service import policy
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
@@ -111,7 +112,16 @@ class Ports(Resource):
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(PortBody, data, create=True)
         sent = body.model_fields_set
+        policy.check_admin_only(ctx, "create_port", body.api_attrs())
         net_kv = self.networks.read(body.network_id)
+        policy.check_network_use(
+            ctx,
+            net_kv.value,
+            "create_port",
+            self.networks.missing(body.network_id),
+            shared_ok=True,
+        )
+        policy.check_network_owner(ctx, net_kv.value, "create_port", body.api_attrs())
         value = {
             **standard_attrs(body.api_attrs(), ctx),
             "name": body.name,
@@ -147,7 +157,9 @@ class Ports(Resource):
             [],
         )
         if "security_groups" in sent:
-            value["security_groups"] = self._check_groups(body.security_groups)
+            value["security_groups"] = self._check_groups(
+                body.security_groups, value["project_id"], ctx
+            )
         elif secured and not body.device_owner.startswith("network:"):
             # Neutron trusts the network's own ports (router interfaces, floating
             # IPs): they get no default group, so their addresses are in no group.
@@ -178,17 +190,23 @@ class Ports(Resource):
                 net_kv = self.networks.read(body.network_id)
                 continue
             self._claimed(claims)
-            return value
+            return self.view(value, ctx)
         raise _contention(net_kv.value)
 
     # Update -------------------------------------------------------------------
 
     def update(self, object_id: str, data: Any, ctx: Context, if_match: int | None) -> JSON:
+        port = self.authorize(object_id, ctx, "update_port")
         body = validate(PortBody, data, create=False)
         sent = body.model_fields_set
         attrs = body.api_attrs()
+        policy.check_admin_only(ctx, "update_port", attrs)
+        network = self.networks.read(port["network_id"]).value
+        policy.check_network_owner(ctx, network, "update_port", attrs)
         if "security_groups" in sent:
-            attrs["security_groups"] = self._check_groups(body.security_groups)
+            attrs["security_groups"] = self._check_groups(
+                body.security_groups, port["project_id"], ctx
+            )
         if "binding_host_id" in sent:
             attrs["binding:vif_type"] = _vif_type(body.binding_host_id)
         # What the plan that got written claimed and released.
@@ -245,7 +263,7 @@ class Ports(Resource):
         self._claimed(claims)
         for f in released:
             self.ipam.released(f["subnet_id"], f["ip_address"])
-        return new
+        return self.view(new, ctx)
 
     # Delete -------------------------------------------------------------------
 
@@ -257,6 +275,7 @@ class Ports(Resource):
         A floating IP's port is deleted only by its floating IP (``owned``),
         as in Neutron; deleting a port clears the floating IPs bound to it.
         """
+        self.authorize(object_id, ctx, "delete_port")
 
         def plan(kv: KeyValue) -> list[Op]:
             if kv.value.get("device_owner") == FLOATINGIP_OWNER and not owned:
@@ -408,10 +427,17 @@ class Ports(Resource):
                     f" {mac} is in use.",
                 )
 
-    def _check_groups(self, group_ids: list[str]) -> list[str]:
+    def _check_groups(self, group_ids: list[str], project_id: str, ctx: Context) -> list[str]:
+        """The port's groups: each must be one the caller sees and of the port's
+        own project (another project's group is a 404, as in Neutron)."""
         for group_id in group_ids:
-            self.security_groups.read(group_id)
+            group = self.security_groups.get(group_id, ctx)
+            if group["project_id"] != project_id:
+                raise self.security_groups.missing(group_id)
         return list(dict.fromkeys(group_ids))
+
+    def view(self, obj: JSON, ctx: Context) -> JSON:
+        return policy.hide_binding(obj, ctx)
 
 
 class PortOwner(Resource):

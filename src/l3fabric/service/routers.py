@@ -73,6 +73,8 @@ class Routers(PortOwner):
         )
 
     def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        self.authorize(object_id, ctx, f"delete_{self.singular}")
+
         def plan(kv: KeyValue) -> list[Op]:
             if self.interfaces(object_id):
                 raise conflict(
@@ -85,7 +87,7 @@ class Routers(PortOwner):
 
     def add_interface(self, router_id: str, data: Any, ctx: Context) -> JSON:
         body = _interface_body(data)
-        router = self.get(router_id, ctx)
+        router = self.authorize(router_id, ctx, "add_router_interface")
         ports = self.ports
         if body.port_id is not None:
             port = ports.get(body.port_id, ctx)
@@ -112,7 +114,7 @@ class Routers(PortOwner):
 
     def remove_interface(self, router_id: str, data: Any, ctx: Context) -> JSON:
         body = _interface_body(data)
-        router = self.get(router_id, ctx)
+        router = self.authorize(router_id, ctx, "remove_router_interface")
         for port in self.interfaces(router_id):
             subnets = {f["subnet_id"] for f in port["fixed_ips"]}
             if port["id"] == body.port_id or body.subnet_id in subnets:

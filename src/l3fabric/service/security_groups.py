@@ -200,6 +200,8 @@ class SecurityGroups(Resource):
         return attrs
 
     def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        self.authorize(object_id, ctx, f"delete_{self.singular}")
+
         def plan(kv: KeyValue) -> list[Op]:
             if object_id == default_group_id(kv.value["project_id"]):
                 raise conflict(
@@ -207,7 +209,7 @@ class SecurityGroups(Resource):
                     "The default security group cannot be deleted: ports without"
                     " security_groups use it.",
                 )
-            if self.ports.list(ctx, {"security_groups": [object_id]}):
+            if self.ports.list(Context(), {"security_groups": [object_id]}):
                 raise conflict("SecurityGroupInUse", f"Security Group {object_id} in use.")
             ops: list[Op] = [
                 Delete(neutron_key("security-group-rules", r["id"]))
@@ -269,6 +271,10 @@ class SecurityGroupRules(Resource):
                     "Only remote_ip_prefix or remote_group_id may be provided.",
                     "SecurityGroupRemoteGroupAndRemoteIpPrefix",
                 )
+        # Only the caller's own groups, for the rule and as its remote group (404 otherwise).
+        groups.authorize(body.security_group_id, ctx, "create_security_group_rule")
+        if body.remote_group_id is not None:
+            groups.get(body.remote_group_id, ctx)
         for _ in range(WRITE_ATTEMPTS):
             ops: list[Op] = []
             if body.remote_group_id not in (None, body.security_group_id):
@@ -305,12 +311,14 @@ class SecurityGroupRules(Resource):
         raise busy("Security group", body.security_group_id)
 
     def update(self, object_id: str, data: Any, ctx: Context, if_match: int | None) -> JSON:
-        self.read(object_id)
+        self.authorize(object_id, ctx, "update_security_group_rule")
         raise bad_request(
             "Security group rules cannot be updated; delete the rule and create a new one."
         )
 
     def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        self.authorize(object_id, ctx, f"delete_{self.singular}")
+
         def plan(kv: KeyValue) -> list[Op]:
             group_kv = self.security_groups.read(kv.value["security_group_id"])
             keep = [r for r in group_kv.value["security_group_rules"] if r["id"] != object_id]

@@ -12,6 +12,7 @@ fails the delete if an allocation committed after it looked (``ipam``).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from l3fabric.ipam import (
@@ -25,6 +26,7 @@ from l3fabric.ipam import (
 )
 from l3fabric.keys import ipam_key, ipam_prefix
 from l3fabric.model.neutron import SubnetBody
+from l3fabric.service import policy
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
@@ -70,8 +72,28 @@ class Subnets(Resource):
         self.ipam = ipam
         self.networks = networks
 
+    def visibility(self, ctx: Context) -> Callable[[JSON], bool]:
+        """Its project's, or on a network the caller sees (shared, external)."""
+        networks: dict[str, bool] = {}
+
+        def network_visible(network_id: str) -> bool:
+            if network_id not in networks:
+                kv = self.store.get(self.networks.key(network_id))
+                networks[network_id] = kv is not None and policy.network_visible(ctx, kv.value)
+            return networks[network_id]
+
+        return lambda subnet: policy.owns(ctx, subnet) or network_visible(subnet["network_id"])
+
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(SubnetBody, data, create=True)
+        # A subnet goes only on a network of the caller's project (admins: any).
+        policy.check_network_use(
+            ctx,
+            self.networks.read(body.network_id).value,
+            "create_subnet",
+            self.networks.missing(body.network_id),
+            shared_ok=False,
+        )
         sent = body.model_fields_set
         network = ipaddress.ip_network(body.cidr)
         if "ip_version" in sent and body.ip_version != network.version:
@@ -180,6 +202,8 @@ class Subnets(Resource):
             )
 
     def delete(self, object_id: str, ctx: Context, if_match: int | None = None) -> None:
+        self.authorize(object_id, ctx, f"delete_{self.singular}")
+
         def plan(kv: KeyValue) -> list[Op]:
             network_id = kv.value["network_id"]
             # Read before looking for allocations: one made after this fails the txn.
