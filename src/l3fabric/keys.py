@@ -66,3 +66,12 @@ def host_key(name: str) -> str:
 
 def anycast_key(anycast_id: str) -> str:
     return f"{ANYCAST}{anycast_id}"
+
+
+# Quotas (Neutron's quotas API): a project's limits that differ from the
+# defaults. Value: {resource: limit}, e.g. {"port": 1000}; -1 is unlimited.
+QUOTAS = "/quotas/"
+
+
+def quota_key(project_id: str) -> str:
+    return f"{QUOTAS}{project_id}"

@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from l3fabric.api import neutron_meta
+from l3fabric.api import neutron_meta, neutron_quotas
 from l3fabric.api.body import model_schema, openapi_body, read_json
 from l3fabric.api.jsontext import dumps
 from l3fabric.api.neutron_query import ListQuery, int_attributes, parse_int
@@ -43,6 +43,11 @@ def _base(request: Request) -> str:
 
 
 def _context(request: Request) -> Context:
+    """Who asks: what authentication put on the request (``request.state.context``),
+    else, without authentication, an admin of the project X-Project-Id names."""
+    authenticated = getattr(request.state, "context", None)
+    if isinstance(authenticated, Context):
+        return authenticated
     project = request.headers.get("x-project-id") or request.headers.get("x-tenant-id")
     return Context(project or DEFAULT_PROJECT)
 
@@ -154,6 +159,7 @@ def install(app: FastAPI) -> None:
 
     for collection in neutron_meta.RESOURCES:
         _collection_routes(router, service.resource(collection))
+    neutron_quotas.install(router, service.quotas, _context)
 
     @router.put(
         "/v2.0/routers/{router_id}/{action}",

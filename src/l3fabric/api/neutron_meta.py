@@ -43,6 +43,11 @@ EXTENSIONS: dict[str, tuple[str, str]] = {
     ),
     "pagination": ("Pagination support", "limit and marker on lists"),
     "sorting": ("Sorting support", "sort_key and sort_dir on lists"),
+    "quotas": (
+        "Quota management support",
+        "per-project limits with Neutron's defaults: /v2.0/quotas, admins set them",
+    ),
+    "quota_details": ("Quota details extension", "used and limit per resource (/details)"),
 }
 
 # URL collection -> the resource's singular name.

@@ -259,6 +259,16 @@ class Resource(Collection):
         check_revision(kv.value, if_match)
         return kv
 
+    # Raises OverQuota when the project has no room for one more (NeutronService
+    # wires its Quotas here; a service on its own has no limits).
+    quota: Callable[[str, str], None] = staticmethod(lambda resource, project: None)
+
+    def new_attrs(self, attrs: JSON, ctx: Context) -> JSON:
+        """``standard_attrs`` of a new object, within its project's quota."""
+        value = standard_attrs(attrs, ctx)
+        self.quota(self.singular, value["project_id"])
+        return value
+
     def create(self, data: Any, ctx: Context) -> JSON:
         raise NotImplementedError
 

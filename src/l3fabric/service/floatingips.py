@@ -25,7 +25,6 @@ from l3fabric.model.neutron import FloatingIpBody
 from l3fabric.service.common import (
     JSON,
     Context,
-    standard_attrs,
     validate,
 )
 from l3fabric.service.errors import (
@@ -64,7 +63,7 @@ class FloatingIps(PortOwner):
         network = self.networks.get(body.floating_network_id, ctx)
         if not network["router:external"]:
             raise _bad(f"Network {network['id']} is not a valid external network.")
-        attrs = standard_attrs(body.api_attrs(), ctx)
+        attrs = self.new_attrs(body.api_attrs(), ctx)
         if body.fixed_ip_address is not None and body.port_id is None:
             raise _bad("fixed_ip_address needs a port_id.")
         if body.floating_ip_address is not None and not ctx.is_admin:

@@ -15,7 +15,7 @@ from l3fabric.ipam import Allocator, allocation_guard
 from l3fabric.keys import neutron_key
 from l3fabric.model.neutron import NetworkBody
 from l3fabric.service import policy
-from l3fabric.service.common import JSON, Collection, Context, Resource, standard_attrs, validate
+from l3fabric.service.common import JSON, Collection, Context, Resource, validate
 from l3fabric.service.errors import conflict
 from l3fabric.service.security_groups import SecurityGroups
 from l3fabric.service.subnets import Subnets
@@ -51,7 +51,7 @@ class Networks(Resource):
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(NetworkBody, data, create=True)
         value = {
-            **standard_attrs(body.api_attrs(), ctx),
+            **self.new_attrs(body.api_attrs(), ctx),
             **body.model_dump(by_alias=True, exclude={"project_id", "tenant_id"}),
             "status": "ACTIVE",
             "subnets": [],

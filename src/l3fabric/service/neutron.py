@@ -12,6 +12,7 @@ from l3fabric.service.errors import not_found
 from l3fabric.service.floatingips import FloatingIps
 from l3fabric.service.networks import Networks
 from l3fabric.service.ports import Ports
+from l3fabric.service.quotas import Quotas
 from l3fabric.service.routers import Routers
 from l3fabric.service.security_groups import SecurityGroupRules, SecurityGroups
 from l3fabric.service.subnets import Subnets
@@ -26,9 +27,10 @@ class NeutronService:
     services (in several processes) may share one store.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, quota_defaults: dict[str, int] | None = None) -> None:
         self.store = store
         self.ipam = Allocator(store)
+        self.quotas = Quotas(store, quota_defaults)
         # Each service gets what it uses; a service that only reads a
         # collection gets its reader, so no two services need each other.
         networks, ports = Networks.reader(store), Ports.reader(store)
@@ -72,6 +74,8 @@ class NeutronService:
                 self.floatingips,
             )
         }
+        for resource in self.resources.values():
+            resource.quota = self.quotas.check
 
     def resource(self, collection: str) -> Resource:
         """The service of a URL collection name; 404 for an unknown one."""

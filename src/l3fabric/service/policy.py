@@ -26,6 +26,7 @@ class Context(Protocol):
     @property
     def is_admin(self) -> bool: ...
 
+
 # The attributes only admins see and set (Neutron hides binding:host_id,
 # profile, vif_type and vif_details; issue 12 asks the same of every binding:*).
 BINDING_PREFIX = "binding:"

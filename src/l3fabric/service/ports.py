@@ -123,7 +123,10 @@ class Ports(Resource):
         )
         policy.check_network_owner(ctx, net_kv.value, "create_port", body.api_attrs())
         value = {
-            **standard_attrs(body.api_attrs(), ctx),
+            # A floating IP's address port is the floating IP's, not the project's (quota).
+            **(standard_attrs if body.device_owner == FLOATINGIP_OWNER else self.new_attrs)(
+                body.api_attrs(), ctx
+            ),
             "name": body.name,
             "description": body.description,
             "network_id": body.network_id,

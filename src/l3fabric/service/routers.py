@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from l3fabric.model.neutron import RouterBody, RouterInterfaceBody
-from l3fabric.service.common import JSON, Context, standard_attrs, validate
+from l3fabric.service.common import JSON, Context, validate
 from l3fabric.service.errors import bad_request, conflict, not_found
 from l3fabric.service.ports import PortOwner
 from l3fabric.store import Create, KeyValue, Op
@@ -32,7 +32,7 @@ class Routers(PortOwner):
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(RouterBody, data, create=True)
         value = {
-            **standard_attrs(body.api_attrs(), ctx),
+            **self.new_attrs(body.api_attrs(), ctx),
             "name": body.name,
             "description": body.description,
             "admin_state_up": body.admin_state_up,

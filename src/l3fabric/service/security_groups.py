@@ -29,7 +29,6 @@ from l3fabric.service.common import (
     busy,
     new_id,
     now,
-    standard_attrs,
     validate,
 )
 from l3fabric.service.errors import bad_request, conflict
@@ -171,7 +170,7 @@ class SecurityGroups(Resource):
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(SecurityGroupBody, data, create=True)
         group = {
-            **standard_attrs(body.api_attrs(), ctx),
+            **self.new_attrs(body.api_attrs(), ctx),
             "name": body.name,
             "description": body.description,
         }
@@ -272,7 +271,8 @@ class SecurityGroupRules(Resource):
                     "SecurityGroupRemoteGroupAndRemoteIpPrefix",
                 )
         # Only the caller's own groups, for the rule and as its remote group (404 otherwise).
-        groups.authorize(body.security_group_id, ctx, "create_security_group_rule")
+        owner = groups.authorize(body.security_group_id, ctx, "create_security_group_rule")
+        self.quota(self.singular, owner["project_id"])
         if body.remote_group_id is not None:
             groups.get(body.remote_group_id, ctx)
         for _ in range(WRITE_ATTEMPTS):

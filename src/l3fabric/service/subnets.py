@@ -35,7 +35,6 @@ from l3fabric.service.common import (
     Resource,
     bumped,
     busy,
-    standard_attrs,
     validate,
 )
 from l3fabric.service.errors import bad_request, conflict
@@ -108,7 +107,7 @@ class Subnets(Resource):
         else:
             gateway = network.network_address + 1 if network.num_addresses > 1 else None
         value = {
-            **standard_attrs(body.api_attrs(), ctx),
+            **self.new_attrs(body.api_attrs(), ctx),
             "name": body.name,
             "description": body.description,
             "network_id": body.network_id,
