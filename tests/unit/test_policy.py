@@ -228,3 +228,15 @@ def test_bad_quota_bodies_are_400(client) -> None:
         r = client.put("/v2.0/quotas/proj-a", json=body, headers=ADMIN)
         assert error(r, 400), body
     assert "quotas" in {e["alias"] for e in client.get("/v2.0/extensions").json()["extensions"]}
+
+
+def test_updates_do_not_use_quota_and_deletes_free_it(client) -> None:
+    client.put("/v2.0/quotas/proj-a", json={"quota": {"network": 2}}, headers=ADMIN)
+    first = make(client, A, "networks", "network")
+    for name in ("x", "y", "z"):
+        r = client.put(f"/v2.0/networks/{first['id']}", json={"network": {"name": name}}, headers=A)
+        assert r.status_code == 200
+    second = make(client, A, "networks", "network")
+    assert error(client.post("/v2.0/networks", json={"network": {}}, headers=A), 409) == "OverQuota"
+    assert client.delete(f"/v2.0/networks/{second['id']}", headers=A).status_code == 204
+    make(client, A, "networks", "network")

@@ -1,21 +1,26 @@
 """Per-project quotas with Neutron's defaults and its quotas API
 (``/v2.0/quotas``): admins set them, everyone may read their own.
 
-A create counts the project's objects in the store and refuses the one over
-the limit (409 ``OverQuota``). Counting and creating are not one
-transaction, so N creates racing in one project may end at most N-1 over the
-limit (docs/api.md); a quota is a bound on use, not on safety.
+A create counts the project's objects and refuses the one over the limit
+(409 ``OverQuota``). The counts are kept per collection from the store's
+history (one full count, then only the changes since), so a check costs the
+changes since the last one, not a scan of every port. Counting and creating
+are not one transaction, so N creates racing in one project may end at most
+N-1 over the limit (docs/api.md); a quota bounds use, it guards nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import Counter
 from typing import Any
 
 from l3fabric.keys import QUOTAS, neutron_prefix, quota_key
 from l3fabric.service.common import JSON, WRITE_ATTEMPTS, Context, busy
 from l3fabric.service.errors import bad_request, conflict, forbidden
 from l3fabric.store import (
+    CompactedError,
     Create,
     KeyExistsError,
     KeyNotFoundError,
@@ -47,20 +52,54 @@ COLLECTIONS = {
 }
 
 
+class _Usage:
+    """Objects per project under one store prefix, kept current from its history."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.counts: Counter[str] = Counter()
+        self.revision: int | None = None  # None: count from scratch
+        self.lock = threading.Lock()
+
+    def of(self, project_id: str) -> int:
+        with self.lock:
+            self._refresh()
+            return self.counts[project_id]
+
+    def _refresh(self) -> None:
+        if self.revision is not None:
+            try:
+                events, seen = self.store.watch(self.prefix, self.revision, 0)
+            except CompactedError:
+                self.revision = None
+            else:
+                for event in events:
+                    if event.type == "delete" and event.prev_value is not None:
+                        self.counts[event.prev_value.get("project_id")] -= 1
+                    elif event.type == "put" and event.prev_value is None and event.value:
+                        self.counts[event.value.get("project_id")] += 1
+                self.revision = seen
+                return
+        kvs, revision = self.store.range(self.prefix)
+        self.counts = Counter(kv.value.get("project_id") for kv in kvs)
+        self.revision = revision
+
+
 class Quotas:
     """Limits per project: the stored ones over ``DEFAULTS``."""
 
     def __init__(self, store: Store, defaults: dict[str, int] | None = None) -> None:
         self.store = store
         self.defaults = {**DEFAULTS, **(defaults or {})}
+        self.usage = {r: _Usage(store, neutron_prefix(c)) for r, c in COLLECTIONS.items()}
 
     def limits(self, project_id: str) -> dict[str, int]:
         kv = self.store.get(quota_key(project_id))
         return {**self.defaults, **(kv.value if kv is not None else {})}
 
     def used(self, resource: str, project_id: str) -> int:
-        kvs, _ = self.store.range(neutron_prefix(COLLECTIONS[resource]))
-        return sum(1 for kv in kvs if kv.value.get("project_id") == project_id)
+        return self.usage[resource].of(project_id)
 
     def check(self, resource: str, project_id: str) -> None:
         """409 OverQuota unless ``project_id`` has room for one more ``resource``."""
