@@ -240,3 +240,31 @@ def test_updates_do_not_use_quota_and_deletes_free_it(client) -> None:
     assert error(client.post("/v2.0/networks", json={"network": {}}, headers=A), 409) == "OverQuota"
     assert client.delete(f"/v2.0/networks/{second['id']}", headers=A).status_code == 204
     make(client, A, "networks", "network")
+
+
+def test_anycast_groups_are_per_project_and_take_only_the_projects_ports(client, world) -> None:
+    w = world
+    r = client.post(
+        "/v1/anycast",
+        json={"name": "dns", "subnet_id": w["a_sub"]["id"], "members": [w["a_port"]["id"]]},
+        headers=A,
+    )
+    assert r.status_code == 201, r.text
+    group = r.json()
+    assert group["project_id"] == "proj-a"
+    assert client.get("/v1/anycast", headers=B).json()["anycast"] == []
+    assert error(client.get(f"/v1/anycast/{group['id']}", headers=B), 404) == "AnycastNotFound"
+    assert error(client.delete(f"/v1/anycast/{group['id']}", headers=B), 404) == "AnycastNotFound"
+    r = client.post(
+        f"/v1/anycast/{group['id']}/members", json={"port_id": w["b_port"]["id"]}, headers=A
+    )
+    assert error(r, 404) == "PortNotFound"
+    r = client.post(
+        "/v1/anycast",
+        json={"name": "x", "subnet_id": w["b_sub"]["id"], "members": []},
+        headers=A,
+    )
+    assert error(r, 404) == "SubnetNotFound"
+    assert [g["id"] for g in client.get("/v1/anycast", headers=ADMIN).json()["anycast"]] == [
+        group["id"]
+    ]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from l3fabric.api.body import JsonBody, openapi_body
 from l3fabric.api.jsontext import JsonRoute
+from l3fabric.api.neutron import request_context
 from l3fabric.service.anycast import AnycastCreate, AnycastUpdate, StatusReport
 from l3fabric.service.neutron import NeutronService
 
@@ -32,33 +33,33 @@ def install(app: FastAPI) -> None:
 
     # Plain (sync) functions: FastAPI runs them in its thread pool, as store calls block.
     @router.get("")
-    def list_groups() -> dict[str, Any]:
-        return {"anycast": groups.list()}
+    def list_groups(request: Request) -> dict[str, Any]:
+        return {"anycast": groups.list(request_context(request))}
 
     @router.post("", status_code=201, openapi_extra=openapi_body(AnycastCreate))
-    def create(payload: JsonBody) -> dict[str, Any]:
-        return groups.create(payload)
+    def create(payload: JsonBody, request: Request) -> dict[str, Any]:
+        return groups.create(payload, request_context(request))
 
     @router.get("/{anycast_id}")
-    def show(anycast_id: str) -> dict[str, Any]:
-        return groups.get(anycast_id)
+    def show(anycast_id: str, request: Request) -> dict[str, Any]:
+        return groups.get(anycast_id, request_context(request))
 
     @router.put("/{anycast_id}", openapi_extra=openapi_body(AnycastUpdate))
-    def update(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
-        return groups.update(anycast_id, payload)
+    def update(anycast_id: str, payload: JsonBody, request: Request) -> dict[str, Any]:
+        return groups.update(anycast_id, payload, request_context(request))
 
     @router.delete("/{anycast_id}", status_code=204)
-    def delete(anycast_id: str) -> Response:
-        groups.delete(anycast_id)
+    def delete(anycast_id: str, request: Request) -> Response:
+        groups.delete(anycast_id, request_context(request))
         return Response(status_code=204)
 
     @router.post("/{anycast_id}/members", openapi_extra=openapi_body(_MEMBER))
-    def add_member(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
-        return groups.add_member(anycast_id, payload)
+    def add_member(anycast_id: str, payload: JsonBody, request: Request) -> dict[str, Any]:
+        return groups.add_member(anycast_id, payload, request_context(request))
 
     @router.delete("/{anycast_id}/members/{port_id}")
-    def remove_member(anycast_id: str, port_id: str) -> dict[str, Any]:
-        return groups.remove_member(anycast_id, port_id)
+    def remove_member(anycast_id: str, port_id: str, request: Request) -> dict[str, Any]:
+        return groups.remove_member(anycast_id, port_id, request_context(request))
 
     @router.post("/{anycast_id}/status", openapi_extra=openapi_body(StatusReport))
     def report_status(anycast_id: str, payload: JsonBody) -> dict[str, Any]:

@@ -52,6 +52,10 @@ def _context(request: Request) -> Context:
     return Context(project or DEFAULT_PROJECT)
 
 
+# For the other APIs that act for a project (/v1/anycast).
+request_context = _context
+
+
 def _if_match(request: Request) -> int | None:
     header = request.headers.get("if-match")
     if header is None:

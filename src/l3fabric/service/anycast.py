@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from l3fabric import keys
 from l3fabric.addresses import IpAddressText
 from l3fabric.ipam import Allocator, claim_guard
+from l3fabric.service import policy
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
@@ -138,6 +139,10 @@ def _parse(model: type[BaseModel], payload: Any) -> Any:
         raise bad_request(f"Invalid anycast group: {problems}") from None
 
 
+# Without a caller (agents' reports, tools): every group.
+ADMIN = Context()
+
+
 def _missing(anycast_id: str) -> NotFound:
     return not_found("AnycastNotFound", f"Anycast group {anycast_id} could not be found.")
 
@@ -155,19 +160,20 @@ class AnycastGroups:
 
     # Reading --------------------------------------------------------------------
 
-    def _read(self, anycast_id: str) -> KeyValue:
+    def _read(self, anycast_id: str, ctx: Context = ADMIN) -> KeyValue:
+        """The group if ``ctx`` may see it: its project's (another project's is a 404)."""
         kv = self.store.get(keys.anycast_key(anycast_id)) if "/" not in anycast_id else None
-        if kv is None:
+        if kv is None or not policy.owns(ctx, kv.value):
             raise _missing(anycast_id)
         return kv
 
-    def list(self) -> list[JSON]:
+    def list(self, ctx: Context = ADMIN) -> list[JSON]:
         kvs, _ = self.store.range(keys.ANYCAST)
         statuses, _ = self.store.range(STATUS_PREFIX)
-        return [self._view(kv.value, statuses) for kv in kvs]
+        return [self._view(kv.value, statuses) for kv in kvs if policy.owns(ctx, kv.value)]
 
-    def get(self, anycast_id: str) -> JSON:
-        value = self._read(anycast_id).value
+    def get(self, anycast_id: str, ctx: Context = ADMIN) -> JSON:
+        value = self._read(anycast_id, ctx).value
         statuses, _ = self.store.range(f"{STATUS_PREFIX}{anycast_id}/")
         return self._view(value, statuses)
 
@@ -185,14 +191,17 @@ class AnycastGroups:
 
     # Writing --------------------------------------------------------------------
 
-    def create(self, payload: Any) -> JSON:
+    def create(self, payload: Any, ctx: Context = ADMIN) -> JSON:
+        """A group of the caller's project, on a subnet it sees, of its own ports."""
         body: AnycastCreate = _parse(AnycastCreate, payload)
-        subnet = self.subnets.get(body.subnet_id, Context())  # 404 SubnetNotFound
-        members = self._check_members(body.members, subnet)
+        subnet = self.subnets.get(body.subnet_id, ctx)  # 404 SubnetNotFound
+        members = self._check_members(body.members, subnet, ctx)
         requested = self._check_address(body.address, subnet)
         stamp = now()
         value: JSON = {
             "id": new_id(),
+            "project_id": ctx.project_id,
+            "tenant_id": ctx.project_id,
             "name": body.name,
             "subnet_id": subnet["id"],
             "network_id": subnet["network_id"],
@@ -245,7 +254,7 @@ class AnycastGroups:
             " try again.",
         )
 
-    def update(self, anycast_id: str, payload: Any) -> JSON:
+    def update(self, anycast_id: str, payload: Any, ctx: Context = ADMIN) -> JSON:
         payload = _unwrap(payload)
         if isinstance(payload, dict):
             frozen = sorted(READ_ONLY & set(payload))
@@ -261,26 +270,26 @@ class AnycastGroups:
             if "members" in sent:
                 if body.members is None:
                     raise bad_request("members must be a list of port ids (may be empty)")
-                changes["members"] = self._check_members(body.members, self._subnet(old))
+                changes["members"] = self._check_members(body.members, self._subnet(old), ctx)
             if "health_check" in sent:
                 hc = body.health_check
                 changes["health_check"] = hc.model_dump() if hc else None
             return changes
 
-        return self._modify(anycast_id, change)
+        return self._modify(anycast_id, change, ctx)
 
-    def add_member(self, anycast_id: str, payload: Any) -> JSON:
+    def add_member(self, anycast_id: str, payload: Any, ctx: Context = ADMIN) -> JSON:
         port_id = _port_id(payload)
 
         def change(old: JSON) -> JSON:
             if port_id in old["members"]:
                 return {}
-            self._check_members([port_id], self._subnet(old))
+            self._check_members([port_id], self._subnet(old), ctx)
             return {"members": [*old["members"], port_id]}
 
-        return self._modify(anycast_id, change)
+        return self._modify(anycast_id, change, ctx)
 
-    def remove_member(self, anycast_id: str, port_id: str) -> JSON:
+    def remove_member(self, anycast_id: str, port_id: str, ctx: Context = ADMIN) -> JSON:
         def change(old: JSON) -> JSON:
             if port_id not in old["members"]:
                 raise not_found(
@@ -289,11 +298,11 @@ class AnycastGroups:
                 )
             return {"members": [p for p in old["members"] if p != port_id]}
 
-        return self._modify(anycast_id, change)
+        return self._modify(anycast_id, change, ctx)
 
-    def delete(self, anycast_id: str) -> None:
+    def delete(self, anycast_id: str, ctx: Context = ADMIN) -> None:
         for _ in range(WRITE_ATTEMPTS):
-            kv = self._read(anycast_id)
+            kv = self._read(anycast_id, ctx)
             subnet_id, address = kv.value["subnet_id"], kv.value["address"]
             ops = [Delete(kv.key, kv.mod_revision)]
             claim = self.store.get(keys.ipam_key(subnet_id, address))
@@ -324,35 +333,38 @@ class AnycastGroups:
         )
         return self.get(anycast_id)
 
-    def _modify(self, anycast_id: str, change: Callable[[JSON], JSON]) -> JSON:
+    def _modify(
+        self, anycast_id: str, change: Callable[[JSON], JSON], ctx: Context = ADMIN
+    ) -> JSON:
         """Apply ``change`` (the attributes to set; empty for none) on the one write path."""
 
         def plan(old: JSON) -> tuple[JSON, list[Op]] | None:
             changes = change(old)
             return (changes, []) if changes else None
 
-        key = self._read(anycast_id).key  # 404 for an unknown (or malformed) id
+        key = self._read(anycast_id, ctx).key  # 404: unknown, malformed, another project's
         try:
             revise(self.store, key, plan)
         except KeyNotFoundError:
             raise _missing(anycast_id) from None
         except Contended:
             raise busy("Anycast group", anycast_id) from None
-        return self.get(anycast_id)
+        return self.get(anycast_id, ctx)
 
     # Checks ---------------------------------------------------------------------
 
     def _subnet(self, group: JSON) -> JSON:
         return self.subnets.get(group["subnet_id"], Context())
 
-    def _check_members(self, members: list[str], subnet: JSON) -> list[str]:
-        """Members are existing ports (404) on the subnet's network (400), each once."""
+    def _check_members(self, members: list[str], subnet: JSON, ctx: Context) -> list[str]:
+        """Members are ports the caller sees (404: another project's too) on the
+        subnet's network (400), each once."""
         seen: set[str] = set()
         for port_id in members:
             if port_id in seen:
                 raise bad_request(f"Port {port_id} is listed twice in members.")
             seen.add(port_id)
-            port = self.ports.get(port_id, Context())  # 404 PortNotFound
+            port = self.ports.get(port_id, ctx)  # 404 PortNotFound
             if port["network_id"] != subnet["network_id"]:
                 raise bad_request(
                     f"Port {port_id} is on network {port['network_id']}, not on the anycast"
