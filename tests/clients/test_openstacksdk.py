@@ -62,3 +62,20 @@ def test_external_filter_and_security_group(conn) -> None:
     assert rule.id in {r["id"] for r in found.security_group_rules}
     conn.network.delete_security_group(group)
     assert conn.network.find_security_group("ssh") is None
+
+
+def test_quotas_through_the_sdk(conn) -> None:
+    """What ``openstack quota show/set --network`` send, without the Keystone
+    project lookup the CLI needs (there is none with auth_type none)."""
+    quota = conn.network.get_quota("proj-a")
+    assert (quota.networks, quota.ports, quota.security_groups) == (100, 500, 10)
+    conn.network.update_quota("proj-a", networks=1)
+    assert conn.network.get_quota("proj-a").networks == 1
+    details = conn.network.get_quota("proj-a", details=True)
+    assert details.networks == {"limit": 1, "used": 0, "reserved": 0}
+    assert conn.network.get_quota_default("proj-a").networks == 100
+    conn.network.create_network(name="one", project_id="proj-a")
+    with pytest.raises(exceptions.ConflictException, match="Quota exceeded"):
+        conn.network.create_network(name="two", project_id="proj-a")
+    conn.network.delete_quota("proj-a")
+    assert conn.network.get_quota("proj-a").networks == 100
