@@ -268,3 +268,18 @@ def test_anycast_groups_are_per_project_and_take_only_the_projects_ports(client,
     assert [g["id"] for g in client.get("/v1/anycast", headers=ADMIN).json()["anycast"]] == [
         group["id"]
     ]
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [{"shared": True}, {"router:external": True}, {"provider:network_type": "vlan"}],
+)
+def test_only_admins_make_networks_shared_external_or_provider(client, attrs) -> None:
+    # A member's network made external would have its subnets announced upstream.
+    r = client.post("/v2.0/networks", json={"network": attrs}, headers=A)
+    assert error(r, 403) == "PolicyNotAuthorized"
+    net = make(client, A, "networks", "network", shared=False)  # the default is no change
+    r = client.put(f"/v2.0/networks/{net['id']}", json={"network": attrs}, headers=A)
+    assert error(r, 403) == "PolicyNotAuthorized"
+    r = client.put(f"/v2.0/networks/{net['id']}", json={"network": attrs}, headers=ADMIN)
+    assert r.status_code == 200, r.text

@@ -276,6 +276,7 @@ class Resource(Collection):
         self.authorize(object_id, ctx, f"update_{self.singular}")
         body = validate(self.model, data, create=False)
         attrs = body.api_attrs()
+        policy.check_admin_only(ctx, f"update_{self.singular}", attrs)
         return self.modify(object_id, lambda old: (self.changes(old, attrs), []), if_match)
 
     def changes(self, old: JSON, attrs: JSON) -> JSON:

@@ -21,6 +21,8 @@ from l3fabric.service.security_groups import SecurityGroups
 from l3fabric.service.subnets import Subnets
 from l3fabric.store import Create, Delete, KeyValue, Op, Store
 
+_DEFAULTS = policy.defaults_of(NetworkBody)
+
 
 class Networks(Resource):
     collection = "networks"
@@ -50,6 +52,7 @@ class Networks(Resource):
 
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(NetworkBody, data, create=True)
+        policy.check_admin_only(ctx, "create_network", body.api_attrs(), _DEFAULTS)
         value = {
             **self.new_attrs(body.api_attrs(), ctx),
             **body.model_dump(by_alias=True, exclude={"project_id", "tenant_id"}),

@@ -9,7 +9,6 @@ and may act for any project.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 from l3fabric.service.errors import bad_request, forbidden
@@ -30,6 +29,10 @@ class Context(Protocol):
 # The attributes only admins see and set (Neutron hides binding:host_id,
 # profile, vif_type and vif_details; issue 12 asks the same of every binding:*).
 BINDING_PREFIX = "binding:"
+# Attributes only admins set (Neutron's create_network:shared and friends): a
+# member's network made external would have its subnets announced upstream.
+_ADMIN_ONLY = ("shared", "router:external")
+_ADMIN_ONLY_PREFIXES = (BINDING_PREFIX, "provider:")
 
 
 def owns(ctx: Context, obj: JSON) -> bool:
@@ -74,13 +77,25 @@ def hide_binding(port: JSON, ctx: Context) -> JSON:
     return {k: v for k, v in port.items() if not k.startswith(BINDING_PREFIX)}
 
 
-def check_admin_only(ctx: Context, action: str, sent: Iterable[str]) -> None:
-    """403 when a member sets an admin-only attribute (binding:*)."""
+def check_admin_only(
+    ctx: Context, action: str, attrs: JSON, defaults: dict[str, Any] | None = None
+) -> None:
+    """403 when a member sets an admin-only attribute (binding:*, provider:*,
+    shared, router:external). On create (``defaults`` given) sending the
+    default value is no change, as in Neutron."""
     if ctx.is_admin:
         return
-    for name in sent:
-        if name.startswith(BINDING_PREFIX):
-            raise forbidden(f"{action}:{name}")
+    for name, value in attrs.items():
+        if name not in _ADMIN_ONLY and not name.startswith(_ADMIN_ONLY_PREFIXES):
+            continue
+        if defaults is not None and name in defaults and defaults[name] == value:
+            continue
+        raise forbidden(f"{action}:{name}")
+
+
+def defaults_of(model: Any) -> dict[str, Any]:
+    """A pydantic body model's defaults by API name."""
+    return {f.alias or n: f.default for n, f in model.model_fields.items()}
 
 
 def check_network_owner(ctx: Context, network: JSON, action: str, attrs: dict[str, Any]) -> None:

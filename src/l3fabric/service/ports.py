@@ -58,6 +58,9 @@ CLAIM_ATTEMPTS = 4 * WRITE_ATTEMPTS
 # floating IP deletes it.
 FLOATINGIP_OWNER = "network:floatingip"
 
+# What a member may send on create without it counting as setting an admin-only attribute.
+_DEFAULTS = policy.defaults_of(PortBody)
+
 # Neutron's default base_mac: fa:16:3e plus three random octets.
 MAC_PREFIX = "fa:16:3e"
 
@@ -112,7 +115,7 @@ class Ports(Resource):
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(PortBody, data, create=True)
         sent = body.model_fields_set
-        policy.check_admin_only(ctx, "create_port", body.api_attrs())
+        policy.check_admin_only(ctx, "create_port", body.api_attrs(), _DEFAULTS)
         net_kv = self.networks.read(body.network_id)
         policy.check_network_use(
             ctx,
