@@ -66,7 +66,7 @@ def same_endpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return old is new or all(old.get(k) == new.get(k) for k in ENDPOINT_FIELDS)
 
 
-def endpoint_of(port: dict[str, Any]) -> Endpoint:
+def endpoint_of(port: Mapping[str, Any]) -> Endpoint:
     addresses = tuple(host_prefix(ip["ip_address"]) for ip in port.get("fixed_ips") or [])
     pairs = (
         _source_prefix(p.get("ip_address", "")) for p in port.get("allowed_address_pairs") or []

@@ -7,8 +7,8 @@ the loop. Each pass is the same four steps:
    after any failure) re-reads the kernel, nftables and BIRD, so drift is
    repaired; an *incremental* pass (any other wake-up) starts from what the
    last pass left and re-reads only the taps whose link changed;
-2. ``plan.desired_state``: the whole desired state, pure (ports whose object
-   did not change are not converted again);
+2. ``plan.desired_state``: the desired state, pure; an incremental pass
+   recomputes only the ports that changed or whose tap did;
 3. ``plan.plan``: the ordered operations, pure; none on a host that is right,
    so a restarted agent changes nothing;
 4. ``execute.run``: the appliers (agent/appliers.py) carry them out; the
@@ -16,7 +16,8 @@ the loop. Each pass is the same four steps:
    log, ``last_pass`` and ``<run dir>/passes.json``.
 
 An incremental pass costs what the change costs: one new port on a host with
-10,000 is a few requests and one BIRD configure. On exit the agent leaves
+10,000 is a few netlink requests and one nftables element, no BIRD configure
+(its announcement is a blackhole route BIRD learns, dataplane/announce.py). On exit the agent leaves
 routes, rules and BIRD in place: forwarding never depends on the agent running.
 """
 
@@ -36,6 +37,7 @@ from urllib.parse import urlsplit
 from l3fabric.agent import execute
 from l3fabric.agent.anycast_serving import AnycastProbes
 from l3fabric.agent.appliers import (
+    AnnounceApplier,
     BirdApplier,
     GuardApplier,
     HostApplier,
@@ -58,6 +60,7 @@ from l3fabric.agent.plan import (
     statuses,
 )
 from l3fabric.client import HostState
+from l3fabric.dataplane.announce import Announcements
 from l3fabric.dataplane.links import Links, tap_name
 from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
@@ -113,12 +116,13 @@ class HostAgent(ReconcileAgent):
             with (
                 Links() as links,
                 EndpointRoutes() as routes,
+                Announcements() as announcements,
                 ResilientRoutes(params=HOST_PARAMS) as rr,
             ):
                 nft = AntiSpoofing()
                 self._probes = AnycastProbes(self.host, self.wake, self.report_soon)
                 self._reader = HostReader(
-                    links, routes, rr, nft, self._probes, self.bird, early.done,
+                    links, routes, announcements, rr, nft, self._probes, self.bird, early.done,
                     controller=urlsplit(self.api_url).hostname or "",
                 )  # fmt: skip
                 self._appliers: dict[str, execute.Applier] = {
@@ -126,6 +130,7 @@ class HostAgent(ReconcileAgent):
                     "nft": GuardApplier(nft),
                     "taps": TapsApplier(links),
                     "routes": RoutesApplier(routes),
+                    "announce": AnnounceApplier(announcements),
                     "nexthops": NexthopsApplier(rr),
                     "probes": self._probes,
                     "bird": BirdApplier(self.converge_bird, early.wait),
@@ -170,19 +175,21 @@ class HostAgent(ReconcileAgent):
             number=self.passes + 1, kind="full" if full else "incremental", started_at=time.time()
         )
         started = begun = time.monotonic()
+        reread: set[str] | None = None  # the taps an incremental pass re-reads
         try:
             if full or self._model is None:
                 self._last_full = time.monotonic()
                 observed = self._reader.full(self._model)
             else:
-                observed = self._reader.refresh(self._model, {*changed, *self._port_taps(view)})
+                reread = {*changed, *self._port_taps(view)}
+                observed = self._reader.refresh(self._model, reread)
         except Exception as exc:
             metrics.step("observe").errors.append(f"observe: {exc}")
             self._model = None
             return self._publish(metrics, started)
         metrics.timed("observe", begun)
         begun = time.monotonic()
-        desired = desired_state(self.host, view, observed, self._desired)
+        desired = desired_state(self.host, view, observed, self._desired, reread)
         if desired.bird is not None:
             self.note_skipped(desired.bird)  # sessions BIRD cannot run: logged and reported
         metrics.step("desired").errors += desired.errors
@@ -195,7 +202,7 @@ class HostAgent(ReconcileAgent):
         # After a failure the kernel may hold anything in between: re-read it.
         self._model = None if failed else after(desired, observed)
         self._desired = desired
-        new_statuses = statuses(desired, blocked.taps)
+        new_statuses = statuses(desired, blocked.taps, self.statuses)
         if new_statuses != self.statuses:
             self.statuses = new_statuses
             self.report_soon()
