@@ -81,7 +81,6 @@ def test_bgp_neighbours_are_unicast(text: str) -> None:
 
 
 def test_renderers_take_typed_addresses_without_zone_ids() -> None:
-    router = ip_address("10.0.0.1")
     with pytest.raises(TypeError):
         BgpPeer("a", "10.0.0.2", 65000)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="zone ID"):
