@@ -96,8 +96,11 @@ class DesiredHost:
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Ports that could not be converted: port id -> why (kept by incremental passes).
     invalid: Mapping[str, str] = field(default_factory=dict)
-    # tap -> port id, and the ports with allowed address pairs (maybe anycast).
+    # tap -> port id, prefix -> port id (routed or not), taps and prefixes
+    # that more than one port claims, the ports with allowed address pairs.
     tap_ports: Mapping[str, str] = field(default_factory=dict)
+    owners: Mapping[str, str] = field(default_factory=dict)
+    shared: frozenset[str] = frozenset()
     pair_ports: frozenset[str] = frozenset()
     # None: computed from everything; else what this incremental state recomputed.
     touched: Touched | None = None
@@ -184,7 +187,13 @@ def _full(
     taps: dict[str, bool] = {}
     routes: dict[str, str] = {}
     guard: dict[str, tuple[str, ...]] = {}
-    for ep in endpoints.values():
+    tap_ports: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    shared: set[str] = set()
+    for port_id, ep in endpoints.items():
+        for key, claims in ((ep.tap, tap_ports), *((p, owners) for p in ep.addresses)):
+            if claims.setdefault(key, port_id) != port_id:
+                shared.add(key)
         guard[ep.tap] = ep.guard
         if _routed(ep, observed):
             taps[ep.tap] = taps.get(ep.tap, False) or _needs_fe80(ep)
@@ -221,7 +230,9 @@ def _full(
         errors=tuple(errors),
         sources=dict(view.ports),
         invalid=invalid,
-        tap_ports={ep.tap: port_id for port_id, ep in endpoints.items()},
+        tap_ports=tap_ports,
+        owners=owners,
+        shared=frozenset(shared),
         pair_ports=frozenset(
             p for p, port in view.ports.items() if port.get("allowed_address_pairs")
         ),
@@ -244,19 +255,21 @@ def _incremental(
     taps = dict(previous.taps)
     invalid = dict(previous.invalid)
     tap_ports = dict(previous.tap_ports)
+    owners = dict(previous.owners)
+    shared = previous.shared
     touched_taps = set(changed_taps)
     prefixes: set[str] = set()
     for port_id in affected:  # out with the old
         invalid.pop(port_id, None)
         old = endpoints.pop(port_id, None)
         if old is not None:
-            if tap_ports.get(old.tap) != port_id or any(
-                routes.get(p, old.tap) != old.tap for p in old.addresses
-            ):
-                return None  # it shared a tap or a prefix with another port
+            if old.tap in shared or not shared.isdisjoint(old.addresses):
+                return None  # it shares a tap or a prefix: the full order decides
             touched_taps.add(old.tap)
             prefixes.update(old.addresses)
             del tap_ports[old.tap], guard[old.tap]
+            for prefix in old.addresses:
+                del owners[prefix]
             taps.pop(old.tap, None)
             for prefix in old.addresses:
                 if routes.get(prefix) == old.tap:
@@ -271,10 +284,11 @@ def _incremental(
         if isinstance(ep, str):
             invalid[port_id] = ep
             continue
-        if ep.tap in tap_ports or any(p in routes for p in ep.addresses):
-            return None  # two ports share a tap or a prefix: the full order decides
+        if ep.tap in tap_ports or any(p in owners for p in ep.addresses):
+            return None  # two ports would share a tap or a prefix: the full order decides
         endpoints[port_id] = ep
         tap_ports[ep.tap] = port_id
+        owners.update(dict.fromkeys(ep.addresses, port_id))
         guard[ep.tap] = ep.guard
         touched_taps.add(ep.tap)
         prefixes.update(ep.addresses)
@@ -296,6 +310,8 @@ def _incremental(
         sources=dict(ports),
         invalid=invalid,
         tap_ports=tap_ports,
+        owners=owners,
+        shared=shared,
         touched=Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
     )
 
