@@ -142,14 +142,49 @@ def _routed(ep: Endpoint, observed: Observed) -> bool:
     return ep.admin_up and bool(ep.addresses) and ep.tap in observed.taps
 
 
-def _bird(view: HostState, served: anycast.AnycastPlan, errors: list[str]) -> BirdConfig | None:
+@dataclass
+class _Parts:
+    """The per-port pieces of a desired state while it is computed."""
+
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
+    guard: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    taps: dict[str, bool] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    tap_ports: dict[str, str] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, desired: DesiredHost) -> _Parts:
+        """Copies of ``desired``'s pieces (C-level dict copies: ~0.1 ms at 10,000)."""
+        return cls(**{f.name: dict(getattr(desired, f.name)) for f in dataclasses.fields(cls)})
+
+
+def _assemble(
+    view: HostState,
+    observed: Observed,
+    served: anycast.AnycastPlan,
+    errors: list[str],
+    parts: _Parts,
+    **extra: Any,
+) -> DesiredHost:
+    """The desired state of ``parts``, with BIRD's config and the errors."""
+    bird: BirdConfig | None = None
     try:
-        return host_bird_config(view, served.announce)
+        bird = host_bird_config(view, served.announce)
     except NotRegistered:
-        return None
+        pass
     except ValueError as exc:
         errors.append(f"BIRD config: {exc}")
-        return None
+    return DesiredHost(
+        anycast=served,
+        management=observed.management,
+        bird=bird,
+        errors=tuple(errors),
+        sources=dict(view.ports),
+        **vars(parts),
+        **extra,
+    )
 
 
 def desired_state(
@@ -176,19 +211,15 @@ def desired_state(
 def _full(
     host: str, view: HostState, observed: Observed, previous: DesiredHost | None
 ) -> DesiredHost:
-    invalid: dict[str, str] = {}
-    endpoints: dict[str, Endpoint] = {}
+    d = _Parts()
+    endpoints, taps, routes, guard = d.endpoints, d.taps, d.routes, d.guard
     for port_id, port in view.ports.items():
         ep = _endpoint(port_id, port, previous)
         if isinstance(ep, str):
-            invalid[port_id] = ep
+            d.invalid[port_id] = ep
         else:
             endpoints[port_id] = ep
-    taps: dict[str, bool] = {}
-    routes: dict[str, str] = {}
-    guard: dict[str, tuple[str, ...]] = {}
-    tap_ports: dict[str, str] = {}
-    owners: dict[str, str] = {}
+    tap_ports, owners = d.tap_ports, d.owners
     shared: set[str] = set()
     for port_id, ep in endpoints.items():
         for key, claims in ((ep.tap, tap_ports), *((p, owners) for p in ep.addresses)):
@@ -199,7 +230,7 @@ def _full(
             taps[ep.tap] = taps.get(ep.tap, False) or _needs_fe80(ep)
             for prefix in ep.addresses:
                 routes[prefix] = ep.tap
-    errors = list(invalid.values())
+    errors = list(d.invalid.values())
     served = anycast.plan(
         host,
         view.ports,
@@ -218,20 +249,12 @@ def _full(
                 guard[tap] = nft.normalise_sources(tap, (*guard[tap], *extra))
             except ValueError as exc:
                 errors.append(str(exc))
-    bird = _bird(view, served, errors)
-    return DesiredHost(
-        endpoints=endpoints,
-        routes=routes,
-        guard=guard,
-        taps=taps,
-        anycast=served,
-        management=observed.management,
-        bird=bird,
-        errors=tuple(errors),
-        sources=dict(view.ports),
-        invalid=invalid,
-        tap_ports=tap_ports,
-        owners=owners,
+    return _assemble(
+        view,
+        observed,
+        served,
+        errors,
+        d,
         shared=frozenset(shared),
         pair_ports=frozenset(
             p for p, port in view.ports.items() if port.get("allowed_address_pairs")
@@ -249,13 +272,9 @@ def _incremental(
     affected = {p for p in changed_ports(view, previous)}
     affected.update(p for p in before.keys() - ports.keys())
     affected.update(previous.tap_ports[t] for t in changed_taps if t in previous.tap_ports)
-    endpoints = dict(previous.endpoints)
-    routes = dict(previous.routes)
-    guard = dict(previous.guard)
-    taps = dict(previous.taps)
-    invalid = dict(previous.invalid)
-    tap_ports = dict(previous.tap_ports)
-    owners = dict(previous.owners)
+    d = _Parts.of(previous)
+    endpoints, routes, guard, taps = d.endpoints, d.routes, d.guard, d.taps
+    invalid, tap_ports, owners = d.invalid, d.tap_ports, d.owners
     shared = previous.shared
     touched_taps = set(changed_taps)
     prefixes: set[str] = set()
@@ -295,22 +314,12 @@ def _incremental(
         if _routed(ep, observed):
             taps[ep.tap] = _needs_fe80(ep)
             routes.update(dict.fromkeys(ep.addresses, ep.tap))
-    errors = list(invalid.values())
-    served = anycast.AnycastPlan()
-    bird = _bird(view, served, errors)
-    return DesiredHost(
-        endpoints=endpoints,
-        routes=routes,
-        guard=guard,
-        taps=taps,
-        anycast=served,
-        management=observed.management,
-        bird=bird,
-        errors=tuple(errors),
-        sources=dict(ports),
-        invalid=invalid,
-        tap_ports=tap_ports,
-        owners=owners,
+    return _assemble(
+        view,
+        observed,
+        anycast.AnycastPlan(),
+        list(invalid.values()),
+        d,
         shared=shared,
         touched=Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
     )
