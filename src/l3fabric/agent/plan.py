@@ -40,7 +40,9 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+import itertools
+import operator
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,14 +108,25 @@ class DesiredHost:
     touched: Touched | None = None
 
 
+def _replaced(now: Mapping[str, Any], before: Mapping[str, Any]) -> Iterable[str]:
+    """The keys of ``now`` whose object is not the one in ``before`` (new keys too)."""
+    n = len(before)
+    if len(now) >= n and all(map(operator.eq, now, before)):
+        # The usual case, in C: the watch replaces objects in place and
+        # appends new ones (10,000 ports: ~0.1 ms instead of ~1 ms).
+        same_order = itertools.compress(now, map(operator.is_not, now.values(), before.values()))
+        return itertools.chain(same_order, itertools.islice(now, n, None))
+    return [k for k, v in now.items() if before.get(k) is not v]
+
+
 def changed_ports(view: HostState, previous: DesiredHost | None) -> list[str]:
     """The ports of ``view`` that convert differently than in ``previous`` (new ones too)."""
     known = previous.sources if previous else {}
+    ports = view.ports
     return [
         port_id
-        for port_id, port in view.ports.items()
-        # Identity first: the watch replaces an object on every change.
-        if (old := known.get(port_id)) is not port and (old is None or not same_endpoint(old, port))
+        for port_id in _replaced(ports, known)
+        if (old := known.get(port_id)) is None or not same_endpoint(old, ports[port_id])
     ]
 
 
