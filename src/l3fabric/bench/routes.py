@@ -523,7 +523,7 @@ def _system(ctx: Context, count: int, role: str) -> Result:
         # writes and sends back as watch events (a second of CPU at 10,000),
         # are not what one more port costs (untimed: setup_echo_s).
         echo_s = _wait_active(url, count, deadline, agent_alive)
-        add_one_s = _add_one(url, host_ns, vms_ns, peer_routes, deadline, agent_alive)
+        plugged_at, add_one_s = _add_one(url, host_ns, vms_ns, peer_routes, deadline, agent_alive)
         # The pass that added the route (it records itself after the announcement).
         added = _wait_passes(run_dir, deadline, agent_alive, after=before)
 
@@ -544,6 +544,11 @@ def _system(ctx: Context, count: int, role: str) -> Result:
     }
     if added:
         result["add_one_pass_s"] = round(added[-1]["seconds"], 4)
+        # Where add_one_s went: the plug until that pass began (the link
+        # event, a pass still running), and its end until the peer had the route.
+        began = added[-1]["started_at"] - plugged_at
+        result["add_one_to_pass_s"] = round(began, 4)
+        result["add_one_after_pass_s"] = round(add_one_s - began - added[-1]["seconds"], 4)
         result["add_one_pass_incremental"] = int(added[-1]["kind"] == "incremental")
         for step in added[-1]["steps"]:
             result[f"add_one_{step}_s"] = round(_step_seconds(added[-1], step) or 0.0, 4)
@@ -563,8 +568,9 @@ def _add_one(
     peer_routes: RouteSocket,
     deadline: float,
     check: Callable[[], None],
-) -> float:
-    """One more port, its tap plugged; seconds from the plug until the peer has its route."""
+) -> tuple[float, float]:
+    """One more port, its tap plugged: the plug's wall-clock time, and the seconds from the
+    plug until the peer has its route."""
     with FabricClient(url, timeout=60) as client:
         (net,) = client.request("GET", "/v2.0/networks", params={"name": "bench"})["networks"]
         body = {"network_id": net["id"], "binding:host_id": HOST, "device_owner": "compute:bench"}
@@ -574,9 +580,9 @@ def _add_one(
     plug = [f"link add {tap} type veth peer name l3fbvextra netns {vms_ns}", f"link set {tap} up"]
     _ip_batch(host_ns, plug)
     # From the end of the plug (the tap is up): the agent's part from then on.
-    plugged = time.perf_counter()
+    plugged, plugged_at = time.perf_counter(), time.time()
     _ip_batch(vms_ns, ["link set l3fbvextra up"])
-    return _wait_route(peer_routes, prefix, deadline, check) - plugged
+    return plugged_at, _wait_route(peer_routes, prefix, deadline, check) - plugged
 
 
 def _tentative(netns: str) -> int:
