@@ -430,6 +430,9 @@ def converge(ctx: Context) -> Result:
     result = _system(ctx, ctx.count, "")
     small = _system(ctx, SMALL_HOST, "small-")
     result["add_one_small_s"] = small["add_one_s"]
+    for key in ("add_one_pass_s", "add_one_to_pass_s", "add_one_after_pass_s"):
+        if key in small:
+            result[key.replace("add_one", "add_one_small")] = small[key]
     result["add_one_over_small"] = round(result["add_one_s"] / small["add_one_s"], 2)
     return result
 
