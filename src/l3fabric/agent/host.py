@@ -246,12 +246,14 @@ class HostAgent(ReconcileAgent):
                 ", ".join(f"{k} {v.seconds:.3f}" for k, v in metrics.steps.items()),
                 f"; failed: {'; '.join(metrics.errors)}" if metrics.errors else "",
             )
+        if metrics.operations or metrics.errors or metrics.kind == "full":
+            # Full passes too, even idle: a change that waited behind one shows.
             self.history.append(metrics.to_json())
             self._write_history()
         return metrics
 
     def _write_history(self) -> None:
-        """``<run dir>/passes.json``: the recent passes that did something, for tools and benchmarks."""
+        """``<run dir>/passes.json``: the recent passes that did something, and full ones."""
         path = self.run_dir / "passes.json"
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)

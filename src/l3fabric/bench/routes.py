@@ -551,6 +551,14 @@ def _system(ctx: Context, count: int, role: str) -> Result:
         # event, a pass still running), and its end until the peer had the route.
         began = added[-1]["started_at"] - plugged_at
         result["add_one_to_pass_s"] = round(began, 4)
+        # A pass still running at the plug (the periodic full one, at 10,000
+        # ~0.5-1.5 s of kernel and nftables reads): what the new port waited for.
+        behind = [
+            p for p in _agent_passes(run_dir)
+            if p["number"] < added[-1]["number"]
+            and p["started_at"] + p["seconds"] > plugged_at
+        ]  # fmt: skip
+        result["add_one_behind_full"] = int(any(p["kind"] == "full" for p in behind))
         result["add_one_after_pass_s"] = round(add_one_s - began - added[-1]["seconds"], 4)
         result["add_one_pass_incremental"] = int(added[-1]["kind"] == "incremental")
         for step in added[-1]["steps"]:
