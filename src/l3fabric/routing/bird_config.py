@@ -348,6 +348,8 @@ class BirdConfig:
     # The kernel table the host's endpoint announcements are learned from
     # (None: no endpoints, a plain router).
     endpoints_table: int | None = None
+    # How often BIRD re-reads that table: it repairs a notification BIRD missed.
+    endpoints_scan_time: int = 2
     bfd_interval_ms: int = 100
     bfd_multiplier: int = 3
     graceful_restart: bool = True
