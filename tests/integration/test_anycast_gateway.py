@@ -68,7 +68,7 @@ def announce(lab: Lab, host: str, counts: dict[str, int]) -> None:
     for s in lab.plan.sessions(host):
         v = ipaddress.ip_address(s.remote).version
         text.append(
-            f"protocol bgp {routers.session_name(s)} {{ local {s.local} as {node.asn}; "
+            f"protocol bgp '{routers.session_name(s)}' {{ local {s.local} as {node.asn}; "
             f"neighbor {s.remote} as {s.peer_asn}; bfd on; hold time 9; keepalive time 3; "
             "connect delay time 0; connect retry time 1; error wait time 1, 10; "
             f'ipv{v} {{ import none; export where proto ~ "anycast_*"; }}; }}'

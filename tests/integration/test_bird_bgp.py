@@ -20,6 +20,7 @@ from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.announce import ENDPOINTS_TABLE, Announcements
 from l3fabric.dataplane.routes import EndpointRoutes
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute, render
+from l3fabric.routing.bird_control import BirdError, parse_protocols
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdConfigError, BirdProcess
 
 from .conftest import ip
@@ -35,13 +36,18 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> float:
     return time.monotonic() - start
 
 
+LONG = "isp-" + "6" * 59
+
+
 def host_config() -> BirdConfig:
     return BirdConfig(
         router_id=ip_address("10.255.0.1"),
         local_as=4200000001,
         peers=(
-            BgpPeer("gw", ip_address("10.255.0.2"), 65000, bfd=True),
-            BgpPeer("gw-v6", ip_address("fd00:255::2"), 65000),
+            # Session names as agents make them: a gateway's first address, and
+            # one over BIRD's 64 characters (cut, with a digest).
+            BgpPeer("gw1:0", ip_address("10.255.0.2"), 65000, role="g", bfd=True),
+            BgpPeer(LONG, ip_address("fd00:255::2"), 65000, role="up"),
         ),
         hold_time=3,
         keepalive_time=1,
@@ -54,8 +60,8 @@ def router_config() -> BirdConfig:
         router_id=ip_address("10.255.0.2"),
         local_as=65000,
         peers=(
-            BgpPeer("host1", ip_address("10.255.0.1"), 4200000001, bfd=True, export_policy=Policy("none"), import_policy=everything),
-            BgpPeer("host1-v6", ip_address("fd00:255::1"), 4200000001, export_policy=Policy("none"), import_policy=everything),
+            BgpPeer("host1", ip_address("10.255.0.1"), 4200000001, role="h", bfd=True, export_policy=Policy("none"), import_policy=everything),
+            BgpPeer("host1-v6", ip_address("fd00:255::1"), 4200000001, role="h", export_policy=Policy("none"), import_policy=everything),
         ),
         hold_time=3,
         keepalive_time=1,
@@ -190,3 +196,28 @@ def test_reconfigure_keeps_sessions_and_refuses_bad_config(fabric) -> None:
     time.sleep(1.5)
     assert established(host) == before
     assert "static4" in {p.name for p in host.control.protocols()}
+
+
+def test_quoted_session_names_work_in_birdc_and_the_status_parser(fabric) -> None:
+    _, _, host, router = fabric
+    wait_for("sessions", lambda: len(established(host)) == 2, 30)
+    v4, v6 = host_config().peers
+    assert len(v6.protocol) == 64 and "::" in v6.protocol  # cut to BIRD's limit
+    # show protocols: the names as rendered, unquoted, with the neighbour's address.
+    assert established(host).keys() == {v4.protocol, v6.protocol}
+    [row] = parse_protocols(host.control.request(f"show protocols all '{v6.protocol}'"))
+    assert (row.name, row.neighbor, row.established) == (v6.protocol, "fd00:255::2", True)
+    for command in ("show route protocol", "show route export", "show route count protocol"):
+        host.control.request(f"{command} '{v4.protocol}'")  # BirdError if BIRD refused it
+        router.control.request(f"{command} 'h:host1'")
+    with pytest.raises(BirdError, match="syntax error"):
+        host.control.request(f"show protocols {v4.protocol}")  # unquoted: not a symbol
+    # The BFD session of the quoted protocol is up.
+    assert any(" Up " in t for _, t in host.control.request("show bfd sessions"))
+    # disable/enable by name; the last test of the module, so no wait to re-establish.
+    host.control.request(f"disable '{v6.protocol}'")
+    [row] = parse_protocols(host.control.request(f"show protocols all '{v6.protocol}'"))
+    assert row.state in ("stop", "flush", "down") and not row.established  # on its way down
+    host.control.request(f"enable '{v6.protocol}'")
+    [row] = parse_protocols(host.control.request(f"show protocols all '{v6.protocol}'"))
+    assert row.state != "down"

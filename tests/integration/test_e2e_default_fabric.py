@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from l3fabric.lab import routers
 from l3fabric.routing.bird_control import BirdControl
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
@@ -90,6 +91,17 @@ def test_every_session_is_established_with_bfd_up(lab: Lab) -> None:
     assert len(up) == 6  # two hosts and the internet router, two families each
     # The hosts' sessions are iBGP, so multihop: BFD on no interface ("---").
     assert sum(" --- " in line for line in up) == 4
+
+
+def test_heartbeats_report_each_session_by_birds_name_and_peer_address(lab: Lab) -> None:
+    want = {routers.session_name(s): s.remote for s in lab.plan.sessions("r1-h1")}
+
+    def reported() -> dict[str, str]:
+        with lab.client() as api:
+            bgp = api.request("GET", "/v1/hosts/r1-h1")["bgp"]
+        return {b["name"]: b["peer"] for b in bgp if b["state"] == "up"}
+
+    wait_until(lambda: reported() == want, 20, f"r1-h1 heartbeat lists {want}")
 
 
 @pytest.mark.parametrize("version", [4, 6])

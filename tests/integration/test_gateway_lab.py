@@ -8,6 +8,7 @@ gateway's conntrack table.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from l3fabric.gateway.nat import snat_flows
+from l3fabric.lab import routers
 from l3fabric.routing.bird_control import BirdControl
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
@@ -87,8 +89,8 @@ def announced_to_internet(lab: Lab) -> set[str]:
     """The prefixes the internet router's BIRD holds from the gateway (both families)."""
     ctl = BirdControl(str(lab.state.bird_ctl("internet")))
     prefixes: set[str] = set()
-    for protocol in ("peer_gw1", "peer_gw1_v6"):
-        for _, text in ctl.request(f"show route protocol {protocol}"):
+    for session in (s for s in lab.plan.sessions("internet") if s.peer == "gw1"):
+        for _, text in ctl.request(f"show route protocol '{routers.session_name(session)}'"):
             match = re.match(r"^([0-9a-fA-F:.]+/\d+)\s", text)
             if match:
                 prefixes.add(match.group(1))
@@ -191,3 +193,44 @@ def test_upstream_holds_exactly_the_public_aggregates_and_new_ones_within_2_s(la
     wait_until(lambda: reaches(lab, "client1", lab.vm_ip("pubvm2")), 5, "VM on the new subnet")
     assert time.monotonic() - started < 10
     assert not any(p.startswith("10.") for p in announced_to_internet(lab))
+
+
+def last_pass(lab: Lab) -> dict:
+    """The gateway's last pass as its heartbeat reports it (``agent.last_pass``)."""
+    with lab.client() as api:
+        return api.get_gateway("gw1")["agent"].get("last_pass") or {}
+
+
+def recorded_passes(lab: Lab) -> list[dict]:
+    """The gateway's passes that did something, as it wrote them (``passes.json``)."""
+    path = lab.state.agent_dir("gw1") / "passes.json"
+    return json.loads(path.read_text())["passes"] if path.exists() else []
+
+
+def test_a_hand_deleted_nat_rule_is_restored_and_a_settled_gateway_plans_nothing(
+    lab: Lab,
+) -> None:
+    chain = ("nft", "-a", "list", "chain", "inet", "l3fabric_gw", "forward")
+    handle = re.search(r"ip daddr @private4 counter .* # handle (\d+)", lab.exec("gw1", *chain).stdout)  # fmt: skip
+    assert handle is not None
+    lab.exec("gw1", "nft", "delete", "rule", "inet", "l3fabric_gw", "forward", "handle", handle.group(1))  # fmt: skip
+    assert "@private4" not in lab.exec("gw1", *chain).stdout
+    known = len(recorded_passes(lab))
+    # Any wake-up is a pass that reads the table by content: a new network will do.
+    with lab.client() as api:
+        api.create_network(name="nudge1")
+    wait_until(lambda: "@private4" in lab.exec("gw1", *chain).stdout, 5, "the shield rule back")
+    wait_until(lambda: len(recorded_passes(lab)) > known, 3, "the repair in passes.json")
+    repair = recorded_passes(lab)[known:]
+    assert [p["steps"]["nat"]["ops"] for p in repair if "nat" in p["steps"]] == [1]
+    assert all(p["errors"] == [] for p in repair)
+    # The heartbeat carries the last pass (per step seconds, operations, errors);
+    # with nothing to change, a pass plans no operation and is not recorded.
+    wait_until(lambda: last_pass(lab).get("number", 0) >= repair[-1]["number"], 8, "heartbeat")
+    with lab.client() as api:
+        api.create_network(name="nudge2")
+    wait_until(lambda: last_pass(lab)["number"] > repair[-1]["number"], 8, "the next pass")
+    settled = last_pass(lab)
+    assert settled["ops"] == 0 and settled["errors"] == []
+    assert {"observe", "desired", "plan"} <= set(settled["steps"])
+    assert len(recorded_passes(lab)) == known + len(repair)

@@ -19,11 +19,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from l3fabric.addresses import parse_address, parse_network
-from l3fabric.agent import desired as host_desired
 from l3fabric.agent.bird import host_bird_config
+from l3fabric.agent.desired import tap_name
+from l3fabric.agent.observed import Observed, TapState
+from l3fabric.agent.plan import desired_state
 from l3fabric.api.app import create_app
 from l3fabric.client import HostState
 from l3fabric.dataplane import nft
+from l3fabric.dataplane.links import LinkInfo
 from l3fabric.gateway import nat
 from l3fabric.gateway.bird import gateway_config, routing_from_state
 from l3fabric.lab import routers
@@ -39,6 +42,9 @@ H1 = "h" * 61 + ".1"
 H2 = "h" * 61 + "-2"
 GW = "g" * 62 + "w"
 UPSTREAM = "u" * 30 + "." + "p" * 32
+# Hosts whose names once folded into one BIRD protocol name with another
+# session's ("peer_a_b"; a host named like an upstream peer or a reflector).
+LOOKALIKES = ("a.b", "a-b", "a_b", UPSTREAM, "rr0")
 ASN = 4_294_967_294
 
 
@@ -77,11 +83,14 @@ def _fabric(api: TestClient, fabric: dict[str, Any]) -> None:
             "upstream": [
                 {"name": UPSTREAM, "address": "192.0.2.1", "asn": ASN},
                 {"name": UPSTREAM[:-1] + "6", "address": "2001:db8:ffff::1", "asn": ASN},
+                {"name": "rr0", "address": "192.0.2.2", "asn": ASN},
             ],
             "snat_address": "2001:db8:ffff::2",
             "infrastructure": ["0.0.0.0/0", "::/0", "172.16.0.0/12", "2001:db8:ffff::/48"],
         },
     )
+    for i, name in enumerate(LOOKALIKES):
+        _put(api, f"/v1/hosts/{name}", {"router_id": f"10.0.1.{i}", "address": f"10.0.1.{i}"})
     public = _make(api, "networks", "network", name="n" * 255, **{"router:external": True})
     private = _make(api, "networks", "network", name="p")
     _make(api, "subnets", "subnet", network_id=public["id"], cidr="203.0.113.0/24")
@@ -165,13 +174,15 @@ def test_host_configs_are_accepted(snapshots, netns, tmp_path) -> None:
     for name in (H1, H2):
         state = snapshots[name]
         assert state.host is not None  # nothing the API accepted was left out
-        taps = {host_desired.tap_name(p) for p in state.ports}
-        wanted = host_desired.compute(state.ports.values(), taps)
+        # Every port plugged in: everything the agent would program is rendered.
+        plugged = {tap_name(p): TapState(LinkInfo(i, 1, {})) for i, p in enumerate(state.ports)}
+        wanted = desired_state(name, state, Observed(taps=plugged))
+        assert not wanted.errors, wanted.errors
         anycast = {f"{g['address']}/128": 2 for g in state.anycast.values()}
         config = host_bird_config(state, anycast=anycast, endpoints=wanted.routes)
         assert config.peers, "a host without peers proves nothing"
         _bird_accepts(render(config), tmp_path / f"{name}.conf")
-        _nft_accepts(ns, nft.render(wanted.allowed, isolated=["eth0"]), tmp_path / f"{name}.nft")
+        _nft_accepts(ns, nft.render(wanted.guard, isolated=["eth0"]), tmp_path / f"{name}.nft")
     assert len(snapshots[H1].ports) == 3
 
 

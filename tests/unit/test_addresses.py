@@ -8,7 +8,7 @@ import pytest
 
 from l3fabric import addresses
 from l3fabric.client import HostState
-from l3fabric.routing.bird_config import BgpPeer, BirdConfig, StaticRoute, protocol_name
+from l3fabric.routing.bird_config import BgpPeer, BirdConfig, StaticRoute
 from tests.unit.test_api_addresses import INJECTION
 
 HOSTILE = [
@@ -101,14 +101,6 @@ def test_renderers_take_typed_addresses_without_zone_ids() -> None:
 def test_text_in_bird_strings_has_no_quotes_or_control_characters(text: str) -> None:
     with pytest.raises(ValueError, match="control characters"):
         BgpPeer("a", ip_address("10.0.0.2"), 65000, password=text)
-
-
-def test_long_peer_names_make_short_distinct_bird_symbols() -> None:
-    # BIRD refuses symbols over 64 characters; API names have up to 63, plus "_0", "-v6".
-    a, b = "h" * 62 + "a", "h" * 62 + "b"
-    assert len(protocol_name(a)) <= 64 and len(protocol_name(f"{a}_0")) <= 64
-    assert protocol_name(a) != protocol_name(b)
-    assert protocol_name("tor-1.rack2") == "peer_tor_1_rack2"
 
 
 # What agents admit ---------------------------------------------------------------

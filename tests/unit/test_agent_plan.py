@@ -10,11 +10,9 @@ import dataclasses
 
 import pytest
 
-from l3fabric.agent import execute
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import (
-    OK,
     AnycastRoutesSet,
     BirdConfigure,
     BirdWithdraw,
@@ -34,6 +32,7 @@ from l3fabric.dataplane.links import IFF_UP, LinkInfo, tap_name
 from l3fabric.routing.bird_config import render
 
 from .agent_ports import A, B, port
+from .recording import Recorder
 
 HOST = {"name": "h1", "router_id": "172.17.0.2", "address": "172.16.0.2", "asn": None, "peers": None}  # fmt: skip
 GW = {"name": "gw", "router_id": "172.17.0.1", "asn": None, "fabric_addresses": ["172.16.0.0"]}
@@ -68,25 +67,6 @@ def _converged(view: HostState, **observed: object) -> Observed:
     """What a host left by a pass for ``view`` holds, as the next incremental pass sees it."""
     base = Observed(**observed)  # type: ignore[arg-type]
     return after(desired_state("h1", view, base), base)
-
-
-class Recorder:
-    """Every applier at once: records (domain, op); ``fail`` maps an op type to its outcome."""
-
-    def __init__(self, fail: dict[type, Outcome] | None = None) -> None:
-        self.ops: list[Op] = []
-        self.fail = fail or {}
-
-    def apply(self, op: Op) -> Outcome:
-        self.ops.append(op)
-        return self.fail.get(type(op), OK)
-
-    def run(self, ops: list[Op]) -> execute.ops.Blocked:
-        domains = ("host", "nft", "taps", "routes", "announce", "nexthops", "probes", "bird")
-        return execute.run(ops, dict.fromkeys(domains, self), PassMetrics())
-
-    def index(self, kind: type, where=lambda op: True) -> int:
-        return next(i for i, op in enumerate(self.ops) if isinstance(op, kind) and where(op))
 
 
 def _restarted(view: HostState, taps: dict[str, TapState]) -> Observed:
@@ -240,7 +220,7 @@ def test_metrics_count_operations_changes_and_errors_per_step() -> None:
             return super().apply(op)
 
     rec = Failing()
-    execute.run(plan(desired, observed), dict.fromkeys(("host", "nft", "taps", "routes", "announce", "nexthops", "probes", "bird"), rec), metrics)  # fmt: skip
+    rec.run(plan(desired, observed), metrics)
     assert metrics.steps["routes"].ops == 1 and metrics.routes_changed == 2
     assert metrics.errors == ["announce: bird says no"]
     assert metrics.to_json()["operations"] == metrics.operations == len(rec.ops) + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
 import subprocess
 from ipaddress import ip_address, ip_network
@@ -9,6 +11,7 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from l3fabric.routing.bird_config import (
+    SESSION_ROLES,
     BgpPeer,
     BirdConfig,
     Policy,
@@ -52,11 +55,37 @@ def test_bird_parses_the_rendering(tmp_path, config) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_gw_is_not_used_as_a_protocol_name() -> None:
+def test_protocol_names_are_quoted_role_and_name() -> None:
     text = render(full_config())
-    assert "protocol bgp peer_gw {" in text
+    # Quoted: never a keyword (``gw``) nor a built-in protocol's name.
+    assert "protocol bgp 'p:gw' {" in text
     assert "protocol bgp gw" not in text
-    assert protocol_name("tor-1.rack2") == "peer_tor_1_rack2"
+    assert protocol_name("h", "tor-1.rack2") == "h:tor-1.rack2"
+
+
+def test_protocol_names_are_injective_and_fit_birds_64_characters() -> None:
+    # Every name of up to 3 characters from a hostile alphabet, in every role.
+    names = ["".join(c) for n in (1, 2, 3) for c in itertools.product("a.-_:0", repeat=n)]
+    names = [n for n in names if all(n.split(":"))]  # parts joined by single ":"
+    # Long ones: cut, sharing their first 62 characters, or cut exactly where they differ.
+    names += ["x" * 62 + c for c in "ab.-_"] + [
+        "x" * 61,
+        "x" * 62,
+        "x" * 63 + ":0",
+        "x" * 63 + ":1",
+    ]
+    pairs = [(role, name) for role in SESSION_ROLES for name in names]
+    symbols = [protocol_name(role, name) for role, name in pairs]  # type: ignore[arg-type]
+    assert len(set(symbols)) == len(pairs)
+    assert all(len(s) <= 64 and re.fullmatch(r"[A-Za-z0-9_.:-]+", s) for s in symbols)
+    long = protocol_name("h", "x" * 62 + "a")
+    assert long.startswith("h:xxx") and len(long) == 64 and re.search(r"::[0-9a-f]{32}$", long)
+
+
+@pytest.mark.parametrize(("role", "name"), [("x", "a"), ("h", ""), ("h", "a b"), ("h", "a'b"), ("g", "gw::0"), ("h", ":a")])  # fmt: skip
+def test_names_bird_cannot_take_are_refused(role: str, name: str) -> None:
+    with pytest.raises(ValueError, match="session"):
+        BgpPeer(name, ip_address("10.0.0.2"), 65000, role=role)  # type: ignore[arg-type]
 
 
 def test_host_export_is_endpoints_only_and_families_split() -> None:
@@ -72,7 +101,7 @@ def test_host_export_is_endpoints_only_and_families_split() -> None:
     assert '(source = RTS_STATIC && proto = "anycast4")' in export and "RTS_BGP" not in export
     # Nothing is learned from the main table (a host learns its endpoints from their own).
     assert "learn;" not in text and text.count("import none;") == 2
-    prefixes = render(full_config()).split("protocol bgp peer_upstream")[1]
+    prefixes = render(full_config()).split("protocol bgp 'p:upstream'")[1]
     # An IPv4 session carries only the IPv4 patterns.
     assert "2001:db8::/32{48,64}" not in prefixes and "10.0.0.0/8+" in prefixes
 
@@ -100,7 +129,7 @@ def test_graceful_restart_and_kernel_options() -> None:
         (lambda: Policy("prefixes", ("10.0.0.1/8",)), "host bits"),
         (lambda: Policy.parse({"prefixes": "10.0.0.0/8"}), "bad policy"),
         (
-            lambda: BirdConfig(ip_address("10.0.0.1"), 65000, peers=(BgpPeer("a-b", ip_address("10.0.0.2"), 1), BgpPeer("a_b", ip_address("10.0.0.3"), 1))),
+            lambda: BirdConfig(ip_address("10.0.0.1"), 65000, peers=(BgpPeer("a", ip_address("10.0.0.2"), 1), BgpPeer("a", ip_address("10.0.0.3"), 1))),
             "collide",
         ),
         (lambda: StaticRoute(ip_network("10.0.0.0/8"), ip_address("2001:db8::1")), "another family"),

@@ -12,11 +12,13 @@ from l3fabric.routing.bird_control import BirdControl, BirdError, parse_protocol
 SHOW_PROTOCOLS = [
     "2002-Name       Proto      Table      State  Since         Info",
     "1002-device1    Device     ---        up     2026-01-02 03:04:05.678  ",
-    "1002-peer_gw    BGP        ---        up     2026-01-02 03:04:06.001  Established   ",
-    "1006-  BGP state:          Established",
+    "1002-g:gw1:0    BGP        ---        up     2026-01-02 03:04:06.001  Established   ",
+    "1006-  Description:    gw1:0",
+    "  BGP state:          Established",
+    "    Neighbor address: 2001:db8::1",
     "   Channel ipv4",
     "     Routes:         3 imported, 2 exported, 1 preferred",
-    "1002-peer_up    BGP        ---        start  2026-01-02 03:04:05.678  Active        Socket: Connection refused",
+    "1002-up:aaaaaaaaaaaaaaaaaaaaaaaaaaa::0123456789abcdef0123456789abcdef BGP        ---        start  2026-01-02 03:04:05.678  Active        Socket: Connection refused",
     "0000 ",
 ]
 
@@ -58,7 +60,13 @@ def fake_bird(tmp_path):
 
 def test_protocols_are_parsed_with_route_counts(fake_bird) -> None:
     protocols = fake_bird.protocols()
-    assert [p.name for p in protocols] == ["device1", "peer_gw", "peer_up"]
+    # Session names as BIRD shows them: quoted symbols (role:name, cut ones end in a digest).
+    assert [p.name for p in protocols] == [
+        "device1",
+        "g:gw1:0",
+        "up:aaaaaaaaaaaaaaaaaaaaaaaaaaa::0123456789abcdef0123456789abcdef",
+    ]
+    assert protocols[1].neighbor == "2001:db8::1" and protocols[0].neighbor == ""
     gw = protocols[1]
     assert gw.established and gw.since == "2026-01-02 03:04:06.001"
     assert gw.routes == {"ipv4": {"imported": 3, "exported": 2, "preferred": 1}}

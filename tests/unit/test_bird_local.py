@@ -63,7 +63,7 @@ def test_default_fabric_host_speaks_from_its_address_and_skips_the_other_family(
     assert str(skipped.address) == "2001:db8:ff00::" and "local IPv6 address" in skipped.reason
     text = render(config)
     assert "local 172.16.0.1 as 65000;" in text
-    assert "# Skipped peer gw1_1 (2001:db8:ff00::): multihop BGP with BFD" in text
+    assert "# Skipped session g:gw1:1 (2001:db8:ff00::): multihop BGP with BFD" in text
     done = _bird_p(config, tmp_path)
     assert done.returncode == 0, done.stderr
 
@@ -138,6 +138,8 @@ def test_skipped_sessions_are_reported_in_the_heartbeat(tmp_path: Path) -> None:
         agent.note_skipped(_host())
         [entry] = agent.bgp_sessions()  # BIRD is not running: only the skipped one
         assert entry["state"] == "skipped" and entry["peer"] == "2001:db8:ff00::"
+        # Under the name BIRD would give it: the gateway's second fabric address.
+        assert entry["name"] == "g:gw1:1"
         assert "local IPv6 address" in entry["info"]
     finally:
         agent.client.close()

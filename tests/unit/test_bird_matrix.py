@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from l3fabric.agent.bird import host_bird_config
-from l3fabric.api.fabric import FabricConfig, GatewayRegistration, HostRegistration
 from l3fabric.client import HostState
 from l3fabric.gateway.bird import gateway_config, routing_from_state
+from l3fabric.model.fabric import FabricConfig, GatewayRegistration, HostRegistration
 from l3fabric.routing.bird_config import BirdConfig, render
 
 needs_bird = pytest.mark.skipif(shutil.which("bird") is None, reason="bird not installed")
@@ -124,3 +124,82 @@ def test_gateway_config_parses(
     _parse(config, tmp_path / "gw.conf")
     _accounted(config, len(FAMILIES[family]["rr"]) if peering == "reflectors" else 2)
     assert config.peers, "a gateway must keep at least one session"
+
+
+# Names that the old "peer_" + [A-Za-z0-9_] mapping folded together: hosts
+# "a.b", "a-b" and "a_b"; a host named like the session a host derives for a
+# gateway's first address ("gw1_0") or for a route reflector ("rr0"), or like
+# a gateway's upstream peer ("isp1"); 63-character names (cut to fit BIRD's
+# 64) that share their first 62 characters; a gateway with such a name.
+HOSTILE_HOSTS = ("a.b", "a-b", "a_b", "gw1_0", "rr0", "0", "isp1", "x" * 62 + "a", "x" * 62 + "b")
+HOSTILE_GATEWAYS = {"gw1": 2, "gw1_0": 1, "g" * 63: 2}  # name: fabric addresses
+
+
+def _hostile_state(peering: str, me: str) -> HostState:
+    fabric = _api(
+        FabricConfig,
+        {"peering": peering, "route_reflectors": ["172.16.9.1", "172.16.9.2"]},
+    )
+    gateways = {}
+    for g, (name, count) in enumerate(HOSTILE_GATEWAYS.items()):
+        addresses = [f"172.16.{g}.{2 * i}" for i in range(count)]
+        # Upstream peers named like hosts, reflectors and derived sessions.
+        upstream = [
+            {"name": n, "address": f"192.0.2.{i + 1}", "asn": 64496}
+            for i, n in enumerate(("isp1", "a.b", "rr0", "0", "gw1_0"))
+        ]
+        body = {"router_id": f"172.17.1.{g}", "fabric_addresses": addresses, "upstream": upstream}
+        gateways[name] = {**_api(GatewayRegistration, body), "name": name}
+    hosts = {
+        name: {
+            **_api(HostRegistration, {"router_id": f"172.17.2.{i}", "address": f"172.16.5.{i}"}),
+            "name": name,
+        }
+        for i, name in enumerate(HOSTILE_HOSTS)
+    }
+    mine = hosts.pop(me, None)
+    return HostState(fabric=fabric, host=mine, gateways=gateways, hosts=hosts)
+
+
+@needs_bird
+@pytest.mark.parametrize("peering", ["gateway", "mesh", "reflectors"])
+@pytest.mark.parametrize("me", ["a.b", "gw1_0", "x" * 62 + "a"])
+def test_hostile_host_names_never_collide_on_a_host(peering: str, me: str, tmp_path: Path) -> None:
+    config = host_bird_config(_hostile_state(peering, me))
+    gateway_sessions = sum(HOSTILE_GATEWAYS.values())
+    expected = {
+        "gateway": gateway_sessions,
+        "mesh": gateway_sessions + len(HOSTILE_HOSTS) - 1,
+        "reflectors": 2,
+    }
+    _parse(config, tmp_path / "host.conf")
+    _accounted(config, expected[peering])
+    assert not config.skipped_peers
+
+
+@needs_bird
+@pytest.mark.parametrize("peering", ["gateway", "mesh", "reflectors"])
+@pytest.mark.parametrize("gateway", ["gw1", "gw1_0", "g" * 63])
+def test_hostile_names_never_collide_on_a_gateway(
+    peering: str, gateway: str, tmp_path: Path
+) -> None:
+    state = _hostile_state(peering, gateway)
+    config = gateway_config(routing_from_state(state, gateway))
+    fabric = 2 if peering == "reflectors" else len(state.hosts)
+    _parse(config, tmp_path / "gw.conf")
+    _accounted(config, fabric + 5)
+    assert not config.skipped_peers
+
+
+@needs_bird
+def test_explicit_peers_named_like_upstream_peers_are_other_sessions(tmp_path: Path) -> None:
+    state = _hostile_state("gateway", "gw1")
+    record = state.gateways["gw1"]
+    # Every upstream name again as a fabric peer, on the gateway's link.
+    record["fabric_peers"] = [
+        {**p, "address": f"172.16.0.{i + 1}", "asn": 65000}
+        for i, p in enumerate(record["upstream"])
+    ]
+    config = gateway_config(routing_from_state(state, "gw1"))
+    _parse(config, tmp_path / "gw.conf")
+    _accounted(config, 10)

@@ -136,6 +136,32 @@ def test_host_registration_errors(api: TestClient) -> None:
     assert v6_router_id.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/hosts/h1", "peers"),
+        ("/v1/gateways/h1", "upstream"),
+        ("/v1/gateways/h1", "fabric_peers"),
+    ],
+)
+def test_one_peer_name_twice_in_a_list_is_a_400_and_keeps_the_registration(
+    api: TestClient, path: str, field: str
+) -> None:
+    # A peer's name names its BGP session: two sessions of one name are no BIRD config.
+    gateway = {"router_id": "10.0.0.11", "fabric_addresses": ["10.0.0.11"]}
+    body = gateway if "gateways" in path else HOST
+    assert api.put(path, json=body).status_code == 201
+    twice = [{"name": "tor", "address": a, "asn": 65001} for a in ("10.0.0.1", "10.0.0.2")]
+    bad = api.put(path, json={**body, field: twice})
+    assert bad.status_code == 400 and error_type(bad) == "InvalidInput"
+    assert "tor repeated" in bad.json()["NeutronError"]["message"]
+    assert api.get(path).json().get(field) in (None, [])
+    # The same name in upstream and fabric_peers is two sessions ("up:tor", "p:tor").
+    if "gateways" in path:
+        both = {**body, "upstream": twice[:1], "fabric_peers": twice[1:]}
+        assert api.put(path, json=both).status_code == 200
+
+
 def test_per_host_asn_is_derived_unique_and_explicit_asn_wins(api: TestClient) -> None:
     api.put("/v1/fabric", json={"host_asn": "per-host"})
     api.put("/v1/hosts/h1", json=HOST)

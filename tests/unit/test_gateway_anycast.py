@@ -12,9 +12,11 @@ from fractions import Fraction
 
 import pytest
 
+from l3fabric.agent.ops import OK
 from l3fabric.dataplane.nexthops import MAX_WEIGHT, Member, NexthopFailure, NexthopPlan
 from l3fabric.dataplane.nexthops import NexthopProgrammingError as ProgrammingError
 from l3fabric.gateway.anycast import AnycastSync, anycast_members, integer_weights
+from l3fabric.gateway.ops import AnycastGroupsSet
 from l3fabric.routing.anycast_routes import (
     LearnedPath,
     NextHop,
@@ -27,7 +29,7 @@ from l3fabric.routing.bird_control import BirdError
 # host 2001:db8:1::100/128 (BGP.next_hop with its link-local address too).
 GATEWAY = [
     "Table master4:",
-    "10.1.0.100/32        unicast [peer_r1_h1 11:36:41.970] * (100) [AS4200000001i]",
+    "10.1.0.100/32        unicast [p:r1-h1 11:36:41.970] * (100) [AS4200000001i]",
     "\tvia 172.16.0.1 on l3f-f0",
     "\tType: BGP univ",
     "\tBGP.origin: IGP",
@@ -35,7 +37,7 @@ GATEWAY = [
     "\tBGP.next_hop: 172.16.0.1",
     "\tBGP.local_pref: 100",
     "\tBGP.large_community: (4200000000, 1, 2)",
-    "                     unicast [peer_r1_h2 11:36:40.892] (100) [AS4200000002i]",
+    "                     unicast [p:r1-h2 11:36:40.892] (100) [AS4200000002i]",
     "\tvia 172.16.0.3 on l3f-f1",
     "\tType: BGP univ",
     "\tBGP.origin: IGP",
@@ -45,7 +47,7 @@ GATEWAY = [
     "\tBGP.large_community: (4200000000, 1, 1)",
     "",
     "Table master6:",
-    "2001:db8:1::100/128  unicast [peer_r1_h2_v6 11:37:01.544] * (100) [AS4200000002i]",
+    "2001:db8:1::100/128  unicast [p:r1-h2-v6 11:37:01.544] * (100) [AS4200000002i]",
     "\tvia 2001:db8:ff00::3 on l3f-f1",
     "\tType: BGP univ",
     "\tBGP.origin: IGP",
@@ -85,9 +87,9 @@ def test_every_path_of_a_prefix_with_its_next_hop_and_count() -> None:
     routes = parse_anycast_routes(GATEWAY)
     assert set(routes) == {"10.1.0.100/32", "2001:db8:1::100/128"}
     first, second = routes["10.1.0.100/32"]
-    assert (first.protocol, first.best, first.healthy) == ("peer_r1_h1", True, 2)
+    assert (first.protocol, first.best, first.healthy) == ("p:r1-h1", True, 2)
     assert first.hops == [NextHop("172.16.0.1", "l3f-f0", 1)]
-    assert (second.protocol, second.best, second.healthy) == ("peer_r1_h2", False, 1)
+    assert (second.protocol, second.best, second.healthy) == ("p:r1-h2", False, 1)
     assert second.hops == [NextHop("172.16.0.3", "l3f-f1", 1)]
     (v6,) = routes["2001:db8:1::100/128"]
     assert v6.hops == [NextHop("2001:db8:ff00::3", "l3f-f1", 1)] and v6.healthy == 1
@@ -105,11 +107,11 @@ def test_multipath_via_lines_and_routes_without_next_hop() -> None:
 def test_other_communities_and_unknown_lines_are_skipped() -> None:
     lines = [
         "Table master4:",
-        "10.1.0.7/32          unicast [peer_a 11:00:00.000 from 172.16.0.9] * (100/-) [AS65001i]",
+        "10.1.0.7/32          unicast [h:a.b 11:00:00.000 from 172.16.0.9] * (100/-) [AS65001i]",
         "\tvia 172.16.0.1 on eth0 mpls 100",
         "\tBGP.large_community: (65000, 1, 9) (4200000000, 2, 5) (4200000000, 1, 4)",
         "\tBGP.some_future_attribute: whatever",
-        "                     unicast [peer_b 11:00:00.000] (100) [AS65002i]",
+        "                     unicast [up:isp1 11:00:00.000] (100) [AS65002i]",
         "\tvia 172.16.0.3 on eth1",
         "\tBGP.large_community: (65000, 1, 9)",
     ]
@@ -315,3 +317,19 @@ def test_one_slow_poll_does_not_put_the_next_one_far_away() -> None:
     sync._stop.wait = wait  # type: ignore[method-assign]
     sync._run()
     assert pauses and pauses[0] <= 0.5
+
+
+def test_the_pass_and_the_poll_share_one_writer() -> None:
+    bird, routes, clock = FakeBird(GATEWAY), FakeRoutes(), [100.0]
+    sync = make_sync(bird, routes, clock)
+    # The gateway pass repairs a group (gateway/ops.py AnycastGroupsSet) ...
+    wanted = anycast_members(parse_anycast_routes(GATEWAY))
+    op = AnycastGroupsSet(groups=tuple((p, tuple(m)) for p, m in sorted(wanted.items())))
+    assert sync.apply(op) == OK and routes.calls == [wanted]
+    assert [p["prefix"] for p in sync.status()["prefixes"]] == sorted(wanted)
+    # ... and the poll that follows knows it: the same answer touches nothing.
+    clock[0] += 0.1
+    assert sync.step() is False and len(routes.calls) == 1
+    # A refused change is the op's error, for the pass's metrics.
+    routes.refuse = [NexthopFailure("group 7", 22)]
+    assert sync.apply(op).errors == ("anycast: group 7: Invalid argument",)

@@ -45,7 +45,7 @@ def state(**gateway: object) -> HostState:
 
 
 def session(conf: str, name: str) -> str:
-    return conf.split(f"protocol bgp {name} {{")[1].split("\n}\n")[0]
+    return conf.split(f"protocol bgp '{name}' {{")[1].split("\n}\n")[0]
 
 
 def test_public_subnets_are_aggregated_and_private_ones_never_public() -> None:
@@ -69,7 +69,7 @@ def test_fabric_import_is_known_subnets_and_infrastructure_never_a_default() -> 
 
 def test_upstream_gets_only_originated_public_aggregates_and_gives_only_a_default() -> None:
     conf = render(gateway_config(routing_from_state(state(), "gw1")))
-    upstream = session(conf, "peer_internet")
+    upstream = session(conf, "up:internet")
     assert "import filter { if net.len = 0 then accept; reject; };" in upstream
     assert (
         "export filter { if source = RTS_STATIC && net ~ [ 203.0.113.0/24 ] then accept;"
@@ -83,15 +83,15 @@ def test_upstream_gets_only_originated_public_aggregates_and_gives_only_a_defaul
 
 def test_fabric_peers_derived_from_hosts_or_explicit() -> None:
     conf = render(gateway_config(routing_from_state(state(), "gw1")))
-    host = session(conf, "peer_h1")
+    host = session(conf, "h:h1")
     assert "neighbor 172.16.0.1 as 4200000001;" in host
     assert "import filter { if net ~ [ 10.1.0.0/24+, 10.9.0.0/24+," in host
     assert "export filter { accept; };" in host
     explicit = [{"name": "r1-tor", "address": "172.16.0.3", "asn": 65000}]
     conf = render(gateway_config(routing_from_state(state(fabric_peers=explicit), "gw1")))
-    assert "peer_h1" not in conf
+    assert "h:h1" not in conf
     # Same AS: the gateway reflects routes between clients with itself as next hop.
-    tor = session(conf, "peer_r1_tor")
+    tor = session(conf, "p:r1-tor")
     assert "rr client;" in tor and "next hop self;" in tor
 
 

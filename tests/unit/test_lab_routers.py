@@ -27,19 +27,19 @@ def test_bird_accepts_the_config(node: str, tmp_path: Path) -> None:
 
 
 def _protocol(conf: str, name: str) -> str:
-    return conf.split(f"protocol bgp {name} {{")[1].split("\n}\n")[0]
+    return conf.split(f"protocol bgp '{name}' {{")[1].split("\n}\n")[0]
 
 
 def test_gateway_announces_only_the_public_aggregates_upstream() -> None:
     conf = render(PLAN, "gw1", "/dev/null")
-    upstream = _protocol(conf, "peer_internet")
+    upstream = _protocol(conf, "up:internet")
     assert "import filter { if net.len = 0 then accept; reject; };" in upstream
     assert (
         "export filter { if source = RTS_STATIC && net ~ [ 203.0.113.0/24 ] then accept; reject; };"
         in upstream
     )
     # Fabric sessions (ToR and the ToR-less host) get everything.
-    for peer in ("peer_r1_tor", "peer_r2_h1"):
+    for peer in ("p:r1-tor", "p:r2-h1"):
         assert "export filter { accept; };" in _protocol(conf, peer)
 
 

@@ -31,6 +31,7 @@ from l3fabric.routing.bird_config import (
     BgpPeer,
     BirdConfig,
     Policy,
+    SessionRole,
     place_sessions,
 )
 from l3fabric.routing.timers import Timers
@@ -43,12 +44,15 @@ class NotRegistered(LookupError):
     """The controller has no registration for this host yet: nothing to peer with."""
 
 
-def _peer(name: str, address: str, asn: int, bfd: bool, local: str | None = None) -> BgpPeer:
+def _peer(
+    role: SessionRole, name: str, address: str, asn: int, bfd: bool, local: str | None = None
+) -> BgpPeer:
     # The cache holds canonical addresses only (record_check); parsing is strict regardless.
     return BgpPeer(
         name=name,
         address=parse_address(address),
         asn=asn,
+        role=role,
         bfd=bfd,
         source_address=parse_address(local) if local is not None else None,
         import_policy=ALL,
@@ -62,15 +66,15 @@ def _derived_peers(state: HostState, local_as: int, bfd: bool) -> list[BgpPeer]:
     for gw in sorted(state.gateways.values(), key=lambda g: g["name"]):
         asn = effective_asn(gw, fabric, kind="gateway")
         for i, address in enumerate(gw.get("fabric_addresses") or []):
-            peers.append(_peer(f"{gw['name']}_{i}", str(address), asn, bfd))
+            peers.append(_peer("g", f"{gw['name']}:{i}", str(address), asn, bfd))
     if fabric.get("peering") == "mesh":
         for other in sorted(state.hosts.values(), key=lambda h: h["name"]):
             peers.append(
-                _peer(other["name"], str(other["address"]), effective_asn(other, fabric), bfd)
+                _peer("h", other["name"], str(other["address"]), effective_asn(other, fabric), bfd)
             )
     elif fabric.get("peering") == "reflectors":
         peers = [
-            _peer(f"rr{i}", str(address), int(fabric.get("asn", local_as)), bfd)
+            _peer("rr", str(i), str(address), int(fabric.get("asn", local_as)), bfd)
             for i, address in enumerate(fabric.get("route_reflectors") or [])
         ]
     return peers
@@ -90,7 +94,7 @@ def host_bird_config(state: HostState, anycast: Mapping[str, int] | None = None)
     use_bfd = timers.bfd
     if host.get("peers") is not None:
         peers = [
-            _peer(p["name"], str(p["address"]), int(p["asn"]), use_bfd, p.get("local"))
+            _peer("p", p["name"], str(p["address"]), int(p["asn"]), use_bfd, p.get("local"))
             for p in host["peers"]
         ]
     else:

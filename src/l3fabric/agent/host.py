@@ -23,11 +23,8 @@ routes, rules and BIRD in place: forwarding never depends on the agent running.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -72,8 +69,6 @@ HOST_PARAMS = ResilientParams(buckets=HOST_BUCKETS)
 # A host whose events never leave the timer a quiet interval still gets a
 # full pass this many resync intervals after the last one.
 FULL_PASS_BACKSTOP = 3
-# How many passes (those that did something) ``passes.json`` keeps.
-PASS_HISTORY = 50
 # A heartbeat carries the port statuses that changed since the last one the
 # controller took, and every status at least this often (and at start).
 FULL_REPORT_S = 30.0
@@ -97,8 +92,6 @@ class HostAgent(ReconcileAgent):
         self.statuses: dict[str, str] = {}
         self._reported: dict[str, str] = {}  # what the controller last took
         self._full_report_at = -FULL_REPORT_S
-        self.last_pass: PassMetrics | None = None
-        self.history: collections.deque[dict[str, object]] = collections.deque(maxlen=PASS_HISTORY)
         # What the last pass left (None: the next pass re-reads everything).
         self._model: Observed | None = None
         self._desired: DesiredHost | None = None
@@ -204,17 +197,12 @@ class HostAgent(ReconcileAgent):
             self._model = None
             return self._publish(metrics, started)
         metrics.timed("observe", begun)
-        begun = time.monotonic()
-        desired = desired_state(self.host, view, observed, self._desired, reread)
-        if desired.bird is not None:
-            self.note_skipped(desired.bird)  # sessions BIRD cannot run: logged and reported
-        metrics.step("desired").errors += desired.errors
-        metrics.timed("desired", begun)
-        begun = time.monotonic()
-        ops = plan(desired, observed)
-        metrics.timed("plan", begun)
-        blocked = execute.run(ops, self._appliers, metrics)
-        failed = any(s.errors for name, s in metrics.steps.items() if name != "desired")
+        desired, blocked, failed = self.plan_and_run(
+            metrics,
+            lambda: desired_state(self.host, view, observed, self._desired, reread),
+            lambda desired: plan(desired, observed),
+            self._appliers,
+        )
         # After a failure the kernel may hold anything in between: re-read it.
         self._model = None if failed else after(desired, observed)
         self._desired = desired
@@ -233,32 +221,4 @@ class HostAgent(ReconcileAgent):
         return found
 
     def _publish(self, metrics: PassMetrics, started: float) -> PassMetrics:
-        metrics.seconds = time.monotonic() - started
-        self.last_pass = metrics
-        if metrics.operations or metrics.errors:
-            log.info(
-                "pass %d (%s): %d route changes, %d operations in %.3f s (%s)%s",
-                metrics.number,
-                metrics.kind,
-                metrics.routes_changed,
-                metrics.operations,
-                metrics.seconds,
-                ", ".join(f"{k} {v.seconds:.3f}" for k, v in metrics.steps.items()),
-                f"; failed: {'; '.join(metrics.errors)}" if metrics.errors else "",
-            )
-        if metrics.operations or metrics.errors or metrics.kind == "full":
-            # Full passes too, even idle: a change that waited behind one shows.
-            self.history.append(metrics.to_json())
-            self._write_history()
-        return metrics
-
-    def _write_history(self) -> None:
-        """``<run dir>/passes.json``: the recent passes that did something, and full ones."""
-        path = self.run_dir / "passes.json"
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"passes": list(self.history)}))
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.debug("writing %s failed: %s", path, exc)
+        return self.publish(metrics, started, f"{metrics.routes_changed} route changes")

@@ -18,37 +18,34 @@ import errno
 import logging
 import select
 import socket
-import struct
 import threading
 from collections.abc import Callable, Iterator
+
+from l3fabric.dataplane.netlink import IFINFOMSG, IFLA_IFNAME, NLMSGHDR, RTATTR
 
 log = logging.getLogger(__name__)
 
 RTMGRP_LINK = 1
 RTM_NEWLINK, RTM_DELLINK = 16, 17
-IFLA_IFNAME = 3
-_NLMSGHDR = struct.Struct("=LHHLL")  # length, type, flags, seq, pid
-_IFINFOMSG_LEN = 16
-_RTATTR = struct.Struct("=HH")  # length, type
 _RCVBUF = 1 << 20
 
 
 def link_names(data: bytes) -> Iterator[str]:
     """The interface names in a datagram of RTM_NEWLINK / RTM_DELLINK messages."""
     offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _, _, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size:
             return
         if kind in (RTM_NEWLINK, RTM_DELLINK):
-            attr = offset + _NLMSGHDR.size + _IFINFOMSG_LEN
+            attr = offset + NLMSGHDR.size + IFINFOMSG.size
             end = offset + length
-            while attr + _RTATTR.size <= end:
-                attr_len, attr_type = _RTATTR.unpack_from(data, attr)
-                if attr_len < _RTATTR.size:
+            while attr + RTATTR.size <= end:
+                attr_len, attr_type = RTATTR.unpack_from(data, attr)
+                if attr_len < RTATTR.size:
                     break
                 if attr_type == IFLA_IFNAME:
-                    value = data[attr + _RTATTR.size : attr + attr_len]
+                    value = data[attr + RTATTR.size : attr + attr_len]
                     yield value.split(b"\0", 1)[0].decode(errors="replace")
                     break
                 attr += (attr_len + 3) & ~3

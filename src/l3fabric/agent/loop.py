@@ -16,16 +16,32 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from l3fabric import __version__
+from l3fabric.agent import execute
+from l3fabric.agent.execute import Applier, PassMetrics
+from l3fabric.agent.ops import Blocked, Op
+from l3fabric.agent.passlog import PassLog, summary
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher
 from l3fabric.routing.bird_config import BirdConfig, SkippedPeer
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
 
 log = logging.getLogger(__name__)
+
+
+class Desired(Protocol):
+    """What both agents' desired states have in common."""
+
+    @property
+    def bird(self) -> BirdConfig | None: ...
+    @property
+    def errors(self) -> tuple[str, ...]: ...
+
+
+D = TypeVar("D", bound=Desired)
 
 # A full pass runs at least this often, so that drift (a route deleted by
 # hand, a BIRD that died) is repaired even without an event.
@@ -53,6 +69,9 @@ class ReconcileAgent(abc.ABC):
         self.passes = 0
         self.last_seconds: float | None = None
         self.last_failed: list[str] = []
+        # The last pass's metrics (the subclass's pass sets it) and the recent ones.
+        self.last_pass: PassMetrics | None = None
+        self.pass_log = PassLog(run_dir)
         # Sessions the last rendered config left out (no local address BIRD needs).
         self.skipped_sessions: tuple[SkippedPeer, ...] = ()
         self._dirty = threading.Event()
@@ -138,13 +157,13 @@ class ReconcileAgent(abc.ABC):
             return
         self.skipped_sessions = config.skipped_peers
         for s in config.skipped_peers:
-            log.warning("BGP session %s (%s) skipped: %s", s.name, s.address, s.reason)
+            log.warning("BGP session %s (%s) skipped: %s", s.protocol, s.address, s.reason)
         self.report_soon()
 
     def bgp_sessions(self) -> list[dict[str, Any]]:
         """BIRD's BGP sessions, then the skipped ones (state ``skipped``, the reason as info)."""
         skipped = [
-            {"name": s.name, "peer": str(s.address), "state": "skipped", "info": s.reason}
+            {"name": s.protocol, "peer": str(s.address), "state": "skipped", "info": s.reason}
             for s in self.skipped_sessions
         ]
         if not self.bird.alive():
@@ -155,11 +174,57 @@ class ReconcileAgent(abc.ABC):
             log.debug("reading BIRD status failed: %s", exc)
             return skipped
         running = [
-            {"name": p.name, "peer": "", "state": p.state, "info": p.info}
+            {"name": p.name, "peer": p.neighbor, "state": p.state, "info": p.info}
             for p in protocols
             if p.proto == "BGP"
         ]
         return running + skipped
+
+    # Pass steps and metrics ------------------------------------------------------------
+
+    def plan_and_run(
+        self,
+        metrics: PassMetrics,
+        desire: Callable[[], D],
+        planner: Callable[[D], Sequence[Op]],
+        appliers: Mapping[str, Applier],
+    ) -> tuple[D, Blocked, bool]:
+        """The pure steps and the execution of a pass: (desired, what was blocked, any failure).
+
+        ``desire`` and ``planner`` are the agent's pure functions (its
+        ``plan.desired_state`` and ``plan.plan`` over what it observed); each
+        step is timed into ``metrics``.
+        """
+        begun = time.monotonic()
+        desired = desire()
+        if desired.bird is not None:
+            self.note_skipped(desired.bird)  # sessions BIRD cannot run: logged and reported
+        metrics.step("desired").errors += desired.errors
+        metrics.timed("desired", begun)
+        begun = time.monotonic()
+        ops = planner(desired)
+        metrics.timed("plan", begun)
+        blocked = execute.run(ops, appliers, metrics)
+        failed = any(s.errors for name, s in metrics.steps.items() if name != "desired")
+        return desired, blocked, failed
+
+    def publish(self, metrics: PassMetrics, started: float, headline: str) -> PassMetrics:
+        """Finish ``metrics`` (a pass begun at monotonic ``started``): keep, log if it did something."""
+        metrics.seconds = time.monotonic() - started
+        self.last_pass = metrics
+        if metrics.operations or metrics.errors:
+            log.info(
+                "pass %d (%s): %s, %d operations in %.3f s (%s)%s",
+                metrics.number,
+                metrics.kind,
+                headline,
+                metrics.operations,
+                metrics.seconds,
+                ", ".join(f"{k} {v.seconds:.3f}" for k, v in metrics.steps.items()),
+                f"; failed: {'; '.join(metrics.errors)}" if metrics.errors else "",
+            )
+        self.pass_log.record(metrics)
+        return metrics
 
     # Status to the controller ---------------------------------------------------------
 
@@ -171,6 +236,7 @@ class ReconcileAgent(abc.ABC):
             "last_pass_s": self.last_seconds,
             "errors": self.last_failed,
             "controller_connected": self.watcher.connected,
+            "last_pass": summary(self.last_pass) if self.last_pass else None,
         }
 
     def _report_loop(self) -> None:

@@ -27,6 +27,7 @@ class Blocked:
     taps: set[str] = field(default_factory=set)  # not guarded or not prepared
     prefixes: set[str] = field(default_factory=set)  # endpoint routes not added
     anycast: dict[str, int] | None = None  # served counts after a failed anycast step
+    steps: set[str] = field(default_factory=set)  # steps with an op that failed as a whole
 
 
 @dataclass(frozen=True)

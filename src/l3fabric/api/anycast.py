@@ -1,4 +1,5 @@
-"""The anycast HTTP routes (``/v1/anycast``) over ``l3fabric.service.anycast.AnycastGroups``.
+"""The anycast HTTP routes (``/v1/anycast``) over ``l3fabric.service.anycast.AnycastGroups``
+(``NeutronService.anycast``).
 
 Owns the HTTP shape only (plain JSON bodies as the rest of /v1, status
 codes); validation and semantics live in the service.
@@ -12,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Response
 
 from l3fabric.api.body import JsonBody, openapi_body
 from l3fabric.api.jsontext import JsonRoute
-from l3fabric.service.anycast import AnycastCreate, AnycastGroups, AnycastUpdate, StatusReport
+from l3fabric.service.anycast import AnycastCreate, AnycastUpdate, StatusReport
 from l3fabric.service.neutron import NeutronService
 
 _MEMBER = {
@@ -25,7 +26,7 @@ _MEMBER = {
 def install(app: FastAPI) -> None:
     """Mount /v1/anycast on ``app``; reuses the Neutron service (and its IPAM) when mounted."""
     neutron = getattr(app.state, "neutron", None) or NeutronService(app.state.store)
-    groups = AnycastGroups(neutron)
+    groups = neutron.anycast
     app.state.anycast = groups
     router = APIRouter(prefix="/v1/anycast", route_class=JsonRoute)
 

@@ -23,8 +23,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from pydantic import BaseModel
 
-from l3fabric.api.errors import bad_request
 from l3fabric.api.jsontext import LONE_SURROGATE
+from l3fabric.service.errors import bad_request
 
 MAX_DEPTH = 32
 

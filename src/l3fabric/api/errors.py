@@ -1,5 +1,8 @@
 """Neutron-shaped errors: every error leaves as ``{"NeutronError": {...}}``.
 
+The services raise transport-free ``l3fabric.service.errors``; this module
+alone maps them to HTTP statuses, next to FastAPI's own failures.
+
 The OpenStack clients show ``message`` to the user only when the body has
 this shape and ``Content-Type: application/json``.
 """
@@ -14,31 +17,34 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from l3fabric.api.jsontext import JsonResponse
+from l3fabric.service.errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    ServiceError,
+)
 
 log = logging.getLogger(__name__)
 
 
-class NeutronError(Exception):
-    """An API error with Neutron's type name and HTTP status."""
-
-    def __init__(self, status: int, type_: str, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.type = type_
-        self.message = message
-        self.detail = detail
-
-
-def bad_request(message: str, type_: str = "InvalidInput") -> NeutronError:
-    return NeutronError(400, type_, message)
+# The one place a service's refusal gets its HTTP status.
+_STATUS: dict[type[ServiceError], int] = {
+    BadRequest: 400,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    PreconditionFailed: 412,
+}
 
 
-def not_found(type_: str, message: str) -> NeutronError:
-    return NeutronError(404, type_, message)
-
-
-def conflict(type_: str, message: str) -> NeutronError:
-    return NeutronError(409, type_, message)
+def status_of(exc: ServiceError) -> int:
+    """The HTTP status of a service error (500 for a kind nobody mapped yet)."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 500
 
 
 def error_response(
@@ -63,9 +69,12 @@ _HTTP_TYPES = {
 def install_error_handlers(app: FastAPI) -> None:
     """Route every failure, including ones FastAPI raises itself, to a Neutron body."""
 
-    @app.exception_handler(NeutronError)
-    async def _neutron(_: Request, exc: NeutronError) -> JsonResponse:
-        return error_response(exc.status, exc.type, exc.message, exc.detail)
+    @app.exception_handler(ServiceError)
+    async def _refused(_: Request, exc: ServiceError) -> JsonResponse:
+        status = status_of(exc)
+        if status == 500:
+            log.error("no HTTP status for %s: %s", type(exc).__name__, exc)
+        return error_response(status, exc.type, exc.message, exc.detail)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JsonResponse:

@@ -24,12 +24,12 @@ from starlette.concurrency import run_in_threadpool
 
 from l3fabric.api import neutron_meta
 from l3fabric.api.body import model_schema, openapi_body, read_json
-from l3fabric.api.errors import bad_request, not_found
 from l3fabric.api.jsontext import dumps
 from l3fabric.api.neutron_query import ListQuery, int_attributes, parse_int
 from l3fabric.model.neutron import RouterInterfaceBody
 from l3fabric.service import Context, NeutronService
 from l3fabric.service.common import DEFAULT_PROJECT, JSON, Resource
+from l3fabric.service.errors import bad_request, not_found
 
 _IF_MATCH = re.compile(r"\s*revision_number=(\S*)\s*")
 

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
-from l3fabric.api.errors import bad_request
+from l3fabric.service.errors import bad_request
 
 # An integer in a query or header: ASCII digits only (str.isdigit() and int()
 # also take other scripts' digits, and int() a 5,000-digit string is an

@@ -58,7 +58,6 @@ import json
 import secrets
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -77,6 +76,7 @@ from l3fabric.client import FabricClient
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.links import tap_name
+from l3fabric.dataplane.netlink import NLMSGHDR, RTATTR, RTMSG, message
 from l3fabric.dataplane.netlink_batch import (
     NLM_F_REQUEST,
     RTA_DST,
@@ -292,6 +292,7 @@ def _peer_config() -> str:
         name="host",
         address=parse_address(HOST_ADDRESS),
         asn=HOST_AS,
+        role="h",
         bfd=True,
         import_policy=Policy("all"),
         export_policy=Policy("none"),
@@ -336,7 +337,7 @@ def _wait_routes(
 
 
 # RTM_GETROUTE for one IPv4 /32 with RTM_F_FIB_MATCH: the FIB entry itself.
-_GET4 = struct.Struct("=IHHII BBBBBBBBI HH4s")
+_GET4 = message(NLMSGHDR, RTMSG, RTATTR, "4s")
 RTM_F_FIB_MATCH = 0x2000
 
 

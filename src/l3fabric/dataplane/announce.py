@@ -17,9 +17,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-import struct
 from collections.abc import Iterable
 
+from l3fabric.dataplane.netlink import NLMSGHDR, RTATTR, RTMSG, message
 from l3fabric.dataplane.netlink_batch import (
     NLM_F_ACK,
     NLM_F_CREATE,
@@ -39,7 +39,10 @@ from l3fabric.dataplane.routes import RTPROT_L3FABRIC
 ENDPOINTS_TABLE = 150
 RTN_BLACKHOLE = 6
 # nlmsghdr, rtmsg, RTA_DST: a blackhole names no device.
-_MESSAGE = {4: struct.Struct("=IHHII BBBBBBBBI HH4s"), 6: struct.Struct("=IHHII BBBBBBBBI HH16s")}
+_MESSAGE = {
+    4: message(NLMSGHDR, RTMSG, RTATTR, "4s"),
+    6: message(NLMSGHDR, RTMSG, RTATTR, "16s"),
+}
 
 
 def encode(prefix: str, add: bool, table: int = ENDPOINTS_TABLE) -> bytes:

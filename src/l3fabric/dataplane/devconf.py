@@ -13,14 +13,12 @@ dump) are still read from /proc/sys by the caller.
 from __future__ import annotations
 
 import socket
-import struct
+
+from l3fabric.dataplane.netlink import NLA_TYPE_MASK, RTATTR, S32
 
 IFLA_AF_SPEC = 26
 IFLA_INET_CONF = 1  # inside AF_INET: u32 array, IPV4_DEVCONF_* - 1 as index
 IFLA_INET6_CONF = 2  # inside AF_INET6: s32 array, DEVCONF_* as index
-_ATTR = struct.Struct("=HH")
-_VALUE = struct.Struct("=i")
-NLA_TYPE_MASK = 0x3FFF
 
 # /proc/sys path suffix -> (family, array index). linux/ip.h: IPV4_DEVCONF_FORWARDING=1,
 # PROXY_ARP=3, RP_FILTER=8 (the array starts at 1); linux/ipv6.h: DEVCONF_FORWARDING=0,
@@ -38,7 +36,7 @@ def _attrs(data: memoryview, pos: int, end: int) -> dict[int, tuple[int, int]]:
     """``{type: (payload start, payload end)}`` of the attributes in ``data[pos:end]``."""
     found: dict[int, tuple[int, int]] = {}
     while pos + 4 <= end:
-        alen, akind = _ATTR.unpack_from(data, pos)
+        alen, akind = RTATTR.unpack_from(data, pos)
         if alen < 4 or pos + alen > end:
             break
         found[akind & NLA_TYPE_MASK] = (pos + 4, pos + alen)
@@ -67,6 +65,6 @@ def parse_af_spec(data: memoryview, start: int, end: int, ifname: str) -> dict[s
         array_start, array_end = arrays[family]
         offset = array_start + 4 * index
         if offset + 4 <= array_end:
-            value = _VALUE.unpack_from(data, offset)[0]
+            value = S32.unpack_from(data, offset)[0]
             values[f"/proc/sys/net/{version}/conf/{ifname}/{name}"] = str(value)
     return values

@@ -30,9 +30,19 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
-from l3fabric.dataplane import devconf, sysctl
+from l3fabric.dataplane import devconf, ifnames, sysctl
 from l3fabric.dataplane import netlink_batch as nlb
 from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.netlink import (
+    IFADDRMSG,
+    IFINFOMSG,
+    IFLA_IFNAME,
+    NLMSGHDR,
+    RT_SCOPE_LINK,
+    RTATTR,
+    U32,
+    message,
+)
 
 TAP_PREFIX = "tap"
 LINK_LOCAL_GATEWAY_V6 = "fe80::1"
@@ -40,26 +50,19 @@ IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 _PORT_ID = re.compile(r"^[0-9A-Za-z-]{11,}$")
 # No dots: a name becomes a /proc/sys path component and a sysctl key part.
-_IFNAME = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
 _GATEWAY_V6 = ipaddress.IPv6Address(LINK_LOCAL_GATEWAY_V6).packed
 
 # linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
 NLM_F_EXCL = 0x200
-IFLA_IFNAME = 3
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS = 1
 IFA_FLAGS = 8
-RT_SCOPE_LINK = 253
-_HDR = struct.Struct("=IHHII")
-_ATTR = struct.Struct("=HH")
-_IFINFO = struct.Struct("=BBHiII")
-_IFADDR = struct.Struct("=BBBBI")
-_LINK_DUMP = struct.Struct("=IHHII BBHiII HHI")
-_LINK_SET = struct.Struct("=IHHII BBHiII")
-_ADDR_DUMP = struct.Struct("=IHHII BBBBI")
-_ADDR_ADD = struct.Struct("=IHHII BBBBI HH16s HHI")
+_LINK_DUMP = message(NLMSGHDR, IFINFOMSG, RTATTR, U32)
+_LINK_SET = message(NLMSGHDR, IFINFOMSG)
+_ADDR_DUMP = message(NLMSGHDR, IFADDRMSG)
+_ADDR_ADD = message(NLMSGHDR, IFADDRMSG, RTATTR, "16s", RTATTR, U32)
 
 
 def tap_name(port_id: str) -> str:
@@ -155,11 +158,11 @@ class _LinkSocket(nlb.RouteSocket):
     def link(self, name: str) -> LinkInfo | None:
         """One link by name (a request, not a dump: microseconds); None if there is none."""
         encoded = name.encode() + b"\0"
-        attr = _ATTR.pack(4 + len(encoded), IFLA_IFNAME) + encoded
+        attr = RTATTR.pack(4 + len(encoded), IFLA_IFNAME) + encoded
         attr += b"\0" * (-len(attr) % 4)
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0) + attr
-        body += _ATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
-        header = _HDR.pack(_HDR.size + len(body), RTM_GETLINK, nlb.NLM_F_REQUEST, 0, 0)
+        body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0) + attr
+        body += RTATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+        header = NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETLINK, nlb.NLM_F_REQUEST, 0, 0)
         try:
             reply = self.request(header + body, RTM_NEWLINK)
         except OSError as exc:
@@ -178,10 +181,10 @@ class _LinkSocket(nlb.RouteSocket):
         found: set[int] = set()
         for data, offset, length in self.dump_messages(request, RTM_NEWADDR):
             msg = data[offset : offset + length]
-            *_, index = _IFADDR.unpack_from(msg, _HDR.size)
-            pos = _HDR.size + _IFADDR.size
+            *_, index = IFADDRMSG.unpack_from(msg, NLMSGHDR.size)
+            pos = NLMSGHDR.size + IFADDRMSG.size
             while pos + 4 <= len(msg):
-                alen, akind = _ATTR.unpack_from(msg, pos)
+                alen, akind = RTATTR.unpack_from(msg, pos)
                 if alen < 4:
                     break
                 if akind == IFA_ADDRESS and msg[pos + 4 : pos + alen] == address:
@@ -202,11 +205,11 @@ class _LinkSocket(nlb.RouteSocket):
 
 def _parse_link(msg: memoryview) -> tuple[str, LinkInfo]:
     """The name and LinkInfo of one RTM_NEWLINK message."""
-    _family, _pad, _type, index, flags, _change = _IFINFO.unpack_from(msg, _HDR.size)
-    pos = _HDR.size + _IFINFO.size
+    _family, _pad, _type, index, flags, _change = IFINFOMSG.unpack_from(msg, NLMSGHDR.size)
+    pos = NLMSGHDR.size + IFINFOMSG.size
     name, spec = "", (0, 0)
     while pos + 4 <= len(msg):
-        alen, akind = _ATTR.unpack_from(msg, pos)
+        alen, akind = RTATTR.unpack_from(msg, pos)
         if alen < 4:
             break
         if akind == IFLA_IFNAME:
@@ -214,7 +217,7 @@ def _parse_link(msg: memoryview) -> tuple[str, LinkInfo]:
         elif akind & devconf.NLA_TYPE_MASK == devconf.IFLA_AF_SPEC:
             spec = (pos + 4, pos + alen)
         pos += (alen + 3) & ~3
-    conf = devconf.parse_af_spec(msg, *spec, name) if name and _IFNAME.match(name) else {}
+    conf = devconf.parse_af_spec(msg, *spec, name) if name and ifnames.sysctl_safe(name) else {}
     return name, LinkInfo(index, flags, conf)
 
 
@@ -335,7 +338,7 @@ class Links:
         report = TapReport()
         wanted = sorted(set(taps))
         for tap in wanted:
-            if not _IFNAME.match(tap):
+            if not ifnames.sysctl_safe(tap):
                 raise ValueError(f"bad tap name {tap!r}")
         links = self.listing() if listing is None else listing
         with_gateway = self._nl.holders(_GATEWAY_V6) if ipv6 else set()

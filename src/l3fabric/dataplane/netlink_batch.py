@@ -22,6 +22,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.netlink import (
+    NLMSGERR,
+    NLMSGHDR,
+    RT_SCOPE_LINK,
+    RTATTR,
+    RTMSG,
+    U32,
+    message,
+)
 
 # linux/netlink.h, linux/rtnetlink.h
 NETLINK_ROUTE = 0
@@ -47,24 +56,18 @@ RTA_OIF = 4
 RTA_TABLE = 15
 RTN_UNICAST = 1
 RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
 RT_TABLE_MAIN = 254
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 
-_U32 = struct.Struct("=I")
-_NLMSGHDR = struct.Struct("=IHHII")
-_NLMSGERR = struct.Struct("=iIHHII")  # error, then the request's nlmsghdr
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_RTATTR = struct.Struct("=HH")
 # A whole route request: nlmsghdr, rtmsg, RTA_DST, RTA_OIF (u32).
-_ROUTE4 = struct.Struct("=IHHII BBBBBBBBI HH4s HHI")
-_ROUTE6 = struct.Struct("=IHHII BBBBBBBBI HH16s HHI")
+_ROUTE4 = message(NLMSGHDR, RTMSG, RTATTR, "4s", RTATTR, U32)
+_ROUTE6 = message(NLMSGHDR, RTMSG, RTATTR, "16s", RTATTR, U32)
 # A delete names the destination and our protocol only: any device matches.
-_DELETE4 = struct.Struct("=IHHII BBBBBBBBI HH4s")
-_DELETE6 = struct.Struct("=IHHII BBBBBBBBI HH16s")
-_DUMP = struct.Struct("=IHHII BBBBBBBBI HHI")
+_DELETE4 = message(NLMSGHDR, RTMSG, RTATTR, "4s")
+_DELETE6 = message(NLMSGHDR, RTMSG, RTATTR, "16s")
+_DUMP = message(NLMSGHDR, RTMSG, RTATTR, U32)
 
 _SEND_CHUNK = 128 * 1024
 _RCVBUF = 8 * 1024 * 1024
@@ -141,7 +144,7 @@ def encode_route(
 def _ext_ack_message(data: memoryview, start: int, end: int) -> str:
     """The NLMSGERR_ATTR_MSG string among the TLVs in data[start:end], or ''."""
     while start + 4 <= end:
-        length, kind = _RTATTR.unpack_from(data, start)
+        length, kind = RTATTR.unpack_from(data, start)
         if length < 4:
             break
         if kind & 0x3FFF == NLMSGERR_ATTR_MSG:
@@ -228,7 +231,7 @@ class RouteSocket:
             while i < len(messages) and size < _SEND_CHUNK:
                 seq = self._next_seq()
                 pending[seq] = i
-                chunk.append(messages[i][:8] + _U32.pack(seq) + messages[i][12:])
+                chunk.append(messages[i][:8] + U32.pack(seq) + messages[i][12:])
                 size += len(messages[i])
                 i += 1
             self._sock.sendmsg([b"".join(chunk)])
@@ -239,17 +242,17 @@ class RouteSocket:
         while pending:
             data = self._recv()
             offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
+            while offset + NLMSGHDR.size <= len(data):
+                length, kind, flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
+                if length < NLMSGHDR.size:
                     break
                 if kind == NLMSG_ERROR and seq in pending:
                     position = pending.pop(seq)
-                    error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                    error = NLMSGERR.unpack_from(data, offset + NLMSGHDR.size)[0]
                     if error != 0:
                         message = ""
                         if flags & NLM_F_ACK_TLVS:
-                            start = offset + _NLMSGHDR.size + _NLMSGERR.size
+                            start = offset + NLMSGHDR.size + NLMSGERR.size
                             message = _ext_ack_message(data, start, offset + length)
                         refused[position] = (-error, message)
                 offset += (length + 3) & ~3
@@ -287,7 +290,7 @@ class RouteSocket:
             if mkind == kind:
                 return bytes(data[offset : offset + length])
             if mkind == NLMSG_ERROR:
-                error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                error = NLMSGERR.unpack_from(data, offset + NLMSGHDR.size)[0]
                 raise OSError(-error, f"netlink: {os.strerror(-error)}")
         raise OSError(errno_mod.EIO, "netlink: no reply")
 
@@ -302,7 +305,7 @@ class RouteSocket:
             if mkind == NLMSG_DONE:
                 return
             if mkind == NLMSG_ERROR:
-                error = _NLMSGERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                error = NLMSGERR.unpack_from(data, offset + NLMSGHDR.size)[0]
                 if error:
                     raise OSError(-error, f"netlink dump: {os.strerror(-error)}")
             elif mkind == kind:
@@ -311,13 +314,13 @@ class RouteSocket:
     def _replies(self, request: bytes) -> Iterator[tuple[memoryview, int, int, int]]:
         """Send ``request`` and yield (buffer, offset, length, type) of every reply to it."""
         seq = self._next_seq()
-        self._sock.send(request[:8] + _U32.pack(seq) + request[12:])
+        self._sock.send(request[:8] + U32.pack(seq) + request[12:])
         while True:
             data = self._recv()
             offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, mkind, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
+            while offset + NLMSGHDR.size <= len(data):
+                length, mkind, _flags, mseq, _pid = NLMSGHDR.unpack_from(data, offset)
+                if length < NLMSGHDR.size:
                     break
                 if mseq == seq:
                     yield data, offset, length, mkind
@@ -340,7 +343,7 @@ def _parse_route(
     table: int,
     into: dict[Network, KernelRoute],
 ) -> None:
-    family, dst_len, _src, _tos, rtm_table, rtm_proto, scope, rtype, _f = _RTMSG.unpack_from(
+    family, dst_len, _src, _tos, rtm_table, rtm_proto, scope, rtype, _f = RTMSG.unpack_from(
         data, offset + 16
     )
     # The kernel filters dumps (strict checking); checking again keeps us
@@ -350,10 +353,10 @@ def _parse_route(
     dst = b""
     oif: int | None = None
     route_table = rtm_table
-    pos = offset + 16 + _RTMSG.size
+    pos = offset + 16 + RTMSG.size
     end = offset + length
     while pos + 4 <= end:
-        alen, akind = _RTATTR.unpack_from(data, pos)
+        alen, akind = RTATTR.unpack_from(data, pos)
         if alen < 4:
             break
         if akind == RTA_DST:

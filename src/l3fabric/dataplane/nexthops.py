@@ -32,7 +32,6 @@ messages are packed here with ``struct`` on the project's netlink socket
 
 from __future__ import annotations
 
-import contextlib
 import errno as errno_mod
 import ipaddress
 import os
@@ -41,7 +40,17 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane import ifnames
+from l3fabric.dataplane.netlink import (
+    NHMSG,
+    NLA_F_NESTED,
+    NLA_TYPE_MASK,
+    NLMSGHDR,
+    RTATTR,
+    RTMSG,
+    U16,
+    U32,
+)
 from l3fabric.dataplane.netlink_batch import (
     NLM_F_ACK,
     NLM_F_CREATE,
@@ -97,16 +106,8 @@ NHA_RES_GROUP_IDLE_TIMER = 2
 NHA_RES_GROUP_UNBALANCED_TIMER = 3
 NEXTHOP_GRP_TYPE_MPATH = 0
 NEXTHOP_GRP_TYPE_RES = 1
-NLA_F_NESTED = 0x8000
-NLA_TYPE_MASK = 0x3FFF
 
-_HDR = struct.Struct("=IHHII")
-_ERR = struct.Struct("=i")
-_NHMSG = struct.Struct("=BBBBI")
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_ATTR = struct.Struct("=HH")
 _GRP = struct.Struct("=IBBH")  # nexthop_grp: id, weight - 1, weight_high, reserved
-_U16, _U32 = struct.Struct("=H"), struct.Struct("=I")
 _SEND_CHUNK = 128 * 1024
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -254,10 +255,7 @@ def parse_desired(desired: Mapping[str, Sequence[Member]]) -> Wanted:
                 if address.version != net.version:
                     raise ValueError(f"{prefix}: gateway {gateway} is not IPv{net.version}")
                 gw = str(address)
-            if (
-                not isinstance(ifname, str) or not ifname or len(ifname) > 15
-                or "/" in ifname or ifname.strip() != ifname
-            ):  # fmt: skip
+            if not ifnames.plausible(ifname):
                 raise ValueError(f"{prefix}: bad interface name {ifname!r}")
             if (
                 isinstance(weight, bool)
@@ -371,21 +369,21 @@ def plan_groups(
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
-    data = _ATTR.pack(4 + len(payload), kind) + payload
+    data = RTATTR.pack(4 + len(payload), kind) + payload
     return data + b"\0" * (-len(data) % 4)
 
 
 def _message(kind: int, flags: int, body: bytes) -> bytes:
     # Sequence number 0: NexthopSocket stamps each message when it sends it.
-    return _HDR.pack(_HDR.size + len(body), kind, flags, 0, 0) + body
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, 0, 0) + body
 
 
 _WRITE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 
 
 def encode_hop(nhid: int, hop: Hop, protocol: int) -> bytes:
-    body = _NHMSG.pack(hop.family, 0, protocol, 0, 0) + _attr(NHA_ID, _U32.pack(nhid))
-    body += _attr(NHA_OIF, _U32.pack(hop.oif))
+    body = NHMSG.pack(hop.family, 0, protocol, 0, 0) + _attr(NHA_ID, U32.pack(nhid))
+    body += _attr(NHA_OIF, U32.pack(hop.oif))
     if hop.gateway is not None:
         body += _attr(NHA_GATEWAY, ipaddress.ip_address(hop.gateway).packed)
     return _message(RTM_NEWNEXTHOP, _WRITE, body)
@@ -396,19 +394,19 @@ def encode_group(
 ) -> bytes:
     group = b"".join(_GRP.pack(m, (w - 1) & 0xFF, (w - 1) >> 8, 0) for m, w in members)
     res = (
-        _attr(NHA_RES_GROUP_BUCKETS, _U16.pack(params.buckets))
-        + _attr(NHA_RES_GROUP_IDLE_TIMER, _U32.pack(params.idle_timer * USER_HZ))
-        + _attr(NHA_RES_GROUP_UNBALANCED_TIMER, _U32.pack(params.unbalanced_timer * USER_HZ))
+        _attr(NHA_RES_GROUP_BUCKETS, U16.pack(params.buckets))
+        + _attr(NHA_RES_GROUP_IDLE_TIMER, U32.pack(params.idle_timer * USER_HZ))
+        + _attr(NHA_RES_GROUP_UNBALANCED_TIMER, U32.pack(params.unbalanced_timer * USER_HZ))
     )
     # Groups have no family of their own (the kernel insists on AF_UNSPEC).
-    body = _NHMSG.pack(socket.AF_UNSPEC, 0, protocol, 0, 0) + _attr(NHA_ID, _U32.pack(nhid))
-    body += _attr(NHA_GROUP, group) + _attr(NHA_GROUP_TYPE, _U16.pack(NEXTHOP_GRP_TYPE_RES))
+    body = NHMSG.pack(socket.AF_UNSPEC, 0, protocol, 0, 0) + _attr(NHA_ID, U32.pack(nhid))
+    body += _attr(NHA_GROUP, group) + _attr(NHA_GROUP_TYPE, U16.pack(NEXTHOP_GRP_TYPE_RES))
     body += _attr(NHA_RES_GROUP | NLA_F_NESTED, res)
     return _message(RTM_NEWNEXTHOP, _WRITE, body)
 
 
 def encode_delete_nexthop(nhid: int) -> bytes:
-    body = _NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attr(NHA_ID, _U32.pack(nhid))
+    body = NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attr(NHA_ID, U32.pack(nhid))
     return _message(RTM_DELNEXTHOP, NLM_F_REQUEST | NLM_F_ACK, body)
 
 
@@ -421,11 +419,11 @@ def encode_route(
 ) -> bytes:
     """Replace (``nhid`` given) or delete (``delete=True``) ``net`` with ``metric``."""
     scope = RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE
-    body = _RTMSG.pack(_family(net), net.prefixlen, 0, 0, RT_TABLE_MAIN, protocol, scope, RTN_UNICAST, 0)  # fmt: skip
-    body += _attr(RTA_DST, net.network_address.packed) + _attr(RTA_PRIORITY, _U32.pack(metric))
+    body = RTMSG.pack(_family(net), net.prefixlen, 0, 0, RT_TABLE_MAIN, protocol, scope, RTN_UNICAST, 0)  # fmt: skip
+    body += _attr(RTA_DST, net.network_address.packed) + _attr(RTA_PRIORITY, U32.pack(metric))
     if delete:
         return _message(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, body)
-    body += _attr(RTA_NH_ID, _U32.pack(nhid or 0))
+    body += _attr(RTA_NH_ID, U32.pack(nhid or 0))
     return _message(RTM_NEWROUTE, _WRITE, body)
 
 
@@ -435,7 +433,7 @@ def encode_route(
 def _attrs(data: memoryview | bytes, start: int, end: int) -> dict[int, bytes]:
     found: dict[int, bytes] = {}
     while start + 4 <= end:
-        length, kind = _ATTR.unpack_from(data, start)
+        length, kind = RTATTR.unpack_from(data, start)
         if length < 4:
             break
         found[kind & NLA_TYPE_MASK] = bytes(data[start + 4 : start + length])
@@ -445,32 +443,32 @@ def _attrs(data: memoryview | bytes, start: int, end: int) -> dict[int, bytes]:
 
 def parse_nexthop(data: memoryview | bytes, offset: int, length: int) -> KernelNexthop | None:
     """The RTM_NEWNEXTHOP message at ``offset``; None for kinds we never make (blackholes)."""
-    family, _scope, protocol, _r, _flags = _NHMSG.unpack_from(data, offset + _HDR.size)
-    attrs = _attrs(data, offset + _HDR.size + _NHMSG.size, offset + length)
+    family, _scope, protocol, _r, _flags = NHMSG.unpack_from(data, offset + NLMSGHDR.size)
+    attrs = _attrs(data, offset + NLMSGHDR.size + NHMSG.size, offset + length)
     if NHA_ID not in attrs or NHA_BLACKHOLE in attrs:
         return None
-    nhid = _U32.unpack(attrs[NHA_ID])[0]
+    nhid = U32.unpack(attrs[NHA_ID])[0]
     if NHA_GROUP in attrs:
         raw = attrs[NHA_GROUP]
         members = tuple(
             (m, (high << 8 | low) + 1)
             for m, low, high, _ in (_GRP.unpack_from(raw, i) for i in range(0, len(raw), _GRP.size))
         )
-        gtype = _U16.unpack_from(attrs.get(NHA_GROUP_TYPE, b"\0\0"))[0]
+        gtype = U16.unpack_from(attrs.get(NHA_GROUP_TYPE, b"\0\0"))[0]
         res = None
         if NHA_RES_GROUP in attrs:
             nested = attrs[NHA_RES_GROUP]
             r = _attrs(nested, 0, len(nested))
             res = ResilientParams(
-                _U16.unpack_from(r[NHA_RES_GROUP_BUCKETS])[0],
-                _U32.unpack(r[NHA_RES_GROUP_IDLE_TIMER])[0] // USER_HZ,
-                _U32.unpack(r[NHA_RES_GROUP_UNBALANCED_TIMER])[0] // USER_HZ,
+                U16.unpack_from(r[NHA_RES_GROUP_BUCKETS])[0],
+                U32.unpack(r[NHA_RES_GROUP_IDLE_TIMER])[0] // USER_HZ,
+                U32.unpack(r[NHA_RES_GROUP_UNBALANCED_TIMER])[0] // USER_HZ,
             )
         return KernelNexthop(nhid, protocol, members=members, group_type=gtype, res=res)
     gateway = None
     if NHA_GATEWAY in attrs:
         gateway = str(ipaddress.ip_address(attrs[NHA_GATEWAY]))
-    oif = _U32.unpack(attrs[NHA_OIF])[0] if NHA_OIF in attrs else 0
+    oif = U32.unpack(attrs[NHA_OIF])[0] if NHA_OIF in attrs else 0
     return KernelNexthop(nhid, protocol, hop=Hop(family, gateway, oif))
 
 
@@ -478,19 +476,19 @@ def parse_route(
     data: memoryview | bytes, offset: int, length: int, protocol: int
 ) -> tuple[Network, KernelAnycastRoute] | None:
     """A main-table route of ``protocol`` from an RTM_NEWROUTE message, else None."""
-    family, dst_len, _s, _t, table, proto, _sc, _ty, _f = _RTMSG.unpack_from(data, offset + _HDR.size)  # fmt: skip
+    family, dst_len, _s, _t, table, proto, _sc, _ty, _f = RTMSG.unpack_from(data, offset + NLMSGHDR.size)  # fmt: skip
     if proto != protocol:
         return None
-    attrs = _attrs(data, offset + _HDR.size + _RTMSG.size, offset + length)
+    attrs = _attrs(data, offset + NLMSGHDR.size + RTMSG.size, offset + length)
     if RTA_TABLE in attrs:
-        table = _U32.unpack(attrs[RTA_TABLE])[0]
+        table = U32.unpack(attrs[RTA_TABLE])[0]
     if table != RT_TABLE_MAIN:
         return None
     size = 4 if family == socket.AF_INET else 16
     dst = attrs.get(RTA_DST, bytes(size))
     net = ipaddress.ip_network((ipaddress.ip_address(dst), dst_len))
-    nhid = _U32.unpack(attrs[RTA_NH_ID])[0] if RTA_NH_ID in attrs else None
-    metric = _U32.unpack(attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
+    nhid = U32.unpack(attrs[RTA_NH_ID])[0] if RTA_NH_ID in attrs else None
+    metric = U32.unpack(attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
     return net, KernelAnycastRoute(nhid, metric)
 
 
@@ -522,7 +520,7 @@ class NexthopSocket(RouteSocket):
 
     def nexthops(self) -> dict[int, KernelNexthop]:
         """Every nexthop object in the namespace (all protocols), by id."""
-        request = _message(RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP, _NHMSG.pack(0, 0, 0, 0, 0))
+        request = _message(RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP, NHMSG.pack(0, 0, 0, 0, 0))
         found: dict[int, KernelNexthop] = {}
         for data, offset, length in self._dump(request, RTM_NEWNEXTHOP):
             nh = parse_nexthop(data, offset, length)
@@ -534,8 +532,8 @@ class NexthopSocket(RouteSocket):
         """Main-table routes of ``protocol``, both families."""
         found: dict[Network, KernelAnycastRoute] = {}
         for family in (socket.AF_INET, socket.AF_INET6):
-            body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, protocol, 0, 0, 0)
-            body += _attr(RTA_TABLE, _U32.pack(RT_TABLE_MAIN))
+            body = RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, protocol, 0, 0, 0)
+            body += _attr(RTA_TABLE, U32.pack(RT_TABLE_MAIN))
             request = _message(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, body)
             for data, offset, length in self._dump(request, RTM_NEWROUTE):
                 parsed = parse_route(data, offset, length, protocol)
@@ -592,14 +590,6 @@ class ResilientRoutes:
         route = self._sock.routes(self.protocol).get(ipaddress.ip_network(prefix))
         return route.nhid if route else None
 
-    def _ifindexes(self, names: set[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        with netns_mod.entered(self.netns):
-            for name in names:
-                with contextlib.suppress(OSError):
-                    found[name] = socket.if_nametoindex(name)
-        return found
-
     def converge(self, desired: Mapping[str, Sequence[Member]]) -> NexthopPlan:
         """Make our anycast routes exactly ``desired`` and return what was changed.
 
@@ -610,7 +600,9 @@ class ResilientRoutes:
         ValueError for malformed input, before anything is changed.
         """
         wanted = parse_desired(desired)
-        ifindexes = self._ifindexes({name for hops in wanted.values() for _, _, name in hops})
+        ifindexes = ifnames.ifindexes(
+            {name for hops in wanted.values() for _, _, name in hops}, self.netns
+        )
         failures: list[NexthopFailure] = []
         wanted_hops: dict[Network, dict[Hop, int]] = {}
         for net, hops in wanted.items():

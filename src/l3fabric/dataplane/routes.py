@@ -16,7 +16,6 @@ protocol number.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import os
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
+from l3fabric.dataplane import ifnames
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.netlink_batch import (
     RT_SCOPE_LINK,
@@ -85,7 +85,7 @@ def parse_desired(desired: Mapping[str, str]) -> dict[Network, str]:
             net = ipaddress.ip_network(prefix, strict=True)
         except ValueError as exc:
             raise ValueError(f"bad route prefix {prefix!r}: {exc}") from None
-        if not ifname or len(ifname) > 15 or "/" in ifname or ifname.strip() != ifname:
+        if not ifnames.plausible(ifname):
             raise ValueError(f"bad interface name {ifname!r} for route {prefix}")
         parsed[net] = ifname
     return parsed
@@ -119,23 +119,12 @@ class EndpointRoutes:
         routes.update(self._sock.dump(socket.AF_INET6, self.protocol))
         return routes
 
-    def _ifindexes(self, names: set[str]) -> dict[str, int]:
-        # if_nametoindex is one ioctl per name, microseconds each; a pyroute2
-        # lookup costs ~1 ms, which for 100 taps alone would equal ip -batch's
-        # time for 10,000 routes.
-        found: dict[str, int] = {}
-        with netns_mod.entered(self.netns):
-            for name in names:
-                with contextlib.suppress(OSError):
-                    found[name] = socket.if_nametoindex(name)
-        return found
-
     def plan(
         self, desired: Mapping[str, str]
     ) -> tuple[RoutePlan, dict[str, int], list[RouteFailure]]:
         """Compare the kernel with ``desired``: the plan, the ifindexes, and unresolvable routes."""
         wanted = parse_desired(desired)
-        ifindexes = self._ifindexes(set(wanted.values()))
+        ifindexes = ifnames.ifindexes(set(wanted.values()), self.netns)
         current = self.read()
         plan = RoutePlan()
         missing: list[RouteFailure] = []

@@ -2,15 +2,25 @@
 
 Like the host agent: the watch (``HostStateWatcher`` under the gateway's
 name: fabric config, gateways, hosts, networks and subnets) and a timer only
-wake the loop; each pass computes the desired policy from the whole cache and
-converges forwarding sysctls, the NAT table and BIRD, touching nothing that
-is already right (the NAT table and BIRD config are compared by content, so
-a restarted agent changes nothing). Anycast routes follow BGP in their own
-thread (``gateway.anycast.AnycastSync``, a poll of BIRD every 0.1 s), not in
-the pass: a host's failure must reach the kernel in well under a second,
-with no controller involved. A heartbeat thread reports BGP sessions,
-conntrack NAT counts and the programmed anycast groups. On exit BIRD, routes and rules stay: forwarding
-never depends on the agent running.
+wake the loop, and each pass is the same four steps:
+
+1. observe (gateway/observe.py): sysctls, the NAT table by content, BIRD's
+   anycast paths and config, the kernel's anycast groups (every pass reads
+   everything: a gateway holds few objects, and drift is always repaired);
+2. ``plan.desired_state``: the whole desired state, pure;
+3. ``plan.plan``: the ordered operations, pure; none on a gateway that is
+   right, so a restarted agent changes nothing;
+4. ``execute.run`` (shared with the host agent): the appliers carry them
+   out; the pass's metrics go to the log, ``last_pass`` (the heartbeat) and
+   ``<run dir>/passes.json``.
+
+Anycast routes also follow BGP between passes, in their own thread
+(``gateway.anycast.AnycastSync``, a poll of BIRD every 0.1 s): a host's
+failure must reach the kernel in well under a second, with no controller
+involved; the thread and the pass's ``anycast`` step go through the same
+writer. A heartbeat thread reports BGP sessions, conntrack NAT counts, the
+programmed anycast groups and the last pass. On exit BIRD, routes and rules
+stay: forwarding never depends on the agent running.
 """
 
 from __future__ import annotations
@@ -19,37 +29,29 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l3fabric.addresses import parse_address, parse_network
+from l3fabric.agent import execute
+from l3fabric.agent.appliers import BirdApplier, HostApplier
+from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
-from l3fabric.dataplane import sysctl
-from l3fabric.dataplane.links import egress_interfaces
 from l3fabric.gateway.anycast import AnycastSync
-from l3fabric.gateway.bird import gateway_config, routing_from_state
-from l3fabric.gateway.desired import NotRegistered
-from l3fabric.gateway.nat import GatewayNat, nat_counts, policy
-from l3fabric.routing.bird_config import render
+from l3fabric.gateway.appliers import NatApplier
+from l3fabric.gateway.desired import GatewayDesired
+from l3fabric.gateway.nat import GatewayNat, nat_counts
+from l3fabric.gateway.observe import GatewayReader
+from l3fabric.gateway.plan import (
+    FORWARDING,
+    DesiredGateway,
+    desired_state,
+    plan,
+    upstream_addresses,
+)
 
 log = logging.getLogger(__name__)
 
-# Forwarding, and L4 hashing over equal paths: with the kernel's default
-# (policy 0) every flow of one client to an anycast address takes one member.
-FORWARDING = sysctl.HOST_SYSCTLS
-
-
-@dataclass
-class GatewayPass:
-    """What one reconcile pass did."""
-
-    nat_changed: bool = False
-    bird_changed: bool = False
-    public: tuple[str, ...] = ()
-    private: tuple[str, ...] = ()
-    failed: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+__all__ = ["FORWARDING", "RESYNC_INTERVAL_S", "GatewayAgent"]
 
 
 class GatewayAgent(ReconcileAgent):
@@ -65,8 +67,17 @@ class GatewayAgent(ReconcileAgent):
         super().__init__(name, api_url, run_dir, resync_interval)
         self.bird_log = str(Path(run_dir) / "bird" / "bird.log")
         self.nat = GatewayNat()
-        self.last_pass: GatewayPass | None = None
         self.anycast = AnycastSync(self.bird.control)
+        self.desired: DesiredGateway | None = None
+        # The policy BIRD was last given (None: unknown, after a failure or a restart).
+        self._bird_policy: GatewayDesired | None = None
+        self._reader = GatewayReader(self.nat, self.anycast, self.bird)
+        self._appliers: dict[str, execute.Applier] = {
+            "host": HostApplier(),
+            "nat": NatApplier(self.nat),
+            "anycast": self.anycast,
+            "bird": BirdApplier(self.converge_bird, lambda: None),
+        }
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -77,9 +88,7 @@ class GatewayAgent(ReconcileAgent):
             self.anycast.stop()
 
     def pass_once(self, timed: bool) -> list[str]:
-        if timed:
-            self.nat.forget()
-        return self.reconcile().failed
+        return self.reconcile().errors
 
     def send_heartbeat(self) -> None:
         self.client.gateway_heartbeat(
@@ -90,55 +99,38 @@ class GatewayAgent(ReconcileAgent):
             anycast=self.anycast.status(),
         )
 
-    def reconcile(self) -> GatewayPass:
-        """One pass: forwarding, NAT table and BIRD converged to the cached state."""
-        started = time.monotonic()
-        result = GatewayPass()
-        state = self.watcher.state()
+    def reconcile(self) -> PassMetrics:
+        """One pass: observe, desired state, plan, apply."""
+        metrics = PassMetrics(number=self.passes + 1, kind="full", started_at=time.time())
+        started = begun = time.monotonic()
+        view = self.watcher.state()
         try:
-            routing = routing_from_state(state, self.name, log_file=self.bird_log)
-        except NotRegistered:
-            return result
-        result.public, result.private = routing.desired.public, routing.desired.private
-        record = state.gateways[self.name]
-        try:
-            sysctl.ensure(FORWARDING)
-            ifaces = set().union(*(egress_interfaces(str(p.address)) for p in routing.upstream))
-            snat = record.get("snat_address")
-            nat = policy(
-                [parse_network(p) for p in routing.desired.private],
-                ifaces,
-                parse_address(snat) if snat is not None else None,
-            )
-            result.nat_changed = self.nat.apply(nat)
+            observed = self._reader.read(upstream_addresses(view, self.name), self._bird_policy)
         except Exception as exc:
-            result.failed.append(f"NAT: {exc}")
-        try:
-            config = gateway_config(routing)
-            self.note_skipped(config)
-            result.bird_changed = self.converge_bird(render(config))
-        except Exception as exc:
-            result.failed.append(f"BIRD: {exc}")
-        result.seconds = time.monotonic() - started
-        self.last_pass = result
-        if result.nat_changed or result.bird_changed or result.failed:
-            log.info(
-                "pass %d: public %s, private %s, nat %s, bird %s in %.3f s%s",
-                self.passes + 1,
-                ",".join(result.public) or "-",
-                ",".join(result.private) or "-",
-                "changed" if result.nat_changed else "unchanged",
-                "changed" if result.bird_changed else "unchanged",
-                result.seconds,
-                f"; failed: {'; '.join(result.failed)}" if result.failed else "",
-            )
-        return result
+            metrics.step("observe").errors.append(f"observe: {exc}")
+            return self._publish(metrics, started)
+        metrics.timed("observe", begun)
+        desired, _, failed = self.plan_and_run(
+            metrics,
+            lambda: desired_state(self.name, view, observed, log_file=self.bird_log),
+            lambda desired: plan(desired, observed),
+            self._appliers,
+        )
+        self._bird_policy = None if failed or desired.bird is None else desired.policy
+        self.desired = desired
+        return self._publish(metrics, started)
+
+    def _publish(self, metrics: PassMetrics, started: float) -> PassMetrics:
+        policy = self.desired.policy if self.desired else None
+        public = ",".join(policy.public) if policy and policy.public else "-"
+        private = ",".join(policy.private) if policy and policy.private else "-"
+        return self.publish(metrics, started, f"public {public}, private {private}")
 
     def nat_status(self) -> dict[str, Any]:
-        last = self.last_pass
+        policy = self.desired.policy if self.desired else None
         status: dict[str, Any] = {
-            "private_prefixes": list(last.private) if last else [],
-            "public_prefixes": list(last.public) if last else [],
+            "private_prefixes": list(policy.private) if policy else [],
+            "public_prefixes": list(policy.public) if policy else [],
         }
         try:
             status.update(nat_counts())

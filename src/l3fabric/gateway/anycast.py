@@ -30,6 +30,9 @@ from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any, Protocol
 
+from l3fabric.agent.ops import Op, Outcome
+from l3fabric.dataplane.ifnames import interface_names
+from l3fabric.dataplane.netlink_batch import Network
 from l3fabric.dataplane.nexthops import (
     MAX_WEIGHT,
     Member,
@@ -37,6 +40,7 @@ from l3fabric.dataplane.nexthops import (
     NexthopProgrammingError,
     ResilientRoutes,
 )
+from l3fabric.gateway.ops import AnycastGroupsSet
 from l3fabric.routing.anycast_routes import LearnedPath, learned_anycast
 from l3fabric.routing.bird_control import BirdControl, BirdError
 
@@ -60,6 +64,7 @@ class Routes(Protocol):
     """What AnycastSync needs of ``ResilientRoutes``."""
 
     def converge(self, desired: Mapping[str, Sequence[Member]]) -> NexthopPlan: ...
+    def read(self) -> Mapping[Network, Sequence[tuple[str | None, int, int]]]: ...
     def close(self) -> None: ...
 
 
@@ -138,7 +143,8 @@ class AnycastSync:
         self._clock = clock
         self._programmed: Desired = {}
         self._next_full = 0.0  # the first step converges against the kernel
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the status fields
+        self._write_lock = threading.Lock()  # the kernel side
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.changed_at: float | None = None  # wall clock of the last kernel change
@@ -158,28 +164,55 @@ class AnycastSync:
             log.debug("anycast: reading BIRD failed: %s", exc)
             return False
         desired = anycast_members(learned)
-        now = self._clock()
-        if desired == self._programmed and now < self._next_full:
+        if desired == self._programmed and self._clock() < self._next_full:
             return False
-        if self._routes is None:
-            self._routes = self._make_routes()
-        errors: list[str] = []
-        try:
-            plan = self._routes.converge(desired)
-        except NexthopProgrammingError as exc:
-            plan = exc.plan
-            errors = [str(f) for f in exc.failures]
-            log.warning("anycast: %s", exc)
-        self._next_full = now + (RETRY_S if errors else self.resync_s)
-        changed = not plan.empty
-        if desired != self._programmed or changed:
-            self._log_changes(desired)
-        with self._lock:
-            self._programmed = desired
-            self.errors = errors
-            if changed:
-                self.changed_at = time.time()
+        return self.converge(desired)
+
+    def converge(self, desired: Desired) -> bool:
+        """Make the kernel's groups ``desired`` (in place); True if the kernel changed.
+
+        The poll and the agent's pass (``apply``) both come here: one writer,
+        one lock, so their nexthop ids never collide.
+        """
+        with self._write_lock:
+            if self._routes is None:
+                self._routes = self._make_routes()
+            errors: list[str] = []
+            try:
+                plan = self._routes.converge(desired)
+            except NexthopProgrammingError as exc:
+                plan = exc.plan
+                errors = [str(f) for f in exc.failures]
+                log.warning("anycast: %s", exc)
+            self._next_full = self._clock() + (RETRY_S if errors else self.resync_s)
+            changed = not plan.empty
+            if desired != self._programmed or changed:
+                self._log_changes(desired)
+            with self._lock:
+                self._programmed = desired
+                self.errors = errors
+                if changed:
+                    self.changed_at = time.time()
         return changed
+
+    def apply(self, op: Op) -> Outcome:
+        """The ``anycast`` applier of the gateway's plan (gateway/ops.py AnycastGroupsSet)."""
+        assert isinstance(op, AnycastGroupsSet)
+        self.converge({prefix: list(members) for prefix, members in op.groups})
+        with self._lock:
+            return Outcome(errors=tuple(f"anycast: {e}" for e in self.errors))
+
+    def kernel(self) -> dict[str, frozenset[Member]]:
+        """The groups the kernel holds now, by prefix: (gateway, interface, weight) each."""
+        with self._write_lock:
+            if self._routes is None:
+                self._routes = self._make_routes()
+            found = self._routes.read()
+        names = interface_names({oif for hops in found.values() for _, oif, _ in hops})
+        return {
+            str(net): frozenset((gw, names[oif], w) for gw, oif, w in hops if oif in names)
+            for net, hops in found.items()
+        }
 
     def _log_changes(self, desired: Desired) -> None:
         for prefix in sorted(set(desired) | set(self._programmed)):
@@ -200,9 +233,10 @@ class AnycastSync:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        if self._routes is not None:
-            self._routes.close()
-            self._routes = None
+        with self._write_lock:
+            if self._routes is not None:
+                self._routes.close()
+                self._routes = None
 
     def _run(self) -> None:
         while not self._stop.is_set():

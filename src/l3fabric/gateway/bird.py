@@ -34,7 +34,14 @@ from l3fabric.addresses import Address, parse_address, parse_network
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
-from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute, place_sessions
+from l3fabric.routing.bird_config import (
+    BgpPeer,
+    BirdConfig,
+    Policy,
+    SessionRole,
+    StaticRoute,
+    place_sessions,
+)
 from l3fabric.routing.timers import Timers
 
 FALLBACK_DEFAULT_PREFERENCE = 50
@@ -43,12 +50,18 @@ DEFAULTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 @dataclass(frozen=True)
 class PeerSpec:
-    """A BGP neighbour by name, address and AS (the API's ``Peer``)."""
+    """A BGP neighbour by name, address and AS (the API's ``Peer``).
+
+    ``role`` names the session's protocol with its name (``routing.bird_config``):
+    ``p`` for a peer named in the registration, ``h`` for a host, ``rr`` for a
+    route reflector; upstream peers always get ``up``.
+    """
 
     name: str
     address: Address
     asn: int
     local: Address | None = None
+    role: SessionRole = "p"
 
 
 @dataclass(frozen=True)
@@ -71,29 +84,32 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
     t = routing.timers
     from_fabric = Policy("prefixes", routing.desired.fabric_import)
     upstream_export = Policy("originated", routing.desired.public)
-    ibgp = {p.name: p.asn == routing.local_as for p in routing.fabric_peers}
 
-    def session(p: PeerSpec, import_policy: Policy, export_policy: Policy) -> BgpPeer:
+    def session(
+        p: PeerSpec, role: SessionRole, import_policy: Policy, export_policy: Policy
+    ) -> BgpPeer:
+        # iBGP fabric peers: reflected to each other with the gateway as next hop.
+        ibgp = role != "up" and p.asn == routing.local_as
         return BgpPeer(
             name=p.name,
             address=p.address,
             asn=p.asn,
+            role=role,
             bfd=t.bfd,
             source_address=p.local,
             import_policy=import_policy,
             export_policy=export_policy,
-            # iBGP fabric peers: reflected to each other with the gateway as next hop.
-            next_hop_self=ibgp.get(p.name, False),
-            rr_client=ibgp.get(p.name, False),
+            next_hop_self=ibgp,
+            rr_client=ibgp,
         )
 
     peers, skipped = place_sessions(
-        (session(p, from_fabric, Policy("all")) for p in routing.fabric_peers),
+        (session(p, p.role, from_fabric, Policy("all")) for p in routing.fabric_peers),
         routing.local_as,
         routing.fabric_addresses,
     )
     upstream, skipped_upstream = place_sessions(
-        (session(p, Policy("default-only"), upstream_export) for p in routing.upstream),
+        (session(p, "up", Policy("default-only"), upstream_export) for p in routing.upstream),
         routing.local_as,
         (),  # upstream links are not fabric links: only an explicit local address
     )
@@ -138,11 +154,11 @@ def derived_fabric_peers(state: HostState, local_as: int) -> tuple[PeerSpec, ...
     if fabric.get("peering") == "reflectors":
         asn = int(fabric.get("asn", local_as))
         return tuple(
-            PeerSpec(f"rr{i}", parse_address(a), asn)
+            PeerSpec(str(i), parse_address(a), asn, role="rr")
             for i, a in enumerate(fabric.get("route_reflectors") or [])
         )
     return tuple(
-        PeerSpec(h["name"], parse_address(h["address"]), effective_asn(h, fabric))
+        PeerSpec(h["name"], parse_address(h["address"]), effective_asn(h, fabric), role="h")
         for h in sorted(state.hosts.values(), key=lambda h: h["name"])
     )
 

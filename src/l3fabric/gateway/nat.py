@@ -21,18 +21,19 @@ chain accepts them by conntrack state before any address rule.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import subprocess
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from l3fabric.addresses import Address, Network, require_address, require_network
+from l3fabric.dataplane import ifnames
 from l3fabric.dataplane import netns as netns_mod
-from l3fabric.dataplane.nft import NftTable, table_with_digest
+from l3fabric.dataplane.nft import NftTable, digest_of, table_with_digest
 
 FAMILY = "inet"
 TABLE = "l3fabric_gw"
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _TIMEOUT_S = 10
 
 
@@ -47,7 +48,7 @@ class NatPolicy:
 
     def __post_init__(self) -> None:
         for name in self.upstream_interfaces:
-            if not _IFNAME.match(name):
+            if not ifnames.ruleset_safe(name):
                 raise ValueError(f"bad upstream interface name {name!r}")
         for prefix in self.private:
             require_network(prefix, "private prefix")
@@ -107,6 +108,57 @@ def render(p: NatPolicy) -> str:
     return table_with_digest(FAMILY, TABLE, body)
 
 
+# Rules per chain of the rendered table: a rule deleted by hand shows here.
+RULES = {"forward": 3, "postrouting": 2}
+
+
+@dataclass(frozen=True)
+class NatListing:
+    """The table by content: its digest, rules per chain and elements per set."""
+
+    digest: str | None
+    rules: Mapping[str, int] = field(default_factory=dict)
+    sets: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+def _set_element(net: Network) -> str:
+    """A private prefix as ``nft -j`` lists it: a host prefix as its bare address."""
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def expected_listing(p: NatPolicy) -> NatListing:
+    """What ``nft -j`` shows of the table ``render(p)`` makes."""
+    return NatListing(
+        digest_of(render(p)),
+        RULES,
+        {
+            "upstream": frozenset(p.upstream_interfaces),
+            "private4": frozenset(_set_element(n) for n in p.private if n.version == 4),
+            "private6": frozenset(_set_element(n) for n in p.private if n.version == 6),
+        },
+    )
+
+
+def _json_element(value: object) -> str:
+    if isinstance(value, dict) and "prefix" in value:
+        return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def parse_listing(digest: str | None, text: str) -> NatListing:
+    """``nft -j list table`` output (and the digest of the text listing) -> NatListing."""
+    rules: dict[str, int] = {}
+    sets: dict[str, frozenset[str]] = {}
+    for item in json.loads(text).get("nftables", []):
+        if "rule" in item:
+            chain = item["rule"]["chain"]
+            rules[chain] = rules.get(chain, 0) + 1
+        elif "set" in item:
+            found = item["set"]
+            sets[found["name"]] = frozenset(_json_element(e) for e in found.get("elem", []))
+    return NatListing(digest, rules, sets)
+
+
 class GatewayNat(NftTable):
     """The gateway's NAT table in namespace ``netns`` (None: the current one)."""
 
@@ -116,6 +168,22 @@ class GatewayNat(NftTable):
     def apply(self, p: NatPolicy) -> bool:
         """Converge the table to ``p``; True if a transaction ran."""
         return self.apply_ruleset(render(p))
+
+    def replace(self, p: NatPolicy) -> None:
+        """Replace the whole table with ``render(p)`` in one transaction."""
+        self.apply_ruleset(render(p), force=True)
+
+    def listing(self) -> NatListing | None:
+        """The kernel's table by content, None if there is none.
+
+        The digest comes from the text listing (``nft -j`` 1.0.6 leaves the
+        table's comment out), rules and elements from the JSON one.
+        """
+        digest = self.applied_digest()
+        done = self._nft(["-j", "list", "table", self.family, self.table])
+        if done.returncode != 0:
+            return None
+        return parse_listing(digest, done.stdout)
 
 
 def _conntrack_lines(netns: str | None, args: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ from l3fabric.routing.bird_config import (
     BgpPeer,
     BirdConfig,
     Policy,
+    SessionRole,
     StaticRoute,
     protocol_name,
 )
@@ -56,9 +57,18 @@ def peer_label(s: Session) -> str:
     return f"{s.peer}-v6" if ":" in s.remote else s.peer
 
 
+def session_role(s: Session) -> SessionRole:
+    """``up`` for a session with the internet router (a gateway's upstream), else ``p``.
+
+    Every lab session is a peer named in a registration (hosts' ``peers``,
+    gateways' ``fabric_peers`` and ``upstream``), so agents name them so too.
+    """
+    return "up" if s.peer_role == "internet" else "p"
+
+
 def session_name(s: Session) -> str:
     """The BIRD protocol name of a session, the same in lab-rendered and agent-rendered BIRDs."""
-    return protocol_name(peer_label(s))
+    return protocol_name(session_role(s), peer_label(s))
 
 
 def _router(plan: Plan, node: str, log_file: str, statics: tuple[StaticRoute, ...] = ()) -> str:
@@ -68,6 +78,7 @@ def _router(plan: Plan, node: str, log_file: str, statics: tuple[StaticRoute, ..
             name=peer_label(s),
             address=parse_address(s.remote),
             asn=s.peer_asn,
+            role=session_role(s),
             bfd=TIMERS.bfd,
             source_address=parse_address(s.local),
             import_policy=ALL,

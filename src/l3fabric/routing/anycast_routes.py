@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from l3fabric.routing import anycast_marker
 from l3fabric.routing.bird_control import BirdControl
 
-# "10.1.0.100/32   unicast [peer_h1 11:36:41.970] * (100) [AS4200000001i]", or the
+# "10.1.0.100/32   unicast [p:r1-h1 11:36:41.970] * (100) [AS4200000001i]", or the
 # same without the prefix (blanks instead) for the next route of that prefix.
 _ROUTE = re.compile(r"^(?P<net>[0-9A-Fa-f:.]+/\d{1,3})?\s+(?P<kind>\w+)\s+\[(?P<proto>[^\s\]]+)")
 # "via 172.16.0.1 on l3f-f0", "via 172.31.254.1 on l3f-mgmt weight 2" (multipath)

@@ -43,11 +43,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Literal
+from typing import Literal, get_args
 
 import jinja2
 
-from l3fabric.addresses import Address, Network, require_address, require_network
+from l3fabric.addresses import (
+    Address,
+    Network,
+    require_address,
+    require_network,
+)
 from l3fabric.routing import anycast_marker
 
 PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes", "originated"]
@@ -64,8 +69,18 @@ StaticAction = Literal["blackhole", "unreachable"]
 _PATTERN = re.compile(r"^(?P<cidr>[0-9A-Fa-f:.]+/\d{1,3})(?P<suffix>\+|\{\d{1,3},\d{1,3}\})?$")
 # Text inside a BIRD string: printable, and no quote or backslash to end or escape it.
 _SAFE_TEXT = re.compile(r'[^"\\\x00-\x1f\x7f]*')
-_NAME_PART = re.compile(r"[^A-Za-z0-9_]")
-_MAX_SYMBOL = 64
+# A session's peer name: API names ([A-Za-z0-9._-]), or parts of them joined by ":".
+_SESSION_NAME = re.compile(r"[A-Za-z0-9._-]+(?::[A-Za-z0-9._-]+)*")
+_MAX_SYMBOL = 64  # BIRD: "Symbol too long" beyond, quotes not counted
+_DIGEST_HEX = 32
+SessionRole = Literal["h", "g", "rr", "p", "up"]
+# What a BGP session's protocol name starts with, by whom the peer is:
+# h: a registered host (mesh; a gateway's derived fabric peers)
+# g: a gateway's fabric address ("g:gw1:0", its first), as hosts derive them
+# rr: a route reflector by its index in the fabric config ("rr:0")
+# p: a peer named in a registration (a host's peers, a gateway's fabric_peers)
+# up: a gateway's upstream peer
+SESSION_ROLES: tuple[str, ...] = get_args(SessionRole)
 # The static protocols of anycast announcements: "anycast4" and "anycast6".
 ANYCAST_PROTOCOL = "anycast"
 # The kernel protocols that learn the host's endpoint announcements: "endpoints4" and "endpoints6".
@@ -158,20 +173,31 @@ def _check_asn(asn: int, what: str) -> None:
         raise ValueError(f"{what} {asn} is not an AS number (1..4294967295)")
 
 
-def protocol_name(name: str) -> str:
-    """A BIRD symbol for peer ``name``: ``peer_`` + [A-Za-z0-9_] (never a keyword, e.g. ``gw``).
+def protocol_name(role: SessionRole, name: str) -> str:
+    """The BIRD protocol name of the session with peer ``name`` in ``role``: ``h:compute-1``.
 
-    BIRD refuses symbols over 64 characters ("Symbol too long"), and an API
-    name may have 63 plus a suffix: a longer one is cut and given a digest
-    of the whole name, so it stays unique.
+    Injective by construction: a role never contains ``:``, so the first
+    ``:`` splits the symbol back into role and name, and names differing in
+    any character (``a.b``, ``a-b``, ``a_b``) stay different. BIRD takes
+    ``[A-Za-z0-9_.:-]`` in a quoted symbol (the config writes ``'h:compute-1'``,
+    ``show protocols`` shows ``h:compute-1``), at most 64 characters: a longer
+    one is cut and ends in ``::`` and 32 hex digits (128 bits) of SHA-256 over
+    the whole ``role:name``, so no two names can be made to collide (a
+    birthday search needs ~2^64 hashes). An uncut symbol never holds ``::``
+    (a name's parts are not empty), so a cut one cannot equal an uncut one.
     """
-    if not name:
-        raise ValueError("empty peer name")
-    symbol = "peer_" + _NAME_PART.sub("_", name)
-    if len(symbol) <= _MAX_SYMBOL:
-        return symbol
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{symbol[: _MAX_SYMBOL - 9]}_{digest}"
+    if role not in SESSION_ROLES:
+        raise ValueError(f"unknown session role {role!r}: use one of {', '.join(SESSION_ROLES)}")
+    if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
+        raise ValueError(
+            f"peer name {name!r} is not a session name: letters, digits, '.', '_', '-',"
+            " parts joined by single ':'"
+        )
+    symbol = f"{role}:{name}"
+    if len(symbol) > _MAX_SYMBOL:
+        digest = hashlib.sha256(symbol.encode()).hexdigest()[:_DIGEST_HEX]
+        symbol = f"{symbol[: _MAX_SYMBOL - _DIGEST_HEX - 2]}::{digest}"
+    return symbol
 
 
 @dataclass(frozen=True)
@@ -181,6 +207,8 @@ class BgpPeer:
     name: str
     address: Address
     asn: int
+    # With the name, the session's protocol name (protocol_name): "p", a peer named as such.
+    role: SessionRole = "p"
     bfd: bool = False
     passive: bool = False
     multihop: int | None = None  # TTL; None: directly connected
@@ -202,7 +230,7 @@ class BgpPeer:
                     f" family of {self.address}"
                 )
         _check_asn(self.asn, f"peer {self.name} AS")
-        _check_text(f"peer {self.name} name", self.name)
+        protocol_name(self.role, self.name)  # ValueError for a name BIRD cannot take
         if self.password is not None:
             _check_text(f"peer {self.name} password", self.password)
         if self.multihop is not None and not 1 <= self.multihop <= 255:
@@ -210,7 +238,8 @@ class BgpPeer:
 
     @property
     def protocol(self) -> str:
-        return protocol_name(self.name)
+        """The BIRD protocol name (``h:compute-1``); the config quotes it: ``'h:compute-1'``."""
+        return protocol_name(self.role, self.name)
 
     @property
     def version(self) -> int:
@@ -232,10 +261,17 @@ class SkippedPeer:
     name: str
     address: Address
     reason: str
+    role: SessionRole
 
     def __post_init__(self) -> None:
         require_address(self.address, f"skipped peer {self.name} address")
-        _check_text(f"skipped peer {self.name}", f"{self.name} {self.reason}")
+        protocol_name(self.role, self.name)
+        _check_text(f"skipped peer {self.name}", self.reason)
+
+    @property
+    def protocol(self) -> str:
+        """The name the session would have in BIRD (heartbeats report it under that name)."""
+        return protocol_name(self.role, self.name)
 
 
 def local_address(peer: Address, candidates: Iterable[Address]) -> Address | None:
@@ -274,7 +310,7 @@ def place_sessions(
                     f"multihop BGP with BFD needs a local {family} address and there is none"
                     f" (have: {', '.join(map(str, addresses)) or 'none'})"
                 )
-                skipped.append(SkippedPeer(peer.name, peer.address, reason))
+                skipped.append(SkippedPeer(peer.name, peer.address, reason, peer.role))
                 continue
             peer = replace(peer, source_address=local)
         placed.append(peer)

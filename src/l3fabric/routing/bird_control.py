@@ -24,6 +24,7 @@ _ROUTES = re.compile(
     r" (?P<exported>\d+) exported,(?: (?P<preferred>\d+) preferred)?"
 )
 _CHANNEL = re.compile(r"^\s*Channel (\S+)")
+_NEIGHBOR = re.compile(r"^\s*Neighbor address:\s*(\S+)")
 
 
 class BirdError(RuntimeError):
@@ -38,7 +39,11 @@ class BirdError(RuntimeError):
 
 @dataclass
 class ProtocolStatus:
-    """One row of ``show protocols all``; ``routes`` per channel (imported/exported/...)."""
+    """One row of ``show protocols all``; ``routes`` per channel (imported/exported/...).
+
+    ``name`` as BIRD shows it: a BGP session's is ``role:peer`` (``h:compute-1``,
+    see ``routing.bird_config.protocol_name``); ``neighbor``: a BGP session's peer address.
+    """
 
     name: str
     proto: str
@@ -47,6 +52,7 @@ class ProtocolStatus:
     since: str
     info: str
     routes: dict[str, dict[str, int]] = field(default_factory=dict)
+    neighbor: str = ""
 
     @property
     def established(self) -> bool:
@@ -147,6 +153,10 @@ def parse_protocols(lines: list[tuple[int, str]]) -> list[ProtocolStatus]:
             found = _CHANNEL.match(text)
             if found:
                 channel = found.group(1)
+                continue
+            neighbor = _NEIGHBOR.match(text)
+            if neighbor and not channel:
+                result[-1].neighbor = neighbor.group(1)
                 continue
             counts = _ROUTES.search(text)
             if counts:

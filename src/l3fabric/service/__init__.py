@@ -1,7 +1,9 @@
 """The controller's semantics over the store, independent of HTTP.
 
-``NeutronService(store)`` is what the API calls and what benchmarks and
-tools may call directly.
+``NeutronService(store)`` (/v2.0 and anycast) and ``FabricService(store)``
+(``fabric``; the watch in ``watch``) are what the API calls and what
+benchmarks and tools may call directly. Refusals are ``errors.ServiceError``;
+the API maps them to HTTP (docs/controller.md).
 """
 
 from l3fabric.service.common import DEFAULT_PROJECT, Context

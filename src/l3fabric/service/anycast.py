@@ -18,17 +18,18 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from l3fabric import keys
 from l3fabric.addresses import IpAddressText
-from l3fabric.api.errors import NeutronError, bad_request, conflict, not_found
-from l3fabric.ipam import claim_guard
+from l3fabric.ipam import Allocator, claim_guard
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
+    Collection,
     Contended,
     Context,
     busy,
@@ -36,11 +37,11 @@ from l3fabric.service.common import (
     now,
     revise,
 )
+from l3fabric.service.errors import NotFound, bad_request, conflict, not_found
 from l3fabric.service.subnets import usable
 from l3fabric.store import (
     Create,
     Delete,
-    Event,
     KeyExistsError,
     KeyNotFoundError,
     KeyValue,
@@ -49,15 +50,10 @@ from l3fabric.store import (
     Store,
 )
 
-if TYPE_CHECKING:
-    # Only a type: the port service imports this module, and NeutronService imports it.
-    from l3fabric.service.neutron import NeutronService
-
 # Each lost claim means another writer won an address; bounds the retry loop.
 CLAIM_ATTEMPTS = 4 * WRITE_ATTEMPTS
 # What agents report lives apart from the group so that reports never wake watches.
 STATUS_PREFIX = "/fabric/status/anycast/"
-_PORTS = keys.neutron_prefix("ports")
 MemberState = Literal["healthy", "unhealthy"]
 # Fixed at create: the address is the group's identity on the wire.
 READ_ONLY = frozenset({"id", "subnet_id", "network_id", "ip_version", "address"})
@@ -142,16 +138,20 @@ def _parse(model: type[BaseModel], payload: Any) -> Any:
         raise bad_request(f"Invalid anycast group: {problems}") from None
 
 
-def _missing(anycast_id: str) -> NeutronError:
+def _missing(anycast_id: str) -> NotFound:
     return not_found("AnycastNotFound", f"Anycast group {anycast_id} could not be found.")
 
 
+@dataclass(frozen=True)
 class AnycastGroups:
     """The /v1/anycast semantics over the store, sharing the Neutron service's IPAM."""
 
-    def __init__(self, neutron: NeutronService) -> None:
-        self.neutron = neutron
-        self.store: Store = neutron.store
+    store: Store
+    ipam: Allocator
+    _: KW_ONLY
+    networks: Collection
+    subnets: Collection
+    ports: Collection
 
     # Reading --------------------------------------------------------------------
 
@@ -187,7 +187,7 @@ class AnycastGroups:
 
     def create(self, payload: Any) -> JSON:
         body: AnycastCreate = _parse(AnycastCreate, payload)
-        subnet = self.neutron.subnets.get(body.subnet_id, Context())  # 404 SubnetNotFound
+        subnet = self.subnets.get(body.subnet_id, Context())  # 404 SubnetNotFound
         members = self._check_members(body.members, subnet)
         requested = self._check_address(body.address, subnet)
         stamp = now()
@@ -204,8 +204,8 @@ class AnycastGroups:
             "updated_at": stamp,
             "revision_number": 0,
         }
-        ipam = self.neutron.ipam
-        net_kv = self.neutron.networks.read(subnet["network_id"])
+        ipam = self.ipam
+        net_kv = self.networks.read(subnet["network_id"])
         for _ in range(CLAIM_ATTEMPTS):
             address = requested or ipam.pick(subnet)
             if address is None:
@@ -225,8 +225,8 @@ class AnycastGroups:
                 )
             except (RevisionMismatchError, KeyNotFoundError):
                 # The network changed (its subnets): is ours still there?
-                self.neutron.subnets.get(subnet["id"], Context())  # 404 SubnetNotFound
-                net_kv = self.neutron.networks.read(subnet["network_id"])
+                self.subnets.get(subnet["id"], Context())  # 404 SubnetNotFound
+                net_kv = self.networks.read(subnet["network_id"])
                 continue
             except KeyExistsError:
                 if requested:
@@ -305,7 +305,7 @@ class AnycastGroups:
                 self.store.txn(ops)
             except (RevisionMismatchError, KeyNotFoundError):
                 continue  # changed meanwhile: read again
-            self.neutron.ipam.released(subnet_id, address)
+            self.ipam.released(subnet_id, address)
             return
         raise busy("Anycast group", anycast_id)
 
@@ -343,7 +343,7 @@ class AnycastGroups:
     # Checks ---------------------------------------------------------------------
 
     def _subnet(self, group: JSON) -> JSON:
-        return self.neutron.subnets.get(group["subnet_id"], Context())
+        return self.subnets.get(group["subnet_id"], Context())
 
     def _check_members(self, members: list[str], subnet: JSON) -> list[str]:
         """Members are existing ports (404) on the subnet's network (400), each once."""
@@ -352,7 +352,7 @@ class AnycastGroups:
             if port_id in seen:
                 raise bad_request(f"Port {port_id} is listed twice in members.")
             seen.add(port_id)
-            port = self.neutron.ports.get(port_id, Context())  # 404 PortNotFound
+            port = self.ports.get(port_id, Context())  # 404 PortNotFound
             if port["network_id"] != subnet["network_id"]:
                 raise bad_request(
                     f"Port {port_id} is on network {port['network_id']}, not on the anycast"
@@ -394,7 +394,7 @@ def _port_id(payload: Any) -> str:
 # Membership lookups used by the port service and the watch -----------------------
 
 
-def _groups_with(store: Store, port_ids: set[str]) -> list[JSON]:
+def groups_with(store: Store, port_ids: set[str]) -> list[JSON]:
     """The anycast groups with a member among ``port_ids``."""
     kvs, _ = store.range(keys.ANYCAST)
     return [kv.value for kv in kvs if port_ids.intersection(kv.value.get("members", ()))]
@@ -402,7 +402,7 @@ def _groups_with(store: Store, port_ids: set[str]) -> list[JSON]:
 
 def ensure_not_member(store: Store, port_id: str) -> None:
     """409 when ``port_id`` is an anycast member (see the module docstring for why)."""
-    groups = _groups_with(store, {port_id})
+    groups = groups_with(store, {port_id})
     if groups:
         names = ", ".join(f"{g['name']} ({g['id']})" for g in groups)
         raise conflict(
@@ -410,72 +410,3 @@ def ensure_not_member(store: Store, port_id: str) -> None:
             f"Port {port_id} is a member of anycast group(s) {names}; remove it from them"
             " first (l3fabric anycast remove-member GROUP PORT).",
         )
-
-
-def _member_hosts(store: Store, port_ids: Iterable[str]) -> set[str]:
-    """The hosts the ports are bound to (a member port that is gone counts for none)."""
-    hosts = set()
-    for port_id in port_ids:
-        kv = store.get(keys.neutron_key("ports", port_id))
-        if kv is not None and kv.value.get("binding:host_id"):
-            hosts.add(kv.value["binding:host_id"])
-    return hosts
-
-
-def concerns(group: JSON, local_ports: set[str]) -> bool:
-    """Whether a host whose bound ports are ``local_ports`` must know ``group``."""
-    return bool(local_ports.intersection(group.get("members", ())))
-
-
-def watch_events(store: Store, events: list[Event], host: str, everything: bool) -> list[JSON]:
-    """The anycast watch events for ``host`` caused by a batch of store events.
-
-    ``everything`` (gateways) passes every group change through. A host sees a
-    group while one of its members is bound to it; that changes when the group
-    changes or when a port moves to or from the host, so both re-evaluate the
-    group against the store as it is now. The object sent is the current one,
-    and any later change comes as a later event that is evaluated again, so a
-    client applying the events in order converges to the truth.
-    """
-    if everything:
-        return [
-            _event(e.type, e.key[len(keys.ANYCAST) :], e.revision, e.value)
-            for e in events
-            if e.key.startswith(keys.ANYCAST) and not (e.type == "put" and e.value == e.prev_value)
-        ]
-    touched: dict[str, Event] = {}
-    moved: set[str] = set()
-    for e in events:
-        if e.key.startswith(keys.ANYCAST):
-            touched[e.key[len(keys.ANYCAST) :]] = e
-        elif e.key.startswith(_PORTS):
-            before = (e.prev_value or {}).get("binding:host_id")
-            after = (e.value or {}).get("binding:host_id")
-            if host in (before, after) and (
-                e.value is None or e.prev_value is None or before != after
-            ):
-                moved.add(e.key[len(_PORTS) :])
-    last_revision = events[-1].revision if events else 0
-    # Group id -> whether the host may hold it, so a delete it needs is sent
-    # and one it cannot need does not wake it.
-    candidates: dict[str, bool] = {}
-    for group_id, e in touched.items():
-        members = [*(e.prev_value or {}).get("members", ()), *(e.value or {}).get("members", ())]
-        candidates[group_id] = bool(moved.intersection(members)) or host in _member_hosts(
-            store, members
-        )
-    if moved:
-        for group in _groups_with(store, moved):
-            candidates[group["id"]] = True
-    out = []
-    for group_id, maybe_known in candidates.items():
-        kv = store.get(keys.anycast_key(group_id))
-        if kv is not None and host in _member_hosts(store, kv.value["members"]):
-            out.append(_event("put", group_id, last_revision, kv.value))
-        elif maybe_known:
-            out.append(_event("delete", group_id, last_revision, None))
-    return out
-
-
-def _event(type_: str, id_: str, revision: int, obj: Any) -> JSON:
-    return {"type": type_, "kind": "anycast", "id": id_, "revision": revision, "object": obj}

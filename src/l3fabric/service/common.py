@@ -10,13 +10,20 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import ValidationError
 
-from l3fabric.api.errors import NeutronError, bad_request, conflict, not_found
 from l3fabric.keys import neutron_key, neutron_prefix
 from l3fabric.model.neutron import Body
+from l3fabric.service.errors import (
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    bad_request,
+    conflict,
+    not_found,
+)
 from l3fabric.store import (
     Delete,
     KeyExistsError,
@@ -27,9 +34,6 @@ from l3fabric.store import (
     Store,
     Update,
 )
-
-if TYPE_CHECKING:
-    from l3fabric.service.neutron import NeutronService
 
 JSON = dict[str, Any]
 
@@ -154,39 +158,39 @@ def make_filter(filters: dict[str, list[str]]) -> Callable[[JSON], bool]:
     return accept
 
 
-class Resource:
-    """One Neutron collection over the store. Subclasses add create/update/delete."""
+class Collection:
+    """Reads of one stored Neutron collection, with its 404.
 
-    collection: ClassVar[str]  # URL and store name, e.g. "security-groups"
-    singular: ClassVar[str]  # body key, e.g. "security_group"
-    plural: ClassVar[str]  # list body key, e.g. "security_groups"
-    not_found_type: ClassVar[str]
-    label: ClassVar[str]  # for messages, e.g. "Security group"
-    model: ClassVar[type[Body]]
+    What a service needs of another collection when it only reads it: so it
+    depends on the store, not on that collection's service and collaborators.
+    """
 
-    def __init__(self, service: NeutronService) -> None:
-        self.service = service
-        self.store = service.store
+    collection: str  # URL and store name, e.g. "security-groups"
+    not_found_type: str
+    label: str  # for messages, e.g. "Security group"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @classmethod
+    def reader(cls, store: Store) -> Collection:
+        """The reads of ``cls``'s collection alone (no collaborators needed)."""
+        reader = Collection(store)
+        reader.collection = cls.collection
+        reader.not_found_type = cls.not_found_type
+        reader.label = cls.label
+        return reader
 
     def key(self, object_id: str) -> str:
         return neutron_key(self.collection, object_id)
 
-    def missing(self, object_id: str) -> NeutronError:
+    def missing(self, object_id: str) -> NotFound:
         return not_found(self.not_found_type, f"{self.label} {object_id} could not be found.")
 
     def read(self, object_id: str) -> KeyValue:
         kv = self.store.get(self.key(object_id)) if "/" not in object_id else None
         if kv is None:
             raise self.missing(object_id)
-        return kv
-
-    def current(self, object_id: str, if_match: int | None) -> KeyValue:
-        """The object as read for a write: 412 unless it is at revision ``if_match``.
-
-        The write must be guarded by this read's mod_revision, so the check
-        and the write are one store transaction."""
-        kv = self.read(object_id)
-        check_revision(kv.value, if_match)
         return kv
 
     def get(self, object_id: str, ctx: Context) -> JSON:
@@ -198,6 +202,24 @@ class Resource:
             return [kv.value for kv in kvs]
         accept = make_filter(filters)
         return [kv.value for kv in kvs if accept(kv.value)]
+
+
+class Resource(Collection):
+    """One Neutron collection's service. Subclasses add create/update/delete and
+    take, besides the store, only the collaborators they use."""
+
+    singular: ClassVar[str]  # body key, e.g. "security_group"
+    plural: ClassVar[str]  # list body key, e.g. "security_groups"
+    model: ClassVar[type[Body]]
+
+    def current(self, object_id: str, if_match: int | None) -> KeyValue:
+        """The object as read for a write: 412 unless it is at revision ``if_match``.
+
+        The write must be guarded by this read's mod_revision, so the check
+        and the write are one store transaction."""
+        kv = self.read(object_id)
+        check_revision(kv.value, if_match)
+        return kv
 
     def create(self, data: Any, ctx: Context) -> JSON:
         raise NotImplementedError
@@ -273,8 +295,7 @@ class Contended(Exception):
 def check_revision(value: JSON, if_match: int | None) -> None:
     """412 unless ``value`` is at revision ``if_match`` (Neutron's If-Match)."""
     if if_match is not None and value.get("revision_number") != if_match:
-        raise NeutronError(
-            412,
+        raise PreconditionFailed(
             "RevisionNumberConstraintFailed",
             f"Constrained to {if_match}, but current revision is {value.get('revision_number')}",
         )
@@ -323,7 +344,7 @@ def revise(
     raise Contended(key)
 
 
-def busy(label: str, object_id: str) -> NeutronError:
+def busy(label: str, object_id: str) -> Conflict:
     return conflict("Conflict", f"{label} {object_id} is being changed concurrently; try again.")
 
 

@@ -17,24 +17,23 @@ external network or subnet that still holds floating IPs cannot be deleted
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from typing import Any
 
-from l3fabric.api.errors import NeutronError, bad_request, conflict
 from l3fabric.model.neutron import FloatingIpBody
 from l3fabric.service.common import (
     JSON,
     Context,
-    Resource,
     standard_attrs,
     validate,
 )
+from l3fabric.service.errors import BadRequest, Conflict, NotFound, bad_request, conflict
+from l3fabric.service.ports import FLOATINGIP_OWNER, PortOwner
 from l3fabric.store import Create, Op
 
-FLOATINGIP_OWNER = "network:floatingip"
 
-
-def _bad(message: str) -> NeutronError:
+def _bad(message: str) -> BadRequest:
     # Neutron's BadRequest(resource="floatingip") wording, which clients print.
     return bad_request(f"Bad floatingip request: {message}")
 
@@ -43,7 +42,7 @@ def _is_v4(address: str) -> bool:
     return ipaddress.ip_address(address).version == 4
 
 
-class FloatingIps(Resource):
+class FloatingIps(PortOwner):
     collection = "floatingips"
     singular = "floatingip"
     plural = "floatingips"
@@ -55,7 +54,7 @@ class FloatingIps(Resource):
 
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(FloatingIpBody, data, create=True)
-        network = self.service.networks.get(body.floating_network_id, ctx)
+        network = self.networks.get(body.floating_network_id, ctx)
         if not network["router:external"]:
             raise _bad(f"Network {network['id']} is not a valid external network.")
         attrs = standard_attrs(body.api_attrs(), ctx)
@@ -78,7 +77,7 @@ class FloatingIps(Resource):
         try:
             self.store.txn([Create(self.key(value["id"]), value)])
         except BaseException:
-            self.service.ports.delete(port["id"], ctx, owned=True)
+            self.ports.delete(port["id"], ctx, owned=True)
             raise
         return value
 
@@ -91,7 +90,7 @@ class FloatingIps(Resource):
                 raise _bad(f"floating IP address {body.floating_ip_address} is not IPv4.")
             fixed["ip_address"] = body.floating_ip_address
         if body.subnet_id is not None:
-            subnet = self.service.subnets.get(body.subnet_id, ctx)
+            subnet = self.subnets.get(body.subnet_id, ctx)
             if subnet["network_id"] != network["id"]:
                 raise _bad(f"Subnet {subnet['id']} is not on network {network['id']}.")
             if subnet["ip_version"] != 4:
@@ -101,20 +100,18 @@ class FloatingIps(Resource):
             return self._port(network, [fixed], attrs, ctx)
         # In the network's own order (the order they were created), not the
         # store's key order, which is the random order of their ids.
-        by_id = {
-            s["id"]: s for s in self.service.subnets.list(ctx, {"network_id": [network["id"]]})
-        }
+        by_id = {s["id"]: s for s in self.subnets.list(ctx, {"network_id": [network["id"]]})}
         candidates = [
             sid for sid in network.get("subnets", []) if by_id.get(sid, {}).get("ip_version") == 4
         ]
         if not candidates:
             raise _bad(f"Network {network['id']} does not contain any IPv4 subnet.")
         # The ports' IPAM tries one subnet per request; a full one is skipped.
-        failure: NeutronError | None = None
+        failure: Conflict | None = None
         for subnet_id in candidates:
             try:
                 return self._port(network, [{"subnet_id": subnet_id}], attrs, ctx)
-            except NeutronError as exc:
+            except Conflict as exc:
                 if exc.type != "IpAddressGenerationFailure":
                     raise
                 failure = exc
@@ -122,7 +119,7 @@ class FloatingIps(Resource):
         raise failure
 
     def _port(self, network: JSON, fixed_ips: list[JSON], attrs: JSON, ctx: Context) -> JSON:
-        return self.service.ports.create(
+        return self.ports.create(
             {
                 "network_id": network["id"],
                 "fixed_ips": fixed_ips,
@@ -149,7 +146,7 @@ class FloatingIps(Resource):
         one of its IPv4 addresses and has no other floating IP on this network."""
         if port_id is None:
             return {"port_id": None, "fixed_ip_address": None}
-        port = self.service.ports.get(port_id, Context())
+        port = self.ports.get(port_id, Context())
         if port["device_owner"] == FLOATINGIP_OWNER:
             raise _bad(f"Port {port_id} holds a floating IP itself and cannot be given one.")
         if port["project_id"] != project_id:
@@ -215,7 +212,7 @@ class FloatingIps(Resource):
 
     def holder(self, floatingip_id: str) -> JSON | None:
         """The ``network:floatingip`` port holding the floating IP's address."""
-        ports = self.service.ports.list(
+        ports = self.ports.list(
             Context(), {"device_id": [floatingip_id], "device_owner": [FLOATINGIP_OWNER]}
         )
         return ports[0] if ports else None
@@ -226,18 +223,12 @@ class FloatingIps(Resource):
         # (visible, deletable), never a floating IP whose address is free.
         port = self.holder(object_id)
         if port is not None:
-            try:
-                self.service.ports.delete(port["id"], ctx, owned=True)
-            except NeutronError as exc:
-                if exc.status != 404:
-                    raise
+            with contextlib.suppress(NotFound):  # gone meanwhile: nothing to release
+                self.ports.delete(port["id"], ctx, owned=True)
 
     def disassociate_port(self, port_id: str) -> None:
         """Clear every floating IP associated with ``port_id`` (its port is
         being deleted), as Neutron does on port delete."""
         for fip in self.list(Context(), {"port_id": [port_id]}):
-            try:
+            with contextlib.suppress(NotFound):  # gone meanwhile: nothing to clear
                 self.update(fip["id"], {"port_id": None}, Context(), None)
-            except NeutronError as exc:
-                if exc.status != 404:
-                    raise

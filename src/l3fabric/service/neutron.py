@@ -1,10 +1,14 @@
-"""The Neutron resource services over one store, and one allocator for them."""
+"""The Neutron resource services over one store, and one allocator for them:
+the one place that wires each service to the collaborators it uses."""
 
 from __future__ import annotations
 
-from l3fabric.api.errors import not_found
+from functools import partial
+
 from l3fabric.ipam import Allocator
+from l3fabric.service.anycast import AnycastGroups, ensure_not_member
 from l3fabric.service.common import Resource
+from l3fabric.service.errors import not_found
 from l3fabric.service.floatingips import FloatingIps
 from l3fabric.service.networks import Networks
 from l3fabric.service.ports import Ports
@@ -15,7 +19,8 @@ from l3fabric.store import Store
 
 
 class NeutronService:
-    """Networks, subnets, ports, security groups and rules, routers, floating IPs.
+    """Networks, subnets, ports, security groups and rules, routers, floating IPs,
+    and the anycast groups (``/v1/anycast``) that share their IPAM.
 
     Stateless over ``store`` apart from the allocator's hints, so several
     services (in several processes) may share one store.
@@ -24,13 +29,37 @@ class NeutronService:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.ipam = Allocator(store)
-        self.networks = Networks(self)
-        self.subnets = Subnets(self)
-        self.ports = Ports(self)
-        self.security_groups = SecurityGroups(self)
-        self.security_group_rules = SecurityGroupRules(self)
-        self.routers = Routers(self)
-        self.floatingips = FloatingIps(self)
+        # Each service gets what it uses; a service that only reads a
+        # collection gets its reader, so no two services need each other.
+        networks, ports = Networks.reader(store), Ports.reader(store)
+        self.security_groups = SecurityGroups(store, ports=ports)
+        self.security_group_rules = SecurityGroupRules(store, security_groups=self.security_groups)
+        self.subnets = Subnets(store, self.ipam, networks=networks)
+        self.networks = Networks(
+            store,
+            self.ipam,
+            security_groups=self.security_groups,
+            subnets=self.subnets,
+            ports=ports,
+        )
+        self.ports = Ports(
+            store,
+            self.ipam,
+            networks=self.networks,
+            subnets=self.subnets,
+            security_groups=self.security_groups,
+            may_delete=partial(ensure_not_member, store),
+        )
+        self.floatingips = FloatingIps(
+            store, networks=self.networks, subnets=self.subnets, ports=self.ports
+        )
+        self.ports.deleted.append(self.floatingips.disassociate_port)
+        self.routers = Routers(
+            store, networks=self.networks, subnets=self.subnets, ports=self.ports
+        )
+        self.anycast = AnycastGroups(
+            store, self.ipam, networks=self.networks, subnets=self.subnets, ports=self.ports
+        )
         self.resources: dict[str, Resource] = {
             r.collection: r
             for r in (

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from l3fabric.api.errors import NeutronError, bad_request, conflict
-from l3fabric.ipam import claim_guard
+from l3fabric.ipam import Allocator, claim_guard
 from l3fabric.keys import ipam_key, neutron_key
 from l3fabric.model.neutron import PortBody
-from l3fabric.service.anycast import ensure_not_member
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
+    Collection,
     Contended,
     Context,
     Resource,
@@ -35,7 +35,8 @@ from l3fabric.service.common import (
     standard_attrs,
     validate,
 )
-from l3fabric.service.floatingips import FLOATINGIP_OWNER
+from l3fabric.service.errors import Conflict, bad_request, conflict
+from l3fabric.service.security_groups import SecurityGroups
 from l3fabric.service.subnets import usable
 from l3fabric.store import (
     Create,
@@ -51,6 +52,10 @@ from l3fabric.store import (
 # Each lost claim means someone else won an address, so this bounds a loop
 # that ends long before on any real pool.
 CLAIM_ATTEMPTS = 4 * WRITE_ATTEMPTS
+
+# The device_owner of the port that holds a floating IP's address; only its
+# floating IP deletes it.
+FLOATINGIP_OWNER = "network:floatingip"
 
 # Neutron's default base_mac: fa:16:3e plus three random octets.
 MAC_PREFIX = "fa:16:3e"
@@ -80,12 +85,33 @@ class Ports(Resource):
     label = "Port"
     model = PortBody
 
+    def __init__(
+        self,
+        store: Store,
+        ipam: Allocator,
+        *,
+        networks: Collection,
+        subnets: Collection,
+        security_groups: SecurityGroups,
+        may_delete: Callable[[str], None] = lambda port_id: None,
+    ) -> None:
+        """``may_delete(port_id)`` raises when something else still needs the
+        port (anycast membership); ``deleted`` hooks hear of each deleted port
+        (floating IPs let go of it): both belong to services built on ports."""
+        super().__init__(store)
+        self.ipam = ipam
+        self.networks = networks
+        self.subnets = subnets
+        self.security_groups = security_groups
+        self.may_delete = may_delete
+        self.deleted: list[Callable[[str], None]] = []
+
     # Create -------------------------------------------------------------------
 
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(PortBody, data, create=True)
         sent = body.model_fields_set
-        net_kv = self.service.networks.read(body.network_id)
+        net_kv = self.networks.read(body.network_id)
         value = {
             **standard_attrs(body.api_attrs(), ctx),
             "name": body.name,
@@ -107,12 +133,25 @@ class Ports(Resource):
         }
         if "mac_address" in sent:
             self._check_mac_free(body.network_id, value["mac_address"], None)
+        # Not given: the network's value (Neutron's port-security extension).
+        secured = (
+            body.port_security_enabled
+            if "port_security_enabled" in sent
+            else net_kv.value.get("port_security_enabled", True)
+        )
+        value["port_security_enabled"] = secured
+        _check_port_security(
+            secured,
+            body.allowed_address_pairs,
+            body.security_groups if "security_groups" in sent else None,
+            [],
+        )
         if "security_groups" in sent:
             value["security_groups"] = self._check_groups(body.security_groups)
-        else:
-            value["security_groups"] = [
-                self.service.security_groups.ensure_default(value["project_id"])
-            ]
+        elif secured and not body.device_owner.startswith("network:"):
+            # Neutron trusts the network's own ports (router interfaces, floating
+            # IPs): they get no default group, so their addresses are in no group.
+            value["security_groups"] = [self.security_groups.ensure_default(value["project_id"])]
         key = self.key(value["id"])
         for _ in range(CLAIM_ATTEMPTS):
             network = net_kv.value
@@ -136,7 +175,7 @@ class Ports(Resource):
                 continue
             except (RevisionMismatchError, KeyNotFoundError):
                 # The network changed (a subnet came or went): plan again on it as it is now.
-                net_kv = self.service.networks.read(body.network_id)
+                net_kv = self.networks.read(body.network_id)
                 continue
             self._claimed(claims)
             return value
@@ -157,7 +196,7 @@ class Ports(Resource):
         released: list[JSON] = []
 
         def plan(old: JSON) -> tuple[JSON, list[Op]]:
-            net_kv = self.service.networks.read(old["network_id"])
+            net_kv = self.networks.read(old["network_id"])
             network = net_kv.value
             subnets = self._subnets(network)
             changes = dict(attrs)
@@ -174,6 +213,12 @@ class Ports(Resource):
                 changes["allowed_address_pairs"] = _pairs(
                     [p.model_dump() for p in body.allowed_address_pairs], subnets, mac
                 )
+            _check_port_security(
+                changes.get("port_security_enabled", old.get("port_security_enabled", True)),
+                changes.get("allowed_address_pairs", old["allowed_address_pairs"]),
+                changes.get("security_groups"),
+                old["security_groups"],
+            )
             claims[:] = []
             released[:] = []
             if "fixed_ips" in sent:
@@ -199,7 +244,7 @@ class Ports(Resource):
         )
         self._claimed(claims)
         for f in released:
-            self.service.ipam.released(f["subnet_id"], f["ip_address"])
+            self.ipam.released(f["subnet_id"], f["ip_address"])
         return new
 
     # Delete -------------------------------------------------------------------
@@ -220,7 +265,7 @@ class Ports(Resource):
                     f"Port {object_id} cannot be deleted directly via the port API:"
                     f" has device owner {FLOATINGIP_OWNER}.",
                 )
-            ensure_not_member(self.store, object_id)
+            self.may_delete(object_id)
             ops: list[Op] = []
             for f in kv.value["fixed_ips"]:
                 claim = self.store.get(ipam_key(f["subnet_id"], f["ip_address"]))
@@ -230,8 +275,9 @@ class Ports(Resource):
 
         kv = self.remove(object_id, if_match, plan)
         for f in kv.value["fixed_ips"]:
-            self.service.ipam.released(f["subnet_id"], f["ip_address"])
-        self.service.floatingips.disassociate_port(object_id)
+            self.ipam.released(f["subnet_id"], f["ip_address"])
+        for hook in self.deleted:
+            hook(object_id)
 
     # IPAM ---------------------------------------------------------------------
 
@@ -246,12 +292,12 @@ class Ports(Resource):
                 "IpAddressAlreadyAllocated",
                 f"IP address {claim.address} already allocated in subnet {claim.subnet_id}",
             ) from None
-        self.service.ipam.collided(claim.subnet_id, claim.address)
+        self.ipam.collided(claim.subnet_id, claim.address)
 
     def _claimed(self, claims: list[_Claim]) -> None:
         for c in claims:
             if c.explicit:
-                self.service.ipam.claimed(c.subnet_id, c.address)
+                self.ipam.claimed(c.subnet_id, c.address)
 
     def _pick(self, network: JSON, requests: list[_Request], kept: list[JSON]) -> list[_Claim]:
         claims: list[_Claim] = []
@@ -266,7 +312,7 @@ class Ports(Resource):
             if r.address is not None:
                 continue
             for subnet in r.subnets:
-                address = self.service.ipam.pick(subnet, chosen.get(subnet["id"], set()))
+                address = self.ipam.pick(subnet, chosen.get(subnet["id"], set()))
                 if address is not None:
                     claims.append(_Claim(subnet["id"], address, False))
                     chosen.setdefault(subnet["id"], set()).add(address)
@@ -310,7 +356,7 @@ class Ports(Resource):
                     "Invalid input for fixed_ips: each entry needs subnet_id or ip_address"
                 )
             if subnet_id is not None and subnet_id not in by_id:
-                self.service.subnets.read(subnet_id)  # 404 if it does not exist at all
+                self.subnets.read(subnet_id)  # 404 if it does not exist at all
                 raise bad_request(
                     f"Invalid input for operation: Failed to create port on network"
                     f" {network['id']}, because fixed_ips included invalid subnet {subnet_id}."
@@ -364,8 +410,48 @@ class Ports(Resource):
 
     def _check_groups(self, group_ids: list[str]) -> list[str]:
         for group_id in group_ids:
-            self.service.security_groups.read(group_id)
+            self.security_groups.read(group_id)
         return list(dict.fromkeys(group_ids))
+
+
+class PortOwner(Resource):
+    """A resource whose objects hold ports of their own (router interfaces,
+    floating IPs): it creates and deletes them through the port service."""
+
+    def __init__(
+        self, store: Store, *, networks: Collection, subnets: Collection, ports: Ports
+    ) -> None:
+        super().__init__(store)
+        self.networks = networks
+        self.subnets = subnets
+        self.ports = ports
+
+
+def _check_port_security(
+    enabled: bool, pairs: Sequence[object], groups: list[str] | None, current: list[str]
+) -> None:
+    """Neutron's rules for a port whose port security is (or becomes) off: no
+    address pairs, no security groups. ``groups`` are those the request sets
+    (None: not given), ``current`` those the port has."""
+    if enabled:
+        return
+    if pairs:
+        raise conflict(
+            "AddressPairAndPortSecurityRequired",
+            "Port Security must be enabled in order to have allowed address pairs on a port.",
+        )
+    if groups:
+        raise bad_request(
+            "Port security must be enabled and port must have an IP address in order to use"
+            " security groups.",
+            "PortSecurityAndIPRequiredForSecurityGroups",
+        )
+    if groups is None and current:
+        raise conflict(
+            "PortSecurityPortHasSecurityGroup",
+            "Port has security group associated. Cannot disable port security or IP address"
+            " until security group is removed",
+        )
 
 
 def _fixed(claim: _Claim) -> JSON:
@@ -392,7 +478,7 @@ def set_status(store: Store, host: str, port_id: str, status: str) -> bool:
         raise busy(Ports.label, port_id) from None
 
 
-def _contention(network: JSON) -> NeutronError:
+def _contention(network: JSON) -> Conflict:
     return conflict(
         "IpAddressGenerationFailure",
         f"Could not allocate an address on network {network['id']}: too much contention;"

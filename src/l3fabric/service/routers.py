@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from l3fabric.api.errors import bad_request, conflict, not_found
 from l3fabric.model.neutron import RouterBody, RouterInterfaceBody
-from l3fabric.service.common import JSON, Context, Resource, standard_attrs, validate
+from l3fabric.service.common import JSON, Context, standard_attrs, validate
+from l3fabric.service.errors import bad_request, conflict, not_found
+from l3fabric.service.ports import PortOwner
 from l3fabric.store import Create, KeyValue, Op
 
 ROUTER_INTERFACE = "network:router_interface"
 
 
-class Routers(Resource):
+class Routers(PortOwner):
     collection = "routers"
     singular = "router"
     plural = "routers"
@@ -54,7 +55,7 @@ class Routers(Resource):
     def _gateway_info(self, info: JSON | None) -> JSON | None:
         if not info:
             return None
-        network = self.service.networks.get(info["network_id"], Context())
+        network = self.networks.get(info["network_id"], Context())
         if not network["router:external"]:
             raise bad_request(
                 f"Bad router request: Network {network['id']} is not an external network."
@@ -67,7 +68,7 @@ class Routers(Resource):
         }
 
     def interfaces(self, router_id: str) -> list[JSON]:
-        return self.service.ports.list(
+        return self.ports.list(
             Context(), {"device_id": [router_id], "device_owner": [ROUTER_INTERFACE]}
         )
 
@@ -85,7 +86,7 @@ class Routers(Resource):
     def add_interface(self, router_id: str, data: Any, ctx: Context) -> JSON:
         body = _interface_body(data)
         router = self.get(router_id, ctx)
-        ports = self.service.ports
+        ports = self.ports
         if body.port_id is not None:
             port = ports.get(body.port_id, ctx)
             if port["device_owner"] or port["device_id"]:
@@ -94,7 +95,7 @@ class Routers(Resource):
                 port["id"], {"device_owner": ROUTER_INTERFACE, "device_id": router_id}, ctx, None
             )
         else:
-            subnet = self.service.subnets.get(str(body.subnet_id), ctx)
+            subnet = self.subnets.get(str(body.subnet_id), ctx)
             if subnet["gateway_ip"] is None:
                 raise bad_request(f"Subnet {subnet['id']} has no gateway_ip to give the router.")
             port = ports.create(
@@ -115,7 +116,7 @@ class Routers(Resource):
         for port in self.interfaces(router_id):
             subnets = {f["subnet_id"] for f in port["fixed_ips"]}
             if port["id"] == body.port_id or body.subnet_id in subnets:
-                self.service.ports.delete(port["id"], ctx)
+                self.ports.delete(port["id"], ctx)
                 return _interface_info(router, port)
         raise not_found(
             "RouterInterfaceNotFound",

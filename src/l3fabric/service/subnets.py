@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from l3fabric.api.errors import bad_request, conflict
 from l3fabric.ipam import (
+    Allocator,
     IPAddress,
     IPNetwork,
     allocation_guard,
@@ -28,6 +28,7 @@ from l3fabric.model.neutron import SubnetBody
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
+    Collection,
     Context,
     Resource,
     bumped,
@@ -35,7 +36,16 @@ from l3fabric.service.common import (
     standard_attrs,
     validate,
 )
-from l3fabric.store import Create, KeyNotFoundError, KeyValue, Op, RevisionMismatchError, Update
+from l3fabric.service.errors import bad_request, conflict
+from l3fabric.store import (
+    Create,
+    KeyNotFoundError,
+    KeyValue,
+    Op,
+    RevisionMismatchError,
+    Store,
+    Update,
+)
 
 
 def usable(network: IPNetwork, address: IPAddress) -> bool:
@@ -54,6 +64,11 @@ class Subnets(Resource):
     not_found_type = "SubnetNotFound"
     label = "Subnet"
     model = SubnetBody
+
+    def __init__(self, store: Store, ipam: Allocator, *, networks: Collection) -> None:
+        super().__init__(store)
+        self.ipam = ipam
+        self.networks = networks
 
     def create(self, data: Any, ctx: Context) -> JSON:
         body = validate(SubnetBody, data, create=True)
@@ -94,7 +109,7 @@ class Subnets(Resource):
         )
         _check_families(network, value)
         for _ in range(WRITE_ATTEMPTS):
-            net_kv = self.service.networks.read(body.network_id)
+            net_kv = self.networks.read(body.network_id)
             for other_id in net_kv.value["subnets"]:
                 other_kv = self.store.get(self.key(other_id))
                 if other_kv and network.overlaps(ipaddress.ip_network(other_kv.value["cidr"])):
@@ -170,14 +185,14 @@ class Subnets(Resource):
             # Read before looking for allocations: one made after this fails the txn.
             guard = allocation_guard(self.store, network_id)
             self.ensure_unused(object_id)
-            net_kv = self.service.networks.read(network_id)
+            net_kv = self.networks.read(network_id)
             remaining = [s for s in net_kv.value["subnets"] if s != object_id]
             # Rewriting the network fails every allocation that read it before.
             network = bumped(net_kv.value, {"subnets": remaining})
             return [guard, Update(net_kv.key, network, net_kv.mod_revision)]
 
         self.remove(object_id, if_match, plan)
-        self.service.ipam.forget(object_id)
+        self.ipam.forget(object_id)
 
 
 def _gateway(network: IPNetwork, text: str | None) -> IPAddress | None:

@@ -1,0 +1,128 @@
+"""Security groups on a host: the applier of sg_render / sg_diff / sg_flows (docs/security-groups.md).
+
+``SecurityGroupsTable(netns).apply(state, full=...)`` renders ``state``, diffs
+it against the kernel's table (``full``: read back with ``nft -j``, so drift
+is repaired) or against what it applied last (incremental), runs the one
+``nft -f`` transaction that is needed, and, when the change may admit less,
+removes the conntrack entries of flows the new rules would not let start.
+
+For a plan/applier split: ``listing()`` (observe), ``sg_diff.transaction``
+(plan, pure), ``run_script`` and ``prune`` (apply).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.nft import NftError
+from l3fabric.dataplane.sg_diff import (
+    SgListing,
+    Transaction,
+    listing_of,
+    parse_listing,
+    transaction,
+)
+from l3fabric.dataplane.sg_flows import Flow, delete_args, parse_conntrack, stale_flows
+from l3fabric.dataplane.sg_model import SgState
+from l3fabric.dataplane.sg_render import FAMILY, TABLE, render
+
+_TIMEOUT_S = 30
+
+
+@dataclass
+class SgReport:
+    """One apply: the transaction run (empty if none), flows removed, times."""
+
+    transaction: Transaction = field(default_factory=Transaction)
+    pruned: list[Flow] = field(default_factory=list)
+    render_s: float = 0.0
+    nft_s: float = 0.0
+    prune_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class SecurityGroupsTable:
+    """The ``inet l3fabric-sg`` table in namespace ``netns`` (None: the current one)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self._applied: SgListing | None = None
+
+    def _run(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            netns_mod.command(self.netns, argv),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S,
+        )
+
+    def listing(self) -> SgListing | None:
+        """The kernel's table, None if there is none."""
+        done = self._run(["nft", "-j", "list", "table", FAMILY, TABLE])
+        return parse_listing(done.stdout) if done.returncode == 0 else None
+
+    def run_script(self, script: str) -> None:
+        """Run one ``nft -f`` transaction (e.g. a planned ``Transaction.script``)."""
+        done = self._run(["nft", "-f", "-"], stdin=script)
+        if done.returncode != 0:
+            self._applied = None  # unknown now: read the kernel next time
+            raise NftError(f"nft rejected the security-group change: {done.stderr.strip()}")
+
+    def apply(self, state: SgState, full: bool = False) -> SgReport:
+        """Converge the table to ``state``; prune flows it no longer allows."""
+        report = SgReport(errors=list(state.errors))
+        started = time.monotonic()
+        rendered = render(state)
+        report.render_s = time.monotonic() - started
+        current = self._applied if self._applied is not None and not full else self.listing()
+        todo = transaction(rendered, current)
+        started = time.monotonic()
+        if todo.script:
+            try:
+                self.run_script(todo.script)
+            except NftError:
+                if todo.full:
+                    raise
+                # Patching failed (objects changed by hand): replace the table.
+                todo = transaction(rendered, None)
+                self.run_script(todo.script)
+        report.nft_s = time.monotonic() - started
+        report.transaction = todo
+        self._applied = listing_of(rendered)
+        if todo.narrowed:
+            started = time.monotonic()
+            report.pruned = self.prune(state)
+            report.prune_s = time.monotonic() - started
+        return report
+
+    def host_addresses(self) -> list[str]:
+        """The namespace's own addresses: flows to or from them never cross forward."""
+        done = self._run(["ip", "-j", "addr", "show"])
+        links = json.loads(done.stdout or "[]") if done.returncode == 0 else []
+        return [a["local"] for link in links for a in link.get("addr_info", []) if "local" in a]
+
+    def flows(self) -> list[Flow]:
+        """Every tracked flow of the namespace (both families)."""
+        flows: list[Flow] = []
+        for family in ("ipv4", "ipv6"):
+            done = self._run(["conntrack", "-L", "-f", family, "-o", "extended"])
+            flows += parse_conntrack(done.stdout)
+        return flows
+
+    def prune(self, state: SgState) -> list[Flow]:
+        """Delete the conntrack entries of flows ``state`` would not admit; returns them."""
+        stale = stale_flows(state, self.flows(), self.host_addresses())
+        for flow in stale:
+            # A flow that ended meanwhile is not an error ("0 flow entries").
+            self._run(["conntrack", *delete_args(flow)])
+        return stale
+
+    def remove(self) -> None:
+        """Delete the table (nothing else) if it exists."""
+        self._run(["nft", "delete", "table", FAMILY, TABLE])
+        self._applied = None

@@ -1,0 +1,198 @@
+"""Small transactions for the security-group table: what differs, and only that.
+
+``transaction(rendered, current)`` compares the desired objects (sg_render)
+with ``current``: the kernel's table read back (``parse_listing`` of
+``nft -j list table``) in a full pass, or ``listing_of`` the last applied
+state in an incremental one. It returns one ``nft -f`` script:
+
+- the whole table replaced atomically if there is none or a base chain or map
+  differs (``table``; ``delete table``; the table: never a half state);
+- else ``flush chain`` + its rules for each chain whose rule count or digest
+  differs (a hand-deleted rule shows in the count), ``add chain`` / ``delete
+  chain`` for ports and groups that come and go, ``add``/``delete element``
+  for memberships (set elements) and for ports in the verdict maps.
+
+Nothing changed: an empty script (zero statements).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from l3fabric.dataplane.sg_render import (
+    BASE_CHAINS,
+    FAMILY,
+    MAP_IN,
+    MAP_OUT,
+    TABLE,
+    Rendered,
+    map_element,
+    set_decl,
+    table_text,
+)
+
+_DIGEST = re.compile(r"sg sha256:([0-9a-f]{16})")
+_T = f"{FAMILY} {TABLE}"
+
+
+@dataclass(frozen=True)
+class SgListing:
+    """The table as the kernel holds it: (rule count, digest) per chain, sets, maps."""
+
+    chains: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One ``nft -f`` script; ``narrowed``: something may admit less now (prune conntrack)."""
+
+    script: str = ""
+    full: bool = False
+    narrowed: bool = False
+    chains: tuple[str, ...] = ()  # chains written (new, rewritten), for the record
+
+    @property
+    def statements(self) -> int:
+        """Lines of the script (a full table counts every line of it)."""
+        return len(self.script.splitlines())
+
+    @property
+    def size(self) -> int:
+        """Bytes handed to nft."""
+        return len(self.script.encode())
+
+
+def _chain_state(rules: tuple[str, ...]) -> tuple[int, str | None]:
+    found = _DIGEST.search(rules[-1]) if rules else None
+    return len(rules), found.group(1) if found else None
+
+
+def listing_of(rendered: Rendered) -> SgListing:
+    """What the kernel holds once ``rendered`` is applied."""
+    return SgListing(
+        chains={name: _chain_state(rules) for name, rules in rendered.chains.items()},
+        sets={name: (kind, frozenset(e)) for name, (kind, e) in rendered.sets.items()},
+        maps={name: dict(entries) for name, entries in rendered.maps.items()},
+    )
+
+
+def _element(value: object) -> str:
+    if isinstance(value, str):
+        return f"{value}/{128 if ':' in value else 32}"
+    if isinstance(value, dict) and "prefix" in value:
+        return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+    if isinstance(value, dict) and "elem" in value:
+        return _element(value["elem"].get("val"))
+    return json.dumps(value)  # a range: never ours, so it differs from every wanted element
+
+
+def _verdict(value: object) -> str:
+    if isinstance(value, dict) and len(value) == 1:
+        ((word, arg),) = value.items()
+        if isinstance(arg, dict) and "target" in arg:
+            return f"{word} {arg['target']}"
+        return str(word)
+    return json.dumps(value)
+
+
+def parse_listing(text: str) -> SgListing:
+    """``nft -j list table inet l3fabric-sg`` output -> SgListing."""
+    chains: dict[str, list[object]] = {}
+    digests: dict[str, str] = {}
+    sets: dict[str, tuple[str, frozenset[str]]] = {}
+    maps: dict[str, dict[str, str]] = {}
+    for item in json.loads(text).get("nftables", []):
+        if "chain" in item:
+            chains.setdefault(item["chain"]["name"], [])
+        elif "rule" in item:
+            rule = item["rule"]
+            chains.setdefault(rule["chain"], []).append(rule)
+            found = _DIGEST.search(rule.get("comment", ""))
+            if found:
+                digests[rule["chain"]] = found.group(1)
+        elif "map" in item:
+            entries = item["map"].get("elem", [])
+            maps[item["map"]["name"]] = {str(k): _verdict(v) for k, v in entries}
+        elif "set" in item:
+            got = item["set"]
+            elements = frozenset(_element(e) for e in got.get("elem", []))
+            sets[got["name"]] = (str(got.get("type")), elements)
+    return SgListing(
+        chains={name: (len(rules), digests.get(name)) for name, rules in chains.items()},
+        sets=sets,
+        maps=maps,
+    )
+
+
+def full_script(rendered: Rendered) -> str:
+    """Replace the table in one transaction (declaring it first makes the delete valid)."""
+    return f"table {_T}\ndelete table {_T}\n" + table_text(rendered)
+
+
+def _needs_full(desired: SgListing, current: SgListing | None) -> bool:
+    if current is None:
+        return True
+    if any(current.chains.get(n) != desired.chains[n] for n in BASE_CHAINS):
+        return True
+    if any(name not in current.maps for name in (MAP_IN, MAP_OUT)):
+        return True
+    # A set of ours with another type (hand-made): replace rather than patch.
+    return any(
+        name in current.sets and current.sets[name][0] != kind
+        for name, (kind, _) in desired.sets.items()
+    )
+
+
+def _elements(verb: str, name: str, items: list[str]) -> list[str]:
+    return [f"{verb} element {_T} {name} {{ {', '.join(items)} }}"] if items else []
+
+
+def transaction(rendered: Rendered, current: SgListing | None) -> Transaction:
+    """The script that turns ``current`` into ``rendered`` (empty if it already is)."""
+    desired = listing_of(rendered)
+    if _needs_full(desired, current):
+        return Transaction(full_script(rendered), full=True, narrowed=True)
+    assert current is not None
+    lines: list[str] = []
+    narrowed = False
+    for name in sorted(desired.sets.keys() - current.sets.keys()):
+        kind, elements = rendered.sets[name]
+        lines.append(f"add {set_decl(name, kind).replace('set ', f'set {_T} ', 1)}")
+        lines += _elements("add", name, list(elements))
+    new_chains = sorted(desired.chains.keys() - current.chains.keys())
+    lines += [f"add chain {_T} {name}" for name in new_chains]
+    for name in sorted(desired.sets.keys() & current.sets.keys()):
+        want, have = desired.sets[name][1], current.sets[name][1]
+        gone = sorted(have - want)
+        narrowed = narrowed or bool(gone)
+        lines += _elements("delete", name, gone)
+        lines += _elements("add", name, [e for e in rendered.sets[name][1] if e not in have])
+    written: list[str] = []
+    for name in sorted(desired.chains):
+        if name in BASE_CHAINS or current.chains.get(name) == desired.chains[name]:
+            continue
+        if name in current.chains:
+            lines.append(f"flush chain {_T} {name}")
+            narrowed = True
+        lines += [f"add rule {_T} {name} {rule}" for rule in rendered.chains[name]]
+        written.append(name)
+    for vmap in (MAP_IN, MAP_OUT):
+        want_map, have_map = desired.maps[vmap], current.maps[vmap]
+        stale = sorted(t for t, v in have_map.items() if want_map.get(t) != v)
+        narrowed = narrowed or bool(stale)
+        lines += _elements("delete", vmap, [f'"{t}"' for t in stale])
+        fresh = [map_element(t, v) for t, v in sorted(want_map.items()) if have_map.get(t) != v]
+        lines += _elements("add", vmap, fresh)
+    for name in sorted(current.chains.keys() - desired.chains.keys()):
+        lines.append(f"delete chain {_T} {name}")
+        narrowed = True
+    for name in sorted(current.sets.keys() - desired.sets.keys()):
+        lines.append(f"delete set {_T} {name}")
+    for name in sorted(current.maps.keys() - desired.maps.keys()):
+        lines.append(f"delete map {_T} {name}")
+    script = "\n".join(lines) + "\n" if lines else ""
+    return Transaction(script, narrowed=narrowed, chains=tuple(written))

@@ -1,0 +1,226 @@
+"""Security groups as nftables objects: pure rendering of an ``SgState`` (docs/security-groups.md).
+
+Table ``inet l3fabric-sg`` (its own table beside the anti-spoofing one, see the
+docs for why) holds:
+
+- two base chains on the forward hook, ``sg-egress`` (priority filter + 10,
+  what a VM sends: ``iifname vmap @sg_out``) and ``sg-ingress`` (filter + 20,
+  what a VM receives: ``oifname vmap @sg_in``), each opening with
+  ``ct state established,related accept``; a tap in neither map is dropped
+  (fail closed), a port with port security off maps to ``accept``;
+- per port ``out-<tap>`` / ``in-<tap>``: ND accepted, invalid dropped, one
+  ``jump`` per group, then ``drop``;
+- per group ``sge-<id>`` / ``sgi-<id>``: that group's rules, each ``accept``,
+  then ``return``;
+- per remote group and family an interval set ``rg4-<id>`` / ``rg6-<id>``
+  of member prefixes, shared by every rule that references it.
+
+Every chain's last rule carries ``sg sha256:<16 hex>``, the digest of its
+rules, so a listing shows which chain drifted (sg_diff.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from l3fabric.dataplane.sg_model import (
+    ICMP_PROTOCOLS,
+    SCTP,
+    TCP,
+    UDP,
+    SecurityGroup,
+    SgPort,
+    SgRule,
+    SgState,
+)
+
+FAMILY = "inet"
+TABLE = "l3fabric-sg"
+MAP_OUT, MAP_IN = "sg_out", "sg_in"
+_TAP = re.compile(r"^tap[A-Za-z0-9_-]{1,12}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# ICMPv6 router/neighbour solicitation/advertisement and redirect.
+ND_TYPES = frozenset(range(133, 138))
+_PORT_WORDS = {TCP: "tcp", UDP: "udp", SCTP: "sctp"}
+_ICMP_WORDS = {4: "icmp", 6: "icmpv6"}
+
+BASE_CHAINS = {
+    "sg-egress": (
+        "type filter hook forward priority filter + 10; policy accept;",
+        "ct state established,related accept",
+        f"iifname vmap @{MAP_OUT}",
+        'iifname "tap*" drop',
+    ),
+    "sg-ingress": (
+        "type filter hook forward priority filter + 20; policy accept;",
+        "ct state established,related accept",
+        f"oifname vmap @{MAP_IN}",
+        'oifname "tap*" drop',
+    ),
+}
+
+
+def ident(object_id: str) -> str:
+    """An id as a name part: a lowercase UUID as it is, anything else hashed (no dashes).
+
+    Injective across both kinds: a hash never looks like a UUID.
+    """
+    if _UUID.match(object_id):
+        return object_id
+    return "h" + hashlib.sha256(object_id.encode()).hexdigest()[:40]
+
+
+def group_chain(group_id: str, direction: str) -> str:
+    return f"{'sgi' if direction == 'ingress' else 'sge'}-{ident(group_id)}"
+
+
+def port_chain(tap: str, direction: str) -> str:
+    if not _TAP.match(tap):
+        raise ValueError(f"bad tap name {tap!r}")
+    return f"{'in' if direction == 'ingress' else 'out'}-{tap}"
+
+
+def remote_set(group_id: str, version: int) -> str:
+    return f"rg{version}-{ident(group_id)}"
+
+
+def digest(rules: tuple[str, ...]) -> str:
+    return hashlib.sha256("\n".join(rules).encode()).hexdigest()[:16]
+
+
+def _remote(rule: SgRule) -> str:
+    ip = "ip" if rule.version == 4 else "ip6"
+    side = "saddr" if rule.direction == "ingress" else "daddr"
+    if rule.remote_group:
+        return f"{ip} {side} @{remote_set(rule.remote_group, rule.version)}"
+    if rule.remote_prefix:
+        return f"{ip} {side} {rule.remote_prefix}"
+    return f"meta nfproto ipv{rule.version}"
+
+
+def _protocol(rule: SgRule) -> str:
+    proto = rule.protocol
+    if proto is None:
+        return ""
+    if proto in ICMP_PROTOCOLS:
+        word = _ICMP_WORDS[rule.version]
+        if rule.port_min is None:
+            return f"meta l4proto {proto}"
+        code = "" if rule.port_max is None else f" {word} code {rule.port_max}"
+        return f"{word} type {rule.port_min}{code}"
+    if rule.port_min is None:
+        return f"meta l4proto {proto}"
+    ports = str(rule.port_min)
+    if rule.port_max != rule.port_min:
+        ports += f"-{rule.port_max}"
+    if proto in _PORT_WORDS:
+        return f"{_PORT_WORDS[proto]} dport {ports}"
+    return f"meta l4proto {proto} th dport {ports}"
+
+
+def rule_text(rule: SgRule) -> str:
+    """One rule as an nft statement (accept on match)."""
+    return " ".join(p for p in (_remote(rule), _protocol(rule), "accept") if p)
+
+
+def _sealed(rules: list[str], last: str, head: str = "") -> tuple[str, ...]:
+    """``rules`` + ``last``, which carries the digest of them all (and of a base chain's ``head``)."""
+    body = (head, *rules, last) if head else (*rules, last)
+    return (*rules, f'{last} comment "sg sha256:{digest(body)}"')
+
+
+def group_rules(group: SecurityGroup, direction: str) -> tuple[str, ...]:
+    texts = sorted({rule_text(r) for r in group.direction(direction)})  # type: ignore[arg-type]
+    return _sealed(texts, "return")
+
+
+def port_rules(port: SgPort, direction: str) -> tuple[str, ...]:
+    jumps = [f"jump {group_chain(g, direction)}" for g in port.groups]
+    return _sealed(
+        [
+            # Neighbour discovery never crosses forward (link-local), kept for clarity.
+            "icmpv6 type { 133-137 } accept",
+            "ct state invalid drop",
+            *jumps,
+        ],
+        "drop",
+    )
+
+
+def base_rules(name: str) -> tuple[str, ...]:
+    """A base chain's rules (its hook line left out), the last one sealed."""
+    head, *rules = BASE_CHAINS[name]
+    return _sealed(rules[:-1], rules[-1], head)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The table as objects: chains (rules), sets (type, elements), verdict maps (tap -> verdict)."""
+
+    chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    sets: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def render(state: SgState) -> Rendered:
+    """The nft objects of ``state`` (base chains included)."""
+    chains: dict[str, tuple[str, ...]] = {name: base_rules(name) for name in BASE_CHAINS}
+    maps: dict[str, dict[str, str]] = {MAP_OUT: {}, MAP_IN: {}}
+    for group in state.groups.values():
+        for direction in ("ingress", "egress"):
+            chains[group_chain(group.id, direction)] = group_rules(group, direction)
+    for tap in sorted(state.ports):
+        port = state.ports[tap]
+        for direction, vmap in (("ingress", MAP_IN), ("egress", MAP_OUT)):
+            if not port.port_security:
+                maps[vmap][tap] = "accept"
+                continue
+            name = port_chain(tap, direction)
+            chains[name] = port_rules(port, direction)
+            maps[vmap][tap] = f"goto {name}"
+    sets: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for group in state.groups.values():
+        for rule in group.rules:
+            if rule.remote_group:
+                name = remote_set(rule.remote_group, rule.version)
+                members = state.members.get(rule.remote_group, ())
+                elements = tuple(m for m in members if (":" in m) == (rule.version == 6))
+                sets[name] = ("ipv4_addr" if rule.version == 4 else "ipv6_addr", elements)
+    return Rendered(chains, sets, maps)
+
+
+def set_decl(name: str, kind: str) -> str:
+    return f"set {name} {{ type {kind}; flags interval; }}"
+
+
+def map_decl(name: str) -> str:
+    return f"map {name} {{ type ifname : verdict; }}"
+
+
+def map_element(tap: str, verdict: str) -> str:
+    return f'"{tap}" : {verdict}'
+
+
+def table_text(rendered: Rendered) -> str:
+    """The whole table, for ``nft -f`` (declared objects first; nft resolves references)."""
+    lines = [f"table {FAMILY} {TABLE} {{"]
+    for name, entries in sorted(rendered.maps.items()):
+        lines.append(f"\tmap {name} {{\n\t\ttype ifname : verdict")
+        if entries:
+            items = ", ".join(map_element(t, v) for t, v in sorted(entries.items()))
+            lines.append(f"\t\telements = {{ {items} }}")
+        lines.append("\t}")
+    for name, (kind, elements) in sorted(rendered.sets.items()):
+        lines.append(f"\tset {name} {{\n\t\ttype {kind}\n\t\tflags interval")
+        if elements:
+            lines.append(f"\t\telements = {{ {', '.join(elements)} }}")
+        lines.append("\t}")
+    for name, rules in sorted(rendered.chains.items()):
+        lines.append(f"\tchain {name} {{")
+        if name in BASE_CHAINS:
+            lines.append(f"\t\t{BASE_CHAINS[name][0]}")
+        lines += [f"\t\t{r}" for r in rules]
+        lines.append("\t}")
+    return "\n".join(lines) + "\n}\n"

@@ -1,0 +1,53 @@
+"""Reading what the gateway holds into a ``GatewayObserved`` (gateway/observed.py).
+
+Every pass reads everything: the forwarding sysctls, the interfaces towards
+the upstream peers, the NAT table by content (so a rule or element deleted
+by hand is seen), BIRD's anycast paths and running config, and the kernel's
+anycast groups. A gateway holds a handful of objects: a few ms of netlink,
+two ``nft`` calls and two BIRD socket round trips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+from l3fabric.dataplane import sysctl
+from l3fabric.dataplane.links import egress_interfaces
+from l3fabric.gateway.anycast import AnycastSync
+from l3fabric.gateway.desired import GatewayDesired
+from l3fabric.gateway.nat import GatewayNat
+from l3fabric.gateway.observed import GatewayObserved
+from l3fabric.gateway.plan import FORWARDING
+from l3fabric.routing.anycast_routes import learned_anycast
+from l3fabric.routing.bird_control import BirdError
+from l3fabric.routing.bird_process import BirdProcess
+
+
+class GatewayReader:
+    """Reads the gateway for its planner."""
+
+    def __init__(self, nat: GatewayNat, anycast: AnycastSync, bird: BirdProcess) -> None:
+        self.nat = nat
+        self.anycast = anycast
+        self.bird = bird
+
+    def read(self, upstream: Iterable[str], bird_policy: GatewayDesired | None) -> GatewayObserved:
+        """Everything; ``upstream``: the peers' addresses, ``bird_policy``: what BIRD was last given."""
+        running = self.bird.alive()
+        learned = text = None
+        if running:
+            with contextlib.suppress(OSError, BirdError):
+                learned = learned_anycast(self.bird.control)
+            with contextlib.suppress(OSError):
+                text = self.bird.config_path.read_text()
+        return GatewayObserved(
+            sysctls={key: sysctl.read(key) for key in FORWARDING},
+            egress={a: frozenset(egress_interfaces(a)) for a in upstream},
+            nat=self.nat.listing(),
+            learned=learned,
+            anycast=self.anycast.kernel(),
+            bird_running=running,
+            bird_text=text,
+            bird_policy=bird_policy if running else None,
+        )

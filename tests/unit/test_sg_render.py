@@ -1,0 +1,189 @@
+"""Security groups in nftables: rendering, names and small transactions (sg_render, sg_diff)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from l3fabric.dataplane.sg_diff import listing_of, parse_listing, transaction
+from l3fabric.dataplane.sg_model import SecurityGroup, SgPort, SgRule, SgState
+from l3fabric.dataplane.sg_render import (
+    group_chain,
+    group_rules,
+    ident,
+    port_chain,
+    remote_set,
+    render,
+    rule_text,
+)
+
+G1 = "11111111-0000-4000-8000-000000000001"
+G2 = "11111111-0000-4000-8000-000000000002"
+
+
+def _state(n_ports: int = 3) -> SgState:
+    groups = {
+        G1: SecurityGroup(
+            G1,
+            (
+                SgRule("ingress", "IPv4", remote_group=G1),
+                SgRule("ingress", "IPv4", 6, 80, 80),
+                SgRule("egress", "IPv4"),
+            ),
+        ),
+        G2: SecurityGroup(G2, (SgRule("ingress", "IPv6", 58, 128, None, "fd00::/8"),)),
+    }
+    ports = {
+        f"tap{i:011d}": SgPort(f"tap{i:011d}", (G1, G2), True, (f"10.0.0.{i}/32",))
+        for i in range(n_ports)
+    }
+    members = {G1: tuple(f"10.0.0.{i}/32" for i in range(n_ports))}
+    return SgState(groups, ports, members)
+
+
+def test_rule_texts() -> None:
+    assert rule_text(SgRule("ingress", "IPv4", 6, 80, 90, "10.0.0.0/8")) == (
+        "ip saddr 10.0.0.0/8 tcp dport 80-90 accept"
+    )
+    assert rule_text(SgRule("egress", "IPv6", remote_group=G1)) == f"ip6 daddr @rg6-{G1} accept"
+    assert rule_text(SgRule("ingress", "IPv4", 1, 8, 0)) == (
+        "meta nfproto ipv4 icmp type 8 icmp code 0 accept"
+    )
+    assert rule_text(SgRule("ingress", "IPv4", 136, 5, 5)) == (
+        "meta nfproto ipv4 meta l4proto 136 th dport 5 accept"
+    )
+    assert rule_text(SgRule("egress", "IPv6", 47)) == "meta nfproto ipv6 meta l4proto 47 accept"
+
+
+def test_names_are_injective_and_fit() -> None:
+    assert ident(G1) == G1
+    upper = "ABCDEF01-0000-4000-8000-000000000001"
+    odd = [upper, "default", "a" * 255, "a" * 254 + "b"]
+    names = {ident(i) for i in odd} | {ident(upper.lower())}
+    assert len(names) == len(odd) + 1
+    assert all(len(group_chain(i, "ingress")) < 64 for i in odd)
+    assert port_chain("tap0123456789a", "egress") == "out-tap0123456789a"
+    assert remote_set(G1, 6) == f"rg6-{G1}"
+
+
+def test_layout_golden() -> None:
+    rendered = render(_state(1))
+    tap = "tap00000000000"
+    assert rendered.maps == {"sg_in": {tap: f"goto in-{tap}"}, "sg_out": {tap: f"goto out-{tap}"}}
+    assert rendered.chains[f"in-{tap}"][:-1] == (
+        "icmpv6 type { 133-137 } accept",
+        "ct state invalid drop",
+        f"jump sgi-{G1}",
+        f"jump sgi-{G2}",
+    )
+    assert rendered.chains[f"in-{tap}"][-1].startswith('drop comment "sg sha256:')
+    assert rendered.chains[f"sgi-{G1}"][:-1] == (
+        f"ip saddr @rg4-{G1} accept",
+        "meta nfproto ipv4 tcp dport 80 accept",
+    )
+    assert rendered.chains[f"sge-{G2}"][0].startswith("return comment")  # no egress rule
+    assert rendered.sets == {f"rg4-{G1}": ("ipv4_addr", ("10.0.0.0/32",))}
+    assert "sg-egress" in rendered.chains and "sg-ingress" in rendered.chains
+
+
+def test_port_security_off_is_an_accept_and_no_chains() -> None:
+    state = _state(1)
+    off = dataclasses.replace(state.ports["tap00000000000"], port_security=False, groups=())
+    rendered = render(dataclasses.replace(state, ports={"tap00000000000": off}))
+    assert rendered.maps["sg_in"] == {"tap00000000000": "accept"}
+    assert not any(c.endswith("tap00000000000") for c in rendered.chains)
+
+
+def test_group_digest_follows_rules_not_order() -> None:
+    a = SecurityGroup(G1, (SgRule("egress", "IPv4"), SgRule("egress", "IPv6")))
+    b = SecurityGroup(G1, (SgRule("egress", "IPv6"), SgRule("egress", "IPv4")))
+    assert group_rules(a, "egress") == group_rules(b, "egress")
+    assert group_rules(a, "egress") != group_rules(SecurityGroup(G1), "egress")
+
+
+def test_nothing_changed_is_zero_statements() -> None:
+    rendered = render(_state())
+    assert transaction(rendered, listing_of(rendered)).statements == 0
+
+
+def test_no_table_is_a_full_replacement() -> None:
+    todo = transaction(render(_state()), None)
+    assert todo.full and todo.script.startswith("table inet l3fabric-sg\ndelete table")
+
+
+def test_one_rule_change_touches_one_chain() -> None:
+    state = _state(50)
+    before = render(state)
+    group = state.groups[G1]
+    changed = dataclasses.replace(group, rules=(*group.rules, SgRule("ingress", "IPv4", 6, 22, 22)))
+    todo = transaction(
+        render(dataclasses.replace(state, groups={**state.groups, G1: changed})), listing_of(before)
+    )
+    assert todo.chains == (f"sgi-{G1}",)
+    assert todo.script.splitlines()[0] == f"flush chain inet l3fabric-sg sgi-{G1}"
+    assert todo.statements == 5 and not todo.full and todo.narrowed
+
+
+def test_a_member_change_is_elements_only() -> None:
+    state = _state(50)
+    before = listing_of(render(state))
+    members = {G1: (*state.members[G1][1:], "10.7.0.0/24")}
+    todo = transaction(render(dataclasses.replace(state, members=members)), before)
+    assert todo.script.splitlines() == [
+        f"delete element inet l3fabric-sg rg4-{G1} {{ 10.0.0.0/32 }}",
+        f"add element inet l3fabric-sg rg4-{G1} {{ 10.7.0.0/24 }}",
+    ]
+    assert todo.narrowed
+    grown = {G1: (*state.members[G1], "10.7.0.0/24")}
+    assert not transaction(render(dataclasses.replace(state, members=grown)), before).narrowed
+
+
+def test_a_port_that_goes_loses_its_chains_and_map_entries() -> None:
+    state = _state(3)
+    before = listing_of(render(state))
+    ports = dict(state.ports)
+    del ports["tap00000000002"]
+    todo = transaction(render(dataclasses.replace(state, ports=ports)), before)
+    assert todo.script.splitlines() == [
+        'delete element inet l3fabric-sg sg_in { "tap00000000002" }',
+        'delete element inet l3fabric-sg sg_out { "tap00000000002" }',
+        "delete chain inet l3fabric-sg in-tap00000000002",
+        "delete chain inet l3fabric-sg out-tap00000000002",
+    ]
+
+
+def _json(rendered) -> str:
+    """A kernel listing like ``nft -j`` prints it (only what parse_listing reads)."""
+    items: list[dict] = [{"metainfo": {}}]
+    for name, rules in rendered.chains.items():
+        items.append({"chain": {"name": name}})
+        for rule in rules:
+            comment = rule.split('comment "')[1][:-1] if 'comment "' in rule else None
+            items.append({"rule": {"chain": name, **({"comment": comment} if comment else {})}})
+    for name, (kind, elements) in rendered.sets.items():
+        elem = [
+            e.split("/")[0]
+            if e.endswith(("/32", "/128"))
+            else {"prefix": {"addr": e.split("/")[0], "len": int(e.split("/")[1])}}
+            for e in elements
+        ]
+        items.append({"set": {"name": name, "type": kind, "elem": elem}})
+    for name, entries in rendered.maps.items():
+        elem = [
+            [t, {"accept": None} if v == "accept" else {v.split()[0]: {"target": v.split()[1]}}]
+            for t, v in entries.items()
+        ]
+        items.append({"map": {"name": name, "elem": elem}})
+    return json.dumps({"nftables": items})
+
+
+def test_listing_round_trip_and_drift() -> None:
+    rendered = render(_state(3))
+    text = json.loads(_json(rendered))
+    assert parse_listing(json.dumps(text)) == listing_of(rendered)
+    # A rule deleted by hand from a group chain: that chain alone is rewritten.
+    items = text["nftables"]
+    first = next(i for i, x in enumerate(items) if x.get("rule", {}).get("chain") == f"sgi-{G1}")
+    del items[first]
+    todo = transaction(rendered, parse_listing(json.dumps(text)))
+    assert todo.chains == (f"sgi-{G1}",) and not todo.full
