@@ -282,7 +282,7 @@ def _incremental(
     if view.anycast or previous.pair_ports or previous.anycast != anycast.AnycastPlan():
         return None  # anycast depends on ports, taps and verdicts together
     ports, before = view.ports, previous.sources
-    affected = {p for p in changed_ports(view, previous)}
+    affected = set(changed_ports(view, previous))
     affected.update(p for p in before.keys() - ports.keys())
     affected.update(previous.tap_ports[t] for t in changed_taps if t in previous.tap_ports)
     d = _Parts.of(previous)
