@@ -13,6 +13,7 @@ import random
 
 import pytest
 
+from l3fabric.agent.desired import ENDPOINT_FIELDS, same_endpoint
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import Op
 from l3fabric.agent.plan import DesiredHost, after, desired_state, plan, statuses
@@ -148,3 +149,10 @@ def test_one_new_port_on_a_big_host_touches_only_that_port() -> None:
     names = [type(o).__name__ for o in plan(desired, observed)]
     # Guard, tap, route, announcement: no BIRD configure, nothing of the other 10,000.
     assert names == ["GuardElements", "TapsPrepare", "RoutesSet", "EndpointsAnnounce"]
+
+
+@pytest.mark.parametrize("field", ENDPOINT_FIELDS)
+def test_a_port_converts_anew_when_a_field_of_its_endpoint_changes(field: str) -> None:
+    old = port(_pid(1), "10.1.0.2", pairs=("10.9.0.0/24",))
+    assert same_endpoint(old, {**old, "status": "ACTIVE", "revision_number": 7})
+    assert not same_endpoint(old, {**old, field: "changed"})

@@ -206,16 +206,19 @@ def desired_state(
     observed: Observed,
     previous: DesiredHost | None = None,
     taps: Collection[str] | None = None,
+    ports: Collection[str] | None = None,
 ) -> DesiredHost:
     """What host ``host`` should hold, given the controller's ``view`` and ``observed``.
 
     A port is routed when it is administratively up, has addresses and its
     tap exists (the VM is plugged in); every bound port is guarded, plugged
     or not, so a tap that appears is guarded from its first packet.
-    ``taps``: the taps an incremental pass re-read (None: a full pass).
+    ``taps``: the taps an incremental pass re-read (None: a full pass);
+    ``ports``: ``changed_ports(view, previous)`` if the caller has it already.
     """
     if previous is not None and taps is not None:
-        found = _incremental(view, observed, previous, taps)
+        changed = changed_ports(view, previous) if ports is None else ports
+        found = _incremental(view, observed, previous, taps, changed)
         if found is not None:
             return found
     return _full(host, view, observed, previous)
@@ -276,13 +279,17 @@ def _full(
 
 
 def _incremental(
-    view: HostState, observed: Observed, previous: DesiredHost, changed_taps: Collection[str]
+    view: HostState,
+    observed: Observed,
+    previous: DesiredHost,
+    changed_taps: Collection[str],
+    changed: Collection[str],
 ) -> DesiredHost | None:
     """``previous`` with only the affected ports recomputed; None where only ``_full`` is sure."""
     if view.anycast or previous.pair_ports or previous.anycast != anycast.AnycastPlan():
         return None  # anycast depends on ports, taps and verdicts together
     ports, before = view.ports, previous.sources
-    affected = set(changed_ports(view, previous))
+    affected = set(changed)
     affected.update(p for p in before.keys() - ports.keys())
     affected.update(previous.tap_ports[t] for t in changed_taps if t in previous.tap_ports)
     d = _Parts.of(previous)
