@@ -10,13 +10,14 @@ import dataclasses
 
 import pytest
 
-from l3fabric.agent import execute
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import (
     AnycastRoutesSet,
     BirdConfigure,
     BirdWithdraw,
+    EndpointsAnnounce,
+    EndpointsWithdraw,
     GuardElements,
     GuardTable,
     Op,
@@ -95,12 +96,14 @@ def test_a_new_port_is_guarded_and_prepared_before_its_route_and_announced_after
     guard = rec.index(GuardElements, lambda o: (tap_name(B), "10.1.0.3/32") in o.add)
     taps_step = rec.index(TapsPrepare)
     route = rec.index(RoutesSet, lambda o: ("10.1.0.3/32", tap_name(B), 6) in o.replace)
-    announce = rec.index(BirdConfigure, lambda o: "10.1.0.3/32" in o.config.endpoint_routes)
+    announce = rec.index(EndpointsAnnounce)
     assert guard < route and taps_step < route < announce
     # Only the new port is touched: A's tap, route and rules are not in any op.
     assert [t for t, _ in rec.ops[taps_step].taps] == [tap_name(B)]
     assert rec.ops[route].replace == (("10.1.0.3/32", tap_name(B), 6),)
-    assert not any(isinstance(o, BirdWithdraw) for o in rec.ops)
+    assert rec.ops[announce] == EndpointsAnnounce(add=("10.1.0.3/32",))
+    # BIRD's config does not name endpoints: no configure for a new port.
+    assert not any(isinstance(o, BirdConfigure | EndpointsWithdraw) for o in rec.ops)
     assert statuses(desired, set()) == {A: "ACTIVE", B: "ACTIVE"}
 
 
@@ -111,14 +114,13 @@ def test_a_deleted_port_is_withdrawn_before_its_route_goes_and_unguarded_last() 
     rec = Recorder()
     rec.run(plan(desired, observed))
 
-    withdraw = rec.index(BirdWithdraw)
-    assert "10.1.0.3/32" not in rec.ops[withdraw].config.endpoint_routes
-    assert "10.1.0.2/32" in rec.ops[withdraw].config.endpoint_routes
+    withdraw = rec.index(EndpointsWithdraw)
+    assert rec.ops[withdraw] == EndpointsWithdraw(prefixes=("10.1.0.3/32",))
     delete = rec.index(RoutesSet, lambda o: "10.1.0.3/32" in o.delete)
     unguard = rec.index(GuardElements, lambda o: (tap_name(B), "10.1.0.3/32") in o.delete)
     assert withdraw < delete < unguard
-    # The withdrawal is the final config: no second configure.
-    assert sum(isinstance(o, BirdConfigure) for o in rec.ops) == 1
+    # One withdrawal, no configure.
+    assert not any(isinstance(o, BirdConfigure | EndpointsAnnounce) for o in rec.ops)
 
 
 def test_an_anycast_member_failing_is_withdrawn_before_its_route_shrinks() -> None:
@@ -191,7 +193,7 @@ def test_a_tap_that_could_not_be_guarded_or_prepared_gets_no_route_and_is_not_an
     rec = Recorder(fail={failing: outcome})
     blocked = rec.run(plan(desired, observed))
     assert not any(isinstance(o, RoutesSet) for o in rec.ops)
-    assert all("10.1.0.2/32" not in o.config.endpoint_routes for o in rec.ops if isinstance(o, BirdConfigure))  # fmt: skip
+    assert all("10.1.0.2/32" not in o.add for o in rec.ops if isinstance(o, EndpointsAnnounce))
     assert statuses(desired, blocked.taps) == {A: "DOWN"}
 
 
@@ -201,8 +203,8 @@ def test_a_route_the_kernel_refused_is_not_announced() -> None:
     refused = Outcome(errors=("1 route change(s) failed",), prefixes=frozenset({"10.1.0.3/32"}))
     rec = Recorder(fail={RoutesSet: refused})
     blocked = rec.run(plan(desired, observed))
-    (announce,) = [o for o in rec.ops if isinstance(o, BirdConfigure)]
-    assert announce.config.endpoint_routes == ("10.1.0.2/32",)
+    (announce,) = [o for o in rec.ops if isinstance(o, EndpointsAnnounce)]
+    assert announce.add == ("10.1.0.2/32",) and "10.1.0.3/32" in announce.delete
     assert statuses(desired, blocked.taps) == {A: "ACTIVE", B: "DOWN"}
 
 
@@ -213,12 +215,12 @@ def test_metrics_count_operations_changes_and_errors_per_step() -> None:
 
     class Failing(Recorder):
         def apply(self, op: Op) -> Outcome:
-            if isinstance(op, BirdConfigure):
+            if isinstance(op, EndpointsAnnounce):
                 raise RuntimeError("bird says no")
             return super().apply(op)
 
     rec = Failing()
-    execute.run(plan(desired, observed), dict.fromkeys(("host", "nft", "taps", "routes", "nexthops", "probes", "bird"), rec), metrics)  # fmt: skip
+    rec.run(plan(desired, observed), metrics)
     assert metrics.steps["routes"].ops == 1 and metrics.routes_changed == 2
     assert metrics.errors == ["announce: bird says no"]
     assert metrics.to_json()["operations"] == metrics.operations == len(rec.ops) + 1
@@ -249,12 +251,11 @@ def test_a_bad_port_is_named_and_the_others_are_programmed() -> None:
     assert any(B in e and "10.1.0.999" in e for e in desired.errors)
 
 
-def test_a_restarted_agent_does_not_know_what_bird_announces_and_settles_it_after_the_routes() -> (
-    None
-):
+def test_a_restarted_agent_reads_the_announcements_and_withdraws_before_the_route_goes() -> None:
     both = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3"))
     observed = _restarted(both, dict([_tap(A, 5, True), _tap(B, 6, True)]))
+    assert observed.announced == {"10.1.0.2/32", "10.1.0.3/32"}
     rec = Recorder()
     rec.run(plan(desired_state("h1", _view(port(A, "10.1.0.2")), observed), observed))
-    assert not any(isinstance(o, BirdWithdraw) for o in rec.ops)
-    assert rec.index(RoutesSet) < rec.index(BirdConfigure)
+    assert rec.index(EndpointsWithdraw) < rec.index(RoutesSet, lambda o: "10.1.0.3/32" in o.delete)
+    assert not any(isinstance(o, BirdConfigure | BirdWithdraw) for o in rec.ops)

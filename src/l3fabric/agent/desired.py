@@ -59,10 +59,17 @@ ENDPOINT_FIELDS = ("fixed_ips", "allowed_address_pairs", "admin_state_up", "bind
 
 def same_endpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """True if ``new`` converts to the same endpoint as ``old`` (cheap: identity first)."""
-    return old is new or all(old.get(k) == new.get(k) for k in ENDPOINT_FIELDS)
+    # Spelled out, not a loop over ENDPOINT_FIELDS: half the time, and a pass
+    # after 10,000 reported statuses compares 10,000 of them.
+    return old is new or (
+        old.get("fixed_ips") == new.get("fixed_ips")
+        and old.get("allowed_address_pairs") == new.get("allowed_address_pairs")
+        and old.get("admin_state_up") == new.get("admin_state_up")
+        and old.get("binding:host_id") == new.get("binding:host_id")
+    )
 
 
-def endpoint_of(port: dict[str, Any]) -> Endpoint:
+def endpoint_of(port: Mapping[str, Any]) -> Endpoint:
     addresses = tuple(host_prefix(ip["ip_address"]) for ip in port.get("fixed_ips") or [])
     pairs = (
         _source_prefix(p.get("ip_address", "")) for p in port.get("allowed_address_pairs") or []

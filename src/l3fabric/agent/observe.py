@@ -1,8 +1,8 @@
 """Reading what the host holds into an ``Observed`` (agent/observed.py).
 
 ``full()`` re-reads everything (start-up, the slow timer, after a failure):
-one link dump, the routes of protocols 96 and 97, the nftables table, the
-host sysctls, BIRD's running config; drift (a route, rule or element deleted
+one link dump, the routes of protocols 96 and 97, the announcements (table
+150), the nftables table, the host sysctls, BIRD's running config; drift (a route, rule or element deleted
 by hand) shows up here and the plan repairs it. ``refresh(model, taps)``
 starts from the state the last pass left (``plan.after``) and re-reads only
 the taps whose link changed: an incremental pass costs what the change costs,
@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection
 from l3fabric.agent.anycast_serving import AnycastProbes
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.dataplane import sysctl
+from l3fabric.dataplane.announce import Announcements
 from l3fabric.dataplane.links import TAP_PREFIX, Links, egress_interfaces
 from l3fabric.dataplane.nexthops import ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
@@ -32,6 +33,7 @@ class HostReader:
         self,
         links: Links,
         routes: EndpointRoutes,
+        announcements: Announcements,
         anycast: ResilientRoutes,
         nft: AntiSpoofing,
         probes: AnycastProbes,
@@ -41,6 +43,7 @@ class HostReader:
     ) -> None:
         self.links = links
         self.routes = routes
+        self.announcements = announcements
         self.anycast = anycast
         self.nft = nft
         self.probes = probes
@@ -69,6 +72,7 @@ class HostReader:
         return Observed(
             taps=taps,
             routes=self.routes.observe(names),
+            announced=self.announcements.read(),
             guard=self.nft.listing(),
             anycast=anycast,
             sysctls={key: sysctl.read(key) for key in sysctl.HOST_SYSCTLS},

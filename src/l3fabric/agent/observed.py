@@ -46,5 +46,7 @@ class Observed:
     bird_config: BirdConfig | None = None
     # The text BIRD runs with, read by full passes (None: not read).
     bird_text: str | None = None
+    # Endpoint prefixes announced (their blackholes in the announcement table).
+    announced: frozenset[str] = frozenset()
     probes: Mapping[Key, ProbeTarget] = field(default_factory=dict)
     verdicts: Mapping[Key, bool] = field(default_factory=dict)

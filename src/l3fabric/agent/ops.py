@@ -202,6 +202,41 @@ class AnycastRoutesSet(Op):
 
 
 @dataclass(frozen=True)
+class EndpointsWithdraw(Op):
+    """Stop announcing these endpoint prefixes (their blackholes go), before their routes go."""
+
+    domain: ClassVar[str] = "announce"
+    step: ClassVar[str] = "withdraw"
+    prefixes: tuple[str, ...]
+
+    def size(self) -> int:
+        return len(self.prefixes)
+
+
+@dataclass(frozen=True)
+class EndpointsAnnounce(Op):
+    """Announce these endpoint prefixes (a blackhole each, which BIRD learns), after their routes.
+
+    A prefix whose route an earlier op could not add is withdrawn instead:
+    BIRD never announces a route the kernel does not have.
+    """
+
+    domain: ClassVar[str] = "announce"
+    step: ClassVar[str] = "announce"
+    add: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+
+    def pruned(self, blocked: Blocked) -> Op | None:
+        if not blocked.prefixes:
+            return self
+        add = tuple(p for p in self.add if p not in blocked.prefixes)
+        return dataclasses.replace(self, add=add, delete=(*self.delete, *sorted(blocked.prefixes)))
+
+    def size(self) -> int:
+        return len(self.add) + len(self.delete)
+
+
+@dataclass(frozen=True)
 class BirdConfigure(Op):
     """Give BIRD ``config`` (start it if needed). ``step``: "withdraw" before routes go, "announce" after."""
 
@@ -211,13 +246,6 @@ class BirdConfigure(Op):
 
     def pruned(self, blocked: Blocked) -> Op | None:
         config = self.config
-        if blocked.prefixes:
-            config = dataclasses.replace(
-                config,
-                endpoint_routes=tuple(
-                    p for p in config.endpoint_routes if p not in blocked.prefixes
-                ),
-            )
         if blocked.anycast is not None:
             counts = blocked.anycast
             routes = tuple(
@@ -234,7 +262,7 @@ class BirdConfigure(Op):
 
 @dataclass(frozen=True)
 class BirdWithdraw(BirdConfigure):
-    """BIRD's config lowered to what stays, applied before any route is deleted or shrinks."""
+    """BIRD's config lowered to the anycast counts that stay, before any member route goes."""
 
     step: ClassVar[str] = "withdraw"
 
