@@ -237,9 +237,13 @@ class Lab:
         host: str,
         ips: list[str] | None = None,
         anycast: list[str] | None = None,
+        security_groups: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Boot ``vm``; ``anycast`` addresses go on its loopback (``lab boot --anycast``)."""
-        return boot.boot(self.plan, self.state, vm, networks, host, ips or [], anycast)
+        """Boot ``vm``; ``anycast`` addresses go on its loopback (``lab boot --anycast``);
+        ``security_groups``: names or ids (None: the lab's, which admit everything)."""
+        return boot.boot(
+            self.plan, self.state, vm, networks, host, ips or [], anycast, security_groups
+        )
 
     def delete(self, vm: str) -> None:
         boot.delete(self.plan, self.state, vm)

@@ -14,6 +14,7 @@ from typing import Any
 from l3fabric.addresses import is_canonical_address, parse_address, parse_network
 from l3fabric.dataplane.links import tap_name
 from l3fabric.dataplane.nft import normalise_sources
+from l3fabric.dataplane.sg_model import port_security
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class Endpoint:
     allowed_sources: tuple[str, ...]  # fixed IPs + allowed address pairs
     admin_up: bool
     guard: tuple[str, ...] = ()  # allowed_sources as nftables set elements (merged)
+    port_security: bool = True  # False: no anti-spoofing, no security groups
+
+
+# The guard of a port with port security off: every source (Neutron: no
+# anti-spoofing). Elements of the same sets, so the table's skeleton and its
+# drift model stay as they are.
+ANY_SOURCE = ("0.0.0.0/0", "::/0")
 
 
 def host_prefix(address: str) -> str:
@@ -54,7 +62,13 @@ def _source_prefix(value: str) -> str | None:
 
 # What ``endpoint_of`` and the anycast plan read of a port: a port whose
 # other fields changed (its reported ``status``) needs no new conversion.
-ENDPOINT_FIELDS = ("fixed_ips", "allowed_address_pairs", "admin_state_up", "binding:host_id")
+ENDPOINT_FIELDS = (
+    "fixed_ips",
+    "allowed_address_pairs",
+    "admin_state_up",
+    "binding:host_id",
+    "port_security_enabled",
+)
 
 
 def same_endpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -69,11 +83,13 @@ def endpoint_of(port: dict[str, Any]) -> Endpoint:
     )
     allowed = tuple(dict.fromkeys([*addresses, *(p for p in pairs if p)]))
     tap = tap_name(port["id"])
+    secured = port_security(port)
     return Endpoint(
         port_id=port["id"],
         tap=tap,
         addresses=addresses,
         allowed_sources=allowed,
         admin_up=bool(port.get("admin_state_up", True)),
-        guard=normalise_sources(tap, allowed),
+        guard=normalise_sources(tap, allowed if secured else ANY_SOURCE),
+        port_security=secured,
     )

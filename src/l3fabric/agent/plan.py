@@ -12,8 +12,9 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
   ``observed`` into ``desired``, in an order that never exposes a half state:
 
   1. host sysctls and the 169.254.1.1 route;
-  2. guard: anti-spoofing elements for new sources (a tap never forwards
-     before its rules exist);
+  2. guard: the security-group transaction (agent/sg_plan.py, conntrack
+     pruned if it admits less), then anti-spoofing elements for new sources
+     (a tap never forwards before its rules exist);
   3. taps: sysctls, link up, fe80::1;
   4. withdraw: BIRD stops announcing what goes or shrinks (endpoints,
      anycast counts), before the routes change;
@@ -34,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from l3fabric.agent import anycast
+from l3fabric.agent import anycast, sg_plan
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Endpoint, endpoint_of, same_endpoint
 from l3fabric.agent.observed import Observed, TapState
@@ -70,6 +71,7 @@ class DesiredHost:
     sysctls: Mapping[str, str] = field(default_factory=lambda: dict(HOST_SYSCTLS))
     management: frozenset[str] = frozenset()
     bird: BirdConfig | None = None  # None: not registered yet, nothing to peer with
+    security_groups: sg_plan.DesiredSg = field(default_factory=sg_plan.DesiredSg)
     errors: tuple[str, ...] = ()
     # The port objects ``endpoints`` were made from (for ``previous``).
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -148,6 +150,8 @@ def desired_state(
                 guard[tap] = nft.normalise_sources(tap, (*guard[tap], *extra))
             except ValueError as exc:
                 errors.append(str(exc))
+    security_groups = sg_plan.desired(view)
+    errors += security_groups.state.errors
     bird: BirdConfig | None = None
     try:
         bird = host_bird_config(view, served.announce, routes.keys())
@@ -163,6 +167,7 @@ def desired_state(
         anycast=served,
         management=observed.management,
         bird=bird,
+        security_groups=security_groups,
         errors=tuple(errors),
         sources=sources,
     )
@@ -248,6 +253,9 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
         ops.append(SysctlSet(values=sysctls))
     if not observed.link_local_gateway:
         ops.append(LinkLocalGateway())
+    # Security groups first: a new tap is filtered before it is routed (until
+    # then it is in neither verdict map, so dropped: fail closed).
+    ops += sg_plan.ops(desired.security_groups, observed.security_groups)
     guard_before, guard_after = _guard_ops(desired, observed)
     ops += guard_before
     ops += _taps_op(desired, observed)
@@ -298,6 +306,7 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
             {tap: frozenset(p) for tap, p in desired.guard.items() if p},
         ),
         anycast={p: frozenset(t) for p, t in desired.anycast.serving.items()},
+        security_groups=sg_plan.applied(desired.security_groups),
         sysctls=dict(desired.sysctls),
         link_local_gateway=True,
         bird_running=observed.bird_running or desired.bird is not None,
