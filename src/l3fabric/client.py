@@ -19,12 +19,13 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from l3fabric.group_members import GroupMembers
 from l3fabric.record_check import admit, admit_fabric
 
 log = logging.getLogger(__name__)
@@ -332,6 +333,29 @@ class HostState:
     # Anycast groups by id: those with a member bound to this host (every group
     # for a gateway).
     anycast: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every security group, with its rules, by id.
+    security_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every port in a security group, wherever it is bound, by port id:
+    # {"id", "security_groups", "addresses"} (service/watch.py member_record).
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # group id -> member addresses, kept per event (built from members if not given).
+    index: GroupMembers | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            self.index = GroupMembers.of(self.members)
+
+    def group_members(self, group_id: str) -> frozenset[str]:
+        """The addresses of the ports in ``group_id`` (for its ``remote_group_id``
+        rules): every fixed IP and allowed address pair; a shared frozenset."""
+        assert self.index is not None
+        return self.index.addresses(group_id)
+
+    def member_addresses(self) -> Mapping[str, frozenset[str]]:
+        """Group id -> ``group_members`` of every group with members, a read-only
+        view (the ``members`` argument of ``dataplane.sg_model.build_state``)."""
+        assert self.index is not None
+        return self.index.by_group()
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> HostState:
@@ -349,6 +373,8 @@ class HostState:
             subnets=admitted("subnet", snap["subnets"], "id"),
             ports=admitted("port", snap["ports"], "id"),
             anycast=admitted("anycast", snap.get("anycast", []), "id"),
+            security_groups=admitted("security_group", snap.get("security_groups", []), "id"),
+            members=admitted("member", snap.get("members", []), "id"),
         )
 
     def apply(self, host: str, event: dict[str, Any]) -> bool:
@@ -378,14 +404,24 @@ class HostState:
             old = table.get(id_)
             if deleted:
                 table.pop(id_, None)
-                return old is not None
-            table[id_] = obj
-            if kind == "port" and old is not None:
+                obj = None
+            else:
+                table[id_] = obj
+            if kind == "member":
+                assert self.index is not None
+                self.index.changed(self.members, id_, old, obj)
+            if old is None:
+                return obj is not None
+            if kind == "port" and obj is not None:
                 return _material(old) != _material(obj)
+            if kind in ("member", "security_group"):
+                # A replay (after a snapshot) of what the cache has changes nothing.
+                return old != obj
         return True
 
     def copy(self) -> HostState:
         # The dicts are copied, the objects shared: events replace objects, never edit them.
+        assert self.index is not None
         return HostState(
             self.revision,
             self.fabric,
@@ -393,6 +429,9 @@ class HostState:
             *(dict(t) for t in (self.gateways, self.hosts, self.networks, self.subnets)),
             dict(self.ports),
             dict(self.anycast),
+            dict(self.security_groups),
+            dict(self.members),
+            self.index.copy(),
         )
 
 

@@ -98,6 +98,10 @@ _FIELDS: dict[str, tuple[Callable[[dict[str, Any]], Iterable[tuple]], ...]] = {
         _one("gateway_ip", _optional(is_canonical_address)),
     ),
     "anycast": (_one("address", is_canonical_address),),
+    "security_group": (
+        _sub("security_group_rules", "remote_ip_prefix", _optional(is_canonical_network)),
+    ),
+    "member": (_each("addresses", _address_or_network),),
 }
 
 

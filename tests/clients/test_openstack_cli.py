@@ -85,3 +85,38 @@ def test_floating_ip_round_trip(cli) -> None:
     assert shown["id"] == created["id"]
     cli.ok("floating", "ip", "delete", "203.0.113.7")
     assert cli.json("floating", "ip", "list") == []
+
+
+def test_port_security_off_on_networks_and_ports(cli) -> None:
+    # Only what needs the CLI goes through it (each call costs ~1.5 s).
+    net = cli.json("network", "create", "open", "--disable-port-security")
+    assert net["port_security_enabled"] is False
+    httpx.post(
+        f"{cli.url}/v2.0/subnets", json={"subnet": {"network_id": net["id"], "cidr": "10.0.0.0/24"}}
+    ).raise_for_status()
+    secured = httpx.post(f"{cli.url}/v2.0/networks", json={"network": {"name": "secured"}}).json()[
+        "network"
+    ]
+    httpx.post(
+        f"{cli.url}/v2.0/subnets",
+        json={"subnet": {"network_id": secured["id"], "cidr": "10.1.0.0/24"}},
+    ).raise_for_status()
+
+    # Inherited from the network: no filtering, no groups (not even the default one).
+    inherited = cli.json("port", "create", "p1", "--network", "open")
+    assert inherited["port_security_enabled"] is False
+    assert inherited["security_group_ids"] == []
+    own = cli.json("port", "create", "p2", "--network", "secured", "--disable-port-security")
+    assert own["port_security_enabled"] is False and own["security_group_ids"] == []
+
+    # A port with groups: port security goes off only with its groups.
+    port = httpx.post(
+        f"{cli.url}/v2.0/ports", json={"port": {"network_id": secured["id"], "name": "p3"}}
+    ).json()["port"]
+    assert port["security_groups"]
+    refused = cli.run("port", "set", "p3", "--disable-port-security")
+    assert refused.returncode != 0
+    assert "Port has security group associated" in refused.stderr
+    cli.ok("port", "set", "p3", "--no-security-group", "--disable-port-security")
+    shown = httpx.get(f"{cli.url}/v2.0/ports/{port['id']}").json()["port"]
+    assert shown["port_security_enabled"] is False and shown["security_groups"] == []

@@ -91,7 +91,7 @@ def test_the_fabric_config_is_always_sent_whole_with_defaults_filled_in() -> Non
         "/fabric/status/anycast/g1/h1",
         keys.ipam_key("s1", "10.0.0.5"),
         keys.allocated_key("n1"),
-        keys.neutron_key("security-groups", "sg1"),
+        keys.neutron_key("security-group-rules", "r1"),  # its group carries it
     ],
 )
 def test_status_reports_and_bookkeeping_wake_nobody(key: str) -> None:

@@ -21,6 +21,11 @@ EXTENSIONS: dict[str, tuple[str, str]] = {
         "extra addresses a port may source and receive (anycast, moved addresses)",
     ),
     "security-group": ("security-group", "security groups and rules, a default group per project"),
+    "port-security": (
+        "Port Security",
+        "port_security_enabled on networks and ports: off means no security groups, no"
+        " filtering and no anti-spoofing for the port",
+    ),
     "provider": ("Provider Network", "provider:* attributes on networks (accepted and stored)"),
     "net-mtu": ("Network MTU", "the mtu attribute of networks"),
     "standard-attr-revisions": ("Resource revision numbers", "revision_number on every resource"),

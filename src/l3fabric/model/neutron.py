@@ -89,6 +89,8 @@ class NetworkBody(NamedBody):
 
     admin_state_up: bool = True
     shared: bool = False
+    # The default of the network's new ports (extension port-security).
+    port_security_enabled: bool = True
     router_external: bool = Field(False, alias="router:external")
     mtu: int = Field(1500, ge=68, le=9216)
     provider_network_type: Literal["local", "flat", "vlan", "vxlan", "gre", "geneve"] = Field(
@@ -163,6 +165,8 @@ class PortBody(NamedBody):
     device_owner: Name = ""
     security_groups: list[Id] = []
     allowed_address_pairs: list[AddressPair] = []
+    # Absent on create: the network's value.
+    port_security_enabled: bool = True
     binding_host_id: Name = Field("", alias="binding:host_id")
     binding_profile: BoundedJson = Field({}, alias="binding:profile")
     binding_vnic_type: Literal["normal"] = Field("normal", alias="binding:vnic_type")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,9 +133,24 @@ class Ports(Resource):
         }
         if "mac_address" in sent:
             self._check_mac_free(body.network_id, value["mac_address"], None)
+        # Not given: the network's value (Neutron's port-security extension).
+        secured = (
+            body.port_security_enabled
+            if "port_security_enabled" in sent
+            else net_kv.value.get("port_security_enabled", True)
+        )
+        value["port_security_enabled"] = secured
+        _check_port_security(
+            secured,
+            body.allowed_address_pairs,
+            body.security_groups if "security_groups" in sent else None,
+            [],
+        )
         if "security_groups" in sent:
             value["security_groups"] = self._check_groups(body.security_groups)
-        else:
+        elif secured and not body.device_owner.startswith("network:"):
+            # Neutron trusts the network's own ports (router interfaces, floating
+            # IPs): they get no default group, so their addresses are in no group.
             value["security_groups"] = [self.security_groups.ensure_default(value["project_id"])]
         key = self.key(value["id"])
         for _ in range(CLAIM_ATTEMPTS):
@@ -198,6 +213,12 @@ class Ports(Resource):
                 changes["allowed_address_pairs"] = _pairs(
                     [p.model_dump() for p in body.allowed_address_pairs], subnets, mac
                 )
+            _check_port_security(
+                changes.get("port_security_enabled", old.get("port_security_enabled", True)),
+                changes.get("allowed_address_pairs", old["allowed_address_pairs"]),
+                changes.get("security_groups"),
+                old["security_groups"],
+            )
             claims[:] = []
             released[:] = []
             if "fixed_ips" in sent:
@@ -404,6 +425,33 @@ class PortOwner(Resource):
         self.networks = networks
         self.subnets = subnets
         self.ports = ports
+
+
+def _check_port_security(
+    enabled: bool, pairs: Sequence[object], groups: list[str] | None, current: list[str]
+) -> None:
+    """Neutron's rules for a port whose port security is (or becomes) off: no
+    address pairs, no security groups. ``groups`` are those the request sets
+    (None: not given), ``current`` those the port has."""
+    if enabled:
+        return
+    if pairs:
+        raise conflict(
+            "AddressPairAndPortSecurityRequired",
+            "Port Security must be enabled in order to have allowed address pairs on a port.",
+        )
+    if groups:
+        raise bad_request(
+            "Port security must be enabled and port must have an IP address in order to use"
+            " security groups.",
+            "PortSecurityAndIPRequiredForSecurityGroups",
+        )
+    if groups is None and current:
+        raise conflict(
+            "PortSecurityPortHasSecurityGroup",
+            "Port has security group associated. Cannot disable port security or IP address"
+            " until security group is removed",
+        )
 
 
 def _fixed(claim: _Claim) -> JSON:

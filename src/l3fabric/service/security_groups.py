@@ -32,8 +32,9 @@ from l3fabric.service.common import (
     standard_attrs,
     validate,
 )
-from l3fabric.service.errors import BadRequest, bad_request, conflict
+from l3fabric.service.errors import bad_request, conflict
 from l3fabric.store import (
+    Compare,
     Create,
     Delete,
     KeyExistsError,
@@ -46,36 +47,46 @@ from l3fabric.store import (
 
 _DEFAULT_GROUP_NS = uuid.UUID("5b0c8f1e-3a55-4e8e-9a63-2f6d6f1b3c01")
 
+# Neutron's protocol names and their IP protocol numbers (IANA).
+_PROTOCOL_NUMBERS = {
+    "ah": 51,
+    "dccp": 33,
+    "egp": 8,
+    "esp": 50,
+    "gre": 47,
+    "icmp": 1,
+    "icmpv6": 58,
+    "igmp": 2,
+    "ipip": 4,
+    "ipv6-encap": 41,
+    "ipv6-frag": 44,
+    "ipv6-icmp": 58,
+    "ipv6-nonxt": 59,
+    "ipv6-opts": 60,
+    "ipv6-route": 43,
+    "ospf": 89,
+    "pgm": 113,
+    "rsvp": 46,
+    "sctp": 132,
+    "tcp": 6,
+    "udp": 17,
+    "udplite": 136,
+    "vrrp": 112,
+}
 # Protocols whose port_range_min/max are ports; for ICMP they are type/code.
-_PORT_PROTOCOLS = {"tcp", "udp", "sctp", "udplite", "dccp", "6", "17", "132", "136", "33"}
-_ICMP_PROTOCOLS = {"icmp", "icmpv6", "ipv6-icmp", "1", "58"}
-_NAMED_PROTOCOLS = (
-    _PORT_PROTOCOLS
-    | _ICMP_PROTOCOLS
-    | {
-        "ah",
-        "esp",
-        "gre",
-        "igmp",
-        "ipip",
-        "ipv6-encap",
-        "ipv6-frag",
-        "ipv6-nonxt",
-        "ipv6-opts",
-        "ipv6-route",
-        "ospf",
-        "pgm",
-        "rsvp",
-        "vrrp",
-    }
-)
+_PORT_NUMBERS = {6, 17, 33, 132, 136}
+_ICMP_NUMBERS = {1, 58}
+# Neutron refuses these with ethertype IPv4 (SecurityGroupEthertypeConflictWithProtocol).
+_IPV6_ONLY = {
+    *("ipv6-encap", "ipv6-frag", "ipv6-icmp", "icmpv6", "ipv6-nonxt", "ipv6-opts", "ipv6-route"),
+    *("41", "44", "58", "59", "60", "43"),
+}
+# What makes two rules the same rule (Neutron's _rule_to_key).
 _RULE_MATCH = (
     "direction",
     "ethertype",
-    "protocol",
     "port_range_min",
     "port_range_max",
-    "remote_ip_prefix",
     "remote_group_id",
 )
 
@@ -238,19 +249,33 @@ class SecurityGroupRules(Resource):
         body = validate(SecurityGroupRuleBody, data, create=True)
         attrs = body.api_attrs()
         groups = self.security_groups
-        protocol = _protocol(body.protocol)
+        protocol = _protocol(body.protocol, body.ethertype)
         _check_ports(protocol, body.port_range_min, body.port_range_max)
+        if protocol in _IPV6_ONLY and body.ethertype == "IPv4":
+            raise bad_request(
+                f"Invalid ethertype {body.ethertype} for protocol {protocol}.",
+                "SecurityGroupEthertypeConflictWithProtocol",
+            )
         if body.remote_ip_prefix is not None:
             version = ipaddress.ip_network(body.remote_ip_prefix).version
             if f"IPv{version}" != body.ethertype:
                 raise bad_request(
-                    f"Conflicting value ethertype {body.ethertype} for CIDR {body.remote_ip_prefix}"
+                    f"Conflicting value ethertype {body.ethertype} for CIDR"
+                    f" {body.remote_ip_prefix}",
+                    "SecurityGroupRuleParameterConflict",
                 )
             if body.remote_group_id is not None:
-                raise bad_request("Only remote_ip_prefix or remote_group_id may be provided.")
-        if body.remote_group_id is not None:
-            groups.read(body.remote_group_id)
+                raise bad_request(
+                    "Only remote_ip_prefix or remote_group_id may be provided.",
+                    "SecurityGroupRemoteGroupAndRemoteIpPrefix",
+                )
         for _ in range(WRITE_ATTEMPTS):
+            ops: list[Op] = []
+            if body.remote_group_id not in (None, body.security_group_id):
+                # The remote group must still be there when the rule is written:
+                # its delete removes the rules that point at it.
+                remote = groups.read(body.remote_group_id)
+                ops.append(Compare(remote.key, remote.mod_revision))
             group_kv = groups.read(body.security_group_id)
             group = group_kv.value
             rule = _rule(
@@ -260,7 +285,7 @@ class SecurityGroupRules(Resource):
             )
             rule["protocol"] = protocol
             for existing in group["security_group_rules"]:
-                if all(existing[k] == rule[k] for k in _RULE_MATCH):
+                if _same_rule(existing, rule):
                     raise conflict(
                         "SecurityGroupRuleExists",
                         f"Security group rule already exists. Rule id is {existing['id']}.",
@@ -268,13 +293,12 @@ class SecurityGroupRules(Resource):
             new_group = bumped(
                 group, {"security_group_rules": [*group["security_group_rules"], rule]}
             )
+            ops += [
+                Create(self.key(rule["id"]), rule),
+                Update(group_kv.key, new_group, group_kv.mod_revision),
+            ]
             try:
-                self.store.txn(
-                    [
-                        Create(self.key(rule["id"]), rule),
-                        Update(group_kv.key, new_group, group_kv.mod_revision),
-                    ]
-                )
+                self.store.txn(ops)
             except RevisionMismatchError:
                 continue
             return rule
@@ -296,8 +320,9 @@ class SecurityGroupRules(Resource):
         self.remove(object_id, if_match, plan)
 
 
-def _protocol(value: str | int | None) -> str | None:
-    """Neutron's protocol values: null/"any", a name, or a number 0-255 (kept as a string)."""
+def _protocol(value: str | int | None, ethertype: str) -> str | None:
+    """Neutron's protocol values: null/"any", a name, or a number 0-255 (kept as a
+    string). For IPv6, ICMP's legacy spellings become ``ipv6-icmp`` (or 58), as Neutron does."""
     if value is None:
         return None
     text = str(value).lower()
@@ -306,27 +331,76 @@ def _protocol(value: str | int | None) -> str | None:
     if text.isdigit():
         if int(text) > 255:
             raise bad_request(f"Security group rule protocol {value} not supported: must be 0-255")
-        return str(int(text))
-    if text not in _NAMED_PROTOCOLS:
+        text = str(int(text))
+        return "58" if ethertype == "IPv6" and text == "1" else text
+    if text not in _PROTOCOL_NUMBERS:
         raise bad_request(
             f"Security group rule protocol {value} not supported. Only protocol values"
-            f" {sorted(_NAMED_PROTOCOLS)} and integer representations [0 to 255] are supported."
+            f" {sorted(_PROTOCOL_NUMBERS)} and integer representations [0 to 255] are supported.",
+            "SecurityGroupRuleInvalidProtocol",
         )
-    return text
+    return "ipv6-icmp" if ethertype == "IPv6" and text in ("icmp", "icmpv6") else text
+
+
+def protocol_number(protocol: str | None) -> int | None:
+    """The IP protocol number of a stored rule's protocol (None: any)."""
+    if protocol is None:
+        return None
+    return int(protocol) if protocol.isdigit() else _PROTOCOL_NUMBERS[protocol]
+
+
+def _same_rule(a: JSON, b: JSON) -> bool:
+    """Neutron's duplicate test: names and numbers of a protocol are one protocol,
+    and a prefix of every address is no prefix."""
+
+    def prefix(rule: JSON) -> str | None:
+        value = rule["remote_ip_prefix"]
+        return None if value in ("0.0.0.0/0", "::/0") else value
+
+    return (
+        all(a[k] == b[k] for k in _RULE_MATCH)
+        and protocol_number(a["protocol"]) == protocol_number(b["protocol"])
+        and prefix(a) == prefix(b)
+    )
 
 
 def _check_ports(protocol: str | None, low: int | None, high: int | None) -> None:
+    """Neutron's checks of port_range_min/max (for ICMP: type and code)."""
     if low is None and high is None:
         return
-    if protocol in _PORT_PROTOCOLS:
-        if low is None or high is None or not 1 <= low <= high:
-            raise _invalid_range(low, high, "ports need 1 <= port_range_min <= port_range_max")
-    elif protocol in _ICMP_PROTOCOLS:
-        if low is None or low > 255 or (high is not None and high > 255):
-            raise _invalid_range(low, high, "ICMP type (min) and code (max) are 0-255, type first")
+    if protocol is None:
+        raise bad_request(
+            "Must also specify protocol if port range is given.",
+            "SecurityGroupProtocolRequiredWithPorts",
+        )
+    number = protocol_number(protocol)
+    if number in _PORT_NUMBERS:
+        if low == 0 or high == 0:
+            raise bad_request("Invalid value for port 0", "SecurityGroupInvalidPortValue")
+        if low is None or high is None or low > high:
+            raise bad_request(
+                "For TCP/UDP protocols, port_range_min must be <= port_range_max",
+                "SecurityGroupInvalidPortRange",
+            )
+    elif number in _ICMP_NUMBERS:
+        for value, field, attr in (
+            (low, "type", "port_range_min"),
+            (high, "code", "port_range_max"),
+        ):
+            if value is not None and not 0 <= value <= 255:
+                raise bad_request(
+                    f"Invalid value for ICMP {field} ({attr}) {value}. It must be 0 to 255.",
+                    "SecurityGroupInvalidIcmpValue",
+                )
+        if low is None:
+            raise bad_request(
+                f"ICMP code (port-range-max) {high} is provided but ICMP type (port-range-min)"
+                " is missing.",
+                "SecurityGroupMissingIcmpType",
+            )
     else:
-        raise _invalid_range(low, high, f"protocol {protocol} has no ports")
-
-
-def _invalid_range(low: int | None, high: int | None, why: str) -> BadRequest:
-    return bad_request(f"Invalid port range {low}:{high}: {why}", "SecurityGroupInvalidPortRange")
+        raise bad_request(
+            f"Invalid protocol {protocol} for port range, only supported for TCP, UDP, UDPLITE,"
+            " SCTP and DCCP protocols.",
+            "SecurityGroupInvalidProtocolForPort",
+        )

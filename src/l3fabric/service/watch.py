@@ -2,9 +2,11 @@
 
 The one place for the rules of which store changes a host H sees: its own
 ports (bound to H, or no longer), the fabric configuration, networks,
-subnets, hosts and gateways (everyone), and the anycast groups with a member
-bound to H (gateways: every group). Status reports and IPAM never wake a
-watch. ``watch_blocking`` is the long poll over ``store.watch``.
+subnets, security groups (with their rules), hosts and gateways (everyone),
+the security group members (everyone: a slim record per port in a group,
+see ``member_record``) and the anycast groups with a member bound to H
+(gateways: every group). Status reports and IPAM never wake a watch.
+``watch_blocking`` is the long poll over ``store.watch``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def snapshot(store: Store, host: str) -> dict[str, Any]:
     ports, revision = store.range(keys.neutron_prefix("ports"))
     networks, _ = store.range(keys.neutron_prefix("networks"))
     subnets, _ = store.range(keys.neutron_prefix("subnets"))
+    security_groups, _ = store.range(_SECURITY_GROUPS)
     fabric_kvs, _ = store.range("/fabric/")
     by_key = {kv.key: kv.value for kv in fabric_kvs}
     hosts = [kv.value for kv in fabric_kvs if kv.key.startswith(keys.HOSTS)]
@@ -57,14 +60,20 @@ def snapshot(store: Store, host: str) -> dict[str, Any]:
         "networks": [kv.value for kv in networks],
         "subnets": [kv.value for kv in subnets],
         "ports": local,
+        "security_groups": [kv.value for kv in security_groups],
+        "members": [m for kv in ports if (m := member_record(kv.value)) is not None],
         "anycast": [g for g in groups if everything or concerns(g, local_ids)],
     }
 
 
 _PORTS = keys.neutron_prefix("ports")
+_SECURITY_GROUPS = keys.neutron_prefix("security-groups")
 _BROADCAST_KINDS = {
     keys.neutron_prefix("networks"): "network",
     keys.neutron_prefix("subnets"): "subnet",
+    # A group embeds its rules and a rule's write bumps its group, so the
+    # rules' own keys need not be watched.
+    _SECURITY_GROUPS: "security_group",
     keys.GATEWAYS: "gateway",
     keys.HOSTS: "host",
 }
@@ -96,15 +105,51 @@ def relevant_event(event: Event, host: str) -> dict[str, Any] | None:
 def relevant_events(store: Store, events: list[Event], host: str) -> list[dict[str, Any]]:
     """The watch events ``host``'s agent sees for a batch of store changes.
 
-    ``relevant_event`` for each change, then the anycast groups the batch
+    ``relevant_event`` and ``member_event`` for each change, then the anycast groups the batch
     touched for this host (kind ``anycast``): which groups concern a host
     depends on where their member ports are bound, so it needs the store.
     """
-    found = [e for e in (relevant_event(ev, host) for ev in events) if e is not None]
+    found = []
+    for ev in events:
+        found += [e for e in (relevant_event(ev, host), member_event(ev)) if e is not None]
     if events:
         everything = store.get(keys.gateway_key(host)) is not None
         found += anycast_events(store, events, host, everything)
     return found
+
+
+def member_record(port: JSON | None) -> JSON | None:
+    """What every host knows of a port in security groups, wherever it is bound:
+    its id, its groups and its addresses (every fixed IP and every allowed
+    address pair, canonical as stored), so that a rule with a
+    ``remote_group_id`` can match its members. None for a port in no group."""
+    if port is None or not port.get("security_groups"):
+        return None
+    addresses = {f["ip_address"] for f in port.get("fixed_ips", ())}
+    addresses |= {p["ip_address"] for p in port.get("allowed_address_pairs", ())}
+    return {
+        "id": port["id"],
+        "security_groups": list(port["security_groups"]),
+        "addresses": sorted(addresses),
+    }
+
+
+def member_event(event: Event) -> dict[str, Any] | None:
+    """The ``member`` watch event every host sees for a port change, or None.
+
+    Only a change of the slim record counts: a status report, a rename or a
+    move to another host changes no membership, so it wakes nobody. A port
+    that goes or leaves its last group is a delete.
+    """
+    if not event.key.startswith(_PORTS):
+        return None
+    before, after = member_record(event.prev_value), member_record(event.value)
+    if before == after:
+        return None
+    port_id = event.key[len(_PORTS) :]
+    if after is None:
+        return _event("delete", "member", port_id, event.revision, None)
+    return _event("put", "member", port_id, event.revision, after)
 
 
 def _event(type_: str, kind: str, id_: str, revision: int, obj: Any) -> dict[str, Any]:
@@ -125,7 +170,8 @@ def watch_blocking(
 ) -> dict[str, Any]:
     """Long-poll: the events after ``since`` that concern ``host``, as soon as there are any.
 
-    Irrelevant changes (other hosts' ports, IPAM, status reports) are skipped
+    Irrelevant changes (IPAM, status reports, other hosts' ports beyond their
+    group membership) are skipped
     without returning, so they cost a watcher nothing but a filter pass.
     Raises Gone when ``since`` is older than the history (or newer than the
     store: it was replaced): the client must take a new snapshot.
