@@ -292,8 +292,11 @@ def _sg_view(
     """Ports of h1 in WEB; ``members``: ports of other hosts (FRIENDS)."""
     mine = [{**p, "security_groups": [WEB]} for p in ports]
     records = [_member(p["id"], WEB, *(ip["ip_address"] for ip in p["fixed_ips"])) for p in mine]
-    return dataclasses.replace(
-        _view(*mine),
+    return HostState(
+        fabric={"asn": 65000},
+        host=HOST,
+        gateways={"gw": GW},
+        ports={p["id"]: p for p in mine},
         security_groups={WEB: _group(WEB, *rules), FRIENDS: _group(FRIENDS)},
         members={m["id"]: m for m in (*records, *members)},
     )
