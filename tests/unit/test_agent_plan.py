@@ -330,7 +330,17 @@ def test_a_rule_change_is_one_small_security_group_op_and_nothing_else() -> None
     # One group chain rewritten for both ports: never a rewrite of every port's rules.
     assert op.transaction.chains == (f"sgi-{WEB}",)
     assert "tcp dport 22 accept" in op.transaction.script
-    assert op.transaction.narrowed and op.taps == frozenset()
+    assert op.taps == frozenset()
+    # A rule added admits more: no conntrack pruning (it lists every flow).
+    assert not op.transaction.narrowed
+    # Removing it may admit less: flows only it allowed are pruned.
+    now = after(desired_state("h1", changed, observed), observed)
+    (back,) = plan(desired_state("h1", view, now), now)
+    assert isinstance(back, SecurityGroupsApply) and back.transaction.narrowed
+    # A full pass read the table from the kernel: not known in detail, so prune.
+    read = dataclasses.replace(observed, sg_applied=None)
+    (op,) = plan(desired_state("h1", changed, read), read)
+    assert isinstance(op, SecurityGroupsApply) and op.transaction.narrowed
 
 
 def test_a_member_added_on_another_host_is_one_set_element() -> None:

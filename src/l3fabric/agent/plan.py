@@ -255,7 +255,7 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
         ops.append(LinkLocalGateway())
     # Security groups first: a new tap is filtered before it is routed (until
     # then it is in neither verdict map, so dropped: fail closed).
-    ops += sg_plan.ops(desired.security_groups, observed.security_groups)
+    ops += sg_plan.ops(desired.security_groups, observed.security_groups, observed.sg_applied)
     guard_before, guard_after = _guard_ops(desired, observed)
     ops += guard_before
     ops += _taps_op(desired, observed)
@@ -307,6 +307,7 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
         ),
         anycast={p: frozenset(t) for p, t in desired.anycast.serving.items()},
         security_groups=sg_plan.applied(desired.security_groups),
+        sg_applied=desired.security_groups.rendered,
         sysctls=dict(desired.sysctls),
         link_local_gateway=True,
         bird_running=observed.bird_running or desired.bird is not None,

@@ -10,6 +10,7 @@ pass left it) into it: a small transaction, zero statements when equal.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from l3fabric.agent.ops import Op, SecurityGroupsApply
@@ -33,11 +34,44 @@ def desired(view: HostState) -> DesiredSg:
     return DesiredSg(state, render(state))
 
 
-def ops(want: DesiredSg, current: SgListing | None) -> list[Op]:
-    """The operation that makes the table ``current`` ``want`` (none if it already is)."""
+def narrows(last: Rendered, new: Rendered) -> bool:
+    """Whether going from ``last`` to ``new`` may admit less (conntrack must be pruned).
+
+    A rule or jump added to a chain admits more; one removed, a set element or
+    map entry removed or changed, or a chain deleted may admit less. Every
+    chain's last rule is its seal (the digest), which always changes.
+    """
+    if any(name not in new.chains for name in last.chains):
+        return True
+    if any(
+        not set(rules[:-1]) <= set(new.chains[name][:-1]) for name, rules in last.chains.items()
+    ):
+        return True
+    if any(
+        not set(elems) <= set(new.sets.get(name, ("", ()))[1])
+        for name, (_, elems) in last.sets.items()
+    ):
+        return True
+    return any(
+        new.maps.get(vmap, {}).get(tap) != verdict
+        for vmap, entries in last.maps.items()
+        for tap, verdict in entries.items()
+    )
+
+
+def ops(want: DesiredSg, current: SgListing | None, last: Rendered | None = None) -> list[Op]:
+    """The operation that makes the table ``current`` ``want`` (none if it already is).
+
+    ``last``: what the previous pass applied, when ``current`` is known to be
+    it (an incremental pass): a change that only admits more (a rule added, a
+    member joining) then skips the conntrack pruning, which lists every
+    tracked flow of the host.
+    """
     todo = transaction(want.rendered, current)
     if not todo.script:
         return []
+    if todo.narrowed and not todo.full and last is not None and not narrows(last, want.rendered):
+        todo = dataclasses.replace(todo, narrowed=False)
     have = current.maps if current is not None and not todo.full else {}
     # Taps whose verdict changes: a new port's tap is blocked if this fails.
     taps = frozenset(
