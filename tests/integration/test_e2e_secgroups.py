@@ -231,6 +231,13 @@ def test_tcp_80_from_anywhere_the_internet_and_other_vms_reach_port_80_only(lab:
     assert can(lab, "d1", lab.vm_ip("w1", 6), 80) and cannot(lab, "d1", lab.vm_ip("w1", 6), 22)
 
 
+def test_an_anycast_address_is_filtered_by_its_member_ports_groups(lab: Lab) -> None:
+    # PAIR is in f1's allowed_address_pairs: routed to f1's tap as an anycast
+    # address (docs/anycast.md). f1 is in web: TCP 80 only, for it too.
+    assert can(lab, "client1", PAIR, 80)
+    assert cannot(lab, "client1", PAIR, 22) and not pings(lab, "client1", PAIR)
+
+
 def test_remote_group_admits_members_and_their_address_pairs_joining_and_leaving_within_1s(
     lab: Lab, cli: Cli
 ) -> None:
