@@ -286,6 +286,23 @@ class _LabMaker:
             down(name)
 
 
+def needs_tools(*tools: str) -> pytest.MarkDecorator:
+    """Skip unless every one of ``tools`` is on PATH."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
+
+
+@contextlib.contextmanager
+def bench_lab(prefix: str) -> Iterator[str]:
+    """A fresh lab name for a benchmark that builds its own lab; the lab is removed
+    again after, in case the run was interrupted half-way."""
+    name = prefix + secrets.token_hex(3)
+    try:
+        yield name
+    finally:
+        down(name)
+
+
 @pytest.fixture
 def lab_factory() -> Iterator[Callable[..., Lab]]:
     """``lab_factory(yaml_text, network_only=False, agents=True) -> Lab``.

@@ -25,6 +25,7 @@ from l3fabric.lab import processes
 from l3fabric.osc import openstack_executable
 
 from .lab_fixtures import Background, Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
+from .scripts import ECHO_SERVERS, LONG_CLIENT
 
 pytestmark = [pytest.mark.integration, needs_root]
 
@@ -51,19 +52,9 @@ MUST_PASS_S = 3.0
 MUST_FAIL_S = 0.7
 WITHIN_S = 1.0
 
-# Echo on every TCP port (dual stack); one UDP port prints each datagram's source.
-SERVER = """
-import socket, socketserver, sys, threading
-class Echo(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            self.wfile.write(line)
-class V6(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    allow_reuse_address = True
-    daemon_threads = True
-for p in sys.argv[2:]:
-    threading.Thread(target=V6(("::", int(p)), Echo).serve_forever, daemon=True).start()
+# Prints the source of each datagram on the UDP port argv[1].
+UDP_SOURCES = """
+import socket, sys
 u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 u.bind(("::", int(sys.argv[1])))
 print("ready", flush=True)
@@ -80,23 +71,6 @@ s.settimeout(float(sys.argv[3]))
 s.connect((sys.argv[1], int(sys.argv[2])))
 s.sendall(b"x\\n")
 assert s.recv(10) == b"x\\n"
-"""
-# One connection: an echo, then (once the flag file exists) another over it.
-LONG = """
-import os, socket, sys, time
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-f = c.makefile("rwb")
-f.write(b"one\\n"); f.flush()
-print("got", f.readline().decode().strip(), flush=True)
-deadline = time.monotonic() + 20
-while not os.path.exists(sys.argv[3]) and time.monotonic() < deadline:
-    time.sleep(0.02)
-c.settimeout(1.5)
-f.write(b"two\\n"); f.flush()
-try:
-    print("got", f.readline().decode().strip() or "nothing", flush=True)
-except OSError:
-    print("lost", flush=True)
 """
 
 
@@ -187,16 +161,16 @@ def lab(module_lab_factory) -> Iterator[Lab]:  # noqa: F811
 
 @pytest.fixture(scope="module", autouse=True)
 def servers(lab: Lab) -> Iterator[dict[str, Background]]:
-    """The echo and UDP server of every VM, running for the whole module."""
+    """Echo servers on TCP_PORTS in every VM, and e1's UDP receiver ("udp"), for the module."""
     with contextlib.ExitStack() as stack:
         jobs = {
             vm: stack.enter_context(
-                lab.background(
-                    vm, "python3", "-u", "-c", SERVER, str(UDP_PORT), *map(str, TCP_PORTS)
-                )
+                lab.background(vm, "python3", "-u", "-c", ECHO_SERVERS, *map(str, TCP_PORTS))
             )
             for vm in VMS
         }
+        udp = ("python3", "-u", "-c", UDP_SOURCES, str(UDP_PORT))
+        jobs["udp"] = stack.enter_context(lab.background("e1", *udp))
         for job in jobs.values():
             job.wait_for_line("ready", 10)
         wait_until(
@@ -274,8 +248,10 @@ def test_deleting_the_only_rule_cuts_an_established_connection_another_rule_keep
     assert isinstance(rules, list)
     by_port = {r["Port Range"]: r["ID"] for r in rules}
     with (
-        lab.background("client1", "python3", "-u", "-c", LONG, c1, "5001", str(flag)) as only,
-        lab.background("d1", "python3", "-u", "-c", LONG, c1, "5002", str(flag)) as covered,
+        lab.background(
+            "client1", "python3", "-u", "-c", LONG_CLIENT, c1, "5001", str(flag)
+        ) as only,
+        lab.background("d1", "python3", "-u", "-c", LONG_CLIENT, c1, "5002", str(flag)) as covered,
     ):
         assert only.wait_for_line("got", 10) == "got one"
         assert covered.wait_for_line("got", 10) == "got one"
@@ -314,7 +290,7 @@ def test_port_security_off_any_port_reachable_any_source_sent(
         "s.bind((sys.argv[1], 0)); s.sendto(b'x', (sys.argv[2], int(sys.argv[3])))"
     )
     lab.exec("p1", "python3", "-c", send, SPOOFED, lab.vm_ip("e1"), str(UDP_PORT))
-    assert servers["e1"].wait_for_line(f"from {SPOOFED}", 5)
+    assert servers["udp"].wait_for_line(f"from {SPOOFED}", 5)
 
 
 def test_agent_restart_with_groups_in_place_changes_nothing_in_the_ruleset(lab: Lab) -> None:

@@ -66,7 +66,7 @@ def check_web_group(
         server.kill()
         server.wait()
     check(
-        f"{VM} in group web (TCP 80 only), from {client.name}",
+        f"{VM} in group web (TCP 80)",
         f"port {OPEN} {'answers' if web else 'does not answer'}, "
         f"port {CLOSED} {'answers' if ssh else 'filtered'}",
         web and not ssh,
