@@ -27,7 +27,6 @@ class Endpoint:
     allowed_sources: tuple[str, ...]  # fixed IPs + allowed address pairs
     admin_up: bool
     guard: tuple[str, ...] = ()  # allowed_sources as nftables set elements (merged)
-    port_security: bool = True  # False: no anti-spoofing, no security groups
 
 
 # The guard of a port with port security off: every source (Neutron: no
@@ -83,13 +82,11 @@ def endpoint_of(port: dict[str, Any]) -> Endpoint:
     )
     allowed = tuple(dict.fromkeys([*addresses, *(p for p in pairs if p)]))
     tap = tap_name(port["id"])
-    secured = port_security(port)
     return Endpoint(
         port_id=port["id"],
         tap=tap,
         addresses=addresses,
         allowed_sources=allowed,
         admin_up=bool(port.get("admin_state_up", True)),
-        guard=normalise_sources(tap, allowed if secured else ANY_SOURCE),
-        port_security=secured,
+        guard=normalise_sources(tap, allowed if port_security(port) else ANY_SOURCE),
     )
