@@ -48,9 +48,21 @@ M = TypeVar("M", bound=Body)
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """Who is asking: the project from X-Project-Id, else the default."""
+    """Who is asking, as the API layer established it (transport-free).
+
+    ``roles`` are Keystone-style role names (``admin``, ``member``, ``reader``)
+    or an agent's own role (``host:NAME``, ``gateway:NAME``). Without
+    authentication (``--auth none``) every request is an admin acting for the
+    project it names (X-Project-Id), as Neutron's noauth mode does.
+    """
 
     project_id: str = DEFAULT_PROJECT
+    roles: frozenset[str] = frozenset({"admin"})
+    user_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
 
 
 def now() -> str:
