@@ -237,9 +237,13 @@ class Lab:
         host: str,
         ips: list[str] | None = None,
         anycast: list[str] | None = None,
+        security_groups: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Boot ``vm``; ``anycast`` addresses go on its loopback (``lab boot --anycast``)."""
-        return boot.boot(self.plan, self.state, vm, networks, host, ips or [], anycast)
+        """Boot ``vm``; ``anycast`` addresses go on its loopback (``lab boot --anycast``);
+        ``security_groups``: names or ids (None: the lab's, which admit everything)."""
+        return boot.boot(
+            self.plan, self.state, vm, networks, host, ips or [], anycast, security_groups
+        )
 
     def delete(self, vm: str) -> None:
         boot.delete(self.plan, self.state, vm)
@@ -280,6 +284,23 @@ class _LabMaker:
             return
         for name in self.made:
             down(name)
+
+
+def needs_tools(*tools: str) -> pytest.MarkDecorator:
+    """Skip unless every one of ``tools`` is on PATH."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
+
+
+@contextlib.contextmanager
+def bench_lab(prefix: str) -> Iterator[str]:
+    """A fresh lab name for a benchmark that builds its own lab; the lab is removed
+    again after, in case the run was interrupted half-way."""
+    name = prefix + secrets.token_hex(3)
+    try:
+        yield name
+    finally:
+        down(name)
 
 
 @pytest.fixture

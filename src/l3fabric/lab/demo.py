@@ -3,8 +3,8 @@
 Brings a topology up, creates a public and a private network with the real
 ``openstack`` client, boots VMs on several hosts and racks, then measures what
 a user relies on (reachability, hop counts, real source addresses, port
-status, route withdrawal, anti-spoofing, external connectivity, anycast spread
-and failover) and prints one table: check, what was measured, pass or fail.
+status, route withdrawal, anti-spoofing, external connectivity, security
+groups, anycast spread and failover) and prints one table: check, what was measured, pass or fail.
 Tears everything down unless ``keep``.
 """
 
@@ -23,6 +23,7 @@ from l3fabric.lab import boot as vms
 from l3fabric.lab import probe
 from l3fabric.lab.demo_anycast import AnycastChecks
 from l3fabric.lab.demo_external import Endpoint, ExternalChecks
+from l3fabric.lab.demo_secgroups import check_web_group
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import Node, Plan, vm_namespace
 from l3fabric.lab.state import LabState
@@ -129,6 +130,8 @@ class Demo:
         self._check_management(plan, booted[0])
         self._check_withdraw(plan, booted[2])
         self._check_external(plan, openstack, booted, other_rack[-1], public, later)
+        self.console.rule("[bold]security groups, enforced at the VM's host")
+        check_web_group(plan, openstack, other_rack[-1], "public", self.check)
         self.console.rule("[bold]anycast: one address, three VMs on two hosts")
         AnycastChecks(plan, self.check, self.console).run(
             "public-v4", "public", first_rack[0], other_rack[-1]
