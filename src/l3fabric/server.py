@@ -180,6 +180,18 @@ class Tls:
     key: str
 
 
+def warn_if_open(authenticator: Authenticator, listens: list[Listen]) -> bool:
+    """Log a warning (and say True) when ``--auth none`` listens beyond loopback."""
+    exposed = [str(listen) for listen in listens if not _is_loopback(listen)]
+    if not isinstance(authenticator, NoAuth) or not exposed:
+        return False
+    log.warning(
+        "--auth none: anyone who reaches %s may do anything; use --auth tokens or keystone",
+        ", ".join(exposed),
+    )
+    return True
+
+
 def _is_loopback(listen: Listen) -> bool:
     return listen.netns is None and ipaddress.ip_address(listen.host).is_loopback
 
@@ -211,11 +223,7 @@ def serve(
         raise ServerError("nothing to listen on")
     limits = limits or ServerLimits()
     authenticator = authenticator or NoAuth()
-    if isinstance(authenticator, NoAuth) and not all(map(_is_loopback, listens)):
-        log.warning(
-            "--auth none: anyone who reaches %s may do anything; use --auth tokens or keystone",
-            ", ".join(str(listen) for listen in listens if not _is_loopback(listen)),
-        )
+    warn_if_open(authenticator, listens)
     # Before anything opens descriptors: the cap is sized from the limit in force.
     cap, backlog = fd_budget(limits.max_connections, raise_fd_limit())
     store = open_store_checked(store_url)

@@ -18,9 +18,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from l3fabric.auth.base import NoAuth
+from l3fabric.auth.tokens import TokenAuth
 from l3fabric.client import ApiError, FabricClient
 from l3fabric.credentials import Credentials
 from l3fabric.loopback import free_port
+from l3fabric.server import Listen, warn_if_open
 
 from .test_server_process import ServerFactory, server_command, start_server  # noqa: F401
 
@@ -177,3 +180,11 @@ def test_tls_with_tokens_and_a_test_ca(start: Start, tmp_path: Path, tls_files) 
     # Plain HTTP to the TLS port gets nothing useful.
     with pytest.raises(httpx.HTTPError):
         httpx.get(url.replace("https:", "http:") + "/v1/fabric", headers={"X-Auth-Token": OLD})
+
+
+def test_auth_none_warns_when_listening_beyond_loopback(caplog) -> None:
+    loopback = [Listen("127.0.0.1", 9696), Listen("::1", 9696)]
+    assert not warn_if_open(NoAuth(), loopback)
+    assert not warn_if_open(TokenAuth.__new__(TokenAuth), [Listen("10.0.0.1", 9696)])
+    assert warn_if_open(NoAuth(), [*loopback, Listen("10.255.0.1", 9696, "l3f-x-mgmt")])
+    assert "--auth none: anyone who reaches http://10.255.0.1:9696 in netns" in caplog.text
