@@ -1,14 +1,12 @@
 """A test-only authenticator: each request's Context from X-Project-Id and
-X-Test-Roles, set where real authentication sets it (``request.state.context``)."""
+X-Test-Roles (comma-separated), through the app's real authentication path."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-
-from fastapi import FastAPI, Request
 
 from l3fabric.api.app import create_app
 from l3fabric.service.common import Context
@@ -19,23 +17,25 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 
-def _with_test_roles(app: FastAPI) -> FastAPI:
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
-        roles = request.headers.get("x-test-roles")
-        if roles is not None:
-            project = request.headers.get("x-project-id", "default")
-            request.state.context = Context(project, frozenset(roles.split(",")))
-        return await call_next(request)
+class TestRoles:
+    """Authenticator: the project and roles the test's headers name."""
 
-    return app
+    __test__ = False  # not a test class
+    blocking = False
+
+    def authenticate(self, headers: Mapping[str, str]) -> Context:
+        roles = headers.get("x-test-roles", "admin")
+        return Context(headers.get("x-project-id", "default"), frozenset(roles.split(",")))
+
+    def reload(self) -> None:
+        """Nothing to re-read."""
 
 
 @contextmanager
 def policy_client(tmp_path: Path) -> Iterator[TestClient]:
     store = SqliteStore(tmp_path / "db")
     try:
-        with TestClient(_with_test_roles(create_app(store))) as c:
+        with TestClient(create_app(store, authenticator=TestRoles())) as c:
             yield c
     finally:
         store.close()

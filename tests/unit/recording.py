@@ -12,6 +12,7 @@ from l3fabric.agent.ops import OK, Blocked, Op, Outcome
 DOMAINS = (
     "host",
     "nft",
+    "secgroups",
     "taps",
     "routes",
     "announce",

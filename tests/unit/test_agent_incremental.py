@@ -147,8 +147,15 @@ def test_one_new_port_on_a_big_host_touches_only_that_port() -> None:
     assert desired.touched.ports == {new["id"]} and desired.touched.taps == {tap}
     assert desired.touched.prefixes == {"10.9.9.9/32"}
     names = [type(o).__name__ for o in plan(desired, observed)]
-    # Guard, tap, route, announcement: no BIRD configure, nothing of the other 10,000.
-    assert names == ["GuardElements", "TapsPrepare", "RoutesSet", "EndpointsAnnounce"]
+    # Its security-group chains, guard, tap, route, announcement: no BIRD configure,
+    # nothing of the other 10,000.
+    assert names == [
+        "SecurityGroupsApply",
+        "GuardElements",
+        "TapsPrepare",
+        "RoutesSet",
+        "EndpointsAnnounce",
+    ]
 
 
 @pytest.mark.parametrize("field", ENDPOINT_FIELDS)

@@ -24,6 +24,7 @@ from l3fabric.agent.ops import (
     Outcome,
     ProbesSet,
     RoutesSet,
+    SecurityGroupsApply,
     TapsPrepare,
 )
 from l3fabric.agent.plan import after, changed_ports, desired_state, plan, statuses
@@ -259,3 +260,132 @@ def test_a_restarted_agent_reads_the_announcements_and_withdraws_before_the_rout
     rec.run(plan(desired_state("h1", _view(port(A, "10.1.0.2")), observed), observed))
     assert rec.index(EndpointsWithdraw) < rec.index(RoutesSet, lambda o: "10.1.0.3/32" in o.delete)
     assert not any(isinstance(o, BirdConfigure | BirdWithdraw) for o in rec.ops)
+
+
+# Security groups -------------------------------------------------------------
+
+WEB = "cccccccc-1111-2222-3333-444444444444"  # a group: TCP 80 in, from members of FRIENDS
+FRIENDS = "dddddddd-1111-2222-3333-444444444444"
+
+
+def _rule(rid: str, group: str, direction: str = "ingress", **attrs: object) -> dict:
+    return {"id": rid, "security_group_id": group, "direction": direction, "ethertype": "IPv4", **attrs}  # fmt: skip
+
+
+def _group(gid: str, *rules: dict) -> dict:
+    return {"id": gid, "name": gid[:4], "security_group_rules": list(rules)}
+
+
+WEB_RULES = (
+    _rule("r1", WEB, protocol="tcp", port_range_min=80, port_range_max=80),
+    _rule("r2", WEB, remote_group_id=FRIENDS),
+    _rule("r3", WEB, "egress"),
+)
+
+
+def _member(pid: str, group: str, *addresses: str) -> dict:
+    return {"id": pid, "security_groups": [group], "addresses": list(addresses)}
+
+
+def _sg_view(
+    *ports: dict, rules: tuple[dict, ...] = WEB_RULES, members: tuple[dict, ...] = ()
+) -> HostState:
+    """Ports of h1 in WEB; ``members``: ports of other hosts (FRIENDS)."""
+    mine = [{**p, "security_groups": [WEB]} for p in ports]
+    records = [_member(p["id"], WEB, *(ip["ip_address"] for ip in p["fixed_ips"])) for p in mine]
+    return HostState(
+        fabric={"asn": 65000},
+        host=HOST,
+        gateways={"gw": GW},
+        ports={p["id"]: p for p in mine},
+        security_groups={WEB: _group(WEB, *rules), FRIENDS: _group(FRIENDS)},
+        members={m["id"]: m for m in (*records, *members)},
+    )
+
+
+def test_a_new_port_is_filtered_before_its_tap_is_routed() -> None:
+    old = _sg_view(port(A, "10.1.0.2"))
+    observed = _converged(old, taps=dict([_tap(A, 5, ready=True)]), bird_running=True)
+    observed = dataclasses.replace(observed, taps={**observed.taps, **dict([_tap(B, 6)])})
+    desired = desired_state("h1", _sg_view(port(A, "10.1.0.2"), port(B, "10.1.0.3")), observed)
+    rec = Recorder()
+    rec.run(plan(desired, observed))
+
+    sg = rec.index(SecurityGroupsApply)
+    route = rec.index(RoutesSet, lambda o: ("10.1.0.3/32", tap_name(B), 6) in o.replace)
+    assert sg < route
+    op = rec.ops[sg]
+    assert isinstance(op, SecurityGroupsApply) and op.taps == {tap_name(B)}
+    # Only B's objects: its two chains and map elements; the group's chains exist already.
+    assert not op.transaction.full
+    assert set(op.transaction.chains) == {f"in-{tap_name(B)}", f"out-{tap_name(B)}"}
+
+
+def test_a_rule_change_is_one_small_security_group_op_and_nothing_else() -> None:
+    view = _sg_view(port(A, "10.1.0.2"), port(B, "10.1.0.3"))
+    observed = _converged(view, taps=dict([_tap(A, 5, True), _tap(B, 6, True)]), bird_running=True)
+    ssh = _rule("r4", WEB, protocol="tcp", port_range_min=22, port_range_max=22)
+    changed = _sg_view(port(A, "10.1.0.2"), port(B, "10.1.0.3"), rules=(*WEB_RULES, ssh))
+    (op,) = plan(desired_state("h1", changed, observed), observed)
+    assert isinstance(op, SecurityGroupsApply)
+    # One group chain rewritten for both ports: never a rewrite of every port's rules.
+    assert op.transaction.chains == (f"sgi-{WEB}",)
+    assert "tcp dport 22 accept" in op.transaction.script
+    assert op.taps == frozenset()
+    # A rule added admits more: no conntrack pruning (it lists every flow).
+    assert not op.transaction.narrowed
+    # Removing it may admit less: flows only it allowed are pruned.
+    now = after(desired_state("h1", changed, observed), observed)
+    (back,) = plan(desired_state("h1", view, now), now)
+    assert isinstance(back, SecurityGroupsApply) and back.transaction.narrowed
+    # A full pass read the table from the kernel: not known in detail, so prune.
+    read = dataclasses.replace(observed, sg_applied=None)
+    (op,) = plan(desired_state("h1", changed, read), read)
+    assert isinstance(op, SecurityGroupsApply) and op.transaction.narrowed
+
+
+def test_a_member_added_on_another_host_is_one_set_element() -> None:
+    view = _sg_view(port(A, "10.1.0.2"))
+    observed = _converged(view, taps=dict([_tap(A, 5, True)]), bird_running=True)
+    friend = _member("eeeeeeee-1111-2222-3333-444444444444", FRIENDS, "10.2.0.7")
+    (op,) = plan(desired_state("h1", _sg_view(port(A, "10.1.0.2"), members=(friend,)), observed), observed)  # fmt: skip
+    assert isinstance(op, SecurityGroupsApply)
+    assert (
+        op.transaction.script == f"add element inet l3fabric-sg rg4-{FRIENDS} {{ 10.2.0.7/32 }}\n"
+    )
+    assert not op.transaction.narrowed  # admits more: no conntrack pruning
+
+
+def test_a_restarted_agent_with_groups_in_place_changes_nothing() -> None:
+    view = _sg_view(port(A, "10.1.0.2"), port(B, "10.1.0.3", pairs=("10.9.0.0/24",)))
+    observed = _restarted(view, dict([_tap(A, 5, True), _tap(B, 6, True)]))
+    assert observed.security_groups is not None
+    rec = Recorder()
+    rec.run(plan(desired_state("h1", view, observed), observed))
+    assert rec.ops == []
+    # No table (a new host, or one deleted by hand): the whole table in one op.
+    bare = dataclasses.replace(observed, security_groups=None)
+    (op,) = plan(desired_state("h1", view, bare), bare)
+    assert isinstance(op, SecurityGroupsApply) and op.transaction.full
+
+
+def test_a_port_whose_filter_failed_is_not_routed() -> None:
+    observed = _converged(_sg_view(), taps=dict([_tap(A, 5)]), bird_running=True)
+    desired = desired_state("h1", _sg_view(port(A, "10.1.0.2")), observed)
+    failed = Outcome(errors=("nft: no",), failed=True)
+    rec = Recorder(fail={SecurityGroupsApply: failed})
+    blocked = rec.run(plan(desired, observed))
+    assert not any(isinstance(o, RoutesSet) for o in rec.ops)
+    assert statuses(desired, blocked.taps) == {A: "DOWN"}
+
+
+def test_port_security_off_maps_the_tap_to_accept_and_guards_no_source() -> None:
+    off = {**port(A, "10.1.0.2"), "port_security_enabled": False}
+    observed = _converged(_view(), taps=dict([_tap(A, 5)]), bird_running=True)
+    desired = desired_state("h1", _view(off), observed)
+    rec = Recorder()
+    rec.run(plan(desired, observed))
+    op = rec.ops[rec.index(SecurityGroupsApply)]
+    assert f'"{tap_name(A)}" : accept' in op.transaction.script
+    guard = rec.ops[rec.index(GuardElements)]
+    assert set(guard.add) == {(tap_name(A), "0.0.0.0/0"), (tap_name(A), "::/0")}

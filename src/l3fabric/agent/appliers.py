@@ -23,6 +23,7 @@ from l3fabric.agent.ops import (
     Op,
     Outcome,
     RoutesSet,
+    SecurityGroupsApply,
     SysctlSet,
     TapsPrepare,
 )
@@ -33,6 +34,7 @@ from l3fabric.dataplane.netlink_batch import RouteFailure
 from l3fabric.dataplane.nexthops import ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import EndpointRoutes, ensure_link_local_gateway
+from l3fabric.dataplane.secgroups import SecurityGroupsTable
 from l3fabric.routing.bird_config import render
 
 
@@ -60,6 +62,18 @@ class GuardApplier:
         else:
             assert isinstance(op, GuardElements)
             self.nft.apply_elements(op.add, op.delete)
+        return OK
+
+
+class SecurityGroupsApplier:
+    """The security-group table: the planned transaction, then conntrack pruning."""
+
+    def __init__(self, table: SecurityGroupsTable) -> None:
+        self.table = table
+
+    def apply(self, op: Op) -> Outcome:
+        assert isinstance(op, SecurityGroupsApply)
+        self.table.carry_out(op.transaction, op.rendered, op.state)
         return OK
 
 

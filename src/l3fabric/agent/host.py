@@ -40,6 +40,7 @@ from l3fabric.agent.appliers import (
     HostApplier,
     NexthopsApplier,
     RoutesApplier,
+    SecurityGroupsApplier,
     TapsApplier,
 )
 from l3fabric.agent.bird_early import EarlyBird
@@ -62,6 +63,7 @@ from l3fabric.dataplane.links import Links, tap_name
 from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import EndpointRoutes, install_protocol_name
+from l3fabric.dataplane.secgroups import SecurityGroupsTable
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +120,16 @@ class HostAgent(ReconcileAgent):
                 ResilientRoutes(params=HOST_PARAMS) as rr,
             ):
                 nft = AntiSpoofing()
+                sg = SecurityGroupsTable()
                 self._probes = AnycastProbes(self.host, self.wake, self.report_soon)
                 self._reader = HostReader(
-                    links, routes, announcements, rr, nft, self._probes, self.bird, early.done,
+                    links, routes, announcements, rr, nft, sg, self._probes, self.bird, early.done,
                     controller=urlsplit(self.api_url).hostname or "",
                 )  # fmt: skip
                 self._appliers: dict[str, execute.Applier] = {
                     "host": HostApplier(),
                     "nft": GuardApplier(nft),
+                    "secgroups": SecurityGroupsApplier(sg),
                     "taps": TapsApplier(links),
                     "routes": RoutesApplier(routes),
                     "announce": AnnounceApplier(announcements),

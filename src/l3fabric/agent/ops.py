@@ -17,6 +17,9 @@ from typing import ClassVar
 
 from l3fabric.agent.anycast import ProbeTarget
 from l3fabric.dataplane.links import LinkInfo
+from l3fabric.dataplane.sg_diff import Transaction
+from l3fabric.dataplane.sg_model import SgState
+from l3fabric.dataplane.sg_render import Rendered
 from l3fabric.routing.bird_config import AnycastRoute, BirdConfig
 
 
@@ -114,6 +117,27 @@ class GuardElements(Op):
 
     def size(self) -> int:
         return len(self.add) + len(self.delete)
+
+
+@dataclass(frozen=True, eq=False)
+class SecurityGroupsApply(Op):
+    """One ``nft -f`` transaction on the security-group table, then conntrack pruning if it
+    may admit less (``transaction.narrowed``): flows ``state`` no longer allows are cut."""
+
+    domain: ClassVar[str] = "secgroups"
+    step: ClassVar[str] = "secgroups"
+    transaction: Transaction
+    rendered: Rendered  # the whole table, if the kernel refuses the patch
+    state: SgState
+    taps: frozenset[str] = frozenset()  # taps whose verdict it writes
+
+    def block(self, outcome: Outcome, blocked: Blocked) -> None:
+        if outcome.failed:
+            # A new tap stays dropped (fail closed); routing it would only hide that.
+            blocked.taps.update(self.taps)
+
+    def size(self) -> int:
+        return self.transaction.statements
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
   compared: the rest is as the last pass left it):
 
   1. host sysctls and the 169.254.1.1 route;
-  2. guard: anti-spoofing elements for new sources (a tap never forwards
-     before its rules exist);
+  2. guard: the security-group transaction (agent/sg_plan.py, conntrack
+     pruned if it admits less), then anti-spoofing elements for new sources
+     (a tap never forwards before its rules exist);
   3. taps: sysctls, link up, fe80::1;
   4. withdraw: the announcements of endpoints that go (their blackholes in
      the announcement table) and BIRD's anycast counts that shrink, before
@@ -46,7 +47,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from l3fabric.agent import anycast
+from l3fabric.agent import anycast, sg_plan
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Endpoint, endpoint_of, same_endpoint
 from l3fabric.agent.observed import Observed, TapState
@@ -93,6 +94,7 @@ class DesiredHost:
     sysctls: Mapping[str, str] = field(default_factory=lambda: dict(HOST_SYSCTLS))
     management: frozenset[str] = frozenset()
     bird: BirdConfig | None = None  # None: not registered yet, nothing to peer with
+    security_groups: sg_plan.DesiredSg = field(default_factory=sg_plan.DesiredSg)
     errors: tuple[str, ...] = ()
     # The port objects ``endpoints`` were made from (for ``previous``).
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -181,7 +183,9 @@ def _assemble(
     parts: _Parts,
     **extra: Any,
 ) -> DesiredHost:
-    """The desired state of ``parts``, with BIRD's config and the errors."""
+    """The desired state of ``parts``, with BIRD's config, security groups and the errors."""
+    security_groups = sg_plan.desired(view)
+    errors += security_groups.state.errors
     bird: BirdConfig | None = None
     try:
         bird = host_bird_config(view, served.announce)
@@ -193,6 +197,7 @@ def _assemble(
         anycast=served,
         management=observed.management,
         bird=bird,
+        security_groups=security_groups,
         errors=tuple(errors),
         sources=dict(view.ports),
         **vars(parts),
@@ -449,6 +454,9 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
         ops.append(SysctlSet(values=sysctls))
     if not observed.link_local_gateway:
         ops.append(LinkLocalGateway())
+    # Security groups first: a new tap is filtered before it is routed (until
+    # then it is in neither verdict map, so dropped: fail closed).
+    ops += sg_plan.ops(desired.security_groups, observed.security_groups, observed.sg_applied)
     guard_before, guard_after = _guard_ops(desired, observed)
     ops += guard_before
     ops += _taps_op(desired, observed)
@@ -528,6 +536,8 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
         ),
         announced=frozenset(desired.routes),
         anycast={p: frozenset(t) for p, t in desired.anycast.serving.items()},
+        security_groups=sg_plan.applied(desired.security_groups),
+        sg_applied=desired.security_groups.rendered,
         sysctls=dict(desired.sysctls),
         link_local_gateway=True,
         bird_running=observed.bird_running or desired.bird is not None,

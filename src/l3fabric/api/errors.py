@@ -59,6 +59,7 @@ def error_response(
 
 _HTTP_TYPES = {
     400: "BadRequest",
+    401: "HTTPUnauthorized",
     403: "HTTPForbidden",
     404: "HTTPNotFound",
     405: "HTTPMethodNotAllowed",

@@ -23,7 +23,7 @@ from l3fabric.service.errors import (
     PreconditionFailed,
     bad_request,
     conflict,
-    forbidden,
+    not_allowed,
     not_found,
 )
 from l3fabric.store import (
@@ -229,8 +229,9 @@ class Collection:
         value = self.read(object_id).value
         if not self.visibility(ctx)(value):
             raise self.missing(object_id)
+        policy.check_writer(ctx, action)
         if not policy.owns(ctx, value):
-            raise forbidden(action)
+            raise not_allowed(action)
         return value
 
     def list(self, ctx: Context, filters: dict[str, list[str]] | None = None) -> list[JSON]:
@@ -265,6 +266,7 @@ class Resource(Collection):
 
     def new_attrs(self, attrs: JSON, ctx: Context) -> JSON:
         """``standard_attrs`` of a new object, within its project's quota."""
+        policy.check_writer(ctx, f"create_{self.singular}")
         value = standard_attrs(attrs, ctx)
         self.quota(self.singular, value["project_id"])
         return value

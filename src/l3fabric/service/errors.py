@@ -24,7 +24,8 @@ class BadRequest(ServiceError):
 
 
 class Forbidden(ServiceError):
-    """The caller may see what it names but may not do this to it (Neutron's policy)."""
+    """The caller is known but may not do this: an agent outside its own state, or
+    Neutron's policy for what the caller sees but may not change."""
 
 
 class NotFound(ServiceError):
@@ -47,8 +48,8 @@ def bad_request(message: str, type_: str = "InvalidInput") -> BadRequest:
     return BadRequest(type_, message)
 
 
-def forbidden(rule: str) -> Forbidden:
-    """Neutron's refusal by policy, e.g. ``forbidden("update_network")``."""
+def not_allowed(rule: str) -> Forbidden:
+    """Neutron's refusal by policy, e.g. ``not_allowed("update_network")``."""
     return Forbidden("PolicyNotAuthorized", f"rule:{rule} is disallowed by policy")
 
 
@@ -58,3 +59,7 @@ def not_found(type_: str, message: str) -> NotFound:
 
 def conflict(type_: str, message: str) -> Conflict:
     return Conflict(type_, message)
+
+
+def forbidden(message: str, type_: str = "HTTPForbidden") -> Forbidden:
+    return Forbidden(type_, message)

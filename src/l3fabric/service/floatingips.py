@@ -33,7 +33,7 @@ from l3fabric.service.errors import (
     NotFound,
     bad_request,
     conflict,
-    forbidden,
+    not_allowed,
 )
 from l3fabric.service.ports import FLOATINGIP_OWNER, PortOwner
 from l3fabric.store import Create, Op
@@ -67,7 +67,7 @@ class FloatingIps(PortOwner):
         if body.fixed_ip_address is not None and body.port_id is None:
             raise _bad("fixed_ip_address needs a port_id.")
         if body.floating_ip_address is not None and not ctx.is_admin:
-            raise forbidden("create_floatingip:floating_ip_address")
+            raise not_allowed("create_floatingip:floating_ip_address")
         association = self._association(
             attrs["id"],
             network["id"],

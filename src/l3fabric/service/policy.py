@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from l3fabric.service.errors import bad_request, forbidden
+from l3fabric.service.errors import bad_request, not_allowed
 
 JSON = dict[str, Any]
 
@@ -24,6 +24,9 @@ class Context(Protocol):
 
     @property
     def is_admin(self) -> bool: ...
+
+    @property
+    def roles(self) -> frozenset[str]: ...
 
 
 # The attributes only admins see and set (Neutron hides binding:host_id,
@@ -40,6 +43,13 @@ def owns(ctx: Context, obj: JSON) -> bool:
     return ctx.is_admin or obj.get("project_id") == ctx.project_id
 
 
+def check_writer(ctx: Context, action: str) -> None:
+    """403 for a caller that may only read (Neutron: ADMIN_OR_PROJECT_MEMBER;
+    a ``reader`` sees its project but changes nothing)."""
+    if not (ctx.is_admin or "member" in ctx.roles):
+        raise not_allowed(action)
+
+
 def network_visible(ctx: Context, network: JSON) -> bool:
     """Neutron's get_network: owner, admin, shared, or external (read-only)."""
     return owns(ctx, network) or bool(network.get("shared")) or bool(network.get("router:external"))
@@ -54,7 +64,7 @@ def check_network_use(
     if not network_visible(ctx, network):
         raise missing
     if not (owns(ctx, network) or (shared_ok and network.get("shared"))):
-        raise forbidden(action)
+        raise not_allowed(action)
 
 
 def requested_project(attrs: JSON, ctx: Context) -> str:
@@ -90,7 +100,7 @@ def check_admin_only(
             continue
         if defaults is not None and name in defaults and defaults[name] == value:
             continue
-        raise forbidden(f"{action}:{name}")
+        raise not_allowed(f"{action}:{name}")
 
 
 def defaults_of(model: Any) -> dict[str, Any]:
@@ -106,9 +116,9 @@ def check_network_owner(ctx: Context, network: JSON, action: str, attrs: dict[st
         return
     for name in ("mac_address", "port_security_enabled", "allowed_address_pairs"):
         if name in attrs:
-            raise forbidden(f"{action}:{name}")
+            raise not_allowed(f"{action}:{name}")
     owner = attrs.get("device_owner") or ""
     if owner.startswith("network:"):
-        raise forbidden(f"{action}:device_owner")
+        raise not_allowed(f"{action}:device_owner")
     if any(f.get("ip_address") for f in attrs.get("fixed_ips") or []):
-        raise forbidden(f"{action}:fixed_ips:ip_address")
+        raise not_allowed(f"{action}:fixed_ips:ip_address")

@@ -18,7 +18,7 @@ from typing import Any
 
 from l3fabric.keys import QUOTAS, neutron_prefix, quota_key
 from l3fabric.service.common import JSON, WRITE_ATTEMPTS, Context, busy
-from l3fabric.service.errors import bad_request, conflict, forbidden
+from l3fabric.service.errors import bad_request, conflict, not_allowed
 from l3fabric.store import (
     CompactedError,
     Create,
@@ -129,7 +129,7 @@ class Quotas:
     def list(self, ctx: Context) -> JSON:
         """Every project with limits of its own (as Neutron lists them)."""
         if not ctx.is_admin:
-            raise forbidden("get_quota")
+            raise not_allowed("get_quota")
         kvs, _ = self.store.range(QUOTAS)
         return {
             "quotas": [
@@ -141,7 +141,7 @@ class Quotas:
 
     def update(self, project_id: str, data: Any, ctx: Context) -> JSON:
         if not ctx.is_admin:
-            raise forbidden("update_quota")
+            raise not_allowed("update_quota")
         changes = _parse(data)
         key = quota_key(project_id)
         for _ in range(WRITE_ATTEMPTS):
@@ -158,14 +158,14 @@ class Quotas:
 
     def reset(self, project_id: str, ctx: Context) -> None:
         if not ctx.is_admin:
-            raise forbidden("delete_quota")
+            raise not_allowed("delete_quota")
         with contextlib.suppress(KeyNotFoundError):
             self.store.delete(quota_key(project_id))
 
 
 def _readable(project_id: str, ctx: Context) -> None:
     if project_id != ctx.project_id and not ctx.is_admin:
-        raise forbidden("get_quota")
+        raise not_allowed("get_quota")
 
 
 def _parse(data: Any) -> dict[str, int]:
