@@ -31,6 +31,8 @@ from l3fabric.store import Store, open_store
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from l3fabric.api.authenticate import Authenticator
+
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:9696"
@@ -158,6 +160,7 @@ def serve(
     listens: list[Listen],
     log_level: str = "info",
     limits: ServerLimits | None = None,
+    authenticator: Authenticator | None = None,
 ) -> int:
     """Run the controller until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
     # Imported here so that `l3fabric --help` and argument errors stay fast.
@@ -173,7 +176,7 @@ def serve(
     try:
         for listen in listens:
             sockets.append(bind(listen))
-        app = create_app(store, limits.max_body_bytes)
+        app = create_app(store, limits.max_body_bytes, authenticator)
         config = uvicorn.Config(
             app,
             http=guarded_protocol(limits, cap),

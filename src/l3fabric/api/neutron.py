@@ -23,6 +23,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from l3fabric.api import neutron_meta
+from l3fabric.api.authenticate import authenticated
 from l3fabric.api.body import model_schema, openapi_body, read_json
 from l3fabric.api.jsontext import dumps
 from l3fabric.api.neutron_query import ListQuery, int_attributes, parse_int
@@ -43,6 +44,9 @@ def _base(request: Request) -> str:
 
 
 def _context(request: Request) -> Context:
+    ctx = authenticated(request)
+    if ctx is not None:
+        return ctx
     project = request.headers.get("x-project-id") or request.headers.get("x-tenant-id")
     return Context(project or DEFAULT_PROJECT)
 

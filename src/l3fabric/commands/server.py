@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from l3fabric.http_guard import ServerLimits
 from l3fabric.server import DEFAULT_LISTEN, ServerError, parse_listen, parse_listen_in, serve
+
+if TYPE_CHECKING:
+    from l3fabric.api.authenticate import Authenticator
 
 _DEFAULTS = ServerLimits()
 # One option per field of ServerLimits.
@@ -56,6 +61,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NETNS=HOST:PORT",
         help="also serve on HOST:PORT inside network namespace NETNS (repeatable; needs root)",
     )
+    auth = parser.add_argument_group("authentication (docs/security.md)")
+    auth.add_argument(
+        "--auth",
+        choices=["none", "keystone"],
+        default="none",
+        help="none: every request is an admin of the project it names (default);"
+        " keystone: keystonemiddleware's auth_token validates X-Auth-Token with Keystone",
+    )
+    auth.add_argument(
+        "--keystone-config",
+        type=Path,
+        metavar="FILE",
+        help="oslo.config file whose [keystone_authtoken] section configures auth_token"
+        " (with --auth keystone)",
+    )
     limits = parser.add_argument_group("limits (docs/api.md, Limits)")
     for field, text in _LIMITS.items():
         default = getattr(_DEFAULTS, field)
@@ -67,6 +87,21 @@ def register(sub: argparse._SubParsersAction) -> None:
             help=f"{text} (default {default:g})",
         )
     parser.set_defaults(func=run)
+
+
+def _authenticator(args: argparse.Namespace) -> Authenticator | None:
+    if args.auth == "none":
+        if args.keystone_config is not None:
+            raise ServerError("--keystone-config needs --auth keystone")
+        return None
+    if args.keystone_config is None:
+        raise ServerError("--auth keystone needs --keystone-config FILE")
+    from l3fabric.api.keystone import KeystoneAuthenticator, KeystoneConfigError
+
+    try:
+        return KeystoneAuthenticator(args.keystone_config)
+    except KeystoneConfigError as exc:
+        raise ServerError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             listens,
             log_level=level,
             limits=limits,
+            authenticator=_authenticator(args),
         )
     except ServerError as exc:
         print(f"l3fabric server: {exc}", file=sys.stderr)
