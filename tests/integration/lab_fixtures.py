@@ -34,6 +34,7 @@ import yaml
 
 from l3fabric.client import FabricClient
 from l3fabric.lab import bird, boot, routers
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import ROUTER_ROLES, Plan
 from l3fabric.lab.state import LabState
@@ -217,7 +218,7 @@ class Lab:
         raise KeyError(f"VM {vm} has no IPv{version} address")
 
     def client(self) -> FabricClient:
-        return FabricClient(self.plan.api_url())
+        return lab_client(self.plan)
 
     def create_network(
         self, name: str = "priv", cidrs: tuple[str, ...] = ("10.1.0.0/24", "2001:db8:1::/64")

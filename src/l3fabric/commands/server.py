@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from l3fabric.http_guard import ServerLimits
-from l3fabric.server import DEFAULT_LISTEN, ServerError, parse_listen, parse_listen_in, serve
-
-if TYPE_CHECKING:
-    from l3fabric.api.authenticate import Authenticator
+from l3fabric.server import (
+    AUTH_MODES,
+    DEFAULT_LISTEN,
+    ServerError,
+    Tls,
+    authenticator_for,
+    parse_listen,
+    parse_listen_in,
+    serve,
+)
 
 _DEFAULTS = ServerLimits()
 # One option per field of ServerLimits.
@@ -61,21 +65,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NETNS=HOST:PORT",
         help="also serve on HOST:PORT inside network namespace NETNS (repeatable; needs root)",
     )
-    auth = parser.add_argument_group("authentication (docs/security.md)")
-    auth.add_argument(
+    trust = parser.add_argument_group("authentication and TLS (docs/security.md)")
+    trust.add_argument(
         "--auth",
-        choices=["none", "keystone"],
+        choices=AUTH_MODES,
         default="none",
-        help="none: every request is an admin of the project it names (default);"
-        " keystone: keystonemiddleware's auth_token validates X-Auth-Token with Keystone",
+        help="who callers are: none (everyone is an admin; the default), tokens (--token-file),"
+        " keystone",
     )
-    auth.add_argument(
-        "--keystone-config",
-        type=Path,
+    trust.add_argument(
+        "--token-file",
         metavar="FILE",
-        help="oslo.config file whose [keystone_authtoken] section configures auth_token"
-        " (with --auth keystone)",
+        help="credentials for --auth tokens, one a line: TOKEN PROJECT_ID ROLES; re-read on SIGHUP",
     )
+    trust.add_argument(
+        "--keystone-config",
+        metavar="FILE",
+        help="for --auth keystone: an oslo.config file whose [keystone_authtoken] section"
+        " configures keystonemiddleware's auth_token",
+    )
+    trust.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate")
+    trust.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     limits = parser.add_argument_group("limits (docs/api.md, Limits)")
     for field, text in _LIMITS.items():
         default = getattr(_DEFAULTS, field)
@@ -89,21 +99,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _authenticator(args: argparse.Namespace) -> Authenticator | None:
-    if args.auth == "none":
-        if args.keystone_config is not None:
-            raise ServerError("--keystone-config needs --auth keystone")
-        return None
-    if args.keystone_config is None:
-        raise ServerError("--auth keystone needs --keystone-config FILE")
-    from l3fabric.api.keystone import KeystoneAuthenticator, KeystoneConfigError
-
-    try:
-        return KeystoneAuthenticator(args.keystone_config)
-    except KeystoneConfigError as exc:
-        raise ServerError(str(exc)) from None
-
-
 def run(args: argparse.Namespace) -> int:
     from l3fabric.store import default_store_url
 
@@ -112,12 +107,15 @@ def run(args: argparse.Namespace) -> int:
         listens += [parse_listen_in(text) for text in args.listen_in]
         level = "debug" if logging.getLogger().isEnabledFor(logging.DEBUG) else "info"
         limits = ServerLimits(**{field: getattr(args, field) for field in _LIMITS})
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise ServerError("--tls-cert and --tls-key go together")
         return serve(
             args.store or default_store_url(),
             listens,
             log_level=level,
             limits=limits,
-            authenticator=_authenticator(args),
+            authenticator=authenticator_for(args.auth, args.token_file, args.keystone_config),
+            tls=Tls(args.tls_cert, args.tls_key) if args.tls_cert else None,
         )
     except ServerError as exc:
         print(f"l3fabric server: {exc}", file=sys.stderr)

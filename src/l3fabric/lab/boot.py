@@ -21,6 +21,7 @@ from typing import Any
 from l3fabric.client import ApiError, FabricClient
 from l3fabric.dataplane.links import tap_name
 from l3fabric.lab import netns
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import Plan, vm_namespace
 from l3fabric.lab.state import LabState
@@ -122,7 +123,7 @@ def boot(
     if len(ips) > len(networks):
         raise LabError("more --ip than --network: give at most one --ip per --network, in order")
     ports: list[dict[str, Any]] = []
-    with FabricClient(plan.api_url()) as client:
+    with lab_client(plan) as client:
         try:
             for i, network in enumerate(networks):
                 attrs: dict[str, Any] = {
@@ -183,7 +184,7 @@ def delete(plan: Plan, state: LabState, name: str) -> None:
     if not path.exists():
         raise LabError(f"lab {plan.lab} has no VM {name}")
     record = json.loads(path.read_text())
-    with FabricClient(plan.api_url()) as client:
+    with lab_client(plan) as client:
         for port in record["ports"]:
             try:
                 client.delete("ports", port["id"])

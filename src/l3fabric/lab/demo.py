@@ -18,9 +18,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from l3fabric.client import FabricClient
 from l3fabric.lab import boot as vms
 from l3fabric.lab import probe
+from l3fabric.lab.credentials import admin_token, lab_client
 from l3fabric.lab.demo_anycast import AnycastChecks
 from l3fabric.lab.demo_external import Endpoint, ExternalChecks
 from l3fabric.lab.down import down
@@ -100,7 +100,7 @@ class Demo:
         aggregate = next(p for p in plan.public if ipaddress.ip_network(p).version == 4)
         # The first half now; check 7 adds the second half later.
         public, later = (str(n) for n in ipaddress.ip_network(aggregate).subnets())
-        openstack = OpenStackCLI(plan.api_url(), self.console)
+        openstack = OpenStackCLI(plan.api_url(), self.console, token=admin_token(plan.lab))
         self.console.rule("[bold]networks, through the openstack CLI")
         openstack("a public network: routed as it is, no NAT", "network", "create", "--external", "public")  # fmt: skip
         openstack("its subnet", "subnet", "create", "--network", "public", "--subnet-range", public, "public-v4")  # fmt: skip
@@ -156,7 +156,7 @@ class Demo:
 
         def new_subnet() -> Endpoint:
             # Through the API directly: the openstack CLI's own start-up takes ~1.5 s.
-            with FabricClient(plan.api_url()) as client:
+            with lab_client(plan) as client:
                 network = client.list("networks", name="public")[0]["id"]
                 client.create_subnet(
                     network_id=network, cidr=later, ip_version=4, name="public-v4-b"

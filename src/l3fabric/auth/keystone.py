@@ -12,13 +12,12 @@ Keystone is down) is ``auth_token``'s own behaviour, configured from the
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from starlette.datastructures import Headers
-
-from l3fabric.api.authenticate import Unauthenticated
-from l3fabric.service import Context
+from l3fabric.auth.base import AuthUnavailable
+from l3fabric.service.common import Context
 
 # The only request headers auth_token reads; it removes any identity headers a
 # client sends itself, and we pass those on to it so that it can.
@@ -30,7 +29,7 @@ class KeystoneConfigError(Exception):
     """The Keystone configuration file is missing or unusable."""
 
 
-def _environ(headers: Headers) -> dict[str, Any]:
+def _environ(headers: Mapping[str, str]) -> dict[str, Any]:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/",
@@ -48,8 +47,12 @@ def _environ(headers: Headers) -> dict[str, Any]:
     return environ
 
 
-class KeystoneAuthenticator:
-    """Validates X-Auth-Token with Keystone; the token's project, roles and user are the Context."""
+class KeystoneAuth:
+    """``--auth keystone``: X-Auth-Token validated by Keystone; the token's
+    project, roles and user are the Context."""
+
+    # Each new token is a round trip to Keystone (auth_token caches the answer).
+    blocking = True
 
     def __init__(self, config_file: Path) -> None:
         # Imported here: keystonemiddleware is an optional extra ([keystone]).
@@ -68,26 +71,24 @@ class KeystoneAuthenticator:
         except (cfg.Error, ValueError) as exc:
             raise KeystoneConfigError(f"the Keystone configuration {config_file}: {exc}") from None
 
-    def authenticate(self, headers: Headers) -> Context:
+    def authenticate(self, headers: Mapping[str, str]) -> Context | None:
         environ = _environ(headers)
         status: list[str] = []
-        response_headers: list[tuple[str, str]] = []
 
         def start_response(line: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
             status.append(line)
-            response_headers.extend(hdrs)
 
         # auth_token writes the identity into this very environ before it calls the app.
         b"".join(self._auth_token(environ, start_response))
         if environ.get(_IDENTITY) != "Confirmed":
-            # auth_token answered itself: 401 (with WWW-Authenticate) or 503.
-            code = int(status[0].split()[0]) if status else 401
-            challenge = {k: v for k, v in response_headers if k.lower() == "www-authenticate"}
-            raise Unauthenticated(_MESSAGES.get(code, _MESSAGES[401]), code, challenge)
+            # auth_token answered itself: 401, or 503 when it could not ask Keystone.
+            if status and status[0].startswith("503"):
+                raise AuthUnavailable("The identity service (Keystone) is unavailable.")
+            return None
         project = environ.get("HTTP_X_PROJECT_ID")
         if not project:
             # Neutron's resources belong to projects: a domain or system token names none.
-            raise Unauthenticated("The token is not scoped to a project.")
+            return None
         roles = environ.get("HTTP_X_ROLES", "")
         return Context(
             project_id=project,
@@ -95,11 +96,8 @@ class KeystoneAuthenticator:
             user_id=environ.get("HTTP_X_USER_ID"),
         )
 
-
-_MESSAGES = {
-    401: "The request you have made requires authentication.",
-    503: "The identity service (Keystone) is temporarily unavailable.",
-}
+    def reload(self) -> None:
+        """Nothing to re-read: Keystone holds the credentials."""
 
 
 def _record_identity(environ: dict[str, Any], start_response: Any) -> list[bytes]:
