@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from l3fabric.child import terminate
 from l3fabric.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,9 +116,4 @@ def running_keystone(workdir: Path) -> Iterator[Keystone]:
         _wait_until_up(url, server, log)
         yield Keystone(url, password)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        terminate(server)
