@@ -13,6 +13,7 @@ import pytest
 from l3fabric.api.app import create_app
 from l3fabric.auth.base import AuthUnavailable
 from l3fabric.auth.keystone import KeystoneAuth, KeystoneConfigError
+from l3fabric.loopback import free_port
 from l3fabric.service.common import Context
 from l3fabric.store.sqlite import SqliteStore
 
@@ -51,3 +52,21 @@ def test_a_keystone_config_that_does_not_load_is_a_clear_error(tmp_path: Path) -
     broken.write_text("[keystone_authtoken\nno section end\n")
     with pytest.raises(KeystoneConfigError, match=str(broken)):
         KeystoneAuth(broken)
+
+
+def test_keystone_down_is_unavailable_and_no_token_is_nobody(tmp_path: Path) -> None:
+    # The real auth_token, pointed at a port where no Keystone listens.
+    url = f"http://127.0.0.1:{free_port()}/v3"
+    config = tmp_path / "keystone.conf"
+    config.write_text(
+        "[keystone_authtoken]\n"
+        f"www_authenticate_uri = {url}\nauth_url = {url}\nauth_type = password\n"
+        "username = neutron\npassword = secret\nproject_name = service\n"
+        "user_domain_name = Default\nproject_domain_name = Default\n"
+        "http_request_max_retries = 0\n"
+    )
+    auth = KeystoneAuth(config)
+    assert auth.authenticate({}) is None
+    assert auth.authenticate({"x-project-id": "p1", "x-roles": "admin"}) is None
+    with pytest.raises(AuthUnavailable):
+        auth.authenticate({"x-auth-token": "some-token"})

@@ -3,15 +3,15 @@
 ``auth_token`` is WSGI middleware. We run it as a library: each request's
 token headers go through it in a minimal WSGI environ, in front of a tiny app
 that only records what ``auth_token`` established (X-Identity-Status,
-X-Project-Id, X-Roles, X-User-Id). Everything else (validating against
-Keystone, the token cache, service tokens, ``WWW-Authenticate``, 503 when
-Keystone is down) is ``auth_token``'s own behaviour, configured from the
-``[keystone_authtoken]`` section of an oslo.config file.
+X-Project-Id, X-Roles, X-User-Id). Validating with Keystone, the token
+cache and service tokens are ``auth_token``'s own behaviour, configured from
+the ``[keystone_authtoken]`` section of an oslo.config file.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ from typing import Any
 from l3fabric.auth.base import AuthUnavailable
 from l3fabric.service.common import Context
 
-# The only request headers auth_token reads; it removes any identity headers a
-# client sends itself, and we pass those on to it so that it can.
+log = logging.getLogger(__name__)
+
+# The only request headers auth_token needs. The environ is built afresh, so
+# identity headers a client sends itself (X-Project-Id, X-Roles) never get in.
 _PASSED = ("x-auth-token", "x-service-token")
 _IDENTITY = "HTTP_X_IDENTITY_STATUS"
 
@@ -78,8 +80,12 @@ class KeystoneAuth:
         def start_response(line: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
             status.append(line)
 
-        # auth_token writes the identity into this very environ before it calls the app.
-        b"".join(self._auth_token(environ, start_response))
+        try:
+            # auth_token writes the identity into this very environ before it calls the app.
+            b"".join(self._auth_token(environ, start_response))
+        except Exception as exc:  # a failure to ask Keystone is its outage, never a 500
+            log.exception("keystonemiddleware failed")
+            raise AuthUnavailable("The identity service (Keystone) is unavailable.") from exc
         if environ.get(_IDENTITY) != "Confirmed":
             # auth_token answered itself: 401, or 503 when it could not ask Keystone.
             if status and status[0].startswith("503"):
