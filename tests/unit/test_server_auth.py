@@ -8,7 +8,7 @@ import ipaddress
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,11 +18,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from l3fabric.auth.base import NoAuth
+from l3fabric.auth.tokens import TokenAuth
 from l3fabric.client import ApiError, FabricClient
 from l3fabric.credentials import Credentials
 from l3fabric.loopback import free_port
+from l3fabric.server import Listen, warn_if_open
 
-from .test_server_process import server_command
+from .test_server_process import ServerFactory, server_command, start_server  # noqa: F401
 
 OLD = "old-admin-token-0123456789"
 NEW = "new-admin-token-0123456789"
@@ -30,43 +33,14 @@ NEW = "new-admin-token-0123456789"
 Start = Callable[..., tuple[subprocess.Popen, str]]
 
 
-def wait_open(url: str, proc: subprocess.Popen, verify: object = True) -> None:
-    """Until the open version document answers."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            if httpx.get(f"{url}/", timeout=1, verify=verify).status_code == 200:  # type: ignore[arg-type]
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"server at {url} did not answer")
-
-
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
-    procs: list[subprocess.Popen] = []
+def start(start_server: ServerFactory) -> Start:  # noqa: F811
+    """A server whose readiness is the open version document (no token needed)."""
 
-    def run(*extra: str, scheme: str = "http", verify: object = True):
-        port = free_port()
-        args = ["--store", f"sqlite:///{tmp_path / 's.db'}", "--listen", f"127.0.0.1:{port}"]
-        proc = subprocess.Popen(
-            server_command(*args, *extra),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        procs.append(proc)
-        url = f"{scheme}://127.0.0.1:{port}"
-        wait_open(url, proc, verify)
-        return proc, url
+    def run(*extra: str, **kw: object) -> tuple[subprocess.Popen, str]:
+        return start_server("s.db", *extra, ready="/", **kw)
 
-    yield run
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+    return run
 
 
 def status(url: str, token: str, **kw: object) -> int:
@@ -206,3 +180,11 @@ def test_tls_with_tokens_and_a_test_ca(start: Start, tmp_path: Path, tls_files) 
     # Plain HTTP to the TLS port gets nothing useful.
     with pytest.raises(httpx.HTTPError):
         httpx.get(url.replace("https:", "http:") + "/v1/fabric", headers={"X-Auth-Token": OLD})
+
+
+def test_auth_none_warns_when_listening_beyond_loopback(caplog) -> None:
+    loopback = [Listen("127.0.0.1", 9696), Listen("::1", 9696)]
+    assert not warn_if_open(NoAuth(), loopback)
+    assert not warn_if_open(TokenAuth.__new__(TokenAuth), [Listen("10.0.0.1", 9696)])
+    assert warn_if_open(NoAuth(), [*loopback, Listen("10.255.0.1", 9696, "l3f-x-mgmt")])
+    assert "--auth none: anyone who reaches http://10.255.0.1:9696 in netns" in caplog.text
