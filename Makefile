@@ -4,12 +4,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# A real Keystone for the tests (tests/clients/keystone.py), a server in its own venv:
+# its pins are none of the controller's business.
+KEYSTONE_VENV := .venv-keystone
 APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute \
                 tcpdump socat python3-venv procps
 
-.PHONY: setup apt venv demo test unit integration lint bench clean lab-down
+.PHONY: setup apt venv keystone demo test unit integration lint bench clean lab-down
 
-setup: apt venv
+setup: apt venv keystone
 
 # Install Debian packages only when one is missing, so repeated runs are fast.
 apt:
@@ -26,10 +29,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.stamp-install: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,keystone]'
 	touch $@
 
 venv: $(VENV)/.stamp-install
+
+$(KEYSTONE_VENV)/.stamp-install:
+	$(PYTHON) -m venv $(KEYSTONE_VENV)
+	$(KEYSTONE_VENV)/bin/pip install -q keystone
+	touch $@
+
+keystone: $(KEYSTONE_VENV)/.stamp-install
 
 demo: setup
 	$(BIN)/l3fabric lab demo
@@ -54,4 +64,4 @@ lab-down: venv
 	$(BIN)/l3fabric lab down --all
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(KEYSTONE_VENV) build src/*.egg-info .pytest_cache .ruff_cache

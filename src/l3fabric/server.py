@@ -152,10 +152,14 @@ class _Server(uvicorn.Server):
 AUTH_MODES = ("none", "tokens", "keystone")
 
 
-def authenticator_for(mode: str, token_file: str | None = None) -> Authenticator:
+def authenticator_for(
+    mode: str, token_file: str | None = None, keystone_config: str | None = None
+) -> Authenticator:
     """The authenticator of ``--auth MODE`` (a ServerError for what cannot work)."""
     from l3fabric.auth.tokens import TokenAuth, TokenFileError
 
+    if keystone_config and mode != "keystone":
+        raise ServerError("--keystone-config needs --auth keystone")
     if mode == "none":
         if token_file:
             raise ServerError("--token-file needs --auth tokens")
@@ -168,8 +172,15 @@ def authenticator_for(mode: str, token_file: str | None = None) -> Authenticator
         except TokenFileError as exc:
             raise ServerError(str(exc)) from None
     if mode == "keystone":
-        # The hook for keystonemiddleware: an Authenticator over its auth_token.
-        raise ServerError("--auth keystone is not available in this build")
+        if not keystone_config:
+            raise ServerError("--auth keystone needs --keystone-config FILE")
+        # Imported here: keystonemiddleware is an optional extra.
+        from l3fabric.auth.keystone import KeystoneAuth, KeystoneConfigError
+
+        try:
+            return KeystoneAuth(Path(keystone_config))
+        except KeystoneConfigError as exc:
+            raise ServerError(str(exc)) from None
     raise ServerError(f"--auth {mode!r}: expected one of {', '.join(AUTH_MODES)}")
 
 

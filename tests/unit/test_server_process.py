@@ -97,6 +97,9 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
         (["--store", "sqlite://relative/x.db"], "three slashes"),
         (["--listen-in", "127.0.0.1:9696"], "NETNS=HOST:PORT"),
         (["--listen-in", "l3f-no-such-ns=127.0.0.1:9696"], "does not exist"),
+        (["--auth", "keystone"], "needs --keystone-config FILE"),
+        (["--auth", "keystone", "--keystone-config", "/nonexistent"], "is not a file"),
+        (["--keystone-config", "/etc/hostname"], "needs --auth keystone"),
     ],
 )
 def test_bad_arguments_are_readable_errors(tmp_path: Path, args: list[str], words: str) -> None:

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from l3fabric.api.errors import error_response
-from l3fabric.auth.base import Authenticator, NoAuth, agent_of
+from l3fabric.auth.base import Authenticator, AuthUnavailable, NoAuth, agent_of
 from l3fabric.service.common import Context
 
 # Open to everyone, as Neutron's version document.
@@ -78,10 +78,15 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self.authenticator.blocking:
-            ctx = await anyio.to_thread.run_sync(self.authenticator.authenticate, headers)
-        else:
-            ctx = self.authenticator.authenticate(headers)
+        try:
+            if self.authenticator.blocking:
+                ctx = await anyio.to_thread.run_sync(self.authenticator.authenticate, headers)
+            else:
+                ctx = self.authenticator.authenticate(headers)
+        except AuthUnavailable as exc:
+            response = error_response(503, "ServiceUnavailable", str(exc))
+            await response(scope, receive, send)
+            return
         if ctx is None:
             # Closing: the body of a request we refuse is not worth reading.
             response = error_response(

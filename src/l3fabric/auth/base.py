@@ -17,13 +17,19 @@ from l3fabric.service.common import DEFAULT_PROJECT, Context
 AGENT_KINDS = ("host", "gateway")
 
 
+class AuthUnavailable(Exception):
+    """The authenticator cannot decide now (Keystone is down): a 503, not a 401."""
+
+
 class Authenticator(Protocol):
     """Turns request headers (lower-case names) into a Context, or None for a 401."""
 
     # True when ``authenticate`` blocks (e.g. asks Keystone): it then runs in a thread.
     blocking: bool
 
-    def authenticate(self, headers: Mapping[str, str]) -> Context | None: ...
+    def authenticate(self, headers: Mapping[str, str]) -> Context | None:
+        """The caller, None when unknown; raises AuthUnavailable when it cannot tell."""
+        ...
 
     def reload(self) -> None:
         """Re-read credentials (SIGHUP); keeps the old ones when the new ones are bad."""

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from l3fabric.child import terminate
 from l3fabric.service import Context, NeutronService
 from l3fabric.store.sqlite import SqliteStore
 
@@ -62,12 +63,7 @@ def run(options: dict[str, str]) -> dict[str, Any]:
         try:
             return _measure(url, db, opts)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=10)
+            terminate(server)
 
 
 def _measure(url: str, db: Path, opts: dict[str, int]) -> dict[str, Any]:

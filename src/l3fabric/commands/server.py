@@ -78,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="credentials for --auth tokens, one a line: TOKEN PROJECT_ID ROLES; re-read on SIGHUP",
     )
+    trust.add_argument(
+        "--keystone-config",
+        metavar="FILE",
+        help="for --auth keystone: an oslo.config file whose [keystone_authtoken] section"
+        " configures keystonemiddleware's auth_token",
+    )
     trust.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate")
     trust.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     limits = parser.add_argument_group("limits (docs/api.md, Limits)")
@@ -108,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             listens,
             log_level=level,
             limits=limits,
-            authenticator=authenticator_for(args.auth, args.token_file),
+            authenticator=authenticator_for(args.auth, args.token_file, args.keystone_config),
             tls=Tls(args.tls_cert, args.tls_key) if args.tls_cert else None,
         )
     except ServerError as exc:
