@@ -5,7 +5,6 @@ another project's port is "not found", and binding:host_id is the admin's."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import pytest
 from l3fabric.api.app import create_app
 from l3fabric.auth.tokens import TokenAuth
 from l3fabric.store.sqlite import SqliteStore
-from tests.clients.conftest import OPENSTACK
 from tests.clients.server import running_server
+from tests.clients.test_openstack_token import openstack as run
 
 ADMIN = "projects-admin-token-0123456789"
 ALICE = "projects-alice-token-0123456789"
@@ -30,17 +29,6 @@ def url(tmp_path: Path) -> Iterator[str]:
     with running_server(create_app(store, authenticator=TokenAuth(tokens))) as found:
         yield found
     store.close()
-
-
-def run(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [str(OPENSTACK), "--os-auth-type", "admin_token", "--os-endpoint", url]
-    return subprocess.run(
-        [*command, "--os-token", token, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def ok(url: str, token: str, *args: str) -> dict | list:
