@@ -10,11 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from l3fabric.api.app import create_app
-from l3fabric.auth.tokens import TokenAuth
-from l3fabric.store.sqlite import SqliteStore
-from tests.clients.server import running_server
 from tests.clients.test_openstack_token import openstack as run
+from tests.clients.test_openstack_token import token_server
 
 ADMIN = "projects-admin-token-0123456789"
 ALICE = "projects-alice-token-0123456789"
@@ -23,12 +20,9 @@ BOB = "projects-bob-token-01234567890"
 
 @pytest.fixture
 def url(tmp_path: Path) -> Iterator[str]:
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ADMIN} admin admin\n{ALICE} alice member\n{BOB} bob member\n")
-    store = SqliteStore(tmp_path / "db")
-    with running_server(create_app(store, authenticator=TokenAuth(tokens))) as found:
+    lines = f"{ADMIN} admin admin\n{ALICE} alice member\n{BOB} bob member\n"
+    with token_server(tmp_path, lines) as found:
         yield found
-    store.close()
 
 
 def ok(url: str, token: str, *args: str) -> dict | list:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,14 +21,23 @@ ADMIN = "cli-admin-token-0123456789"
 MEMBER = "cli-member-token-0123456789"
 
 
+@contextmanager
+def token_server(tmp_path: Path, lines: str) -> Iterator[str]:
+    """A server with ``--auth tokens`` over a token file of ``lines``; its URL."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(lines)
+    store = SqliteStore(tmp_path / "db")
+    try:
+        with running_server(create_app(store, authenticator=TokenAuth(tokens))) as url:
+            yield url
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def token_url(tmp_path: Path) -> Iterator[str]:
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ADMIN} admin admin\n{MEMBER} demo member\n")
-    store = SqliteStore(tmp_path / "db")
-    with running_server(create_app(store, authenticator=TokenAuth(tokens))) as url:
+    with token_server(tmp_path, f"{ADMIN} admin admin\n{MEMBER} demo member\n") as url:
         yield url
-    store.close()
 
 
 def openstack(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
