@@ -154,6 +154,8 @@ def test_users_of_two_projects_through_the_catalog(cloud: Cloud) -> None:
     listed = cloud.alice.json("network", "list", "--long")
     mine = [n for n in listed if n["ID"] == made["alice"]["id"]]
     assert [n["Project"] for n in mine] == [cloud.alice.project_id]
+    # Project isolation (Neutron's default policy): bob's network is not alice's to see.
+    assert made["bob"]["id"] not in {n["ID"] for n in listed}
 
 
 def test_a_bad_token_is_refused_with_neutron_body(cloud: Cloud) -> None:
