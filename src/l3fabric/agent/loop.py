@@ -173,8 +173,15 @@ class ReconcileAgent(abc.ABC):
         except Exception as exc:
             log.debug("reading BIRD status failed: %s", exc)
             return skipped
+        # rejected: announcements the import filter (or limit) refused, all channels.
         running = [
-            {"name": p.name, "peer": p.neighbor, "state": p.state, "info": p.info}
+            {
+                "name": p.name,
+                "peer": p.neighbor,
+                "state": p.state,
+                "info": p.info,
+                "rejected": sum(p.rejected.values()),
+            }
             for p in protocols
             if p.proto == "BGP"
         ]

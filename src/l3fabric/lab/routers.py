@@ -40,6 +40,11 @@ HOLD_S = 9
 BFD_INTERVAL_MS = 100
 BFD_MULTIPLIER = 3
 GRACEFUL_RESTART_S = 120
+# Every fabric session of the lab (hosts, ToRs, gateways) is TCP-MD5 signed
+# with this password, and a gateway accepts at most this many routes from one
+# fabric peer; the internet router's sessions are not the fabric's.
+PASSWORD = "l3fabric-lab"
+IMPORT_LIMIT = 20_000
 TIMERS = Timers(
     hold_s=HOLD_S,
     keepalive_s=KEEPALIVE_S,
@@ -48,6 +53,8 @@ TIMERS = Timers(
     bfd_multiplier=BFD_MULTIPLIER,
     graceful_restart=True,
     graceful_restart_s=GRACEFUL_RESTART_S,
+    password=PASSWORD,
+    import_limit=IMPORT_LIMIT,
 )
 ALL = Policy("all")
 
@@ -80,11 +87,13 @@ def _router(plan: Plan, node: str, log_file: str, statics: tuple[StaticRoute, ..
             asn=s.peer_asn,
             role=session_role(s),
             bfd=TIMERS.bfd,
+            password=None if internet else TIMERS.password,
             source_address=parse_address(s.local),
             import_policy=ALL,
             export_policy=ALL,
         )
         for s in plan.sessions(node)
+        for internet in [n.role == "internet" or s.peer_role == "internet"]
     )
     config = BirdConfig(
         router_id=parse_address(n.router_id, version=4),

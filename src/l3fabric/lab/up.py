@@ -42,6 +42,8 @@ def fabric_config(host_asn: str = "per-host") -> dict[str, Any]:
             "multiplier": routers.BFD_MULTIPLIER,
         },
         "graceful_restart": {"enabled": True, "restart_time_s": routers.GRACEFUL_RESTART_S},
+        "bgp_password": routers.PASSWORD,
+        "bgp_import_limit": routers.IMPORT_LIMIT,
     }
 
 
