@@ -1,15 +1,17 @@
 """End to end: the gateway believes no host: a hijacking host pulls no traffic.
 
 One lab for the module: rack r1 without a ToR (hosts r1-h1 and r1-h2 peer
-with the gateway directly, each in its own AS), every session TCP-MD5
-signed (the lab's ``bgp_password``). The ``victim`` VM has a public address
-on r1-h2; the ``attacker`` VM runs on r1-h1. The attacker's host then
+with the gateway directly), rack r2 with one (r2-h1 behind r2-tor), every
+host in its own AS and every fabric session TCP-MD5 signed (the lab's
+``bgp_password``). The ``victim`` VM has a public address on r1-h2; VMs on
+r1-h1 and r2-h1 give those hosts an endpoint. Each attacking host then
 announces, next to its real endpoint, the victim's /32, a foreign prefix, a
 default route and an aggregate of the public subnet (added to its BIRD's
 endpoint announcements while its agent is stopped, so it cannot put them
 back). The internet client must still reach the victim, the gateway's
 kernel must hold none of the hijacks, and the gateway's heartbeat must show
-the refused announcements on r1-h1's session.
+the refused announcements on the session they arrived on (r1-h1's own; the
+ToR's for r2-h1, where origin validation refuses them).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ pytestmark = [pytest.mark.integration, needs_root]
 TOPOLOGY = """
 racks:
   - {name: r1, hosts: 2, tor: false}
+  - {name: r2, hosts: 1}
 """
-ATTACKER_HOST, VICTIM_HOST = "r1-h1", "r1-h2"
+VICTIM_HOST = "r1-h2"
 FOREIGN = "198.18.0.0/24"
 AGGREGATE = "203.0.113.0/25"
 DEFAULT = "0.0.0.0/0"
@@ -47,7 +50,8 @@ def lab(module_lab_factory) -> Lab:  # noqa: F811
         pub = api.create_network(name="pub", **{"router:external": True})
         api.create_subnet(network_id=pub["id"], cidr="203.0.113.0/24", ip_version=4)
     lab.boot("victim", ["pub"], VICTIM_HOST)
-    lab.boot("attacker", ["pub"], ATTACKER_HOST)
+    lab.boot("attacker", ["pub"], "r1-h1")
+    lab.boot("attacker2", ["pub"], "r2-h1")
     wait_until(lambda: reaches(lab, "client1", lab.vm_ip("victim")), 30, "victim from client")
     return lab
 
@@ -59,21 +63,28 @@ def peer_address(lab: Lab, host: str) -> str:
     )
 
 
-def rejected(lab: Lab, host: str) -> int:
-    """What the gateway's last heartbeat says it refused from ``host`` (0: not reported yet)."""
+def rejected(lab: Lab, session: str) -> int:
+    """What the gateway's last heartbeat says it refused on ``session`` (0: not reported yet)."""
     with lab.client() as api:
         gateway = api.request("GET", "/v1/gateways/gw1")
-    return sum(s.get("rejected", 0) for s in gateway["bgp"] if s["name"] == f"p:{host}")
+    return sum(s.get("rejected", 0) for s in gateway["bgp"] if s["name"] == session)
 
 
-@pytest.fixture
-def hijack(lab: Lab) -> Iterator[list[str]]:
-    """r1-h1 announces what is not its own; its agent is stopped meanwhile, then restored."""
+# (attacker host, the gateway's session its announcements arrive on): a host
+# peering with the gateway (checked by session), one behind a ToR (checked
+# by origin AS against the ROA table).
+ATTACKERS = [("r1-h1", "p:r1-h1"), ("r2-h1", "p:r2-tor")]
+
+
+@pytest.fixture(params=ATTACKERS, ids=["by-session", "by-origin-as"])
+def hijack(lab: Lab, request: pytest.FixtureRequest) -> Iterator[tuple[str, str, list[str]]]:
+    """A host announces what is not its own; its agent is stopped meanwhile, then restored."""
+    host, session = request.param
     victim = f"{lab.vm_ip('victim')}/32"
     hijacks = [victim, FOREIGN, DEFAULT, AGGREGATE]
-    agent = lab.state.pids()[f"agent-{ATTACKER_HOST}"]
-    conf = lab.state.agent_dir(ATTACKER_HOST) / "bird" / "bird.conf"
-    bird = BirdControl(str(lab.state.agent_bird_ctl(ATTACKER_HOST)))
+    agent = lab.state.pids()[f"agent-{host}"]
+    conf = lab.state.agent_dir(host) / "bird" / "bird.conf"
+    bird = BirdControl(str(lab.state.agent_bird_ctl(host)))
     original = conf.read_text()
     marker = "protocol static endpoints4 {\n\tipv4;\n"
     assert marker in original, original
@@ -82,41 +93,61 @@ def hijack(lab: Lab) -> Iterator[list[str]]:
     try:
         conf.write_text(original.replace(marker, marker + routes))
         bird.configure(str(conf))
-        yield hijacks
+        yield host, session, hijacks
     finally:
         conf.write_text(original)
         bird.configure(str(conf))
         os.kill(agent, signal.SIGCONT)
 
 
-def test_a_hijacking_host_is_not_believed(lab: Lab, hijack: list[str]) -> None:
-    victim = hijack[0]
-    # Every hijack reached the gateway and was refused there, visibly.
+def test_a_hijacking_host_is_not_believed(lab: Lab, hijack: tuple[str, str, list[str]]) -> None:
+    _, session, hijacks = hijack
+    victim = hijacks[0]
+    # Every hijack reached the gateway and is refused there, visibly.
     wait_until(
-        lambda: rejected(lab, ATTACKER_HOST) >= len(hijack),
+        lambda: rejected(lab, session) >= len(hijacks),
         15,
         "rejections in the gateway's heartbeat",
         interval=0.2,
     )
-    assert rejected(lab, VICTIM_HOST) == 0
+    # Exactly the hijacks, held by the gateway's BIRD as filtered (never used).
+    gateway = BirdControl(str(lab.state.agent_bird_ctl("gw1")))
+    shown = gateway.request(f"show route filtered protocol '{session}'")
+    assert {t.split()[0] for c, t in shown if c == 1007 and "unicast" in t} == set(hijacks)
+    assert rejected(lab, f"p:{VICTIM_HOST}") == 0
     # Nothing hijacked at the gateway's kernel: the victim's /32 still goes to its own host.
-    host_address = peer_address(lab, VICTIM_HOST)
     route = lab.exec("gw1", "ip", "-4", "route", "show", "exact", victim).stdout
-    assert f"via {host_address}" in route, route
+    assert f"via {peer_address(lab, VICTIM_HOST)} " in route, route
     for prefix in (FOREIGN, AGGREGATE):
         assert not lab.has_route("gw1", prefix)
-    attacker_address = peer_address(lab, ATTACKER_HOST)
     default = lab.exec("gw1", "ip", "-4", "route", "show", "exact", DEFAULT).stdout
-    assert attacker_address not in default, default
+    assert "via 172.16." not in default, default  # the fabric's links: never a default from it
     # The internet still reaches the real VM.
     assert reaches(lab, "client1", lab.vm_ip("victim"))
 
 
 def test_sessions_are_signed_and_up(lab: Lab) -> None:
-    """The lab's fabric sessions carry the fabric's password (TCP-MD5) and are established."""
+    """The lab's fabric sessions carry the fabric's password, TCP-MD5 signed by the kernel."""
     conf = (lab.state.agent_dir(VICTIM_HOST) / "bird" / "bird.conf").read_text()
     assert 'password "l3fabric-lab";' in conf
     with lab.client() as api:
         sessions = api.request("GET", "/v1/gateways/gw1")["bgp"]
-    fabric = [s for s in sessions if s["name"].startswith("p:r1-h")]
+    fabric = [s for s in sessions if not s["name"].startswith("up:")]
     assert fabric and all(s["info"].startswith("Established") for s in fabric), sessions
+    # A keepalive (every 3 s in the lab) on the victim host's session carries the MD5 option.
+    address = peer_address(lab, VICTIM_HOST)
+    capture = (
+        "timeout",
+        "10",
+        "tcpdump",
+        "-i",
+        "any",
+        "-l",
+        "-nv",
+        "-c1",
+        "tcp port 179 and host",
+        address,
+    )
+    with lab.background("gw1", *capture) as dump:
+        line = dump.wait_for_line("md5", timeout=10)
+    assert "md5" in line

@@ -107,6 +107,7 @@ def test_fabric_sessions_carry_password_and_import_limit_upstream_neither() -> N
     text = render(config)
     assert text.count('password "s3cret!";') == 2
     assert text.count("import limit 500 action restart;") == 2
+    assert text.count("import keep filtered on;") == 2
     state = _state()
     state.host, state.gateways = state.hosts.pop("h1"), state.gateways
     host = host_bird_config(state)
@@ -152,16 +153,13 @@ SHOW_PROTOCOLS = [
     (1006, "  BGP state:          Established"),
     (1006, "    Neighbor address: 172.16.0.1"),
     (1006, "  Channel ipv4"),
-    (1006, "    Routes:         1 imported, 1 exported, 1 preferred"),
-    (1006, "    Route change stats:     received   rejected   filtered    ignored   accepted"),
-    (1006, "      Import updates:              5          1          3          0          1"),
-    (1006, "      Export updates:              2          0          0        ---          2"),
+    (1006, "    Routes:         1 imported, 3 filtered, 1 exported, 1 preferred"),
     (1006, "  Channel ipv6"),
-    (1006, "      Import updates:              2          0          2          0          0"),
+    (1006, "    Routes:         0 imported, 2 filtered, 1 exported, 0 preferred"),
 ]
 
 
-def test_refused_announcements_are_counted_per_session() -> None:
+def test_refused_routes_are_counted_per_session() -> None:
     (status,) = parse_protocols(SHOW_PROTOCOLS)
-    assert status.rejected == {"ipv4": 4, "ipv6": 2}
+    assert status.filtered == 5
     assert status.routes["ipv4"]["imported"] == 1

@@ -173,14 +173,15 @@ class ReconcileAgent(abc.ABC):
         except Exception as exc:
             log.debug("reading BIRD status failed: %s", exc)
             return skipped
-        # rejected: announcements the import filter (or limit) refused, all channels.
+        # rejected: the peer's routes the import filter refuses now (sessions
+        # with "import keep filtered", a gateway's fabric sessions; else 0).
         running = [
             {
                 "name": p.name,
                 "peer": p.neighbor,
                 "state": p.state,
                 "info": p.info,
-                "rejected": sum(p.rejected.values()),
+                "rejected": p.filtered,
             }
             for p in protocols
             if p.proto == "BGP"

@@ -137,6 +137,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
             bfd=t.bfd,
             password=t.password if role != "up" else None,
             import_limit=t.import_limit if role != "up" else None,
+            keep_filtered=role != "up",
             source_address=p.local,
             import_policy=import_policy,
             export_policy=export_policy,

@@ -133,8 +133,8 @@ class BgpSession(_Strict):
     peer: str = ""
     state: str
     info: str = ""
-    # Announcements from this peer the import filter or limit refused (BIRD's
-    # cumulative "Import updates" rejected + filtered of every channel).
+    # Routes from this peer that the import filter refuses, now (a gateway's
+    # fabric sessions; BIRD keeps them, marked filtered: docs/gateway.md).
     rejected: int = Field(0, ge=0)
 
 

@@ -203,8 +203,12 @@ class BgpPeer:
     passive: bool = False
     multihop: int | None = None  # TTL; None: directly connected
     password: str | None = None
-    # Routes accepted before BIRD restarts the session ("import limit N action restart").
+    # Routes accepted before BIRD restarts the session ("import limit N action
+    # restart"); with keep_filtered also routes received ("receive limit").
     import_limit: int | None = None
+    # Keep the routes the import filter refuses, marked filtered (never used
+    # or exported): ``show protocols`` then counts them per channel.
+    keep_filtered: bool = False
     source_address: Address | None = None
     import_policy: Policy = Policy("all")
     export_policy: Policy = Policy("endpoints")

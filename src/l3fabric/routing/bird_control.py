@@ -23,11 +23,6 @@ _ROUTES = re.compile(
     r"Routes:\s+(?P<imported>\d+) imported,(?: (?P<filtered>\d+) filtered,)?"
     r" (?P<exported>\d+) exported,(?: (?P<preferred>\d+) preferred)?"
 )
-# Cumulative import updates of a channel: received, rejected (invalid, over
-# the import limit), filtered (the import filter said no), ignored, accepted.
-_IMPORT_UPDATES = re.compile(
-    r"Import updates:\s+(?P<received>\d+|---)\s+(?P<rejected>\d+|---)\s+(?P<filtered>\d+|---)"
-)
 _CHANNEL = re.compile(r"^\s*Channel (\S+)")
 _NEIGHBOR = re.compile(r"^\s*Neighbor address:\s*(\S+)")
 
@@ -58,8 +53,11 @@ class ProtocolStatus:
     info: str
     routes: dict[str, dict[str, int]] = field(default_factory=dict)
     neighbor: str = ""
-    # Announcements refused since the session began, per channel (import filter or limit).
-    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def filtered(self) -> int:
+        """Routes the import filter refused and BIRD keeps (``import keep filtered``), all channels."""
+        return sum(r.get("filtered", 0) for r in self.routes.values())
 
     @property
     def established(self) -> bool:
@@ -164,11 +162,6 @@ def parse_protocols(lines: list[tuple[int, str]]) -> list[ProtocolStatus]:
             neighbor = _NEIGHBOR.match(text)
             if neighbor and not channel:
                 result[-1].neighbor = neighbor.group(1)
-                continue
-            updates = _IMPORT_UPDATES.search(text)
-            if updates:
-                refused = (updates["rejected"], updates["filtered"])
-                result[-1].rejected[channel or "main"] = sum(int(n) for n in refused if n != "---")
                 continue
             counts = _ROUTES.search(text)
             if counts:
