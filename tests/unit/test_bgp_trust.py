@@ -51,7 +51,11 @@ def _state(host_asn: str = "per-host", tor: bool = False) -> HostState:
         "upstream": [{"name": "isp", "address": "192.0.2.1", "asn": 64496}],
     }
     if tor:  # the hosts behind a ToR: the gateway's only fabric peer
-        gw["fabric_peers"] = [{"name": "tor", "address": "172.16.0.9", "asn": 65101}]
+        gw["fabric_peers"] = [
+            {"name": "tor", "address": "172.16.0.9", "asn": 65101},
+            {"name": "tor6", "address": "2001:db8:ff00::9", "asn": 65101},
+        ]
+        gw["fabric_addresses"].append("2001:db8:ff00::8")
     ports = {
         "p1": _port("p1", "h1", "10.1.0.5", "2001:db8:1::5"),
         "p2": _port("p2", "h2", "10.1.0.6"),
@@ -96,6 +100,8 @@ def test_a_tor_session_passes_only_what_origin_validation_and_infrastructure_all
         f"10.1.0.100/32 max 32 as {H2_AS}",
     ):
         assert f"\troute {entry};\n" in text
+    assert f"\troute 2001:db8:1::5/128 max 128 as {H1_AS};\n" in text
+    assert "roa6 table roas6;" in text
     assert "10.1.0.7" not in text  # bound to a host the controller does not know
 
 
