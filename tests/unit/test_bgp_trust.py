@@ -169,3 +169,21 @@ def test_refused_routes_are_counted_per_session() -> None:
     (status,) = parse_protocols(SHOW_PROTOCOLS)
     assert status.filtered == 5
     assert status.routes["ipv4"]["imported"] == 1
+
+
+def test_reflectors_in_one_as_pass_each_address_only_with_its_hosts_next_hop(
+    tmp_path: Path,
+) -> None:
+    state = _state("same")
+    state.fabric = {**state.fabric, "peering": "reflectors", "route_reflectors": ["172.16.9.1"]}
+    config = gateway_config(routing_from_state(state, "gw1"))
+    assert _filters(config)["rr:0"] == (
+        "if net ~ [ 10.1.0.100/32, 10.1.0.5/32 ] && bgp_next_hop = 172.16.0.1 then accept; "
+        "if net ~ [ 10.1.0.100/32, 10.1.0.6/32 ] && bgp_next_hop = 172.16.0.3 then accept; "
+        "if net ~ [ 172.17.0.0/16+ ] then accept; reject;"
+    )
+    if shutil.which("bird"):
+        path = tmp_path / "gw.conf"
+        path.write_text(render(config))
+        done = subprocess.run(["bird", "-p", "-c", str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

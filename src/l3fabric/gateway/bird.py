@@ -10,9 +10,10 @@ plan when it runs a gateway without an agent (``lab up --no-agents``).
   Other sessions (ToRs) import, where hosts have their own AS, what origin
   validation passes (a ROA entry per address: ``route P max 32 as HOST_AS``,
   ``roa_check(...) = ROA_VALID`` on the AS path's last AS) and the
-  infrastructure prefixes; under one shared AS (route reflectors) addresses
-  inside known subnets and the infrastructure prefixes. Never a default
-  route. Every fabric session has the fabric's password and import limit.
+  infrastructure prefixes; under one shared AS, route reflectors pass each
+  address only with its host's address as next hop (reflection keeps it),
+  other non-host peers addresses inside known subnets and the infrastructure
+  prefixes. Never a default route. Every fabric session has the fabric's password and import limit.
   Export everything the gateway knows, which includes the default route.
   Under iBGP the gateway reflects routes between its clients with itself as
   next hop (hosts reach each other through it, as in ``peering: gateway``).
@@ -103,6 +104,9 @@ def _fabric_import(routing: GatewayRouting, peer: PeerSpec) -> Policy:
         return Policy("prefixes", known.prefixes.get(host, ()))
     if known.per_host_as:
         return Policy("origin", routing.infrastructure)
+    if peer.role == "rr":  # one AS: reflected routes keep the originating host's next hop
+        owners = tuple((a, known.prefixes.get(h, ())) for a, h in sorted(known.addresses.items()))
+        return Policy("next-hop", routing.infrastructure, owners=owners)
     return Policy("prefixes", routing.desired.fabric_import)
 
 

@@ -43,12 +43,15 @@ from l3fabric.addresses import (
     Address,
     Network,
     host_prefix_version,
+    parse_address,
     require_address,
     require_network,
 )
 from l3fabric.routing import anycast_marker
 
-PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes", "originated", "origin"]
+PolicyKind = Literal[
+    "endpoints", "all", "none", "default-only", "prefixes", "originated", "origin", "next-hop"
+]
 POLICY_KINDS: tuple[str, ...] = get_args(PolicyKind)
 StaticAction = Literal["blackhole", "unreachable"]
 # A prefix pattern as BIRD writes it: CIDR, optionally "+" (and longer) or "{a,b}".
@@ -92,18 +95,27 @@ class Policy:
     - ``origin``: routes whose origin AS the ROA table ``roas4``/``roas6``
       validates (``roa_check`` is ROA_VALID: a ``route P max L as A`` entry
       covers the prefix with its origin AS), and routes matching the patterns.
+    - ``next-hop``: each of an owner's prefixes only with the owner's address
+      as BGP next hop (``owners``: (address, exact prefixes)), and routes
+      matching the patterns: iBGP reflectors keep the originator's next hop.
     """
 
     kind: PolicyKind
     prefixes: tuple[str, ...] = ()
+    owners: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"unknown policy {self.kind!r}: use one of {', '.join(POLICY_KINDS)}")
-        if self.prefixes and self.kind not in ("endpoints", "prefixes", "originated", "origin"):
+        takes = ("endpoints", "prefixes", "originated", "origin", "next-hop")
+        if self.prefixes and self.kind not in takes:
             raise ValueError(f"policy {self.kind!r} takes no prefixes")
-        for pattern in self.prefixes:
+        if self.owners and self.kind != "next-hop":
+            raise ValueError(f"policy {self.kind!r} takes no owners")
+        for pattern in (*self.prefixes, *(p for _, owned in self.owners for p in owned)):
             _split_pattern(pattern)
+        for address, _ in self.owners:
+            parse_address(address)  # ValueError for anything but an address
 
     @classmethod
     def parse(cls, value: str | dict[str, list[str]] | Policy) -> Policy:
@@ -137,6 +149,15 @@ class Policy:
         if self.kind == "origin":
             valid = f"roa_check({ROA_TABLE}{version}, net, bgp_path.last) = ROA_VALID"
             return f"if {valid} || {in_set} then accept; reject;"
+        if self.kind == "next-hop":
+            owned = [
+                f"if net ~ [ {', '.join(mine)} ] && bgp_next_hop = {parse_address(address)}"
+                " then accept; "
+                for address, prefixes in self.owners
+                if parse_address(address).version == version
+                and (mine := [p for p in prefixes if _split_pattern(p)[0].version == version])
+            ]
+            return "".join(owned) + f"if {in_set} then accept; reject;"
         only_in = f" && {in_set}" if self.prefixes else ""
         ours = f'proto = "{ENDPOINTS_PROTOCOL}{version}" || proto = "{ANYCAST_PROTOCOL}{version}"'
         return f"if source = RTS_STATIC && ({ours}){only_in} then accept; reject;"
