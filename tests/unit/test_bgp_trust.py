@@ -78,6 +78,25 @@ def test_each_address_belongs_to_the_host_it_is_bound_to_and_anycast_to_its_memb
     assert known.host_at("172.16.0.3") == "h2" and known.host_at("172.16.0.9") is None
 
 
+def test_a_hosts_other_session_addresses_are_its_own_too() -> None:
+    """A dual-stack host registers one address; its IPv6 session is its peers' ``local``."""
+    state = _state("same")
+    peer = {
+        "name": "gw1-v6",
+        "address": "2001:db8:ff00::",
+        "asn": 65000,
+        "local": "2001:db8:ff00::1",
+    }
+    state.hosts["h1"]["peers"] = [peer]
+    state.gateways["gw1"]["fabric_peers"] = [
+        {"name": "r1-h1-v6", "address": "2001:db8:ff00:0::1", "asn": 65000}
+    ]
+    state.gateways["gw1"]["fabric_addresses"].append("2001:db8:ff00::")
+    assert origins(state).host_at("2001:db8:ff00::1") == "h1"
+    config = gateway_config(routing_from_state(state, "gw1"))
+    assert _filters(config)["p:r1-h1-v6"] == "if net ~ [ 2001:db8:1::5/128 ] then accept; reject;"
+
+
 @pytest.mark.parametrize("host_asn", ["same", "per-host"])
 def test_a_host_session_imports_only_that_hosts_addresses(host_asn: str) -> None:
     filters = _filters(gateway_config(routing_from_state(_state(host_asn), "gw1")))

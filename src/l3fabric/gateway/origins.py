@@ -27,7 +27,9 @@ class Origins:
 
     prefixes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # host -> sorted
     asns: Mapping[str, int] = field(default_factory=dict)  # host -> its AS
-    addresses: Mapping[str, str] = field(default_factory=dict)  # canonical address -> host
+    # Canonical address -> host: its registered address and the host's end of
+    # each peer it lists (``local``: a dual-stack host's IPv6 session, say).
+    addresses: Mapping[str, str] = field(default_factory=dict)
     # Hosts have their own AS (host_asn per-host): the origin AS identifies them.
     per_host_as: bool = False
 
@@ -40,6 +42,11 @@ def _add(owned: dict[str, set[str]], host: str, address: Any) -> None:
     # The API validated it; one bad record must not stop the gateway.
     with contextlib.suppress(ValueError):
         owned[host].add(host_prefix(str(address)))
+
+
+def _session_addresses(host: dict[str, Any]) -> list[str]:
+    ends = [p["local"] for p in host.get("peers") or () if p.get("local")]
+    return [host["address"], *ends]
 
 
 def origins(state: HostState) -> Origins:
@@ -59,6 +66,8 @@ def origins(state: HostState) -> Origins:
     return Origins(
         prefixes={h: tuple(sorted(p)) for h, p in owned.items()},
         asns={h: effective_asn(r, state.fabric) for h, r in state.hosts.items()},
-        addresses={str(parse_address(r["address"])): h for h, r in state.hosts.items()},
+        addresses={
+            str(parse_address(a)): h for h, r in state.hosts.items() for a in _session_addresses(r)
+        },
         per_host_as=state.fabric.get("host_asn") == "per-host",
     )
