@@ -17,7 +17,9 @@ from pydantic import ValidationError
 from l3fabric import keys
 from l3fabric.agent.bird import host_bird_config
 from l3fabric.client import HostState
+from l3fabric.gateway.appliers import GatewayBirdApplier
 from l3fabric.gateway.bird import gateway_config, routing_from_state
+from l3fabric.gateway.ops import GatewayBirdConfigure
 from l3fabric.gateway.origins import origins
 from l3fabric.model.fabric import FabricConfig
 from l3fabric.routing.bird_config import BirdConfig, render
@@ -206,3 +208,27 @@ def test_reflectors_in_one_as_pass_each_address_only_with_its_hosts_next_hop(
         path.write_text(render(config))
         done = subprocess.run(["bird", "-p", "-c", str(path)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+class _Control:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def request(self, command: str) -> list[tuple[int, str]]:
+        self.commands.append(command)
+        return []
+
+
+def test_origin_checked_sessions_are_reloaded_when_the_roas_change() -> None:
+    """BIRD 2.0.12 checks a route's origin once: a ROA that comes later needs ``reload in``."""
+    control = _Control()
+    applier = GatewayBirdApplier(lambda text: True, control)  # type: ignore[arg-type]
+    state = _state(tor=True)
+    first = gateway_config(routing_from_state(state, "gw1"))
+    applier.apply(GatewayBirdConfigure(config=first))
+    assert control.commands == ["reload in 'p:tor'", "reload in 'p:tor6'"]
+    applier.apply(GatewayBirdConfigure(config=first))  # nothing new: no reload
+    assert len(control.commands) == 2
+    state.ports["p4"] = _port("p4", "h2", "10.1.0.8")
+    applier.apply(GatewayBirdConfigure(config=gateway_config(routing_from_state(state, "gw1"))))
+    assert control.commands[2:] == ["reload in 'p:tor'", "reload in 'p:tor6'"]

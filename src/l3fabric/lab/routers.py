@@ -18,6 +18,7 @@ family), so no IGP and no next-hop tricks are needed. Policies, by role:
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from l3fabric.addresses import parse_address
 from l3fabric.gateway.bird import DEFAULTS, GatewayRouting, PeerSpec, gateway_config
@@ -40,9 +41,10 @@ HOLD_S = 9
 BFD_INTERVAL_MS = 100
 BFD_MULTIPLIER = 3
 GRACEFUL_RESTART_S = 120
-# Every fabric session of the lab (hosts, ToRs, gateways) is TCP-MD5 signed
-# with this password, and a gateway accepts at most this many routes from one
-# fabric peer; the internet router's sessions are not the fabric's.
+# The topology's defaults (fabric.bgp_password, fabric.bgp_import_limit):
+# every fabric session of the lab (hosts, ToRs, gateways) is TCP-MD5 signed,
+# and a gateway accepts at most so many routes from one fabric peer; the
+# internet router's sessions are not the fabric's.
 PASSWORD = "l3fabric-lab"
 IMPORT_LIMIT = 20_000
 TIMERS = Timers(
@@ -53,9 +55,14 @@ TIMERS = Timers(
     bfd_multiplier=BFD_MULTIPLIER,
     graceful_restart=True,
     graceful_restart_s=GRACEFUL_RESTART_S,
-    password=PASSWORD,
-    import_limit=IMPORT_LIMIT,
 )
+
+
+def lab_timers(plan: Plan) -> Timers:
+    """The routers' timers with the topology's session password and import limit."""
+    return replace(TIMERS, password=plan.bgp_password, import_limit=plan.bgp_import_limit or None)
+
+
 ALL = Policy("all")
 
 
@@ -87,7 +94,7 @@ def _router(plan: Plan, node: str, log_file: str, statics: tuple[StaticRoute, ..
             asn=s.peer_asn,
             role=session_role(s),
             bfd=TIMERS.bfd,
-            password=None if internet else TIMERS.password,
+            password=None if internet else plan.bgp_password,
             source_address=parse_address(s.local),
             import_policy=ALL,
             export_policy=ALL,
@@ -147,7 +154,7 @@ def gateway_routing(plan: Plan, node: str, log_file: str | None = None) -> Gatew
         desired=GatewayDesired(
             public=public, private=(), fabric_import=tuple(f"{p}+" for p in accepted)
         ),
-        timers=TIMERS,
+        timers=lab_timers(plan),
         log_file=log_file,
     )
 
