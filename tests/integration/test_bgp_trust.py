@@ -151,3 +151,12 @@ def test_sessions_are_signed_and_up(lab: Lab) -> None:
     with lab.background("gw1", *capture) as dump:
         line = dump.wait_for_line("md5", timeout=10)
     assert "md5" in line
+
+
+def test_a_new_vm_behind_a_tor_is_believed_once_the_controller_says_so(lab: Lab) -> None:
+    """Its route may reach the gateway before its binding does; it must not stay refused."""
+    lab.boot("late", ["pub"], "r2-h1")
+    late = f"{lab.vm_ip('late')}/32"
+    wait_until(lambda: lab.has_route("gw1", late), 15, f"{late} in the gateway's kernel")
+    wait_until(lambda: rejected(lab, "p:r2-tor") == 0, 10, "nothing refused from r2-tor")
+    assert reaches(lab, "client1", lab.vm_ip("late"))
