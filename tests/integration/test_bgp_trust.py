@@ -6,9 +6,9 @@ host in its own AS and every fabric session TCP-MD5 signed (the lab's
 ``bgp_password``). The ``victim`` VM has a public address on r1-h2; VMs on
 r1-h1 and r2-h1 give those hosts an endpoint. Each attacking host then
 announces, next to its real endpoint, the victim's /32, a foreign prefix, a
-default route and an aggregate of the public subnet (added to its BIRD's
-endpoint announcements while its agent is stopped, so it cannot put them
-back). The internet client must still reach the victim, the gateway's
+default route and an aggregate of the public subnet (a static protocol its
+export filter passes, added to its BIRD while its agent is stopped, so it
+cannot put them back). The internet client must still reach the victim, the gateway's
 kernel must hold none of the hijacks, and the gateway's heartbeat must show
 the refused announcements on the session they arrived on (r1-h1's own; the
 ToR's for r2-h1, where origin validation refuses them).
@@ -86,12 +86,13 @@ def hijack(lab: Lab, request: pytest.FixtureRequest) -> Iterator[tuple[str, str,
     conf = lab.state.agent_dir(host) / "bird" / "bird.conf"
     bird = BirdControl(str(lab.state.agent_bird_ctl(host)))
     original = conf.read_text()
-    marker = "protocol static endpoints4 {\n\tipv4;\n"
-    assert marker in original, original
+    # The host's export filter passes its static protocol anycast4 (it serves
+    # no anycast address here, so there is none yet): the hijacks go there.
+    assert "protocol static anycast4" not in original, original
     routes = "".join(f"\troute {p} blackhole;\n" for p in hijacks)
     os.kill(agent, signal.SIGSTOP)
     try:
-        conf.write_text(original.replace(marker, marker + routes))
+        conf.write_text(f"{original}\nprotocol static anycast4 {{\n\tipv4;\n{routes}}}\n")
         bird.configure(str(conf))
         yield host, session, hijacks
     finally:
