@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from l3fabric.credentials import Credentials
 from l3fabric.group_members import GroupMembers
 from l3fabric.record_check import admit, admit_fabric
 
@@ -95,10 +96,14 @@ class FabricClient:
         api_url: str,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.api_url, timeout=timeout, transport=transport)
+        creds = credentials or Credentials.from_env()
+        self._http = httpx.Client(
+            base_url=self.api_url, timeout=timeout, transport=transport, **creds.client_options()
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -458,9 +463,11 @@ class HostStateWatcher:
         backoff_max: float = 10.0,
         resync_after: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.host = host
+        self._credentials = credentials or Credentials.from_env()
         self.on_change = on_change
         self.watch_timeout = watch_timeout
         self.request_timeout = request_timeout
@@ -525,7 +532,10 @@ class HostStateWatcher:
             return
         try:
             async with httpx.AsyncClient(
-                base_url=self.api_url, timeout=self.request_timeout, transport=self._transport
+                base_url=self.api_url,
+                timeout=self.request_timeout,
+                transport=self._transport,
+                **self._credentials.client_options(),
             ) as http:
                 await self._run(http)
         except asyncio.CancelledError:

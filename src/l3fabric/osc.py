@@ -1,7 +1,8 @@
 """Running the real ``openstack`` CLI against our controller, printing each command.
 
 The demos use it to show that an unmodified OpenStack client drives
-l3fabric: no Keystone, ``--os-auth-type none --os-endpoint URL``.
+l3fabric: no Keystone, ``--os-auth-type none --os-endpoint URL``, or with a token
+(``--auth tokens``) ``--os-auth-type admin_token`` with the token in ``OS_TOKEN``.
 """
 
 from __future__ import annotations
@@ -34,16 +35,21 @@ def openstack_executable() -> Path:
 class OpenStackCLI:
     """``openstack ...`` against ``url``; each call is printed with its output."""
 
-    def __init__(self, url: str, console: Console) -> None:
+    def __init__(self, url: str, console: Console, token: str | None = None) -> None:
         self.url = url
         self.console = console
         self.executable = openstack_executable()
         # Whatever cloud the user has configured must not leak into the demo.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        # The token goes in the environment, where `ps` does not show it.
+        self.auth = ["--os-auth-type", "none"]
+        if token:
+            self.env["OS_TOKEN"] = token
+            self.auth = ["--os-auth-type", "admin_token"]
 
     def __call__(self, title: str, *argv: str, quiet: bool = False) -> str:
         """Run ``openstack ARGV``; returns its stdout, raises CommandFailed on failure."""
-        command = [str(self.executable), "--os-auth-type", "none", "--os-endpoint", self.url]
+        command = [str(self.executable), *self.auth, "--os-endpoint", self.url]
         shown = f"openstack {shlex.join(argv)}"
         if not quiet:
             self.console.print(f"\n[bold cyan]# {title}[/bold cyan]")

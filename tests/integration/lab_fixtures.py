@@ -34,6 +34,7 @@ import yaml
 
 from l3fabric.client import FabricClient
 from l3fabric.lab import bird, boot, routers
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import ROUTER_ROLES, Plan
 from l3fabric.lab.state import LabState
@@ -217,7 +218,7 @@ class Lab:
         raise KeyError(f"VM {vm} has no IPv{version} address")
 
     def client(self) -> FabricClient:
-        return FabricClient(self.plan.api_url())
+        return lab_client(self.plan)
 
     def create_network(
         self, name: str = "priv", cidrs: tuple[str, ...] = ("10.1.0.0/24", "2001:db8:1::/64")
@@ -237,9 +238,13 @@ class Lab:
         host: str,
         ips: list[str] | None = None,
         anycast: list[str] | None = None,
+        security_groups: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Boot ``vm``; ``anycast`` addresses go on its loopback (``lab boot --anycast``)."""
-        return boot.boot(self.plan, self.state, vm, networks, host, ips or [], anycast)
+        """Boot ``vm``; ``anycast`` addresses go on its loopback (``lab boot --anycast``);
+        ``security_groups``: names or ids (None: the lab's, which admit everything)."""
+        return boot.boot(
+            self.plan, self.state, vm, networks, host, ips or [], anycast, security_groups
+        )
 
     def delete(self, vm: str) -> None:
         boot.delete(self.plan, self.state, vm)
@@ -280,6 +285,23 @@ class _LabMaker:
             return
         for name in self.made:
             down(name)
+
+
+def needs_tools(*tools: str) -> pytest.MarkDecorator:
+    """Skip unless every one of ``tools`` is on PATH."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
+
+
+@contextlib.contextmanager
+def bench_lab(prefix: str) -> Iterator[str]:
+    """A fresh lab name for a benchmark that builds its own lab; the lab is removed
+    again after, in case the run was interrupted half-way."""
+    name = prefix + secrets.token_hex(3)
+    try:
+        yield name
+    finally:
+        down(name)
 
 
 @pytest.fixture

@@ -2,13 +2,11 @@
 
 Three VMs and one-second iperf runs keep it under a minute. The benchmark
 builds and removes its own lab; the fixture removes it again by name in case
-the run was interrupted half-way.
+the run was interrupted half-way (``bench_lab``).
 """
 
 from __future__ import annotations
 
-import secrets
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -16,19 +14,16 @@ import pytest
 from l3fabric.bench import dataplane
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.lab import netns
-from l3fabric.lab.down import down
 
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(tool) is None for tool in ("bird", "iperf3", "socat", "nft", "ping")),
-    reason="needs bird2, iperf3, socat, nftables and ping",
-)
+from .lab_fixtures import bench_lab, needs_tools
+
+pytestmark = needs_tools("bird", "iperf3", "socat", "nft", "ping")
 
 
 @pytest.fixture
 def lab_name() -> Iterator[str]:
-    name = "bdp" + secrets.token_hex(3)
-    yield name
-    down(name)
+    with bench_lab("bdp") as name:
+        yield name
 
 
 @pytest.mark.timeout(180)

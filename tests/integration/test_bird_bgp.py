@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.announce import ENDPOINTS_TABLE, Announcements
 from l3fabric.dataplane.routes import EndpointRoutes
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, StaticRoute, render
 from l3fabric.routing.bird_control import BirdError, parse_protocols
@@ -121,23 +122,29 @@ def test_bird_runs_at_the_priority_it_was_started_with(fabric) -> None:
 def test_endpoint_routes_propagate_and_nothing_else(fabric) -> None:
     h, g, host, _ = fabric
     wait_for("sessions", lambda: len(established(host)) == 2, 30)
-    # Things the export policy must keep home: kernel routes of any protocol
-    # (BIRD learns none: the agent names its endpoints in the config), a
-    # default route, and a /32 of another static protocol of this BIRD.
+    # Things the export policy must keep home: main-table routes of any
+    # protocol (BIRD learns only the announcement table), a default route, a
+    # /32 of another static protocol of this BIRD, and in the announcement
+    # table anything but a host-length blackhole.
     ip("-n", h, "route", "add", "10.66.0.1/32", "dev", "tap1", "proto", "static")
     ip("-n", h, "route", "add", "default", "via", "10.255.0.2", "proto", "static")
     ip("-n", h, "route", "add", "10.77.0.0/24", "dev", "tap1", "proto", "96")
     ip("-n", h, "-6", "route", "add", "default", "via", "fd00:255::2", "proto", "96")
+    table = str(ENDPOINTS_TABLE)
+    ip("-n", h, "route", "add", "blackhole", "10.99.0.0/24", "table", table, "proto", "static")
+    ip("-n", h, "route", "add", "10.99.1.1/32", "dev", "tap1", "table", table, "proto", "static")
     endpoints = ("10.1.0.5/32", "2001:db8::5/128")
     announcing = replace(
         host_config(),
-        endpoint_routes=endpoints,
+        endpoints_table=ENDPOINTS_TABLE,
         static_routes=(StaticRoute(ip_network("10.88.0.1/32")),),
     )
     try:
-        with EndpointRoutes(h) as routes:
-            routes.converge(dict.fromkeys(endpoints, "tap1"))  # what the agent does first
+        with EndpointRoutes(h) as routes, Announcements(h) as announcements:
             host.apply(render(announcing))
+            routes.converge(dict.fromkeys(endpoints, "tap1"))  # what the agent does first
+            assert announcements.apply(endpoints, ()) == []  # no configure: BIRD learns them
+            assert announcements.read() == set(endpoints)
             took = wait_for(
                 "endpoints in the peer's kernel",
                 lambda: (
@@ -148,12 +155,15 @@ def test_endpoint_routes_propagate_and_nothing_else(fabric) -> None:
             )
             time.sleep(0.5)  # give anything wrongly exported time to arrive
             v4, v6 = ip("-n", g, "route"), ip("-n", g, "-6", "route")
-            for stray in ("10.66.0.1", "10.77.0.0", "10.88.0.1", "default"):
+            for stray in ("10.66.0.1", "10.77.0.0", "10.88.0.1", "10.99.", "default"):
                 assert stray not in v4
             assert "default" not in v6
+            # BIRD never writes the announcements into the host's main table.
+            main = ip("-n", h, "route") + ip("-n", h, "-6", "route")
+            assert "blackhole 10.1.0.5" not in main and "blackhole 2001:db8::5" not in main
             print(f"propagation {took:.3f} s")
 
-            host.apply(render(replace(announcing, endpoint_routes=())))  # withdraw first
+            assert announcements.apply((), endpoints) == []  # withdraw first
             wait_for(
                 "withdrawal in the peer's kernel",
                 lambda: (
@@ -164,6 +174,8 @@ def test_endpoint_routes_propagate_and_nothing_else(fabric) -> None:
             )
             routes.converge({})
     finally:
+        ip("-n", h, "route", "flush", "table", table)
+        ip("-n", h, "-6", "route", "flush", "table", table)
         host.apply(render(host_config()))  # the module's other tests start from it
 
 

@@ -23,6 +23,7 @@ from l3fabric.dataplane.secgroups import SecurityGroupsTable
 from l3fabric.dataplane.sg_model import build_state, memberships
 
 from .conftest import in_ns, ip
+from .scripts import ECHO_SERVERS
 
 DEFAULT = "0d000000-0000-4000-8000-000000000001"
 WEB = "0d000000-0000-4000-8000-000000000002"
@@ -33,23 +34,6 @@ VMS = {  # name -> (port id, IPv4, IPv6)
     "c": ("cc000000-0000-4000-8000-00000000000c", "10.9.0.3", "fd00:9::3"),
 }
 PORTS = (22, 80, 81)
-SERVER = """
-import socket, socketserver, sys
-class Echo(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            self.wfile.write(line)
-class V6(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    allow_reuse_address = True
-    daemon_threads = True
-servers = [V6(("::", int(p)), Echo) for p in sys.argv[1:]]
-import threading
-for s in servers[1:]:
-    threading.Thread(target=s.serve_forever, daemon=True).start()
-print("ready", flush=True)
-servers[0].serve_forever()
-"""
 CLIENT = """
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
@@ -155,7 +139,7 @@ def lab() -> Iterator[Lab]:
             ip("-n", vm, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
             ip("-n", vm, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
             server = subprocess.Popen(
-                ["ip", "netns", "exec", vm, sys.executable, "-c", SERVER, *map(str, PORTS)],
+                ["ip", "netns", "exec", vm, sys.executable, "-c", ECHO_SERVERS, *map(str, PORTS)],
                 stdout=subprocess.PIPE,
                 text=True,
             )

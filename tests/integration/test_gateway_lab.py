@@ -21,6 +21,7 @@ from l3fabric.lab import routers
 from l3fabric.routing.bird_control import BirdControl
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
+from .scripts import LONG_CLIENT
 
 pytestmark = [pytest.mark.integration, needs_root]
 
@@ -49,20 +50,6 @@ f = conn.makefile("rwb")
 for line in f:
     f.write(line)
     f.flush()
-"""
-# A client with one long connection: one echo, then wait for a flag file,
-# then a second echo over the same connection.
-LONG_CLIENT = """
-import os, socket, sys, time
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-f = c.makefile("rwb")
-f.write(b"one\\n"); f.flush()
-print("got", f.readline().decode().strip(), flush=True)
-deadline = time.monotonic() + 20
-while not os.path.exists(sys.argv[3]) and time.monotonic() < deadline:
-    time.sleep(0.05)
-f.write(b"two\\n"); f.flush()
-print("got", f.readline().decode().strip(), flush=True)
 """
 
 

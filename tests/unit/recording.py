@@ -9,7 +9,19 @@ from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.ops import OK, Blocked, Op, Outcome
 
 # Every domain of both agents' plans (agent/ops.py, gateway/ops.py).
-DOMAINS = ("host", "nft", "taps", "routes", "nexthops", "probes", "bird", "nat", "anycast")
+DOMAINS = (
+    "host",
+    "nft",
+    "secgroups",
+    "taps",
+    "routes",
+    "announce",
+    "nexthops",
+    "probes",
+    "bird",
+    "nat",
+    "anycast",
+)
 
 
 class Recorder:

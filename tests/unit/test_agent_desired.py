@@ -62,3 +62,12 @@ def test_host_prefix_refuses_what_is_not_one_address() -> None:
     for bad in ("10.1.0", "010.1.0.5", "10.1.0.256", "10.1.0.5/32", "", "2001:db8::g"):
         with pytest.raises(ValueError):
             host_prefix(bad)
+
+
+def test_port_security_off_lets_the_port_send_from_any_source() -> None:
+    off = {**port(A, "10.1.0.2"), "port_security_enabled": False}
+    desired = compute([off, port(B, "10.1.0.3")], existing_taps={tap_name(A), tap_name(B)})
+    # Neutron: no anti-spoofing for it; every other port keeps its own sources.
+    assert desired.guard[tap_name(A)] == ("0.0.0.0/0", "::/0")
+    assert desired.guard[tap_name(B)] == ("10.1.0.3/32",)
+    assert desired.routes["10.1.0.2/32"] == tap_name(A)  # still routed to its fixed IP

@@ -10,19 +10,21 @@ import dataclasses
 
 import pytest
 
-from l3fabric.agent import execute
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import (
     AnycastRoutesSet,
     BirdConfigure,
     BirdWithdraw,
+    EndpointsAnnounce,
+    EndpointsWithdraw,
     GuardElements,
     GuardTable,
     Op,
     Outcome,
     ProbesSet,
     RoutesSet,
+    SecurityGroupsApply,
     TapsPrepare,
 )
 from l3fabric.agent.plan import after, changed_ports, desired_state, plan, statuses
@@ -95,12 +97,14 @@ def test_a_new_port_is_guarded_and_prepared_before_its_route_and_announced_after
     guard = rec.index(GuardElements, lambda o: (tap_name(B), "10.1.0.3/32") in o.add)
     taps_step = rec.index(TapsPrepare)
     route = rec.index(RoutesSet, lambda o: ("10.1.0.3/32", tap_name(B), 6) in o.replace)
-    announce = rec.index(BirdConfigure, lambda o: "10.1.0.3/32" in o.config.endpoint_routes)
+    announce = rec.index(EndpointsAnnounce)
     assert guard < route and taps_step < route < announce
     # Only the new port is touched: A's tap, route and rules are not in any op.
     assert [t for t, _ in rec.ops[taps_step].taps] == [tap_name(B)]
     assert rec.ops[route].replace == (("10.1.0.3/32", tap_name(B), 6),)
-    assert not any(isinstance(o, BirdWithdraw) for o in rec.ops)
+    assert rec.ops[announce] == EndpointsAnnounce(add=("10.1.0.3/32",))
+    # BIRD's config does not name endpoints: no configure for a new port.
+    assert not any(isinstance(o, BirdConfigure | EndpointsWithdraw) for o in rec.ops)
     assert statuses(desired, set()) == {A: "ACTIVE", B: "ACTIVE"}
 
 
@@ -111,14 +115,13 @@ def test_a_deleted_port_is_withdrawn_before_its_route_goes_and_unguarded_last() 
     rec = Recorder()
     rec.run(plan(desired, observed))
 
-    withdraw = rec.index(BirdWithdraw)
-    assert "10.1.0.3/32" not in rec.ops[withdraw].config.endpoint_routes
-    assert "10.1.0.2/32" in rec.ops[withdraw].config.endpoint_routes
+    withdraw = rec.index(EndpointsWithdraw)
+    assert rec.ops[withdraw] == EndpointsWithdraw(prefixes=("10.1.0.3/32",))
     delete = rec.index(RoutesSet, lambda o: "10.1.0.3/32" in o.delete)
     unguard = rec.index(GuardElements, lambda o: (tap_name(B), "10.1.0.3/32") in o.delete)
     assert withdraw < delete < unguard
-    # The withdrawal is the final config: no second configure.
-    assert sum(isinstance(o, BirdConfigure) for o in rec.ops) == 1
+    # One withdrawal, no configure.
+    assert not any(isinstance(o, BirdConfigure | EndpointsAnnounce) for o in rec.ops)
 
 
 def test_an_anycast_member_failing_is_withdrawn_before_its_route_shrinks() -> None:
@@ -191,7 +194,7 @@ def test_a_tap_that_could_not_be_guarded_or_prepared_gets_no_route_and_is_not_an
     rec = Recorder(fail={failing: outcome})
     blocked = rec.run(plan(desired, observed))
     assert not any(isinstance(o, RoutesSet) for o in rec.ops)
-    assert all("10.1.0.2/32" not in o.config.endpoint_routes for o in rec.ops if isinstance(o, BirdConfigure))  # fmt: skip
+    assert all("10.1.0.2/32" not in o.add for o in rec.ops if isinstance(o, EndpointsAnnounce))
     assert statuses(desired, blocked.taps) == {A: "DOWN"}
 
 
@@ -201,8 +204,8 @@ def test_a_route_the_kernel_refused_is_not_announced() -> None:
     refused = Outcome(errors=("1 route change(s) failed",), prefixes=frozenset({"10.1.0.3/32"}))
     rec = Recorder(fail={RoutesSet: refused})
     blocked = rec.run(plan(desired, observed))
-    (announce,) = [o for o in rec.ops if isinstance(o, BirdConfigure)]
-    assert announce.config.endpoint_routes == ("10.1.0.2/32",)
+    (announce,) = [o for o in rec.ops if isinstance(o, EndpointsAnnounce)]
+    assert announce.add == ("10.1.0.2/32",) and "10.1.0.3/32" in announce.delete
     assert statuses(desired, blocked.taps) == {A: "ACTIVE", B: "DOWN"}
 
 
@@ -213,12 +216,12 @@ def test_metrics_count_operations_changes_and_errors_per_step() -> None:
 
     class Failing(Recorder):
         def apply(self, op: Op) -> Outcome:
-            if isinstance(op, BirdConfigure):
+            if isinstance(op, EndpointsAnnounce):
                 raise RuntimeError("bird says no")
             return super().apply(op)
 
     rec = Failing()
-    execute.run(plan(desired, observed), dict.fromkeys(("host", "nft", "taps", "routes", "nexthops", "probes", "bird"), rec), metrics)  # fmt: skip
+    rec.run(plan(desired, observed), metrics)
     assert metrics.steps["routes"].ops == 1 and metrics.routes_changed == 2
     assert metrics.errors == ["announce: bird says no"]
     assert metrics.to_json()["operations"] == metrics.operations == len(rec.ops) + 1
@@ -249,12 +252,140 @@ def test_a_bad_port_is_named_and_the_others_are_programmed() -> None:
     assert any(B in e and "10.1.0.999" in e for e in desired.errors)
 
 
-def test_a_restarted_agent_does_not_know_what_bird_announces_and_settles_it_after_the_routes() -> (
-    None
-):
+def test_a_restarted_agent_reads_the_announcements_and_withdraws_before_the_route_goes() -> None:
     both = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3"))
     observed = _restarted(both, dict([_tap(A, 5, True), _tap(B, 6, True)]))
+    assert observed.announced == {"10.1.0.2/32", "10.1.0.3/32"}
     rec = Recorder()
     rec.run(plan(desired_state("h1", _view(port(A, "10.1.0.2")), observed), observed))
-    assert not any(isinstance(o, BirdWithdraw) for o in rec.ops)
-    assert rec.index(RoutesSet) < rec.index(BirdConfigure)
+    assert rec.index(EndpointsWithdraw) < rec.index(RoutesSet, lambda o: "10.1.0.3/32" in o.delete)
+    assert not any(isinstance(o, BirdConfigure | BirdWithdraw) for o in rec.ops)
+
+
+# Security groups -------------------------------------------------------------
+
+WEB = "cccccccc-1111-2222-3333-444444444444"  # a group: TCP 80 in, from members of FRIENDS
+FRIENDS = "dddddddd-1111-2222-3333-444444444444"
+
+
+def _rule(rid: str, group: str, direction: str = "ingress", **attrs: object) -> dict:
+    return {"id": rid, "security_group_id": group, "direction": direction, "ethertype": "IPv4", **attrs}  # fmt: skip
+
+
+def _group(gid: str, *rules: dict) -> dict:
+    return {"id": gid, "name": gid[:4], "security_group_rules": list(rules)}
+
+
+WEB_RULES = (
+    _rule("r1", WEB, protocol="tcp", port_range_min=80, port_range_max=80),
+    _rule("r2", WEB, remote_group_id=FRIENDS),
+    _rule("r3", WEB, "egress"),
+)
+
+
+def _member(pid: str, group: str, *addresses: str) -> dict:
+    return {"id": pid, "security_groups": [group], "addresses": list(addresses)}
+
+
+def _sg_view(
+    *ports: dict, rules: tuple[dict, ...] = WEB_RULES, members: tuple[dict, ...] = ()
+) -> HostState:
+    """Ports of h1 in WEB; ``members``: ports of other hosts (FRIENDS)."""
+    mine = [{**p, "security_groups": [WEB]} for p in ports]
+    records = [_member(p["id"], WEB, *(ip["ip_address"] for ip in p["fixed_ips"])) for p in mine]
+    return HostState(
+        fabric={"asn": 65000},
+        host=HOST,
+        gateways={"gw": GW},
+        ports={p["id"]: p for p in mine},
+        security_groups={WEB: _group(WEB, *rules), FRIENDS: _group(FRIENDS)},
+        members={m["id"]: m for m in (*records, *members)},
+    )
+
+
+def test_a_new_port_is_filtered_before_its_tap_is_routed() -> None:
+    old = _sg_view(port(A, "10.1.0.2"))
+    observed = _converged(old, taps=dict([_tap(A, 5, ready=True)]), bird_running=True)
+    observed = dataclasses.replace(observed, taps={**observed.taps, **dict([_tap(B, 6)])})
+    desired = desired_state("h1", _sg_view(port(A, "10.1.0.2"), port(B, "10.1.0.3")), observed)
+    rec = Recorder()
+    rec.run(plan(desired, observed))
+
+    sg = rec.index(SecurityGroupsApply)
+    route = rec.index(RoutesSet, lambda o: ("10.1.0.3/32", tap_name(B), 6) in o.replace)
+    assert sg < route
+    op = rec.ops[sg]
+    assert isinstance(op, SecurityGroupsApply) and op.taps == {tap_name(B)}
+    # Only B's objects: its two chains and map elements; the group's chains exist already.
+    assert not op.transaction.full
+    assert set(op.transaction.chains) == {f"in-{tap_name(B)}", f"out-{tap_name(B)}"}
+
+
+def test_a_rule_change_is_one_small_security_group_op_and_nothing_else() -> None:
+    view = _sg_view(port(A, "10.1.0.2"), port(B, "10.1.0.3"))
+    observed = _converged(view, taps=dict([_tap(A, 5, True), _tap(B, 6, True)]), bird_running=True)
+    ssh = _rule("r4", WEB, protocol="tcp", port_range_min=22, port_range_max=22)
+    changed = _sg_view(port(A, "10.1.0.2"), port(B, "10.1.0.3"), rules=(*WEB_RULES, ssh))
+    (op,) = plan(desired_state("h1", changed, observed), observed)
+    assert isinstance(op, SecurityGroupsApply)
+    # One group chain rewritten for both ports: never a rewrite of every port's rules.
+    assert op.transaction.chains == (f"sgi-{WEB}",)
+    assert "tcp dport 22 accept" in op.transaction.script
+    assert op.taps == frozenset()
+    # A rule added admits more: no conntrack pruning (it lists every flow).
+    assert not op.transaction.narrowed
+    # Removing it may admit less: flows only it allowed are pruned.
+    now = after(desired_state("h1", changed, observed), observed)
+    (back,) = plan(desired_state("h1", view, now), now)
+    assert isinstance(back, SecurityGroupsApply) and back.transaction.narrowed
+    # A full pass read the table from the kernel: not known in detail, so prune.
+    read = dataclasses.replace(observed, sg_applied=None)
+    (op,) = plan(desired_state("h1", changed, read), read)
+    assert isinstance(op, SecurityGroupsApply) and op.transaction.narrowed
+
+
+def test_a_member_added_on_another_host_is_one_set_element() -> None:
+    view = _sg_view(port(A, "10.1.0.2"))
+    observed = _converged(view, taps=dict([_tap(A, 5, True)]), bird_running=True)
+    friend = _member("eeeeeeee-1111-2222-3333-444444444444", FRIENDS, "10.2.0.7")
+    (op,) = plan(desired_state("h1", _sg_view(port(A, "10.1.0.2"), members=(friend,)), observed), observed)  # fmt: skip
+    assert isinstance(op, SecurityGroupsApply)
+    assert (
+        op.transaction.script == f"add element inet l3fabric-sg rg4-{FRIENDS} {{ 10.2.0.7/32 }}\n"
+    )
+    assert not op.transaction.narrowed  # admits more: no conntrack pruning
+
+
+def test_a_restarted_agent_with_groups_in_place_changes_nothing() -> None:
+    view = _sg_view(port(A, "10.1.0.2"), port(B, "10.1.0.3", pairs=("10.9.0.0/24",)))
+    observed = _restarted(view, dict([_tap(A, 5, True), _tap(B, 6, True)]))
+    assert observed.security_groups is not None
+    rec = Recorder()
+    rec.run(plan(desired_state("h1", view, observed), observed))
+    assert rec.ops == []
+    # No table (a new host, or one deleted by hand): the whole table in one op.
+    bare = dataclasses.replace(observed, security_groups=None)
+    (op,) = plan(desired_state("h1", view, bare), bare)
+    assert isinstance(op, SecurityGroupsApply) and op.transaction.full
+
+
+def test_a_port_whose_filter_failed_is_not_routed() -> None:
+    observed = _converged(_sg_view(), taps=dict([_tap(A, 5)]), bird_running=True)
+    desired = desired_state("h1", _sg_view(port(A, "10.1.0.2")), observed)
+    failed = Outcome(errors=("nft: no",), failed=True)
+    rec = Recorder(fail={SecurityGroupsApply: failed})
+    blocked = rec.run(plan(desired, observed))
+    assert not any(isinstance(o, RoutesSet) for o in rec.ops)
+    assert statuses(desired, blocked.taps) == {A: "DOWN"}
+
+
+def test_port_security_off_maps_the_tap_to_accept_and_guards_no_source() -> None:
+    off = {**port(A, "10.1.0.2"), "port_security_enabled": False}
+    observed = _converged(_view(), taps=dict([_tap(A, 5)]), bird_running=True)
+    desired = desired_state("h1", _view(off), observed)
+    rec = Recorder()
+    rec.run(plan(desired, observed))
+    op = rec.ops[rec.index(SecurityGroupsApply)]
+    assert f'"{tap_name(A)}" : accept' in op.transaction.script
+    guard = rec.ops[rec.index(GuardElements)]
+    assert set(guard.add) == {(tap_name(A), "0.0.0.0/0"), (tap_name(A), "::/0")}

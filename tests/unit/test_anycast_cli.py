@@ -28,7 +28,7 @@ def api(tmp_path: Path, monkeypatch):
         monkeypatch.setattr(
             command,
             "FabricClient",
-            lambda url: FabricClient(url, transport=test_client._transport),
+            lambda url, **kw: FabricClient(url, transport=test_client._transport, **kw),
         )
         with FabricClient("http://testserver", transport=test_client._transport) as client:
             yield client

@@ -51,12 +51,13 @@ def test_peers_get_the_announcements_and_the_kernel_does_not() -> None:
     text = render(_config())
     kernel = re.findall(r"^\t\texport where (.*);$", text, re.MULTILINE)
     assert kernel == [
-        'source = RTS_BGP || (source = RTS_STATIC && proto != "anycast4" && proto != "endpoints4")',
-        'source = RTS_BGP || (source = RTS_STATIC && proto != "anycast6" && proto != "endpoints6")',
+        'source = RTS_BGP || (source = RTS_STATIC && proto != "anycast4")',
+        'source = RTS_BGP || (source = RTS_STATIC && proto != "anycast6")',
     ]
     export = re.search(r"export filter \{ (.*) \};", text)
     assert export and export.group(1) == (
-        'if source = RTS_STATIC && (proto = "endpoints4" || proto = "anycast4") then accept; reject;'
+        'if ((source = RTS_INHERIT && proto = "endpoints4")'
+        ' || (source = RTS_STATIC && proto = "anycast4")) then accept; reject;'
     )
 
 

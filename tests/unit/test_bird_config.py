@@ -97,8 +97,9 @@ def test_host_export_is_endpoints_only_and_families_split() -> None:
         )
     )
     export = next(line for line in text.splitlines() if "export filter" in line)
-    assert 'proto = "endpoints4" || proto = "anycast4"' in export and "RTS_BGP" not in export
-    # Nothing is learned from the kernel: the endpoints are static routes.
+    assert '(source = RTS_INHERIT && proto = "endpoints4")' in export
+    assert '(source = RTS_STATIC && proto = "anycast4")' in export and "RTS_BGP" not in export
+    # Nothing is learned from the main table (a host learns its endpoints from their own).
     assert "learn;" not in text and text.count("import none;") == 2
     prefixes = render(full_config()).split("protocol bgp 'p:upstream'")[1]
     # An IPv4 session carries only the IPv4 patterns.

@@ -122,9 +122,7 @@ def _accounted(config: BirdConfig, expected: int) -> None:
 def test_host_config_parses(
     peering: str, host_asn: str, bfd: bool, family: str, tmp_path: Path
 ) -> None:
-    config = host_bird_config(
-        _state(peering, host_asn, bfd, family, "h1"), endpoints=["10.1.0.5/32"]
-    )
+    config = host_bird_config(_state(peering, host_asn, bfd, family, "h1"))
     f = FAMILIES[family]
     expected = {"gateway": len(f["gw"]), "mesh": len(f["gw"]) + 1, "reflectors": len(f["rr"])}
     _parse(config, tmp_path / "host.conf")

@@ -7,6 +7,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -30,12 +31,18 @@ def server_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "l3fabric.cli", "server", *args]
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen,
+    timeout: float = 20,
+    path: str = "/v1/fabric",
+    verify: ssl.SSLContext | bool = True,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"server exited: {proc.stdout.read() if proc.stdout else ''}"
         try:
-            if httpx.get(f"{url}/v1/fabric", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -48,9 +55,15 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     procs: list[subprocess.Popen] = []
 
     def start(
-        db: str = "s.db", *extra: str, fd_limit: tuple[int, int] | None = None
+        db: str = "s.db",
+        *extra: str,
+        fd_limit: tuple[int, int] | None = None,
+        scheme: str = "http",
+        ready: str = "/v1/fabric",
+        verify: ssl.SSLContext | bool = True,
     ) -> tuple[subprocess.Popen, str]:
-        """A server on a free port; ``fd_limit``: its RLIMIT_NOFILE (soft, hard)."""
+        """A server on a free port; ``fd_limit``: its RLIMIT_NOFILE (soft, hard);
+        ready once ``ready`` answers 200 (``verify``: TLS, for an https ``scheme``)."""
         port = free_port()
         args = ["--store", f"sqlite:///{tmp_path / db}", "--listen", f"127.0.0.1:{port}", *extra]
         proc = subprocess.Popen(
@@ -63,8 +76,8 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
             else None,
         )
         procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, proc)
+        url = f"{scheme}://127.0.0.1:{port}"
+        wait_ready(url, proc, path=ready, verify=verify)
         return proc, url
 
     yield start

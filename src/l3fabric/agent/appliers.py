@@ -15,20 +15,26 @@ from l3fabric.agent.ops import (
     OK,
     AnycastRoutesSet,
     BirdConfigure,
+    EndpointsAnnounce,
+    EndpointsWithdraw,
     GuardElements,
     GuardTable,
     LinkLocalGateway,
     Op,
     Outcome,
     RoutesSet,
+    SecurityGroupsApply,
     SysctlSet,
     TapsPrepare,
 )
 from l3fabric.dataplane import sysctl
+from l3fabric.dataplane.announce import Announcements
 from l3fabric.dataplane.links import Links
+from l3fabric.dataplane.netlink_batch import RouteFailure
 from l3fabric.dataplane.nexthops import ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import EndpointRoutes, ensure_link_local_gateway
+from l3fabric.dataplane.secgroups import SecurityGroupsTable
 from l3fabric.routing.bird_config import render
 
 
@@ -59,6 +65,18 @@ class GuardApplier:
         return OK
 
 
+class SecurityGroupsApplier:
+    """The security-group table: the planned transaction, then conntrack pruning."""
+
+    def __init__(self, table: SecurityGroupsTable) -> None:
+        self.table = table
+
+    def apply(self, op: Op) -> Outcome:
+        assert isinstance(op, SecurityGroupsApply)
+        self.table.carry_out(op.transaction, op.rendered, op.state)
+        return OK
+
+
 class TapsApplier:
     """Tap preparation, all taps of an op in one batch."""
 
@@ -75,6 +93,17 @@ class TapsApplier:
         return Outcome(errors=errors, taps=frozenset(report.failed) | report.missing)
 
 
+def _route_outcome(failures: list[RouteFailure]) -> Outcome:
+    if not failures:
+        return OK
+    shown = "; ".join(str(f) for f in failures[:5])
+    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+    return Outcome(
+        errors=(f"{len(failures)} route change(s) failed: {shown}{more}",),
+        prefixes=frozenset(str(f.request.prefix) for f in failures if f.request.op == "replace"),
+    )
+
+
 class RoutesApplier:
     """Endpoint routes (protocol 96) in one netlink batch."""
 
@@ -83,17 +112,22 @@ class RoutesApplier:
 
     def apply(self, op: Op) -> Outcome:
         assert isinstance(op, RoutesSet)
-        failures = self.routes.apply(((p, index) for p, _, index in op.replace), op.delete)
-        if not failures:
-            return OK
-        shown = "; ".join(str(f) for f in failures[:5])
-        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-        return Outcome(
-            errors=(f"{len(failures)} route change(s) failed: {shown}{more}",),
-            prefixes=frozenset(
-                str(f.request.prefix) for f in failures if f.request.op == "replace"
-            ),
+        return _route_outcome(
+            self.routes.apply(((p, index) for p, _, index in op.replace), op.delete)
         )
+
+
+class AnnounceApplier:
+    """Endpoint announcements: blackholes in the table BIRD learns, one netlink batch."""
+
+    def __init__(self, announcements: Announcements) -> None:
+        self.announcements = announcements
+
+    def apply(self, op: Op) -> Outcome:
+        if isinstance(op, EndpointsWithdraw):
+            return _route_outcome(self.announcements.apply((), op.prefixes))
+        assert isinstance(op, EndpointsAnnounce)
+        return _route_outcome(self.announcements.apply(op.add, op.delete))
 
 
 class NexthopsApplier:

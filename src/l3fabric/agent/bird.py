@@ -4,9 +4,11 @@ Peers come from the host's registration when it lists them explicitly (the
 lab does, for hosts behind ToR routers); otherwise from the fabric's peering
 mode: the gateways, every other host as well (``mesh``), or the route
 reflectors. The export policy is always "endpoints": only the /32 and /128
-routes this agent installed leave the host (``endpoints``: announced from a
-static protocol, see routing/bird_config.py), and the anycast addresses it
-serves (``anycast``: prefix -> healthy local members, see agent/anycast.py).
+routes this agent installed leave the host (learned from the announcement
+table ``ENDPOINTS_TABLE``, see dataplane/announce.py and
+routing/bird_config.py), and the anycast addresses it serves (``anycast``:
+prefix -> healthy local members, see agent/anycast.py). The endpoints are not
+in the config: adding one changes no config.
 
 Each session's local address is the peer's ``local`` when the registration
 names one, else, where BIRD needs one (multihop with BFD: every iBGP session
@@ -17,12 +19,13 @@ out of the config and reported (``BirdConfig.skipped_peers``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from l3fabric.addresses import parse_address, parse_network
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
+from l3fabric.dataplane.announce import ENDPOINTS_TABLE
 from l3fabric.routing.bird_config import (
     AnycastRoute,
     BgpPeer,
@@ -78,16 +81,10 @@ def _derived_peers(state: HostState, local_as: int, t: Timers) -> list[BgpPeer]:
     return peers
 
 
-def host_bird_config(
-    state: HostState,
-    anycast: Mapping[str, int] | None = None,
-    endpoints: Iterable[str] = (),
-) -> BirdConfig:
+def host_bird_config(state: HostState, anycast: Mapping[str, int] | None = None) -> BirdConfig:
     """The BIRD config for the host in ``state``; NotRegistered until it is registered.
 
     ``anycast``: the anycast prefixes to announce, each with its healthy member count.
-    ``endpoints``: the endpoint /32 and /128 prefixes whose kernel routes are in
-    place (rendered sorted, so the same set always gives the same text).
     """
     host: dict[str, Any] | None = state.host
     if host is None:
@@ -111,7 +108,7 @@ def host_bird_config(
         anycast_routes=tuple(
             AnycastRoute(parse_network(p), n) for p, n in sorted((anycast or {}).items())
         ),
-        endpoint_routes=tuple(sorted(endpoints)),
+        endpoints_table=ENDPOINTS_TABLE,
         **timers.bird_fields(),
         # Connect at once and retry in seconds (BIRD's defaults: 5 s, then
         # 120 s after a refused connection and 60-300 s after an error, e.g. a

@@ -14,6 +14,7 @@ from typing import Any
 from l3fabric.addresses import is_canonical_address, parse_address, parse_network
 from l3fabric.dataplane.links import tap_name
 from l3fabric.dataplane.nft import normalise_sources
+from l3fabric.dataplane.sg_model import port_security
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class Endpoint:
     allowed_sources: tuple[str, ...]  # fixed IPs + allowed address pairs
     admin_up: bool
     guard: tuple[str, ...] = ()  # allowed_sources as nftables set elements (merged)
+
+
+# The guard of a port with port security off: every source (Neutron: no
+# anti-spoofing). Elements of the same sets, so the table's skeleton and its
+# drift model stay as they are.
+ANY_SOURCE = ("0.0.0.0/0", "::/0")
 
 
 def host_prefix(address: str) -> str:
@@ -54,15 +61,29 @@ def _source_prefix(value: str) -> str | None:
 
 # What ``endpoint_of`` and the anycast plan read of a port: a port whose
 # other fields changed (its reported ``status``) needs no new conversion.
-ENDPOINT_FIELDS = ("fixed_ips", "allowed_address_pairs", "admin_state_up", "binding:host_id")
+ENDPOINT_FIELDS = (
+    "fixed_ips",
+    "allowed_address_pairs",
+    "admin_state_up",
+    "binding:host_id",
+    "port_security_enabled",
+)
 
 
 def same_endpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """True if ``new`` converts to the same endpoint as ``old`` (cheap: identity first)."""
-    return old is new or all(old.get(k) == new.get(k) for k in ENDPOINT_FIELDS)
+    # Spelled out, not a loop over ENDPOINT_FIELDS: half the time, and a pass
+    # after 10,000 reported statuses compares 10,000 of them.
+    return old is new or (
+        old.get("fixed_ips") == new.get("fixed_ips")
+        and old.get("allowed_address_pairs") == new.get("allowed_address_pairs")
+        and old.get("admin_state_up") == new.get("admin_state_up")
+        and old.get("binding:host_id") == new.get("binding:host_id")
+        and old.get("port_security_enabled") == new.get("port_security_enabled")
+    )
 
 
-def endpoint_of(port: dict[str, Any]) -> Endpoint:
+def endpoint_of(port: Mapping[str, Any]) -> Endpoint:
     addresses = tuple(host_prefix(ip["ip_address"]) for ip in port.get("fixed_ips") or [])
     pairs = (
         _source_prefix(p.get("ip_address", "")) for p in port.get("allowed_address_pairs") or []
@@ -75,5 +96,5 @@ def endpoint_of(port: dict[str, Any]) -> Endpoint:
         addresses=addresses,
         allowed_sources=allowed,
         admin_up=bool(port.get("admin_state_up", True)),
-        guard=normalise_sources(tap, allowed),
+        guard=normalise_sources(tap, allowed if port_security(port) else ANY_SOURCE),
     )

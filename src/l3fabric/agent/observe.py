@@ -1,8 +1,8 @@
 """Reading what the host holds into an ``Observed`` (agent/observed.py).
 
 ``full()`` re-reads everything (start-up, the slow timer, after a failure):
-one link dump, the routes of protocols 96 and 97, the nftables table, the
-host sysctls, BIRD's running config; drift (a route, rule or element deleted
+one link dump, the routes of protocols 96 and 97, the announcements (table
+150), the nftables tables, the host sysctls, BIRD's running config; drift (a route, rule or element deleted
 by hand) shows up here and the plan repairs it. ``refresh(model, taps)``
 starts from the state the last pass left (``plan.after``) and re-reads only
 the taps whose link changed: an incremental pass costs what the change costs,
@@ -18,10 +18,12 @@ from collections.abc import Callable, Collection
 from l3fabric.agent.anycast_serving import AnycastProbes
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.dataplane import sysctl
+from l3fabric.dataplane.announce import Announcements
 from l3fabric.dataplane.links import TAP_PREFIX, Links, egress_interfaces
 from l3fabric.dataplane.nexthops import ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import EndpointRoutes, link_local_gateway_present
+from l3fabric.dataplane.secgroups import SecurityGroupsTable
 from l3fabric.routing.bird_process import BirdProcess
 
 
@@ -32,8 +34,10 @@ class HostReader:
         self,
         links: Links,
         routes: EndpointRoutes,
+        announcements: Announcements,
         anycast: ResilientRoutes,
         nft: AntiSpoofing,
+        sg: SecurityGroupsTable,
         probes: AnycastProbes,
         bird: BirdProcess,
         bird_ready: Callable[[], bool],
@@ -41,8 +45,10 @@ class HostReader:
     ) -> None:
         self.links = links
         self.routes = routes
+        self.announcements = announcements
         self.anycast = anycast
         self.nft = nft
+        self.sg = sg
         self.probes = probes
         self.bird = bird
         self.bird_ready = bird_ready
@@ -69,7 +75,9 @@ class HostReader:
         return Observed(
             taps=taps,
             routes=self.routes.observe(names),
+            announced=self.announcements.read(),
             guard=self.nft.listing(),
+            security_groups=self.sg.listing(),
             anycast=anycast,
             sysctls={key: sysctl.read(key) for key in sysctl.HOST_SYSCTLS},
             link_local_gateway=link_local_gateway_present(),

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from l3fabric.agent.anycast import ProbeTarget
 from l3fabric.dataplane.links import LinkInfo
 from l3fabric.dataplane.nft import Listing
+from l3fabric.dataplane.sg_diff import SgListing
+from l3fabric.dataplane.sg_render import Rendered
 from l3fabric.routing.bird_config import BirdConfig
 
 Key = tuple[str, str]  # (anycast group id, port id)
@@ -37,6 +39,9 @@ class Observed:
     # is not the one we program (another device, scope or type).
     routes: Mapping[str, str | None] = field(default_factory=dict)
     guard: Listing | None = None  # the anti-spoofing table; None: there is none
+    security_groups: SgListing | None = None  # the security-group table; None: there is none
+    # What the last pass applied to it (None: read from the kernel, not known in detail).
+    sg_applied: Rendered | None = None
     anycast: Mapping[str, frozenset[str]] = field(default_factory=dict)  # prefix -> member taps
     sysctls: Mapping[str, str] = field(default_factory=dict)
     link_local_gateway: bool = False  # 169.254.1.1 via lo is in place
@@ -46,5 +51,7 @@ class Observed:
     bird_config: BirdConfig | None = None
     # The text BIRD runs with, read by full passes (None: not read).
     bird_text: str | None = None
+    # Endpoint prefixes announced (their blackholes in the announcement table).
+    announced: frozenset[str] = frozenset()
     probes: Mapping[Key, ProbeTarget] = field(default_factory=dict)
     verdicts: Mapping[Key, bool] = field(default_factory=dict)

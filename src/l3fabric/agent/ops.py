@@ -17,6 +17,9 @@ from typing import ClassVar
 
 from l3fabric.agent.anycast import ProbeTarget
 from l3fabric.dataplane.links import LinkInfo
+from l3fabric.dataplane.sg_diff import Transaction
+from l3fabric.dataplane.sg_model import SgState
+from l3fabric.dataplane.sg_render import Rendered
 from l3fabric.routing.bird_config import AnycastRoute, BirdConfig
 
 
@@ -116,6 +119,27 @@ class GuardElements(Op):
         return len(self.add) + len(self.delete)
 
 
+@dataclass(frozen=True, eq=False)
+class SecurityGroupsApply(Op):
+    """One ``nft -f`` transaction on the security-group table, then conntrack pruning if it
+    may admit less (``transaction.narrowed``): flows ``state`` no longer allows are cut."""
+
+    domain: ClassVar[str] = "secgroups"
+    step: ClassVar[str] = "secgroups"
+    transaction: Transaction
+    rendered: Rendered  # the whole table, if the kernel refuses the patch
+    state: SgState
+    taps: frozenset[str] = frozenset()  # taps whose verdict it writes
+
+    def block(self, outcome: Outcome, blocked: Blocked) -> None:
+        if outcome.failed:
+            # A new tap stays dropped (fail closed); routing it would only hide that.
+            blocked.taps.update(self.taps)
+
+    def size(self) -> int:
+        return self.transaction.statements
+
+
 @dataclass(frozen=True)
 class TapsPrepare(Op):
     """Sysctls, link up and (IPv6 ports) fe80::1 for taps that are not ready yet."""
@@ -202,6 +226,41 @@ class AnycastRoutesSet(Op):
 
 
 @dataclass(frozen=True)
+class EndpointsWithdraw(Op):
+    """Stop announcing these endpoint prefixes (their blackholes go), before their routes go."""
+
+    domain: ClassVar[str] = "announce"
+    step: ClassVar[str] = "withdraw"
+    prefixes: tuple[str, ...]
+
+    def size(self) -> int:
+        return len(self.prefixes)
+
+
+@dataclass(frozen=True)
+class EndpointsAnnounce(Op):
+    """Announce these endpoint prefixes (a blackhole each, which BIRD learns), after their routes.
+
+    A prefix whose route an earlier op could not add is withdrawn instead:
+    BIRD never announces a route the kernel does not have.
+    """
+
+    domain: ClassVar[str] = "announce"
+    step: ClassVar[str] = "announce"
+    add: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+
+    def pruned(self, blocked: Blocked) -> Op | None:
+        if not blocked.prefixes:
+            return self
+        add = tuple(p for p in self.add if p not in blocked.prefixes)
+        return dataclasses.replace(self, add=add, delete=(*self.delete, *sorted(blocked.prefixes)))
+
+    def size(self) -> int:
+        return len(self.add) + len(self.delete)
+
+
+@dataclass(frozen=True)
 class BirdConfigure(Op):
     """Give BIRD ``config`` (start it if needed). ``step``: "withdraw" before routes go, "announce" after."""
 
@@ -211,13 +270,6 @@ class BirdConfigure(Op):
 
     def pruned(self, blocked: Blocked) -> Op | None:
         config = self.config
-        if blocked.prefixes:
-            config = dataclasses.replace(
-                config,
-                endpoint_routes=tuple(
-                    p for p in config.endpoint_routes if p not in blocked.prefixes
-                ),
-            )
         if blocked.anycast is not None:
             counts = blocked.anycast
             routes = tuple(
@@ -234,7 +286,7 @@ class BirdConfigure(Op):
 
 @dataclass(frozen=True)
 class BirdWithdraw(BirdConfigure):
-    """BIRD's config lowered to what stays, applied before any route is deleted or shrinks."""
+    """BIRD's config lowered to the anycast counts that stay, before any member route goes."""
 
     step: ClassVar[str] = "withdraw"
 

@@ -42,15 +42,18 @@ def summary(metrics: PassMetrics) -> dict[str, Any]:
 
 
 class PassLog:
-    """The recent passes that did something, kept and written to ``run_dir/passes.json``."""
+    """The recent passes that did something, and full ones, kept in ``run_dir/passes.json``."""
 
     def __init__(self, run_dir: str | Path, keep: int = PASS_HISTORY) -> None:
         self.path = Path(run_dir) / "passes.json"
         self.history: collections.deque[dict[str, object]] = collections.deque(maxlen=keep)
 
     def record(self, metrics: PassMetrics) -> None:
-        """Keep ``metrics`` (if the pass did something) and rewrite the file atomically."""
-        if not (metrics.operations or metrics.errors):
+        """Keep ``metrics`` (if the pass did something, or was full) and rewrite the file.
+
+        Idle full passes too: a change that waited behind one shows (bench routes).
+        """
+        if not (metrics.operations or metrics.errors or metrics.kind == "full"):
             return
         self.history.append(metrics.to_json())
         try:

@@ -2,24 +2,35 @@
 
 Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.py):
 
-- ``desired_state(host, view, observed, previous)``: from the controller's
-  view (``HostState``) and what the host holds (``Observed``): endpoint routes,
-  the anti-spoofing elements, the taps to prepare, anycast (probes, members
-  served, counts announced), the BIRD config, sysctls. ``previous`` (the last
-  pass's result) lets an incremental pass convert only the port objects that
-  changed: the watch replaces an object on every change, never edits it.
+- ``desired_state(host, view, observed, previous, taps)``: from the
+  controller's view (``HostState``) and what the host holds (``Observed``):
+  endpoint routes, the anti-spoofing elements, the taps to prepare, anycast
+  (probes, members served, counts announced), the BIRD config, sysctls.
+  ``previous`` (the last pass's result) lets a pass convert only the port
+  objects that changed (the watch replaces an object on every change, never
+  edits it). With ``taps`` (an incremental pass: the taps it re-read) it
+  starts from ``previous`` and recomputes only the ports that changed or
+  whose tap did (``Touched``): a pass costs what the change costs, not what
+  the host holds. It equals the full computation (tests/unit); where it
+  could not be sure to (anycast on the host, two ports sharing a tap or a
+  prefix) it computes everything.
 - ``plan(desired, observed)``: the operations (agent/ops.py) that turn
-  ``observed`` into ``desired``, in an order that never exposes a half state:
+  ``observed`` into ``desired``, in an order that never exposes a half state
+  (after an incremental ``desired_state`` only the keys it touched are
+  compared: the rest is as the last pass left it):
 
   1. host sysctls and the 169.254.1.1 route;
-  2. guard: anti-spoofing elements for new sources (a tap never forwards
-     before its rules exist);
+  2. guard: the security-group transaction (agent/sg_plan.py, conntrack
+     pruned if it admits less), then anti-spoofing elements for new sources
+     (a tap never forwards before its rules exist);
   3. taps: sysctls, link up, fe80::1;
-  4. withdraw: BIRD stops announcing what goes or shrinks (endpoints,
-     anycast counts), before the routes change;
+  4. withdraw: the announcements of endpoints that go (their blackholes in
+     the announcement table) and BIRD's anycast counts that shrink, before
+     the routes change;
   5. routes: endpoint routes replaced and deleted;
   6. anycast: probes, then resilient nexthop groups;
-  7. announce: BIRD announces exactly what the kernel now routes;
+  7. announce: a blackhole for each newly routed endpoint (BIRD learns it,
+     no configure), and BIRD's config if it changed (peers, anycast);
   8. guard: elements of taps that are gone, after their routes.
 
   A host that is already right gets no operation at all.
@@ -30,11 +41,13 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import itertools
+import operator
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from l3fabric.agent import anycast
+from l3fabric.agent import anycast, sg_plan
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Endpoint, endpoint_of, same_endpoint
 from l3fabric.agent.observed import Observed, TapState
@@ -42,6 +55,8 @@ from l3fabric.agent.ops import (
     AnycastRoutesSet,
     BirdConfigure,
     BirdWithdraw,
+    EndpointsAnnounce,
+    EndpointsWithdraw,
     GuardElements,
     GuardTable,
     LinkLocalGateway,
@@ -59,6 +74,15 @@ from l3fabric.routing.bird_config import AnycastRoute, BirdConfig, render
 
 
 @dataclass(frozen=True)
+class Touched:
+    """What an incremental desired state recomputed: ``plan`` and ``after`` compare only these."""
+
+    ports: frozenset[str] = frozenset()
+    taps: frozenset[str] = frozenset()
+    prefixes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class DesiredHost:
     """Everything one pass makes true on the host."""
 
@@ -70,41 +94,115 @@ class DesiredHost:
     sysctls: Mapping[str, str] = field(default_factory=lambda: dict(HOST_SYSCTLS))
     management: frozenset[str] = frozenset()
     bird: BirdConfig | None = None  # None: not registered yet, nothing to peer with
+    security_groups: sg_plan.DesiredSg = field(default_factory=sg_plan.DesiredSg)
     errors: tuple[str, ...] = ()
     # The port objects ``endpoints`` were made from (for ``previous``).
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Ports that could not be converted: port id -> why (kept by incremental passes).
+    invalid: Mapping[str, str] = field(default_factory=dict)
+    # tap -> port id, prefix -> port id (routed or not), taps and prefixes
+    # that more than one port claims, the ports with allowed address pairs.
+    tap_ports: Mapping[str, str] = field(default_factory=dict)
+    owners: Mapping[str, str] = field(default_factory=dict)
+    shared: frozenset[str] = frozenset()
+    pair_ports: frozenset[str] = frozenset()
+    # None: computed from everything; else what this incremental state recomputed.
+    touched: Touched | None = None
+
+
+def _replaced(now: Mapping[str, Any], before: Mapping[str, Any]) -> Iterable[str]:
+    """The keys of ``now`` whose object is not the one in ``before`` (new keys too)."""
+    n = len(before)
+    if len(now) >= n and all(map(operator.eq, now, before)):
+        # The usual case, in C: the watch replaces objects in place and
+        # appends new ones (10,000 ports: ~0.1 ms instead of ~1 ms).
+        same_order = itertools.compress(now, map(operator.is_not, now.values(), before.values()))
+        return itertools.chain(same_order, itertools.islice(now, n, None))
+    return [k for k, v in now.items() if before.get(k) is not v]
 
 
 def changed_ports(view: HostState, previous: DesiredHost | None) -> list[str]:
     """The ports of ``view`` that convert differently than in ``previous`` (new ones too)."""
     known = previous.sources if previous else {}
+    ports = view.ports
     return [
         port_id
-        for port_id, port in view.ports.items()
-        if (old := known.get(port_id)) is None or not same_endpoint(old, port)
+        for port_id in _replaced(ports, known)
+        if (old := known.get(port_id)) is None or not same_endpoint(old, ports[port_id])
     ]
 
 
-def _endpoints(
-    view: HostState, previous: DesiredHost | None, errors: list[str]
-) -> tuple[dict[str, Endpoint], dict[str, Mapping[str, Any]]]:
-    old_sources = previous.sources if previous else {}
-    old = previous.endpoints if previous else {}
-    endpoints: dict[str, Endpoint] = {}
-    sources: dict[str, Mapping[str, Any]] = {}
-    for port_id, port in view.ports.items():
-        sources[port_id] = port
-        known = old_sources.get(port_id)
-        if known is not None and port_id in old and same_endpoint(known, port):
+def _endpoint(
+    port_id: str, port: Mapping[str, Any], previous: DesiredHost | None
+) -> Endpoint | str:
+    """The endpoint of ``port`` (reused from ``previous`` if unchanged), or why it has none."""
+    if previous is not None:
+        known = previous.sources.get(port_id)
+        old = previous.endpoints.get(port_id)
+        if known is not None and old is not None and same_endpoint(known, port):
             # Unchanged (the watch replaced the object for a reported status).
-            endpoints[port_id] = old[port_id]
-            continue
-        try:
-            endpoints[port_id] = endpoint_of(port)
-        except (KeyError, TypeError, ValueError) as exc:
-            # One bad port must not stop the host from programming the rest.
-            errors.append(f"port {port_id}: {exc}")
-    return endpoints, sources
+            return old
+    try:
+        return endpoint_of(port)
+    except (KeyError, TypeError, ValueError) as exc:
+        # One bad port must not stop the host from programming the rest.
+        return f"port {port_id}: {exc}"
+
+
+def _needs_fe80(ep: Endpoint) -> bool:
+    return any(":" in a for a in ep.addresses)
+
+
+def _routed(ep: Endpoint, observed: Observed) -> bool:
+    return ep.admin_up and bool(ep.addresses) and ep.tap in observed.taps
+
+
+@dataclass
+class _Parts:
+    """The per-port pieces of a desired state while it is computed."""
+
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
+    guard: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    taps: dict[str, bool] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    tap_ports: dict[str, str] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, desired: DesiredHost) -> _Parts:
+        """Copies of ``desired``'s pieces (C-level dict copies: ~0.1 ms at 10,000)."""
+        return cls(**{f.name: dict(getattr(desired, f.name)) for f in dataclasses.fields(cls)})
+
+
+def _assemble(
+    view: HostState,
+    observed: Observed,
+    served: anycast.AnycastPlan,
+    errors: list[str],
+    parts: _Parts,
+    **extra: Any,
+) -> DesiredHost:
+    """The desired state of ``parts``, with BIRD's config, security groups and the errors."""
+    security_groups = sg_plan.desired(view)
+    errors += security_groups.state.errors
+    bird: BirdConfig | None = None
+    try:
+        bird = host_bird_config(view, served.announce)
+    except NotRegistered:
+        pass
+    except ValueError as exc:
+        errors.append(f"BIRD config: {exc}")
+    return DesiredHost(
+        anycast=served,
+        management=observed.management,
+        bird=bird,
+        security_groups=security_groups,
+        errors=tuple(errors),
+        sources=dict(view.ports),
+        **vars(parts),
+        **extra,
+    )
 
 
 def desired_state(
@@ -112,24 +210,48 @@ def desired_state(
     view: HostState,
     observed: Observed,
     previous: DesiredHost | None = None,
+    taps: Collection[str] | None = None,
+    ports: Collection[str] | None = None,
 ) -> DesiredHost:
     """What host ``host`` should hold, given the controller's ``view`` and ``observed``.
 
     A port is routed when it is administratively up, has addresses and its
     tap exists (the VM is plugged in); every bound port is guarded, plugged
     or not, so a tap that appears is guarded from its first packet.
+    ``taps``: the taps an incremental pass re-read (None: a full pass);
+    ``ports``: ``changed_ports(view, previous)`` if the caller has it already.
     """
-    errors: list[str] = []
-    endpoints, sources = _endpoints(view, previous, errors)
-    taps: dict[str, bool] = {}
-    routes: dict[str, str] = {}
-    guard: dict[str, tuple[str, ...]] = {}
-    for ep in endpoints.values():
+    if previous is not None and taps is not None:
+        changed = changed_ports(view, previous) if ports is None else ports
+        found = _incremental(view, observed, previous, taps, changed)
+        if found is not None:
+            return found
+    return _full(host, view, observed, previous)
+
+
+def _full(
+    host: str, view: HostState, observed: Observed, previous: DesiredHost | None
+) -> DesiredHost:
+    d = _Parts()
+    endpoints, taps, routes, guard = d.endpoints, d.taps, d.routes, d.guard
+    for port_id, port in view.ports.items():
+        ep = _endpoint(port_id, port, previous)
+        if isinstance(ep, str):
+            d.invalid[port_id] = ep
+        else:
+            endpoints[port_id] = ep
+    tap_ports, owners = d.tap_ports, d.owners
+    shared: set[str] = set()
+    for port_id, ep in endpoints.items():
+        for key, claims in ((ep.tap, tap_ports), *((p, owners) for p in ep.addresses)):
+            if claims.setdefault(key, port_id) != port_id:
+                shared.add(key)
         guard[ep.tap] = ep.guard
-        if ep.admin_up and ep.addresses and ep.tap in observed.taps:
-            taps[ep.tap] = taps.get(ep.tap, False) or any(":" in a for a in ep.addresses)
+        if _routed(ep, observed):
+            taps[ep.tap] = taps.get(ep.tap, False) or _needs_fe80(ep)
             for prefix in ep.addresses:
                 routes[prefix] = ep.tap
+    errors = list(d.invalid.values())
     served = anycast.plan(
         host,
         view.ports,
@@ -148,34 +270,112 @@ def desired_state(
                 guard[tap] = nft.normalise_sources(tap, (*guard[tap], *extra))
             except ValueError as exc:
                 errors.append(str(exc))
-    bird: BirdConfig | None = None
-    try:
-        bird = host_bird_config(view, served.announce, routes.keys())
-    except NotRegistered:
-        pass
-    except ValueError as exc:
-        errors.append(f"BIRD config: {exc}")
-    return DesiredHost(
-        endpoints=endpoints,
-        routes=routes,
-        guard=guard,
-        taps=taps,
-        anycast=served,
-        management=observed.management,
-        bird=bird,
-        errors=tuple(errors),
-        sources=sources,
+    return _assemble(
+        view,
+        observed,
+        served,
+        errors,
+        d,
+        shared=frozenset(shared),
+        pair_ports=frozenset(
+            p for p, port in view.ports.items() if port.get("allowed_address_pairs")
+        ),
     )
 
 
-def statuses(desired: DesiredHost, failed_taps: set[str]) -> dict[str, str]:
-    """ACTIVE for each up port whose tap is ready and routed, DOWN for the rest."""
-    return {
-        port_id: "ACTIVE"
-        if ep.admin_up and ep.tap in desired.taps and ep.tap not in failed_taps
-        else "DOWN"
-        for port_id, ep in desired.endpoints.items()
-    }
+def _incremental(
+    view: HostState,
+    observed: Observed,
+    previous: DesiredHost,
+    changed_taps: Collection[str],
+    changed: Collection[str],
+) -> DesiredHost | None:
+    """``previous`` with only the affected ports recomputed; None where only ``_full`` is sure."""
+    if view.anycast or previous.pair_ports or previous.anycast != anycast.AnycastPlan():
+        return None  # anycast depends on ports, taps and verdicts together
+    ports, before = view.ports, previous.sources
+    affected = set(changed)
+    affected.update(p for p in before.keys() - ports.keys())
+    affected.update(previous.tap_ports[t] for t in changed_taps if t in previous.tap_ports)
+    d = _Parts.of(previous)
+    endpoints, routes, guard, taps = d.endpoints, d.routes, d.guard, d.taps
+    invalid, tap_ports, owners = d.invalid, d.tap_ports, d.owners
+    shared = previous.shared
+    touched_taps = set(changed_taps)
+    prefixes: set[str] = set()
+    for port_id in affected:  # out with the old
+        invalid.pop(port_id, None)
+        old = endpoints.pop(port_id, None)
+        if old is not None:
+            if old.tap in shared or not shared.isdisjoint(old.addresses):
+                return None  # it shares a tap or a prefix: the full order decides
+            touched_taps.add(old.tap)
+            prefixes.update(old.addresses)
+            del tap_ports[old.tap], guard[old.tap]
+            for prefix in old.addresses:
+                del owners[prefix]
+            taps.pop(old.tap, None)
+            for prefix in old.addresses:
+                if routes.get(prefix) == old.tap:
+                    del routes[prefix]
+    for port_id in affected:  # in with the new
+        port = ports.get(port_id)
+        if port is None:
+            continue
+        if port.get("allowed_address_pairs"):
+            return None
+        ep = _endpoint(port_id, port, previous)
+        if isinstance(ep, str):
+            invalid[port_id] = ep
+            continue
+        if ep.tap in tap_ports or any(p in owners for p in ep.addresses):
+            return None  # two ports would share a tap or a prefix: the full order decides
+        endpoints[port_id] = ep
+        tap_ports[ep.tap] = port_id
+        owners.update(dict.fromkeys(ep.addresses, port_id))
+        guard[ep.tap] = ep.guard
+        touched_taps.add(ep.tap)
+        prefixes.update(ep.addresses)
+        if _routed(ep, observed):
+            taps[ep.tap] = _needs_fe80(ep)
+            routes.update(dict.fromkeys(ep.addresses, ep.tap))
+    return _assemble(
+        view,
+        observed,
+        anycast.AnycastPlan(),
+        list(invalid.values()),
+        d,
+        shared=shared,
+        touched=Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
+    )
+
+
+def statuses(
+    desired: DesiredHost, failed_taps: set[str], previous: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """ACTIVE for each up port whose tap is ready and routed, DOWN for the rest.
+
+    ``previous``: the last pass's statuses; an incremental ``desired`` then
+    updates only the ports it touched.
+    """
+
+    def status(ep: Endpoint) -> str:
+        ok = ep.admin_up and ep.tap in desired.taps and ep.tap not in failed_taps
+        return "ACTIVE" if ok else "DOWN"
+
+    touched = desired.touched
+    if touched is None or previous is None:
+        return {port_id: status(ep) for port_id, ep in desired.endpoints.items()}
+    found = dict(previous)
+    for port_id in touched.ports | {
+        desired.tap_ports[t] for t in failed_taps if t in desired.tap_ports
+    }:
+        ep = desired.endpoints.get(port_id)
+        if ep is None:
+            found.pop(port_id, None)
+        else:
+            found[port_id] = status(ep)
+    return found
 
 
 def _guard_ops(desired: DesiredHost, observed: Observed) -> tuple[list[Op], list[Op]]:
@@ -189,7 +389,11 @@ def _guard_ops(desired: DesiredHost, observed: Observed) -> tuple[list[Op], list
     ):
         allowed = tuple(sorted(desired.guard.items()))
         return [GuardTable(allowed=allowed, isolated=isolated)], []
-    add, delete = nft.element_changes(found.elements, desired.guard)
+    current, wanted = found.elements, desired.guard
+    if desired.touched is not None:
+        current = {t: current[t] for t in desired.touched.taps if t in current}
+        wanted = {t: wanted[t] for t in desired.touched.taps if t in wanted}
+    add, delete = nft.element_changes(current, wanted)
     # A tap's changed sources go in one transaction (interval elements may
     # overlap old ones); a tap that is no longer ours loses its rules last.
     gone = {(tap, p) for tap, p in delete if tap not in desired.guard}
@@ -200,7 +404,10 @@ def _guard_ops(desired: DesiredHost, observed: Observed) -> tuple[list[Op], list
 
 def _taps_op(desired: DesiredHost, observed: Observed) -> list[Op]:
     todo = []
-    for tap, ipv6 in desired.taps.items():
+    wanted = desired.taps
+    if desired.touched is not None:
+        wanted = {t: wanted[t] for t in desired.touched.taps if t in wanted}
+    for tap, ipv6 in wanted.items():
         state: TapState = observed.taps[tap]
         if state.prepared and state.info.flags & IFF_UP and (state.gateway6 or not ipv6):
             continue
@@ -211,12 +418,11 @@ def _taps_op(desired: DesiredHost, observed: Observed) -> list[Op]:
 
 
 def _withdrawn(desired: DesiredHost, observed: Observed) -> BirdConfig | None:
-    """BIRD's config lowered to what stays, if anything it announces goes or shrinks."""
+    """BIRD's config lowered to the anycast counts that stay, if any goes or shrinks."""
     last = observed.bird_config
     if last is None or desired.bird is None:
         # Unknown (a restart) or not registered: the announcement settles it.
         return None
-    kept = tuple(p for p in last.endpoint_routes if p in desired.routes)
     wanted = desired.anycast.announce
     lowered = tuple(
         # Typed prefixes in the config, their text as keys in the plan.
@@ -224,9 +430,9 @@ def _withdrawn(desired: DesiredHost, observed: Observed) -> BirdConfig | None:
         for r in last.anycast_routes
         if str(r.prefix) in wanted
     )
-    if kept == last.endpoint_routes and lowered == last.anycast_routes:
+    if lowered == last.anycast_routes:
         return None
-    return dataclasses.replace(desired.bird, endpoint_routes=kept, anycast_routes=lowered)
+    return dataclasses.replace(desired.bird, anycast_routes=lowered)
 
 
 def _bird_changed(config: BirdConfig, observed: Observed, withdrawn: BirdConfig | None) -> bool:
@@ -248,18 +454,34 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
         ops.append(SysctlSet(values=sysctls))
     if not observed.link_local_gateway:
         ops.append(LinkLocalGateway())
+    # Security groups first: a new tap is filtered before it is routed (until
+    # then it is in neither verdict map, so dropped: fail closed).
+    ops += sg_plan.ops(desired.security_groups, observed.security_groups, observed.sg_applied)
     guard_before, guard_after = _guard_ops(desired, observed)
     ops += guard_before
     ops += _taps_op(desired, observed)
+    # The prefixes to compare: all, or those an incremental desired state touched.
+    if desired.touched is None:
+        keys: Collection[str] = [
+            *desired.routes,
+            *(p for p in observed.routes if p not in desired.routes),
+        ]
+        stale = tuple(sorted(observed.announced - desired.routes.keys()))
+    else:
+        keys = sorted(desired.touched.prefixes)
+        stale = tuple(p for p in keys if p in observed.announced and p not in desired.routes)
+    if stale:
+        ops.append(EndpointsWithdraw(prefixes=stale))
     withdrawn = _withdrawn(desired, observed)
     if withdrawn is not None:
         ops.append(BirdWithdraw(config=withdrawn))
+    routed = [(p, desired.routes[p]) for p in keys if p in desired.routes]
     replace = tuple(
         (prefix, tap, observed.taps[tap].info.index)
-        for prefix, tap in desired.routes.items()
+        for prefix, tap in routed
         if observed.routes.get(prefix) != tap
     )
-    delete = tuple(p for p in observed.routes if p not in desired.routes)
+    delete = tuple(p for p in keys if p in observed.routes and p not in desired.routes)
     if replace or delete:
         ops.append(RoutesSet(replace=replace, delete=delete))
     targets = desired.anycast.probes
@@ -274,6 +496,9 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
                 fallback=tuple((str(r.prefix), r.healthy) for r in fallback),
             )
         )
+    new = tuple(sorted(p for p, _ in routed if p not in observed.announced))
+    if new:
+        ops.append(EndpointsAnnounce(add=new))
     if desired.bird is not None and _bird_changed(desired.bird, observed, withdrawn):
         ops.append(BirdConfigure(config=desired.bird))
     return ops + guard_after
@@ -281,8 +506,20 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
 
 def after(desired: DesiredHost, observed: Observed) -> Observed:
     """The host as a pass that applied ``plan(desired, observed)`` without a failure leaves it."""
+    touched = desired.touched
     taps = dict(observed.taps)
-    for tap, ipv6 in desired.taps.items():
+    ready = desired.taps
+    elements = (
+        {tap: frozenset(p) for tap, p in desired.guard.items() if p} if touched is None else None
+    )
+    if touched is not None:
+        ready = {t: ready[t] for t in touched.taps if t in ready}
+        elements = dict(observed.guard.elements) if observed.guard else {}
+        for tap in touched.taps:
+            elements.pop(tap, None)
+            if desired.guard.get(tap):
+                elements[tap] = frozenset(desired.guard[tap])
+    for tap, ipv6 in ready.items():
         state = taps[tap]
         if not (state.prepared and state.info.flags & IFF_UP and (state.gateway6 or not ipv6)):
             info = dataclasses.replace(state.info, flags=state.info.flags | IFF_UP)
@@ -295,9 +532,12 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
         guard=nft.Listing(
             nft.skeleton_digest(isolated),
             nft.expected_rules(isolated),
-            {tap: frozenset(p) for tap, p in desired.guard.items() if p},
+            elements,
         ),
+        announced=frozenset(desired.routes),
         anycast={p: frozenset(t) for p, t in desired.anycast.serving.items()},
+        security_groups=sg_plan.applied(desired.security_groups),
+        sg_applied=desired.security_groups.rendered,
         sysctls=dict(desired.sysctls),
         link_local_gateway=True,
         bird_running=observed.bird_running or desired.bird is not None,

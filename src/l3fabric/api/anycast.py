@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from l3fabric.api.body import JsonBody, openapi_body
 from l3fabric.api.jsontext import JsonRoute
+from l3fabric.auth.base import agent_of
 from l3fabric.service.anycast import AnycastCreate, AnycastUpdate, StatusReport
 from l3fabric.service.neutron import NeutronService
 
@@ -61,7 +62,9 @@ def install(app: FastAPI) -> None:
         return groups.remove_member(anycast_id, port_id)
 
     @router.post("/{anycast_id}/status", openapi_extra=openapi_body(StatusReport))
-    def report_status(anycast_id: str, payload: JsonBody) -> dict[str, Any]:
-        return groups.report_status(anycast_id, payload)
+    def report_status(anycast_id: str, payload: JsonBody, request: Request) -> dict[str, Any]:
+        # A host agent reports only as itself and only on ports bound to it (api.authn).
+        agent = agent_of(request.state.context)
+        return groups.report_status(anycast_id, payload, as_host=agent[1] if agent else None)
 
     app.include_router(router)

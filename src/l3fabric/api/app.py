@@ -5,17 +5,27 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from l3fabric.api import anycast, fabric, neutron
+from l3fabric.api.authn import Authenticate
 from l3fabric.api.body_limit import BodyLimit
 from l3fabric.api.errors import install_error_handlers
+from l3fabric.auth.base import Authenticator
 from l3fabric.http_guard import DEFAULT_MAX_BODY_BYTES
 from l3fabric.store import Store
 
 
-def create_app(store: Store, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The whole API, stateless over ``store`` (several servers may share one store)."""
+def create_app(
+    store: Store,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The whole API, stateless over ``store`` (several servers may share one store).
+
+    ``authenticator``: who callers are (default: ``--auth none``, all admins)."""
     app = FastAPI(title="l3fabric", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.store = store
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    # Added last, so it runs first: nothing about an unauthenticated request is processed.
+    app.add_middleware(Authenticate, authenticator=authenticator)
     install_error_handlers(app)
     neutron.install(app)
     fabric.install(app)

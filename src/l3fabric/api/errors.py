@@ -20,6 +20,7 @@ from l3fabric.api.jsontext import JsonResponse
 from l3fabric.service.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     Gone,
     NotFound,
     PreconditionFailed,
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # The one place a service's refusal gets its HTTP status.
 _STATUS: dict[type[ServiceError], int] = {
     BadRequest: 400,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     Gone: 410,
@@ -57,6 +59,8 @@ def error_response(
 
 _HTTP_TYPES = {
     400: "BadRequest",
+    401: "HTTPUnauthorized",
+    403: "HTTPForbidden",
     404: "HTTPNotFound",
     405: "HTTPMethodNotAllowed",
     409: "Conflict",

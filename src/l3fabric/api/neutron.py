@@ -28,7 +28,7 @@ from l3fabric.api.jsontext import dumps
 from l3fabric.api.neutron_query import ListQuery, int_attributes, parse_int
 from l3fabric.model.neutron import RouterInterfaceBody
 from l3fabric.service import Context, NeutronService
-from l3fabric.service.common import DEFAULT_PROJECT, JSON, Resource
+from l3fabric.service.common import JSON, Resource
 from l3fabric.service.errors import bad_request, not_found
 
 _IF_MATCH = re.compile(r"\s*revision_number=(\S*)\s*")
@@ -43,8 +43,9 @@ def _base(request: Request) -> str:
 
 
 def _context(request: Request) -> Context:
-    project = request.headers.get("x-project-id") or request.headers.get("x-tenant-id")
-    return Context(project or DEFAULT_PROJECT)
+    # Established by api.authn before the request got here.
+    ctx: Context = request.state.context
+    return ctx
 
 
 def _if_match(request: Request) -> int | None:

@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from l3fabric import credentials
+
 log = logging.getLogger(__name__)
 
 
@@ -20,13 +22,15 @@ class Agent(Protocol):
 def add_agent_arguments(
     parser: argparse.ArgumentParser, name_flag: str, what: str, resync_default: float
 ) -> None:
-    """``name_flag`` (e.g. ``--host``), ``--api``, ``--run-dir``, ``--resync-interval``."""
+    """``name_flag`` (e.g. ``--host``), ``--api``, ``--token-file``, ``--ca``, ``--run-dir``,
+    ``--resync-interval``."""
     parser.add_argument(
         name_flag, required=True, dest="name", help=f"this {what}'s name, as registered"
     )
     parser.add_argument(
         "--api", required=True, metavar="URL", help="the controller, e.g. http://ctl:9696"
     )
+    credentials.add_arguments(parser)
     parser.add_argument(
         "--run-dir",
         metavar="DIR",
@@ -51,6 +55,10 @@ def run_agent(
     """
     if args.resync_interval <= 0:
         raise SystemExit(f"l3fabric {role}: --resync-interval must be positive")
+    try:
+        credentials.apply_arguments(args)
+    except credentials.CredentialsError as exc:
+        raise SystemExit(f"l3fabric {role}: {exc}") from None
     run_dir = args.run_dir or f"/run/l3fabric/{role}-{args.name}"
     agent = make(args.name, args.api, run_dir, args.resync_interval)
 

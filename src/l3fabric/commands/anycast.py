@@ -8,6 +8,7 @@ import re
 import sys
 from typing import Any
 
+from l3fabric import credentials
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
 
 DEFAULT_API = "http://127.0.0.1:9696"
@@ -17,6 +18,7 @@ _CHECK = re.compile(r"^(?:(?P<icmp>icmp)|(?P<type>tcp|http):(?P<port>\d{1,5})(?P
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("anycast", help="manage anycast groups (one address, many ports)")
     parser.add_argument("--api", default=DEFAULT_API, metavar="URL", help="the controller")
+    credentials.add_arguments(parser)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     create = verbs.add_parser("create", help="reserve an address on a subnet for a new group")
@@ -114,7 +116,12 @@ def _table(groups: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with FabricClient(args.api) as api:
+    try:
+        api = FabricClient(args.api, credentials=credentials.Credentials.from_args(args))
+    except credentials.CredentialsError as exc:
+        print(f"l3fabric anycast: {exc}", file=sys.stderr)
+        return 2
+    with api:
         try:
             result = _dispatch(api, args)
         except ApiError as exc:

@@ -91,6 +91,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ADDR",
         help="an anycast address the VM holds on its loopback (repeat for several)",
     )
+    p.add_argument(
+        "--security-group",
+        action="append",
+        dest="security_groups",
+        metavar="GROUP",
+        help="security group name or id for every port (repeat for several; "
+        f"default: default and {vm.LAB_GROUP}, which admits everything)",
+    )
     p.set_defaults(func=_boot)
 
     p = verbs.add_parser("delete", help="delete a VM's ports and namespace")
@@ -212,7 +220,14 @@ def _boot(args: argparse.Namespace) -> int:
     try:
         state = LabState(only_lab(args.lab))
         record = vm.boot(
-            state.load_plan(), state, args.name, args.network, args.host, args.ip, args.anycast
+            state.load_plan(),
+            state,
+            args.name,
+            args.network,
+            args.host,
+            args.ip,
+            args.anycast,
+            args.security_groups,
         )
     except LabError as exc:
         return _fail(exc)

@@ -7,7 +7,16 @@ import logging
 import sys
 
 from l3fabric.http_guard import ServerLimits
-from l3fabric.server import DEFAULT_LISTEN, ServerError, parse_listen, parse_listen_in, serve
+from l3fabric.server import (
+    AUTH_MODES,
+    DEFAULT_LISTEN,
+    ServerError,
+    Tls,
+    authenticator_for,
+    parse_listen,
+    parse_listen_in,
+    serve,
+)
 
 _DEFAULTS = ServerLimits()
 # One option per field of ServerLimits.
@@ -56,6 +65,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NETNS=HOST:PORT",
         help="also serve on HOST:PORT inside network namespace NETNS (repeatable; needs root)",
     )
+    trust = parser.add_argument_group("authentication and TLS (docs/security.md)")
+    trust.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default="none",
+        help="who callers are: none (everyone is an admin; the default), tokens (--token-file),"
+        " keystone",
+    )
+    trust.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="credentials for --auth tokens, one a line: TOKEN PROJECT_ID ROLES; re-read on SIGHUP",
+    )
+    trust.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate")
+    trust.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     limits = parser.add_argument_group("limits (docs/api.md, Limits)")
     for field, text in _LIMITS.items():
         default = getattr(_DEFAULTS, field)
@@ -77,11 +101,15 @@ def run(args: argparse.Namespace) -> int:
         listens += [parse_listen_in(text) for text in args.listen_in]
         level = "debug" if logging.getLogger().isEnabledFor(logging.DEBUG) else "info"
         limits = ServerLimits(**{field: getattr(args, field) for field in _LIMITS})
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise ServerError("--tls-cert and --tls-key go together")
         return serve(
             args.store or default_store_url(),
             listens,
             log_level=level,
             limits=limits,
+            authenticator=authenticator_for(args.auth, args.token_file),
+            tls=Tls(args.tls_cert, args.tls_key) if args.tls_cert else None,
         )
     except ServerError as exc:
         print(f"l3fabric server: {exc}", file=sys.stderr)

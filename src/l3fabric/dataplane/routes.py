@@ -41,8 +41,9 @@ from l3fabric.dataplane.netlink_batch import (
 
 # Our route protocol number (rtm_protocol). 96 is unassigned in iproute2's
 # rt_protos; it marks the routes this converger owns (it deletes every
-# protocol-96 route it was not given). BIRD does not learn them: the agent
-# names the same prefixes in BIRD's config (static ``endpoints4/6``).
+# protocol-96 route it was not given, in the main table). BIRD does not learn
+# them: the agent announces each with a blackhole in its own table
+# (dataplane/announce.py).
 RTPROT_L3FABRIC = 96
 RTPROT_NAME = "l3fabric"
 RT_PROTOS_FILE = "/etc/iproute2/rt_protos.d/l3fabric.conf"

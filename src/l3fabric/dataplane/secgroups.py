@@ -28,7 +28,7 @@ from l3fabric.dataplane.sg_diff import (
 )
 from l3fabric.dataplane.sg_flows import Flow, delete_args, parse_conntrack, stale_flows
 from l3fabric.dataplane.sg_model import SgState
-from l3fabric.dataplane.sg_render import FAMILY, TABLE, render
+from l3fabric.dataplane.sg_render import FAMILY, TABLE, Rendered, render
 
 _TIMEOUT_S = 30
 
@@ -75,12 +75,17 @@ class SecurityGroupsTable:
 
     def apply(self, state: SgState, full: bool = False) -> SgReport:
         """Converge the table to ``state``; prune flows it no longer allows."""
-        report = SgReport(errors=list(state.errors))
         started = time.monotonic()
         rendered = render(state)
-        report.render_s = time.monotonic() - started
+        render_s = time.monotonic() - started
         current = self._applied if self._applied is not None and not full else self.listing()
-        todo = transaction(rendered, current)
+        report = self.carry_out(transaction(rendered, current), rendered, state)
+        report.render_s = render_s
+        return report
+
+    def carry_out(self, todo: Transaction, rendered: Rendered, state: SgState) -> SgReport:
+        """Run a planned transaction (the whole table if the patch is refused), then prune."""
+        report = SgReport(errors=list(state.errors))
         started = time.monotonic()
         if todo.script:
             try:

@@ -16,6 +16,7 @@ from l3fabric.client import FabricClient
 from l3fabric.dataplane.nexthops import ResilientParams
 from l3fabric.lab import anycast_traffic as traffic
 from l3fabric.lab import boot
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.state import LabState
 
@@ -86,7 +87,7 @@ class AnycastGroup:
         return self.group["id"]
 
     def api(self) -> FabricClient:
-        return FabricClient(self.plan.api_url())
+        return lab_client(self.plan)
 
     def on(self, host: str) -> list[str]:
         """The members placed on ``host``."""

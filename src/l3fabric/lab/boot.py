@@ -21,6 +21,7 @@ from typing import Any
 from l3fabric.client import ApiError, FabricClient
 from l3fabric.dataplane.links import tap_name
 from l3fabric.lab import netns
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import Plan, vm_namespace
 from l3fabric.lab.state import LabState
@@ -30,21 +31,55 @@ GATEWAY4 = "169.254.1.1"  # answered by the host's proxy ARP
 GATEWAY6 = "fe80::1"  # the host's link-local next hop on the tap
 DEVICE_OWNER = "compute:lab"
 TABLE_BASE = 100  # source-routing table of interface i: TABLE_BASE + i
+# The group a VM booted without --security-group gets besides "default".
+LAB_GROUP = "lab-open"
 
 
-def _network_id(client: FabricClient, network: str) -> str:
-    """A network by id, or else by name (exactly one must match)."""
+def _object_id(client: FabricClient, collection: str, what: str, ref: str) -> str:
+    """An object by id, or else by name (exactly one must match)."""
     try:
-        return client.get("networks", network)["id"]
+        return client.get(collection, ref)["id"]
     except ApiError as exc:
         if exc.status != 404:
             raise
-    found = client.list("networks", name=network)
+    found = client.list(collection, name=ref)
     if len(found) == 1:
         return found[0]["id"]
     if not found:
-        raise LabError(f"no network named or with id {network!r}")
-    raise LabError(f"{len(found)} networks are named {network!r}: give its id")
+        raise LabError(f"no {what} named or with id {ref!r}")
+    raise LabError(f"{len(found)} {what}s are named {ref!r}: give its id")
+
+
+def lab_group(client: FabricClient) -> str:
+    """The id of ``LAB_GROUP``, created with its rules if it is not there yet.
+
+    Every protocol in, from anywhere, both families: what the lab's checks
+    (the internet client, anycast clients, VMs of other networks) expect of
+    a VM booted without ``--security-group``.
+    """
+    found = client.list("security-groups", name=LAB_GROUP)
+    if found:
+        return found[0]["id"]
+    group = client.create(
+        "security-groups",
+        {"name": LAB_GROUP, "description": "lab: every protocol in from anywhere"},
+    )
+    for ethertype in ("IPv4", "IPv6"):
+        client.create(
+            "security-group-rules",
+            {"security_group_id": group["id"], "direction": "ingress", "ethertype": ethertype},
+        )
+    return group["id"]
+
+
+def security_group_ids(client: FabricClient, groups: list[str] | None) -> list[str]:
+    """``--security-group`` names or ids as ids; none given: ``default`` and ``LAB_GROUP``."""
+    if groups is None:
+        return [
+            _object_id(client, "security-groups", "security group", "default"),
+            lab_group(client),
+        ]
+    return [_object_id(client, "security-groups", "security group", g) for g in groups]
 
 
 def anycast_addresses(addresses: list[str]) -> list[str]:
@@ -103,10 +138,13 @@ def boot(
     host: str,
     ips: list[str],
     anycast: list[str] | None = None,
+    security_groups: list[str] | None = None,
 ) -> dict[str, Any]:
     """Create the ports and the VM namespace; returns the VM's record.
 
     ``anycast``: addresses the VM holds on its loopback besides its ports' own.
+    ``security_groups``: names or ids for every port (as ``openstack server
+    create --security-group``); None: ``default`` and ``LAB_GROUP``.
     """
     held = anycast_addresses(anycast or [])
     if not NODE_NAME.match(name):
@@ -122,11 +160,13 @@ def boot(
     if len(ips) > len(networks):
         raise LabError("more --ip than --network: give at most one --ip per --network, in order")
     ports: list[dict[str, Any]] = []
-    with FabricClient(plan.api_url()) as client:
+    with lab_client(plan) as client:
         try:
+            groups = security_group_ids(client, security_groups)
             for i, network in enumerate(networks):
                 attrs: dict[str, Any] = {
-                    "network_id": _network_id(client, network),
+                    "network_id": _object_id(client, "networks", "network", network),
+                    "security_groups": groups,
                     "name": f"{name}-eth{i}",
                     "device_id": name,
                     "device_owner": DEVICE_OWNER,
@@ -183,7 +223,7 @@ def delete(plan: Plan, state: LabState, name: str) -> None:
     if not path.exists():
         raise LabError(f"lab {plan.lab} has no VM {name}")
     record = json.loads(path.read_text())
-    with FabricClient(plan.api_url()) as client:
+    with lab_client(plan) as client:
         for port in record["ports"]:
             try:
                 client.delete("ports", port["id"])

@@ -3,8 +3,8 @@
 Brings a topology up, creates a public and a private network with the real
 ``openstack`` client, boots VMs on several hosts and racks, then measures what
 a user relies on (reachability, hop counts, real source addresses, port
-status, route withdrawal, anti-spoofing, external connectivity, anycast spread
-and failover) and prints one table: check, what was measured, pass or fail.
+status, route withdrawal, anti-spoofing, external connectivity, security
+groups, anycast spread and failover) and prints one table: check, what was measured, pass or fail.
 Tears everything down unless ``keep``.
 """
 
@@ -18,11 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from l3fabric.client import FabricClient
 from l3fabric.lab import boot as vms
 from l3fabric.lab import probe
+from l3fabric.lab.credentials import admin_token, lab_client
 from l3fabric.lab.demo_anycast import AnycastChecks
 from l3fabric.lab.demo_external import Endpoint, ExternalChecks
+from l3fabric.lab.demo_secgroups import check_web_group
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import Node, Plan, vm_namespace
 from l3fabric.lab.state import LabState
@@ -100,7 +101,7 @@ class Demo:
         aggregate = next(p for p in plan.public if ipaddress.ip_network(p).version == 4)
         # The first half now; check 7 adds the second half later.
         public, later = (str(n) for n in ipaddress.ip_network(aggregate).subnets())
-        openstack = OpenStackCLI(plan.api_url(), self.console)
+        openstack = OpenStackCLI(plan.api_url(), self.console, token=admin_token(plan.lab))
         self.console.rule("[bold]networks, through the openstack CLI")
         openstack("a public network: routed as it is, no NAT", "network", "create", "--external", "public")  # fmt: skip
         openstack("its subnet", "subnet", "create", "--network", "public", "--subnet-range", public, "public-v4")  # fmt: skip
@@ -129,6 +130,8 @@ class Demo:
         self._check_management(plan, booted[0])
         self._check_withdraw(plan, booted[2])
         self._check_external(plan, openstack, booted, other_rack[-1], public, later)
+        self.console.rule("[bold]security groups, enforced at the VM's host")
+        check_web_group(plan, openstack, other_rack[-1], "public", self.check)
         self.console.rule("[bold]anycast: one address, three VMs on two hosts")
         AnycastChecks(plan, self.check, self.console).run(
             "public-v4", "public", first_rack[0], other_rack[-1]
@@ -156,7 +159,7 @@ class Demo:
 
         def new_subnet() -> Endpoint:
             # Through the API directly: the openstack CLI's own start-up takes ~1.5 s.
-            with FabricClient(plan.api_url()) as client:
+            with lab_client(plan) as client:
                 network = client.list("networks", name="public")[0]["id"]
                 client.create_subnet(
                     network_id=network, cidr=later, ip_version=4, name="public-v4-b"

@@ -13,9 +13,9 @@ import contextlib
 
 from rich.console import Console
 
-from l3fabric.client import FabricClient
 from l3fabric.lab import anycast_traffic as traffic
 from l3fabric.lab.anycast_group import LAB_CHECK, AnycastGroup, member_failover_bound
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.demo_external import Report
 from l3fabric.lab.plan import Node, Plan
 
@@ -48,7 +48,7 @@ class AnycastChecks:
         self.client_ns = plan.by_role("client")[0].namespace
 
     def run(self, subnet_name: str, network: str, pair_host: Node, single_host: Node) -> None:
-        with FabricClient(self.plan.api_url()) as api:
+        with lab_client(self.plan) as api:
             subnet = api.list("subnets", name=subnet_name)[0]["id"]
         placement = {"web1": pair_host.name, "web2": pair_host.name, "web3": single_host.name}
         group = AnycastGroup(self.plan, "web", subnet, network, None, placement, CHECK)

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from l3fabric.lab import routers
+from l3fabric.lab.credentials import agent_token_file, token_file
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.netns import kill_pids, run
 from l3fabric.lab.plan import API_PORT_IN_MGMT, Plan
@@ -89,6 +90,10 @@ def start_server(state: LabState, plan: Plan) -> int:
         f"127.0.0.1:{plan.api_port}",
         "--listen-in",
         f"{mgmt}={plan.controller_mgmt}:{API_PORT_IN_MGMT}",
+        "--auth",
+        "tokens",
+        "--token-file",
+        str(token_file(state)),
     )
     pid = _spawn(state, "server", argv)
     deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -130,7 +135,7 @@ def start_gateway_agent(state: LabState, plan: Plan, node: str) -> int:
     ctl.unlink(missing_ok=True)
     ctl.symlink_to(state.agent_bird_ctl(node))
     argv = l3fabric_argv("gateway", "--name", node, "--api", plan.agent_api_url())
-    argv += ["--run-dir", str(run_dir)]
+    argv += ["--run-dir", str(run_dir), "--token-file", str(agent_token_file(state, node))]
     return _spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
 
 
@@ -140,6 +145,7 @@ def start_agent(state: LabState, plan: Plan, node: str) -> int:
     argv = l3fabric_argv(
         "agent", "--host", node, "--api", plan.agent_api_url(), "--run-dir", run_dir
     )
+    argv += ["--token-file", str(agent_token_file(state, node))]
     return _spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from l3fabric.client import FabricClient
 from l3fabric.lab import bird, netns, processes, routers
+from l3fabric.lab.credentials import lab_client, write_credentials
 from l3fabric.lab.down import down
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import ROUTER_ROLES, Plan, build_plan
@@ -161,8 +162,9 @@ def up(
                 processes.start_bird(state, plan, r.name)
         if not network_only:
             step(f"controller on {plan.api_url()}")
+            write_credentials(state, plan)
             processes.start_server(state, plan)
-            with FabricClient(plan.api_url()) as client:
+            with lab_client(plan) as client:
                 register(client, plan)
             if agents:
                 step("gateway agents")

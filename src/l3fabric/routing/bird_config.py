@@ -6,18 +6,26 @@ internet router, the gateway until it has its own agent), which pick per-peer
 import/export policies from a small set and may originate static routes.
 
 A host announces its local endpoints (the /32 and /128 routes the agent put
-in the kernel) from the static protocol ``endpoints4``/``endpoints6``, one
-blackhole route per prefix, written into the config by the agent once the
-kernel route is in place. BIRD no longer learns them from the kernel: BIRD
-2.0.12 needs ~0.9 s to learn 10,000 routes over 10,000 taps (its learning
-grows faster than linearly with the interfaces), while a configure that
-parses 10,000 static routes takes milliseconds. Static routes have
-preference 200, above BGP's 100: when a peer also announces one of our local
-endpoints (an address that just moved here), the local route stays best, so
-the host keeps announcing it and BIRD never installs the remote path over
-it; the moment the local endpoint is withdrawn, the BGP route takes over.
-Routes from BGP and static protocols are exported to the kernel, except the
-host's own announcements (endpoints, anycast): the agent forwards those.
+in the kernel) through the kernel protocol ``endpoints4``/``endpoints6``: it
+*learns* them from a kernel routing table of their own (``endpoints_table``,
+150 on a host; no ip rule ever points at it, so it never forwards), where
+the agent writes one ``blackhole`` route per endpoint once its real route is
+in place (dataplane/announce.py). Adding or withdrawing one endpoint is then
+one netlink message that BIRD picks up in milliseconds, with no configure:
+a configure re-parses the whole file (two parses, ~50 ms, with 10,000 static
+routes in it). The routes have no interface, so BIRD's per-interface cost of
+learning (~0.9 s for 10,000 routes over 10,000 taps) does not apply: 10,000
+blackholes reach a peer's kernel ~0.13 s after ``ip -batch`` starts writing
+them (docs/benchmarks.md). They are learned into a BIRD table of their own
+(``endpoints_in4``/``6``; BIRD allows one kernel protocol per BIRD table) and
+piped into master; the kernel protocol of the main table never exports them
+(their source is ``RTS_INHERIT``, not BGP). They get preference 200, above
+BGP's 100: when a peer also announces one of our local endpoints (an address
+that just moved here), the local route stays best, so the host keeps
+announcing it and BIRD never installs the remote path over it; the moment
+the local endpoint is withdrawn, the BGP route takes over. Routes from BGP
+and static protocols are exported to the kernel, except the host's anycast
+announcements: the agent forwards those.
 
 A host announces each anycast address it serves as a blackhole route of its
 static protocol ``anycast4``/``anycast6``, tagged with the large community of
@@ -42,7 +50,6 @@ import jinja2
 from l3fabric.addresses import (
     Address,
     Network,
-    host_prefix_version,
     parse_address,
     require_address,
     require_network,
@@ -72,7 +79,7 @@ SessionRole = Literal["h", "g", "rr", "p", "up"]
 SESSION_ROLES: tuple[str, ...] = get_args(SessionRole)
 # The static protocols of anycast announcements: "anycast4" and "anycast6".
 ANYCAST_PROTOCOL = "anycast"
-# The static protocols of the host's endpoint announcements: "endpoints4" and "endpoints6".
+# The kernel protocols that learn the host's endpoint announcements: "endpoints4" and "endpoints6".
 ENDPOINTS_PROTOCOL = "endpoints"
 # The ROA tables "roas4" and "roas6", filled by the static protocols "origins4/6".
 ROA_TABLE = "roas"
@@ -82,8 +89,9 @@ ROA_TABLE = "roas"
 class Policy:
     """Which routes pass a channel filter.
 
-    - ``endpoints``: the host's announcements of its endpoints and anycast
-      addresses (static protocols ``endpoints4/6`` and ``anycast4/6``);
+    - ``endpoints``: the host's announcements of its endpoints (learned by
+      the kernel protocols ``endpoints4/6``) and anycast addresses (static
+      protocols ``anycast4/6``);
       with ``prefixes``, only those inside them.
     - ``all`` / ``none``: everything / nothing.
     - ``default-only``: 0.0.0.0/0 and ::/0.
@@ -159,8 +167,11 @@ class Policy:
             ]
             return "".join(owned) + f"if {in_set} then accept; reject;"
         only_in = f" && {in_set}" if self.prefixes else ""
-        ours = f'proto = "{ENDPOINTS_PROTOCOL}{version}" || proto = "{ANYCAST_PROTOCOL}{version}"'
-        return f"if source = RTS_STATIC && ({ours}){only_in} then accept; reject;"
+        ours = (
+            f'(source = RTS_INHERIT && proto = "{ENDPOINTS_PROTOCOL}{version}")'
+            f' || (source = RTS_STATIC && proto = "{ANYCAST_PROTOCOL}{version}")'
+        )
+        return f"if ({ours}){only_in} then accept; reject;"
 
 
 def _split_pattern(pattern: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
@@ -416,14 +427,6 @@ class Roa:
         return f"{self.prefix} max {length} as {self.asn}"
 
 
-def check_host_prefix(prefix: str) -> int:
-    """The IP version of ``prefix``, a /32 or /128 in canonical form; ValueError otherwise."""
-    version = host_prefix_version(prefix)
-    if version is None:
-        raise ValueError(f"endpoint route {prefix!r}: must be a /32 or /128 in canonical form")
-    return version
-
-
 @dataclass(frozen=True)
 class BirdConfig:
     """Everything one BIRD instance needs."""
@@ -433,8 +436,11 @@ class BirdConfig:
     peers: tuple[BgpPeer, ...] = ()
     static_routes: tuple[StaticRoute, ...] = ()
     anycast_routes: tuple[AnycastRoute, ...] = ()
-    # The host's endpoint prefixes (/32, /128) whose kernel routes are in place.
-    endpoint_routes: tuple[str, ...] = ()
+    # The kernel table the host's endpoint announcements are learned from
+    # (None: no endpoints, a plain router).
+    endpoints_table: int | None = None
+    # How often BIRD re-reads that table: it repairs a notification BIRD missed.
+    endpoints_scan_time: int = 2
     bfd_interval_ms: int = 100
     bfd_multiplier: int = 3
     graceful_restart: bool = True
@@ -485,10 +491,9 @@ class BirdConfig:
         prefixes = [r.prefix for r in self.anycast_routes]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError("an anycast prefix is announced twice")
-        for prefix in self.endpoint_routes:
-            check_host_prefix(prefix)
-        if len(set(self.endpoint_routes)) != len(self.endpoint_routes):
-            raise ValueError("an endpoint prefix is announced twice")
+        if self.endpoints_table is not None and not 1 <= self.endpoints_table <= 252:
+            # 253-255 are the kernel's default, main and local tables.
+            raise ValueError("the endpoints table must be a kernel table id 1..252")
 
     @staticmethod
     def anycast_protocol(version: int) -> str:
@@ -498,14 +503,9 @@ class BirdConfig:
     def endpoints_protocol(version: int) -> str:
         return f"{ENDPOINTS_PROTOCOL}{version}"
 
-    def endpoint_groups(self) -> list[tuple[str, int, list[str]]]:
-        """Endpoint announcements per family: (protocol name, version, prefixes)."""
-        by_version: dict[int, list[str]] = {4: [], 6: []}
-        for prefix in self.endpoint_routes:
-            by_version[6 if ":" in prefix else 4].append(prefix)
-        return [
-            (self.endpoints_protocol(v), v, by_version[v]) for v in self.families if by_version[v]
-        ]
+    def endpoint_versions(self) -> list[int]:
+        """The IP versions whose endpoints are learned from ``endpoints_table``."""
+        return list(self.families) if self.endpoints_table is not None else []
 
     def anycast_groups(self) -> list[tuple[str, int, list[AnycastRoute]]]:
         """Anycast announcements per family: (protocol name, version, routes)."""

@@ -37,7 +37,7 @@ from l3fabric.service.common import (
     now,
     revise,
 )
-from l3fabric.service.errors import NotFound, bad_request, conflict, not_found
+from l3fabric.service.errors import NotFound, bad_request, conflict, forbidden, not_found
 from l3fabric.service.subnets import usable
 from l3fabric.store import (
     Create,
@@ -309,20 +309,38 @@ class AnycastGroups:
             return
         raise busy("Anycast group", anycast_id)
 
-    def report_status(self, anycast_id: str, payload: Any) -> JSON:
-        """A host agent's health verdicts on its local members (never wakes a watch)."""
+    def report_status(self, anycast_id: str, payload: Any, as_host: str | None = None) -> JSON:
+        """A host agent's health verdicts on its local members (never wakes a watch).
+
+        ``as_host``: the reporting agent's host, when an agent reports (not an
+        admin): it may report only as itself, on members bound to it."""
         report: StatusReport = _parse(StatusReport, payload)
+        if as_host is not None and report.host != as_host:
+            raise forbidden(f"host {as_host} may report anycast status only as itself.")
         group = self._read(anycast_id).value
         strangers = sorted(set(report.members) - set(group["members"]))
         if strangers:
             raise bad_request(
                 f"Port(s) {', '.join(strangers)} are not members of anycast group {anycast_id}."
             )
+        if as_host is not None:
+            self._check_bound(report.members, as_host)
         self.store.put(
             f"{STATUS_PREFIX}{anycast_id}/{report.host}",
             {"members": report.members, "reported_at": time.time()},
         )
         return self.get(anycast_id)
+
+    def _check_bound(self, port_ids: Iterable[str], host: str) -> None:
+        """403 unless every port is bound to ``host``."""
+        foreign = sorted(
+            p
+            for p in port_ids
+            if (kv := self.ports.store.get(self.ports.key(p))) is None
+            or kv.value.get("binding:host_id") != host
+        )
+        if foreign:
+            raise forbidden(f"Port(s) {', '.join(foreign)} are not bound to host {host}.")
 
     def _modify(self, anycast_id: str, change: Callable[[JSON], JSON]) -> JSON:
         """Apply ``change`` (the attributes to set; empty for none) on the one write path."""

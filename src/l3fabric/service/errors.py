@@ -23,6 +23,10 @@ class BadRequest(ServiceError):
     """The request itself is wrong: a malformed body, an invalid value."""
 
 
+class Forbidden(ServiceError):
+    """The caller is known but may not do this (where hiding existence does not matter)."""
+
+
 class NotFound(ServiceError):
     """What the request names does not exist."""
 
@@ -49,3 +53,7 @@ def not_found(type_: str, message: str) -> NotFound:
 
 def conflict(type_: str, message: str) -> Conflict:
     return Conflict(type_, message)
+
+
+def forbidden(message: str, type_: str = "HTTPForbidden") -> Forbidden:
+    return Forbidden(type_, message)

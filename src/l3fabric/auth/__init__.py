@@ -1,0 +1,1 @@
+"""Who the caller is: authenticators (``--auth none|tokens|keystone``) and the token file."""

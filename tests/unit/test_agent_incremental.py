@@ -1,0 +1,165 @@
+"""An incremental pass computes what a full pass would: random changes, both ways, compared.
+
+``desired_state(..., previous, taps)`` recomputes only the ports that changed
+or whose tap did; ``plan`` and ``after`` then compare only what it touched.
+For each random change the incremental desired state, its plan, the host it
+leaves and the statuses must equal the full computation's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from l3fabric.agent.desired import ENDPOINT_FIELDS, same_endpoint
+from l3fabric.agent.observed import Observed, TapState
+from l3fabric.agent.ops import Op
+from l3fabric.agent.plan import DesiredHost, after, desired_state, plan, statuses
+from l3fabric.client import HostState
+from l3fabric.dataplane.links import IFF_UP, LinkInfo, tap_name
+
+from .agent_ports import port
+
+HOST = {"name": "h1", "router_id": "172.17.0.2", "address": "172.16.0.2", "asn": None, "peers": None}  # fmt: skip
+GW = {"name": "gw", "router_id": "172.17.0.1", "asn": None, "fabric_addresses": ["172.16.0.0"]}
+
+
+def _view(ports: dict[str, dict]) -> HostState:
+    return HostState(fabric={"asn": 65000}, host=HOST, gateways={"gw": GW}, ports=dict(ports))
+
+
+def _pid(i: int) -> str:
+    return f"{i:08x}-1111-2222-3333-444444444444"
+
+
+def _new_port(rng: random.Random, i: int) -> dict:
+    ips = [f"10.1.{i // 250}.{i % 250 + 1}"]
+    if rng.random() < 0.3:
+        ips.append(f"2001:db8::{i + 1:x}")
+    if rng.random() < 0.05:
+        ips = ["10.1.0.999"]  # a bad port: named in the errors, the rest programmed
+    return port(_pid(i), *ips, up=rng.random() < 0.9)
+
+
+def _tap(rng: random.Random) -> TapState:
+    return TapState(LinkInfo(rng.randrange(10, 10**6), IFF_UP if rng.random() < 0.5 else 0, {}))
+
+
+def _change(rng: random.Random, ports: dict[str, dict], taps: dict[str, TapState], n: int):
+    """One random change of the view or the taps; returns the taps it touched."""
+    kind = rng.choice(["add", "delete", "readdress", "admin", "status", "plug", "unplug", "replug"])
+    pid = rng.choice(sorted(ports)) if ports else None
+    if kind == "add" or pid is None:
+        p = _new_port(rng, n)
+        ports[p["id"]] = p
+        if rng.random() < 0.5:
+            taps[tap_name(p["id"])] = _tap(rng)
+        return {tap_name(p["id"])}
+    tap = tap_name(pid)
+    if kind == "delete":
+        del ports[pid]
+        if rng.random() < 0.5:
+            taps.pop(tap, None)
+    elif kind == "readdress":
+        ports[pid] = {**ports[pid], "fixed_ips": [{"ip_address": f"10.2.{n // 250}.{n % 250 + 1}"}]}
+    elif kind == "admin":
+        ports[pid] = {**ports[pid], "admin_state_up": not ports[pid]["admin_state_up"]}
+    elif kind == "status":  # a reported status: a new object, the same endpoint
+        ports[pid] = {**ports[pid], "status": rng.choice(["ACTIVE", "DOWN"])}
+        return set()
+    elif kind == "plug" or kind == "replug":
+        taps[tap] = _tap(rng)
+    else:
+        taps.pop(tap, None)
+    return {tap}
+
+
+def _refresh(model: Observed, taps: dict[str, TapState], changed: set[str]) -> Observed:
+    """What ``HostReader.refresh`` reads: the changed taps anew, routes through gone links lost."""
+    new = dict(model.taps)
+    routes = dict(model.routes)
+    for name in changed:
+        old = new.pop(name, None)
+        if name in taps:
+            new[name] = taps[name]
+        if old is not None and (name not in taps or taps[name].info.index != old.info.index):
+            routes = {p: (None if t == name else t) for p, t in routes.items()}
+    return dataclasses.replace(model, taps=new, routes=routes)
+
+
+def _normal(ops: list[Op]) -> list[tuple[str, dict]]:
+    """Ops with their tuples as sets: the order inside one op is not behaviour."""
+
+    def norm(value: object) -> object:
+        return sorted(value, key=repr) if isinstance(value, tuple) else value
+
+    return [(type(o).__name__, {k: norm(v) for k, v in vars(o).items()}) for o in ops]
+
+
+def _full_equivalent(d: DesiredHost) -> DesiredHost:
+    return dataclasses.replace(d, touched=None, sources=dict(d.sources), errors=tuple(sorted(d.errors)))  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_incremental_passes_equal_full_ones(seed: int) -> None:
+    rng = random.Random(seed)
+    ports = {p["id"]: p for p in (_new_port(rng, i) for i in range(30))}
+    taps = {tap_name(pid): _tap(rng) for pid in ports if rng.random() < 0.7}
+    base = Observed(taps=dict(taps), bird_running=True)
+    previous = desired_state("h1", _view(ports), base)
+    model = after(previous, base)
+    reported = statuses(previous, set())
+    incremental_passes = 0
+    for n in range(30, 90):
+        changed = set()
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            changed |= _change(rng, ports, taps, n)
+        view = _view(ports)
+        # The agent re-reads the changed taps and those of changed ports.
+        reread = changed | {tap_name(p) for p in ports if ports[p] is not previous.sources.get(p)}
+        reread |= {tap_name(p) for p in previous.sources if p not in ports}
+        observed = _refresh(model, taps, reread)
+        inc = desired_state("h1", view, observed, previous, reread)
+        full = desired_state("h1", view, observed, previous)
+        assert _full_equivalent(inc) == _full_equivalent(full)
+        assert _normal(plan(inc, observed)) == _normal(plan(full, observed))
+        assert after(inc, observed) == after(full, observed)
+        assert statuses(inc, set(), reported) == statuses(full, set())
+        incremental_passes += inc.touched is not None
+        previous, model, reported = inc, after(inc, observed), statuses(inc, set(), reported)
+    assert incremental_passes > 40  # most passes took the incremental path
+
+
+def test_one_new_port_on_a_big_host_touches_only_that_port() -> None:
+    ports = {_pid(i): port(_pid(i), f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}") for i in range(10_000)}  # fmt: skip
+    taps = {tap_name(pid): TapState(LinkInfo(i + 10, IFF_UP, {}), prepared=True) for i, pid in enumerate(ports)}  # fmt: skip
+    base = Observed(taps=taps, bird_running=True)
+    first = desired_state("h1", _view(ports), base)
+    model = after(first, base)
+    new = port(_pid(10_000), "10.9.9.9")
+    ports[new["id"]] = new
+    tap = tap_name(new["id"])
+    observed = dataclasses.replace(model, taps={**model.taps, tap: TapState(LinkInfo(5, 0, {}))})
+    desired = desired_state("h1", _view(ports), observed, first, {tap})
+    assert desired.touched is not None
+    assert desired.touched.ports == {new["id"]} and desired.touched.taps == {tap}
+    assert desired.touched.prefixes == {"10.9.9.9/32"}
+    names = [type(o).__name__ for o in plan(desired, observed)]
+    # Its security-group chains, guard, tap, route, announcement: no BIRD configure,
+    # nothing of the other 10,000.
+    assert names == [
+        "SecurityGroupsApply",
+        "GuardElements",
+        "TapsPrepare",
+        "RoutesSet",
+        "EndpointsAnnounce",
+    ]
+
+
+@pytest.mark.parametrize("field", ENDPOINT_FIELDS)
+def test_a_port_converts_anew_when_a_field_of_its_endpoint_changes(field: str) -> None:
+    old = port(_pid(1), "10.1.0.2", pairs=("10.9.0.0/24",))
+    assert same_endpoint(old, {**old, "status": "ACTIVE", "revision_number": 7})
+    assert not same_endpoint(old, {**old, field: "changed"})
