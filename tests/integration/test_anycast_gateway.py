@@ -70,6 +70,7 @@ def announce(lab: Lab, host: str, counts: dict[str, int]) -> None:
         text.append(
             f"protocol bgp '{routers.session_name(s)}' {{ local {s.local} as {node.asn}; "
             f"neighbor {s.remote} as {s.peer_asn}; bfd on; hold time 9; keepalive time 3; "
+            f'password "{routers.PASSWORD}"; '
             "connect delay time 0; connect retry time 1; error wait time 1, 10; "
             f'ipv{v} {{ import none; export where proto ~ "anycast_*"; }}; }}'
         )
@@ -126,7 +127,20 @@ def expected(lab: Lab, weights: dict[str, int]) -> dict[str, set[tuple[str | Non
 @pytest.fixture(scope="module")
 def lab(module_lab_factory) -> Iterator[Lab]:  # noqa: F811
     lab = module_lab_factory(TOPOLOGY)
-    lab.create_network("priv")  # the gateway accepts routes inside known subnets only
+    lab.create_network("priv")
+    # The gateway accepts an anycast address only from the hosts of its
+    # members: a group per address with a member VM on each host.
+    for vm, host in (("m1", "r1-h1"), ("m2", "r1-h2")):
+        lab.boot(vm, ["priv"], host)
+    members = [lab.state.vms()[vm]["ports"][0]["id"] for vm in ("m1", "m2")]
+    with lab.client() as api:
+        for i, prefix in enumerate((ADDR4, ADDR6)):
+            address = prefix.split("/")[0]
+            version = 6 if ":" in address else 4
+            (subnet,) = [s for s in api.list("subnets") if s["ip_version"] == version]
+            api.create_anycast(
+                name=f"g{i}", subnet_id=subnet["id"], address=address, members=members
+            )
     announce(lab, "r1-h1", {ADDR4: 2, ADDR6: 2})
     announce(lab, "r1-h2", {ADDR4: 1, ADDR6: 1})
     yield lab

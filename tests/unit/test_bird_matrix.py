@@ -2,7 +2,8 @@
 
 The matrix: peering (gateway, mesh, reflectors) x host_asn (same, per-host)
 x BFD (on, off) x the address family of the fabric's addresses (IPv4 only,
-IPv6 only, dual). Each case goes through the API's own models (what
+IPv6 only, dual), each with a BGP password, an import limit and VMs bound to
+the hosts (the gateway's per-host import filters). Each case goes through the API's own models (what
 ``PUT /v1/fabric``, ``/v1/hosts`` and ``/v1/gateways`` accept), then the
 agents' renderers, then ``bird -p`` (it parses without privileges, so this is
 a unit test). The route reflectors are external routers: the fabric renders
@@ -71,6 +72,8 @@ def _state(peering: str, host_asn: str, bfd: bool, family: str, me: str) -> Host
             "host_asn": host_asn,
             "bfd": {"enabled": bfd},
             "route_reflectors": f["rr"],
+            "bgp_password": "matrix-secret",
+            "bgp_import_limit": 1000,
         },
     )
     gw = {
@@ -84,8 +87,21 @@ def _state(peering: str, host_asn: str, bfd: bool, family: str, me: str) -> Host
             ("h2", "172.17.0.3", f["other"]),
         )
     }
+    # A VM on each host (both families) and an anycast address served by
+    # both: the gateway's per-host filters and ROA entries have content.
+    ports = {
+        f"p{i}": {
+            "id": f"p{i}",
+            "binding:host_id": name,
+            "fixed_ips": [{"ip_address": f"10.1.0.{i}"}, {"ip_address": f"2001:db8:1::{i}"}],
+        }
+        for i, name in enumerate(hosts, start=1)
+    }
+    anycast = {"a": {"id": "a", "address": "10.1.0.100", "members": list(ports)}}
     mine = hosts.pop(me) if me in hosts else None
-    return HostState(fabric=fabric, host=mine, gateways={"gw1": gw}, hosts=hosts)
+    return HostState(
+        fabric=fabric, host=mine, gateways={"gw1": gw}, hosts=hosts, ports=ports, anycast=anycast
+    )
 
 
 def _parse(config: BirdConfig, path: Path) -> None:

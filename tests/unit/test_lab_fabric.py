@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from l3fabric.lab import routers
 from l3fabric.lab.plan import build_plan
 from l3fabric.lab.topology import TopologyError, parse_topology
 from l3fabric.lab.up import _peers, fabric_config, gateway_registration
+from l3fabric.model.fabric import FabricConfig
 
 SAME = "name: t\nracks: [{name: r1, hosts: 2, tor: false}]\nfabric: {host_asn: same}"
 
@@ -47,3 +49,21 @@ def test_a_bad_fabric_section_names_the_field(text: str, message: str) -> None:
     with pytest.raises(TopologyError) as err:
         parse_topology(text)
     assert message in str(err.value)
+
+
+def test_the_labs_sessions_are_signed_and_limited_as_the_topology_says() -> None:
+    default = build_plan(parse_topology("name: t\nracks: [{name: r1, hosts: 1}]"))
+    assert fabric_config(default.host_asn)["bgp_password"] == "l3fabric-lab"
+    assert 'password "l3fabric-lab";' in routers.render(default, "r1-tor", "/tmp/x.log")
+    own = "name: t\nracks: [{name: r1, hosts: 1}]\nfabric: {bgp_password: s3cret, bgp_import_limit: 9}"
+    plan = build_plan(parse_topology(own))
+    body = fabric_config(plan.host_asn, plan.bgp_password, plan.bgp_import_limit)
+    assert FabricConfig.model_validate(body).bgp_password == "s3cret"
+    tor = routers.render(plan, "r1-tor", "/tmp/x.log")
+    gateway = routers.render(plan, "gw1", "/tmp/x.log")
+    assert 'password "s3cret";' in tor and 'password "s3cret";' in gateway
+    assert "import limit 9 action restart;" in gateway
+    internet = routers.render(plan, "internet", "/tmp/x.log")
+    assert "password" not in internet  # the internet router's sessions are not the fabric's
+    with pytest.raises(TopologyError, match="bgp_password"):
+        parse_topology('name: t\nracks: [{name: r1, hosts: 1}]\nfabric: {bgp_password: "a\\"b"}')

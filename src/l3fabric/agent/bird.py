@@ -45,7 +45,7 @@ class NotRegistered(LookupError):
 
 
 def _peer(
-    role: SessionRole, name: str, address: str, asn: int, bfd: bool, local: str | None = None
+    role: SessionRole, name: str, address: str, asn: int, t: Timers, local: str | None = None
 ) -> BgpPeer:
     # The cache holds canonical addresses only (record_check); parsing is strict regardless.
     return BgpPeer(
@@ -53,28 +53,29 @@ def _peer(
         address=parse_address(address),
         asn=asn,
         role=role,
-        bfd=bfd,
+        bfd=t.bfd,
+        password=t.password,
         source_address=parse_address(local) if local is not None else None,
         import_policy=ALL,
         export_policy=ENDPOINTS,
     )
 
 
-def _derived_peers(state: HostState, local_as: int, bfd: bool) -> list[BgpPeer]:
+def _derived_peers(state: HostState, local_as: int, t: Timers) -> list[BgpPeer]:
     fabric = state.fabric
     peers: list[BgpPeer] = []
     for gw in sorted(state.gateways.values(), key=lambda g: g["name"]):
         asn = effective_asn(gw, fabric, kind="gateway")
         for i, address in enumerate(gw.get("fabric_addresses") or []):
-            peers.append(_peer("g", f"{gw['name']}:{i}", str(address), asn, bfd))
+            peers.append(_peer("g", f"{gw['name']}:{i}", str(address), asn, t))
     if fabric.get("peering") == "mesh":
         for other in sorted(state.hosts.values(), key=lambda h: h["name"]):
             peers.append(
-                _peer("h", other["name"], str(other["address"]), effective_asn(other, fabric), bfd)
+                _peer("h", other["name"], str(other["address"]), effective_asn(other, fabric), t)
             )
     elif fabric.get("peering") == "reflectors":
         peers = [
-            _peer("rr", str(i), str(address), int(fabric.get("asn", local_as)), bfd)
+            _peer("rr", str(i), str(address), int(fabric.get("asn", local_as)), t)
             for i, address in enumerate(fabric.get("route_reflectors") or [])
         ]
     return peers
@@ -91,14 +92,13 @@ def host_bird_config(state: HostState, anycast: Mapping[str, int] | None = None)
     fabric = state.fabric
     local_as = effective_asn(host, fabric)
     timers = Timers.from_fabric(fabric)
-    use_bfd = timers.bfd
     if host.get("peers") is not None:
         peers = [
-            _peer("p", p["name"], str(p["address"]), int(p["asn"]), use_bfd, p.get("local"))
+            _peer("p", p["name"], str(p["address"]), int(p["asn"]), timers, p.get("local"))
             for p in host["peers"]
         ]
     else:
-        peers = _derived_peers(state, local_as, use_bfd)
+        peers = _derived_peers(state, local_as, timers)
     placed, skipped = place_sessions(peers, local_as, [parse_address(host["address"])])
     return BirdConfig(
         router_id=parse_address(host["router_id"], version=4),

@@ -173,8 +173,16 @@ class ReconcileAgent(abc.ABC):
         except Exception as exc:
             log.debug("reading BIRD status failed: %s", exc)
             return skipped
+        # rejected: the peer's routes the import filter refuses now (sessions
+        # with "import keep filtered", a gateway's fabric sessions; else 0).
         running = [
-            {"name": p.name, "peer": p.neighbor, "state": p.state, "info": p.info}
+            {
+                "name": p.name,
+                "peer": p.neighbor,
+                "state": p.state,
+                "info": p.info,
+                "rejected": p.filtered,
+            }
             for p in protocols
             if p.proto == "BGP"
         ]

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from l3fabric.agent import execute
-from l3fabric.agent.appliers import BirdApplier, HostApplier
+from l3fabric.agent.appliers import HostApplier
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.gateway.anycast import AnycastSync
-from l3fabric.gateway.appliers import NatApplier
+from l3fabric.gateway.appliers import GatewayBirdApplier, NatApplier
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.gateway.nat import GatewayNat, nat_counts
 from l3fabric.gateway.observe import GatewayReader
@@ -76,7 +76,7 @@ class GatewayAgent(ReconcileAgent):
             "host": HostApplier(),
             "nat": NatApplier(self.nat),
             "anycast": self.anycast,
-            "bird": BirdApplier(self.converge_bird, lambda: None),
+            "bird": GatewayBirdApplier(self.converge_bird, self.bird.control),
         }
 
     @contextlib.contextmanager

@@ -4,9 +4,17 @@ One function, ``gateway_config``, holds all of the gateway's routing policy;
 the gateway agent feeds it from the controller, and the lab feeds it from its
 plan when it runs a gateway without an agent (``lab up --no-agents``).
 
-- Fabric peers (hosts, ToRs or route reflectors): import only addresses inside
-  known subnets and the infrastructure prefixes (never a default route);
-  export everything the gateway knows, which includes the default route.
+- Fabric peers (hosts, ToRs or route reflectors): believe no one
+  (``gateway/origins.py``). A host's session imports exactly the /32s and
+  /128s bound to that host and the anycast addresses of its member ports.
+  Other sessions (ToRs) import, where hosts have their own AS, what origin
+  validation passes (a ROA entry per address: ``route P max 32 as HOST_AS``,
+  ``roa_check(...) = ROA_VALID`` on the AS path's last AS) and the
+  infrastructure prefixes; under one shared AS, route reflectors pass each
+  address only with its host's address as next hop (reflection keeps it),
+  other non-host peers addresses inside known subnets and the infrastructure
+  prefixes. Never a default route. Every fabric session has the fabric's password and import limit.
+  Export everything the gateway knows, which includes the default route.
   Under iBGP the gateway reflects routes between its clients with itself as
   next hop (hosts reach each other through it, as in ``peering: gateway``).
 - Upstream peers: import only a default route; export only the public
@@ -34,10 +42,12 @@ from l3fabric.addresses import Address, parse_address, parse_network
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
+from l3fabric.gateway.origins import Origins, origins
 from l3fabric.routing.bird_config import (
     BgpPeer,
     BirdConfig,
     Policy,
+    Roa,
     SessionRole,
     StaticRoute,
     place_sessions,
@@ -77,12 +87,45 @@ class GatewayRouting:
     log_file: str | None = None
     # The gateway's own addresses in the fabric: local addresses of fabric sessions.
     fabric_addresses: tuple[Address, ...] = ()
+    # Who may announce what (None: unknown, e.g. the lab without agents:
+    # every fabric session imports ``desired.fabric_import``).
+    origins: Origins | None = None
+    # The infrastructure patterns ("172.16.0.0/16+") a non-host session may carry.
+    infrastructure: tuple[str, ...] = ()
+
+
+def _fabric_import(routing: GatewayRouting, peer: PeerSpec) -> Policy:
+    """What the gateway accepts from fabric peer ``peer`` (module docstring)."""
+    known = routing.origins
+    if known is None:
+        return Policy("prefixes", routing.desired.fabric_import)
+    host = peer.name if peer.role == "h" else known.host_at(str(peer.address))
+    if host is not None:
+        return Policy("prefixes", known.prefixes.get(host, ()))
+    if known.per_host_as:
+        return Policy("origin", routing.infrastructure)
+    if peer.role == "rr":  # one AS: reflected routes keep the originating host's next hop
+        owners = tuple((a, known.prefixes.get(h, ())) for a, h in sorted(known.addresses.items()))
+        return Policy("next-hop", routing.infrastructure, owners=owners)
+    return Policy("prefixes", routing.desired.fabric_import)
+
+
+def _roas(known: Origins | None) -> tuple[Roa, ...]:
+    if known is None or not known.per_host_as:
+        return ()
+    # Two hosts in one AS (explicit asn) serving one anycast address: one entry.
+    return tuple(
+        dict.fromkeys(
+            Roa(parse_network(prefix), known.asns[host])
+            for host, prefixes in known.prefixes.items()
+            for prefix in prefixes
+        )
+    )
 
 
 def gateway_config(routing: GatewayRouting) -> BirdConfig:
     """The BIRD config for ``routing``; ValueError for an inconsistent registration."""
     t = routing.timers
-    from_fabric = Policy("prefixes", routing.desired.fabric_import)
     upstream_export = Policy("originated", routing.desired.public)
 
     def session(
@@ -96,6 +139,9 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
             asn=p.asn,
             role=role,
             bfd=t.bfd,
+            password=t.password if role != "up" else None,
+            import_limit=t.import_limit if role != "up" else None,
+            keep_filtered=role != "up",
             source_address=p.local,
             import_policy=import_policy,
             export_policy=export_policy,
@@ -104,7 +150,10 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
         )
 
     peers, skipped = place_sessions(
-        (session(p, p.role, from_fabric, Policy("all")) for p in routing.fabric_peers),
+        (
+            session(p, p.role, _fabric_import(routing, p), Policy("all"))
+            for p in routing.fabric_peers
+        ),
         routing.local_as,
         routing.fabric_addresses,
     )
@@ -124,6 +173,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
         peers=(*peers, *upstream),
         skipped_peers=(*skipped, *skipped_upstream),
         static_routes=tuple(statics),
+        roas=_roas(routing.origins),
         **t.bird_fields(),
         announce_loopback=True,
         fast_connect=True,
@@ -179,4 +229,10 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
         timers=Timers.from_fabric(state.fabric),
         log_file=log_file,
         fabric_addresses=tuple(parse_address(a) for a in record.get("fabric_addresses") or ()),
+        origins=origins(state),
+        infrastructure=tuple(
+            f"{net}+"
+            for p in record.get("infrastructure") or ()
+            if (net := parse_network(p, strict=False)).prefixlen  # never a default route
+        ),
     )

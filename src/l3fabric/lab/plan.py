@@ -84,6 +84,9 @@ class Plan(BaseModel):
     infrastructure: list[str] = Field(default_factory=list)
     fabric_asn: int
     host_asn: Literal["same", "per-host"] = "per-host"  # the topology's fabric.host_asn
+    # The topology's fabric.bgp_password and fabric.bgp_import_limit.
+    bgp_password: str | None = "l3fabric-lab"
+    bgp_import_limit: int = 20_000
     nodes: dict[str, Node]
     links: list[Link]
     routes: dict[str, list[str]] = Field(
@@ -303,6 +306,8 @@ def build_plan(topo: Topology) -> Plan:
         infrastructure=[ad.fabric, ad.fabric6, ad.loopbacks, ad.loopbacks6],
         fabric_asn=topo.asn.fabric,
         host_asn=topo.fabric.host_asn,
+        bgp_password=topo.fabric.bgp_password,
+        bgp_import_limit=topo.fabric.bgp_import_limit,
         nodes=nodes,
         links=links,
         routes=routes,

@@ -18,6 +18,7 @@ family), so no IGP and no next-hop tricks are needed. Policies, by role:
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from l3fabric.addresses import parse_address
 from l3fabric.gateway.bird import DEFAULTS, GatewayRouting, PeerSpec, gateway_config
@@ -40,6 +41,12 @@ HOLD_S = 9
 BFD_INTERVAL_MS = 100
 BFD_MULTIPLIER = 3
 GRACEFUL_RESTART_S = 120
+# The topology's defaults (fabric.bgp_password, fabric.bgp_import_limit):
+# every fabric session of the lab (hosts, ToRs, gateways) is TCP-MD5 signed,
+# and a gateway accepts at most so many routes from one fabric peer; the
+# internet router's sessions are not the fabric's.
+PASSWORD = "l3fabric-lab"
+IMPORT_LIMIT = 20_000
 TIMERS = Timers(
     hold_s=HOLD_S,
     keepalive_s=KEEPALIVE_S,
@@ -49,6 +56,13 @@ TIMERS = Timers(
     graceful_restart=True,
     graceful_restart_s=GRACEFUL_RESTART_S,
 )
+
+
+def lab_timers(plan: Plan) -> Timers:
+    """The routers' timers with the topology's session password and import limit."""
+    return replace(TIMERS, password=plan.bgp_password, import_limit=plan.bgp_import_limit or None)
+
+
 ALL = Policy("all")
 
 
@@ -80,11 +94,13 @@ def _router(plan: Plan, node: str, log_file: str, statics: tuple[StaticRoute, ..
             asn=s.peer_asn,
             role=session_role(s),
             bfd=TIMERS.bfd,
+            password=None if internet else plan.bgp_password,
             source_address=parse_address(s.local),
             import_policy=ALL,
             export_policy=ALL,
         )
         for s in plan.sessions(node)
+        for internet in [n.role == "internet" or s.peer_role == "internet"]
     )
     config = BirdConfig(
         router_id=parse_address(n.router_id, version=4),
@@ -138,7 +154,7 @@ def gateway_routing(plan: Plan, node: str, log_file: str | None = None) -> Gatew
         desired=GatewayDesired(
             public=public, private=(), fabric_import=tuple(f"{p}+" for p in accepted)
         ),
-        timers=TIMERS,
+        timers=lab_timers(plan),
         log_file=log_file,
     )
 

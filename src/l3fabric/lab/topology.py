@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from l3fabric.model.fabric import BgpPassword
+
 LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 # Names the lab uses for its own namespaces; a node may not take them.
@@ -193,6 +195,10 @@ class Fabric(_Strict):
     # "per-host": eBGP, every host its own AS (asn.host_base + i); "same":
     # the API's default, iBGP in asn.fabric, the gateway reflecting routes.
     host_asn: Literal["same", "per-host"] = "per-host"
+    # The TCP-MD5 password of every fabric session (hosts, ToRs, gateways; null:
+    # unsigned) and the routes a gateway takes from one fabric peer (0: no limit).
+    bgp_password: BgpPassword | None = "l3fabric-lab"
+    bgp_import_limit: int = Field(default=20_000, ge=0, le=100_000_000)
 
 
 class Api(_Strict):

@@ -30,8 +30,13 @@ SESSION_WAIT_S = 30.0
 Step = Callable[[str], None]
 
 
-def fabric_config(host_asn: str = "per-host") -> dict[str, Any]:
-    """The controller's fabric config: the topology's host AS mode, timers equal to the routers'."""
+def fabric_config(
+    host_asn: str = "per-host",
+    password: str | None = routers.PASSWORD,
+    import_limit: int = routers.IMPORT_LIMIT,
+) -> dict[str, Any]:
+    """The controller's fabric config: the topology's host AS mode, session password and
+    import limit, timers equal to the routers'."""
     return {
         "peering": "gateway",
         "host_asn": host_asn,
@@ -43,6 +48,8 @@ def fabric_config(host_asn: str = "per-host") -> dict[str, Any]:
             "multiplier": routers.BFD_MULTIPLIER,
         },
         "graceful_restart": {"enabled": True, "restart_time_s": routers.GRACEFUL_RESTART_S},
+        "bgp_password": password,
+        "bgp_import_limit": import_limit,
     }
 
 
@@ -83,7 +90,8 @@ def gateway_registration(plan: Plan, gateway: str) -> dict[str, Any]:
 
 def register(client: FabricClient, plan: Plan) -> None:
     """Tell the controller the fabric config, every gateway and every host."""
-    client.set_fabric({"asn": plan.fabric_asn, **fabric_config(plan.host_asn)})
+    fabric = fabric_config(plan.host_asn, plan.bgp_password, plan.bgp_import_limit)
+    client.set_fabric({"asn": plan.fabric_asn, **fabric})
     for gw in plan.by_role("gateway"):
         client.request("PUT", f"/v1/gateways/{gw.name}", json=gateway_registration(plan, gw.name))
     for host in plan.by_role("host"):

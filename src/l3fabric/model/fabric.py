@@ -25,6 +25,10 @@ Asn = Annotated[int, Field(ge=1, le=4_294_967_294)]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 Name = Annotated[str, Field(pattern=f"^{NAME_RE.pattern}$")]
 PortStatus = Literal["ACTIVE", "DOWN", "ERROR"]
+# A TCP-MD5 key as BIRD's ``password "..."`` takes it: printable ASCII without
+# quote or backslash (nothing can end or escape the string), at most 80 bytes
+# (the kernel's TCP_MD5SIG_MAXKEYLEN).
+BgpPassword = Annotated[str, Field(pattern=r"^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,80}$")]
 
 
 class _Strict(BaseModel):
@@ -55,6 +59,12 @@ class FabricConfig(_Strict):
     keepalive_s: int = Field(30, ge=1, le=21_845)
     hold_s: int = Field(90, ge=0, le=65_535)
     heartbeat_interval_s: float = Field(2.0, gt=0, le=3600)
+    # TCP-MD5 password of every fabric BGP session (hosts, gateways); None: none.
+    bgp_password: BgpPassword | None = None
+    # Routes a gateway accepts from one fabric peer before it restarts the
+    # session (BIRD "import limit N action restart"): twice the 10,000
+    # endpoints a host serves (docs/measurements.md). 0: no limit.
+    bgp_import_limit: int = Field(20_000, ge=0, le=100_000_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> FabricConfig:
@@ -123,6 +133,9 @@ class BgpSession(_Strict):
     peer: str = ""
     state: str
     info: str = ""
+    # Routes from this peer that the import filter refuses, now (a gateway's
+    # fabric sessions; BIRD keeps them, marked filtered: docs/gateway.md).
+    rejected: int = Field(0, ge=0)
 
 
 # What heartbeats store grows with the fabric: a BGP session per peer (a

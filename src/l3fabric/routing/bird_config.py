@@ -50,20 +50,16 @@ import jinja2
 from l3fabric.addresses import (
     Address,
     Network,
+    parse_address,
     require_address,
     require_network,
 )
 from l3fabric.routing import anycast_marker
 
-PolicyKind = Literal["endpoints", "all", "none", "default-only", "prefixes", "originated"]
-POLICY_KINDS: tuple[str, ...] = (
-    "endpoints",
-    "all",
-    "none",
-    "default-only",
-    "prefixes",
-    "originated",
-)
+PolicyKind = Literal[
+    "endpoints", "all", "none", "default-only", "prefixes", "originated", "origin", "next-hop"
+]
+POLICY_KINDS: tuple[str, ...] = get_args(PolicyKind)
 StaticAction = Literal["blackhole", "unreachable"]
 # A prefix pattern as BIRD writes it: CIDR, optionally "+" (and longer) or "{a,b}".
 _PATTERN = re.compile(r"^(?P<cidr>[0-9A-Fa-f:.]+/\d{1,3})(?P<suffix>\+|\{\d{1,3},\d{1,3}\})?$")
@@ -85,6 +81,8 @@ SESSION_ROLES: tuple[str, ...] = get_args(SessionRole)
 ANYCAST_PROTOCOL = "anycast"
 # The kernel protocols that learn the host's endpoint announcements: "endpoints4" and "endpoints6".
 ENDPOINTS_PROTOCOL = "endpoints"
+# The ROA tables "roas4" and "roas6", filled by the static protocols "origins4/6".
+ROA_TABLE = "roas"
 
 
 @dataclass(frozen=True)
@@ -102,18 +100,30 @@ class Policy:
     - ``originated``: routes this BIRD originates itself (its static routes),
       only those matching the patterns: never a route learned from a peer,
       so nothing learned from one neighbour is passed on to another.
+    - ``origin``: routes whose origin AS the ROA table ``roas4``/``roas6``
+      validates (``roa_check`` is ROA_VALID: a ``route P max L as A`` entry
+      covers the prefix with its origin AS), and routes matching the patterns.
+    - ``next-hop``: each of an owner's prefixes only with the owner's address
+      as BGP next hop (``owners``: (address, exact prefixes)), and routes
+      matching the patterns: iBGP reflectors keep the originator's next hop.
     """
 
     kind: PolicyKind
     prefixes: tuple[str, ...] = ()
+    owners: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"unknown policy {self.kind!r}: use one of {', '.join(POLICY_KINDS)}")
-        if self.prefixes and self.kind not in ("endpoints", "prefixes", "originated"):
+        takes = ("endpoints", "prefixes", "originated", "origin", "next-hop")
+        if self.prefixes and self.kind not in takes:
             raise ValueError(f"policy {self.kind!r} takes no prefixes")
-        for pattern in self.prefixes:
+        if self.owners and self.kind != "next-hop":
+            raise ValueError(f"policy {self.kind!r} takes no owners")
+        for pattern in (*self.prefixes, *(p for _, owned in self.owners for p in owned)):
             _split_pattern(pattern)
+        for address, _ in self.owners:
+            parse_address(address)  # ValueError for anything but an address
 
     @classmethod
     def parse(cls, value: str | dict[str, list[str]] | Policy) -> Policy:
@@ -144,6 +154,18 @@ class Policy:
             return f"if {in_set} then accept; reject;"
         if self.kind == "originated":
             return f"if source = RTS_STATIC && {in_set} then accept; reject;"
+        if self.kind == "origin":
+            valid = f"roa_check({ROA_TABLE}{version}, net, bgp_path.last) = ROA_VALID"
+            return f"if {valid} || {in_set} then accept; reject;"
+        if self.kind == "next-hop":
+            owned = [
+                f"if net ~ [ {', '.join(mine)} ] && bgp_next_hop = {parse_address(address)}"
+                " then accept; "
+                for address, prefixes in self.owners
+                if parse_address(address).version == version
+                and (mine := [p for p in prefixes if _split_pattern(p)[0].version == version])
+            ]
+            return "".join(owned) + f"if {in_set} then accept; reject;"
         only_in = f" && {in_set}" if self.prefixes else ""
         ours = (
             f'(source = RTS_INHERIT && proto = "{ENDPOINTS_PROTOCOL}{version}")'
@@ -213,6 +235,12 @@ class BgpPeer:
     passive: bool = False
     multihop: int | None = None  # TTL; None: directly connected
     password: str | None = None
+    # Routes accepted before BIRD restarts the session ("import limit N action
+    # restart"); with keep_filtered also routes received ("receive limit").
+    import_limit: int | None = None
+    # Keep the routes the import filter refuses, marked filtered (never used
+    # or exported): ``show protocols`` then counts them per channel.
+    keep_filtered: bool = False
     source_address: Address | None = None
     import_policy: Policy = Policy("all")
     export_policy: Policy = Policy("endpoints")
@@ -235,6 +263,8 @@ class BgpPeer:
             _check_text(f"peer {self.name} password", self.password)
         if self.multihop is not None and not 1 <= self.multihop <= 255:
             raise ValueError(f"peer {self.name}: multihop must be a TTL 1..255")
+        if self.import_limit is not None and self.import_limit < 1:
+            raise ValueError(f"peer {self.name}: import limit must be at least 1")
 
     @property
     def protocol(self) -> str:
@@ -373,6 +403,31 @@ class AnycastRoute:
 
 
 @dataclass(frozen=True)
+class Roa:
+    """An origin authorisation: ``prefix`` (up to ``max_len``) may be originated by AS ``asn``."""
+
+    prefix: Network
+    asn: int
+    max_len: int | None = None  # None: the prefix's own length
+
+    def __post_init__(self) -> None:
+        net = require_network(self.prefix, "ROA prefix")
+        _check_asn(self.asn, f"ROA {self.prefix} AS")
+        if self.max_len is not None and not net.prefixlen <= self.max_len <= net.max_prefixlen:
+            raise ValueError(f"ROA {self.prefix}: max length {self.max_len} out of range")
+
+    @property
+    def version(self) -> int:
+        return self.prefix.version
+
+    @property
+    def text(self) -> str:
+        """The static roa route: ``10.1.0.5/32 max 32 as 4200000101``."""
+        length = self.prefix.prefixlen if self.max_len is None else self.max_len
+        return f"{self.prefix} max {length} as {self.asn}"
+
+
+@dataclass(frozen=True)
 class BirdConfig:
     """Everything one BIRD instance needs."""
 
@@ -406,6 +461,8 @@ class BirdConfig:
     log_file: str | None = None
     # Sessions left out because BIRD cannot run them (rendered as comments).
     skipped_peers: tuple[SkippedPeer, ...] = ()
+    # Origin validation: the ROA tables roas4/roas6 (for "origin" policies), filled with these.
+    roas: tuple[Roa, ...] = ()
 
     def __post_init__(self) -> None:
         require_address(self.router_id, "router id", version=4)
@@ -456,6 +513,21 @@ class BirdConfig:
             (self.anycast_protocol(v), v, [r for r in self.anycast_routes if r.version == v])
             for v in self.families
             if any(r.version == v for r in self.anycast_routes)
+        ]
+
+    def roa_versions(self) -> list[int]:
+        """The IP versions that need a ROA table: a peer of theirs has an ``origin`` policy."""
+        return [
+            v
+            for v in self.families
+            if any(p.version == v and p.import_policy.kind == "origin" for p in self.peers)
+        ]
+
+    def roa_groups(self) -> list[tuple[int, list[Roa]]]:
+        """The ROA entries per version with a table: (version, sorted entries)."""
+        return [
+            (v, sorted((r for r in self.roas if r.version == v), key=lambda r: r.text))
+            for v in self.roa_versions()
         ]
 
     def multihop_versions(self) -> list[int]:

@@ -55,6 +55,11 @@ class ProtocolStatus:
     neighbor: str = ""
 
     @property
+    def filtered(self) -> int:
+        """Routes the import filter refused and BIRD keeps (``import keep filtered``), all channels."""
+        return sum(r.get("filtered", 0) for r in self.routes.values())
+
+    @property
     def established(self) -> bool:
         return self.proto == "BGP" and self.info.startswith("Established")
 

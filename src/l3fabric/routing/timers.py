@@ -30,6 +30,10 @@ class Timers:
     bfd_multiplier: int = 3
     graceful_restart: bool = True
     graceful_restart_s: int = 120
+    # Session options of the fabric config: TCP-MD5 password (every fabric
+    # session), import limit (a gateway's fabric sessions; None: none).
+    password: str | None = None
+    import_limit: int | None = None
 
     @classmethod
     def from_fabric(cls, fabric: dict[str, Any]) -> Timers:
@@ -43,6 +47,8 @@ class Timers:
             bfd_multiplier=int(bfd.get("multiplier", 3)),
             graceful_restart=bool(gr.get("enabled", True)),
             graceful_restart_s=int(gr.get("restart_time_s", 120)),
+            password=fabric.get("bgp_password") or None,
+            import_limit=int(fabric.get("bgp_import_limit", 20_000)) or None,
         )
 
     def bird_fields(self) -> dict[str, Any]:

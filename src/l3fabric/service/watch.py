@@ -45,11 +45,12 @@ def snapshot(store: Store, host: str) -> dict[str, Any]:
     fabric_kvs, _ = store.range("/fabric/")
     by_key = {kv.key: kv.value for kv in fabric_kvs}
     hosts = [kv.value for kv in fabric_kvs if kv.key.startswith(keys.HOSTS)]
-    local = [kv.value for kv in ports if kv.value.get("binding:host_id") == host]
-    local_ids = {p["id"] for p in local}
     # Gateways weight anycast next hops, so they get every group; a host only
-    # the groups with a member bound to it.
+    # the groups with a member bound to it. A gateway also gets every bound
+    # port: it accepts an address only from the host it is bound to.
     everything = keys.gateway_key(host) in by_key
+    local = [kv.value for kv in ports if sees_port(kv.value, host, everything)]
+    local_ids = {p["id"] for p in local}
     groups = [kv.value for kv in fabric_kvs if kv.key.startswith(keys.ANYCAST)]
     return {
         "revision": revision,
@@ -79,12 +80,20 @@ _BROADCAST_KINDS = {
 }
 
 
-def relevant_event(event: Event, host: str) -> dict[str, Any] | None:
-    """The watch event ``host``'s agent sees for a store change, or None."""
+def sees_port(port: JSON | None, host: str, everything: bool = False) -> bool:
+    """Whether ``host``'s watch holds ``port``: bound to it (a gateway: bound to any host)."""
+    if port is None:
+        return False
+    bound = port.get("binding:host_id")
+    return bound == host or (everything and bool(bound))
+
+
+def relevant_event(event: Event, host: str, everything: bool = False) -> dict[str, Any] | None:
+    """The watch event ``host``'s agent sees for a store change, or None (``everything``: a gateway)."""
     if event.key.startswith(_PORTS):
         port_id = event.key[len(_PORTS) :]
-        now = event.value is not None and event.value.get("binding:host_id") == host
-        before = event.prev_value is not None and event.prev_value.get("binding:host_id") == host
+        now = sees_port(event.value, host, everything)
+        before = sees_port(event.prev_value, host, everything)
         if now:
             return _event("put", "port", port_id, event.revision, event.value)
         if before:
@@ -109,12 +118,15 @@ def relevant_events(store: Store, events: list[Event], host: str) -> list[dict[s
     touched for this host (kind ``anycast``): which groups concern a host
     depends on where their member ports are bound, so it needs the store.
     """
+    if not events:
+        return []
+    everything = store.get(keys.gateway_key(host)) is not None
     found = []
     for ev in events:
-        found += [e for e in (relevant_event(ev, host), member_event(ev)) if e is not None]
-    if events:
-        everything = store.get(keys.gateway_key(host)) is not None
-        found += anycast_events(store, events, host, everything)
+        found += [
+            e for e in (relevant_event(ev, host, everything), member_event(ev)) if e is not None
+        ]
+    found += anycast_events(store, events, host, everything)
     return found
 
 
