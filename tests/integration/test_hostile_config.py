@@ -179,7 +179,7 @@ def test_host_configs_are_accepted(snapshots, netns, tmp_path) -> None:
         wanted = desired_state(name, state, Observed(taps=plugged))
         assert not wanted.errors, wanted.errors
         anycast = {f"{g['address']}/128": 2 for g in state.anycast.values()}
-        config = host_bird_config(state, anycast=anycast, endpoints=wanted.routes)
+        config = host_bird_config(state, anycast=anycast)  # endpoints: kernel table 150
         assert config.peers, "a host without peers proves nothing"
         _bird_accepts(render(config), tmp_path / f"{name}.conf")
         _nft_accepts(ns, nft.render(wanted.guard, isolated=["eth0"]), tmp_path / f"{name}.nft")
