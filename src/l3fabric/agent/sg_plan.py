@@ -212,8 +212,14 @@ class _Builder:
         sources: dict[str, frozenset[str] | None] = {}
         for group_id in remote:
             addresses = sources[group_id] = index.get(group_id)
-            if group_id in last.members and last.members[group_id] is addresses:
+            before = last.members.get(group_id)
+            if group_id in last.members and before is addresses:
                 state[group_id] = last.state.members[group_id]
+            elif before and addresses and before <= addresses:
+                # Members joined: collapse(collapse(A) + B) == collapse(A + B),
+                # and the collapsed A is short when addresses are contiguous.
+                joined = addresses - before
+                state[group_id] = collapse((*last.state.members[group_id], *joined))
             else:
                 state[group_id] = collapse(addresses or ())
         return state, sources
