@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from l3fabric.dataplane.sg_render import (
     BASE_CHAINS,
@@ -35,6 +37,8 @@ from l3fabric.dataplane.sg_render import (
 
 _DIGEST = re.compile(r"sg sha256:([0-9a-f]{16})")
 _T = f"{FAMILY} {TABLE}"
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def _chain_state(rules: tuple[str, ...]) -> tuple[int, str | None]:
 def listing_of(rendered: Rendered, only: Changed | None = None) -> SgListing:
     """What the kernel holds once ``rendered`` is applied (``only``: just those objects)."""
     if only is not None:
-        return _restrict(listing_of(_subset(rendered, only)), only)
+        return listing_of(Rendered(*_cut(rendered.chains, rendered.sets, rendered.maps, only)))
     return SgListing(
         chains={name: _chain_state(rules) for name, rules in rendered.chains.items()},
         sets={name: (kind, frozenset(e)) for name, (kind, e) in rendered.sets.items()},
@@ -91,23 +95,17 @@ def listing_of(rendered: Rendered, only: Changed | None = None) -> SgListing:
     )
 
 
-def _subset(rendered: Rendered, only: Changed) -> Rendered:
-    chains = rendered.chains
-    sets = rendered.sets
-    return Rendered(
+def _cut(
+    chains: Mapping[str, T],
+    sets: Mapping[str, U],
+    maps: Mapping[str, Mapping[str, str]],
+    only: Changed,
+) -> tuple[dict[str, T], dict[str, U], dict[str, dict[str, str]]]:
+    """Chains, sets and maps cut down to the base chains and the objects in ``only``."""
+    return (
         {n: chains[n] for n in (*BASE_CHAINS, *only.chains) if n in chains},
         {n: sets[n] for n in only.sets if n in sets},
-        {m: {t: e[t] for t in only.taps if t in e} for m, e in rendered.maps.items()},
-    )
-
-
-def _restrict(listing: SgListing, only: Changed) -> SgListing:
-    """``listing`` cut down to the base chains and the objects in ``only``."""
-    chains, sets = listing.chains, listing.sets
-    return SgListing(
-        {n: chains[n] for n in (*BASE_CHAINS, *only.chains) if n in chains},
-        {n: sets[n] for n in only.sets if n in sets},
-        {m: {t: e[t] for t in only.taps if t in e} for m, e in listing.maps.items()},
+        {m: {t: e[t] for t in only.taps if t in e} for m, e in maps.items()},
     )
 
 
@@ -211,7 +209,7 @@ def transaction(
     """
     desired = listing_of(rendered, only)
     if only is not None and current is not None:
-        current = _restrict(current, only)
+        current = SgListing(*_cut(current.chains, current.sets, current.maps, only))
     if _needs_full(desired, current):
         return Transaction(full_script(rendered), full=True, narrowed=True)
     assert current is not None
