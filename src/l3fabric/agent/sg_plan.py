@@ -1,11 +1,14 @@
 """The security-group part of the host agent's pass: desired state and operation, pure.
 
-``desired(view)`` builds the host's ``SgState`` from the controller's view
-(this host's ports with their groups and port security, every group with its
-rules, the remote-group memberships of every port on every host) and renders
-it; ``ops(desired, current)`` is the one ``SecurityGroupsApply`` (or none)
-that turns the table ``current`` (read back by a full pass, or as the last
-pass left it) into it: a small transaction, zero statements when equal.
+``desired(view, previous)`` builds the host's ``SgState`` from the
+controller's view (this host's ports with their groups and port security,
+every group with its rules, the remote-group memberships of every port on
+every host) and renders it, recomputing only the ports, groups and
+memberships whose objects changed since ``previous``; ``ops(desired,
+current)`` is the one ``SecurityGroupsApply`` (or none) that turns the table
+``current`` (read back by a full pass, or as the last pass left it) into it:
+a small transaction, zero statements when equal. After an incremental
+``desired`` only what it changed is compared (docs/agent.md).
 """
 
 from __future__ import annotations
