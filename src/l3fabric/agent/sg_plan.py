@@ -90,6 +90,14 @@ def desired(view: HostState, previous: DesiredSg | None = None) -> DesiredSg:
     return found if previous is not None else dataclasses.replace(found, changed=None, base=None)
 
 
+SG_FIELDS = ("id", "fixed_ips", "allowed_address_pairs", "security_groups", "port_security_enabled")
+
+
+def same_sg_port(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True if ``new`` is filtered as ``old`` is (cheap: identity first)."""
+    return old is new or all(old.get(key) == new.get(key) for key in SG_FIELDS)
+
+
 class _Builder:
     """One ``desired`` computation from a previous one."""
 
@@ -105,7 +113,12 @@ class _Builder:
         view, last = self.view, self.last
         taps, untapped, sg_ports = dict(last.taps), dict(last.untapped), dict(last.state.ports)
         uses = dict(last.uses)
-        changed = list(replaced(view.ports, last.ports))
+        # A reported status replaces the object too (10,000 after a first pass).
+        changed = [
+            p
+            for p in replaced(view.ports, last.ports)
+            if (old := last.ports.get(p)) is None or not same_sg_port(old, view.ports[p])
+        ]
         if len(view.ports) - sum(1 for p in changed if p not in last.ports) < len(last.ports):
             changed += last.ports.keys() - view.ports.keys()
         for port_id in changed:  # out with the old
