@@ -41,15 +41,14 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import operator
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from l3fabric.agent import anycast, sg_plan
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Endpoint, endpoint_of, same_endpoint
+from l3fabric.agent.identity import replaced as _replaced
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import (
     AnycastRoutesSet,
@@ -110,17 +109,6 @@ class DesiredHost:
     touched: Touched | None = None
 
 
-def _replaced(now: Mapping[str, Any], before: Mapping[str, Any]) -> Iterable[str]:
-    """The keys of ``now`` whose object is not the one in ``before`` (new keys too)."""
-    n = len(before)
-    if len(now) >= n and all(map(operator.eq, now, before)):
-        # The usual case, in C: the watch replaces objects in place and
-        # appends new ones (10,000 ports: ~0.1 ms instead of ~1 ms).
-        same_order = itertools.compress(now, map(operator.is_not, now.values(), before.values()))
-        return itertools.chain(same_order, itertools.islice(now, n, None))
-    return [k for k, v in now.items() if before.get(k) is not v]
-
-
 def changed_ports(view: HostState, previous: DesiredHost | None) -> list[str]:
     """The ports of ``view`` that convert differently than in ``previous`` (new ones too)."""
     known = previous.sources if previous else {}
@@ -178,13 +166,14 @@ class _Parts:
 def _assemble(
     view: HostState,
     observed: Observed,
+    previous: DesiredHost | None,
     served: anycast.AnycastPlan,
     errors: list[str],
     parts: _Parts,
     **extra: Any,
 ) -> DesiredHost:
     """The desired state of ``parts``, with BIRD's config, security groups and the errors."""
-    security_groups = sg_plan.desired(view)
+    security_groups = sg_plan.desired(view, previous.security_groups if previous else None)
     errors += security_groups.state.errors
     bird: BirdConfig | None = None
     try:
@@ -273,6 +262,7 @@ def _full(
     return _assemble(
         view,
         observed,
+        previous,
         served,
         errors,
         d,
@@ -342,6 +332,7 @@ def _incremental(
     return _assemble(
         view,
         observed,
+        previous,
         anycast.AnycastPlan(),
         list(invalid.values()),
         d,
@@ -536,7 +527,9 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
         ),
         announced=frozenset(desired.routes),
         anycast={p: frozenset(t) for p, t in desired.anycast.serving.items()},
-        security_groups=sg_plan.applied(desired.security_groups),
+        security_groups=sg_plan.applied(
+            desired.security_groups, observed.security_groups, observed.sg_applied
+        ),
         sg_applied=desired.security_groups.rendered,
         sysctls=dict(desired.sysctls),
         link_local_gateway=True,

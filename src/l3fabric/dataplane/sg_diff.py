@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from l3fabric.dataplane.sg_render import (
     BASE_CHAINS,
@@ -35,6 +37,8 @@ from l3fabric.dataplane.sg_render import (
 
 _DIGEST = re.compile(r"sg sha256:([0-9a-f]{16})")
 _T = f"{FAMILY} {TABLE}"
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -66,18 +70,62 @@ class Transaction:
         return len(self.script.encode())
 
 
+@dataclass(frozen=True)
+class Changed:
+    """What may differ from the last applied table: chains, sets, taps (verdict-map keys)."""
+
+    chains: frozenset[str] = frozenset()
+    sets: frozenset[str] = frozenset()
+    taps: frozenset[str] = frozenset()
+
+
 def _chain_state(rules: tuple[str, ...]) -> tuple[int, str | None]:
     found = _DIGEST.search(rules[-1]) if rules else None
     return len(rules), found.group(1) if found else None
 
 
-def listing_of(rendered: Rendered) -> SgListing:
-    """What the kernel holds once ``rendered`` is applied."""
+def listing_of(rendered: Rendered, only: Changed | None = None) -> SgListing:
+    """What the kernel holds once ``rendered`` is applied (``only``: just those objects)."""
+    if only is not None:
+        return listing_of(Rendered(*_cut(rendered.chains, rendered.sets, rendered.maps, only)))
     return SgListing(
         chains={name: _chain_state(rules) for name, rules in rendered.chains.items()},
         sets={name: (kind, frozenset(e)) for name, (kind, e) in rendered.sets.items()},
         maps={name: dict(entries) for name, entries in rendered.maps.items()},
     )
+
+
+def _cut(
+    chains: Mapping[str, T],
+    sets: Mapping[str, U],
+    maps: Mapping[str, Mapping[str, str]],
+    only: Changed,
+) -> tuple[dict[str, T], dict[str, U], dict[str, dict[str, str]]]:
+    """Chains, sets and maps cut down to the base chains and the objects in ``only``."""
+    return (
+        {n: chains[n] for n in (*BASE_CHAINS, *only.chains) if n in chains},
+        {n: sets[n] for n in only.sets if n in sets},
+        {m: {t: e[t] for t in only.taps if t in e} for m, e in maps.items()},
+    )
+
+
+def update(before: SgListing, rendered: Rendered, only: Changed) -> SgListing:
+    """``before`` with the objects in ``only`` as ``rendered`` has them (the rest kept)."""
+    fresh = listing_of(rendered, only)
+    chains, sets = dict(before.chains), dict(before.sets)
+    for name in only.chains:
+        chains.pop(name, None)
+    for name in only.sets:
+        sets.pop(name, None)
+    chains.update(fresh.chains)
+    sets.update(fresh.sets)
+    maps = {}
+    for name, entries in before.maps.items():
+        maps[name] = dict(entries)
+        for tap in only.taps:
+            maps[name].pop(tap, None)
+        maps[name].update(fresh.maps.get(name, {}))
+    return SgListing(chains, sets, maps)
 
 
 def _element(value: object) -> str:
@@ -151,9 +199,17 @@ def _elements(verb: str, name: str, items: list[str]) -> list[str]:
     return [f"{verb} element {_T} {name} {{ {', '.join(items)} }}"] if items else []
 
 
-def transaction(rendered: Rendered, current: SgListing | None) -> Transaction:
-    """The script that turns ``current`` into ``rendered`` (empty if it already is)."""
-    desired = listing_of(rendered)
+def transaction(
+    rendered: Rendered, current: SgListing | None, only: Changed | None = None
+) -> Transaction:
+    """The script that turns ``current`` into ``rendered`` (empty if it already is).
+
+    ``only``: the objects that may differ (an incremental pass; the base
+    chains are always compared); None: everything.
+    """
+    desired = listing_of(rendered, only)
+    if only is not None and current is not None:
+        current = SgListing(*_cut(current.chains, current.sets, current.maps, only))
     if _needs_full(desired, current):
         return Transaction(full_script(rendered), full=True, narrowed=True)
     assert current is not None

@@ -213,6 +213,32 @@ def memberships(ports: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, ...]
     return {group: collapse(prefixes) for group, prefixes in found.items()}
 
 
+def sg_port(port: Mapping[str, Any], tap: str) -> SgPort:
+    """One port of this host (its tap already named) as the host filters it."""
+    enabled = port_security(port)
+    return SgPort(
+        tap=tap,
+        groups=tuple(sorted(set(port.get("security_groups") or ()))) if enabled else (),
+        port_security=enabled,
+        addresses=collapse(_port_addresses(port)),
+    )
+
+
+def sg_group(
+    group_id: str,
+    group: Mapping[str, Any] | None,
+    loose: Mapping[str, list[Mapping[str, Any]]],
+    errors: list[str],
+) -> SecurityGroup:
+    """Group ``group_id`` (None: unknown, admits nothing) with its valid rules."""
+    if group is None:
+        errors.append(f"security group {group_id}: unknown (its ports admit nothing by it)")
+        return SecurityGroup(group_id)
+    embedded = group.get("security_group_rules")
+    listed = embedded if embedded is not None else loose.get(group_id, [])
+    return SecurityGroup(group_id, _group_rules(group_id, listed, errors))
+
+
 def build_state(
     groups: Iterable[Mapping[str, Any]],
     ports: Iterable[Mapping[str, Any]],
@@ -236,24 +262,11 @@ def build_state(
         except (KeyError, TypeError, ValueError) as exc:
             errors.append(f"port {port.get('id')!r}: {exc} (no tap, not filtered here)")
             continue
-        enabled = port_security(port)
-        sg_ports[tap] = SgPort(
-            tap=tap,
-            groups=tuple(sorted(set(port.get("security_groups") or ()))) if enabled else (),
-            port_security=enabled,
-            addresses=collapse(_port_addresses(port)),
-        )
+        sg_ports[tap] = sg_port(port, tap)
     used = sorted({g for p in sg_ports.values() for g in p.groups})
     sg_groups: dict[str, SecurityGroup] = {}
     for group_id in used:
-        group = by_id.get(group_id)
-        if group is None:
-            errors.append(f"security group {group_id}: unknown (its ports admit nothing by it)")
-            sg_groups[group_id] = SecurityGroup(group_id)
-            continue
-        embedded = group.get("security_group_rules")
-        listed = embedded if embedded is not None else loose.get(group_id, [])
-        sg_groups[group_id] = SecurityGroup(group_id, _group_rules(group_id, listed, errors))
+        sg_groups[group_id] = sg_group(group_id, by_id.get(group_id), loose, errors)
     remote = sorted({r.remote_group for g in sg_groups.values() for r in g.rules if r.remote_group})
     return SgState(
         groups=sg_groups,

@@ -164,22 +164,26 @@ class Rendered:
     maps: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def render(state: SgState) -> Rendered:
-    """The nft objects of ``state`` (base chains included)."""
-    chains: dict[str, tuple[str, ...]] = {name: base_rules(name) for name in BASE_CHAINS}
-    maps: dict[str, dict[str, str]] = {MAP_OUT: {}, MAP_IN: {}}
-    for group in state.groups.values():
-        for direction in ("ingress", "egress"):
-            chains[group_chain(group.id, direction)] = group_rules(group, direction)
-    for tap in sorted(state.ports):
-        port = state.ports[tap]
-        for direction, vmap in (("ingress", MAP_IN), ("egress", MAP_OUT)):
-            if not port.port_security:
-                maps[vmap][tap] = "accept"
-                continue
-            name = port_chain(tap, direction)
-            chains[name] = port_rules(port, direction)
-            maps[vmap][tap] = f"goto {name}"
+def group_chains(group: SecurityGroup) -> dict[str, tuple[str, ...]]:
+    """The chains of one group (both directions)."""
+    return {group_chain(group.id, d): group_rules(group, d) for d in ("ingress", "egress")}
+
+
+def port_objects(port: SgPort) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """One port's chains (none with port security off) and its verdict per map."""
+    if not port.port_security:
+        return {}, {MAP_IN: "accept", MAP_OUT: "accept"}
+    chains: dict[str, tuple[str, ...]] = {}
+    verdicts: dict[str, str] = {}
+    for direction, vmap in (("ingress", MAP_IN), ("egress", MAP_OUT)):
+        name = port_chain(port.tap, direction)
+        chains[name] = port_rules(port, direction)
+        verdicts[vmap] = f"goto {name}"
+    return chains, verdicts
+
+
+def remote_sets(state: SgState) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The member sets the groups' ``remote_group_id`` rules use."""
     sets: dict[str, tuple[str, tuple[str, ...]]] = {}
     for group in state.groups.values():
         for rule in group.rules:
@@ -188,7 +192,21 @@ def render(state: SgState) -> Rendered:
                 members = state.members.get(rule.remote_group, ())
                 elements = tuple(m for m in members if (":" in m) == (rule.version == 6))
                 sets[name] = ("ipv4_addr" if rule.version == 4 else "ipv6_addr", elements)
-    return Rendered(chains, sets, maps)
+    return sets
+
+
+def render(state: SgState) -> Rendered:
+    """The nft objects of ``state`` (base chains included)."""
+    chains: dict[str, tuple[str, ...]] = {name: base_rules(name) for name in BASE_CHAINS}
+    maps: dict[str, dict[str, str]] = {MAP_OUT: {}, MAP_IN: {}}
+    for group in state.groups.values():
+        chains.update(group_chains(group))
+    for tap in sorted(state.ports):
+        port_chains, verdicts = port_objects(state.ports[tap])
+        chains.update(port_chains)
+        for vmap, verdict in verdicts.items():
+            maps[vmap][tap] = verdict
+    return Rendered(chains, remote_sets(state), maps)
 
 
 def set_decl(name: str, kind: str) -> str:
