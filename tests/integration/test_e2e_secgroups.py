@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from l3fabric.lab import processes
+from l3fabric.lab.credentials import admin_token
 from l3fabric.osc import openstack_executable
 
 from .lab_fixtures import Background, Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
@@ -77,13 +79,19 @@ assert s.recv(10) == b"x\\n"
 class Cli:
     """``openstack ... -f json`` against the lab's controller."""
 
-    def __init__(self, url: str) -> None:
-        self.argv = [str(openstack_executable()), "--os-auth-type", "none", "--os-endpoint", url]
+    def __init__(self, url: str, token: str | None) -> None:
+        # The lab runs --auth tokens: the admin token, in the environment as the demo does.
+        auth = ["--os-auth-type", "admin_token"] if token else ["--os-auth-type", "none"]
+        self.argv = [str(openstack_executable()), *auth, "--os-endpoint", url]
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        if token:
+            self.env["OS_TOKEN"] = token
 
     def __call__(self, *args: str) -> object:
         done = subprocess.run(
-            [*self.argv, *args], capture_output=True, text=True, timeout=60, check=False
-        )
+            [*self.argv, *args], capture_output=True, text=True, timeout=60, check=False,
+            env=self.env,
+        )  # fmt: skip
         assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"
         return json.loads(done.stdout) if "-f" in args and done.stdout.strip() else None
 
@@ -128,13 +136,13 @@ def port_name(vm: str) -> str:
 
 @pytest.fixture(scope="module")
 def cli(lab: Lab) -> Cli:
-    return Cli(lab.plan.api_url())
+    return Cli(lab.plan.api_url(), admin_token(lab.name))
 
 
 @pytest.fixture(scope="module")
 def lab(module_lab_factory) -> Iterator[Lab]:  # noqa: F811
     lab = module_lab_factory(TOPOLOGY)
-    cli = Cli(lab.plan.api_url())
+    cli = Cli(lab.plan.api_url(), admin_token(lab.name))
     with lab.client() as api:
         pub = api.create_network(name="pub", **{"router:external": True})
         for cidr in PUBLIC:

@@ -80,6 +80,19 @@ def test_each_address_belongs_to_the_host_it_is_bound_to_and_anycast_to_its_memb
     assert known.host_at("172.16.0.3") == "h2" and known.host_at("172.16.0.9") is None
 
 
+def test_host_length_address_pairs_belong_to_the_ports_host_wider_ones_to_no_one() -> None:
+    """Anycast by allowed address pairs: each member's host announces the shared /32."""
+    state = _state()
+    state.ports["p1"]["allowed_address_pairs"] = [{"ip_address": "10.1.0.9"}]
+    state.ports["p2"]["allowed_address_pairs"] = [
+        {"ip_address": "10.1.0.9/32"},
+        {"ip_address": "10.9.0.0/24"},
+    ]
+    known = origins(state)
+    assert "10.1.0.9/32" in known.prefixes["h1"] and "10.1.0.9/32" in known.prefixes["h2"]
+    assert not any(p.startswith("10.9.") for p in known.prefixes["h2"])
+
+
 def test_a_hosts_other_session_addresses_are_its_own_too() -> None:
     """A dual-stack host registers one address; its IPv6 session is its peers' ``local``."""
     state = _state("same")

@@ -32,9 +32,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-from l3fabric.client import FabricClient
 from l3fabric.lab import anycast_traffic as traffic
 from l3fabric.lab.anycast_group import LAB_CHECK, AnycastGroup, member_failover_bound
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.down import down
 from l3fabric.lab.faults import host_silenced, set_uplinks
 from l3fabric.lab.plan import Plan
@@ -67,7 +67,7 @@ class Failover:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.client_ns = plan.by_role("client")[0].namespace
-        with FabricClient(plan.api_url()) as api:
+        with lab_client(plan) as api:
             net = api.create_network(name="public", **{"router:external": True})
             subnet = api.create_subnet(network_id=net["id"], cidr=PUBLIC_CIDR, ip_version=4)
         self.group = AnycastGroup(plan, "bench", subnet["id"], "public", ADDRESS, PLACEMENT, CHECK)

@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l3fabric.client import FabricClient
 from l3fabric.dataplane.netns import entered
 from l3fabric.lab import bird, boot, netns, probe
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import Plan, namespace, vm_namespace
 from l3fabric.lab.state import LabState
@@ -203,7 +203,7 @@ class Bench:
 
     def measure(self) -> dict[str, Any]:
         self.wait_for_host_sessions()
-        with FabricClient(self.plan.api_url()) as api:
+        with lab_client(self.plan) as api:
             net = api.create_network(name="public", **{"router:external": True})
             api.create_subnet(
                 network_id=net["id"], cidr=self.public, ip_version=4, name="public-v4"

@@ -46,6 +46,7 @@ from l3fabric.bench.parts import OptionReader, require_root
 from l3fabric.client import FabricClient
 from l3fabric.dataplane.links import tap_name
 from l3fabric.lab import boot, netns, probe
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.state import LabState
@@ -400,7 +401,7 @@ def run(options: dict[str, str]) -> dict[str, Any]:
     load = os.getloadavg()[0]
     try:
         plan = up(topo, step=lambda text: log.info("lab %s: %s", lab, text))
-        with FabricClient(plan.api_url()) as api:
+        with lab_client(plan) as api:
             result = SgBench(plan, api, opts).measure()
         return {"lab": lab, **opts, "load_1min_before": round(load, 2), **result}
     finally:

@@ -2,8 +2,8 @@
 
 Pure functions of the gateway's cache (its watch holds every bound port and
 every anycast group): a port's fixed IPs (as /32 or /128) belong to the host
-named in its ``binding:host_id``; an anycast address belongs to every host
-with a member port bound to it. Nothing else is any host's to announce.
+named in its ``binding:host_id``, and so do its host-length allowed address
+pairs; an anycast address belongs to every host with a member port bound to it. Nothing else is any host's to announce.
 ``gateway/bird.py`` turns this into per-session import filters and, where
 hosts have their own AS, into ROA entries (origin validation).
 """
@@ -59,6 +59,14 @@ def origins(state: HostState) -> Origins:
             bound[str(port.get("id"))] = host
             for ip in port.get("fixed_ips") or ():
                 _add(owned, host, ip.get("ip_address"))
+            # A host-length allowed address pair is an address the port may hold
+            # (anycast by pairs): its host announces it while the VM answers.
+            for pair in port.get("allowed_address_pairs") or ():
+                text = str(pair.get("ip_address", ""))
+                if text.endswith(("/32", "/128")):
+                    text = text.rpartition("/")[0]
+                if "/" not in text:
+                    _add(owned, host, text)
     for group in state.anycast.values():
         for member in group.get("members") or ():
             if member in bound and group.get("address"):
