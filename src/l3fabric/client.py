@@ -145,6 +145,10 @@ class FabricClient:
         """Replace the fabric configuration (omitted fields take their defaults)."""
         return self.request("PUT", "/v1/fabric", json=config)
 
+    def set_quota(self, project_id: str, **limits: int) -> dict[str, Any]:
+        """Set a project's quotas (admin), e.g. ``port=-1`` for no limit."""
+        return self.request("PUT", f"/v2.0/quotas/{project_id}", json={"quota": limits})
+
     # Hosts ----------------------------------------------------------------------
 
     def register_host(

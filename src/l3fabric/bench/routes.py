@@ -88,6 +88,7 @@ from l3fabric.dataplane.routes import RTPROT_L3FABRIC, EndpointRoutes
 from l3fabric.loopback import free_port
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, render
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
+from l3fabric.service.common import DEFAULT_PROJECT
 
 Result = dict[str, float | int]
 
@@ -461,6 +462,8 @@ def _system(ctx: Context, count: int, role: str) -> Result:
         started = time.perf_counter()
         with FabricClient(url, timeout=120) as client:
             client.set_fabric({"asn": PEER_AS})
+            # More ports than Neutron's default quota (500) in the project they are made in.
+            client.set_quota(DEFAULT_PROJECT, port=-1)
             client.register_host(
                 HOST,
                 router_id=HOST_ADDRESS,

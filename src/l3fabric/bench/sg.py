@@ -46,7 +46,7 @@ from l3fabric.bench.parts import OptionReader, require_root
 from l3fabric.client import FabricClient
 from l3fabric.dataplane.links import tap_name
 from l3fabric.lab import boot, netns, probe
-from l3fabric.lab.credentials import lab_client
+from l3fabric.lab.credentials import LAB_PROJECT, lab_client
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.state import LabState
@@ -402,6 +402,8 @@ def run(options: dict[str, str]) -> dict[str, Any]:
     try:
         plan = up(topo, step=lambda text: log.info("lab %s: %s", lab, text))
         with lab_client(plan) as api:
+            # 1,000 ports and their groups: above Neutron's default quotas.
+            api.set_quota(LAB_PROJECT, port=-1, security_group=-1, security_group_rule=-1)
             result = SgBench(plan, api, opts).measure()
         return {"lab": lab, **opts, "load_1min_before": round(load, 2), **result}
     finally:

@@ -17,37 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from l3fabric.dataplane.links import tap_name
+from l3fabric.protocols import (  # noqa: F401 (re-exported for the dataplane modules)
+    ICMP,
+    ICMP_PROTOCOLS,
+    ICMPV6,
+    PORT_PROTOCOLS,
+    PROTOCOL_NUMBERS,
+    SCTP,
+    TCP,
+    UDP,
+)
 
 Direction = Literal["ingress", "egress"]
-
-TCP, UDP, ICMP, ICMPV6, SCTP = 6, 17, 1, 58, 132
-# Protocols whose port_range_min/max are destination ports (tcp udp dccp sctp udplite).
-PORT_PROTOCOLS = frozenset({TCP, UDP, 33, SCTP, 136})
-ICMP_PROTOCOLS = frozenset({ICMP, ICMPV6})
-PROTOCOL_NUMBERS = {
-    "tcp": TCP,
-    "udp": UDP,
-    "icmp": ICMP,
-    "icmpv6": ICMPV6,
-    "ipv6-icmp": ICMPV6,
-    "sctp": SCTP,
-    "udplite": 136,
-    "dccp": 33,
-    "ah": 51,
-    "esp": 50,
-    "gre": 47,
-    "igmp": 2,
-    "ipip": 4,
-    "ipv6-encap": 41,
-    "ipv6-frag": 44,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ipv6-route": 43,
-    "ospf": 89,
-    "pgm": 113,
-    "rsvp": 46,
-    "vrrp": 112,
-}
 
 
 @dataclass(frozen=True, order=True)

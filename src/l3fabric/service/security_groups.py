@@ -19,6 +19,7 @@ from typing import Any
 
 from l3fabric.keys import neutron_key, neutron_prefix
 from l3fabric.model.neutron import SecurityGroupBody, SecurityGroupRuleBody
+from l3fabric.protocols import ICMP_PROTOCOLS, PORT_PROTOCOLS, PROTOCOL_NUMBERS
 from l3fabric.service.common import (
     JSON,
     WRITE_ATTEMPTS,
@@ -46,35 +47,6 @@ from l3fabric.store import (
 
 _DEFAULT_GROUP_NS = uuid.UUID("5b0c8f1e-3a55-4e8e-9a63-2f6d6f1b3c01")
 
-# Neutron's protocol names and their IP protocol numbers (IANA).
-_PROTOCOL_NUMBERS = {
-    "ah": 51,
-    "dccp": 33,
-    "egp": 8,
-    "esp": 50,
-    "gre": 47,
-    "icmp": 1,
-    "icmpv6": 58,
-    "igmp": 2,
-    "ipip": 4,
-    "ipv6-encap": 41,
-    "ipv6-frag": 44,
-    "ipv6-icmp": 58,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ipv6-route": 43,
-    "ospf": 89,
-    "pgm": 113,
-    "rsvp": 46,
-    "sctp": 132,
-    "tcp": 6,
-    "udp": 17,
-    "udplite": 136,
-    "vrrp": 112,
-}
-# Protocols whose port_range_min/max are ports; for ICMP they are type/code.
-_PORT_NUMBERS = {6, 17, 33, 132, 136}
-_ICMP_NUMBERS = {1, 58}
 # Neutron refuses these with ethertype IPv4 (SecurityGroupEthertypeConflictWithProtocol).
 _IPV6_ONLY = {
     *("ipv6-encap", "ipv6-frag", "ipv6-icmp", "icmpv6", "ipv6-nonxt", "ipv6-opts", "ipv6-route"),
@@ -341,10 +313,10 @@ def _protocol(value: str | int | None, ethertype: str) -> str | None:
             raise bad_request(f"Security group rule protocol {value} not supported: must be 0-255")
         text = str(int(text))
         return "58" if ethertype == "IPv6" and text == "1" else text
-    if text not in _PROTOCOL_NUMBERS:
+    if text not in PROTOCOL_NUMBERS:
         raise bad_request(
             f"Security group rule protocol {value} not supported. Only protocol values"
-            f" {sorted(_PROTOCOL_NUMBERS)} and integer representations [0 to 255] are supported.",
+            f" {sorted(PROTOCOL_NUMBERS)} and integer representations [0 to 255] are supported.",
             "SecurityGroupRuleInvalidProtocol",
         )
     return "ipv6-icmp" if ethertype == "IPv6" and text in ("icmp", "icmpv6") else text
@@ -354,7 +326,7 @@ def protocol_number(protocol: str | None) -> int | None:
     """The IP protocol number of a stored rule's protocol (None: any)."""
     if protocol is None:
         return None
-    return int(protocol) if protocol.isdigit() else _PROTOCOL_NUMBERS[protocol]
+    return int(protocol) if protocol.isdigit() else PROTOCOL_NUMBERS[protocol]
 
 
 def _same_rule(a: JSON, b: JSON) -> bool:
@@ -382,7 +354,7 @@ def _check_ports(protocol: str | None, low: int | None, high: int | None) -> Non
             "SecurityGroupProtocolRequiredWithPorts",
         )
     number = protocol_number(protocol)
-    if number in _PORT_NUMBERS:
+    if number in PORT_PROTOCOLS:
         if low == 0 or high == 0:
             raise bad_request("Invalid value for port 0", "SecurityGroupInvalidPortValue")
         if low is None or high is None or low > high:
@@ -390,7 +362,7 @@ def _check_ports(protocol: str | None, low: int | None, high: int | None) -> Non
                 "For TCP/UDP protocols, port_range_min must be <= port_range_max",
                 "SecurityGroupInvalidPortRange",
             )
-    elif number in _ICMP_NUMBERS:
+    elif number in ICMP_PROTOCOLS:
         for value, field, attr in (
             (low, "type", "port_range_min"),
             (high, "code", "port_range_max"),
