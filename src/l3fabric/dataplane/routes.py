@@ -24,7 +24,6 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-
 from l3fabric.dataplane import ifnames
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.netlink_batch import (
