@@ -1,9 +1,9 @@
 """The metadata service on each compute host: 169.254.169.254 port 80 for its VMs.
 
 A VM's packets reach the host through its tap (its default route is via the
-host's proxy ARP), and the host holds 169.254.169.254/32 on a dummy link of
-its own (``METADATA_LINK``; not ``lo``, whose addresses BIRD announces), so
-they are delivered here. The proxy identifies the VM by the connection's
+host's proxy ARP), and the host holds 169.254.169.254/32 on ``lo`` (BIRD
+announces lo's addresses, but never link-local ones: routing/templates), so
+they are delivered here. (Not a dummy link: not every kernel has the module.) The proxy identifies the VM by the connection's
 source address and the tap it came in on: a fixed IP of a port bound to this
 host, whose tap is where the host routes that address (anti-spoofing lets a
 tap send only its own port's addresses, so the two agree for any packet
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 METADATA_ADDRESS = "169.254.169.254"
-METADATA_LINK = "l3f-metadata"
+METADATA_LINK = "lo"
 NOVA_TIMEOUT_S = 10.0
 # A VM sends at most this much to POST (Nova takes only the 256-byte password).
 MAX_BODY = 64 * 1024
@@ -120,17 +120,14 @@ class RouteLookup:
 
 
 def ensure_address(address: str = METADATA_ADDRESS, link: str = METADATA_LINK) -> None:
-    """Put ``address``/32 on a dummy link of ours, up (idempotent)."""
+    """Put ``address``/32 on ``link`` (idempotent)."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        if not ipr.link_lookup(ifname=link):
-            ipr.link("add", ifname=link, kind="dummy")
         index = ipr.link_lookup(ifname=link)[0]
         have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)}
         if address not in have:
             ipr.addr("add", index=index, address=address, prefixlen=32)
-        ipr.link("set", index=index, state="up")
 
 
 class MetadataServer:
