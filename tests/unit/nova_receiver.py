@@ -27,6 +27,16 @@ def check_body(body: Any) -> list[dict[str, Any]]:
     return events
 
 
+def answer_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    """Send ``body`` as a JSON response from a stdlib request handler."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class NovaReceiver:
     """Serves POST /v2.1/os-server-external-events; ``fail_first`` answers 503 that many times."""
 
@@ -61,12 +71,7 @@ class NovaReceiver:
                 self._answer(200, {"events": [{**e, "code": 200} for e in events]})
 
             def _answer(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer_json(self, status, body)
 
             def log_message(self, *args: object) -> None:
                 pass

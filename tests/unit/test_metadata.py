@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,6 +14,7 @@ import pytest
 
 from l3fabric.dataplane.links import tap_name
 from l3fabric.nova.metadata import MetadataConfig, MetadataServer, find_port, nova_headers
+from tests.unit.nova_receiver import answer_json
 
 PORT_ID = "6b1c1f5e-2a4b-4c3d-9e8f-0123456789ab"
 PORT = {
@@ -99,12 +99,7 @@ def test_nova_gets_the_headers_it_checks(serve) -> None:
     class Nova(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append({k.lower(): v for k, v in self.headers.items()} | {"path": self.path})
-            body = json.dumps({"uuid": "from-nova"}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer_json(self, 200, {"uuid": "from-nova"})
 
         def log_message(self, *args: object) -> None:
             pass
