@@ -5,10 +5,12 @@ controller without Nova send nothing."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import warnings
 from pathlib import Path
 
+import httpx
 import pytest
 
 from l3fabric.api.app import create_app
@@ -17,6 +19,7 @@ from l3fabric.nova.target import NovaConfigError, nova_target
 from l3fabric.store.sqlite import SqliteStore
 from tests.unit.api_helpers import make
 from tests.unit.nova_receiver import NovaReceiver
+from tests.unit.test_server_process import server_command, start_server  # noqa: F401
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -141,3 +144,25 @@ def test_nova_options(tmp_path: Path) -> None:
     ini.write_text(ini.read_text() + "password = p\nproject_name = service\n")
     target = nova_target(None, None, str(ini))
     assert target is not None and target.session is not None
+
+
+def test_the_server_process_sends_events_to_the_nova_it_is_given(
+    start_server,  # noqa: F811  (the fixture)
+    tmp_path: Path,
+) -> None:
+    token = tmp_path / "nova.token"
+    token.write_text("t0k\n")
+    with NovaReceiver(token="t0k") as nova:
+        _, url = start_server("s.db", "--nova-url", nova.url, "--nova-token-file", str(token))
+        with httpx.Client(base_url=url) as client:
+            vm, _ = _ports(client)
+            _beat(client, **{vm["id"]: "ACTIVE"})
+            assert [(e["name"], e["tag"]) for e in nova.wait_for(1)] == [
+                ("network-vif-plugged", vm["id"])
+            ]
+
+
+def test_bad_nova_options_are_readable_errors(tmp_path: Path) -> None:
+    args = ["--store", f"sqlite:///{tmp_path / 's.db'}", "--nova-url", "nova:8774"]
+    done = subprocess.run(server_command(*args), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "expected http(s)://" in done.stderr
