@@ -154,3 +154,12 @@ def test_only_admins_and_the_service_role_touch_bindings(tmp_path: Path) -> None
         assert error(client.get(path, headers=other), 404) == "PortNotFound"
         assert client.post(path, json=body, headers=service).status_code == 201
         assert client.get(path, headers=service).json()["bindings"][0]["host"] == "b"
+
+
+def test_a_port_rebound_by_a_plain_update_lists_each_host_once(client) -> None:
+    pid = _port(client, **{"binding:host_id": "a"})["id"]
+    assert _create(client, pid, host="b").status_code == 201
+    r = client.put(f"/v2.0/ports/{pid}", json={"port": {"binding:host_id": "b"}})
+    assert r.status_code == 200
+    assert {h: b["status"] for h, b in _bindings(client, pid).items()} == {"b": "ACTIVE"}
+    assert len(client.get(f"/v2.0/ports/{pid}/bindings").json()["bindings"]) == 1

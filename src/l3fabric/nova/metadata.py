@@ -44,6 +44,7 @@ JSON = dict[str, Any]
 METADATA_ADDRESS = "169.254.169.254"
 METADATA_LINK = "lo"
 NOVA_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 10.0
 # A VM sends at most this much to POST (Nova takes only the 256-byte password).
 MAX_BODY = 64 * 1024
 
@@ -199,6 +200,8 @@ class MetadataServer:
 def _handler(server: MetadataServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "l3fabric-metadata"
+        # VMs are not trusted: a connection that sends nothing is closed.
+        timeout = REQUEST_TIMEOUT_S
 
         def _serve(self, method: str) -> None:
             length = int(self.headers.get("content-length") or 0)

@@ -97,7 +97,10 @@ class PortBindings:
     def list(self, port_id: str, ctx: Context, filters: dict[str, list[str]]) -> list[JSON]:
         port = self._port(port_id, ctx, "get_port_binding")
         active = binding_of(port)
-        found = [*([active] if active else []), *self._inactive(port_id)]
+        # An inactive record for the active host (the port was rebound by a
+        # plain port update meanwhile) is shadowed by the active binding.
+        inactive = [b for b in self._inactive(port_id) if not active or b["host"] != active["host"]]
+        found = [*([active] if active else []), *inactive]
         return [b for b in found if all(str(b.get(k)) in v for k, v in filters.items())]
 
     def get(self, port_id: str, host: str, ctx: Context) -> JSON:
