@@ -166,3 +166,23 @@ def test_bad_nova_options_are_readable_errors(tmp_path: Path) -> None:
     args = ["--store", f"sqlite:///{tmp_path / 's.db'}", "--nova-url", "nova:8774"]
     done = subprocess.run(server_command(*args), capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "expected http(s)://" in done.stderr
+
+
+def test_a_migrated_port_is_plugged_again_when_its_new_host_reports_it(store) -> None:
+    with NovaReceiver() as nova:
+        notifier = NovaNotifier(NovaTarget(url=nova.url))
+        try:
+            with TestClient(create_app(store, nova=notifier)) as client:
+                client.put("/v1/hosts/h2", json={**HOST, "router_id": "10.0.0.12"})
+                vm, _ = _ports(client)
+                _beat(client, **{vm["id"]: "ACTIVE"})
+                nova.wait_for(1)
+                path = f"/v2.0/ports/{vm['id']}/bindings"
+                assert client.post(path, json={"binding": {"host": "h2"}}).status_code == 201
+                assert client.put(f"{path}/h2/activate").status_code == 200
+                r = client.post("/v1/hosts/h2/heartbeat", json={"ports": {vm["id"]: "ACTIVE"}})
+                assert r.json()["ports_changed"] == [vm["id"]]
+                events = nova.wait_for(2)
+        finally:
+            notifier.close()
+    assert [(e["name"], e["tag"]) for e in events] == [("network-vif-plugged", vm["id"])] * 2
