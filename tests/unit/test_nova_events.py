@@ -73,12 +73,20 @@ def test_plugged_and_unplugged_reach_nova_as_its_api_documents(store) -> None:
                 ]
                 _beat(client, **{vm["id"]: "ACTIVE"})  # no change: no event
                 _beat(client, **{vm["id"]: "DOWN", other["id"]: "DOWN"})
-                events = nova.wait_for(2)
+                nova.wait_for(2)
+                assert client.delete(f"/v2.0/ports/{other['id']}").status_code == 204
+                assert client.delete(f"/v2.0/ports/{vm['id']}").status_code == 204
+                events = nova.wait_for(3)
         finally:
             notifier.close()
-    assert [e["name"] for e in events] == ["network-vif-plugged", "network-vif-unplugged"]
+    assert [e["name"] for e in events] == [
+        "network-vif-plugged",
+        "network-vif-unplugged",
+        "network-vif-deleted",
+    ]
+    assert events[2]["tag"] == vm["id"] and events[2]["server_uuid"] == SERVER
     assert nova.errors == [] and set(nova.tokens) == {"secret"}
-    assert notifier.sent == 2 and notifier.failed == 0
+    assert notifier.sent == 3 and notifier.failed == 0
 
 
 def test_events_are_retried_when_nova_fails(store) -> None:

@@ -35,4 +35,5 @@ def create_app(
     anycast.install(app)
     if nova is not None:
         app.state.fabric.status_changed.append(nova.port_status)
+        app.state.neutron.ports.removed.append(nova.port_deleted)
     return app

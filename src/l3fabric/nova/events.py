@@ -4,8 +4,9 @@ Nova boots a VM only once Neutron says ``network-vif-plugged`` for each of
 its ports (and waits for it on a live migration's destination). The
 controller posts these to Nova's ``POST /os-server-external-events`` as
 Neutron's nova notifier does: ``network-vif-plugged`` when a compute port
-turns ACTIVE, ``network-vif-unplugged`` when it goes DOWN, ``status``
-``completed`` (``failed`` for ERROR), ``tag`` the port id.
+turns ACTIVE, ``network-vif-unplugged`` when it goes DOWN,
+``network-vif-deleted`` when it is deleted; ``status`` ``completed``
+(``failed`` for ERROR), ``tag`` the port id.
 
 Events go through a bounded queue to one sender thread, so a slow or absent
 Nova never holds up a heartbeat: what arrives together is sent in one
@@ -32,6 +33,7 @@ JSON = dict[str, Any]
 
 PLUGGED = "network-vif-plugged"
 UNPLUGGED = "network-vif-unplugged"
+DELETED = "network-vif-deleted"
 # Neutron's default (nova.send_events_interval is 2 s; we send at once).
 QUEUE_SIZE = 10_000
 BATCH = 100
@@ -41,14 +43,17 @@ TIMEOUT_S = 10.0
 
 
 def event_for(port: JSON, status: str) -> JSON | None:
-    """The event of ``port`` turning ``status``, or None when Nova has nothing to hear.
+    """The event of ``port`` turning ``status`` (``DELETED``: the port was
+    deleted), or None when Nova has nothing to hear.
 
     As Neutron: only ports of a Nova server (``device_owner`` ``compute:*``
     and a ``device_id``) and only the statuses Nova waits on."""
     server = port.get("device_id") or ""
     if not server or not str(port.get("device_owner", "")).startswith("compute:"):
         return None
-    if status == "ACTIVE":
+    if status == DELETED:
+        name, outcome = DELETED, "completed"
+    elif status == "ACTIVE":
         name, outcome = PLUGGED, "completed"
     elif status == "DOWN":
         name, outcome = UNPLUGGED, "completed"
@@ -100,7 +105,13 @@ class NovaNotifier:
 
     def port_status(self, port: JSON) -> None:
         """A port's status changed (it holds the new one): queue its event, if any."""
-        event = event_for(port, str(port.get("status", "")))
+        self._queue_event(event_for(port, str(port.get("status", ""))), port)
+
+    def port_deleted(self, port: JSON) -> None:
+        """A port was deleted (its last value): Nova's network-vif-deleted."""
+        self._queue_event(event_for(port, DELETED), port)
+
+    def _queue_event(self, event: JSON | None, port: JSON) -> None:
         if event is None:
             return
         try:

@@ -109,6 +109,8 @@ class Ports(Resource):
         self.security_groups = security_groups
         self.may_delete = may_delete
         self.deleted: list[Callable[[str], None]] = []
+        # Told of each deleted port with its last value (Nova's network-vif-deleted).
+        self.removed: list[Callable[[JSON], None]] = []
 
     # Create -------------------------------------------------------------------
 
@@ -307,6 +309,8 @@ class Ports(Resource):
             self.ipam.released(f["subnet_id"], f["ip_address"])
         for hook in self.deleted:
             hook(object_id)
+        for removed in self.removed:
+            removed(kv.value)
 
     # IPAM ---------------------------------------------------------------------
 
