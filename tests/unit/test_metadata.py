@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -137,3 +139,27 @@ def test_nova_down_is_503_not_a_hang(serve) -> None:
     port = {**PORT, "fixed_ips": [{"subnet_id": "s", "ip_address": "127.0.0.1"}]}
     url = serve(config, [port], FakeRoutes({"127.0.0.1": tap_name(PORT_ID)}))
     assert httpx.get(f"{url}/openstack").status_code == 503
+
+
+def test_connections_are_bounded_so_vms_cannot_exhaust_the_agent(serve) -> None:
+    config = MetadataConfig(address="127.0.0.1", port=0, max_connections=2)
+    port = {**PORT, "fixed_ips": [{"subnet_id": "s", "ip_address": "127.0.0.1"}]}
+    url = serve(config, [port], FakeRoutes({"127.0.0.1": tap_name(PORT_ID)}))
+    host, _, number = url.removeprefix("http://").partition(":")
+    idle = [socket.create_connection((host, int(number))) for _ in range(2)]
+    try:
+        time.sleep(0.2)  # both taken in service
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/openstack", timeout=2)
+    finally:
+        for s in idle:
+            s.close()
+    # Their slots come back.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert httpx.get(f"{url}/openstack", timeout=2).status_code == 200
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

@@ -45,6 +45,9 @@ METADATA_ADDRESS = "169.254.169.254"
 METADATA_LINK = "lo"
 NOVA_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 10.0
+# Connections served at once (a thread each); more are closed at once, so
+# VMs opening connections cannot run the agent out of threads.
+MAX_CONNECTIONS = 64
 # A VM sends at most this much to POST (Nova takes only the 256-byte password).
 MAX_BODY = 64 * 1024
 
@@ -59,6 +62,7 @@ class MetadataConfig:
     shared_secret: str = ""
     address: str = METADATA_ADDRESS
     port: int = 80
+    max_connections: int = MAX_CONNECTIONS
 
 
 def signature(secret: str, instance_id: str) -> str:
@@ -131,6 +135,34 @@ def ensure_address(address: str = METADATA_ADDRESS, link: str = METADATA_LINK) -
             ipr.addr("add", index=index, address=address, prefixlen=32)
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most ``limit`` connections in service."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("metadata: %d connections in service; closed one", self.limit)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class MetadataServer:
     """Serves the metadata of the VMs in ``ports()`` (this host's bound ports)
     on its own threads, until ``close``."""
@@ -147,8 +179,9 @@ class MetadataServer:
         self.public = public
         self.routes = routes or RouteLookup()
         self._nova = httpx.Client(timeout=NOVA_TIMEOUT_S) if config.nova_host else None
-        self.httpd = ThreadingHTTPServer((config.address, config.port), _handler(self))
-        self.httpd.daemon_threads = True
+        self.httpd = _BoundedServer(
+            (config.address, config.port), _handler(self), config.max_connections
+        )
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="metadata", daemon=True
         )
