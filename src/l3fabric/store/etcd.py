@@ -1,0 +1,418 @@
+"""The store on an etcd v3 cluster, through etcd's gRPC gateway (JSON over HTTP) with etcd3gw.
+
+Mapping (see store/base.py): a store revision is etcd's revision minus one,
+because an empty etcd cluster is at revision 1 and an empty store at 0. Each
+``txn`` is one etcd Txn: a compare per guarded op, all writes on success, and
+a range of every key it names on failure, so the error says which op failed
+and why, from one consistent read.
+
+Watches are real etcd watches (start_revision = since + 1) over the whole key
+space, filtered here by prefix: every revision of a cluster the store owns
+then carries an event, so a watch knows when it has replayed all history up
+to the revision current when it started, and never reports a revision it has
+not seen. Run one etcd cluster per l3fabric deployment.
+
+Failover: requests go to one endpoint until it fails, then to the next. A
+read is retried on every endpoint; a transaction only when its connection was
+refused (it cannot have been applied): a lost answer is StoreUnavailableError,
+since the write may or may not have happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+import urllib3
+from etcd3gw.client import Etcd3Client
+from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception
+
+from l3fabric.store.base import (
+    JSON,
+    CompactedError,
+    Compare,
+    Create,
+    Delete,
+    Event,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    Op,
+    Put,
+    RevisionMismatchError,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    Update,
+)
+
+# etcd revision of an empty cluster; store revision = etcd revision - _BASE.
+_BASE = 1
+# Seconds to connect to a member, and to wait for a unary answer. etcd answers
+# "no leader" or "request timed out" within about this when it cannot commit.
+CONNECT_TIMEOUT_S = 1.0
+REQUEST_TIMEOUT_S = 5.0
+# How long a watch may wait for etcd to replay history older than its start
+# (etcd syncs lagging watchers every 100 ms) before it returns what it has.
+_CATCH_UP_S = 3.0
+_PAGE = 1000
+# The whole key space: etcd's range from "\0" to "\0".
+_ALL = base64.b64encode(b"\0").decode()
+
+
+def parse_endpoints(url: str) -> list[tuple[str, int]]:
+    """``etcd://h1:p1,h2:p2`` -> [(h1, p1), (h2, p2)]; ValueError that says what is wrong."""
+    parsed = urlparse(url)
+    if parsed.scheme != "etcd" or not parsed.netloc or parsed.path not in ("", "/"):
+        raise ValueError(f"{url!r}: write etcd://HOST:PORT[,HOST:PORT...]")
+    endpoints = []
+    for part in parsed.netloc.split(","):
+        host, sep, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{url!r}: {part!r} is not HOST:PORT (write etcd://HOST:PORT,...)")
+        endpoints.append((host, int(port)))
+    return endpoints
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str | None) -> str:
+    return base64.b64decode(text or "").decode()
+
+
+def _range_end(prefix: str) -> str:
+    """etcd's range_end for a prefix: the prefix with its last byte incremented."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return _ALL
+    raw[-1] += 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def _to_etcd(revision: int) -> int:
+    """A store mod_revision as etcd's; 0 (absent) stays 0."""
+    return revision + _BASE if revision > 0 else 0
+
+
+def _from_etcd(revision: str | int | None) -> int:
+    value = int(revision or 0)
+    return value - _BASE if value > 0 else 0
+
+
+def _kv(raw: dict[str, Any]) -> KeyValue:
+    return KeyValue(
+        _unb64(raw["key"]),
+        json.loads(_unb64(raw.get("value"))),
+        _from_etcd(raw.get("create_revision")),
+        _from_etcd(raw.get("mod_revision")),
+        int(raw.get("version", 0)),
+    )
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when the request cannot have reached etcd (connection refused or never made)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(
+            seen,
+            urllib3.exceptions.NewConnectionError
+            | urllib3.exceptions.ConnectTimeoutError
+            | requests.exceptions.ConnectTimeout
+            | ConnectionRefusedError,
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+        if isinstance(seen, urllib3.exceptions.MaxRetryError):
+            seen = seen.reason
+    return False
+
+
+class EtcdStore(Store):
+    """A Store on the etcd v3 cluster whose client endpoints are ``endpoints``."""
+
+    def __init__(self, endpoints: Sequence[tuple[str, int]]) -> None:
+        if not endpoints:
+            raise ValueError("an etcd store needs at least one endpoint")
+        self._clients = [
+            Etcd3Client(host, port, api_path="/v3/", timeout=(CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S))
+            for host, port in endpoints
+        ]
+        for client in self._clients:
+            # Long-poll watches each hold a connection: let the pool keep them.
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=256)
+            client.session.mount("http://", adapter)
+        self._current = 0
+        self._lock = threading.Lock()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"{c.host}:{c.port}" for c in self._clients]
+
+    # Transport -------------------------------------------------------------
+
+    def _order(self) -> Iterator[tuple[int, Etcd3Client]]:
+        """Every endpoint once, the one that worked last first."""
+        start = self._current
+        for offset in range(len(self._clients)):
+            index = (start + offset) % len(self._clients)
+            yield index, self._clients[index]
+
+    def _post(self, path: str, body: dict[str, Any], *, write: bool = False) -> dict[str, Any]:
+        failures = []
+        for index, client in self._order():
+            try:
+                reply = client.post(client.get_url(path), json=body)
+            except (ConnectionFailedError, ConnectionTimeoutError) as exc:
+                failures.append(f"{client.host}:{client.port}: {_short(exc)}")
+                if write and not _refused(exc):
+                    raise StoreUnavailableError(
+                        f"etcd did not confirm the write ({failures[-1]}); it may or may not"
+                        " have been applied"
+                    ) from None
+                continue
+            except Etcd3Exception as exc:
+                raise StoreError(f"etcd refused {path}: {_short(exc)}") from None
+            self._current = index
+            return reply
+        raise StoreUnavailableError("etcd is unreachable: " + "; ".join(failures))
+
+    # Reads -----------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        reply = self._post("/kv/range", {"key": _b64(key)})
+        kvs = reply.get("kvs") or []
+        return _kv(kvs[0]) if kvs else None
+
+    def range(self, prefix: str) -> tuple[list[KeyValue], int]:
+        # Pages of _PAGE keys, every page read at the first page's revision:
+        # one consistent snapshot however large.
+        start, end = (_b64(prefix), _range_end(prefix)) if prefix else (_ALL, _ALL)
+        kvs: list[KeyValue] = []
+        at = 0
+        while True:
+            body: dict[str, Any] = {"key": start, "range_end": end, "limit": _PAGE}
+            if at:
+                body["revision"] = at
+            reply = self._post("/kv/range", body)
+            at = at or int(reply["header"]["revision"])
+            page = [_kv(raw) for raw in reply.get("kvs") or []]
+            kvs.extend(page)
+            if not reply.get("more") or not page:
+                return kvs, _from_etcd(at)
+            start = _b64(page[-1].key + "\0")
+
+    def revision(self) -> int:
+        reply = self._post("/kv/range", {"key": _ALL, "count_only": True, "limit": 1})
+        return _from_etcd(reply["header"]["revision"])
+
+    # Writes ----------------------------------------------------------------
+
+    def txn(self, ops: Sequence[Op]) -> int:
+        keys = list(dict.fromkeys(op.key for op in ops))
+        body = {
+            "compare": [c for op in ops if (c := _compare(op)) is not None],
+            "success": [r for op in ops if (r := _request(op)) is not None],
+            # On failure, read every key once, at one revision, to say why.
+            "failure": [{"request_range": {"key": _b64(key)}} for key in keys],
+        }
+        reply = self._post("/kv/txn", body, write=True)
+        if reply.get("succeeded"):
+            return _from_etcd(reply["header"]["revision"])
+        current: dict[str, KeyValue] = {}
+        for response in reply.get("responses") or []:
+            for raw in response.get("response_range", {}).get("kvs") or []:
+                kv = _kv(raw)
+                current[kv.key] = kv
+        raise _why(ops, current)
+
+    def compact(self, revision: int) -> None:
+        target = min(_to_etcd(revision), self.revision() + _BASE)
+        if target <= _BASE:
+            return
+        try:
+            self._post("/kv/compaction", {"revision": target, "physical": False})
+        except StoreError as exc:
+            if "compacted" not in str(exc):  # already compacted past it: nothing to do
+                raise
+
+    # History ---------------------------------------------------------------
+
+    def watch(self, prefix: str, since: int, timeout: float) -> tuple[list[Event], int]:
+        deadline = time.monotonic() + max(0.0, timeout)
+        body = {
+            "create_request": {
+                "key": _ALL,
+                "range_end": _ALL,
+                "start_revision": since + _BASE + 1,
+                "prev_kv": True,
+            }
+        }
+        reply = self._open_watch(body)
+        try:
+            return _read_watch(reply, prefix, since, deadline)
+        finally:
+            reply.close()
+
+    def _open_watch(self, body: dict[str, Any]) -> requests.Response:
+        failures = []
+        for index, client in self._order():
+            try:
+                reply = client.session.post(
+                    client.get_url("/watch"),
+                    json=body,
+                    stream=True,
+                    timeout=(CONNECT_TIMEOUT_S, _CATCH_UP_S + REQUEST_TIMEOUT_S),
+                )
+            except requests.RequestException as exc:
+                failures.append(f"{client.host}:{client.port}: {_short(exc)}")
+                continue
+            if reply.status_code != 200:
+                failures.append(f"{client.host}:{client.port}: HTTP {reply.status_code}")
+                reply.close()
+                continue
+            self._current = index
+            return reply
+        raise StoreUnavailableError("etcd is unreachable: " + "; ".join(failures))
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.session.close()
+
+
+def _read_watch(
+    reply: requests.Response, prefix: str, since: int, deadline: float
+) -> tuple[list[Event], int]:
+    """Read one watch stream until it has events and has caught up, or time is up.
+
+    ``seen`` (etcd's numbering) only ever moves to a revision whose events
+    have all arrived: the start revision when the watch was created in sync,
+    else the last event's revision.
+    """
+    events: list[Event] = []
+    seen = since + _BASE
+    head = None  # etcd's revision when the watch was created
+    sock = _socket(reply)
+    lines = reply.iter_lines(chunk_size=None)
+    while True:
+        caught_up = head is not None and seen >= head
+        now = time.monotonic()
+        if caught_up and (events or now >= deadline):
+            break
+        limit = deadline if caught_up else max(deadline, now + _CATCH_UP_S)
+        if head is not None and now >= limit:
+            break
+        if sock is not None:
+            sock.settimeout(max(0.01, limit - now))
+        try:
+            line = next(lines, None)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+            break  # timed out, or the member went away: return what is certain
+        if line is None:
+            break
+        if not line:
+            continue
+        message = json.loads(line)
+        if "error" in message:
+            raise StoreUnavailableError(f"etcd watch failed: {message['error']}")
+        result = message.get("result", {})
+        if int(result.get("compact_revision") or 0):
+            raise CompactedError(since, _from_etcd(result["compact_revision"]))
+        if result.get("created"):
+            head = int(result["header"]["revision"])
+            seen = max(seen, min(head, since + _BASE))
+            continue
+        for raw in result.get("events") or []:
+            event = _event(raw)
+            seen = max(seen, event.revision + _BASE)
+            if event.key.startswith(prefix):
+                events.append(event)
+    return events, _from_etcd(seen)
+
+
+def _event(raw: dict[str, Any]) -> Event:
+    kv = raw["kv"]
+    prev = raw.get("prev_kv")
+    deleted = raw.get("type") == "DELETE"
+    return Event(
+        "delete" if deleted else "put",
+        _unb64(kv["key"]),
+        _from_etcd(kv.get("mod_revision")),
+        None if deleted else json.loads(_unb64(kv.get("value"))),
+        json.loads(_unb64(prev.get("value"))) if prev else None,
+    )
+
+
+def _socket(reply: requests.Response) -> socket.socket | None:
+    """The stream's socket, so each read can wait exactly as long as is left."""
+    with contextlib.suppress(AttributeError):
+        return reply.raw._connection.sock  # urllib3 2: the connection behind the response
+    return None
+
+
+def _compare(op: Op) -> dict[str, Any] | None:
+    key = _b64(op.key)
+    if isinstance(op, Create):
+        return {"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+    if isinstance(op, Update | Compare):
+        return {
+            "key": key,
+            "target": "MOD",
+            "result": "EQUAL",
+            "mod_revision": _to_etcd(op.mod_revision),
+        }
+    if isinstance(op, Delete):
+        if op.mod_revision is not None:
+            return {
+                "key": key,
+                "target": "MOD",
+                "result": "EQUAL",
+                "mod_revision": _to_etcd(op.mod_revision),
+            }
+        return {"key": key, "target": "CREATE", "result": "GREATER", "create_revision": 0}
+    return None  # Put: unconditional
+
+
+def _request(op: Op) -> dict[str, Any] | None:
+    if isinstance(op, Create | Update | Put):
+        value = json.dumps(op.value, separators=(",", ":"))
+        return {"request_put": {"key": _b64(op.key), "value": _b64(value)}}
+    if isinstance(op, Delete):
+        return {"request_delete_range": {"key": _b64(op.key)}}
+    return None  # Compare writes nothing
+
+
+def _why(ops: Sequence[Op], current: dict[str, KeyValue]) -> StoreError:
+    """The error of the first op whose condition fails on ``current`` (as SQLite reports it)."""
+    for op in ops:
+        kv = current.get(op.key)
+        actual = kv.mod_revision if kv else 0
+        if isinstance(op, Compare):
+            if actual != op.mod_revision:
+                return RevisionMismatchError(op.key, op.mod_revision, actual)
+        elif isinstance(op, Create):
+            if kv is not None:
+                return KeyExistsError(op.key)
+        elif isinstance(op, Update | Delete):
+            if kv is None:
+                return KeyNotFoundError(op.key)
+            if op.mod_revision is not None and actual != op.mod_revision:
+                return RevisionMismatchError(op.key, op.mod_revision, actual)
+    return StoreError("etcd refused the transaction, yet every condition holds now")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
