@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import time
+import warnings
+
 import pytest
 
-from l3fabric.store import open_store
+from l3fabric.api.app import create_app
+from l3fabric.loopback import free_port
+from l3fabric.store import StoreUnavailableError, open_store
 from l3fabric.store.etcd import EtcdStore, parse_endpoints
 from l3fabric.store.etcd_local import LocalEtcd
 
+from .api_helpers import error, make
 from .store_contract import StoreContract
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 
 @pytest.fixture
@@ -26,3 +36,67 @@ class TestEtcdContract(StoreContract):
         assert isinstance(s, EtcdStore)
         yield s
         s.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["etcd://", "etcd://127.0.0.1", "etcd://127.0.0.1:2379/prefix", "etcd://h:1,h:notaport"],
+)
+def test_bad_etcd_urls_are_explained(url: str) -> None:
+    with pytest.raises(ValueError, match="etcd://HOST:PORT"):
+        open_store(url)
+
+
+def test_unreachable_etcd_fails_fast_with_store_unavailable() -> None:
+    store = EtcdStore(parse_endpoints(f"etcd://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"))
+    calls = [
+        store.revision,
+        lambda: store.get("/a"),
+        lambda: store.create("/a", {}),
+        lambda: store.watch("/", 0, 5),
+    ]
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="unreachable"):
+            call()
+        assert time.monotonic() - started < 2
+
+
+def test_compacted_watch_makes_the_agent_resync_never_a_gap(etcd: LocalEtcd) -> None:
+    store = open_store(etcd.url)
+    with TestClient(create_app(store)) as client:
+        old = client.get("/v1/watch", params={"host": "h1"}).json()["revision"]
+        for i in range(5):
+            make(client, "networks", "network", name=f"n{i}")
+        store.compact(store.revision())
+        stale = client.get("/v1/watch", params={"host": "h1", "since": old, "timeout": 0})
+        assert error(stale, 410) == "ResyncRequired"
+        fresh = client.get("/v1/watch", params={"host": "h1"}).json()
+        make(client, "networks", "network", name="after")
+        answer = client.get(
+            "/v1/watch", params={"host": "h1", "since": fresh["revision"], "timeout": 5}
+        )
+        assert answer.status_code == 200
+        assert answer.json()["revision"] == store.revision()
+    store.close()
+
+
+def test_etcd_down_is_a_quick_503_then_everything_resumes(etcd: LocalEtcd) -> None:
+    store = open_store(etcd.url)
+    with TestClient(create_app(store)) as client:
+        before = make(client, "networks", "network", name="before")
+        etcd.kill(0)
+        started = time.monotonic()
+        down = [
+            client.post("/v2.0/networks", json={"network": {"name": "during"}}),
+            client.get("/v2.0/networks"),
+            client.get("/v1/watch", params={"host": "h1", "since": 0, "timeout": 5}),
+        ]
+        assert time.monotonic() - started < 5
+        assert [error(r, 503) for r in down] == ["ServiceUnavailable"] * 3
+        etcd.restart(0)
+        make(client, "networks", "network", name="after")
+        names = {n["name"] for n in client.get("/v2.0/networks").json()["networks"]}
+        assert names == {"before", "after"}
+        assert before["id"] in {n["id"] for n in client.get("/v2.0/networks").json()["networks"]}
+    store.close()

@@ -36,7 +36,6 @@ from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception
 
 from l3fabric.store.base import (
-    JSON,
     CompactedError,
     Compare,
     Create,

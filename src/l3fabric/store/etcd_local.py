@@ -9,7 +9,6 @@ and removes the directory.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,15 +18,9 @@ from pathlib import Path
 import httpx
 
 from l3fabric.child import terminate
+from l3fabric.loopback import free_port
 
 ETCD_BINARY = "/usr/bin/etcd"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
