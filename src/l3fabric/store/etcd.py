@@ -251,11 +251,15 @@ class EtcdStore(Store):
 
     def watch(self, prefix: str, since: int, timeout: float) -> tuple[list[Event], int]:
         deadline = time.monotonic() + max(0.0, timeout)
+        # etcd keeps the compaction revision itself, the store does not: a
+        # watch from just before it must fail too. Starting one revision early
+        # makes etcd report the compaction (and its revision) exactly then.
+        start = since + _BASE + (0 if self._compacted(since) else 1)
         body = {
             "create_request": {
                 "key": _ALL,
                 "range_end": _ALL,
-                "start_revision": since + _BASE + 1,
+                "start_revision": start,
                 "prev_kv": True,
             }
         }
@@ -264,6 +268,18 @@ class EtcdStore(Store):
             return _read_watch(reply, prefix, since, deadline)
         finally:
             reply.close()
+
+    def _compacted(self, since: int) -> bool:
+        """Whether etcd has compacted store revision ``since`` away (a read at it fails)."""
+        try:
+            self._post("/kv/range", {"key": _ALL, "count_only": True, "revision": since + _BASE})
+        except StoreError as exc:
+            if "compacted" in str(exc):
+                return True
+            if "future revision" in str(exc):
+                return False
+            raise
+        return False
 
     def _open_watch(self, body: dict[str, Any]) -> requests.Response:
         failures = []
@@ -413,5 +429,10 @@ def _why(ops: Sequence[Op], current: dict[str, KeyValue]) -> StoreError:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """One line of what went wrong: etcd's own message where it sent one."""
+    detail = getattr(exc, "detail_text", None)
+    if detail:
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = json.loads(detail).get("error") or detail
+    text = str(detail or exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
