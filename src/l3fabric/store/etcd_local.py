@@ -128,6 +128,23 @@ class LocalEtcd:
                 )
             time.sleep(0.1)
 
+    def leader(self) -> int:
+        """The index of the member that leads the cluster now."""
+        for index, member in enumerate(self.members):
+            if not member.running:
+                continue
+            try:
+                status = httpx.post(
+                    f"{member.client_url}/v3/maintenance/status", json={}, timeout=2
+                )
+                status.raise_for_status()
+            except httpx.HTTPError:
+                continue
+            body = status.json()
+            if body.get("leader") == body["header"]["member_id"]:
+                return index
+        raise RuntimeError(f"no etcd member leads; logs in {self.dir}")
+
     def kill(self, index: int) -> None:
         """SIGKILL one member (its data stays, so ``restart`` brings it back)."""
         member = self.members[index]
