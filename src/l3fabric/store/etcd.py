@@ -20,10 +20,8 @@ since the write may or may not have happened.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -52,19 +50,30 @@ from l3fabric.store.base import (
     StoreUnavailableError,
     Update,
 )
+from l3fabric.store.etcd_codec import (
+    ALL,
+    BASE,
+    b64,
+    event,
+    from_etcd,
+    key_value,
+    range_end,
+    stream_socket,
+    to_etcd,
+    watch_request,
+)
+from l3fabric.store.etcd_history import History
 
-# etcd revision of an empty cluster; store revision = etcd revision - _BASE.
-_BASE = 1
 # Seconds to connect to a member, and to wait for a unary answer. etcd answers
 # "no leader" or "request timed out" within about this when it cannot commit.
 CONNECT_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 5.0
-# How long a watch may wait for etcd to replay history older than its start
-# (etcd syncs lagging watchers every 100 ms) before it returns what it has.
+# How long a watch may wait for history older than its start (etcd replays it
+# to a watch of its own every 100 ms) before it returns what it has.
 _CATCH_UP_S = 3.0
+# A quiet history feed reconnects after this; a hung member cannot hold it longer.
+_FEED_IDLE_S = 30.0
 _PAGE = 1000
-# The whole key space: etcd's range from "\0" to "\0".
-_ALL = base64.b64encode(b"\0").decode()
 
 
 def parse_endpoints(url: str) -> list[tuple[str, int]]:
@@ -80,45 +89,6 @@ def parse_endpoints(url: str) -> list[tuple[str, int]]:
             raise ValueError(f"{url!r}: {part!r} is not HOST:PORT (write etcd://HOST:PORT,...)")
         endpoints.append((host, int(port)))
     return endpoints
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def _unb64(text: str | None) -> str:
-    return base64.b64decode(text or "").decode()
-
-
-def _range_end(prefix: str) -> str:
-    """etcd's range_end for a prefix: the prefix with its last byte incremented."""
-    raw = bytearray(prefix.encode())
-    while raw and raw[-1] == 0xFF:
-        raw.pop()
-    if not raw:
-        return _ALL
-    raw[-1] += 1
-    return base64.b64encode(bytes(raw)).decode()
-
-
-def _to_etcd(revision: int) -> int:
-    """A store mod_revision as etcd's; 0 (absent) stays 0."""
-    return revision + _BASE if revision > 0 else 0
-
-
-def _from_etcd(revision: str | int | None) -> int:
-    value = int(revision or 0)
-    return value - _BASE if value > 0 else 0
-
-
-def _kv(raw: dict[str, Any]) -> KeyValue:
-    return KeyValue(
-        _unb64(raw["key"]),
-        json.loads(_unb64(raw.get("value"))),
-        _from_etcd(raw.get("create_revision")),
-        _from_etcd(raw.get("mod_revision")),
-        int(raw.get("version", 0)),
-    )
 
 
 def _refused(exc: BaseException) -> bool:
@@ -155,6 +125,7 @@ class EtcdStore(Store):
             client.session.mount("http://", adapter)
         self._current = 0
         self._lock = threading.Lock()
+        self._feed: History | None = None  # started by the first watch
 
     @property
     def endpoints(self) -> list[str]:
@@ -191,14 +162,14 @@ class EtcdStore(Store):
     # Reads -----------------------------------------------------------------
 
     def get(self, key: str) -> KeyValue | None:
-        reply = self._post("/kv/range", {"key": _b64(key)})
+        reply = self._post("/kv/range", {"key": b64(key)})
         kvs = reply.get("kvs") or []
-        return _kv(kvs[0]) if kvs else None
+        return key_value(kvs[0]) if kvs else None
 
     def range(self, prefix: str) -> tuple[list[KeyValue], int]:
         # Pages of _PAGE keys, every page read at the first page's revision:
         # one consistent snapshot however large.
-        start, end = (_b64(prefix), _range_end(prefix)) if prefix else (_ALL, _ALL)
+        start, end = (b64(prefix), range_end(prefix)) if prefix else (ALL, ALL)
         kvs: list[KeyValue] = []
         at = 0
         while True:
@@ -207,15 +178,15 @@ class EtcdStore(Store):
                 body["revision"] = at
             reply = self._post("/kv/range", body)
             at = at or int(reply["header"]["revision"])
-            page = [_kv(raw) for raw in reply.get("kvs") or []]
+            page = [key_value(raw) for raw in reply.get("kvs") or []]
             kvs.extend(page)
             if not reply.get("more") or not page:
-                return kvs, _from_etcd(at)
-            start = _b64(page[-1].key + "\0")
+                return kvs, from_etcd(at)
+            start = b64(page[-1].key + "\0")
 
     def revision(self) -> int:
-        reply = self._post("/kv/range", {"key": _ALL, "count_only": True, "limit": 1})
-        return _from_etcd(reply["header"]["revision"])
+        reply = self._post("/kv/range", {"key": ALL, "count_only": True, "limit": 1})
+        return from_etcd(reply["header"]["revision"])
 
     # Writes ----------------------------------------------------------------
 
@@ -225,21 +196,23 @@ class EtcdStore(Store):
             "compare": [c for op in ops if (c := _compare(op)) is not None],
             "success": [r for op in ops if (r := _request(op)) is not None],
             # On failure, read every key once, at one revision, to say why.
-            "failure": [{"request_range": {"key": _b64(key)}} for key in keys],
+            "failure": [{"request_range": {"key": b64(key)}} for key in keys],
         }
         reply = self._post("/kv/txn", body, write=True)
         if reply.get("succeeded"):
-            return _from_etcd(reply["header"]["revision"])
+            return from_etcd(reply["header"]["revision"])
         current: dict[str, KeyValue] = {}
         for response in reply.get("responses") or []:
             for raw in response.get("response_range", {}).get("kvs") or []:
-                kv = _kv(raw)
+                kv = key_value(raw)
                 current[kv.key] = kv
         raise _why(ops, current)
 
     def compact(self, revision: int) -> None:
-        target = min(_to_etcd(revision), self.revision() + _BASE)
-        if target <= _BASE:
+        if self._feed is not None:
+            self._feed.trim(revision)
+        target = min(to_etcd(revision), self.revision() + BASE)
+        if target <= BASE:
             return
         try:
             self._post("/kv/compaction", {"revision": target, "physical": False})
@@ -251,19 +224,31 @@ class EtcdStore(Store):
 
     def watch(self, prefix: str, since: int, timeout: float) -> tuple[list[Event], int]:
         deadline = time.monotonic() + max(0.0, timeout)
+        # The current revision: a write this caller just made is in the answer.
+        head = self.revision()
+        found = self._history(head).read(
+            prefix, since, head, deadline, time.monotonic() + _CATCH_UP_S
+        )
+        if found is not None:
+            return found
+        return self._watch_once(prefix, since, deadline)
+
+    def _history(self, head: int) -> History:
+        with self._lock:
+            if self._feed is None:
+                self._feed = History(self._stream, start=head)
+            return self._feed
+
+    def _stream(self, start_revision: int) -> requests.Response:
+        return self._open_watch(watch_request(start_revision), _FEED_IDLE_S)
+
+    def _watch_once(self, prefix: str, since: int, deadline: float) -> tuple[list[Event], int]:
+        """A watch of its own, for history older than the kept one."""
         # etcd keeps the compaction revision itself, the store does not: a
         # watch from just before it must fail too. Starting one revision early
         # makes etcd report the compaction (and its revision) exactly then.
-        start = since + _BASE + (0 if self._compacted(since) else 1)
-        body = {
-            "create_request": {
-                "key": _ALL,
-                "range_end": _ALL,
-                "start_revision": start,
-                "prev_kv": True,
-            }
-        }
-        reply = self._open_watch(body)
+        start = since + BASE + (0 if self._compacted(since) else 1)
+        reply = self._open_watch(watch_request(start), _CATCH_UP_S + REQUEST_TIMEOUT_S)
         try:
             return _read_watch(reply, prefix, since, deadline)
         finally:
@@ -272,7 +257,7 @@ class EtcdStore(Store):
     def _compacted(self, since: int) -> bool:
         """Whether etcd has compacted store revision ``since`` away (a read at it fails)."""
         try:
-            self._post("/kv/range", {"key": _ALL, "count_only": True, "revision": since + _BASE})
+            self._post("/kv/range", {"key": ALL, "count_only": True, "revision": since + BASE})
         except StoreError as exc:
             if "compacted" in str(exc):
                 return True
@@ -281,7 +266,7 @@ class EtcdStore(Store):
             raise
         return False
 
-    def _open_watch(self, body: dict[str, Any]) -> requests.Response:
+    def _open_watch(self, body: dict[str, Any], read_timeout: float) -> requests.Response:
         failures = []
         for index, client in self._order():
             try:
@@ -289,7 +274,7 @@ class EtcdStore(Store):
                     client.get_url("/watch"),
                     json=body,
                     stream=True,
-                    timeout=(CONNECT_TIMEOUT_S, _CATCH_UP_S + REQUEST_TIMEOUT_S),
+                    timeout=(CONNECT_TIMEOUT_S, read_timeout),
                 )
             except requests.RequestException as exc:
                 failures.append(f"{client.host}:{client.port}: {_short(exc)}")
@@ -303,6 +288,8 @@ class EtcdStore(Store):
         raise StoreUnavailableError("etcd is unreachable: " + "; ".join(failures))
 
     def close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
         for client in self._clients:
             client.session.close()
 
@@ -317,9 +304,9 @@ def _read_watch(
     else the last event's revision.
     """
     events: list[Event] = []
-    seen = since + _BASE
+    seen = since + BASE
     head = None  # etcd's revision when the watch was created
-    sock = _socket(reply)
+    sock = stream_socket(reply)
     lines = reply.iter_lines(chunk_size=None)
     while True:
         caught_up = head is not None and seen >= head
@@ -344,41 +331,21 @@ def _read_watch(
             raise StoreUnavailableError(f"etcd watch failed: {message['error']}")
         result = message.get("result", {})
         if int(result.get("compact_revision") or 0):
-            raise CompactedError(since, _from_etcd(result["compact_revision"]))
+            raise CompactedError(since, from_etcd(result["compact_revision"]))
         if result.get("created"):
             head = int(result["header"]["revision"])
-            seen = max(seen, min(head, since + _BASE))
+            seen = max(seen, min(head, since + BASE))
             continue
         for raw in result.get("events") or []:
-            event = _event(raw)
-            seen = max(seen, event.revision + _BASE)
-            if event.key.startswith(prefix):
-                events.append(event)
-    return events, _from_etcd(seen)
-
-
-def _event(raw: dict[str, Any]) -> Event:
-    kv = raw["kv"]
-    prev = raw.get("prev_kv")
-    deleted = raw.get("type") == "DELETE"
-    return Event(
-        "delete" if deleted else "put",
-        _unb64(kv["key"]),
-        _from_etcd(kv.get("mod_revision")),
-        None if deleted else json.loads(_unb64(kv.get("value"))),
-        json.loads(_unb64(prev.get("value"))) if prev else None,
-    )
-
-
-def _socket(reply: requests.Response) -> socket.socket | None:
-    """The stream's socket, so each read can wait exactly as long as is left."""
-    with contextlib.suppress(AttributeError):
-        return reply.raw._connection.sock  # urllib3 2: the connection behind the response
-    return None
+            change = event(raw)
+            seen = max(seen, change.revision + BASE)
+            if change.key.startswith(prefix):
+                events.append(change)
+    return events, from_etcd(seen)
 
 
 def _compare(op: Op) -> dict[str, Any] | None:
-    key = _b64(op.key)
+    key = b64(op.key)
     if isinstance(op, Create):
         return {"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}
     if isinstance(op, Update | Compare):
@@ -386,7 +353,7 @@ def _compare(op: Op) -> dict[str, Any] | None:
             "key": key,
             "target": "MOD",
             "result": "EQUAL",
-            "mod_revision": _to_etcd(op.mod_revision),
+            "mod_revision": to_etcd(op.mod_revision),
         }
     if isinstance(op, Delete):
         if op.mod_revision is not None:
@@ -394,7 +361,7 @@ def _compare(op: Op) -> dict[str, Any] | None:
                 "key": key,
                 "target": "MOD",
                 "result": "EQUAL",
-                "mod_revision": _to_etcd(op.mod_revision),
+                "mod_revision": to_etcd(op.mod_revision),
             }
         return {"key": key, "target": "CREATE", "result": "GREATER", "create_revision": 0}
     return None  # Put: unconditional
@@ -403,9 +370,9 @@ def _compare(op: Op) -> dict[str, Any] | None:
 def _request(op: Op) -> dict[str, Any] | None:
     if isinstance(op, Create | Update | Put):
         value = json.dumps(op.value, separators=(",", ":"))
-        return {"request_put": {"key": _b64(op.key), "value": _b64(value)}}
+        return {"request_put": {"key": b64(op.key), "value": b64(value)}}
     if isinstance(op, Delete):
-        return {"request_delete_range": {"key": _b64(op.key)}}
+        return {"request_delete_range": {"key": b64(op.key)}}
     return None  # Compare writes nothing
 
 
