@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 
+import httpx
 import pytest
 
 from l3fabric.api.app import create_app
 from l3fabric.loopback import free_port
-from l3fabric.store import StoreUnavailableError, open_store
+from l3fabric.store import CompactedError, StoreUnavailableError, open_store
 from l3fabric.store.etcd import EtcdStore, parse_endpoints
 from l3fabric.store.etcd_local import LocalEtcd
 
@@ -99,4 +101,60 @@ def test_etcd_down_is_a_quick_503_then_everything_resumes(etcd: LocalEtcd) -> No
         names = {n["name"] for n in client.get("/v2.0/networks").json()["networks"]}
         assert names == {"before", "after"}
         assert before["id"] in {n["id"] for n in client.get("/v2.0/networks").json()["networks"]}
+    store.close()
+
+
+def _etcd_watchers(etcd: LocalEtcd) -> int:
+    metrics = httpx.get(f"{etcd.members[0].client_url}/metrics", timeout=5).text
+    line = next(
+        x for x in metrics.splitlines() if x.startswith("etcd_debugging_mvcc_watcher_total")
+    )
+    return int(float(line.split()[1]))
+
+
+def test_many_long_polls_cost_etcd_one_watch_and_see_each_change(etcd: LocalEtcd) -> None:
+    store = open_store(etcd.url)
+    since = store.revision()
+    answers: list[tuple] = []
+    polls = [
+        threading.Thread(target=lambda: answers.append(store.watch("/w/", since, 10)))
+        for _ in range(20)
+    ]
+    for poll in polls:
+        poll.start()
+    time.sleep(0.5)
+    watchers = _etcd_watchers(etcd)
+    started = time.monotonic()
+    rev = store.put("/w/x", {"v": 1})
+    for poll in polls:
+        poll.join(10)
+    assert watchers == 1
+    assert time.monotonic() - started < 1
+    assert [[(e.key, e.revision) for e in events] for events, _ in answers] == [
+        [("/w/x", rev)]
+    ] * 20
+    store.close()
+
+
+def test_a_watch_sees_the_caller_s_own_write_at_once(etcd: LocalEtcd) -> None:
+    store = open_store(etcd.url)
+    store.watch("/", 0, 0)  # the history feed is running
+    for i in range(5):
+        since = store.revision()
+        rev = store.put(f"/own/{i}", {})
+        events, seen = store.watch("/own/", since, 0)
+        assert [e.revision for e in events] == [rev] and seen == rev
+    store.close()
+
+
+def test_compaction_with_the_feed_running_still_asks_for_resync(etcd: LocalEtcd) -> None:
+    store = open_store(etcd.url)
+    store.watch("/", 0, 0)
+    for i in range(5):
+        store.put(f"/w/{i}", {})
+    store.compact(3)
+    with pytest.raises(CompactedError):
+        store.watch("/w/", 2, timeout=0)
+    events, _ = store.watch("/w/", 3, timeout=0)
+    assert [e.revision for e in events] == [4, 5]
     store.close()

@@ -124,7 +124,7 @@ class LocalEtcd:
             if dead or time.monotonic() > deadline:
                 raise RuntimeError(
                     f"etcd members not healthy: {[m.name for m in pending]}"
-                    f" (exited: {dead}); logs in {self.dir}"
+                    f" (exited: {dead}); last log lines: {self._log_tail(pending[0])}"
                 )
             time.sleep(0.1)
 
@@ -144,6 +144,11 @@ class LocalEtcd:
             if body.get("leader") == body["header"]["member_id"]:
                 return index
         raise RuntimeError(f"no etcd member leads; logs in {self.dir}")
+
+    def _log_tail(self, member: Member, lines: int = 5) -> str:
+        log = self.dir / f"{member.name}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return " | ".join(text.strip().splitlines()[-lines:])
 
     def kill(self, index: int) -> None:
         """SIGKILL one member (its data stays, so ``restart`` brings it back)."""
