@@ -139,9 +139,10 @@ def test_many_long_polls_cost_etcd_one_watch_and_see_each_change(etcd: LocalEtcd
 def test_a_watch_sees_the_caller_s_own_write_at_once(etcd: LocalEtcd) -> None:
     store = open_store(etcd.url)
     store.watch("/", 0, 0)  # the history feed is running
-    for i in range(5):
+    for i in range(30):
         since = store.revision()
-        rev = store.put(f"/own/{i}", {})
+        # Large values: the write's answer races etcd's stream to the feed.
+        rev = store.put(f"/own/{i}", {"pad": "x" * 100_000})
         events, seen = store.watch("/own/", since, 0)
         assert [e.revision for e in events] == [rev] and seen == rev
     store.close()
