@@ -79,11 +79,12 @@ class LocalEtcd:
     def start(self, timeout: float = 20.0) -> LocalEtcd:
         """Start every member and wait until the cluster has a leader."""
         for index in range(len(self.members)):
-            self._spawn(index)
+            self.spawn(index)
         self.wait_healthy(timeout)
         return self
 
-    def _spawn(self, index: int) -> None:
+    def spawn(self, index: int) -> None:
+        """Start one member (again, on its data) without waiting for it."""
         member = self.members[index]
         cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         # An existing data dir means a restart: etcd then ignores the initial-cluster flags.
@@ -160,7 +161,7 @@ class LocalEtcd:
 
     def restart(self, index: int, timeout: float = 20.0) -> None:
         """Start a killed member again on its data directory."""
-        self._spawn(index)
+        self.spawn(index)
         deadline = time.monotonic() + timeout
         while not _healthy(self.members[index]):
             if time.monotonic() > deadline or not self.members[index].running:
