@@ -6,11 +6,14 @@ because an empty etcd cluster is at revision 1 and an empty store at 0. Each
 a range of every key it names on failure, so the error says which op failed
 and why, from one consistent read.
 
-Watches are real etcd watches (start_revision = since + 1) over the whole key
-space, filtered here by prefix: every revision of a cluster the store owns
-then carries an event, so a watch knows when it has replayed all history up
-to the revision current when it started, and never reports a revision it has
-not seen. Run one etcd cluster per l3fabric deployment.
+Watches: one etcd watch per process over the whole key space feeds the
+recent history into memory (store/etcd_history.py); ``watch`` reads the
+current revision, then waits there until the feed has it and has an event
+under the prefix, or the timeout. A watch from before that history gets an
+etcd watch of its own (start_revision = since + 1). Either way every revision
+of a cluster the store owns carries an event, so a watch knows when it has
+replayed all history up to the revision current when it started, and never
+reports a revision it has not seen. Run one etcd cluster per deployment.
 
 Failover: requests go to one endpoint until it fails, then to the next. A
 read is retried on every endpoint; a transaction only when its connection was
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -396,10 +400,12 @@ def _why(ops: Sequence[Op], current: dict[str, KeyValue]) -> StoreError:
 
 
 def _short(exc: BaseException) -> str:
-    """One line of what went wrong: etcd's own message where it sent one."""
-    detail = getattr(exc, "detail_text", None)
-    if detail:
-        with contextlib.suppress(ValueError, AttributeError):
-            detail = json.loads(detail).get("error") or detail
-    text = str(detail or exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    """One line of what went wrong: etcd's own message, or the socket error under requests'."""
+    text = str(getattr(exc, "detail_text", None) or exc)
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return str(json.loads(text)["error"])[:200]  # an error etcd answered
+    text = " ".join(text.split())
+    found = re.search(
+        r"\[Errno -?\d+\] [^'\")]+|(?:Read|Connect) timed out|RemoteDisconnected", text
+    )
+    return found.group(0).rstrip(".") if found else text[:200] or type(exc).__name__
