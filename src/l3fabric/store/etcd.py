@@ -124,16 +124,13 @@ class EtcdStore(Store):
             for host, port in endpoints
         ]
         for client in self._clients:
-            # Long-poll watches each hold a connection: let the pool keep them.
+            # Each thread's request, and each watch stream, holds a connection while it
+            # runs: a pool of 256, so a busy controller reuses them instead of reconnecting.
             adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=256)
             client.session.mount("http://", adapter)
         self._current = 0
         self._lock = threading.Lock()
         self._feed: History | None = None  # started by the first watch
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [f"{c.host}:{c.port}" for c in self._clients]
 
     # Transport -------------------------------------------------------------
 
