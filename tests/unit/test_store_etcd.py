@@ -11,7 +11,7 @@ import pytest
 
 from l3fabric.api.app import create_app
 from l3fabric.loopback import free_port
-from l3fabric.store import StoreUnavailableError, open_store
+from l3fabric.store import CompactedError, StoreUnavailableError, open_store
 from l3fabric.store.etcd import EtcdStore, parse_endpoints
 from l3fabric.store.etcd_local import LocalEtcd
 
@@ -151,4 +151,15 @@ def test_a_watch_sees_the_caller_s_own_write_at_once(etcd: LocalEtcd) -> None:
         rev = store.put(f"/own/{i}", {"pad": "x" * 100_000})
         events, seen = store.watch("/own/", since, 0)
         assert [e.revision for e in events] == [rev] and seen == rev
+    store.close()
+
+
+def test_history_is_compacted_automatically(etcd: LocalEtcd) -> None:
+    store = EtcdStore(parse_endpoints(etcd.url), history=20)
+    for i in range(60):
+        store.put("/k", {"i": i})
+    with pytest.raises(CompactedError):
+        store.watch("/", 30, timeout=0)
+    events, _ = store.watch("/", 40, timeout=0)
+    assert len(events) == 20
     store.close()

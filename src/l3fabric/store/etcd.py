@@ -114,11 +114,18 @@ def _refused(exc: BaseException) -> bool:
 
 
 class EtcdStore(Store):
-    """A Store on the etcd v3 cluster whose client endpoints are ``endpoints``."""
+    """A Store on the etcd v3 cluster whose client endpoints are ``endpoints``.
 
-    def __init__(self, endpoints: Sequence[tuple[str, int]]) -> None:
+    ``history``: how many revisions etcd keeps for watchers, as on SQLite; a
+    write whose revision is a multiple of ``history // 10`` compacts the
+    older ones (etcd's database otherwise grows until its space quota stops
+    every write).
+    """
+
+    def __init__(self, endpoints: Sequence[tuple[str, int]], history: int = 100_000) -> None:
         if not endpoints:
             raise ValueError("an etcd store needs at least one endpoint")
+        self._keep = history
         self._clients = [
             Etcd3Client(host, port, api_path="/v3/", timeout=(CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S))
             for host, port in endpoints
@@ -201,7 +208,10 @@ class EtcdStore(Store):
         }
         reply = self._post("/kv/txn", body, write=True)
         if reply.get("succeeded"):
-            return from_etcd(reply["header"]["revision"])
+            revision = from_etcd(reply["header"]["revision"])
+            if self._keep and revision % max(1, self._keep // 10) == 0:
+                self.compact(revision - self._keep)
+            return revision
         current: dict[str, KeyValue] = {}
         for response in reply.get("responses") or []:
             for raw in response.get("response_range", {}).get("kvs") or []:
