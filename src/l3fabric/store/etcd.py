@@ -138,6 +138,7 @@ class EtcdStore(Store):
         self._current = 0
         self._lock = threading.Lock()
         self._feed: History | None = None  # started by the first watch
+        self._observed = 0  # the newest etcd revision any answer carried
 
     # Transport -------------------------------------------------------------
 
@@ -164,6 +165,9 @@ class EtcdStore(Store):
             except Etcd3Exception as exc:
                 raise StoreError(f"etcd refused {path}: {_short(exc)}") from None
             self._current = index
+            revision = int((reply.get("header") or {}).get("revision") or 0)
+            if revision > self._observed:
+                self._observed = revision  # a race here only leaves it a little lower
             return reply
         raise StoreUnavailableError("etcd is unreachable: " + "; ".join(failures))
 
@@ -235,8 +239,10 @@ class EtcdStore(Store):
 
     def watch(self, prefix: str, since: int, timeout: float) -> tuple[list[Event], int]:
         deadline = time.monotonic() + max(0.0, timeout)
-        # The current revision: a write this caller just made is in the answer.
-        head = self.revision()
+        # Every revision this process has seen in an answer (its own writes, the
+        # snapshot a caller watches from) is in the answer: read-your-writes, as on
+        # SQLite, without asking etcd once per long poll.
+        head = from_etcd(self._observed) if self._observed else self.revision()
         found = self._history(head).read(
             prefix, since, head, deadline, time.monotonic() + _CATCH_UP_S
         )
