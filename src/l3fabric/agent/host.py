@@ -44,6 +44,8 @@ from l3fabric.agent.appliers import (
     TapsApplier,
 )
 from l3fabric.agent.bird_early import EarlyBird
+from l3fabric.agent.dhcp import DhcpError, DhcpServer
+from l3fabric.agent.dhcp_config import render as render_dhcp
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
@@ -87,10 +89,14 @@ class HostAgent(ReconcileAgent):
         api_url: str,
         run_dir: str | Path,
         resync_interval: float = RESYNC_INTERVAL_S,
+        dhcp: bool = True,
     ) -> None:
         super().__init__(host, api_url, run_dir, resync_interval)
         self.host = host
         self.run_dir = Path(run_dir)
+        # The host's DHCP server (None: --no-dhcp); its config errors as last logged.
+        self.dhcp = DhcpServer(self.run_dir) if dhcp else None
+        self._dhcp_errors: tuple[str, ...] = ()
         self.statuses: dict[str, str] = {}
         self._reported: dict[str, str] = {}  # what the controller last took
         self._full_report_at = -FULL_REPORT_S
@@ -141,6 +147,8 @@ class HostAgent(ReconcileAgent):
                     yield
                 finally:
                     self._probes.close()
+                    if self.dhcp is not None:
+                        self.dhcp.stop()
         finally:
             watcher.stop()
 
@@ -161,7 +169,28 @@ class HostAgent(ReconcileAgent):
             due = time.monotonic() - self._last_full >= FULL_PASS_BACKSTOP * self.resync_interval
             full = timed or due or self._all_taps_changed or self._model is None
             self._all_taps_changed = False
-        return self.reconcile(self.watcher.state(), full, changed).errors
+        view = self.watcher.state()
+        return self.reconcile(view, full, changed).errors + self.converge_dhcp(view)
+
+    def converge_dhcp(self, view: HostState) -> list[str]:
+        """Make dnsmasq serve the ports of ``view``; returns what failed (a retry is due).
+
+        After the data plane: a VM that gets its lease can use it at once.
+        A port the server cannot serve (a bad record) is logged, not retried.
+        """
+        if self.dhcp is None:
+            return []
+        config = render_dhcp(self.host, view.ports, view.subnets, view.networks)
+        if config.errors != self._dhcp_errors:
+            self._dhcp_errors = config.errors
+            for error in config.errors:
+                log.warning("DHCP: %s", error)
+        try:
+            self.dhcp.converge(config)
+        except (DhcpError, OSError) as exc:
+            log.error("DHCP: %s", exc)
+            return [f"dhcp: {exc}"]
+        return []
 
     def send_heartbeat(self) -> None:
         """Liveness, BGP sessions and the port statuses that changed (all, now and then).

@@ -14,6 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the host agent (routes, anti-spoofing, BIRD) in this network namespace",
     )
     add_agent_arguments(parser, "--host", "compute host", RESYNC_INTERVAL_S)
+    parser.add_argument(
+        "--no-dhcp",
+        dest="dhcp",
+        action="store_false",
+        help="do not run the host's DHCP server (dnsmasq) for its ports",
+    )
     parser.set_defaults(func=run)
 
 
@@ -21,5 +27,7 @@ def run(args: argparse.Namespace) -> int:
     return run_agent(
         args,
         "agent",
-        lambda name, api, run_dir, every: HostAgent(name, api, run_dir, resync_interval=every),
+        lambda name, api, run_dir, every: HostAgent(
+            name, api, run_dir, resync_interval=every, dhcp=args.dhcp
+        ),
     )

@@ -1,0 +1,164 @@
+"""The script a lab VM's DHCP client runs (``dhclient -sf``, ``udhcpc -s``).
+
+It applies a lease with ``ip`` inside the VM's namespace: the address with
+its subnet mask, the MTU, the classless static routes (option 121: the
+169.254.1.1/32 on-link route, host routes, the default) or else the router;
+IPv6 (``dhclient -6``): the /128. DNS servers go to ``$L3F_RESOLV`` (the
+VM's ``/etc/netns/NS/resolv.conf``) and the lease's facts to
+``$L3F_LEASE_INFO`` (JSON, for the lab's checks); with those unset it
+writes no file at all: never the machine's own ``/etc/resolv.conf``. It
+never sets the hostname (the UTS namespace is the machine's).
+
+Only the standard library: it runs once per client event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+
+V4_UP = {"BOUND", "RENEW", "REBIND", "REBOOT", "bound", "renew"}
+V6_UP = {"BOUND6", "RENEW6", "REBIND6", "REBOOT6"}
+V4_DOWN = {"EXPIRE", "FAIL", "RELEASE", "STOP", "deconfig", "nak", "leasefail"}
+V6_DOWN = {"EXPIRE6", "RELEASE6", "STOP6"}
+PREINIT = {"PREINIT", "PREINIT6", "deconfig"}
+
+
+def rfc3442_routes(text: str) -> list[tuple[str, str]]:
+    """dhclient's option 121 (``"32 169 254 1 1 0 0 0 0 0 169 254 1 1"``) as (dest, gateway)."""
+    octets = [int(x) for x in text.replace(",", " ").split()]
+    routes: list[tuple[str, str]] = []
+    i = 0
+    while i < len(octets):
+        plen = octets[i]
+        width = (plen + 7) // 8
+        dest = octets[i + 1 : i + 1 + width] + [0] * (4 - width)
+        gateway = octets[i + 1 + width : i + 5 + width]
+        if len(gateway) != 4 or plen > 32:
+            raise ValueError(f"bad classless static routes: {text!r}")
+        routes.append((f"{'.'.join(map(str, dest))}/{plen}", ".".join(map(str, gateway))))
+        i += 5 + width
+    return routes
+
+
+def udhcpc_routes(text: str) -> list[tuple[str, str]]:
+    """udhcpc's ``staticroutes`` (``"169.254.1.1/32 0.0.0.0 0.0.0.0/0 169.254.1.1"``)."""
+    words = text.split()
+    return list(zip(words[0::2], words[1::2], strict=True))
+
+
+def lease_v4(env: Mapping[str, str]) -> dict[str, object] | None:
+    """The IPv4 lease in ``env`` (dhclient's or udhcpc's variables); None if there is none."""
+    if "new_ip_address" in env:  # dhclient
+        mask = env.get("new_subnet_mask", "255.255.255.255")
+        classless = env.get("new_rfc3442_classless_static_routes", "")
+        routes = rfc3442_routes(classless) if classless else []
+        routers = env.get("new_routers", "").split()
+        servers = env.get("new_domain_name_servers", "").split()
+        address, mtu, name = env["new_ip_address"], env.get("new_interface_mtu"), "new_host_name"
+    elif "ip" in env:  # udhcpc
+        mask = env.get("subnet") or env.get("mask", "32")
+        routes = udhcpc_routes(env.get("staticroutes", ""))
+        routers = env.get("router", "").split()
+        servers = env.get("dns", "").split()
+        address, mtu, name = env["ip"], env.get("mtu"), "hostname"
+    else:
+        return None
+    if not routes and routers:
+        routes = [(f"{routers[0]}/32", "0.0.0.0"), ("0.0.0.0/0", routers[0])]
+    plen = ipaddress.ip_network(f"0.0.0.0/{mask}").prefixlen
+    return {
+        "address": f"{ipaddress.ip_address(address)}/{plen}",
+        "routes": routes,
+        "dns": servers,
+        "mtu": int(mtu) if mtu else None,
+        "hostname": env.get(name),
+    }
+
+
+def v4_commands(dev: str, lease: Mapping[str, object]) -> list[list[str]]:
+    """``ip`` commands applying ``lease`` on ``dev`` (routes in the order given: on-link first)."""
+    cmds = [["ip", "addr", "replace", str(lease["address"]), "dev", dev]]
+    if lease["mtu"]:
+        cmds.append(["ip", "link", "set", dev, "mtu", str(lease["mtu"])])
+    for dest, gateway in lease["routes"]:  # type: ignore[attr-defined]
+        if gateway == "0.0.0.0":
+            cmds.append(["ip", "route", "replace", dest, "dev", dev, "scope", "link"])
+        else:
+            cmds.append(["ip", "route", "replace", dest, "via", gateway, "dev", dev])
+    return cmds
+
+
+def _run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _write_facts(env: Mapping[str, str], family: str, facts: Mapping[str, object]) -> None:
+    resolv = env.get("L3F_RESOLV")
+    servers = list(facts.get("dns") or [])  # type: ignore[call-overload]
+    if resolv and servers:
+        with open(resolv, "w") as f:  # in place: it is bind-mounted over /etc/resolv.conf
+            f.write("".join(f"nameserver {s}\n" for s in servers))
+    info = env.get("L3F_LEASE_INFO")
+    if info:
+        try:
+            with open(info) as f:
+                known = json.load(f)
+        except (OSError, ValueError):
+            known = {}
+        known[family] = facts
+        tmp = f"{info}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(known, f)
+        os.replace(tmp, info)
+
+
+def main(argv: list[str], env: Mapping[str, str]) -> int:
+    reason = env.get("reason") or (argv[1] if len(argv) > 1 else "")
+    dev = env.get("interface", "")
+    if not dev:
+        return 1
+    if reason in PREINIT:
+        _run(["ip", "link", "set", dev, "up"])
+    if reason in V4_DOWN:
+        _run(["ip", "-4", "addr", "flush", "dev", dev])
+    elif reason in V4_UP:
+        lease = lease_v4(env)
+        if lease is None:
+            return 1
+        old = env.get("old_ip_address")
+        if old and old != env.get("new_ip_address"):
+            _run(["ip", "-4", "addr", "flush", "dev", dev])
+        for cmd in v4_commands(dev, lease):
+            _run(cmd)
+        _write_facts(env, "ipv4", lease)
+    elif reason in V6_UP:
+        address = f"{env['new_ip6_address']}/{env.get('new_ip6_prefixlen', '128')}"
+        old = env.get("old_ip6_address")
+        if old and old != env["new_ip6_address"]:
+            _run(
+                [
+                    "ip",
+                    "-6",
+                    "addr",
+                    "del",
+                    f"{old}/{env.get('old_ip6_prefixlen', '128')}",
+                    "dev",
+                    dev,
+                ]
+            )
+        _run(["ip", "-6", "addr", "replace", address, "dev", dev, "nodad"])
+        servers = env.get("new_dhcp6_name_servers", "").split()
+        _write_facts(env, "ipv6", {"address": address, "dns": servers})
+    elif reason in V6_DOWN and env.get("old_ip6_address"):
+        old = f"{env['old_ip6_address']}/{env.get('old_ip6_prefixlen', '128')}"
+        _run(["ip", "-6", "addr", "del", old, "dev", dev])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv, os.environ))
