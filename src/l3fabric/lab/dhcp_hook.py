@@ -14,12 +14,15 @@ Only the standard library: it runs once per client event.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 V4_UP = {"BOUND", "RENEW", "REBIND", "REBOOT", "bound", "renew"}
 V6_UP = {"BOUND6", "RENEW6", "REBIND6", "REBOOT6"}
@@ -98,23 +101,31 @@ def _run(cmd: list[str]) -> None:
 
 
 def _write_facts(env: Mapping[str, str], family: str, facts: Mapping[str, object]) -> None:
+    """The lease's facts into ``$L3F_LEASE_INFO``, its DNS servers (both families'
+    leases together: dhclient -4 and -6 run side by side) into ``$L3F_RESOLV``."""
+    info = env.get("L3F_LEASE_INFO")
+    with contextlib.ExitStack() as stack:
+        known: dict[str, Any] = {}
+        if info:
+            # One writer at a time: the -4 and -6 clients' hooks may run together.
+            lock = stack.enter_context(open(f"{info}.lock", "w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError, ValueError), open(info) as f:
+                known = json.load(f)
+        known[family] = facts
+        if info:
+            with open(f"{info}.tmp", "w") as f:
+                json.dump(known, f)
+            os.replace(f"{info}.tmp", info)
+        _write_resolv(env, known)
+
+
+def _write_resolv(env: Mapping[str, str], known: Mapping[str, Any]) -> None:
     resolv = env.get("L3F_RESOLV")
-    servers = list(facts.get("dns") or [])  # type: ignore[call-overload]
+    servers = [s for fam in ("ipv4", "ipv6") for s in (known.get(fam) or {}).get("dns") or []]
     if resolv and servers:
         with open(resolv, "w") as f:  # in place: it is bind-mounted over /etc/resolv.conf
-            f.write("".join(f"nameserver {s}\n" for s in servers))
-    info = env.get("L3F_LEASE_INFO")
-    if info:
-        try:
-            with open(info) as f:
-                known = json.load(f)
-        except (OSError, ValueError):
-            known = {}
-        known[family] = facts
-        tmp = f"{info}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(known, f)
-        os.replace(tmp, info)
+            f.write("".join(f"nameserver {s}\n" for s in dict.fromkeys(servers)))
 
 
 def main(argv: list[str], env: Mapping[str, str]) -> int:
