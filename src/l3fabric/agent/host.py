@@ -170,12 +170,14 @@ class HostAgent(ReconcileAgent):
             full = timed or due or self._all_taps_changed or self._model is None
             self._all_taps_changed = False
         view = self.watcher.state()
-        return self.reconcile(view, full, changed).errors + self.converge_dhcp(view)
+        # DHCP first: a port the pass reports ACTIVE is already served (boot
+        # waits for ACTIVE, as Nova does, before the VM asks for its lease).
+        failed = self.converge_dhcp(view)
+        return self.reconcile(view, full, changed).errors + failed
 
     def converge_dhcp(self, view: HostState) -> list[str]:
         """Make dnsmasq serve the ports of ``view``; returns what failed (a retry is due).
 
-        After the data plane: a VM that gets its lease can use it at once.
         A port the server cannot serve (a bad record) is logged, not retried.
         """
         if self.dhcp is None:
