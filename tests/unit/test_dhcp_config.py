@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from l3fabric.agent.dhcp_config import LEASE_S, render, render_main, subnet_tag
+from l3fabric.agent.dhcp_config import LEASE_S, Renderer, render, render_main, subnet_tag
 
 HOST = "h1"
 S4 = "11111111-1111-1111-1111-111111111111"
@@ -130,3 +130,26 @@ def test_ipv6_without_gateway_is_reported_not_served() -> None:
 def test_dns_name_is_the_hostname() -> None:
     config = render(HOST, ports(port(5, dns_name="web-1")), subnets(), NETWORKS)
     assert ",web-1," in config.hosts
+
+
+def test_renderer_converts_only_changed_ports_and_equals_a_fresh_render(monkeypatch) -> None:
+    from l3fabric.agent import dhcp_config
+
+    calls: list[str] = []
+    real = dhcp_config._host_line
+    monkeypatch.setattr(dhcp_config, "_host_line", lambda p, s: calls.append(p["id"]) or real(p, s))
+    renderer = Renderer()
+    before = ports(port(5), port(6))
+    renderer(HOST, before, subnets_ := subnets(), NETWORKS)
+    assert len(calls) == 2
+    moved = port(6, fixed_ips=[{"subnet_id": S4, "ip_address": "10.1.0.66"}])
+    after = {**before, moved["id"]: moved}
+    calls.clear()
+    config = renderer(HOST, after, subnets_, NETWORKS)
+    assert calls == [moved["id"]]  # the unchanged port object is not converted again
+    assert config == render(HOST, after, subnets_, NETWORKS)
+    assert ",10.1.0.66," in config.hosts
+    # A changed subnet (a new object) converts every port again.
+    calls.clear()
+    renderer(HOST, after, {**subnets_, S4: {**subnets_[S4]}}, NETWORKS)
+    assert len(calls) == 2

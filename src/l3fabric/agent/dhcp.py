@@ -17,6 +17,7 @@ reads the server addresses from ``l3f-dhcp``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -62,18 +64,27 @@ class DhcpServer:
             return None
         return pid if _alive(pid) else None
 
-    def converge(self, config: DhcpConfig) -> bool:
-        """Serve ``config``; True if anything changed. Raises DhcpError."""
+    def converge(self, config: DhcpConfig, full: bool = True) -> bool:
+        """Serve ``config``; True if anything changed. Raises DhcpError.
+
+        ``full``: also re-read the interface (drift); else a config already
+        served by a running dnsmasq costs nothing (no netlink request).
+        """
         if config.empty:
             if self.pid() is None and self._applied is None:
                 return False
             self.stop()
             return True
-        if shutil.which(DNSMASQ) is None:
-            raise DhcpError("dnsmasq is not installed (Debian: dnsmasq-base)")
-        changed = _ensure_interface(config.addresses)
         running = self.pid()
         old = self._applied if running else None
+        if old == config and not full:
+            return False
+        if shutil.which(DNSMASQ) is None:
+            raise DhcpError("dnsmasq is not installed (Debian: dnsmasq-base)")
+        try:
+            changed = _ensure_interface(config.addresses)
+        except NetlinkError as exc:
+            raise DhcpError(f"{INTERFACE}: {exc}") from exc
         if old == config:
             return changed
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,14 +154,16 @@ def _ensure_interface(addresses: tuple[str, ...]) -> bool:
     """``l3f-dhcp`` up with exactly ``addresses`` (no prefix routes); True if changed."""
     changed = False
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=INTERFACE)
-        if not found:
+        if _link(ipr, INTERFACE) is None:
             ipr.link("add", ifname=INTERFACE, kind="veth", peer=PEER)
-            found = ipr.link_lookup(ifname=INTERFACE)
             changed = True
-        index = found[0]
+        index = 0
         for name in (INTERFACE, PEER):
-            link = ipr.get_links(ipr.link_lookup(ifname=name)[0])[0]
+            link = _link(ipr, name)
+            if link is None:
+                raise DhcpError(f"{name} is missing (its veth peer was deleted?)")
+            if name == INTERFACE:
+                index = link["index"]
             if not link["flags"] & 1:  # IFF_UP
                 ipr.link("set", index=link["index"], state="up")
                 changed = True
@@ -174,9 +187,11 @@ def _ensure_interface(addresses: tuple[str, ...]) -> bool:
     return changed
 
 
-def remove_interface() -> None:
-    """Delete ``l3f-dhcp`` (and its peer with it)."""
-    with IPRoute() as ipr:
-        for index in ipr.link_lookup(ifname=INTERFACE):
-            with contextlib.suppress(NetlinkError):
-                ipr.link("del", index=index)
+def _link(ipr: IPRoute, name: str) -> Any:
+    """The link named ``name`` (one request, not a dump of 10,000 taps); None if absent."""
+    try:
+        return ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise

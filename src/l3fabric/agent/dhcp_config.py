@@ -179,6 +179,66 @@ def _has_v6_info(port: Mapping[str, Any], served: Mapping[str, Any]) -> bool:
     return any(ip.get("subnet_id") in served for ip in port.get("fixed_ips") or [])
 
 
+# One port's entry: its hosts-file line (None: nothing to serve) and the
+# subnets it uses, or the error that kept it out.
+_Entry = tuple[str | None, frozenset[str], str | None]
+
+
+def _port_entry(port: Mapping[str, Any], served: Mapping[str, Any]) -> _Entry:
+    try:
+        line = _host_line(port, served)
+    except (KeyError, ValueError) as exc:
+        return None, frozenset(), f"port {port.get('id')}: {exc}"
+    used = frozenset(ip.get("subnet_id", "") for ip in port.get("fixed_ips") or [])
+    return line, used if line else frozenset(), None
+
+
+class Renderer:
+    """``render`` with a cache per port: a pass converts only the port objects that changed.
+
+    The watch replaces a port object on every change, never edits it, so an
+    object seen before (and the same subnets) gives the same line: a host with
+    10,000 ports re-renders nothing on a pass that changed none of them.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Mapping[str, Any], _Entry]] = {}
+        self._subnets: tuple[int, ...] = ()
+
+    def __call__(
+        self,
+        host: str,
+        ports: Mapping[str, Mapping[str, Any]],
+        subnets: Mapping[str, Mapping[str, Any]],
+        networks: Mapping[str, Mapping[str, Any]],
+    ) -> DhcpConfig:
+        """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets."""
+        served = _served_subnets(subnets)
+        identity = tuple(id(o) for o in subnets.values())
+        if identity != self._subnets:
+            self._entries.clear()  # a subnet changed: every line may differ
+            self._subnets = identity
+        entries: dict[str, tuple[Mapping[str, Any], _Entry]] = {}
+        errors: list[str] = []
+        hosts: list[str] = []
+        used: set[str] = set()
+        for port_id in sorted(ports):
+            port = ports[port_id]
+            if port.get("binding:host_id") != host or not port.get("admin_state_up", True):
+                continue
+            cached = self._entries.get(port_id)
+            entry = cached[1] if cached and cached[0] is port else _port_entry(port, served)
+            entries[port_id] = (port, entry)
+            line, subnet_ids, error = entry
+            if error:
+                errors.append(error)
+            if line:
+                hosts.append(line)
+                used |= subnet_ids
+        self._entries = entries
+        return _assemble(served, used, hosts, networks, errors)
+
+
 def render(
     host: str,
     ports: Mapping[str, Mapping[str, Any]],
@@ -186,23 +246,16 @@ def render(
     networks: Mapping[str, Mapping[str, Any]],
 ) -> DhcpConfig:
     """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets."""
-    errors: list[str] = []
-    served = _served_subnets(subnets)
-    hosts: list[str] = []
-    used: set[str] = set()
-    for port_id in sorted(ports):
-        port = ports[port_id]
-        if port.get("binding:host_id") != host or not port.get("admin_state_up", True):
-            continue
-        try:
-            line = _host_line(port, served)
-        except (KeyError, ValueError) as exc:
-            errors.append(f"port {port_id}: {exc}")
-            continue
-        if line is None:
-            continue
-        hosts.append(line)
-        used.update(ip.get("subnet_id") for ip in port.get("fixed_ips") or [])
+    return Renderer()(host, ports, subnets, networks)
+
+
+def _assemble(
+    served: Mapping[str, Any],
+    used: set[str],
+    hosts: list[str],
+    networks: Mapping[str, Mapping[str, Any]],
+    errors: list[str],
+) -> DhcpConfig:
     main: list[str] = []
     opts: list[str] = []
     addresses: list[str] = [f"{SERVER_ADDRESS4}/32"]

@@ -45,7 +45,7 @@ from l3fabric.agent.appliers import (
 )
 from l3fabric.agent.bird_early import EarlyBird
 from l3fabric.agent.dhcp import DhcpError, DhcpServer
-from l3fabric.agent.dhcp_config import render as render_dhcp
+from l3fabric.agent.dhcp_config import Renderer
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
@@ -96,6 +96,7 @@ class HostAgent(ReconcileAgent):
         self.run_dir = Path(run_dir)
         # The host's DHCP server (None: --no-dhcp); its config errors as last logged.
         self.dhcp = DhcpServer(self.run_dir) if dhcp else None
+        self._render_dhcp = Renderer()
         self._dhcp_errors: tuple[str, ...] = ()
         self.statuses: dict[str, str] = {}
         self._reported: dict[str, str] = {}  # what the controller last took
@@ -172,23 +173,23 @@ class HostAgent(ReconcileAgent):
         view = self.watcher.state()
         # DHCP first: a port the pass reports ACTIVE is already served (boot
         # waits for ACTIVE, as Nova does, before the VM asks for its lease).
-        failed = self.converge_dhcp(view)
+        failed = self.converge_dhcp(view, full)
         return self.reconcile(view, full, changed).errors + failed
 
-    def converge_dhcp(self, view: HostState) -> list[str]:
+    def converge_dhcp(self, view: HostState, full: bool = True) -> list[str]:
         """Make dnsmasq serve the ports of ``view``; returns what failed (a retry is due).
 
         A port the server cannot serve (a bad record) is logged, not retried.
         """
         if self.dhcp is None:
             return []
-        config = render_dhcp(self.host, view.ports, view.subnets, view.networks)
+        config = self._render_dhcp(self.host, view.ports, view.subnets, view.networks)
         if config.errors != self._dhcp_errors:
             self._dhcp_errors = config.errors
             for error in config.errors:
                 log.warning("DHCP: %s", error)
         try:
-            self.dhcp.converge(config)
+            self.dhcp.converge(config, full)
         except (DhcpError, OSError) as exc:
             log.error("DHCP: %s", exc)
             return [f"dhcp: {exc}"]
