@@ -31,6 +31,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from l3fabric.agent.dhcp_config import INTERFACE, DhcpConfig, render_main
+from l3fabric.pids import alive
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class DhcpServer:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def converge(self, config: DhcpConfig, full: bool = True) -> bool:
         """Serve ``config``; True if anything changed. Raises DhcpError.
@@ -127,10 +128,10 @@ class DhcpServer:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3.0
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         with contextlib.suppress(ProcessLookupError):
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         self.pid_path.unlink(missing_ok=True)
 
@@ -140,14 +141,6 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _ensure_interface(addresses: tuple[str, ...]) -> bool:
