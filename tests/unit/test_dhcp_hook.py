@@ -66,15 +66,15 @@ def test_router_only_lease_routes_on_link_then_default() -> None:
     lease = lease_v4({"ip": "10.1.0.5", "mask": "24", "router": "169.254.1.1"})
     assert lease is not None
     assert v4_commands("eth0", lease) == [
-        ["ip", "addr", "replace", "10.1.0.5/24", "dev", "eth0"],
-        ["ip", "route", "replace", "169.254.1.1/32", "dev", "eth0", "scope", "link"],
-        ["ip", "route", "replace", "0.0.0.0/0", "via", "169.254.1.1", "dev", "eth0"],
+        "addr replace 10.1.0.5/24 dev eth0",
+        "route replace 169.254.1.1/32 dev eth0 scope link",
+        "route replace 0.0.0.0/0 via 169.254.1.1 dev eth0",
     ]
 
 
 def test_dns_goes_only_to_the_given_resolv_conf(tmp_path: Path, monkeypatch) -> None:
-    ran: list[list[str]] = []
-    monkeypatch.setattr(dhcp_hook, "_run", ran.append)
+    ran: list[str] = []
+    monkeypatch.setattr(dhcp_hook, "_run", ran.extend)
     resolv, info = tmp_path / "resolv.conf", tmp_path / "eth0.json"
     env = {"interface": "eth0", "ip": "10.1.0.5", "mask": "24", "dns": "192.0.2.53 192.0.2.54"}
     assert (
@@ -84,7 +84,7 @@ def test_dns_goes_only_to_the_given_resolv_conf(tmp_path: Path, monkeypatch) -> 
         == 0
     )
     assert resolv.read_text() == "nameserver 192.0.2.53\nnameserver 192.0.2.54\n"
-    assert ["ip", "addr", "replace", "10.1.0.5/24", "dev", "eth0"] in ran
+    assert "addr replace 10.1.0.5/24 dev eth0" in ran
     # Without the variables it writes no file (never the machine's /etc/resolv.conf).
     monkeypatch.chdir(tmp_path)
     before = set(tmp_path.iterdir())

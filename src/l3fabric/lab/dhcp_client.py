@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from l3fabric.lab import dhcp_hook
 from l3fabric.lab.errors import LabError
 
 CLIENTS = ("dhclient", "udhcpc")
@@ -67,9 +68,19 @@ def remove_lab_etc(lab: str) -> None:
 
 
 def _hook(directory: Path) -> Path:
-    """An executable that runs ``l3fabric.lab.dhcp_hook`` with this interpreter."""
+    """An executable that runs ``lab/dhcp_hook.py`` with this interpreter.
+
+    The VM waits for it, so it starts lean: the file itself (standard library
+    only) with ``-I -S`` (no site packages to scan). dhclient's PREINIT (the
+    interface up) is done already: boot brought the interfaces up.
+    """
     hook = directory / "hook"
-    hook.write_text(f'#!/bin/sh\nexec {sys.executable} -m l3fabric.lab.dhcp_hook "$@"\n')
+    script = Path(dhcp_hook.__file__).resolve()
+    hook.write_text(
+        "#!/bin/sh\n"
+        'case "$reason" in PREINIT|PREINIT6) exit 0;; esac\n'
+        f'exec {sys.executable} -I -S {script} "$@"\n'
+    )
     hook.chmod(0o755)
     return hook
 

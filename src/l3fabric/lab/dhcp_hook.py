@@ -83,21 +83,29 @@ def lease_v4(env: Mapping[str, str]) -> dict[str, object] | None:
     }
 
 
-def v4_commands(dev: str, lease: Mapping[str, object]) -> list[list[str]]:
-    """``ip`` commands applying ``lease`` on ``dev`` (routes in the order given: on-link first)."""
-    cmds = [["ip", "addr", "replace", str(lease["address"]), "dev", dev]]
+def v4_commands(dev: str, lease: Mapping[str, object]) -> list[str]:
+    """``ip -batch`` lines applying ``lease`` on ``dev`` (routes in the order given: on-link first)."""
+    cmds = [f"addr replace {lease['address']} dev {dev}"]
     if lease["mtu"]:
-        cmds.append(["ip", "link", "set", dev, "mtu", str(lease["mtu"])])
+        cmds.append(f"link set {dev} mtu {lease['mtu']}")
     for dest, gateway in lease["routes"]:  # type: ignore[attr-defined]
         if gateway == "0.0.0.0":
-            cmds.append(["ip", "route", "replace", dest, "dev", dev, "scope", "link"])
+            cmds.append(f"route replace {dest} dev {dev} scope link")
         else:
-            cmds.append(["ip", "route", "replace", dest, "via", gateway, "dev", dev])
+            cmds.append(f"route replace {dest} via {gateway} dev {dev}")
     return cmds
 
 
-def _run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _run(lines: list[str]) -> None:
+    """One ``ip -batch`` for all of them (one process: the VM waits for this hook)."""
+    subprocess.run(
+        ["ip", "-force", "-batch", "-"],
+        input="".join(f"{line}\n" for line in lines),
+        text=True,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _write_facts(env: Mapping[str, str], family: str, facts: Mapping[str, object]) -> None:
@@ -133,41 +141,34 @@ def main(argv: list[str], env: Mapping[str, str]) -> int:
     dev = env.get("interface", "")
     if not dev:
         return 1
-    if reason in PREINIT:
-        _run(["ip", "link", "set", dev, "up"])
+    lines = [f"link set {dev} up"] if reason in PREINIT else []
+    facts: tuple[str, Mapping[str, object]] | None = None
     if reason in V4_DOWN:
-        _run(["ip", "-4", "addr", "flush", "dev", dev])
+        lines.append(f"addr flush dev {dev} to 0.0.0.0/0")
     elif reason in V4_UP:
         lease = lease_v4(env)
         if lease is None:
             return 1
         old = env.get("old_ip_address")
         if old and old != env.get("new_ip_address"):
-            _run(["ip", "-4", "addr", "flush", "dev", dev])
-        for cmd in v4_commands(dev, lease):
-            _run(cmd)
-        _write_facts(env, "ipv4", lease)
+            lines.append(f"addr flush dev {dev} to 0.0.0.0/0")
+        lines += v4_commands(dev, lease)
+        facts = ("ipv4", lease)
     elif reason in V6_UP:
         address = f"{env['new_ip6_address']}/{env.get('new_ip6_prefixlen', '128')}"
         old = env.get("old_ip6_address")
         if old and old != env["new_ip6_address"]:
-            _run(
-                [
-                    "ip",
-                    "-6",
-                    "addr",
-                    "del",
-                    f"{old}/{env.get('old_ip6_prefixlen', '128')}",
-                    "dev",
-                    dev,
-                ]
-            )
-        _run(["ip", "-6", "addr", "replace", address, "dev", dev, "nodad"])
-        servers = env.get("new_dhcp6_name_servers", "").split()
-        _write_facts(env, "ipv6", {"address": address, "dns": servers})
+            lines.append(f"addr del {old}/{env.get('old_ip6_prefixlen', '128')} dev {dev}")
+        lines.append(f"addr replace {address} dev {dev} nodad")
+        facts = ("ipv6", {"address": address, "dns": env.get("new_dhcp6_name_servers", "").split()})
     elif reason in V6_DOWN and env.get("old_ip6_address"):
-        old = f"{env['old_ip6_address']}/{env.get('old_ip6_prefixlen', '128')}"
-        _run(["ip", "-6", "addr", "del", old, "dev", dev])
+        lines.append(
+            f"addr del {env['old_ip6_address']}/{env.get('old_ip6_prefixlen', '128')} dev {dev}"
+        )
+    if lines:
+        _run(lines)
+    if facts:
+        _write_facts(env, *facts)
     return 0
 
 
