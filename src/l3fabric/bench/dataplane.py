@@ -378,6 +378,7 @@ table ip {NAT_TABLE} {{
         ``lab boot --dhcp``: the figures are named ``dhcp_...``."""
         seconds: list[float] = []
         boot_calls: list[float] = []
+        steps: dict[str, list[float]] = {"active": [], "lease": []}  # --dhcp: where it went
         unreachable: list[str] = []
         for i in range(self.opts.vms):
             name = f"d{i}" if dhcp else f"b{i}"
@@ -391,6 +392,8 @@ table ip {NAT_TABLE} {{
                 seconds.append(float(self.opts.timeout))
                 continue
             boot_calls.append(time.monotonic() - t0)
+            for step, took in record.get("dhcp_seconds", {}).items():
+                steps[step].append(took)
             address = record["ports"][0]["fixed_ips"][0]["ip_address"]
             listener = _start_listener(vm_namespace(self.plan.lab, name), address)
             try:
@@ -420,6 +423,9 @@ table ip {NAT_TABLE} {{
             "unreachable": len(unreachable),
         }
         if dhcp:
+            for step, values in steps.items():
+                # Boot's wait for ACTIVE, then the DHCP client until it has its lease.
+                figures[f"{step}_p50_s"] = round(percentile(values, 50), 3) if values else None
             return {f"dhcp_{key}": value for key, value in figures.items()}
         return {"vms": self.opts.vms, **figures}
 

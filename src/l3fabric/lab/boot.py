@@ -210,7 +210,7 @@ def boot(
     try:
         _build(record, node.namespace, ports, dhcp is not None)
         if dhcp is not None:
-            _dhcp(plan, state, record, dhcp)
+            record["dhcp_seconds"] = _dhcp(plan, state, record, dhcp)
     except LabError:
         delete(plan, state, name)
         raise
@@ -221,10 +221,16 @@ def boot(
 ACTIVE_TIMEOUT_S = 15.0
 
 
-def _dhcp(plan: Plan, state: LabState, record: dict[str, Any], client_name: str) -> None:
-    """Wait for the ports to be ACTIVE (the host serves them), then get the leases."""
+def _dhcp(
+    plan: Plan, state: LabState, record: dict[str, Any], client_name: str
+) -> dict[str, float]:
+    """Wait for the ports to be ACTIVE (the host serves them), then get the leases.
+
+    Returns the seconds each step took (``active``, ``lease``).
+    """
     ids = [p["id"] for p in record["ports"]]
-    deadline = time.monotonic() + ACTIVE_TIMEOUT_S
+    started = time.monotonic()
+    deadline = started + ACTIVE_TIMEOUT_S
     with lab_client(plan) as client:
         while True:
             ports = [client.get("ports", i) for i in ids]
@@ -242,7 +248,9 @@ def _dhcp(plan: Plan, state: LabState, record: dict[str, Any], client_name: str)
         for p, port in zip(record["ports"], ports, strict=True)
     ]
     directory = dhcp_dir(state, record["name"])
+    active = time.monotonic()
     dhcp_client.run_clients(record["namespace"], directory, client_name, interfaces)
+    return {"active": active - started, "lease": time.monotonic() - active}
 
 
 def dhcp_dir(state: LabState, name: str) -> Any:
