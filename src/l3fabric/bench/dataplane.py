@@ -97,6 +97,10 @@ _TIME = re.compile(r"time=([0-9.]+) ms")
 _TTL = re.compile(r"ttl=(\d+)")
 
 
+# A --dhcp boot slower than this is logged with where its time went.
+DHCP_SLOW_S = 2.0
+
+
 class BenchError(RuntimeError):
     """The benchmark could not measure what it should (the message says what)."""
 
@@ -415,6 +419,14 @@ table ip {NAT_TABLE} {{
                 seconds.append(float(self.opts.timeout))
             else:
                 seconds.append(reached - t0)
+                if dhcp and reached - t0 > DHCP_SLOW_S:
+                    log.info(
+                        "%s on %s: %.2f s (%s)",
+                        name,
+                        host,
+                        reached - t0,
+                        record.get("dhcp_seconds"),
+                    )
         figures = {
             "boot_to_reachable_p50_s": round(percentile(seconds, 50), 3),
             "boot_to_reachable_p99_s": round(percentile(seconds, 99), 3),
