@@ -161,6 +161,29 @@ def test_unknown_mac_gets_nothing_and_other_vms_hear_nothing(lab: Lab) -> None:
     lab.delete("k2")
 
 
+def test_no_answer_on_a_link_that_is_not_a_tap(lab: Lab) -> None:
+    """A link like a fabric link (not ``tap*``), even for a known MAC: dnsmasq is not there."""
+    record = dhcp_boot(lab, "f1")
+    host_ns = lab.plan.node(HOST).namespace
+    peer = f"l3f-{lab.name}-vm-fabricpeer"
+    subprocess.run(["ip", "netns", "add", peer], check=True)
+    try:
+        mac = record["ports"][0]["mac"]
+        subprocess.run(
+            ["ip", "-n", host_ns, "link", "add", "l3f-fab9", "type", "veth", "peer", "name", "eth0", "address", mac, "netns", peer],
+            check=True,
+        )  # fmt: skip
+        subprocess.run(["ip", "-n", host_ns, "link", "set", "l3f-fab9", "up"], check=True)
+        subprocess.run(["ip", "-n", peer, "link", "set", "eth0", "up"], check=True)
+        code, out = udhcpc_once(peer)
+        assert code != 0 and "obtained" not in out, out
+        # The same MAC on its tap is served (the refusal above is the link's).
+        assert "obtained" in udhcpc_once(lab.ns("f1"))[1]
+    finally:
+        subprocess.run(["ip", "netns", "del", peer], check=False)
+    lab.delete("f1")
+
+
 def test_address_change_and_deletion_reach_dnsmasq_without_restart(lab: Lab) -> None:
     dhcp_boot(lab, "c2")  # stays: dnsmasq keeps a port to serve
     record = dhcp_boot(lab, "c1")
