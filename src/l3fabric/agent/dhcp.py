@@ -27,9 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from l3fabric.agent.dhcp_config import INTERFACE, DhcpConfig, render_main
 from l3fabric.pids import alive
 
@@ -82,10 +79,7 @@ class DhcpServer:
             return False
         if shutil.which(DNSMASQ) is None:
             raise DhcpError("dnsmasq is not installed (Debian: dnsmasq-base)")
-        try:
-            changed = _ensure_interface(config.addresses)
-        except NetlinkError as exc:
-            raise DhcpError(f"{INTERFACE}: {exc}") from exc
+        changed = _ensure_interface(config.addresses)
         if old == config:
             return changed
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +138,23 @@ def _write(path: Path, text: str) -> None:
 
 
 def _ensure_interface(addresses: tuple[str, ...]) -> bool:
-    """``l3f-dhcp`` up with exactly ``addresses`` (no prefix routes); True if changed."""
+    """``l3f-dhcp`` up with exactly ``addresses`` (no prefix routes); True if changed.
+
+    A netlink failure is a DhcpError.
+    """
+    # pyroute2 costs ~0.3 s to import: the agent's start-up does without it.
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        return _ensure_interface_netlink(addresses)
+    except NetlinkError as exc:
+        raise DhcpError(f"{INTERFACE}: {exc}") from exc
+
+
+def _ensure_interface_netlink(addresses: tuple[str, ...]) -> bool:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     changed = False
     with IPRoute() as ipr:
         if _link(ipr, INTERFACE) is None:
@@ -180,8 +190,10 @@ def _ensure_interface(addresses: tuple[str, ...]) -> bool:
     return changed
 
 
-def _link(ipr: IPRoute, name: str) -> Any:
+def _link(ipr: Any, name: str) -> Any:
     """The link named ``name`` (one request, not a dump of 10,000 taps); None if absent."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         return ipr.link("get", ifname=name)[0]
     except NetlinkError as exc:
