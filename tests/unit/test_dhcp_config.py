@@ -153,3 +153,19 @@ def test_renderer_converts_only_changed_ports_and_equals_a_fresh_render(monkeypa
     calls.clear()
     renderer(HOST, after, {**subnets_, S4: {**subnets_[S4]}}, NETWORKS)
     assert len(calls) == 2
+
+
+def test_agent_without_dnsmasq_logs_once_and_asks_no_retry(tmp_path, monkeypatch, caplog) -> None:
+    from l3fabric.agent import dhcp
+    from l3fabric.agent.host import HostAgent
+    from l3fabric.client import HostState
+
+    monkeypatch.setattr(dhcp.shutil, "which", lambda _name: None)
+    agent = HostAgent(HOST, "http://127.0.0.1:9", tmp_path)
+    view = HostState(subnets=subnets(), networks=NETWORKS, ports=ports(port(5)))
+    with caplog.at_level("ERROR"):
+        assert agent.converge_dhcp(view) == []  # no retry loop every second
+        assert agent.converge_dhcp(view) == []
+    assert [r.getMessage() for r in caplog.records].count(
+        "DHCP: dnsmasq is not installed (Debian: dnsmasq-base)"
+    ) == 1

@@ -41,6 +41,10 @@ class DhcpError(Exception):
     """dnsmasq could not be started or configured."""
 
 
+class DhcpUnavailable(DhcpError):
+    """dnsmasq is not installed: retrying would not help."""
+
+
 class DhcpServer:
     """dnsmasq in the current network namespace, its files in ``run_dir``."""
 
@@ -78,7 +82,7 @@ class DhcpServer:
         if old == config and not full:
             return False
         if shutil.which(DNSMASQ) is None:
-            raise DhcpError("dnsmasq is not installed (Debian: dnsmasq-base)")
+            raise DhcpUnavailable("dnsmasq is not installed (Debian: dnsmasq-base)")
         changed = _ensure_interface(config.addresses)
         if old == config:
             return changed

@@ -44,7 +44,7 @@ from l3fabric.agent.appliers import (
     TapsApplier,
 )
 from l3fabric.agent.bird_early import EarlyBird
-from l3fabric.agent.dhcp import DhcpError, DhcpServer
+from l3fabric.agent.dhcp import DhcpError, DhcpServer, DhcpUnavailable
 from l3fabric.agent.dhcp_config import Renderer
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.linkwatch import LinkWatcher
@@ -98,6 +98,7 @@ class HostAgent(ReconcileAgent):
         self.dhcp = DhcpServer(self.run_dir) if dhcp else None
         self._render_dhcp = Renderer()
         self._dhcp_errors: tuple[str, ...] = ()
+        self._dhcp_unavailable = False  # dnsmasq missing: logged once
         self.statuses: dict[str, str] = {}
         self._reported: dict[str, str] = {}  # what the controller last took
         self._full_report_at = -FULL_REPORT_S
@@ -190,6 +191,12 @@ class HostAgent(ReconcileAgent):
                 log.warning("DHCP: %s", error)
         try:
             self.dhcp.converge(config, full)
+        except DhcpUnavailable as exc:
+            # Not a failure to retry every second: logged once.
+            if not self._dhcp_unavailable:
+                log.error("DHCP: %s", exc)
+            self._dhcp_unavailable = True
+            return []
         except (DhcpError, OSError) as exc:
             log.error("DHCP: %s", exc)
             return [f"dhcp: {exc}"]
