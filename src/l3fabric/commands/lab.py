@@ -99,6 +99,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="security group name or id for every port (repeat for several; "
         f"default: default and {vm.LAB_GROUP}, which admits everything)",
     )
+    p.add_argument(
+        "--dhcp",
+        action="store_true",
+        help="leave the VM's interfaces unconfigured and run a DHCP client in it",
+    )
+    p.add_argument(
+        "--dhcp-client",
+        choices=("dhclient", "udhcpc"),
+        default="dhclient",
+        help="the DHCP client --dhcp runs (default %(default)s)",
+    )
     p.set_defaults(func=_boot)
 
     p = verbs.add_parser(
@@ -236,6 +247,7 @@ def _boot(args: argparse.Namespace) -> int:
             args.ip,
             args.anycast,
             args.security_groups,
+            dhcp=args.dhcp_client if args.dhcp else None,
         )
     except LabError as exc:
         return _fail(exc)
