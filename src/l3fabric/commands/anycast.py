@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from typing import Any
 
-from l3fabric import credentials
-from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
+from l3fabric.client import ApiError, FabricClient
 from l3fabric.commands import controller_cli
 
 _CHECK = re.compile(r"^(?:(?P<icmp>icmp)|(?P<type>tcp|http):(?P<port>\d{1,5})(?P<path>/\S*)?)$")
@@ -110,27 +108,15 @@ def _table(groups: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        api = FabricClient(
-            controller_cli.api_url(args), credentials=credentials.Credentials.from_args(args)
-        )
-    except credentials.CredentialsError as exc:
-        print(f"l3fabric anycast: {exc}", file=sys.stderr)
-        return 2
-    with api:
-        try:
-            result = _dispatch(api, args)
-        except ApiError as exc:
-            print(f"l3fabric anycast {args.verb}: {exc.message} ({exc.type})", file=sys.stderr)
-            return 1
-        except ControllerUnavailable as exc:
-            print(f"l3fabric anycast: cannot reach the controller: {exc}", file=sys.stderr)
-            return 1
-    if isinstance(result, str):
-        print(result)
-    elif result is not None:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    return 0
+    def act(api: FabricClient) -> int:
+        result = _dispatch(api, args)
+        if isinstance(result, str):
+            print(result)
+        elif result is not None:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+
+    return controller_cli.run(f"anycast {args.verb}", args, act)
 
 
 def _dispatch(api: FabricClient, args: argparse.Namespace) -> Any:
