@@ -144,7 +144,8 @@ class BgpSession(_Strict):
 
 
 # What heartbeats store grows with the fabric: a BGP session per peer (a
-# mesh of 1,000 hosts: ~160 KB with since and route counts), an anycast entry per group and next hop.
+# mesh of 1,000 hosts: ~160 KB with since and route counts), an anycast
+# entry per group and next hop.
 # The port statuses are applied, not stored; the body limit bounds them.
 BgpSessions = Annotated[list[BgpSession], json_bytes(256 * 1024)]
 AnycastStatus = Annotated[dict[str, Any], json_bytes(256 * 1024)]
