@@ -223,3 +223,12 @@ def test_version(capsys) -> None:
         cli.main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("l3fabric ")
+
+
+def test_status_of_a_controller_without_its_store_exits_2(tmp_path: Path, monkeypatch, capsys):
+    store = SqliteStore(tmp_path / "db")
+    with running_server(create_app(store)) as base:
+        store.close()
+        code, out, _ = run(capsys, "status", "--api", base)
+    assert code == 2
+    assert "FAILING" in out

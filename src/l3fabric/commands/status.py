@@ -37,17 +37,35 @@ def fabric_report(api: FabricClient, now: float | None = None) -> tuple[int, dic
     try:
         hosts, gateways = api.list_hosts(), api.list_gateways()
     except (ApiError, ControllerUnavailable) as exc:
-        message = exc.message if isinstance(exc, ApiError) else str(exc)
-        controller = {"url": api.api_url, "reachable": False, "error": message}
+        # Either way the fabric cannot be assessed: exit 2, with what failed.
+        answered = isinstance(exc, ApiError)
+        controller = {
+            "url": api.api_url,
+            "reachable": answered,
+            "ready": False if answered else None,
+            "error": f"{exc.message} ({exc.status})" if isinstance(exc, ApiError) else str(exc),
+        }
         return UNREACHABLE, {"controller": controller, "healthy": False, "nodes": []}
     nodes = assess(hosts, gateways, time.time() if now is None else now)
-    healthy = all(n.healthy for n in nodes)
+    ready = _ready(api)
+    healthy = all(n.healthy for n in nodes) and ready is not False
     report = {
-        "controller": {"url": api.api_url, "reachable": True},
+        "controller": {"url": api.api_url, "reachable": True, "ready": ready},
         "healthy": healthy,
         "nodes": [n.to_json() for n in nodes],
     }
     return (HEALTHY if healthy else DEGRADED), report
+
+
+def _ready(api: FabricClient) -> bool | None:
+    """The controller's /readyz: True, False (its store does not answer), None (no such page)."""
+    try:
+        api.request("GET", "/readyz")
+    except ApiError as exc:
+        return None if exc.status == 404 else False
+    except ControllerUnavailable:
+        return False
+    return True
 
 
 def _when(epoch: float | None) -> str:
@@ -83,11 +101,13 @@ def _node_row(n: dict[str, Any]) -> tuple[Any, ...]:
 def render(report: dict[str, Any]) -> str:
     """The report as text: the controller, a line per node, the sessions, the problems."""
     ctl = report["controller"]
-    if not ctl["reachable"]:
-        return f"controller {ctl['url']}: UNREACHABLE ({ctl['error']})"
+    if "error" in ctl:
+        what = "FAILING" if ctl["reachable"] else "UNREACHABLE"
+        return f"controller {ctl['url']}: {what} ({ctl['error']})"
     nodes = report["nodes"]
+    ready = {True: "ready", False: "NOT READY (its store does not answer)", None: "reachable"}
     lines = [
-        f"controller {ctl['url']}: reachable; fabric {_verdict(report['healthy'])}",
+        f"controller {ctl['url']}: {ready[ctl['ready']]}; fabric {_verdict(report['healthy'])}",
         "",
         controller_cli.table(NODE_COLUMNS, [_node_row(n) for n in nodes]),
     ]
