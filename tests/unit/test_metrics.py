@@ -3,6 +3,8 @@ and an agent's (its loopback HTTP server), parsed with prometheus_client's parse
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -65,11 +67,20 @@ def test_controller_counts_requests_by_route_and_status(controller) -> None:
 def test_controller_watch_is_counted_while_open(controller) -> None:
     url, _ = controller
     admin = {"X-Auth-Token": ADMIN}
+    params = {"host": "h1", "since": 0, "timeout": 3}
+    clients = ("l3fabric_watch_clients", frozenset())
     with httpx.Client(base_url=url, headers=admin) as http:
-        http.get("/v1/watch", params={"host": "h1", "since": 0, "timeout": 0.2})
+        poll = threading.Thread(target=lambda: httpx.get(f"{url}/v1/watch", params=params,
+                                                         headers=admin, timeout=10))  # fmt: skip
+        poll.start()
+        deadline = time.monotonic() + 3
+        while samples(http.get("/metrics").text)[clients] != 1:
+            assert time.monotonic() < deadline, "the open watch was never counted"
+            time.sleep(0.05)
+        poll.join(10)
         found = samples(http.get("/metrics").text)
     assert found[("l3fabric_watch_lag_revisions_count", frozenset())] == 1
-    assert found[("l3fabric_watch_clients", frozenset())] == 0
+    assert found[clients] == 0
 
 
 def test_controller_health_and_readiness(controller) -> None:

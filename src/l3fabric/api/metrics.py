@@ -16,9 +16,8 @@ Each app has its own registry: tests run many apps in one process.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -112,18 +111,21 @@ class RequestMetrics:
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - begun)
 
 
-@contextlib.contextmanager
-def watch_metrics(metrics: ApiMetrics | None, store: Any, since: int) -> Iterator[None]:
-    """Count a watch long poll as open while it runs; record how far behind it starts."""
+def counted_watch(metrics: ApiMetrics | None, watch: Callable[..., Any]) -> Callable[..., Any]:
+    """``watch(store, host, since, ...)`` counted as open while it runs, with how far
+    behind it starts; in the worker thread, as reading the revision may block."""
     if metrics is None:
-        yield
-        return
-    metrics.watch_lag.observe(max(0, store.revision() - since))
-    metrics.watch_clients.inc()
-    try:
-        yield
-    finally:
-        metrics.watch_clients.dec()
+        return watch
+
+    def counted(store: Any, host: str, since: int, *args: Any) -> Any:
+        metrics.watch_lag.observe(max(0, store.revision() - since))
+        metrics.watch_clients.inc()
+        try:
+            return watch(store, host, since, *args)
+        finally:
+            metrics.watch_clients.dec()
+
+    return counted
 
 
 def install(app: FastAPI, metrics: ApiMetrics) -> None:
