@@ -212,13 +212,14 @@ def _fabric_health(
     """``l3fabric status`` of the lab's controller, plus the lab's own processes and namespaces."""
     with lab_client(plan) as api:
         code, report = fabric_report(api)
-    out.print(render_status(report), highlight=False)
+    # Plain text of its own: not wrapped at the console's width, no markup.
+    out.print(render_status(report), highlight=False, markup=False, soft_wrap=True)
     lab_problems = [f"{n.name}: namespace missing" for n in nodes if not n.namespace]
     lab_problems += [f"{n.name}: agent process dead" for n in nodes if n.agent is False]
     if not server:
         lab_problems.append("controller process not running")
     for problem in lab_problems:
-        out.print(f"  lab {problem}", highlight=False)
+        out.print(f"  lab {problem}", highlight=False, markup=False)
     return code if code != 0 or not lab_problems else 1
 
 
