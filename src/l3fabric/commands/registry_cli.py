@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -48,7 +49,11 @@ def _rows(kind: str, views: list[dict[str, Any]]) -> str:
 
 def _detail(view: dict[str, Any]) -> str:
     skip = {"bgp", "agent", "nat", "anycast"}
-    lines = [f"{key}: {value}" for key, value in sorted(view.items()) if key not in skip]
+    lines = [
+        f"{key}: {value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in sorted(view.items())
+        if key not in skip
+    ]
     health = node_health("gateway" if "fabric_addresses" in view else "host", view, time.time())
     lines.append(f"health: {'ok' if health.healthy else 'DEGRADED'}")
     lines += [f"  problem: {p}" for p in health.problems]
