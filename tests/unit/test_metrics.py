@@ -146,3 +146,15 @@ def test_a_taken_metrics_port_does_not_stop_the_agent(tmp_path: Path) -> None:
 def test_bad_metrics_listen_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         status_http.parse_listen(text)
+
+
+def test_agent_health_is_the_loop_turning_and_readiness_the_first_pass(tmp_path: Path) -> None:
+    agent = GatewayAgent("gw1", "http://127.0.0.1:9", tmp_path, resync_interval=10)
+    assert agent.healthy()[0] is True
+    agent.loop_at = time.monotonic() - 31  # no turn of the loop in three intervals
+    ok, body = agent.healthy()
+    assert ok is False and body["status"] == "stuck"
+    assert agent.ready()[0] is False
+    agent.watcher.synced.set()
+    agent.passes = 1
+    assert agent.ready() == (True, {"status": "ready", "passes": 1, "errors": []})
