@@ -69,7 +69,7 @@ class AgentState(Collector):
         ends = state.get("endpoints")
         if ends is not None:
             yield _gauge(
-                "l3fabric_agent_endpoints", "Endpoints this host should route, and routes",
+                "l3fabric_agent_endpoints", "Endpoints to program (expected) and programmed",
                 ["state"], {(k,): v for k, v in ends.items()},
             )  # fmt: skip
         age = state.get("heartbeat_age_s")
