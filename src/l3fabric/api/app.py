@@ -11,6 +11,7 @@ from l3fabric.api.errors import install_error_handlers
 from l3fabric.api.metrics import ApiMetrics, RequestMetrics, TimedStore
 from l3fabric.auth.base import Authenticator
 from l3fabric.http_guard import DEFAULT_MAX_BODY_BYTES
+from l3fabric.nova.events import NovaNotifier
 from l3fabric.store import Store
 
 
@@ -18,10 +19,12 @@ def create_app(
     store: Store,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     authenticator: Authenticator | None = None,
+    nova: NovaNotifier | None = None,
 ) -> FastAPI:
     """The whole API, stateless over ``store`` (several servers may share one store).
 
-    ``authenticator``: who callers are (default: ``--auth none``, all admins)."""
+    ``authenticator``: who callers are (default: ``--auth none``, all admins).
+    ``nova``: told of port status changes (Nova's external events); None: no Nova."""
     app = FastAPI(title="l3fabric", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.metrics = ApiMetrics()
     app.state.store = TimedStore(store, app.state.metrics)
@@ -34,4 +37,7 @@ def create_app(
     fabric.install(app)
     anycast.install(app)
     metrics.install(app, app.state.metrics)
+    if nova is not None:
+        app.state.fabric.status_changed.append(nova.port_status)
+        app.state.neutron.ports.removed.append(nova.port_deleted)
     return app
