@@ -28,8 +28,9 @@ from l3fabric.api.errors import error_response
 from l3fabric.auth.base import Authenticator, AuthUnavailable, NoAuth, agent_of
 from l3fabric.service.common import Context
 
-# Open to everyone, as Neutron's version document.
-_OPEN = {("GET", "/"), ("HEAD", "/")}
+# Open to everyone, as Neutron's version document; and the health and metrics
+# pages (api/metrics.py), which load balancers and Prometheus call without a token.
+_OPEN = {("GET", "/"), ("HEAD", "/"), *(("GET", p) for p in ("/metrics", "/healthz", "/readyz"))}
 _AGENT_READS = re.compile(r"^/v1/(fabric|hosts|gateways)(/[^/]+)?/?$")
 _HEARTBEAT = re.compile(r"^/v1/(host|gateway)s/([^/]+)/heartbeat$")
 _ANYCAST_STATUS = re.compile(r"^/v1/anycast/[^/]+/status$")

@@ -12,11 +12,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from l3fabric.commands.status import fabric_report
+from l3fabric.commands.status import render as render_status
 from l3fabric.lab import boot as vm
 from l3fabric.lab import down as lab_down
 from l3fabric.lab import status as lab_status
+from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.demo import run_demo
 from l3fabric.lab.errors import LabError
+from l3fabric.lab.plan import Plan
 from l3fabric.lab.state import LabState, only_lab
 from l3fabric.lab.topology import TopologyError, load_topology
 from l3fabric.lab.up import up
@@ -51,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "topology",
         nargs="?",
         default=str(DEFAULT_TOPOLOGY),
-        help="topology file (default: %(default)s)",
+        help="topology file (default: the example data centre shipped with l3fabric, dc.yaml)",
     )
     p.add_argument("--keep", action="store_true", help="leave the lab up for exploring")
     p.set_defaults(func=_demo)
@@ -61,7 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="remove every lab on this machine")
     p.set_defaults(func=_down)
 
-    p = verbs.add_parser("status", help="nodes, agents, BGP sessions, routes, VMs")
+    p = verbs.add_parser(
+        "status",
+        help="nodes, agents, BGP sessions, routes, VMs; then the fabric's health as "
+        "'l3fabric status' sees it (exit 1 when degraded)",
+    )
     p.add_argument("--lab", help="lab name (default: the only lab that is up)")
     p.set_defaults(func=_status)
 
@@ -185,10 +193,12 @@ def _status(args: argparse.Namespace) -> int:
     except LabError as exc:
         return _fail(exc)
     out = Console()
-    alive = "running" if lab_status.server_alive(state) else "[red]not running[/]"
+    server = lab_status.server_alive(state)
+    alive = "running" if server else "[red]not running[/]"
     out.print(f"lab [bold]{plan.lab}[/]: controller {plan.api_url()} {alive}")
     table = Table("node", "role", "namespace", "agent", "BGP established", "routes v4/v6")
-    for n in lab_status.node_status(state, plan):
+    nodes = lab_status.node_status(state, plan)
+    for n in nodes:
         agent = "-" if n.agent is None else ("alive" if n.agent else "[red]dead[/]")
         bgp = f"{n.established}/{len(n.sessions)}" if n.sessions else "-"
         table.add_row(
@@ -212,7 +222,24 @@ def _status(args: argparse.Namespace) -> int:
                 ifaces += f"; lo {' '.join(record['anycast'])} (anycast)"
             vt.add_row(name, record["host"], ifaces)
         out.print(vt)
-    return 0
+    return _fabric_health(out, plan, server, nodes)
+
+
+def _fabric_health(
+    out: Console, plan: Plan, server: bool, nodes: list[lab_status.NodeStatus]
+) -> int:
+    """``l3fabric status`` of the lab's controller, plus the lab's own processes and namespaces."""
+    with lab_client(plan) as api:
+        code, report = fabric_report(api)
+    # Plain text of its own: not wrapped at the console's width, no markup.
+    out.print(render_status(report), highlight=False, markup=False, soft_wrap=True)
+    lab_problems = [f"{n.name}: namespace missing" for n in nodes if not n.namespace]
+    lab_problems += [f"{n.name}: agent process dead" for n in nodes if n.agent is False]
+    if not server:
+        lab_problems.append("controller process not running")
+    for problem in lab_problems:
+        out.print(f"  lab {problem}", highlight=False, markup=False)
+    return code if code != 0 or not lab_problems else 1
 
 
 def _exec(args: argparse.Namespace) -> int:
