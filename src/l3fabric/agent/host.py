@@ -180,6 +180,19 @@ class HostAgent(ReconcileAgent):
         if full:
             self._full_report_at = now
 
+    def endpoint_counts(self) -> dict[str, int] | None:
+        """Ports up with their tap present (expected routed) and those ACTIVE (programmed).
+
+        A port whose VM has no tap yet is not expected: nothing can be routed to it."""
+        desired = self._desired
+        if desired is None:
+            return None
+        expected = sum(
+            1 for ep in desired.endpoints.values() if ep.admin_up and ep.tap in desired.taps
+        )
+        programmed = sum(1 for s in self.statuses.values() if s == "ACTIVE")
+        return {"expected": expected, "programmed": programmed}
+
     def reconcile(
         self, view: HostState, full: bool = True, changed: Collection[str] = ()
     ) -> PassMetrics:

@@ -181,6 +181,9 @@ class ReconcileAgent(abc.ABC):
                 "peer": p.neighbor,
                 "state": p.state,
                 "info": p.info,
+                "since": p.since,
+                "routes_in": sum(r.get("imported", 0) for r in p.routes.values()),
+                "routes_out": sum(r.get("exported", 0) for r in p.routes.values()),
                 "rejected": p.filtered,
             }
             for p in protocols
@@ -245,7 +248,12 @@ class ReconcileAgent(abc.ABC):
             "errors": self.last_failed,
             "controller_connected": self.watcher.connected,
             "last_pass": summary(self.last_pass) if self.last_pass else None,
+            "endpoints": self.endpoint_counts(),
         }
+
+    def endpoint_counts(self) -> dict[str, int] | None:
+        """Endpoints this node should program and those it did (None: it has none to)."""
+        return None
 
     def _report_loop(self) -> None:
         while not self._stop.is_set():

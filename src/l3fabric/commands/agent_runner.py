@@ -20,15 +20,20 @@ class Agent(Protocol):
 
 
 def add_agent_arguments(
-    parser: argparse.ArgumentParser, name_flag: str, what: str, resync_default: float
+    parser: argparse.ArgumentParser,
+    name_flag: str,
+    what: str,
+    resync_default: float,
+    required: bool = True,
 ) -> None:
     """``name_flag`` (e.g. ``--host``), ``--api``, ``--token-file``, ``--ca``, ``--run-dir``,
-    ``--resync-interval``."""
+    ``--resync-interval``. ``required``: False when the command has other verbs
+    (``run_agent`` then checks the name and controller are given)."""
     parser.add_argument(
-        name_flag, required=True, dest="name", help=f"this {what}'s name, as registered"
+        name_flag, required=required, dest="name", help=f"this {what}'s name, as registered"
     )
     parser.add_argument(
-        "--api", required=True, metavar="URL", help="the controller, e.g. http://ctl:9696"
+        "--api", required=required, metavar="URL", help="the controller, e.g. http://ctl:9696"
     )
     credentials.add_arguments(parser)
     parser.add_argument(
@@ -53,6 +58,8 @@ def run_agent(
     On a signal the agent stops; what it programmed (routes, rules, BIRD)
     stays in place, so forwarding never depends on the agent running.
     """
+    if not (args.name and args.api):
+        raise SystemExit(f"l3fabric {role}: the agent needs its name and --api")
     if args.resync_interval <= 0:
         raise SystemExit(f"l3fabric {role}: --resync-interval must be positive")
     try:

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "topology",
         nargs="?",
         default=str(DEFAULT_TOPOLOGY),
-        help="topology file (default: %(default)s)",
+        help="topology file (default: the example data centre shipped with l3fabric, dc.yaml)",
     )
     p.add_argument("--keep", action="store_true", help="leave the lab up for exploring")
     p.set_defaults(func=_demo)

@@ -133,6 +133,11 @@ class BgpSession(_Strict):
     peer: str = ""
     state: str
     info: str = ""
+    # When the session entered its state (BIRD's "since"), and the routes it
+    # imported from the peer and exports to it now (all channels).
+    since: str = ""
+    routes_in: int = Field(0, ge=0)
+    routes_out: int = Field(0, ge=0)
     # Routes from this peer that the import filter refuses, now (a gateway's
     # fabric sessions; BIRD keeps them, marked filtered: docs/gateway.md).
     rejected: int = Field(0, ge=0)
