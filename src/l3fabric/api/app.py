@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from l3fabric.api import anycast, fabric, neutron
+from l3fabric.api import anycast, fabric, neutron, ui
 from l3fabric.api.authn import Authenticate
 from l3fabric.api.body_limit import BodyLimit
 from l3fabric.api.errors import install_error_handlers
@@ -30,4 +30,5 @@ def create_app(
     neutron.install(app)
     fabric.install(app)
     anycast.install(app)
+    ui.install(app)
     return app
