@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 KEYSTONE_VENV := .venv-keystone
 APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute dnsmasq-base \
                 isc-dhcp-client udhcpc \
-                tcpdump socat python3-venv procps curl etcd-server
+                tcpdump socat python3-venv procps curl etcd-server chromium
 
 .PHONY: setup apt venv keystone demo test unit integration lint bench clean lab-down lock
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from l3fabric.api import anycast, fabric, metrics, neutron
+from l3fabric.api import anycast, fabric, metrics, neutron, ui
 from l3fabric.api.authn import Authenticate
 from l3fabric.api.body_limit import BodyLimit
 from l3fabric.api.errors import install_error_handlers
@@ -37,6 +37,7 @@ def create_app(
     fabric.install(app)
     anycast.install(app)
     metrics.install(app, app.state.metrics)
+    ui.install(app)
     if nova is not None:
         app.state.fabric.status_changed.append(nova.port_status)
         app.state.neutron.ports.removed.append(nova.port_deleted)

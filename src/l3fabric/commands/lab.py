@@ -17,7 +17,7 @@ from l3fabric.commands.status import render as render_status
 from l3fabric.lab import boot as vm
 from l3fabric.lab import down as lab_down
 from l3fabric.lab import status as lab_status
-from l3fabric.lab.credentials import lab_client
+from l3fabric.lab.credentials import admin_token_file, lab_client
 from l3fabric.lab.demo import run_demo
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import Plan
@@ -162,6 +162,12 @@ def _up(args: argparse.Namespace) -> int:
         f"{len(plan.nodes)} namespaces, API {plan.api_url()}",
         highlight=False,
     )
+    if not args.network_only:
+        console.print(
+            f"live picture: {plan.api_url()}/ui#token=... (the admin token: "
+            f"{admin_token_file(LabState(plan.lab))})",
+            highlight=False,
+        )
     return 0
 
 
