@@ -62,6 +62,7 @@ class DesiredSg:
     group_errors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     members: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
     uses: Mapping[str, int] = field(default_factory=dict)  # group -> ports of this host in it
+    chain_uses: Mapping[str, int] = field(default_factory=dict)  # port chain -> ports using it
     changed: Changed | None = None
     base: Rendered | None = None
 
@@ -112,7 +113,7 @@ class _Builder:
     def build(self) -> DesiredSg | None:
         view, last = self.view, self.last
         taps, untapped, sg_ports = dict(last.taps), dict(last.untapped), dict(last.state.ports)
-        uses = dict(last.uses)
+        uses, chain_uses = dict(last.uses), dict(last.chain_uses)
         # A reported status replaces the object too (10,000 after a first pass).
         changed = [
             p
@@ -125,7 +126,7 @@ class _Builder:
             untapped.pop(port_id, None)
             old = taps.pop(port_id, None)
             if old is not None:
-                self._port_out(sg_ports.pop(old), uses)
+                self._port_out(sg_ports.pop(old), uses, chain_uses)
         for port_id in changed:  # in with the new
             port = view.ports.get(port_id)
             if port is None:
@@ -139,7 +140,7 @@ class _Builder:
                 return None
             taps[port_id] = tap
             sg_ports[tap] = sg_port(port, tap)
-            self._port_in(sg_ports[tap], uses)
+            self._port_in(sg_ports[tap], uses, chain_uses)
         groups, group_errors, sources = self._groups(uses)
         state_members, members = self._members(groups)
         errors = [untapped[p] for p in sorted(untapped)]
@@ -159,32 +160,34 @@ class _Builder:
             group_errors,
             members,
             uses,
+            chain_uses,
             dirty,
             last.rendered,
         )
 
-    def _port_out(self, port: SgPort, uses: dict[str, int]) -> None:
+    def _port_out(self, port: SgPort, uses: dict[str, int], chain_uses: dict[str, int]) -> None:
         chains, verdicts = port_objects(port)
         for name in chains:
-            del self.chains[name]
-        self.dirty_chains.update(chains)
+            if _release(chain_uses, name):  # the last port with these groups
+                del self.chains[name]
+                self.dirty_chains.add(name)
         for vmap in verdicts:
             del self.maps[vmap][port.tap]
         self.dirty_taps.add(port.tap)
         for group in port.groups:
-            uses[group] -= 1
-            if not uses[group]:
-                del uses[group]
+            _release(uses, group)
 
-    def _port_in(self, port: SgPort, uses: dict[str, int]) -> None:
+    def _port_in(self, port: SgPort, uses: dict[str, int], chain_uses: dict[str, int]) -> None:
         chains, verdicts = port_objects(port)
-        self.chains.update(chains)
-        self.dirty_chains.update(chains)
+        for name, rules in chains.items():
+            if _acquire(chain_uses, name):  # the first port with these groups
+                self.chains[name] = rules
+                self.dirty_chains.add(name)
         for vmap, verdict in verdicts.items():
             self.maps[vmap][port.tap] = verdict
         self.dirty_taps.add(port.tap)
         for group in port.groups:
-            uses[group] = uses.get(group, 0) + 1
+            _acquire(uses, group)
 
     def _groups(
         self, uses: Mapping[str, int]
@@ -248,6 +251,21 @@ class _Builder:
         before = last.rendered.sets
         self.dirty_sets = {n for n in sets.keys() | before.keys() if sets.get(n) != before.get(n)}
         return sets
+
+
+def _acquire(counts: dict[str, int], key: str) -> bool:
+    """Count one more user of ``key``; True if it is the first."""
+    counts[key] = counts.get(key, 0) + 1
+    return counts[key] == 1
+
+
+def _release(counts: dict[str, int], key: str) -> bool:
+    """Count one user of ``key`` less; True if it was the last (``key`` is then gone)."""
+    counts[key] -= 1
+    if counts[key]:
+        return False
+    del counts[key]
+    return True
 
 
 def narrows(last: Rendered, new: Rendered, only: Changed | None = None) -> bool:
