@@ -26,6 +26,7 @@ rules, so a listing shows which chain drifted (sg_diff.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -174,6 +175,19 @@ def group_chains(group: SecurityGroup) -> dict[str, tuple[str, ...]]:
     return {group_chain(group.id, d): group_rules(group, d) for d in ("ingress", "egress")}
 
 
+@functools.lru_cache(maxsize=4096)
+def _port_pair(groups: tuple[str, ...]) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """(verdict map, chain, rules) per direction for a port in ``groups``.
+
+    Cached: 10,000 ports in one group would otherwise hash and render the
+    same pair 10,000 times a full pass.
+    """
+    return tuple(
+        (vmap, port_chain(groups, direction), port_rules(groups, direction))
+        for direction, vmap in (("ingress", MAP_IN), ("egress", MAP_OUT))
+    )
+
+
 def port_objects(port: SgPort) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
     """One port's chains (shared with every port in the same groups) and its verdict per map.
 
@@ -183,13 +197,10 @@ def port_objects(port: SgPort) -> tuple[dict[str, tuple[str, ...]], dict[str, st
         raise ValueError(f"bad tap name {port.tap!r}")
     if not port.port_security:
         return {}, {MAP_IN: "accept", MAP_OUT: "accept"}
-    chains: dict[str, tuple[str, ...]] = {}
-    verdicts: dict[str, str] = {}
-    for direction, vmap in (("ingress", MAP_IN), ("egress", MAP_OUT)):
-        name = port_chain(port.groups, direction)
-        chains[name] = port_rules(port.groups, direction)
-        verdicts[vmap] = f"goto {name}"
-    return chains, verdicts
+    pair = _port_pair(port.groups)
+    return {name: rules for _, name, rules in pair}, {
+        vmap: f"goto {name}" for vmap, name, _ in pair
+    }
 
 
 def remote_sets(state: SgState) -> dict[str, tuple[str, tuple[str, ...]]]:
