@@ -3,8 +3,9 @@
 ``SecurityGroupsTable(netns).apply(state, full=...)`` renders ``state``, diffs
 it against the kernel's table (``full``: read back with ``nft -j``, so drift
 is repaired) or against what it applied last (incremental), runs the one
-``nft -f`` transaction that is needed (in process, dataplane/nft_exec.py), and, when the change may admit less,
-removes the conntrack entries of flows the new rules would not let start.
+``nft -f`` transaction that is needed (in process: dataplane/nft_exec.py),
+and, when the change may admit less, removes the conntrack entries of flows
+the new rules would not let start.
 
 For a plan/applier split: ``listing()`` (observe), ``sg_diff.transaction``
 (plan, pure), ``run_script`` and ``prune`` (apply).
