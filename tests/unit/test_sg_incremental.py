@@ -187,3 +187,27 @@ def test_one_new_port_on_a_big_host_is_one_small_transaction() -> None:
     sg_plan.applied(then, current, want.rendered)
     print(f"SG work, the next new port: {(time.perf_counter() - start) * 1000:.2f} ms")
     assert op.taps == {tap_name(other["id"])}
+
+
+def test_joining_a_group_admits_more_and_leaving_it_may_admit_less() -> None:
+    """A port that joins a group moves to its new groups' chain pair: no pruning; back: pruning."""
+    view = _host(3)
+    other = {"id": "r9", "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp"}
+    view.security_groups[GROUPS[1]] = {"id": GROUPS[1], "security_group_rules": [other]}
+    port_id = _pid(0)
+    address = view.ports[port_id]["fixed_ips"][0]["ip_address"]
+    previous = sg_plan.desired(view)
+    current = sg_plan.applied(previous)
+
+    view.ports[port_id] = {**view.ports[port_id], "security_groups": GROUPS[:2]}
+    _member(view, port_id, GROUPS[:2], address)
+    joined = sg_plan.desired(view, previous)
+    (op,) = sg_plan.ops(joined, current, previous.rendered)
+    assert not op.transaction.full and not op.transaction.narrowed  # no conntrack pruning
+    current = sg_plan.applied(joined, current, previous.rendered)
+
+    view.ports[port_id] = {**view.ports[port_id], "security_groups": GROUPS[:1]}
+    _member(view, port_id, GROUPS[:1], address)
+    left = sg_plan.desired(view, joined)
+    (op,) = sg_plan.ops(left, current, joined.rendered)
+    assert op.transaction.narrowed  # flows only GROUPS[1] admitted must be cut

@@ -271,23 +271,45 @@ def _release(counts: dict[str, int], key: str) -> bool:
 def narrows(last: Rendered, new: Rendered, only: Changed | None = None) -> bool:
     """Whether going from ``last`` to ``new`` may admit less (conntrack must be pruned).
 
-    A rule or jump added to a chain admits more; one removed, a set element or
-    map entry removed or changed, or a chain deleted may admit less. Every
-    chain's last rule is its seal (the digest), which always changes.
+    A rule or jump added to a chain admits more; one removed, a set element
+    removed, or a map entry removed or sent to a chain with fewer rules may
+    admit less. A chain deleted is no longer reachable, so what reached it
+    changed and is judged there (a tap that joins a group moves to the chain
+    pair of its new groups, which holds every rule of the old pair: more).
+    Every chain's last rule is its seal (the digest), which always changes.
     ``only``: what may differ (the rest is known equal).
     """
     chains = last.chains.keys() if only is None else only.chains & last.chains.keys()
-    if any(name not in new.chains for name in chains):
-        return True
-    if any(not set(last.chains[name][:-1]) <= set(new.chains[name][:-1]) for name in chains):
+    kept = [name for name in chains if name in new.chains]
+    if any(not _rules(last, name) <= _rules(new, name) for name in kept):
         return True
     sets = last.sets.keys() if only is None else only.sets & last.sets.keys()
     if any(not set(last.sets[name][1]) <= set(new.sets.get(name, ("", ()))[1]) for name in sets):
         return True
     return any(
-        new.maps.get(vmap, {}).get(tap) != verdict
+        not _verdict_grows(last, new, verdict, new.maps.get(vmap, {}).get(tap))
         for vmap, entries in last.maps.items()
         for tap, verdict in _scoped(entries, only)
+    )
+
+
+def _rules(rendered: Rendered, chain: str) -> set[str]:
+    """A chain's rules without its seal."""
+    return set(rendered.chains[chain][:-1])
+
+
+def _verdict_grows(last: Rendered, new: Rendered, before: str, after: str | None) -> bool:
+    """Whether a map entry ``before`` -> ``after`` admits at least what it did."""
+    if after == before or after == "accept":
+        return True
+    old, _, old_chain = before.partition("goto ")
+    fresh, _, new_chain = (after or "").partition("goto ")
+    return (
+        not old
+        and not fresh
+        and old_chain in last.chains
+        and new_chain in new.chains
+        and _rules(last, old_chain) <= _rules(new, new_chain)
     )
 
 
