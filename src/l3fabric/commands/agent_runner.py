@@ -20,15 +20,19 @@ class Agent(Protocol):
 
 
 def add_agent_arguments(
-    parser: argparse.ArgumentParser, name_flag: str, what: str, resync_default: float
+    parser: argparse.ArgumentParser,
+    name_flag: str,
+    what: str,
+    resync_default: float,
+    required: bool = True,
 ) -> None:
     """``name_flag`` (e.g. ``--host``), ``--api``, ``--token-file``, ``--ca``, ``--run-dir``,
-    ``--resync-interval``."""
+    ``--resync-interval``. ``required=False``: the command checks name and API itself."""
     parser.add_argument(
-        name_flag, required=True, dest="name", help=f"this {what}'s name, as registered"
+        name_flag, required=required, dest="name", help=f"this {what}'s name, as registered"
     )
     parser.add_argument(
-        "--api", required=True, metavar="URL", help="the controller, e.g. http://ctl:9696"
+        "--api", required=required, metavar="URL", help="the controller, e.g. http://ctl:9696"
     )
     credentials.add_arguments(parser)
     parser.add_argument(

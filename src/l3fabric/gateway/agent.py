@@ -37,7 +37,8 @@ from l3fabric.agent.appliers import HostApplier
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.gateway.anycast import AnycastSync
-from l3fabric.gateway.appliers import GatewayBirdApplier, NatApplier
+from l3fabric.gateway.appliers import ConntrackdApplier, GatewayBirdApplier, NatApplier
+from l3fabric.gateway.conntrackd import Conntrackd
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.gateway.nat import GatewayNat, nat_counts
 from l3fabric.gateway.observe import GatewayReader
@@ -67,14 +68,16 @@ class GatewayAgent(ReconcileAgent):
         super().__init__(name, api_url, run_dir, resync_interval)
         self.bird_log = str(Path(run_dir) / "bird" / "bird.log")
         self.nat = GatewayNat()
+        self.conntrackd = Conntrackd(run_dir)
         self.anycast = AnycastSync(self.bird.control)
         self.desired: DesiredGateway | None = None
         # The policy BIRD was last given (None: unknown, after a failure or a restart).
         self._bird_policy: GatewayDesired | None = None
-        self._reader = GatewayReader(self.nat, self.anycast, self.bird)
+        self._reader = GatewayReader(self.nat, self.anycast, self.bird, self.conntrackd)
         self._appliers: dict[str, execute.Applier] = {
             "host": HostApplier(),
             "nat": NatApplier(self.nat),
+            "conntrackd": ConntrackdApplier(self.conntrackd),
             "anycast": self.anycast,
             "bird": GatewayBirdApplier(self.converge_bird, self.bird.control),
         }
@@ -112,7 +115,9 @@ class GatewayAgent(ReconcileAgent):
         metrics.timed("observe", begun)
         desired, _, failed = self.plan_and_run(
             metrics,
-            lambda: desired_state(self.name, view, observed, log_file=self.bird_log),
+            lambda: desired_state(
+                self.name, view, observed, log_file=self.bird_log, sync_dir=self.conntrackd.dir
+            ),
             lambda desired: plan(desired, observed),
             self._appliers,
         )

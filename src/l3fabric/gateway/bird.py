@@ -56,6 +56,9 @@ from l3fabric.routing.timers import Timers
 
 FALLBACK_DEFAULT_PREFERENCE = 50
 DEFAULTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+# A drained gateway's export to the fabric: everything but the default route,
+# so hosts send their new outbound flows to the other gateways.
+NOT_DEFAULT = Policy("prefixes", ("0.0.0.0/0{1,32}", "::/0{1,128}"))
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class GatewayRouting:
     origins: Origins | None = None
     # The infrastructure patterns ("172.16.0.0/16+") a non-host session may carry.
     infrastructure: tuple[str, ...] = ()
+    # Drained (registration ``drain``): nothing upstream, no default route to
+    # the fabric; it still forwards what reaches it, so running flows go on.
+    drain: bool = False
 
 
 def _fabric_import(routing: GatewayRouting, peer: PeerSpec) -> Policy:
@@ -126,7 +132,10 @@ def _roas(known: Origins | None) -> tuple[Roa, ...]:
 def gateway_config(routing: GatewayRouting) -> BirdConfig:
     """The BIRD config for ``routing``; ValueError for an inconsistent registration."""
     t = routing.timers
-    upstream_export = Policy("originated", routing.desired.public)
+    upstream_export = (
+        Policy("none") if routing.drain else Policy("originated", routing.desired.public)
+    )
+    fabric_export = NOT_DEFAULT if routing.drain else Policy("all")
 
     def session(
         p: PeerSpec, role: SessionRole, import_policy: Policy, export_policy: Policy
@@ -151,7 +160,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
 
     peers, skipped = place_sessions(
         (
-            session(p, p.role, _fabric_import(routing, p), Policy("all"))
+            session(p, p.role, _fabric_import(routing, p), fabric_export)
             for p in routing.fabric_peers
         ),
         routing.local_as,
@@ -235,4 +244,5 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
             for p in record.get("infrastructure") or ()
             if (net := parse_network(p, strict=False)).prefixlen  # never a default route
         ),
+        drain=bool(record.get("drain")),
     )

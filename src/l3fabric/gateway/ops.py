@@ -47,6 +47,18 @@ class AnycastGroupsSet(Op):
 
 
 @dataclass(frozen=True)
+class ConntrackdSet(Op):
+    """conntrackd running with exactly this config (None: not running)."""
+
+    domain: ClassVar[str] = "conntrackd"
+    step: ClassVar[str] = "sync"
+    text: str | None
+
+    def size(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
 class GatewayBirdConfigure(BirdConfigure):
     """BIRD's full config, given only once the NAT table is in place."""
 
