@@ -37,7 +37,7 @@ from l3fabric.agent.appliers import HostApplier
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.gateway.anycast import AnycastSync
-from l3fabric.gateway.appliers import ConntrackdApplier, GatewayBirdApplier, NatApplier
+from l3fabric.gateway.appliers import GatewayBirdApplier, NatApplier, SyncApplier
 from l3fabric.gateway.conntrackd import Conntrackd
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.gateway.nat import GatewayNat, nat_counts
@@ -49,6 +49,7 @@ from l3fabric.gateway.plan import (
     plan,
     upstream_addresses,
 )
+from l3fabric.gateway.steer import Steering
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,18 @@ class GatewayAgent(ReconcileAgent):
         self.bird_log = str(Path(run_dir) / "bird" / "bird.log")
         self.nat = GatewayNat()
         self.conntrackd = Conntrackd(run_dir)
+        self.steering = Steering()
         self.anycast = AnycastSync(self.bird.control)
         self.desired: DesiredGateway | None = None
         # The policy BIRD was last given (None: unknown, after a failure or a restart).
         self._bird_policy: GatewayDesired | None = None
-        self._reader = GatewayReader(self.nat, self.anycast, self.bird, self.conntrackd)
+        self._reader = GatewayReader(
+            self.nat, self.anycast, self.bird, self.conntrackd, self.steering
+        )
         self._appliers: dict[str, execute.Applier] = {
             "host": HostApplier(),
             "nat": NatApplier(self.nat),
-            "conntrackd": ConntrackdApplier(self.conntrackd),
+            "sync": SyncApplier(self.conntrackd, self.steering),
             "anycast": self.anycast,
             "bird": GatewayBirdApplier(self.converge_bird, self.bird.control),
         }

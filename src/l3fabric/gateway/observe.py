@@ -20,6 +20,7 @@ from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.gateway.nat import GatewayNat
 from l3fabric.gateway.observed import GatewayObserved
 from l3fabric.gateway.plan import FORWARDING
+from l3fabric.gateway.steer import Steering
 from l3fabric.routing.anycast_routes import learned_anycast
 from l3fabric.routing.bird_control import BirdError
 from l3fabric.routing.bird_process import BirdProcess
@@ -29,12 +30,18 @@ class GatewayReader:
     """Reads the gateway for its planner."""
 
     def __init__(
-        self, nat: GatewayNat, anycast: AnycastSync, bird: BirdProcess, conntrackd: Conntrackd
+        self,
+        nat: GatewayNat,
+        anycast: AnycastSync,
+        bird: BirdProcess,
+        conntrackd: Conntrackd,
+        steering: Steering,
     ) -> None:
         self.nat = nat
         self.anycast = anycast
         self.bird = bird
         self.conntrackd = conntrackd
+        self.steering = steering
 
     def read(self, upstream: Iterable[str], bird_policy: GatewayDesired | None) -> GatewayObserved:
         """Everything; ``upstream``: the peers' addresses, ``bird_policy``: what BIRD was last given."""
@@ -60,4 +67,5 @@ class GatewayReader:
             bird_text=text,
             bird_policy=bird_policy if running else None,
             conntrackd_text=self.conntrackd.running_text(),
+            steer_digest=self.steering.applied_digest(),
         )

@@ -32,3 +32,4 @@ class GatewayObserved:
     # The policy this agent last gave BIRD (None: unknown, e.g. after a restart).
     bird_policy: GatewayDesired | None = None
     conntrackd_text: str | None = None  # the config our running conntrackd has (None: none runs)
+    steer_digest: str | None = None  # the handshake steering table's (None: no table)

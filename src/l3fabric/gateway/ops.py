@@ -47,12 +47,14 @@ class AnycastGroupsSet(Op):
 
 
 @dataclass(frozen=True)
-class ConntrackdSet(Op):
-    """conntrackd running with exactly this config (None: not running)."""
+class SyncSet(Op):
+    """The pair's state sync: conntrackd with exactly this config and the
+    handshake steering table (each None: none)."""
 
-    domain: ClassVar[str] = "conntrackd"
+    domain: ClassVar[str] = "sync"
     step: ClassVar[str] = "sync"
-    text: str | None
+    conntrackd: str | None
+    steer: str | None
 
     def size(self) -> int:
         return 1

@@ -35,14 +35,15 @@ from l3fabric.addresses import parse_address, parse_network
 from l3fabric.agent.ops import BirdWithdraw, Op, SysctlSet
 from l3fabric.client import HostState
 from l3fabric.dataplane.nexthops import Member
+from l3fabric.dataplane.nft import digest_of
 from l3fabric.dataplane.sysctl import HOST_SYSCTLS
-from l3fabric.gateway import conntrackd
+from l3fabric.gateway import conntrackd, steer
 from l3fabric.gateway.anycast import anycast_members
 from l3fabric.gateway.bird import GatewayRouting, gateway_config, routing_from_state
 from l3fabric.gateway.desired import GatewayDesired, NotRegistered
 from l3fabric.gateway.nat import NatPolicy, expected_listing, policy, port_slice
 from l3fabric.gateway.observed import GatewayObserved
-from l3fabric.gateway.ops import AnycastGroupsSet, ConntrackdSet, GatewayBirdConfigure, NatTableSet
+from l3fabric.gateway.ops import AnycastGroupsSet, GatewayBirdConfigure, NatTableSet, SyncSet
 from l3fabric.routing.bird_config import BirdConfig, render
 
 # Forwarding, and L4 hashing over equal paths: with the kernel's default
@@ -61,6 +62,7 @@ class DesiredGateway:
     bird: BirdConfig | None = None
     errors: tuple[str, ...] = ()
     conntrackd: str | None = None  # the state sync's config (None: no sync link, none runs)
+    steer: str | None = None  # the handshake steering table (gateway/steer.py; None: none)
 
     @property
     def policy(self) -> GatewayDesired | None:
@@ -85,11 +87,19 @@ def _nat_policy(routing: GatewayRouting, record: dict, observed: GatewayObserved
     )
 
 
-def _conntrackd(record: dict, directory: Path | None) -> str | None:
-    sync = record.get("sync")
-    if sync is None or directory is None:
-        return None
-    return conntrackd.render(conntrackd.SyncLink.from_record(sync), directory)
+def _sync(
+    record: dict, nat: NatPolicy | None, directory: Path | None
+) -> tuple[str | None, str | None]:
+    """conntrackd's config and the steering table, for a gateway with a sync link."""
+    if record.get("sync") is None or directory is None:
+        return None, None
+    link = conntrackd.SyncLink.from_record(record["sync"])
+    steering = None
+    if nat is not None and nat.pool4 is not None and nat.ports and link.peer.version == 4:
+        steering = steer.render(
+            nat.pool4, nat.ports, link.peer, link.interface, nat.upstream_interfaces
+        )
+    return conntrackd.render(link, directory), steering
 
 
 def desired_state(
@@ -111,7 +121,7 @@ def desired_state(
     except (KeyError, TypeError, ValueError) as exc:
         return DesiredGateway(sysctls={}, anycast=anycast, errors=(f"registration: {exc}",))
     errors: list[str] = []
-    nat = bird = sync = None
+    nat = bird = sync = steering = None
     record = view.gateways[name]
     try:
         nat = _nat_policy(routing, record, observed)
@@ -122,7 +132,7 @@ def desired_state(
     except ValueError as exc:
         errors.append(f"BIRD: {exc}")
     try:
-        sync = _conntrackd(record, sync_dir)
+        sync, steering = _sync(record, nat, sync_dir)
     except (KeyError, TypeError, ValueError) as exc:
         errors.append(f"sync: {exc}")
     sysctls = {**FORWARDING, **(conntrackd.CONNTRACK_SYSCTLS if sync else {})}
@@ -134,6 +144,7 @@ def desired_state(
         bird=bird,
         errors=tuple(errors),
         conntrackd=sync,
+        steer=steering,
     )
 
 
@@ -192,8 +203,11 @@ def plan(desired: DesiredGateway, observed: GatewayObserved) -> list[Op]:
         ops.append(BirdWithdraw(config=withdrawn))
     if desired.nat is not None and observed.nat != expected_listing(desired.nat):
         ops.append(NatTableSet(policy=desired.nat))
-    if desired.routing is not None and desired.conntrackd != observed.conntrackd_text:
-        ops.append(ConntrackdSet(text=desired.conntrackd))
+    if desired.routing is not None and (
+        desired.conntrackd != observed.conntrackd_text
+        or (digest_of(desired.steer) if desired.steer else None) != observed.steer_digest
+    ):
+        ops.append(SyncSet(conntrackd=desired.conntrackd, steer=desired.steer))
     if desired.anycast is not None and _groups(desired.anycast) != dict(observed.anycast):
         groups = tuple((p, tuple(m)) for p, m in sorted(desired.anycast.items()))
         ops.append(AnycastGroupsSet(groups=groups))

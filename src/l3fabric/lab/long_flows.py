@@ -1,0 +1,209 @@
+"""Long-lived TCP flows through the gateways: a line each way every 100 ms, gaps measured.
+
+A server in an internet client's namespace and a client in a private VM's
+namespace (``python3 -c``, no tool to install): the client opens ``count``
+connections; on each, both ends write a line every ``interval`` seconds and
+time the lines they receive. When the client's run ends it prints one line
+per connection, ``flow I lines N gap G ok`` (or ``dead: WHY``: a reset, or
+nothing for ``DEAD_S``), so a lost connection and the longest silence of a
+surviving one are both seen. The server prints ``peer ADDR:PORT lines N gap
+G`` per connection when it closes: the other direction's gap.
+
+Used by the gateway-pair tests, ``bench gateway`` and the demo.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+
+DEAD_S = 5.0  # a connection silent this long counts as lost
+
+SERVER = """
+import socket, sys, threading, time
+interval = float(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(1024)
+print("ready", flush=True)
+out = threading.Lock()
+def serve(conn, peer):
+    conn.settimeout(@DEAD@)
+    done = threading.Event()
+    def tx():
+        n = 0
+        while not done.is_set():
+            try:
+                conn.sendall(b"s%d\\n" % n)
+            except OSError:
+                return
+            n += 1
+            time.sleep(interval)
+    threading.Thread(target=tx, daemon=True).start()
+    last, gap, lines = None, 0.0, 0
+    try:
+        for line in conn.makefile("rb"):
+            now = time.monotonic()
+            gap = max(gap, now - last) if last else 0.0
+            last, lines = now, lines + 1
+    except OSError:
+        pass
+    done.set()
+    conn.close()
+    with out:
+        print(f"peer {peer[0]}:{peer[1]} lines {lines} gap {gap:.3f}", flush=True)
+while True:
+    c, p = s.accept()
+    threading.Thread(target=serve, args=(c, p), daemon=True).start()
+""".replace("@DEAD@", str(DEAD_S))
+
+CLIENT = """
+import socket, sys, threading, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+interval, duration = float(sys.argv[4]), float(sys.argv[5])
+def tx(f):
+    n = 0
+    while time.monotonic() < f["end"] and not f["why"]:
+        try:
+            f["sock"].sendall(b"c%d\\n" % n)
+        except OSError as e:
+            f["why"] = f["why"] or f"send: {e}"
+            return
+        n += 1
+        time.sleep(interval)
+def rx(f):
+    last = None
+    try:
+        for line in f["sock"].makefile("rb"):
+            now = time.monotonic()
+            f["gap"] = max(f["gap"], now - last) if last else 0.0
+            last, f["lines"] = now, f["lines"] + 1
+            if now >= f["end"]:
+                return
+        f["why"] = f["why"] or "closed by the server"
+    except OSError as e:
+        f["why"] = f["why"] or f"receive: {e}"
+flows, threads = [], []
+for i in range(count):
+    f = {"lines": 0, "gap": 0.0, "why": "", "port": 0, "end": time.monotonic() + duration}
+    flows.append(f)
+    try:
+        f["sock"] = socket.create_connection((host, port), timeout=@DEAD@)
+    except OSError as e:
+        f["why"], f["sock"] = f"connect: {e}", None
+        continue
+    f["sock"].settimeout(@DEAD@)
+    f["port"] = f["sock"].getsockname()[1]
+    for target in (tx, rx):
+        t = threading.Thread(target=target, args=(f,), daemon=True)
+        t.start()
+        threads.append(t)
+print("connected", sum(1 for f in flows if f["sock"]), flush=True)
+for t in threads:
+    t.join(duration + @DEAD@ + 1)
+for i, f in enumerate(flows):
+    if f["sock"]:
+        f["sock"].close()
+    state = f"dead: {f['why']}" if f["why"] else "ok"
+    print(f"flow {i} port {f['port']} lines {f['lines']} gap {f['gap']:.3f} {state}", flush=True)
+print("done", flush=True)
+""".replace("@DEAD@", str(DEAD_S))
+
+_FLOW = re.compile(r"^flow (\d+) port (\d+) lines (\d+) gap ([\d.]+) (.*)$")
+_PEER = re.compile(r"^peer (\S+):(\d+) lines (\d+) gap ([\d.]+)$")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One connection as one end saw it."""
+
+    port: int  # the client's source port (before NAT), or the peer's port at the server
+    lines: int
+    gap_s: float  # the longest time between two received lines
+    ok: bool = True
+    why: str = ""
+
+
+def parse_client(output: str) -> list[Flow]:
+    """The client's per-connection lines."""
+    flows = []
+    for line in output.splitlines():
+        if m := _FLOW.match(line.strip()):
+            state = m.group(5)
+            flows.append(
+                Flow(
+                    int(m.group(2)),
+                    int(m.group(3)),
+                    float(m.group(4)),
+                    state == "ok",
+                    state.removeprefix("dead: ") if state != "ok" else "",
+                )
+            )
+    return flows
+
+
+def parse_server(output: str) -> list[Flow]:
+    """The server's per-connection lines (the client-to-server direction)."""
+    return [
+        Flow(int(m.group(2)), int(m.group(3)), float(m.group(4)))
+        for line in output.splitlines()
+        if (m := _PEER.match(line.strip()))
+    ]
+
+
+def server_argv(namespace: str, port: int, interval: float = 0.1) -> list[str]:
+    return ["ip", "netns", "exec", namespace, "python3", "-c", SERVER, str(port), str(interval)]
+
+
+def client_argv(
+    namespace: str, server: str, port: int, count: int, duration: float, interval: float = 0.1
+) -> list[str]:
+    return [
+        *("ip", "netns", "exec", namespace, "python3", "-c", CLIENT),
+        *(server, str(port), str(count), str(interval), str(duration)),
+    ]
+
+
+def start(argv: list[str]) -> subprocess.Popen[str]:
+    """Start a server or client; its output is read when it ends (``finish``)."""
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_line(proc: subprocess.Popen[str], word: str, timeout: float) -> str:
+    """Read ``proc``'s output until a line starting with ``word``; RuntimeError otherwise."""
+    import select
+
+    assert proc.stdout is not None
+    seen = []
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    while ready:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith(word):
+            return line
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    raise RuntimeError(f"no {word!r} line from {proc.args!r}; output: {''.join(seen)!r}")
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The whole output of a client that ends by itself."""
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """Terminate a server (or a client); its output so far."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate(timeout=5)
+    return out
