@@ -98,6 +98,10 @@ class GatewayRouting:
     # Drained (registration ``drain``): nothing upstream, no default route to
     # the fabric; it still forwards what reaches it, so running flows go on.
     drain: bool = False
+    # One of a pair (a shared SNAT pool): no fallback default route, so a gateway
+    # without its upstream default (upstream down, or just back) attracts no
+    # outbound traffic it would drop; the other gateway takes it.
+    pair: bool = False
 
 
 def _fabric_import(routing: GatewayRouting, peer: PeerSpec) -> Policy:
@@ -175,6 +179,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
     statics += [
         StaticRoute(d, action="unreachable", preference=FALLBACK_DEFAULT_PREFERENCE)
         for d in DEFAULTS
+        if not routing.pair
     ]
     return BirdConfig(
         router_id=routing.router_id,
@@ -245,4 +250,5 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
             if (net := parse_network(p, strict=False)).prefixlen  # never a default route
         ),
         drain=bool(record.get("drain")),
+        pair=record.get("snat_pool") is not None,
     )

@@ -122,9 +122,10 @@ def _nat_rules(p: NatPolicy, family: str, private_set: str) -> list[str]:
         return [f"{match} snat {family} to {address}" if address else f"{match} masquerade"]
     addresses = _pool_range(pool, family)
     low, high = p.ports or (FIRST_PORT, LAST_PORT)
-    # Ports need a transport protocol; other protocols (ICMP) get any pool address.
+    # Ports (and ICMP echo ids) need a protocol match; other protocols get any pool address.
+    icmp = "icmp" if family == "ip" else "icmpv6"
     return [
-        f"{match} meta l4proto {{ tcp, udp }} snat {family} to {addresses}:{low}-{high}",
+        f"{match} meta l4proto {{ tcp, udp, {icmp} }} snat {family} to {addresses}:{low}-{high}",
         f"{match} snat {family} to {addresses}",
     ]
 

@@ -7,11 +7,14 @@ upstream) sooner than conntrackd's copy of the new state (a few hundred
 microseconds: longer than the lab's round trip). Without the state that
 gateway drops it, and the handshake waits a second for a retransmission.
 
-So each gateway sends a SYN-ACK for a pool address and a port outside its
-own slice straight to its peer over the sync link, at ingress (``fwd``,
-table ``netdev l3fabric_steer``), before its own conntrack sees it: the
-owner holds the state and translates it. Only handshake replies are
-steered; everything later finds the synced state on either gateway.
+So each gateway sends a SYN-ACK (or an ICMP echo reply: echo ids are
+split like ports) for a pool address and a port outside its own slice
+straight to its peer over the sync link, at ingress (``fwd``, table
+``netdev l3fabric_steer``), before its own conntrack sees it: the owner
+holds the state and translates it. Only these first replies are steered;
+everything later finds the synced state on either gateway. (A new UDP
+flow's first reply is not: UDP has no handshake to tell it by, and steering
+every reply would tie the flow to its first gateway.)
 """
 
 from __future__ import annotations
@@ -41,11 +44,14 @@ def render(
         return None
     devices = ", ".join(f'"{n}"' for n in names)
     low, high = ports
+    to_peer = f'counter fwd ip to {peer} device "{sync_interface}"'
     body = [
         "\tchain ingress {",
         f"\t\ttype filter hook ingress devices = {{ {devices} }} priority -500; policy accept;",
         f"\t\tip daddr {pool} tcp dport 1024-65535 tcp dport != {low}-{high}"
-        f' tcp flags & (syn | ack) == syn | ack counter fwd ip to {peer} device "{sync_interface}"',
+        f" tcp flags & (syn | ack) == syn | ack {to_peer}",
+        f"\t\tip daddr {pool} icmp type echo-reply icmp id 1024-65535 icmp id != {low}-{high}"
+        f" {to_peer}",
         "\t}",
     ]
     return table_with_digest(FAMILY, TABLE, body)

@@ -42,18 +42,19 @@ def serve(conn, peer):
             n += 1
             time.sleep(interval)
     threading.Thread(target=tx, daemon=True).start()
-    last, gap, lines = None, 0.0, 0
+    last, gap, lines, at = None, 0.0, 0, 0.0
     try:
         for line in conn.makefile("rb"):
             now = time.monotonic()
-            gap = max(gap, now - last) if last else 0.0
+            if last and now - last > gap:
+                gap, at = now - last, now
             last, lines = now, lines + 1
     except OSError:
         pass
     done.set()
     conn.close()
     with out:
-        print(f"peer {peer[0]}:{peer[1]} lines {lines} gap {gap:.3f}", flush=True)
+        print(f"peer {peer[0]}:{peer[1]} lines {lines} gap {gap:.3f} at {at:.3f}", flush=True)
 while True:
     c, p = s.accept()
     threading.Thread(target=serve, args=(c, p), daemon=True).start()
@@ -78,7 +79,8 @@ def rx(f):
     try:
         for line in f["sock"].makefile("rb"):
             now = time.monotonic()
-            f["gap"] = max(f["gap"], now - last) if last else 0.0
+            if last and now - last > f["gap"]:
+                f["gap"], f["at"] = now - last, now
             last, f["lines"] = now, f["lines"] + 1
             if now >= f["end"]:
                 return
@@ -87,7 +89,8 @@ def rx(f):
         f["why"] = f["why"] or f"receive: {e}"
 flows, threads = [], []
 for i in range(count):
-    f = {"lines": 0, "gap": 0.0, "why": "", "port": 0, "end": time.monotonic() + duration}
+    f = {"lines": 0, "gap": 0.0, "at": 0.0, "why": "", "port": 0}
+    f["end"] = time.monotonic() + duration
     flows.append(f)
     try:
         f["sock"] = socket.create_connection((host, port), timeout=@DEAD@)
@@ -107,12 +110,13 @@ for i, f in enumerate(flows):
     if f["sock"]:
         f["sock"].close()
     state = f"dead: {f['why']}" if f["why"] else "ok"
-    print(f"flow {i} port {f['port']} lines {f['lines']} gap {f['gap']:.3f} {state}", flush=True)
+    gap = f"gap {f['gap']:.3f} at {f['at']:.3f}"
+    print(f"flow {i} port {f['port']} lines {f['lines']} {gap} {state}", flush=True)
 print("done", flush=True)
 """.replace("@DEAD@", str(DEAD_S))
 
-_FLOW = re.compile(r"^flow (\d+) port (\d+) lines (\d+) gap ([\d.]+) (.*)$")
-_PEER = re.compile(r"^peer (\S+):(\d+) lines (\d+) gap ([\d.]+)$")
+_FLOW = re.compile(r"^flow (\d+) port (\d+) lines (\d+) gap ([\d.]+) at ([\d.]+) (.*)$")
+_PEER = re.compile(r"^peer (\S+):(\d+) lines (\d+) gap ([\d.]+) at ([\d.]+)$")
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class Flow:
     port: int  # the client's source port (before NAT), or the peer's port at the server
     lines: int
     gap_s: float  # the longest time between two received lines
+    gap_end: float = 0.0  # when it ended (time.monotonic(): the same clock in every process)
     ok: bool = True
     why: str = ""
 
@@ -131,12 +136,13 @@ def parse_client(output: str) -> list[Flow]:
     flows = []
     for line in output.splitlines():
         if m := _FLOW.match(line.strip()):
-            state = m.group(5)
+            state = m.group(6)
             flows.append(
                 Flow(
                     int(m.group(2)),
                     int(m.group(3)),
                     float(m.group(4)),
+                    float(m.group(5)),
                     state == "ok",
                     state.removeprefix("dead: ") if state != "ok" else "",
                 )
@@ -147,7 +153,7 @@ def parse_client(output: str) -> list[Flow]:
 def parse_server(output: str) -> list[Flow]:
     """The server's per-connection lines (the client-to-server direction)."""
     return [
-        Flow(int(m.group(2)), int(m.group(3)), float(m.group(4)))
+        Flow(int(m.group(2)), int(m.group(3)), float(m.group(4)), float(m.group(5)))
         for line in output.splitlines()
         if (m := _PEER.match(line.strip()))
     ]
