@@ -13,7 +13,6 @@ is pinged from the internet meanwhile.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from l3fabric.lab import faults
+from l3fabric.lab import faults, gateway_pair
 from l3fabric.lab import long_flows as lf
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
@@ -71,20 +70,6 @@ def lab(module_lab_factory) -> Lab:  # noqa: F811
 
 def reaches(lab: Lab, node: str, address: str) -> bool:
     return lab.exec(node, "ping", "-c1", "-W1", address, check=False).returncode == 0
-
-
-def forwarded_packets(lab: Lab, gateway: str) -> int:
-    """Packets received on the gateway's data links so far."""
-    out = lab.exec(gateway, "ip", "-s", "-j", "link", "show").stdout
-    names = set(faults.gateway_links(lab.plan, gateway))
-    return sum(i["stats64"]["rx"]["packets"] for i in json.loads(out) if i["ifname"] in names)
-
-
-def busiest_gateway(lab: Lab) -> str:
-    """The gateway carrying most of the running traffic (packets over 0.5 s)."""
-    before = {gw: forwarded_packets(lab, gw) for gw in ("gw1", "gw2")}
-    time.sleep(0.5)
-    return max(before, key=lambda gw: forwarded_packets(lab, gw) - before[gw])
 
 
 @contextlib.contextmanager
@@ -137,10 +122,17 @@ def flows_through(
     lab: Lab,
     fault: Callable[[str], contextlib.AbstractContextManager[Any]],
     hold_s: float = 2.5,
-    gateway: str | None = None,
+    recovery: bool = True,
 ) -> Run:
-    """20 long flows while ``fault(gateway)`` lasts ``hold_s`` (default: the busiest gateway)."""
-    duration = hold_s + 4.0
+    """20 long flows while ``fault(the busiest gateway)`` lasts ``hold_s``.
+
+    ``recovery``: the flows run on for 4 s after the gateway is back (they
+    move back to it); else they end while the fault lasts.
+    """
+    duration = hold_s + (4.0 if recovery else 0.5)
+    for gw in gateway_pair.GATEWAYS:
+        lab.wait_established(gw, with_hosts=True, timeout=30)
+    gateway_pair.whole(lab.plan, POOL)
     server = lf.start(lf.server_argv(lab.ns("client1"), PORT))
     clients: list[subprocess.Popen[str]] = []
     try:
@@ -151,14 +143,15 @@ def flows_through(
         ]
         for proc in clients:
             lf.wait_line(proc, "connected", 30)
-        time.sleep(0.5)
-        gateway = gateway or busiest_gateway(lab)
-        with public_pings(lab) as pings:
+        gateway = gateway_pair.busiest(lab.plan)
+        with fault(gateway), public_pings(lab) as pings:
             began = time.monotonic()
-            with fault(gateway):
-                time.sleep(hold_s)
+            time.sleep(hold_s)
+            if not recovery:
+                out = "".join(lf.finish(proc, duration + 20) for proc in clients)
             ended = time.monotonic()
-        out = "".join(lf.finish(proc, duration + 20) for proc in clients)
+        if recovery:
+            out = "".join(lf.finish(proc, duration + 20) for proc in clients)
         time.sleep(0.3)  # the server notices the closes
     finally:
         for proc in clients:
@@ -199,34 +192,16 @@ def test_every_connection_survives_a_gateway_whose_links_go_down(lab: Lab) -> No
 
 @contextlib.contextmanager
 def drained_then_frozen(lab: Lab, gateway: str) -> Iterator[None]:
-    """Drain ``gateway`` (API), wait until nothing routes through it, freeze it; undrain after."""
-    other = "gw2" if gateway == "gw1" else "gw1"
-    with lab.client() as api:
-        assert api.request("POST", f"/v1/gateways/{gateway}/drain")["drain"] is True
-    try:
-        wait_until(
-            lambda: lab.exec("internet", "ip", "route", "show", "exact", POOL).stdout.count("via") == 1
-            and all(
-                lab.exec(h, "ip", "route", "show", "default").stdout.count("via") == 1
-                for h in ("r1-h1", "r1-h2")
-            ),
-            5,
-            f"{gateway} drained: one path left, through {other}",
-        )  # fmt: skip
+    """Drain ``gateway`` (the API), wait until nothing routes through it, then freeze it."""
+    with gateway_pair.drained(lab.plan, gateway, POOL):
+        with lab.client() as api:
+            assert api.get_gateway(gateway)["drain"] is True
         with faults.gateway_frozen(lab.plan, lab.state, gateway):
             yield
-    finally:
-        with lab.client() as api:
-            api.request("DELETE", f"/v1/gateways/{gateway}/drain")
-        wait_until(
-            lambda: lab.exec("internet", "ip", "route", "show", "exact", POOL).stdout.count("via") == 2,
-            10,
-            f"{gateway} back upstream",
-        )  # fmt: skip
 
 
 def test_a_drained_gateway_leaves_without_a_gap(lab: Lab) -> None:
-    run = flows_through(lab, lambda gw: drained_then_frozen(lab, gw), hold_s=3.0)
+    run = flows_through(lab, lambda gw: drained_then_frozen(lab, gw), recovery=False)
     # Drained first: the flows moved to the other gateway before it froze.
     run.assert_survived(max_gap=0.5)
     assert run.public_lost_s == 0

@@ -115,6 +115,27 @@ for i, f in enumerate(flows):
 print("done", flush=True)
 """.replace("@DEAD@", str(DEAD_S))
 
+# New connections for ``duration`` seconds, one after another (each: connect,
+# read the server's first line, close); prints "rate CONNECTIONS FAILED SECONDS".
+RATE = """
+import socket, sys, time
+host, port, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+print("connected 0", flush=True)
+done = failed = 0
+start = time.monotonic()
+while time.monotonic() - start < duration:
+    try:
+        c = socket.create_connection((host, port), timeout=2)
+        c.settimeout(2)
+        if not c.recv(16):
+            raise OSError("closed")
+        c.close()
+        done += 1
+    except OSError:
+        failed += 1
+print(f"rate {done} {failed} {time.monotonic() - start:.3f}", flush=True)
+"""
+
 _FLOW = re.compile(r"^flow (\d+) port (\d+) lines (\d+) gap ([\d.]+) at ([\d.]+) (.*)$")
 _PEER = re.compile(r"^peer (\S+):(\d+) lines (\d+) gap ([\d.]+) at ([\d.]+)$")
 
@@ -170,6 +191,29 @@ def client_argv(
         *("ip", "netns", "exec", namespace, "python3", "-c", CLIENT),
         *(server, str(port), str(count), str(interval), str(duration)),
     ]
+
+
+def rate_argv(namespace: str, server: str, port: int, duration: float) -> list[str]:
+    return [
+        "ip",
+        "netns",
+        "exec",
+        namespace,
+        "python3",
+        "-c",
+        RATE,
+        server,
+        str(port),
+        str(duration),
+    ]
+
+
+def parse_rate(output: str) -> tuple[int, int, float]:
+    """(connections, failures, seconds) of a ``RATE`` run."""
+    m = re.search(r"^rate (\d+) (\d+) ([\d.]+)$", output, re.MULTILINE)
+    if m is None:
+        raise ValueError(f"no rate line in {output!r}")
+    return int(m.group(1)), int(m.group(2)), float(m.group(3))
 
 
 def start(argv: list[str]) -> subprocess.Popen[str]:
