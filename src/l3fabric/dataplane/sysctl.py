@@ -20,11 +20,6 @@ HOST_SYSCTLS: dict[str, str] = {
     "net.ipv6.conf.all.forwarding": "1",
     "net.ipv4.fib_multipath_hash_policy": "1",
     "net.ipv6.fib_multipath_hash_policy": "1",
-    # A next hop whose link is down is skipped at once, not used until BGP
-    # withdraws it (measured with a gateway's links cut: 0.9-1.1 s of loss
-    # towards it without, docs/gateway.md).
-    "net.ipv4.conf.all.ignore_routes_with_linkdown": "1",
-    "net.ipv6.conf.all.ignore_routes_with_linkdown": "1",
 }
 
 _PART = re.compile(r"^[A-Za-z0-9_-]+$")

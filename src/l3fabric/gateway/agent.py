@@ -18,7 +18,9 @@ Anycast routes also follow BGP between passes, in their own thread
 (``gateway.anycast.AnycastSync``, a poll of BIRD every 0.1 s): a host's
 failure must reach the kernel in well under a second, with no controller
 involved; the thread and the pass's ``anycast`` step go through the same
-writer. A heartbeat thread reports BGP sessions, conntrack NAT counts, the
+writer. A gateway of a pair also runs conntrackd (gateway/conntrackd.py:
+started, restarted on a config change, left running on exit like BIRD).
+A heartbeat thread reports BGP sessions, conntrack NAT counts, the
 programmed anycast groups and the last pass. On exit BIRD, routes and rules
 stay: forwarding never depends on the agent running.
 """
