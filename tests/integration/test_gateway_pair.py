@@ -36,7 +36,7 @@ gateways: [{name: gw1}, {name: gw2}]
 internet: {clients: 2}
 addressing: {snat_pool: 203.0.113.240/28}
 """
-POOL = "203.0.113.240/28"
+POOL = gateway_pair.POOL
 PORT = 7100
 FLOWS_PER_VM = 10
 MAX_GAP_S = 1.0
@@ -45,8 +45,7 @@ PING_INTERVAL_S = 0.02
 
 
 def client_address(lab: Lab, name: str = "client1") -> str:
-    link = next(lk for lk in lab.plan.links if lk.kind == "client" and lk.b == name)
-    return link.b4.split("/")[0]
+    return gateway_pair.client_address(lab.plan, name)
 
 
 @pytest.fixture(scope="module")

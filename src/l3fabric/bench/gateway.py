@@ -37,32 +37,14 @@ from l3fabric.lab import boot, faults, gateway_pair
 from l3fabric.lab import long_flows as lf
 from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.down import down
+from l3fabric.lab.gateway_pair import POOL, client_address
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.probe import run_in
 from l3fabric.lab.state import LabState
-from l3fabric.lab.topology import Addressing, Api, Gateway, Internet, Rack, Topology
 from l3fabric.lab.up import up
-from l3fabric.loopback import free_port
 
-POOL = "203.0.113.240/28"
 PORT = 7200
 VMS = {"vm1": "r1-h1", "vm2": "r1-h2"}
-
-
-def topology(name: str) -> Topology:
-    return Topology(
-        name=name,
-        racks=[Rack(name="r1", hosts=2, tor=False)],
-        gateways=[Gateway(name="gw1"), Gateway(name="gw2")],
-        internet=Internet(clients=2),
-        addressing=Addressing(snat_pool=POOL),
-        api=Api(port=free_port()),
-    )
-
-
-def client_address(plan: Plan, name: str) -> str:
-    link = next(lk for lk in plan.links if lk.kind == "client" and lk.b == name)
-    return link.b4.split("/")[0]
 
 
 def prepare(plan: Plan) -> dict[str, str]:
@@ -151,7 +133,7 @@ def pair(opts: OptionReader) -> dict[str, Any]:
     stream_s = opts.integer("stream_s", 2, 1, 60)
     name = "bg" + secrets.token_hex(3)
     try:
-        plan = up(topology(name))
+        plan = up(gateway_pair.topology(name, hosts=2, clients=2))
         vms = prepare(plan)
         result = long_flows(plan, vms, flows, hold_s)
         gateway_pair.whole(plan, POOL, settle_s=3.0)

@@ -13,16 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from l3fabric.bench.gateway import POOL, client_address
 from l3fabric.lab import boot, faults, gateway_pair
 from l3fabric.lab import long_flows as lf
 from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.down import down
+from l3fabric.lab.gateway_pair import POOL, client_address
 from l3fabric.lab.probe import wait_reachable
 from l3fabric.lab.state import LabState
-from l3fabric.lab.topology import Addressing, Api, Gateway, Internet, Rack, Topology
 from l3fabric.lab.up import up
-from l3fabric.loopback import free_port
 
 FLOWS = 4
 HOLD_S = 2.0
@@ -32,16 +30,8 @@ PORT = 7300
 def check_pair_failover(lab: str, check: Callable[[str, str, bool], None]) -> None:
     """Run the check in lab ``lab`` + "p"; reports one row through ``check``."""
     name = lab[:9] + "p"  # lab names: at most 10 characters
-    topo = Topology(
-        name=name,
-        racks=[Rack(name="r1", hosts=1, tor=False)],
-        gateways=[Gateway(name="gw1"), Gateway(name="gw2")],
-        internet=Internet(clients=1),
-        addressing=Addressing(snat_pool=POOL),
-        api=Api(port=free_port()),
-    )
     try:
-        plan = up(topo)
+        plan = up(gateway_pair.topology(name, hosts=1, clients=1))
         state = LabState(name)
         with lab_client(plan) as api:
             net = api.create_network(name="private")

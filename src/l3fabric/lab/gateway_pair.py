@@ -14,8 +14,29 @@ from l3fabric.lab import faults
 from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.plan import Plan
 from l3fabric.lab.probe import run_in
+from l3fabric.lab.topology import Addressing, Api, Gateway, Internet, Rack, Topology
+from l3fabric.loopback import free_port
 
 GATEWAYS = ("gw1", "gw2")
+POOL = "203.0.113.240/28"  # inside the lab's public 203.0.113.0/24, apart from its subnets
+
+
+def topology(name: str, hosts: int, clients: int) -> Topology:
+    """One rack of ``hosts`` without a ToR under a gateway pair sharing ``POOL``."""
+    return Topology(
+        name=name,
+        racks=[Rack(name="r1", hosts=hosts, tor=False)],
+        gateways=[Gateway(name=gw) for gw in GATEWAYS],
+        internet=Internet(clients=clients),
+        addressing=Addressing(snat_pool=POOL),
+        api=Api(port=free_port()),
+    )
+
+
+def client_address(plan: Plan, name: str) -> str:
+    """Internet client ``name``'s IPv4 address."""
+    link = next(lk for lk in plan.links if lk.kind == "client" and lk.b == name)
+    return link.b4.split("/")[0]
 
 
 def paths(plan: Plan, node: str, prefix: str) -> int:
