@@ -133,7 +133,7 @@ def flows_through(
         lab.wait_established(gw, with_hosts=True, timeout=30)
     gateway_pair.whole(lab.plan, POOL)
     server = lf.start(lf.server_argv(lab.ns("client1"), PORT))
-    clients: list[subprocess.Popen[str]] = []
+    clients: list[subprocess.Popen[bytes]] = []
     try:
         lf.wait_line(server, "ready", 30)
         clients = [

@@ -116,11 +116,13 @@ def stream_gbit_s(plan: Plan, vm_ns: str, seconds: float) -> float:
     """One iperf3 stream from the VM to client2, through the NAT."""
     server = lf.start(["ip", "netns", "exec", plan.node("client2").namespace, "iperf3", "-s", "-1"])
     try:
-        time.sleep(0.5)
+        lf.wait_line(server, "Server listening", 30)
         target = client_address(plan, "client2")
         argv = ["iperf3", "-c", target, "-t", str(seconds), "-J"]
         done = run_in(vm_ns, argv, seconds + 30)
         report = json.loads(done.stdout)
+        if "error" in report:
+            raise RuntimeError(f"iperf3: {report['error']}")
     finally:
         lf.stop(server)
     return round(report["end"]["sum_received"]["bits_per_second"] / 1e9, 3)

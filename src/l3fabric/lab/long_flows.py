@@ -14,8 +14,11 @@ Used by the gateway-pair tests, ``bench gateway`` and the demo.
 
 from __future__ import annotations
 
+import os
 import re
+import select
 import subprocess
+import time
 from dataclasses import dataclass
 
 DEAD_S = 5.0  # a connection silent this long counts as lost
@@ -216,38 +219,45 @@ def parse_rate(output: str) -> tuple[int, int, float]:
     return int(m.group(1)), int(m.group(2)), float(m.group(3))
 
 
-def start(argv: list[str]) -> subprocess.Popen[str]:
-    """Start a server or client; its output is read when it ends (``finish``)."""
+def start(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start a server or client; ``wait_line`` and ``finish`` / ``stop`` read its output."""
     return subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
 
 
-def wait_line(proc: subprocess.Popen[str], word: str, timeout: float) -> str:
+# Output read past the line ``wait_line`` waited for, per process: ``finish`` and ``stop`` add it.
+_early: dict[int, str] = {}
+
+
+def wait_line(proc: subprocess.Popen[bytes], word: str, timeout: float) -> str:
     """Read ``proc``'s output until a line starting with ``word``; RuntimeError otherwise."""
-    import select
-
     assert proc.stdout is not None
-    seen = []
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    while ready:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if line.startswith(word):
-            return line
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    raise RuntimeError(f"no {word!r} line from {proc.args!r}; output: {''.join(seen)!r}")
+    fd = proc.stdout.fileno()
+    text = _early.pop(proc.pid, "")
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = text.split("\n")
+        for n, line in enumerate(lines[:-1]):
+            if line.startswith(word):
+                _early[proc.pid] = "\n".join(lines[n + 1 :])
+                return line
+        left = deadline - time.monotonic()
+        ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            _early[proc.pid] = text
+            raise RuntimeError(f"no {word!r} line from {proc.args!r}; output: {text!r}")
+        text += chunk.decode(errors="replace")
 
 
-def finish(proc: subprocess.Popen[str], timeout: float) -> str:
+def finish(proc: subprocess.Popen[bytes], timeout: float) -> str:
     """The whole output of a client that ends by itself."""
     out, _ = proc.communicate(timeout=timeout)
-    return out
+    return _early.pop(proc.pid, "") + out.decode(errors="replace")
 
 
-def stop(proc: subprocess.Popen[str]) -> str:
+def stop(proc: subprocess.Popen[bytes]) -> str:
     """Terminate a server (or a client); its output so far."""
     if proc.poll() is None:
         proc.terminate()
@@ -256,4 +266,4 @@ def stop(proc: subprocess.Popen[str]) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate(timeout=5)
-    return out
+    return _early.pop(proc.pid, "") + out.decode(errors="replace")
