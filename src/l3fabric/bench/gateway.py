@@ -114,7 +114,18 @@ def connection_rate(plan: Plan, vms: dict[str, str], seconds: float) -> float:
 
 def stream_gbit_s(plan: Plan, vm_ns: str, seconds: float) -> float:
     """One iperf3 stream from the VM to client2, through the NAT."""
-    server = lf.start(["ip", "netns", "exec", plan.node("client2").namespace, "iperf3", "-s", "-1"])
+    server = lf.start(
+        [
+            "ip",
+            "netns",
+            "exec",
+            plan.node("client2").namespace,
+            "iperf3",
+            "-s",
+            "-1",
+            "--forceflush",
+        ]
+    )
     try:
         lf.wait_line(server, "Server listening", 30)
         target = client_address(plan, "client2")

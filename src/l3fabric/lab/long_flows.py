@@ -4,8 +4,8 @@ A server in an internet client's namespace and a client in a private VM's
 namespace (``python3 -c``, no tool to install): the client opens ``count``
 connections; on each, both ends write a line every ``interval`` seconds and
 time the lines they receive. When the client's run ends it prints one line
-per connection, ``flow I lines N gap G ok`` (or ``dead: WHY``: a reset, or
-nothing for ``DEAD_S``), so a lost connection and the longest silence of a
+per connection, ``flow I lines N gap G ok`` (or ``dead: WHY``: a reset,
+nothing for ``DEAD_S``, or nothing in its last second), so a lost connection and the longest silence of a
 surviving one are both seen. The server prints ``peer ADDR:PORT lines N gap
 G`` per connection when it closes: the other direction's gap.
 
@@ -84,7 +84,7 @@ def rx(f):
             now = time.monotonic()
             if last and now - last > f["gap"]:
                 f["gap"], f["at"] = now - last, now
-            last, f["lines"] = now, f["lines"] + 1
+            last, f["lines"], f["last"] = now, f["lines"] + 1, now
             if now >= f["end"]:
                 return
         f["why"] = f["why"] or "closed by the server"
@@ -92,7 +92,7 @@ def rx(f):
         f["why"] = f["why"] or f"receive: {e}"
 flows, threads = [], []
 for i in range(count):
-    f = {"lines": 0, "gap": 0.0, "at": 0.0, "why": "", "port": 0}
+    f = {"lines": 0, "gap": 0.0, "at": 0.0, "why": "", "port": 0, "last": 0.0}
     f["end"] = time.monotonic() + duration
     flows.append(f)
     try:
@@ -112,6 +112,8 @@ for t in threads:
 for i, f in enumerate(flows):
     if f["sock"]:
         f["sock"].close()
+    if not f["why"] and f["last"] < f["end"] - 1.0:
+        f["why"] = "stalled: nothing in the last second"
     state = f"dead: {f['why']}" if f["why"] else "ok"
     gap = f"gap {f['gap']:.3f} at {f['at']:.3f}"
     print(f"flow {i} port {f['port']} lines {f['lines']} {gap} {state}", flush=True)
