@@ -238,7 +238,7 @@ def crossing_flow(lab: Lab, client2: str) -> None:
     server = lf.start(lf.server_argv(lab.ns("client2"), PORT + 1))
     try:
         lf.wait_line(server, "ready", 30)
-        out = lf.finish(lf.start(lf.client_argv(lab.ns("priv1"), client2, PORT + 1, 1, 1.5)), 30)
+        out = lf.finish(lf.start(lf.client_argv(lab.ns("priv1"), client2, PORT + 1, 1, 3.0)), 30)
     finally:
         lf.stop(server)
     (flow,) = lf.parse_client(out)
