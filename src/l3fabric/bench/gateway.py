@@ -20,6 +20,9 @@ Options (``--set``): ``flows`` (200), ``hold_s`` (3), ``rate_s`` (2),
 - ``nat_gbit_s_synced`` and ``nat_gbit_s_unsynced``: one iperf3 stream
   (``stream_s``, 2 s) from a VM to client2, translated, with conntrackd
   running and then stopped on both gateways; target ratio at least 0.9.
+  Both with gw2 drained, so the stream crosses gw1 both ways: unsynced, a
+  stream whose replies take the other gateway gets nothing through (0.0
+  measured) and the ratio would say nothing about the sync's cost.
 
 The lab is removed afterwards, also after a failure.
 """
@@ -155,10 +158,13 @@ def pair(opts: OptionReader) -> dict[str, Any]:
             one = connection_rate(plan, vms, rate_s)
         gateway_pair.whole(plan, POOL)
         vm = next(iter(vms.values()))
-        synced = stream_gbit_s(plan, vm, stream_s)
-        for gw in gateway_pair.GATEWAYS:
-            Conntrackd(LabState(name).agent_dir(gw)).stop()
-        unsynced = stream_gbit_s(plan, vm, stream_s)
+        # Both streams through gw1 alone, both ways: without the sync a flow
+        # whose reply takes the other gateway has no state there at all.
+        with gateway_pair.drained(plan, "gw2", POOL):
+            synced = stream_gbit_s(plan, vm, stream_s)
+            for gw in gateway_pair.GATEWAYS:
+                Conntrackd(LabState(name).agent_dir(gw)).stop()
+            unsynced = stream_gbit_s(plan, vm, stream_s)
     finally:
         down(name)
     return {
