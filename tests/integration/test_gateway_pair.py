@@ -209,6 +209,9 @@ def test_a_drained_gateway_leaves_without_a_gap(lab: Lab) -> None:
 def test_a_flow_whose_directions_cross_the_two_gateways_works_before_and_after(lab: Lab) -> None:
     # Out through gw1 only (r1-h1's route to client2), back through gw2 only (the internet
     # router's route to the pool for packets from client2).
+    for gw in gateway_pair.GATEWAYS:  # a gateway an earlier test failed is back
+        lab.wait_established(gw, with_hosts=True, timeout=30)
+    gateway_pair.whole(lab.plan, POOL)
     client2 = client_address(lab, "client2")
     gw1_link = next(lk for lk in lab.plan.links if lk.a == "gw1" and lk.b == "r1-h1")
     gw2_up = next(lk for lk in lab.plan.links if lk.kind == "upstream" and lk.b == "gw2")
