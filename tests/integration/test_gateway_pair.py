@@ -179,33 +179,6 @@ def test_translated_ports_follow_each_gateways_slice_of_the_shared_pool(lab: Lab
         assert len(pids) == 1
 
 
-def test_every_connection_survives_a_frozen_gateway(lab: Lab) -> None:
-    run = flows_through(lab, frozen(lab))
-    run.assert_survived(MAX_GAP_S)
-
-
-def test_every_connection_survives_a_gateway_whose_links_go_down(lab: Lab) -> None:
-    run = flows_through(lab, lambda gw: faults.gateway_cut_off(lab.plan, gw))
-    run.assert_survived(MAX_GAP_S)
-
-
-@contextlib.contextmanager
-def drained_then_frozen(lab: Lab, gateway: str) -> Iterator[None]:
-    """Drain ``gateway`` (the API), wait until nothing routes through it, then freeze it."""
-    with gateway_pair.drained(lab.plan, gateway, POOL):
-        with lab.client() as api:
-            assert api.get_gateway(gateway)["drain"] is True
-        with faults.gateway_frozen(lab.plan, lab.state, gateway):
-            yield
-
-
-def test_a_drained_gateway_leaves_without_a_gap(lab: Lab) -> None:
-    run = flows_through(lab, lambda gw: drained_then_frozen(lab, gw), recovery=False)
-    # Drained first: the flows moved to the other gateway before it froze.
-    run.assert_survived(max_gap=0.5)
-    assert run.public_lost_s == 0
-
-
 def test_a_flow_whose_directions_cross_the_two_gateways_works_before_and_after(lab: Lab) -> None:
     # Out through gw1 only (r1-h1's route to client2), back through gw2 only (the internet
     # router's route to the pool for packets from client2).
@@ -235,6 +208,33 @@ def test_a_flow_whose_directions_cross_the_two_gateways_works_before_and_after(l
         lab.exec("r1-h1", "ip", "route", "del", f"{client2}/32", check=False)
     # The handshake's SYN-ACK came back through gw2 and went on to gw1 (its port's owner).
     assert steered(lab, "gw2") > steered_before
+
+
+def test_every_connection_survives_a_frozen_gateway(lab: Lab) -> None:
+    run = flows_through(lab, frozen(lab))
+    run.assert_survived(MAX_GAP_S)
+
+
+def test_every_connection_survives_a_gateway_whose_links_go_down(lab: Lab) -> None:
+    run = flows_through(lab, lambda gw: faults.gateway_cut_off(lab.plan, gw))
+    run.assert_survived(MAX_GAP_S)
+
+
+@contextlib.contextmanager
+def drained_then_frozen(lab: Lab, gateway: str) -> Iterator[None]:
+    """Drain ``gateway`` (the API), wait until nothing routes through it, then freeze it."""
+    with gateway_pair.drained(lab.plan, gateway, POOL):
+        with lab.client() as api:
+            assert api.get_gateway(gateway)["drain"] is True
+        with faults.gateway_frozen(lab.plan, lab.state, gateway):
+            yield
+
+
+def test_a_drained_gateway_leaves_without_a_gap(lab: Lab) -> None:
+    run = flows_through(lab, lambda gw: drained_then_frozen(lab, gw), recovery=False)
+    # Drained first: the flows moved to the other gateway before it froze.
+    run.assert_survived(max_gap=0.5)
+    assert run.public_lost_s == 0
 
 
 def crossing_flow(lab: Lab, client2: str) -> None:
