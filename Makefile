@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # its pins are none of the controller's business.
 KEYSTONE_VENV := .venv-keystone
 APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute dnsmasq-base \
-                isc-dhcp-client udhcpc python3-nftables \
+                isc-dhcp-client udhcpc python3-nftables conntrackd \
                 tcpdump socat python3-venv procps curl etcd-server chromium
 
 .PHONY: setup apt venv keystone demo test unit integration lint bench clean lab-down lock

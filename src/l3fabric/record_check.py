@@ -71,6 +71,16 @@ def _one(field: str, check: Check) -> Callable[[dict[str, Any]], Iterable[tuple]
     return lambda record: [(field, record.get(field), check)]
 
 
+def _inner(field: str, key: str, check: Check) -> Callable[[dict[str, Any]], Iterable[tuple]]:
+    """(path, value, check) for ``record[field][key]`` when ``record[field]`` is an object."""
+
+    def values(record: dict[str, Any]) -> Iterable[tuple]:
+        inner = record.get(field)
+        return [(f"{field}.{key}", inner.get(key), check)] if isinstance(inner, dict) else []
+
+    return values
+
+
 # Per kind of watch object: the address fields an agent renders or routes.
 _FIELDS: dict[str, tuple[Callable[[dict[str, Any]], Iterable[tuple]], ...]] = {
     "port": (
@@ -87,6 +97,9 @@ _FIELDS: dict[str, tuple[Callable[[dict[str, Any]], Iterable[tuple]], ...]] = {
         _one("router_id", is_canonical_address),
         _each("fabric_addresses", _peer_address),
         _one("snat_address", _optional(is_canonical_address)),
+        _one("snat_pool", _optional(is_canonical_network)),
+        _inner("sync", "local", _peer_address),
+        _inner("sync", "peer", _peer_address),
         _each("infrastructure", is_canonical_network),
         _sub("upstream", "address", _peer_address),
         _sub("upstream", "local", _optional(_peer_address)),

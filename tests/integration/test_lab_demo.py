@@ -34,7 +34,8 @@ def test_lab_demo_passes_and_cleans_up(tmp_path: Path) -> None:
     issue4 = [f"{n}. " for n in range(1, 8)]  # the external connectivity checks 1-7
     issue5 = ["anycast spread of 300", "anycast failover"]
     issue11 = ["port 22 filtered"]
-    for check in issue3 + issue4 + issue5 + issue11:
+    issue14 = ["4/4 TCP connections went on"]
+    for check in issue3 + issue4 + issue5 + issue11 + issue14:
         assert check in done.stdout, check
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"l3f-{name}-" not in namespaces

@@ -60,6 +60,15 @@ def _router(fabric: FabricService) -> APIRouter:
     def host_heartbeat(name: str, payload: JsonBody) -> dict[str, Any]:
         return fabric.host_heartbeat(name, payload)
 
+    @router.post("/gateways/{name}/drain")
+    def drain_gateway(name: str) -> dict[str, Any]:
+        # Drained: the gateway stops attracting new flows (docs/gateway.md, "Drain").
+        return fabric.drain_gateway(name, True)
+
+    @router.delete("/gateways/{name}/drain")
+    def undrain_gateway(name: str) -> dict[str, Any]:
+        return fabric.drain_gateway(name, False)
+
     @router.post("/gateways/{name}/heartbeat", openapi_extra=openapi_body(GatewayHeartbeat))
     def gateway_heartbeat(name: str, payload: JsonBody) -> dict[str, Any]:
         return fabric.gateway_heartbeat(name, payload)

@@ -13,4 +13,5 @@ BENCHMARKS = {
     "sg": "Security groups: throughput and connection rate against port security off; enforcement times",
     "routes": "Host agent: programming 10,000 endpoint routes against ip -batch; convergence",
     "store": "Store: SQLite against etcd (1 and 3 members): creates, port creates, watch latency",
+    "gateway": "Gateway pair: private flows through a gateway failure; SNAT rate and speed, synced",
 }

@@ -1,10 +1,11 @@
-"""``l3fabric gateway``: the agent of one edge gateway (BIRD, NAT, status), or ``list``/``show``."""
+"""``l3fabric gateway``: the agent of one edge gateway (BIRD, NAT, status), or
+``list``/``show`` the registered gateways, or ``drain``/``undrain`` one."""
 
 from __future__ import annotations
 
 import argparse
 
-from l3fabric.commands import controller_cli, registry_cli
+from l3fabric.commands import controller_cli, gateway_drain, registry_cli
 from l3fabric.commands.agent_runner import add_agent_arguments, run_agent
 from l3fabric.gateway.agent import RESYNC_INTERVAL_S, GatewayAgent
 
@@ -13,17 +14,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "gateway",
         help="run the edge gateway agent (BGP up and down, source NAT) in this network "
-        "namespace, or list and show gateways",
+        "namespace, or list, show, drain and undrain gateways",
         description="With --name and --api: run the agent of that gateway here. With a "
-        "verb: list or show the registered gateways.",
+        "verb: list or show the registered gateways, or drain one (it stops attracting new "
+        "flows, then its pair carries them) and undrain it again.",
     )
     add_agent_arguments(parser, "--name", "gateway", RESYNC_INTERVAL_S, required=False)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     registry_cli.add_verbs(verbs, "gateway")
+    gateway_drain.add_verbs(verbs)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verb in gateway_drain.ACTIONS:
+        return controller_cli.run(
+            f"gateway {args.verb}", args, lambda api: gateway_drain.run(api, args)
+        )
     if args.verb:
         return controller_cli.run(
             f"gateway {args.verb}",

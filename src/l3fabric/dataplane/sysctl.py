@@ -20,6 +20,10 @@ HOST_SYSCTLS: dict[str, str] = {
     "net.ipv6.conf.all.forwarding": "1",
     "net.ipv4.fib_multipath_hash_policy": "1",
     "net.ipv6.fib_multipath_hash_policy": "1",
+    # A multipath next hop whose link is down is skipped at once, not used
+    # until BGP withdraws it (a gateway's links cut: docs/gateway.md).
+    "net.ipv4.conf.all.ignore_routes_with_linkdown": "1",
+    "net.ipv6.conf.all.ignore_routes_with_linkdown": "1",
 }
 
 _PART = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -18,7 +18,9 @@ Anycast routes also follow BGP between passes, in their own thread
 (``gateway.anycast.AnycastSync``, a poll of BIRD every 0.1 s): a host's
 failure must reach the kernel in well under a second, with no controller
 involved; the thread and the pass's ``anycast`` step go through the same
-writer. A heartbeat thread reports BGP sessions, conntrack counters, the
+writer. A gateway of a pair also runs conntrackd (gateway/conntrackd.py:
+started, restarted on a config change, left running on exit like BIRD).
+A heartbeat thread reports BGP sessions, conntrack counters, the
 programmed anycast groups and the last pass. On exit BIRD, routes and rules
 stay: forwarding never depends on the agent running.
 """
@@ -37,7 +39,8 @@ from l3fabric.agent.appliers import HostApplier
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.gateway.anycast import AnycastSync
-from l3fabric.gateway.appliers import GatewayBirdApplier, NatApplier
+from l3fabric.gateway.appliers import GatewayBirdApplier, NatApplier, SyncApplier
+from l3fabric.gateway.conntrackd import Conntrackd
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.gateway.nat import GatewayNat, nat_counters
 from l3fabric.gateway.observe import GatewayReader
@@ -48,6 +51,7 @@ from l3fabric.gateway.plan import (
     plan,
     upstream_addresses,
 )
+from l3fabric.gateway.steer import Steering
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +74,20 @@ class GatewayAgent(ReconcileAgent):
         # BIRD's log: a file it rotates itself, or (None) its default, syslog.
         self.bird_log: str | None = str(Path(run_dir) / "bird" / "bird.log")
         self.nat = GatewayNat()
+        self.conntrackd = Conntrackd(run_dir)
+        self.steering = Steering()
         self.anycast = AnycastSync(self.bird.control)
         self.desired: DesiredGateway | None = None
         self.last_nat: dict[str, Any] | None = None  # the last heartbeat's, for metrics
         # The policy BIRD was last given (None: unknown, after a failure or a restart).
         self._bird_policy: GatewayDesired | None = None
-        self._reader = GatewayReader(self.nat, self.anycast, self.bird)
+        self._reader = GatewayReader(
+            self.nat, self.anycast, self.bird, self.conntrackd, self.steering
+        )
         self._appliers: dict[str, execute.Applier] = {
             "host": HostApplier(),
             "nat": NatApplier(self.nat),
+            "sync": SyncApplier(self.conntrackd, self.steering),
             "anycast": self.anycast,
             "bird": GatewayBirdApplier(self.converge_bird, self.bird.control),
         }
@@ -121,7 +130,9 @@ class GatewayAgent(ReconcileAgent):
         metrics.timed("observe", begun)
         desired, _, failed = self.plan_and_run(
             metrics,
-            lambda: desired_state(self.name, view, observed, log_file=self.bird_log),
+            lambda: desired_state(
+                self.name, view, observed, log_file=self.bird_log, sync_dir=self.conntrackd.dir
+            ),
             lambda desired: plan(desired, observed),
             self._appliers,
         )

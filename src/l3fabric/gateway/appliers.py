@@ -1,7 +1,7 @@
 """The gateway's appliers: the NAT table's and BIRD's; the rest are shared or elsewhere.
 
 Domains of the gateway's plan: ``host`` (agent/appliers.py HostApplier:
-sysctls), ``nat`` (here), ``anycast`` (gateway/anycast.py AnycastSync, the
+sysctls), ``nat`` (here), ``sync`` (here: the pair's state sync), ``anycast`` (gateway/anycast.py AnycastSync, the
 groups' only writer) and ``bird`` (here: agent/appliers.py BirdApplier, plus
 origin validation's reloads).
 """
@@ -14,8 +14,10 @@ from collections.abc import Callable
 
 from l3fabric.agent.appliers import BirdApplier
 from l3fabric.agent.ops import OK, BirdConfigure, Op, Outcome
+from l3fabric.gateway.conntrackd import Conntrackd
 from l3fabric.gateway.nat import GatewayNat
-from l3fabric.gateway.ops import NatTableSet
+from l3fabric.gateway.ops import NatTableSet, SyncSet
+from l3fabric.gateway.steer import Steering
 from l3fabric.routing.bird_config import Roa
 from l3fabric.routing.bird_control import BirdControl, BirdError
 
@@ -31,6 +33,21 @@ class NatApplier:
     def apply(self, op: Op) -> Outcome:
         assert isinstance(op, NatTableSet)
         self.nat.replace(op.policy)
+        return OK
+
+
+class SyncApplier:
+    """The gateway pair's state sync: conntrackd (re)started with its config, or
+    stopped, and the handshake steering table."""
+
+    def __init__(self, conntrackd: Conntrackd, steering: Steering) -> None:
+        self.conntrackd = conntrackd
+        self.steering = steering
+
+    def apply(self, op: Op) -> Outcome:
+        assert isinstance(op, SyncSet)
+        self.conntrackd.apply(op.conntrackd)
+        self.steering.apply(op.steer)
         return OK
 
 

@@ -56,6 +56,9 @@ from l3fabric.routing.timers import Timers
 
 FALLBACK_DEFAULT_PREFERENCE = 50
 DEFAULTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+# A drained gateway's export to the fabric: everything but the default route,
+# so hosts send their new outbound flows to the other gateways.
+NOT_DEFAULT = Policy("prefixes", ("0.0.0.0/0{1,32}", "::/0{1,128}"))
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,13 @@ class GatewayRouting:
     origins: Origins | None = None
     # The infrastructure patterns ("172.16.0.0/16+") a non-host session may carry.
     infrastructure: tuple[str, ...] = ()
+    # Drained (registration ``drain``): nothing upstream, no default route to
+    # the fabric; it still forwards what reaches it, so running flows go on.
+    drain: bool = False
+    # One of a pair (a shared SNAT pool): no fallback default route, so a gateway
+    # without its upstream default (upstream down, or just back) attracts no
+    # outbound traffic it would drop; the other gateway takes it.
+    pair: bool = False
 
 
 def _fabric_import(routing: GatewayRouting, peer: PeerSpec) -> Policy:
@@ -126,7 +136,10 @@ def _roas(known: Origins | None) -> tuple[Roa, ...]:
 def gateway_config(routing: GatewayRouting) -> BirdConfig:
     """The BIRD config for ``routing``; ValueError for an inconsistent registration."""
     t = routing.timers
-    upstream_export = Policy("originated", routing.desired.public)
+    upstream_export = (
+        Policy("none") if routing.drain else Policy("originated", routing.desired.public)
+    )
+    fabric_export = NOT_DEFAULT if routing.drain else Policy("all")
 
     def session(
         p: PeerSpec, role: SessionRole, import_policy: Policy, export_policy: Policy
@@ -151,7 +164,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
 
     peers, skipped = place_sessions(
         (
-            session(p, p.role, _fabric_import(routing, p), Policy("all"))
+            session(p, p.role, _fabric_import(routing, p), fabric_export)
             for p in routing.fabric_peers
         ),
         routing.local_as,
@@ -166,6 +179,7 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
     statics += [
         StaticRoute(d, action="unreachable", preference=FALLBACK_DEFAULT_PREFERENCE)
         for d in DEFAULTS
+        if not routing.pair
     ]
     return BirdConfig(
         router_id=routing.router_id,
@@ -235,4 +249,6 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
             for p in record.get("infrastructure") or ()
             if (net := parse_network(p, strict=False)).prefixlen  # never a default route
         ),
+        drain=bool(record.get("drain")),
+        pair=record.get("snat_pool") is not None,
     )

@@ -73,9 +73,16 @@ def compute(
     networks: dict[str, dict[str, Any]],
     subnets: dict[str, dict[str, Any]],
     infrastructure: list[str] | tuple[str, ...] = (),
+    snat_pool: str | None = None,
 ) -> GatewayDesired:
-    """The gateway's policy for these networks and subnets."""
+    """The gateway's policy for these networks and subnets.
+
+    A shared SNAT pool (gateway pairs) is announced upstream like a public
+    aggregate: merged into one when it lies inside it, its own otherwise.
+    """
     public, private = subnet_prefixes(networks, subnets)
+    if snat_pool is not None:
+        public.append(parse_network(snat_pool))
     infra = [parse_network(p, strict=False) for p in infrastructure]
     accepted = _collapse([*public, *private, *(n for n in infra if n.prefixlen > 0)])
     return GatewayDesired(
@@ -95,4 +102,6 @@ def registration(state: HostState, name: str) -> dict[str, Any]:
 
 def desired_for(state: HostState, name: str) -> GatewayDesired:
     record = registration(state, name)
-    return compute(state.networks, state.subnets, record.get("infrastructure") or [])
+    return compute(
+        state.networks, state.subnets, record.get("infrastructure") or [], record.get("snat_pool")
+    )

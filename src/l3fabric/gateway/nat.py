@@ -47,6 +47,11 @@ class NatPolicy:
     upstream_interfaces: tuple[str, ...]
     snat4: ipaddress.IPv4Address | None = None  # None: masquerade
     snat6: ipaddress.IPv6Address | None = None
+    # A gateway pair's shared pool (per family), and this gateway's slice of
+    # the ports: pairs never pick the same (address, port).
+    pool4: ipaddress.IPv4Network | None = None
+    pool6: ipaddress.IPv6Network | None = None
+    ports: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in self.upstream_interfaces:
@@ -59,15 +64,41 @@ class NatPolicy:
                 require_address(address, "SNAT address", version=version)
 
 
+FIRST_PORT, LAST_PORT = 1024, 65535
+
+
+def port_slice(index: int, slices: int) -> tuple[int, int]:
+    """Gateway ``index``'s share of the source ports 1024-65535, split ``slices`` ways."""
+    if not 0 <= index < slices:
+        raise ValueError(f"snat_index {index} must be below snat_slices {slices}")
+    size = (LAST_PORT - FIRST_PORT + 1) // slices
+    low = FIRST_PORT + index * size
+    return low, LAST_PORT if index == slices - 1 else low + size - 1
+
+
 def policy(
-    private: Iterable[Network], upstream_interfaces: Iterable[str], snat_address: Address | None
+    private: Iterable[Network],
+    upstream_interfaces: Iterable[str],
+    snat_address: Address | None,
+    pool: Network | None = None,
+    ports: tuple[int, int] | None = None,
 ) -> NatPolicy:
-    """A NatPolicy with the registration's ``snat_address`` put in its family's slot."""
+    """A NatPolicy with the registration's ``snat_address`` or ``snat_pool`` in its family's slot."""
     snat4 = snat_address if isinstance(snat_address, ipaddress.IPv4Address) else None
     snat6 = snat_address if isinstance(snat_address, ipaddress.IPv6Address) else None
     if snat_address is not None:
         require_address(snat_address, "SNAT address")
-    return NatPolicy(tuple(private), tuple(sorted(set(upstream_interfaces))), snat4, snat6)
+    pool4 = pool if isinstance(pool, ipaddress.IPv4Network) else None
+    pool6 = pool if isinstance(pool, ipaddress.IPv6Network) else None
+    return NatPolicy(
+        tuple(private),
+        tuple(sorted(set(upstream_interfaces))),
+        snat4,
+        snat6,
+        pool4,
+        pool6,
+        ports if pool is not None else None,
+    )
 
 
 def _elements(values: list[str]) -> str:
@@ -78,12 +109,33 @@ def _prefixes(p: NatPolicy, version: int) -> list[str]:
     return [str(n) for n in p.private if n.version == version]
 
 
+def _pool_range(pool: Network, family: str) -> str:
+    """A pool as nft's address range (``A-B``; IPv6 in brackets so a port may follow)."""
+    first, last = pool[0], pool[-1]
+    return f"{first}-{last}" if family == "ip" else f"[{first}]-[{last}]"
+
+
+def _nat_rules(p: NatPolicy, family: str, private_set: str) -> list[str]:
+    """The postrouting rules of one family: pool with this gateway's ports, address, or masquerade."""
+    match = f"\t\toifname @upstream {family} saddr @{private_set} counter"
+    pool = p.pool4 if family == "ip" else p.pool6
+    address = p.snat4 if family == "ip" else p.snat6
+    if pool is None:
+        return [f"{match} snat {family} to {address}" if address else f"{match} masquerade"]
+    addresses = _pool_range(pool, family)
+    low, high = p.ports or (FIRST_PORT, LAST_PORT)
+    # Ports (and ICMP echo ids) need a protocol match; other protocols get any pool address.
+    icmp = "icmp" if family == "ip" else "icmpv6"
+    return [
+        f"{match} meta l4proto {{ tcp, udp, {icmp} }} snat {family} to {addresses}:{low}-{high}",
+        f"{match} snat {family} to {addresses}",
+    ]
+
+
 def render(p: NatPolicy) -> str:
     """The whole table for ``p``, with its digest comment."""
     v4, v6 = _prefixes(p, 4), _prefixes(p, 6)
     ifaces = [f'"{name}"' for name in p.upstream_interfaces]
-    nat4 = f"snat ip to {p.snat4}" if p.snat4 else "masquerade"
-    nat6 = f"snat ip6 to {p.snat6}" if p.snat6 else "masquerade"
     sets = [
         ("upstream", "ifname", "", ifaces),
         ("private4", "ipv4_addr", "\t\tflags interval", v4),
@@ -103,15 +155,16 @@ def render(p: NatPolicy) -> str:
         "\t}",
         "\tchain postrouting {",
         "\t\ttype nat hook postrouting priority srcnat; policy accept;",
-        f"\t\toifname @upstream ip saddr @private4 counter {nat4}",
-        f"\t\toifname @upstream ip6 saddr @private6 counter {nat6}",
+        *_nat_rules(p, "ip", "private4"),
+        *_nat_rules(p, "ip6", "private6"),
         "\t}",
     ]
     return table_with_digest(FAMILY, TABLE, body)
 
 
-# Rules per chain of the rendered table: a rule deleted by hand shows here.
-RULES = {"forward": 3, "postrouting": 2}
+def rules(p: NatPolicy) -> dict[str, int]:
+    """Rules per chain of the rendered table: a rule deleted by hand shows here."""
+    return {"forward": 3, "postrouting": 2 + (p.pool4 is not None) + (p.pool6 is not None)}
 
 
 @dataclass(frozen=True)
@@ -132,7 +185,7 @@ def expected_listing(p: NatPolicy) -> NatListing:
     """What ``nft -j`` shows of the table ``render(p)`` makes."""
     return NatListing(
         digest_of(render(p)),
-        RULES,
+        rules(p),
         {
             "upstream": frozenset(p.upstream_interfaces),
             "private4": frozenset(_set_element(n) for n in p.private if n.version == 4),

@@ -15,10 +15,12 @@ from collections.abc import Iterable
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.links import egress_interfaces
 from l3fabric.gateway.anycast import AnycastSync
+from l3fabric.gateway.conntrackd import CONNTRACK_SYSCTLS, Conntrackd
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.gateway.nat import GatewayNat
 from l3fabric.gateway.observed import GatewayObserved
 from l3fabric.gateway.plan import FORWARDING
+from l3fabric.gateway.steer import Steering
 from l3fabric.routing.anycast_routes import learned_anycast
 from l3fabric.routing.bird_control import BirdError
 from l3fabric.routing.bird_process import BirdProcess
@@ -27,10 +29,19 @@ from l3fabric.routing.bird_process import BirdProcess
 class GatewayReader:
     """Reads the gateway for its planner."""
 
-    def __init__(self, nat: GatewayNat, anycast: AnycastSync, bird: BirdProcess) -> None:
+    def __init__(
+        self,
+        nat: GatewayNat,
+        anycast: AnycastSync,
+        bird: BirdProcess,
+        conntrackd: Conntrackd,
+        steering: Steering,
+    ) -> None:
         self.nat = nat
         self.anycast = anycast
         self.bird = bird
+        self.conntrackd = conntrackd
+        self.steering = steering
 
     def read(self, upstream: Iterable[str], bird_policy: GatewayDesired | None) -> GatewayObserved:
         """Everything; ``upstream``: the peers' addresses, ``bird_policy``: what BIRD was last given."""
@@ -41,8 +52,13 @@ class GatewayReader:
                 learned = learned_anycast(self.bird.control)
             with contextlib.suppress(OSError):
                 text = self.bird.config_path.read_text()
+        sysctls = {key: sysctl.read(key) for key in FORWARDING}
+        for key in CONNTRACK_SYSCTLS:
+            # Absent until nf_conntrack is loaded (the NAT table loads it): then planned.
+            with contextlib.suppress(OSError):
+                sysctls[key] = sysctl.read(key)
         return GatewayObserved(
-            sysctls={key: sysctl.read(key) for key in FORWARDING},
+            sysctls=sysctls,
             egress={a: frozenset(egress_interfaces(a)) for a in upstream},
             nat=self.nat.listing(),
             learned=learned,
@@ -50,4 +66,6 @@ class GatewayReader:
             bird_running=running,
             bird_text=text,
             bird_policy=bird_policy if running else None,
+            conntrackd_text=self.conntrackd.running_text(),
+            steer_digest=self.steering.applied_digest(),
         )

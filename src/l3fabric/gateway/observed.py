@@ -31,3 +31,5 @@ class GatewayObserved:
     bird_text: str | None = None  # the config file BIRD runs with (None: not read)
     # The policy this agent last gave BIRD (None: unknown, e.g. after a restart).
     bird_policy: GatewayDesired | None = None
+    conntrackd_text: str | None = None  # the config our running conntrackd has (None: none runs)
+    steer_digest: str | None = None  # the handshake steering table's (None: no table)

@@ -47,6 +47,20 @@ class AnycastGroupsSet(Op):
 
 
 @dataclass(frozen=True)
+class SyncSet(Op):
+    """The pair's state sync: conntrackd with exactly this config and the
+    handshake steering table (each None: none)."""
+
+    domain: ClassVar[str] = "sync"
+    step: ClassVar[str] = "sync"
+    conntrackd: str | None
+    steer: str | None
+
+    def size(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
 class GatewayBirdConfigure(BirdConfigure):
     """BIRD's full config, given only once the NAT table is in place."""
 

@@ -13,7 +13,8 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_gateway_pla
   1. host: forwarding and multipath hashing sysctls;
   2. withdraw: BIRD stops announcing upstream (and importing from the
      fabric) what goes, before the NAT table changes;
-  3. nat: the NAT and inbound-shield table, whole;
+  3. nat: the NAT and inbound-shield table, whole; then sync: conntrackd
+     (a gateway pair's shared NAT state) with its config;
   4. anycast: the resilient groups, edited in place;
   5. announce: BIRD's full config, only once the NAT table is in place (a new
      public subnet is announced upstream after its table is right; a new
@@ -28,18 +29,21 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from l3fabric.addresses import parse_address, parse_network
 from l3fabric.agent.ops import BirdWithdraw, Op, SysctlSet
 from l3fabric.client import HostState
 from l3fabric.dataplane.nexthops import Member
+from l3fabric.dataplane.nft import digest_of
 from l3fabric.dataplane.sysctl import HOST_SYSCTLS
+from l3fabric.gateway import conntrackd, steer
 from l3fabric.gateway.anycast import anycast_members
 from l3fabric.gateway.bird import GatewayRouting, gateway_config, routing_from_state
 from l3fabric.gateway.desired import GatewayDesired, NotRegistered
-from l3fabric.gateway.nat import NatPolicy, expected_listing, policy
+from l3fabric.gateway.nat import NatPolicy, expected_listing, policy, port_slice
 from l3fabric.gateway.observed import GatewayObserved
-from l3fabric.gateway.ops import AnycastGroupsSet, GatewayBirdConfigure, NatTableSet
+from l3fabric.gateway.ops import AnycastGroupsSet, GatewayBirdConfigure, NatTableSet, SyncSet
 from l3fabric.routing.bird_config import BirdConfig, render
 
 # Forwarding, and L4 hashing over equal paths: with the kernel's default
@@ -57,6 +61,8 @@ class DesiredGateway:
     anycast: dict[str, list[Member]] | None = None  # None: BIRD did not answer, leave them
     bird: BirdConfig | None = None
     errors: tuple[str, ...] = ()
+    conntrackd: str | None = None  # the state sync's config (None: no sync link, none runs)
+    steer: str | None = None  # the handshake steering table (gateway/steer.py; None: none)
 
     @property
     def policy(self) -> GatewayDesired | None:
@@ -71,18 +77,42 @@ def upstream_addresses(view: HostState, name: str) -> list[str]:
 
 def _nat_policy(routing: GatewayRouting, record: dict, observed: GatewayObserved) -> NatPolicy:
     ifaces = set().union(*(observed.egress.get(str(p.address), ()) for p in routing.upstream))
-    snat = record.get("snat_address")
+    snat, pool = record.get("snat_address"), record.get("snat_pool")
     return policy(
         [parse_network(p) for p in routing.desired.private],
         ifaces,
         parse_address(snat) if snat is not None else None,
+        parse_network(pool) if pool is not None else None,
+        port_slice(int(record.get("snat_index", 0)), int(record.get("snat_slices", 1))),
     )
 
 
+def _sync(
+    record: dict, nat: NatPolicy | None, directory: Path | None
+) -> tuple[str | None, str | None]:
+    """conntrackd's config and the steering table, for a gateway with a sync link."""
+    if record.get("sync") is None or directory is None:
+        return None, None
+    link = conntrackd.SyncLink.from_record(record["sync"])
+    steering = None
+    if nat is not None and nat.pool4 is not None and nat.ports and link.peer.version == 4:
+        steering = steer.render(
+            nat.pool4, nat.ports, link.peer, link.interface, nat.upstream_interfaces
+        )
+    return conntrackd.render(link, directory), steering
+
+
 def desired_state(
-    name: str, view: HostState, observed: GatewayObserved, log_file: str | None = None
+    name: str,
+    view: HostState,
+    observed: GatewayObserved,
+    log_file: str | None = None,
+    sync_dir: Path | None = None,
 ) -> DesiredGateway:
-    """What gateway ``name`` should hold, given the controller's ``view`` and ``observed``."""
+    """What gateway ``name`` should hold, given the controller's ``view`` and ``observed``.
+
+    ``sync_dir``: where conntrackd's files go (None: this agent runs no state sync).
+    """
     anycast = anycast_members(observed.learned) if observed.learned is not None else None
     try:
         routing = routing_from_state(view, name, log_file=log_file)
@@ -91,16 +121,31 @@ def desired_state(
     except (KeyError, TypeError, ValueError) as exc:
         return DesiredGateway(sysctls={}, anycast=anycast, errors=(f"registration: {exc}",))
     errors: list[str] = []
-    nat = bird = None
+    nat = bird = sync = steering = None
+    record = view.gateways[name]
     try:
-        nat = _nat_policy(routing, view.gateways[name], observed)
+        nat = _nat_policy(routing, record, observed)
     except ValueError as exc:
         errors.append(f"NAT: {exc}")
     try:
         bird = gateway_config(routing)
     except ValueError as exc:
         errors.append(f"BIRD: {exc}")
-    return DesiredGateway(routing, nat=nat, anycast=anycast, bird=bird, errors=tuple(errors))
+    try:
+        sync, steering = _sync(record, nat, sync_dir)
+    except (KeyError, TypeError, ValueError) as exc:
+        errors.append(f"sync: {exc}")
+    sysctls = {**FORWARDING, **(conntrackd.CONNTRACK_SYSCTLS if sync else {})}
+    return DesiredGateway(
+        routing,
+        sysctls=sysctls,
+        nat=nat,
+        anycast=anycast,
+        bird=bird,
+        errors=tuple(errors),
+        conntrackd=sync,
+        steer=steering,
+    )
 
 
 def _covered(old: Iterable[str], new: Iterable[str]) -> tuple[str, ...]:
@@ -158,6 +203,11 @@ def plan(desired: DesiredGateway, observed: GatewayObserved) -> list[Op]:
         ops.append(BirdWithdraw(config=withdrawn))
     if desired.nat is not None and observed.nat != expected_listing(desired.nat):
         ops.append(NatTableSet(policy=desired.nat))
+    if desired.routing is not None and (
+        desired.conntrackd != observed.conntrackd_text
+        or (digest_of(desired.steer) if desired.steer else None) != observed.steer_digest
+    ):
+        ops.append(SyncSet(conntrackd=desired.conntrackd, steer=desired.steer))
     if desired.anycast is not None and _groups(desired.anycast) != dict(observed.anycast):
         groups = tuple((p, tuple(m)) for p, m in sorted(desired.anycast.items()))
         ops.append(AnycastGroupsSet(groups=groups))

@@ -4,7 +4,7 @@ Brings a topology up, creates a public and a private network with the real
 ``openstack`` client, boots VMs on several hosts and racks, then measures what
 a user relies on (reachability, hop counts, real source addresses, port
 status, route withdrawal, anti-spoofing, external connectivity, security
-groups, anycast spread and failover) and prints one table: check, what was measured, pass or fail.
+groups, anycast spread and failover, a gateway pair's failover) and prints one table: check, what was measured, pass or fail.
 Tears everything down unless ``keep``.
 """
 
@@ -23,6 +23,7 @@ from l3fabric.lab import probe
 from l3fabric.lab.credentials import admin_token, lab_client
 from l3fabric.lab.demo_anycast import AnycastChecks
 from l3fabric.lab.demo_external import Endpoint, ExternalChecks
+from l3fabric.lab.demo_gateway_pair import check_pair_failover
 from l3fabric.lab.demo_secgroups import check_web_group
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import Node, Plan, vm_namespace
@@ -137,6 +138,8 @@ class Demo:
         AnycastChecks(plan, self.check, self.console).run(
             "public-v4", "public", first_rack[0], other_rack[-1]
         )
+        self.console.rule("[bold]a gateway pair: private connections survive a gateway failure")
+        check_pair_failover(plan.lab, self.check)
 
     def _check_external(
         self,

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from l3fabric.lab.topology import Topology, TopologyError
 
 Role = Literal["host", "tor", "gateway", "internet", "client", "mgmt"]
-LinkKind = Literal["fabric", "upstream", "client", "mgmt"]
+LinkKind = Literal["fabric", "upstream", "client", "mgmt", "sync"]
 
 # Roles whose BIRD the lab configures itself (hosts get theirs from the agent).
 ROUTER_ROLES = ("tor", "gateway", "internet")
@@ -80,6 +80,7 @@ class Plan(BaseModel):
     mgmt_network: str
     controller_mgmt: str  # the controller's address in the mgmt namespace
     public: list[str]
+    snat_pool: str | None = None  # a gateway pair's shared SNAT pool (topology addressing)
     # The fabric's own prefixes (link nets, loopbacks): the gateway accepts them from the fabric.
     infrastructure: list[str] = Field(default_factory=list)
     fabric_asn: int
@@ -188,6 +189,7 @@ def build_plan(topo: Topology) -> Plan:
         "upstream": (_Pool("upstream", ad.upstream, 31), _Pool("upstream6", ad.upstream6, 127)),
         "client": (_Pool("clients", ad.clients, 31), _Pool("clients6", ad.clients6, 127)),
     }
+    sync_pool = _Pool("sync", ad.sync, 31)
     loop4 = _Pool("loopbacks", ad.loopbacks, 32)
     loop6 = _Pool("loopbacks6", ad.loopbacks6, 128)
     loop4.used = loop6.used = 1  # skip the network address
@@ -245,6 +247,20 @@ def build_plan(topo: Topology) -> Plan:
     gateways = [add(g.name, "gateway", topo.asn.fabric) for g in topo.gateways]
     for gw in gateways:
         link("upstream", internet, gw)
+    if ad.snat_pool is not None:
+        # The pair's state-sync link: IPv4 only, no BGP on it (conntrackd's UDP).
+        a4, b4 = sync_pool.pair()
+        links.append(
+            Link(
+                kind="sync",
+                a=gateways[0].name,
+                b=gateways[1].name,
+                a_ifname="l3f-s0",
+                b_ifname="l3f-s0",
+                a4=a4,
+                b4=b4,
+            )
+        )
     host_index = 0
     for rack_index, rack in enumerate(topo.racks, start=1):
         tor = None
@@ -303,6 +319,7 @@ def build_plan(topo: Topology) -> Plan:
         mgmt_network=str(mgmt_net),
         controller_mgmt=controller,
         public=list(ad.public),
+        snat_pool=ad.snat_pool,
         infrastructure=[ad.fabric, ad.fabric6, ad.loopbacks, ad.loopbacks6],
         fabric_asn=topo.asn.fabric,
         host_asn=topo.fabric.host_asn,

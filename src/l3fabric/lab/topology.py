@@ -138,6 +138,11 @@ class Addressing(_Strict):
     # The aggregates the gateways announce to the internet (the public
     # networks' subnets should come from these).
     public: list[AnyNet] = Field(default_factory=lambda: ["203.0.113.0/24", "2001:db8:100::/48"])
+    # A gateway pair's shared SNAT pool (null: each gateway NATs to its own
+    # upstream address). Set: the two gateways share it, each with half the
+    # ports, and sync their NAT state over a link of ``sync`` (docs/gateway.md).
+    snat_pool: V4Net | None = None
+    sync: V4Net = "172.18.0.0/24"  # gateway-gateway state-sync links: /31 each
 
 
 class ASNs(_Strict):
@@ -229,6 +234,11 @@ class Topology(_Strict):
             if name in seen:
                 raise ValueError(f"node name {name!r} is used twice")
             seen.add(name)
+        if self.addressing.snat_pool is not None and len(self.gateways) != 2:
+            # conntrackd's UDP sync joins two gateways; more would need a multicast segment.
+            raise ValueError(
+                f"addressing.snat_pool needs exactly two gateways (a pair), not {len(self.gateways)}"
+            )
         with_tor = [r.name for r in self.racks if r.tor]
         if self.fabric.host_asn == "same" and with_tor:
             # A ToR in its own AS passes routes whose AS path holds the fabric

@@ -83,8 +83,30 @@ def gateway_registration(plan: Plan, gateway: str) -> dict[str, Any]:
         "fabric_peers": [p for p in peers if p["name"] not in upstream_names],
         "infrastructure": plan.infrastructure,
     }
-    if snat is not None:
+    if plan.snat_pool is not None:
+        body.update(pair_registration(plan, gateway))
+    elif snat is not None:
         body["snat_address"] = snat
+    return body
+
+
+def pair_registration(plan: Plan, gateway: str) -> dict[str, Any]:
+    """A pair gateway's shared pool, its slice of the ports and its end of the sync link."""
+    names = [g.name for g in plan.by_role("gateway")]
+    body: dict[str, Any] = {
+        "snat_pool": plan.snat_pool,
+        "snat_index": names.index(gateway),
+        "snat_slices": len(names),
+    }
+    for link in plan.links:
+        if link.kind == "sync" and gateway in (link.a, link.b):
+            mine, other = (link.a4, link.b4) if link.a == gateway else (link.b4, link.a4)
+            ifname = link.a_ifname if link.a == gateway else link.b_ifname
+            body["sync"] = {
+                "interface": ifname,
+                "local": mine.split("/")[0],
+                "peer": other.split("/")[0],
+            }
     return body
 
 

@@ -105,6 +105,20 @@ def _unique_names(peers: list[Peer]) -> list[Peer]:
 Peers = Annotated[list[Peer], AfterValidator(_unique_names)]
 
 
+class SyncLink(_Strict):
+    """A gateway pair's state-sync link (conntrackd): this end's interface and address, the peer's."""
+
+    interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")]
+    local: PeerAddressText
+    peer: PeerAddressText
+
+    @model_validator(mode="after")
+    def _family(self) -> SyncLink:
+        if parse_address(self.local).version != parse_address(self.peer).version:
+            raise ValueError(f"local {self.local} and peer {self.peer} differ in family")
+        return self
+
+
 class GatewayRegistration(_Strict):
     name: Name | None = None
     router_id: Ipv4AddressText
@@ -112,11 +126,27 @@ class GatewayRegistration(_Strict):
     fabric_addresses: list[PeerAddressText] = Field(min_length=1)
     upstream: Peers = []
     snat_address: IpAddressText | None = None
+    # Gateway pairs (docs/gateway.md): the shared SNAT pool (announced upstream by
+    # every healthy gateway), this gateway's slice of its ports (index of
+    # slices), the conntrackd sync link, and drain (announce nothing: leave).
+    snat_pool: IpNetworkText | None = None
+    snat_index: int = Field(0, ge=0, le=63)
+    snat_slices: int = Field(1, ge=1, le=64)
+    sync: SyncLink | None = None
+    drain: bool = False
     # The gateway's BGP neighbours in the fabric; None: derived from the fabric's peering mode.
     fabric_peers: Peers | None = None
     # Prefixes besides the subnets that the gateway accepts from the fabric
     # (router loopbacks, link nets), e.g. ["172.16.0.0/16", "172.17.0.0/16"].
     infrastructure: list[IpNetworkText] = []
+
+    @model_validator(mode="after")
+    def _slice(self) -> GatewayRegistration:
+        if self.snat_index >= self.snat_slices:
+            raise ValueError(f"snat_index {self.snat_index} must be below snat_slices")
+        if self.snat_pool is not None and self.snat_address is not None:
+            raise ValueError("give snat_pool or snat_address, not both")
+        return self
 
 
 class HostRegistration(_Strict):

@@ -219,6 +219,15 @@ class FabricService:
                 hook(kv.value)
         return {"host": name, "ports_changed": sorted(changed)}
 
+    def drain_gateway(self, name: str, drain: bool) -> JSON:
+        """Set gateway ``name``'s ``drain`` (its agent withdraws, or announces again)."""
+        kv = self.gateways.store.get(keys.gateway_key(name))
+        if kv is None:
+            raise self.gateways.missing(name)
+        record = {**kv.value, "drain": drain}
+        self.store.put(keys.gateway_key(name), record)
+        return record
+
     def gateway_heartbeat(self, name: str, payload: Any) -> JSON:
         beat = parse(GatewayHeartbeat, payload)
         self.gateways.report(name, beat.model_dump(mode="json"))
