@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from l3fabric import credentials
+from l3fabric.controllers import Controllers, ControllerUrlError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ def add_agent_arguments(
         name_flag, required=True, dest="name", help=f"this {what}'s name, as registered"
     )
     parser.add_argument(
-        "--api", required=True, metavar="URL", help="the controller, e.g. http://ctl:9696"
+        "--api",
+        required=True,
+        metavar="URL[,URL...]",
+        help="the controllers, e.g. http://ctl1:9696,http://ctl2:9696: the agent uses one and"
+        " moves to the next when it cannot reach it",
     )
     credentials.add_arguments(parser)
     parser.add_argument(
@@ -46,7 +51,7 @@ def add_agent_arguments(
 
 
 def run_agent(
-    args: argparse.Namespace, role: str, make: Callable[[str, str, str, float], Agent]
+    args: argparse.Namespace, role: str, make: Callable[[str, Controllers, str, float], Agent]
 ) -> int:
     """Build the agent from ``args`` and run it until SIGTERM or SIGINT.
 
@@ -57,10 +62,11 @@ def run_agent(
         raise SystemExit(f"l3fabric {role}: --resync-interval must be positive")
     try:
         credentials.apply_arguments(args)
-    except credentials.CredentialsError as exc:
+        controllers = Controllers(args.api)
+    except (credentials.CredentialsError, ControllerUrlError) as exc:
         raise SystemExit(f"l3fabric {role}: {exc}") from None
     run_dir = args.run_dir or f"/run/l3fabric/{role}-{args.name}"
-    agent = make(args.name, args.api, run_dir, args.resync_interval)
+    agent = make(args.name, controllers, run_dir, args.resync_interval)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping (the data plane and BIRD stay in place)", signum)
@@ -69,6 +75,6 @@ def run_agent(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    log.info("%s %s, controller %s", role, args.name, args.api)
+    log.info("%s %s, controllers %s", role, args.name, ", ".join(controllers.urls))
     agent.run()
     return 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from l3fabric import credentials
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
+from l3fabric.controllers import ControllerUrlError
 
 DEFAULT_API = "http://127.0.0.1:9696"
 _CHECK = re.compile(r"^(?:(?P<icmp>icmp)|(?P<type>tcp|http):(?P<port>\d{1,5})(?P<path>/\S*)?)$")
@@ -17,7 +18,12 @@ _CHECK = re.compile(r"^(?:(?P<icmp>icmp)|(?P<type>tcp|http):(?P<port>\d{1,5})(?P
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("anycast", help="manage anycast groups (one address, many ports)")
-    parser.add_argument("--api", default=DEFAULT_API, metavar="URL", help="the controller")
+    parser.add_argument(
+        "--api",
+        default=DEFAULT_API,
+        metavar="URL[,URL...]",
+        help="the controllers (the next is tried when one cannot be reached)",
+    )
     credentials.add_arguments(parser)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -118,7 +124,7 @@ def _table(groups: list[dict[str, Any]]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         api = FabricClient(args.api, credentials=credentials.Credentials.from_args(args))
-    except credentials.CredentialsError as exc:
+    except (credentials.CredentialsError, ControllerUrlError) as exc:
         print(f"l3fabric anycast: {exc}", file=sys.stderr)
         return 2
     with api:
