@@ -132,7 +132,7 @@ def _up(args: argparse.Namespace) -> int:
         return _fail(exc)
     console.print(
         f"lab [bold]{plan.lab}[/] is up in {time.monotonic() - start:.1f} s: "
-        f"{len(plan.nodes)} namespaces, API {plan.api_url()}",
+        f"{len(plan.nodes)} namespaces, API {', '.join(plan.api_urls())}",
         highlight=False,
     )
     return 0
@@ -166,8 +166,16 @@ def _status(args: argparse.Namespace) -> int:
     except LabError as exc:
         return _fail(exc)
     out = Console()
-    alive = "running" if lab_status.server_alive(state) else "[red]not running[/]"
-    out.print(f"lab [bold]{plan.lab}[/]: controller {plan.api_url()} {alive}")
+    controllers = lab_status.controller_status(state, plan)
+    if len(controllers) == 1:
+        alive = "running" if controllers[0].alive else "[red]not running[/]"
+        out.print(f"lab [bold]{plan.lab}[/]: controller {plan.api_url()} {alive}")
+    else:
+        out.print(f"lab [bold]{plan.lab}[/]: {len(controllers)} controllers, store {plan.store}")
+        ct = Table("controller", "URL", "agents' URL", "process")
+        for c in controllers:
+            ct.add_row(c.name, c.url, c.agent_url, "running" if c.alive else "[red]not running[/]")
+        out.print(ct)
     table = Table("node", "role", "namespace", "agent", "BGP established", "routes v4/v6")
     for n in lab_status.node_status(state, plan):
         agent = "-" if n.agent is None else ("alive" if n.agent else "[red]dead[/]")

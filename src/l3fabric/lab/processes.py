@@ -1,8 +1,9 @@
-"""Starting and stopping the lab's processes: the controller, BIRD, the agents.
+"""Starting and stopping the lab's processes: the controllers, BIRD, the agents.
 
 Each process gets a pid file and a log under the lab's state directory. The
-controller runs in the root namespace and also listens inside the mgmt
-namespace, so the lab needs no link into the root namespace. BIRD and the
+controllers (``controllers: N`` in the topology, one store) run in the root
+namespace and also listen inside the mgmt namespace, so the lab needs no
+link into the root namespace. BIRD and the
 agents run inside their node's namespace via ``ip netns exec``.
 """
 
@@ -69,46 +70,69 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def start_server(state: LabState, plan: Plan) -> int:
-    """Start the controller and wait until it answers on 127.0.0.1:<port>."""
-    require_command("server")
-    url = plan.api_url()
-    try:
-        httpx.get(url, timeout=0.5)
-    except httpx.TransportError:
-        pass
-    else:
-        raise LabError(
-            f"something already listens on {url}: stop it, or set api.port in the topology"
-        )
+def store_url(state: LabState, plan: Plan) -> str:
+    """The store every controller of the lab shares (``store`` in the topology)."""
+    if plan.store == "sqlite":
+        # One file, several processes: WAL, BEGIN IMMEDIATE and a polled watch.
+        return f"sqlite:///{state.db}"
+    raise LabError(f"store {plan.store!r} is not supported by this installation")
+
+
+def _server_argv(state: LabState, plan: Plan, index: int) -> list[str]:
     mgmt = plan.nodes["mgmt"].namespace
-    argv = l3fabric_argv(
+    return l3fabric_argv(
         "server",
         "--store",
-        f"sqlite:///{state.db}",
+        store_url(state, plan),
         "--listen",
-        f"127.0.0.1:{plan.api_port}",
+        f"127.0.0.1:{plan.api_port + index}",
         "--listen-in",
-        f"{mgmt}={plan.controller_mgmt}:{API_PORT_IN_MGMT}",
+        f"{mgmt}={plan.controller_mgmt}:{API_PORT_IN_MGMT + index}",
         "--auth",
         "tokens",
         "--token-file",
         str(token_file(state)),
     )
-    pid = _spawn(state, "server", argv)
+
+
+def _wait_answering(state: LabState, name: str, url: str, pid: int) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
         if not alive(pid):
             raise LabError(
-                f"the controller exited at start; its log ({state.log_file('server')}):\n"
-                + log_tail(state.log_file("server"))
+                f"the controller {name} exited at start; its log ({state.log_file(name)}):\n"
+                + log_tail(state.log_file(name))
             )
         try:
             if httpx.get(url, timeout=1.0).status_code < 500:
-                return pid
+                return
         except httpx.TransportError:
             time.sleep(0.1)
     raise LabError(f"the controller did not answer on {url} within {SERVER_START_TIMEOUT:.0f} s")
+
+
+def start_servers(state: LabState, plan: Plan) -> list[int]:
+    """Start every controller and wait until each answers on 127.0.0.1; their pids.
+
+    The first starts alone (it creates the store); the others then start
+    side by side.
+    """
+    require_command("server")
+    urls, names = plan.api_urls(), plan.controller_names()
+    for url in urls:
+        try:
+            httpx.get(url, timeout=0.5)
+        except httpx.TransportError:
+            continue
+        raise LabError(
+            f"something already listens on {url}: stop it, or set api.port in the topology"
+        )
+    first = _spawn(state, names[0], _server_argv(state, plan, 0))
+    _wait_answering(state, names[0], urls[0], first)
+    rest = [_spawn(state, names[i], _server_argv(state, plan, i)) for i in range(1, len(urls))]
+    for i, pid in enumerate(rest, start=1):
+        _wait_answering(state, names[i], urls[i], pid)
+    return [first, *rest]
 
 
 def start_bird(state: LabState, plan: Plan, node: str) -> None:

@@ -130,6 +130,10 @@ def wait_for_router_sessions(state: LabState, plan: Plan, timeout: float = SESSI
     raise LabError(f"BGP sessions not established after {timeout:.0f} s: {detail}")
 
 
+def _controllers(plan: Plan) -> str:
+    return "controller" if plan.controllers == 1 else f"{plan.controllers} controllers"
+
+
 def up(
     topo: Topology, step: Step = lambda _: None, network_only: bool = False, agents: bool = True
 ) -> Plan:
@@ -161,9 +165,9 @@ def up(
             if r.role not in agent_roles:
                 processes.start_bird(state, plan, r.name)
         if not network_only:
-            step(f"controller on {plan.api_url()}")
+            step(f"{_controllers(plan)} on {', '.join(plan.api_urls())}")
             write_credentials(state, plan)
-            processes.start_server(state, plan)
+            processes.start_servers(state, plan)
             with lab_client(plan) as client:
                 register(client, plan)
             if agents:
