@@ -646,7 +646,7 @@ class HostStateWatcher:
         self._answered_failures = 0
         self._unreached += 1
         left = exc.url or self.api_url
-        now = self.controllers.unreachable(left, exc)
+        now = self.controllers.unreachable(left, repr(exc.__cause__ or exc))
         if now == left or self._unreached >= len(self.controllers):
             return False
         self.failovers += 1
