@@ -537,6 +537,11 @@ class HostStateWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
+        # The long poll in flight and its controller: another thread that finds that
+        # controller gone (a heartbeat timing out on a hung one) cuts the poll short
+        # rather than leave the watch waiting out its timeout there.
+        self._poll: tuple[str, asyncio.Future[httpx.Response]] | None = None
+        self.controllers.on_move(self._moved)
 
     @property
     def api_url(self) -> str:
@@ -672,11 +677,26 @@ class HostStateWatcher:
     ) -> Any:
         timeout = self.request_timeout + (long_poll or 0.0)
         url = self.api_url
+        call = asyncio.ensure_future(http.get(url + "/v1/watch", params=params, timeout=timeout))
+        self._poll = (url, call)
         try:
-            response = await http.get(url + "/v1/watch", params=params, timeout=timeout)
+            response = await call
         except httpx.TransportError as exc:
             raise ControllerUnavailable(f"{url}: {exc!r}", url=url) from exc
+        except asyncio.CancelledError:
+            if self._stopping.is_set() or not call.cancelled():
+                raise
+            raise ControllerUnavailable(f"{url}: left for another controller", url=url) from None
+        finally:
+            self._poll = None
         return _decode(response)
+
+    def _moved(self, url: str) -> None:
+        """The controllers moved on to ``url`` (any thread): end a poll elsewhere now."""
+        poll, loop = self._poll, self._loop
+        if poll is not None and poll[0] != url and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(poll[1].cancel)
 
     def _replace(self, state: HostState) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class Controllers:
         self.urls = parse_urls(urls)
         self._index = 0
         self._lock = threading.Lock()
+        self._on_move: list[Callable[[str], None]] = []
 
     @classmethod
     def of(cls, given: str | Iterable[str] | Controllers) -> Controllers:
@@ -62,6 +63,10 @@ class Controllers:
     def current(self) -> str:
         return self.urls[self._index]
 
+    def on_move(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(new_url)`` (in the thread that found out) after every move."""
+        self._on_move.append(callback)
+
     def hostnames(self) -> tuple[str, ...]:
         """Every controller's host (a name or an address), in order."""
         return tuple(urlsplit(url).hostname or "" for url in self.urls)
@@ -73,7 +78,12 @@ class Controllers:
         that failed on a controller already left keeps the newer choice.
         """
         with self._lock:
-            if len(self.urls) > 1 and self.urls[self._index] == url:
+            moved = len(self.urls) > 1 and self.urls[self._index] == url
+            if moved:
                 self._index = (self._index + 1) % len(self.urls)
                 log.warning("controller %s unreachable (%s); moving to %s", url, why, self.current)
-            return self.current
+            now = self.current
+        if moved:
+            for callback in self._on_move:
+                callback(now)
+        return now

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -119,6 +121,21 @@ def test_every_controller_down_is_one_error_after_one_try_each(fleet: Fleet) -> 
 # The watch -------------------------------------------------------------------------------
 
 
+def watch_until(
+    handler: Callable[[httpx.Request], httpx.Response], network: str, calls: list[str]
+) -> HostStateWatcher:
+    """Watch h1 through controllers A and B (``handler`` answers both) until ``network``
+    is in the cache; a failure, not a backoff, would take 30 s."""
+    watcher = HostStateWatcher(
+        [A, B], "h1", watch_timeout=0.1, backoff_initial=30, transport=httpx.MockTransport(handler)
+    ).start()
+    try:
+        wait_for(lambda: network in watcher.state().networks, 5, f"not seen: {calls}")
+    finally:
+        watcher.stop()
+    return watcher
+
+
 def test_watch_resumes_at_the_next_controller_from_its_revision() -> None:
     """The watch's controller resets the long poll (killed): the watcher asks the other
     one for what follows its revision at once, with no backoff and no new snapshot."""
@@ -138,13 +155,7 @@ def test_watch_resumes_at_the_next_controller_from_its_revision() -> None:
         events = [{"type": "put", "kind": "network", "id": "n1", "object": {"id": "n1"}}]
         return httpx.Response(200, json={"revision": 6, "events": events if since == "5" else []})
 
-    watcher = HostStateWatcher(
-        [A, B], "h1", watch_timeout=0.1, backoff_initial=30, transport=httpx.MockTransport(handler)
-    ).start()
-    try:
-        wait_for(lambda: "n1" in watcher.state().networks, 5, f"no resume: {calls}")
-    finally:
-        watcher.stop()
+    watcher = watch_until(handler, "n1", calls)
     assert calls[:3] == ["ctl-a snapshot", "ctl-a watch 5", "ctl-b watch 5"]
     assert watcher.snapshots == 1 and watcher.failovers == 1 and watcher.api_url == B
 
@@ -166,15 +177,43 @@ def test_a_compacted_revision_at_the_next_controller_means_a_new_snapshot_there(
             return httpx.Response(410, json={"NeutronError": error})
         return httpx.Response(200, json={"revision": int(since), "events": []})
 
-    watcher = HostStateWatcher(
-        [A, B], "h1", watch_timeout=0.1, backoff_initial=30, transport=httpx.MockTransport(handler)
-    ).start()
-    try:
-        wait_for(lambda: "n2" in watcher.state().networks, 5, f"no resync: {calls}")
-    finally:
-        watcher.stop()
+    watcher = watch_until(handler, "n2", calls)
     assert calls[:4] == ["ctl-a snapshot", "ctl-a watch 5", "ctl-b watch 5", "ctl-b snapshot"]
     assert watcher.state().revision == 90
+
+
+def test_a_heartbeat_that_finds_the_controller_hung_cuts_the_watch_short_there() -> None:
+    """A hung controller (SIGSTOP, a full disk) holds the long poll open until its timeout;
+    once the heartbeat, sharing the list, times out there, the watch moves at once."""
+    calls: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        since = request.url.params.get("since")
+        calls.append(f"{request.url.host} {'snapshot' if since is None else 'watch ' + since}")
+        if since is None:
+            return httpx.Response(200, json=_snapshot(5, []))
+        if request.url.host == "ctl-a":
+            await asyncio.sleep(60)  # hung: no answer, no reset
+        events = [{"type": "put", "kind": "network", "id": "n1", "object": {"id": "n1"}}]
+        return httpx.Response(200, json={"revision": 6, "events": events if since == "5" else []})
+
+    controllers = Controllers([A, B])
+    watcher = HostStateWatcher(
+        controllers, "h1", watch_timeout=30, transport=httpx.MockTransport(handler)
+    ).start()
+    try:
+        wait_for(lambda: calls[-1:] == ["ctl-a watch 5"], 5, f"no long poll: {calls}")
+        fleet = Fleet()
+        fleet.down["ctl-a"] = httpx.ReadTimeout
+        with FabricClient(controllers, transport=httpx.MockTransport(fleet)) as heartbeats:
+            started = time.monotonic()
+            heartbeats.heartbeat("h1")
+        wait_for(lambda: "n1" in watcher.state().networks, 2, f"watch still on A: {calls}")
+        moved_s = time.monotonic() - started
+    finally:
+        watcher.stop()
+    assert moved_s < 1.0 and calls[-1] in ("ctl-b watch 5", "ctl-b watch 6")
+    assert watcher.snapshots == 1
 
 
 @pytest.fixture
