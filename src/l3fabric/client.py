@@ -76,14 +76,15 @@ class ControllerUnavailable(Exception):
 # a reset could be applied twice.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "OPTIONS"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+# The controller answers but cannot serve now (its store or its Keystone is out
+# of reach): another one may, and nothing is wrong with the request.
+_UNAVAILABLE = 503
 
 Urls = str | Iterable[str] | Controllers
 
 
-def _decode(response: httpx.Response) -> Any:
-    """The JSON body of a success, or the matching exception."""
-    if response.is_success:
-        return response.json() if response.content else None
+def _error(response: httpx.Response) -> ApiError:
+    """The exception an error answer stands for (from its NeutronError body when it has one)."""
     type_, message, detail = "HTTPError", response.text[:300], ""
     try:
         error = response.json()["NeutronError"]
@@ -91,7 +92,14 @@ def _decode(response: httpx.Response) -> Any:
     except (ValueError, KeyError, TypeError):
         pass
     cls = ResyncRequired if response.status_code == 410 else ApiError
-    raise cls(response.status_code, type_, message, detail)
+    return cls(response.status_code, type_, message, detail)
+
+
+def _decode(response: httpx.Response) -> Any:
+    """The JSON body of a success, or the matching exception."""
+    if response.is_success:
+        return response.json() if response.content else None
+    raise _error(response)
 
 
 def _watch_params(host: str, since: int | None, timeout: float | None) -> dict[str, Any]:
@@ -151,13 +159,14 @@ class FabricClient:
     ) -> Any:
         """One call; returns the decoded JSON body (None when empty).
 
-        An unreachable controller is left for the next one, each tried once
-        per call; ``idempotent`` (default: by method) allows a repeat after
-        the request was sent.
+        An unreachable controller (or one answering 503) is left for the
+        next one, each tried once per call; ``idempotent`` (default: by
+        method) allows a repeat after the request was sent.
         """
         repeatable = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
         for attempt in range(1, len(self.controllers) + 1):
             url = self.controllers.current
+            last = attempt == len(self.controllers)
             try:
                 response = self._http.request(
                     method,
@@ -168,11 +177,13 @@ class FabricClient:
                 )
             except httpx.TransportError as exc:
                 self.controllers.unreachable(url, repr(exc))
-                if attempt == len(self.controllers) or not (
-                    repeatable or isinstance(exc, _NOT_SENT)
-                ):
+                if last or not (repeatable or isinstance(exc, _NOT_SENT)):
                     raise ControllerUnavailable(f"{url}: {exc!r}", url=url) from exc
                 continue
+            if response.status_code == _UNAVAILABLE:
+                self.controllers.unreachable(url, f"HTTP {_UNAVAILABLE}")
+                if repeatable and not last:
+                    continue
             return _decode(response)
         raise AssertionError("not reached: the last attempt returns or raises")
 
@@ -689,6 +700,9 @@ class HostStateWatcher:
             raise ControllerUnavailable(f"{url}: left for another controller", url=url) from None
         finally:
             self._poll = None
+        if response.status_code == _UNAVAILABLE:
+            # Not a revision we cannot get past (no resync): a controller that cannot serve.
+            raise ControllerUnavailable(f"{url}: {_error(response)}", url=url)
         return _decode(response)
 
     def _moved(self, url: str) -> None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from l3fabric import keys
-from l3fabric.client import ControllerUnavailable, FabricClient, HostStateWatcher
+from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher
 from l3fabric.commands.agent import register
 from l3fabric.commands.agent_runner import run_agent
 from l3fabric.controllers import Controllers, ControllerUrlError, parse_urls
@@ -63,6 +63,7 @@ class Fleet:
 
     def __init__(self) -> None:
         self.down: dict[str, type[httpx.TransportError]] = {}
+        self.unavailable: set[str] = set()  # hosts answering 503 (their store is out of reach)
         self.seen: list[tuple[str, str, str]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -70,6 +71,9 @@ class Fleet:
         self.seen.append((host, request.method, request.url.path))
         if host in self.down:
             raise self.down[host]("controller gone", request=request)
+        if host in self.unavailable:
+            error = {"type": "ServiceUnavailable", "message": "the store cannot be reached"}
+            return httpx.Response(503, json={"NeutronError": error})
         return httpx.Response(200, json={"served_by": host})
 
 
@@ -116,6 +120,20 @@ def test_every_controller_down_is_one_error_after_one_try_each(fleet: Fleet) -> 
     with client_of(fleet, A, B) as client, pytest.raises(ControllerUnavailable, match="ctl-b"):
         client.get_fabric()
     assert [h for h, _, _ in fleet.seen] == ["ctl-a", "ctl-b"]
+
+
+def test_a_controller_answering_503_is_left_for_reads_but_a_create_gets_the_503(
+    fleet: Fleet,
+) -> None:
+    fleet.unavailable.add("ctl-a")
+    with client_of(fleet, A, B) as client:
+        assert client.get_fabric() == {"served_by": "ctl-b"}
+    fleet.seen.clear()
+    with client_of(fleet, A, B) as client:
+        with pytest.raises(ApiError) as raised:
+            client.request("POST", "/v2.0/ports", json={"port": {}})
+        assert raised.value.status == 503 and client.api_url == B
+    assert fleet.seen == [("ctl-a", "POST", "/v2.0/ports")]
 
 
 # The watch -------------------------------------------------------------------------------
@@ -214,6 +232,39 @@ def test_a_heartbeat_that_finds_the_controller_hung_cuts_the_watch_short_there()
         watcher.stop()
     assert moved_s < 1.0 and calls[-1] in ("ctl-b watch 5", "ctl-b watch 6")
     assert watcher.snapshots == 1
+
+
+def test_a_store_outage_on_every_controller_is_waited_out_without_a_resync() -> None:
+    """Every controller answers 503 for a while (the store is down): the watcher keeps
+    trying from its revision and takes no new snapshot (a 503 is no poisoned revision)."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        since = request.url.params.get("since")
+        calls.append(f"{request.url.host} {'snapshot' if since is None else 'watch ' + since}")
+        if since is None:
+            return httpx.Response(200, json=_snapshot(5, []))
+        if len(calls) <= 12:
+            error = {"type": "ServiceUnavailable", "message": "the store cannot be reached"}
+            return httpx.Response(503, json={"NeutronError": error})
+        events = [{"type": "put", "kind": "network", "id": "n1", "object": {"id": "n1"}}]
+        return httpx.Response(200, json={"revision": 6, "events": events if since == "5" else []})
+
+    watcher = HostStateWatcher(
+        [A, B],
+        "h1",
+        watch_timeout=0.1,
+        backoff_initial=0.01,
+        backoff_max=0.05,
+        resync_after=3,
+        transport=httpx.MockTransport(handler),
+    ).start()
+    try:
+        wait_for(lambda: "n1" in watcher.state().networks, 5, f"not seen: {calls}")
+    finally:
+        watcher.stop()
+    assert calls.count("ctl-a snapshot") + calls.count("ctl-b snapshot") == 1, calls
+    assert {c.split()[0] for c in calls[1:12]} == {"ctl-a", "ctl-b"}  # both were tried
 
 
 @pytest.fixture
