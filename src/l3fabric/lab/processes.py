@@ -111,25 +111,36 @@ def _wait_answering(state: LabState, name: str, url: str, pid: int) -> None:
     raise LabError(f"the controller did not answer on {url} within {SERVER_START_TIMEOUT:.0f} s")
 
 
-def start_servers(state: LabState, plan: Plan) -> list[int]:
-    """Start every controller and wait until each answers on 127.0.0.1; their pids.
+def _refuse_busy(url: str) -> None:
+    try:
+        httpx.get(url, timeout=0.5)
+    except httpx.TransportError:
+        return
+    raise LabError(f"something already listens on {url}: stop it, or set api.port in the topology")
 
-    The first starts alone (it creates the store); the others then start
-    side by side.
-    """
+
+def _launch(state: LabState, plan: Plan, index: int) -> int:
+    return _spawn(state, plan.controller_names()[index], _server_argv(state, plan, index))
+
+
+def start_server(state: LabState, plan: Plan, index: int = 0) -> int:
+    """Start controller ``index`` (from 0) and wait until it answers on 127.0.0.1; its pid."""
     require_command("server")
+    url = plan.api_urls()[index]
+    _refuse_busy(url)
+    pid = _launch(state, plan, index)
+    _wait_answering(state, plan.controller_names()[index], url, pid)
+    return pid
+
+
+def start_servers(state: LabState, plan: Plan) -> list[int]:
+    """Start every controller; their pids. The first starts alone (it creates the
+    store), the others then side by side."""
     urls, names = plan.api_urls(), plan.controller_names()
-    for url in urls:
-        try:
-            httpx.get(url, timeout=0.5)
-        except httpx.TransportError:
-            continue
-        raise LabError(
-            f"something already listens on {url}: stop it, or set api.port in the topology"
-        )
-    first = _spawn(state, names[0], _server_argv(state, plan, 0))
-    _wait_answering(state, names[0], urls[0], first)
-    rest = [_spawn(state, names[i], _server_argv(state, plan, i)) for i in range(1, len(urls))]
+    for url in urls[1:]:
+        _refuse_busy(url)
+    first = start_server(state, plan, 0)
+    rest = [_launch(state, plan, i) for i in range(1, len(urls))]
     for i, pid in enumerate(rest, start=1):
         _wait_answering(state, names[i], urls[i], pid)
     return [first, *rest]
