@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from l3fabric.client import FabricClient
-from l3fabric.lab import bird, netns, processes, routers
+from l3fabric.lab import bird, carrier, netns, processes, routers
 from l3fabric.lab.credentials import lab_client, write_credentials
 from l3fabric.lab.down import down
 from l3fabric.lab.errors import LabError
@@ -160,6 +160,8 @@ def up(
         step(f"namespaces and links ({len(plan.nodes)} namespaces, {len(plan.links)} links)")
         netns.create(plan)
         netns.configure(plan)
+        for ns, names in carrier.repair(plan).items():
+            step(f"{ns}: {', '.join(names)} had no carrier: set down and up again")
         step("BIRD on the routers")
         for r in plan.by_role(*ROUTER_ROLES):
             if r.role not in agent_roles:
