@@ -6,19 +6,52 @@ import argparse
 import importlib
 import logging
 import sys
+from importlib import metadata
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets
 # ``func`` (called with the parsed args, returning the exit code).
 COMMANDS = ["server", "agent", "gateway", "lab", "bench", "demo", "anycast"]
+
+# Modules of the optional ``lab`` extra; the daemons run without them.
+LAB_EXTRA_MODULES = {"rich", "yaml"}
+
+
+def version() -> str:
+    """The installed package's version."""
+    try:
+        return metadata.version("l3fabric")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _register(sub: argparse._SubParsersAction, name: str) -> None:
+    """Add command ``name``; one whose extra is not installed says how to get it."""
+    try:
+        module = importlib.import_module(f"l3fabric.commands.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in LAB_EXTRA_MODULES:
+            raise
+        hint = f"needs the lab extra: pip install 'l3fabric[lab]' ({exc.name} is missing)"
+        p = sub.add_parser(name, help=hint, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda _args: _missing_extra(name, hint))
+        return
+    module.register(sub)
+
+
+def _missing_extra(name: str, hint: str) -> int:
+    print(f"l3fabric {name}: {hint}", file=sys.stderr)
+    return 2
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of command ``only`` alone."""
     parser = argparse.ArgumentParser(prog="l3fabric", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"l3fabric {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in [only] if only else COMMANDS:
-        importlib.import_module(f"l3fabric.commands.{name}").register(sub)
+        _register(sub, name)
     return parser
 
 

@@ -22,8 +22,8 @@ from l3fabric.lab.topology import TopologyError, load_topology
 from l3fabric.lab.up import up
 from l3fabric.osc import CommandFailed
 
-# examples/ sits next to src/ in a checkout (make demo runs from there).
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[3] / "examples" / "dc.yaml"
+# The example topologies ship inside the package (a checkout's examples/ links to them).
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "examples" / "dc.yaml"
 
 console = Console(stderr=True)
 
