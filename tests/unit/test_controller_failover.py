@@ -140,12 +140,16 @@ def test_a_controller_answering_503_is_left_for_reads_but_a_create_gets_the_503(
 
 
 def watch_until(
-    handler: Callable[[httpx.Request], httpx.Response], network: str, calls: list[str]
+    handler: Callable[[httpx.Request], httpx.Response],
+    network: str,
+    calls: list[str],
+    **options: float,
 ) -> HostStateWatcher:
     """Watch h1 through controllers A and B (``handler`` answers both) until ``network``
-    is in the cache; a failure, not a backoff, would take 30 s."""
+    is in the cache. By default a backoff takes 30 s: the move must not wait for one."""
+    settings: dict[str, float] = {"watch_timeout": 0.1, "backoff_initial": 30, **options}
     watcher = HostStateWatcher(
-        [A, B], "h1", watch_timeout=0.1, backoff_initial=30, transport=httpx.MockTransport(handler)
+        [A, B], "h1", transport=httpx.MockTransport(handler), **settings
     ).start()
     try:
         wait_for(lambda: network in watcher.state().networks, 5, f"not seen: {calls}")
@@ -250,19 +254,7 @@ def test_a_store_outage_on_every_controller_is_waited_out_without_a_resync() -> 
         events = [{"type": "put", "kind": "network", "id": "n1", "object": {"id": "n1"}}]
         return httpx.Response(200, json={"revision": 6, "events": events if since == "5" else []})
 
-    watcher = HostStateWatcher(
-        [A, B],
-        "h1",
-        watch_timeout=0.1,
-        backoff_initial=0.01,
-        backoff_max=0.05,
-        resync_after=3,
-        transport=httpx.MockTransport(handler),
-    ).start()
-    try:
-        wait_for(lambda: "n1" in watcher.state().networks, 5, f"not seen: {calls}")
-    finally:
-        watcher.stop()
+    watch_until(handler, "n1", calls, backoff_initial=0.01, backoff_max=0.05, resync_after=3)
     assert calls.count("ctl-a snapshot") + calls.count("ctl-b snapshot") == 1, calls
     assert {c.split()[0] for c in calls[1:12]} == {"ctl-a", "ctl-b"}  # both were tried
 
