@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # its pins are none of the controller's business.
 KEYSTONE_VENV := .venv-keystone
 APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute \
-                tcpdump socat python3-venv procps
+                tcpdump socat python3-venv procps curl
 
 .PHONY: setup apt venv keystone demo test unit integration lint bench clean lab-down lock
 

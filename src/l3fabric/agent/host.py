@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 from l3fabric.agent import execute
 from l3fabric.agent.anycast_serving import AnycastProbes
@@ -63,6 +64,7 @@ from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, Resilient
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import EndpointRoutes, install_protocol_name
 from l3fabric.dataplane.secgroups import SecurityGroupsTable
+from l3fabric.nova.metadata import MetadataConfig, MetadataServer, ensure_address
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,11 @@ class HostAgent(ReconcileAgent):
         api_url: Urls,
         run_dir: str | Path,
         resync_interval: float = RESYNC_INTERVAL_S,
+        metadata: MetadataConfig | None = None,
     ) -> None:
+        """``metadata``: serve 169.254.169.254 to this host's VMs (nova/metadata.py)."""
         super().__init__(host, api_url, run_dir, resync_interval)
+        self.metadata = metadata
         self.host = host
         self.run_dir = Path(run_dir)
         self.statuses: dict[str, str] = {}
@@ -136,12 +141,34 @@ class HostAgent(ReconcileAgent):
                     "probes": self._probes,
                     "bird": BirdApplier(self.converge_bird, early.wait),
                 }
+                metadata = self._start_metadata()
                 try:
                     yield
                 finally:
                     self._probes.close()
+                    if metadata is not None:
+                        metadata.close()
         finally:
             watcher.stop()
+
+    def _start_metadata(self) -> MetadataServer | None:
+        """The metadata service, if asked for; a failure leaves the agent running without it."""
+        if self.metadata is None:
+            return None
+
+        def ports() -> list[dict[str, Any]]:
+            return list(self.watcher.state().ports.values())
+
+        def public(port: dict[str, Any]) -> bool:
+            network = self.watcher.state().networks.get(port.get("network_id", ""), {})
+            return bool(network.get("router:external"))
+
+        try:
+            ensure_address(self.metadata.address)
+            return MetadataServer(self.metadata, ports, public).start()
+        except Exception as exc:  # OSError, pyroute2's NetlinkError: say it and go on
+            log.error("metadata service not started: %s", exc)
+            return None
 
     def _taps_changed(self, names: set[str] | None) -> None:
         with self._changes_lock:

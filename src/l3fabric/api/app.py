@@ -10,6 +10,7 @@ from l3fabric.api.body_limit import BodyLimit
 from l3fabric.api.errors import install_error_handlers
 from l3fabric.auth.base import Authenticator
 from l3fabric.http_guard import DEFAULT_MAX_BODY_BYTES
+from l3fabric.nova.events import NovaNotifier
 from l3fabric.store import Store
 
 
@@ -17,10 +18,12 @@ def create_app(
     store: Store,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     authenticator: Authenticator | None = None,
+    nova: NovaNotifier | None = None,
 ) -> FastAPI:
     """The whole API, stateless over ``store`` (several servers may share one store).
 
-    ``authenticator``: who callers are (default: ``--auth none``, all admins)."""
+    ``authenticator``: who callers are (default: ``--auth none``, all admins).
+    ``nova``: told of port status changes (Nova's external events); None: no Nova."""
     app = FastAPI(title="l3fabric", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.store = store
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -30,4 +33,7 @@ def create_app(
     neutron.install(app)
     fabric.install(app)
     anycast.install(app)
+    if nova is not None:
+        app.state.fabric.status_changed.append(nova.port_status)
+        app.state.neutron.ports.removed.append(nova.port_deleted)
     return app

@@ -1,4 +1,4 @@
-"""``l3fabric lab up|down|status|exec|boot|delete``: a data centre in network namespaces."""
+"""``l3fabric lab up|down|status|exec|boot|migrate|delete``: a data centre in network namespaces."""
 
 from __future__ import annotations
 
@@ -100,6 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"default: default and {vm.LAB_GROUP}, which admits everything)",
     )
     p.set_defaults(func=_boot)
+
+    p = verbs.add_parser(
+        "migrate", help="live-migrate a VM to HOST (binding-extended, as Nova does)"
+    )
+    p.add_argument("--lab", help="lab name (default: the only lab that is up)")
+    p.add_argument("name", help="VM name")
+    p.add_argument("host", help="the compute host to move it to")
+    p.set_defaults(func=_migrate)
 
     p = verbs.add_parser("delete", help="delete a VM's ports and namespace")
     p.add_argument("--lab", help="lab name (default: the only lab that is up)")
@@ -244,6 +252,18 @@ def _boot(args: argparse.Namespace) -> int:
         print(f"{record['name']} {p['ifname']} {ips} port {p['id']} on {record['host']}")
     for address in record["anycast"]:
         print(f"{record['name']} lo {address} (anycast)")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from l3fabric.lab.migrate import migrate
+
+    try:
+        state = LabState(only_lab(args.lab))
+        record = migrate(state.load_plan(), state, args.name, args.host)
+    except LabError as exc:
+        return _fail(exc)
+    print(f"{record['name']} now on {record['host']}")
     return 0
 
 

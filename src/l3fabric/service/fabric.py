@@ -192,6 +192,9 @@ class FabricService:
         self.gateways = Registry(
             store, "gateway", GatewayRegistration, keys.gateway_key, GATEWAY_STATUS, gateway_view
         )
+        # Told of each port whose status a heartbeat changed, with its new
+        # value (the Nova notifier, nova/events.py).
+        self.status_changed: list[Callable[[JSON], None]] = []
 
     def config(self) -> JSON:
         return read_fabric(self.store)
@@ -206,6 +209,12 @@ class FabricService:
         beat = parse(HostHeartbeat, payload)
         self.hosts.report(name, beat.model_dump(mode="json", exclude={"ports"}))
         changed = [p for p, s in beat.ports.items() if set_status(self.store, name, p, s)]
+        for port_id in changed if self.status_changed else ():
+            kv = self.store.get(keys.neutron_key("ports", port_id))
+            if kv is None:
+                continue  # deleted since
+            for hook in self.status_changed:
+                hook(kv.value)
         return {"host": name, "ports_changed": sorted(changed)}
 
     def gateway_heartbeat(self, name: str, payload: Any) -> JSON:
