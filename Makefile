@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # its pins are none of the controller's business.
 KEYSTONE_VENV := .venv-keystone
 APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute \
-                tcpdump socat python3-venv procps curl
+                tcpdump socat python3-venv procps curl etcd-server
 
 .PHONY: setup apt venv keystone demo test unit integration lint bench clean lab-down lock
 
@@ -24,6 +24,8 @@ apt:
 	fi
 	@# BIRD is started by our agents inside namespaces, never as the system service.
 	@systemctl disable --now bird >/dev/null 2>&1 || true
+	@# Likewise etcd: the lab and tests start their own members on loopback (store/etcd_local.py).
+	@systemctl disable --now etcd >/dev/null 2>&1 || true
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

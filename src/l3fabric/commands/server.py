@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--store",
         metavar="URL",
-        help="the store: sqlite:///ABSOLUTE/PATH.db (default: a file in the user's data directory)",
+        help="the store: sqlite:///ABSOLUTE/PATH.db (default: a file in the user's data"
+        " directory) or etcd://HOST:PORT[,HOST:PORT...] (an etcd v3 cluster; docs/etcd.md)",
     )
     parser.add_argument(
         "--listen",
