@@ -1,6 +1,6 @@
 """End to end: a lab with two controllers on one store loses the one its agents use.
 
-One lab for the module: ``controllers: 2``, two racks (r1: r1-h1, r1-h2;
+One lab per store (``store: sqlite``, then ``etcd``): ``controllers: 2``, two racks (r1: r1-h1, r1-h2;
 r2: r2-h1) behind ToRs and a gateway; VM ``a`` on r1-h1 pings VM ``b`` on
 r2-h1 every 50 ms while two clients create ports, one through each
 controller. Then the first controller (the one every agent starts on) gets
@@ -28,6 +28,7 @@ import pytest
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
 from l3fabric.lab.credentials import admin_credentials
 from l3fabric.lab.status import controller_status
+from l3fabric.store.etcd_local import ETCD_BINARY
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
 
@@ -46,9 +47,11 @@ PINGS = 160  # 8 s of pings: 2 s before the kill, 6 s after
 WRITES = 60  # creates per controller at most (the subnet has room for ~250)
 
 
-@pytest.fixture(scope="module")
-def lab(module_lab_factory) -> Lab:  # noqa: F811
-    lab = module_lab_factory(TOPOLOGY)
+@pytest.fixture(scope="module", params=["sqlite", "etcd"])
+def lab(request: pytest.FixtureRequest, module_lab_factory) -> Lab:  # noqa: F811
+    if request.param == "etcd" and not os.path.exists(ETCD_BINARY):
+        pytest.skip(f"store etcd needs {ETCD_BINARY}")
+    lab = module_lab_factory(f"{TOPOLOGY}store: {request.param}\n")
     lab.create_network("priv")
     lab.boot("a", ["priv"], "r1-h1")
     lab.boot("b", ["priv"], "r2-h1")
@@ -147,7 +150,7 @@ def test_agents_move_to_the_other_controller_within_5s_of_a_kill_and_nothing_is_
     sent, received = pings(output)
     resumed = {n: watch_resumed_at(lab, n) - killed_at for n in ("r1-h1", "r1-h2", "r2-h1", "gw1")}
     print(
-        f"\nkill -> late VM's /32 on the peer hosts {route_s:.2f} s (wait {routed:.2f} s),"
+        f"\n{lab.plan.store}: kill -> late VM's /32 on the peer hosts {route_s:.2f} s (wait {routed:.2f} s),"
         f" -> every agent on the survivor {moved_s:.2f} s (wait {moved:.2f} s);"
         f" watches resumed after {max(resumed.values()):.3f} s at most;"
         f" pings {received}/{sent};"

@@ -24,6 +24,7 @@ from l3fabric.lab.errors import LabError
 from l3fabric.lab.netns import kill_pids, run
 from l3fabric.lab.plan import API_PORT_IN_MGMT, Plan
 from l3fabric.lab.state import LabState
+from l3fabric.store.etcd_local import ETCD_BINARY, LocalEtcd
 
 SERVER_START_TIMEOUT = 20.0
 
@@ -70,12 +71,35 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def start_store(state: LabState, plan: Plan) -> None:
+    """``store: etcd``: a one-member etcd cluster on loopback, its data under the state
+    directory (so ``lab down`` finds and ends it); ``sqlite`` needs nothing started."""
+    if plan.store != "etcd":
+        return
+    if not Path(ETCD_BINARY).exists():
+        raise LabError(f"store etcd needs {ETCD_BINARY} (Debian's etcd-server; run `make setup`)")
+    parent = state.dir / "etcd"
+    parent.mkdir(exist_ok=True)
+    cluster = LocalEtcd(1, name=f"l3f-{plan.lab}-etcd", parent=parent)
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        raise LabError(f"etcd did not start: {exc}") from None
+    for index, member in enumerate(cluster.members, start=1):
+        assert member.proc is not None
+        state.pid_file(f"etcd-{index}").write_text(f"{member.proc.pid}\n")
+    state.store_url_file.write_text(cluster.url + "\n")
+
+
 def store_url(state: LabState, plan: Plan) -> str:
     """The store every controller of the lab shares (``store`` in the topology)."""
     if plan.store == "sqlite":
         # One file, several processes: WAL, BEGIN IMMEDIATE and a polled watch.
         return f"sqlite:///{state.db}"
-    raise LabError(f"store {plan.store!r} is not supported by this installation")
+    try:
+        return state.store_url_file.read_text().strip()
+    except OSError:
+        raise LabError(f"lab {plan.lab}: the {plan.store} store was not started") from None
 
 
 def _server_argv(state: LabState, plan: Plan, index: int) -> list[str]:

@@ -220,8 +220,9 @@ class Topology(_Strict):
     api: Api = Field(default_factory=Api)
     # Controller processes on one shared store; every agent gets all their URLs.
     controllers: int = Field(default=1, ge=1, le=MAX_CONTROLLERS)
-    # The store the controllers share: "sqlite" (one file; safe for several processes).
-    store: Literal["sqlite"] = "sqlite"
+    # The store the controllers share: "sqlite" (one file; safe for several
+    # processes) or "etcd" (a one-member etcd cluster on loopback).
+    store: Literal["sqlite", "etcd"] = "sqlite"
 
     @field_validator("name")
     @classmethod

@@ -169,6 +169,7 @@ def up(
         if not network_only:
             step(f"{_controllers(plan)} on {', '.join(plan.api_urls())}")
             write_credentials(state, plan)
+            processes.start_store(state, plan)
             processes.start_servers(state, plan)
             with lab_client(plan) as client:
                 register(client, plan)
