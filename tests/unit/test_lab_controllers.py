@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import build_plan
+from l3fabric.lab.processes import store_url
+from l3fabric.lab.state import LabState
 from l3fabric.lab.topology import TopologyError, parse_topology
 
 RACK = "name: ha\nracks: [{name: r1, hosts: 1}]\n"
@@ -38,3 +43,15 @@ def test_two_controllers_on_consecutive_ports_and_every_agent_gets_both() -> Non
 def test_a_bad_controllers_setting_is_refused_by_name(extra: str, message: str) -> None:
     with pytest.raises(TopologyError, match=message):
         parse_topology(RACK + extra + "\n")
+
+
+def test_an_etcd_store_is_planned_and_the_controllers_get_its_url(tmp_path: Path) -> None:
+    plan = build_plan(parse_topology(RACK + "store: etcd\n"))
+    assert plan.store == "etcd"
+    state = LabState("ha", root=tmp_path)
+    state.create()
+    with pytest.raises(LabError, match="the etcd store was not started"):
+        store_url(state, plan)
+    state.store_url_file.write_text("etcd://127.0.0.1:2379\n")
+    assert store_url(state, plan) == "etcd://127.0.0.1:2379"
+    assert store_url(state, build_plan(parse_topology(RACK))) == f"sqlite:///{state.db}"
