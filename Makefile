@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 # A real Keystone for the tests (tests/clients/keystone.py), a server in its own venv:
 # its pins are none of the controller's business.
 KEYSTONE_VENV := .venv-keystone
-APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute \
-                tcpdump socat python3-venv procps curl etcd-server
+APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute dnsmasq-base \
+                isc-dhcp-client udhcpc \
+                tcpdump socat python3-venv procps curl etcd-server chromium
 
 .PHONY: setup apt venv keystone demo test unit integration lint bench clean lab-down lock
 

@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from l3fabric.api.body import JsonBody, openapi_body
 from l3fabric.api.jsontext import JsonResponse, JsonRoute
+from l3fabric.api.metrics import counted_watch
 from l3fabric.model.fabric import FabricConfig, GatewayHeartbeat, HostHeartbeat
 from l3fabric.service.fabric import FabricService, Registry
 from l3fabric.service.watch import (
@@ -77,7 +78,7 @@ def _router(fabric: FabricService) -> APIRouter:
         if getattr(state, "watch_limiter", None) is None:
             state.watch_limiter = anyio.CapacityLimiter(WATCH_THREADS)
         return await anyio.to_thread.run_sync(
-            watch_blocking,
+            counted_watch(getattr(state, "metrics", None), watch_blocking),
             fabric.store,
             host,
             since,

@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the host agent (routes, anti-spoofing, BIRD) in this network namespace",
     )
     add_agent_arguments(parser, "--host", "compute host", RESYNC_INTERVAL_S)
+    parser.add_argument(
+        "--no-dhcp",
+        dest="dhcp",
+        action="store_false",
+        help="do not run the host's DHCP server (dnsmasq) for its ports",
+    )
     meta = parser.add_argument_group(
         "metadata (docs/nova.md): 169.254.169.254 for this host's VMs, as Neutron's metadata agent"
     )
@@ -78,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
         args,
         "agent",
         lambda name, api, run_dir, every: HostAgent(
-            name, api, run_dir, resync_interval=every, metadata=metadata
+            name, api, run_dir, resync_interval=every, metadata=metadata, dhcp=args.dhcp
         ),
     )

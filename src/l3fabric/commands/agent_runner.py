@@ -7,30 +7,41 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from l3fabric import credentials
+from l3fabric.agent import status_http
+from l3fabric.agent.metrics import AgentMetrics
 from l3fabric.controllers import Controllers, ControllerUrlError
 
 log = logging.getLogger(__name__)
 
 
 class Agent(Protocol):
+    metrics: AgentMetrics
+
     def run(self) -> None: ...
     def stop(self) -> None: ...
+    def healthy(self) -> tuple[bool, dict[str, Any]]: ...
+    def ready(self) -> tuple[bool, dict[str, Any]]: ...
 
 
 def add_agent_arguments(
-    parser: argparse.ArgumentParser, name_flag: str, what: str, resync_default: float
+    parser: argparse.ArgumentParser,
+    name_flag: str,
+    what: str,
+    resync_default: float,
+    required: bool = True,
 ) -> None:
     """``name_flag`` (e.g. ``--host``), ``--api``, ``--token-file``, ``--ca``, ``--run-dir``,
-    ``--resync-interval``."""
+    ``--resync-interval``. ``required``: False when the command has other verbs
+    (``run_agent`` then checks the name and controller are given)."""
     parser.add_argument(
-        name_flag, required=True, dest="name", help=f"this {what}'s name, as registered"
+        name_flag, required=required, dest="name", help=f"this {what}'s name, as registered"
     )
     parser.add_argument(
         "--api",
-        required=True,
+        required=required,
         metavar="URL[,URL...]",
         help="the controllers, e.g. http://ctl1:9696,http://ctl2:9696: the agent uses one and"
         " moves to the next when it cannot reach it",
@@ -40,6 +51,14 @@ def add_agent_arguments(
         "--run-dir",
         metavar="DIR",
         help="where BIRD's config, socket and pid file live (default /run/l3fabric/ROLE-NAME)",
+    )
+    port = status_http.DEFAULT_PORTS["gateway" if what == "gateway" else "agent"]
+    parser.add_argument(
+        "--metrics-listen",
+        default=f"127.0.0.1:{port}",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz here, in the agent's network namespace "
+        "(default %(default)s; off: not at all)",
     )
     parser.add_argument(
         "--resync-interval",
@@ -58,6 +77,8 @@ def run_agent(
     On a signal the agent stops; what it programmed (routes, rules, BIRD)
     stays in place, so forwarding never depends on the agent running.
     """
+    if not (args.name and args.api):
+        raise SystemExit(f"l3fabric {role}: the agent needs its name and --api")
     if args.resync_interval <= 0:
         raise SystemExit(f"l3fabric {role}: --resync-interval must be positive")
     try:
@@ -65,6 +86,10 @@ def run_agent(
         controllers = Controllers(args.api)
     except (credentials.CredentialsError, ControllerUrlError) as exc:
         raise SystemExit(f"l3fabric {role}: {exc}") from None
+    try:
+        listen = status_http.parse_listen(args.metrics_listen)
+    except ValueError as exc:
+        raise SystemExit(f"l3fabric {role}: --metrics-listen: {exc}") from None
     run_dir = args.run_dir or f"/run/l3fabric/{role}-{args.name}"
     agent = make(args.name, controllers, run_dir, args.resync_interval)
 
@@ -76,5 +101,6 @@ def run_agent(
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
     log.info("%s %s, controllers %s", role, args.name, ", ".join(controllers.urls))
-    agent.run()
+    with status_http.serving(listen, agent.metrics.registry, agent.healthy, agent.ready):
+        agent.run()
     return 0

@@ -12,11 +12,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from l3fabric.commands.status import fabric_report
+from l3fabric.commands.status import render as render_status
 from l3fabric.lab import boot as vm
 from l3fabric.lab import down as lab_down
 from l3fabric.lab import status as lab_status
+from l3fabric.lab.credentials import admin_token_file, lab_client
 from l3fabric.lab.demo import run_demo
 from l3fabric.lab.errors import LabError
+from l3fabric.lab.plan import Plan
 from l3fabric.lab.state import LabState, only_lab
 from l3fabric.lab.topology import TopologyError, load_topology
 from l3fabric.lab.up import up
@@ -51,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "topology",
         nargs="?",
         default=str(DEFAULT_TOPOLOGY),
-        help="topology file (default: %(default)s)",
+        help="topology file (default: the example data centre shipped with l3fabric, dc.yaml)",
     )
     p.add_argument("--keep", action="store_true", help="leave the lab up for exploring")
     p.set_defaults(func=_demo)
@@ -61,7 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="remove every lab on this machine")
     p.set_defaults(func=_down)
 
-    p = verbs.add_parser("status", help="nodes, agents, BGP sessions, routes, VMs")
+    p = verbs.add_parser(
+        "status",
+        help="nodes, agents, BGP sessions, routes, VMs; then the fabric's health as "
+        "'l3fabric status' sees it (exit 1 when degraded)",
+    )
     p.add_argument("--lab", help="lab name (default: the only lab that is up)")
     p.set_defaults(func=_status)
 
@@ -98,6 +106,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="GROUP",
         help="security group name or id for every port (repeat for several; "
         f"default: default and {vm.LAB_GROUP}, which admits everything)",
+    )
+    p.add_argument(
+        "--dhcp",
+        action="store_true",
+        help="leave the VM's interfaces unconfigured and run a DHCP client in it",
+    )
+    p.add_argument(
+        "--dhcp-client",
+        choices=("dhclient", "udhcpc"),
+        default="dhclient",
+        help="the DHCP client --dhcp runs (default %(default)s)",
     )
     p.set_defaults(func=_boot)
 
@@ -143,6 +162,12 @@ def _up(args: argparse.Namespace) -> int:
         f"{len(plan.nodes)} namespaces, API {', '.join(plan.api_urls())}",
         highlight=False,
     )
+    if not args.network_only:
+        console.print(
+            f"live picture: {plan.api_url()}/ui#token=... (the admin token: "
+            f"{admin_token_file(LabState(plan.lab))})",
+            highlight=False,
+        )
     return 0
 
 
@@ -185,7 +210,8 @@ def _status(args: argparse.Namespace) -> int:
             ct.add_row(c.name, c.url, c.agent_url, "running" if c.alive else "[red]not running[/]")
         out.print(ct)
     table = Table("node", "role", "namespace", "agent", "BGP established", "routes v4/v6")
-    for n in lab_status.node_status(state, plan):
+    nodes = lab_status.node_status(state, plan)
+    for n in nodes:
         agent = "-" if n.agent is None else ("alive" if n.agent else "[red]dead[/]")
         bgp = f"{n.established}/{len(n.sessions)}" if n.sessions else "-"
         table.add_row(
@@ -209,7 +235,28 @@ def _status(args: argparse.Namespace) -> int:
                 ifaces += f"; lo {' '.join(record['anycast'])} (anycast)"
             vt.add_row(name, record["host"], ifaces)
         out.print(vt)
-    return 0
+    return _fabric_health(out, plan, controllers, nodes)
+
+
+def _fabric_health(
+    out: Console,
+    plan: Plan,
+    controllers: list[lab_status.ControllerStatus],
+    nodes: list[lab_status.NodeStatus],
+) -> int:
+    """``l3fabric status`` of the lab's controller, plus the lab's own processes and namespaces."""
+    with lab_client(plan) as api:
+        code, report = fabric_report(api)
+    # Plain text of its own: not wrapped at the console's width, no markup.
+    out.print(render_status(report), highlight=False, markup=False, soft_wrap=True)
+    lab_problems = [f"{n.name}: namespace missing" for n in nodes if not n.namespace]
+    lab_problems += [f"{n.name}: agent process dead" for n in nodes if n.agent is False]
+    lab_problems += [
+        f"controller {c.name}: process not running" for c in controllers if not c.alive
+    ]
+    for problem in lab_problems:
+        out.print(f"  lab {problem}", highlight=False, markup=False)
+    return code if code != 0 or not lab_problems else 1
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -244,6 +291,7 @@ def _boot(args: argparse.Namespace) -> int:
             args.ip,
             args.anycast,
             args.security_groups,
+            dhcp=args.dhcp_client if args.dhcp else None,
         )
     except LabError as exc:
         return _fail(exc)

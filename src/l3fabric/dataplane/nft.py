@@ -137,6 +137,9 @@ PREROUTING_RULES = (
     f'iifname != "{TAP_GLOB}" accept',
     "iifname . ip saddr @allowed4 accept",
     "iifname . ip6 saddr @allowed6 accept",
+    # DHCP before the VM has an address (DISCOVER, REQUEST): to the host only
+    # (a limited broadcast is never forwarded), answered by its dnsmasq.
+    "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp dport 67 accept",
     # Neighbour discovery: link-local sources, and DAD / MLD from "::".
     "ip6 saddr fe80::/10 accept",
     "ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept",

@@ -42,8 +42,10 @@ STATUS = "/fabric/status/"
 HOST_STATUS = f"{STATUS}hosts/"
 GATEWAY_STATUS = f"{STATUS}gateways/"
 
-# A host is "up" while its last heartbeat is younger than this many intervals.
-HEARTBEAT_GRACE_INTERVALS = 3
+# A host is "up" while its last heartbeat is younger than this many intervals:
+# two missed heartbeats (4 s at the default 2 s) mark it down, so `l3fabric
+# status` and /ui show a dead agent within 5 s (heartbeats have their own thread).
+HEARTBEAT_GRACE_INTERVALS = 2
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
