@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # its pins are none of the controller's business.
 KEYSTONE_VENV := .venv-keystone
 APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute dnsmasq-base \
-                isc-dhcp-client udhcpc \
+                isc-dhcp-client udhcpc python3-nftables \
                 tcpdump socat python3-venv procps curl etcd-server chromium
 
 .PHONY: setup apt venv keystone demo test unit integration lint bench clean lab-down lock
@@ -38,7 +38,15 @@ $(VENV)/.stamp-install: $(BIN)/python pyproject.toml $(LOCK)
 	$(BIN)/pip install -q -c $(LOCK) -e '.[lab,test,keystone]'
 	touch $@
 
-venv: $(VENV)/.stamp-install
+# The agents talk to nftables in process through Debian's libnftables binding
+# (dataplane/nft_exec.py); only that package is linked into the venv, not the
+# rest of Debian's dist-packages. Without it they run the nft program.
+NFT_BINDING := /usr/lib/python3/dist-packages/nftables
+$(VENV)/.stamp-nftables: $(BIN)/python
+	ln -sfn $(NFT_BINDING) "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/nftables"
+	touch $@
+
+venv: $(VENV)/.stamp-install $(VENV)/.stamp-nftables
 
 $(KEYSTONE_VENV)/.stamp-install:
 	$(PYTHON) -m venv $(KEYSTONE_VENV)

@@ -28,6 +28,7 @@ from l3fabric.agent.ops import Blocked, Op
 from l3fabric.agent.passlog import PassLog, summary
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher, Urls
 from l3fabric.controllers import Controllers
+from l3fabric.routing import bird_process
 from l3fabric.routing.bird_config import BirdConfig, SkippedPeer
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
 
@@ -209,6 +210,10 @@ class ReconcileAgent(abc.ABC):
             if p.proto == "BGP"
         ]
         return running + skipped
+
+    def use_bird_unit(self, unit: str) -> None:
+        """Start BIRD as systemd unit ``unit`` (routing/bird_process.systemd_unit_argv)."""
+        self.bird.unit = bird_process.unit_name(unit)
 
     # Pass steps and metrics ------------------------------------------------------------
 

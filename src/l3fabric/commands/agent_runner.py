@@ -61,6 +61,13 @@ def add_agent_arguments(
         "(default %(default)s; off: not at all)",
     )
     parser.add_argument(
+        "--bird-unit",
+        metavar="UNIT",
+        help="run BIRD as this systemd unit of its own (started with systemd-run, logging to "
+        "the journal), so the agent's unit can stop its whole control group without "
+        "touching BGP; default: BIRD runs in the background beside the agent",
+    )
+    parser.add_argument(
         "--resync-interval",
         type=float,
         default=resync_default,
@@ -92,6 +99,11 @@ def run_agent(
         raise SystemExit(f"l3fabric {role}: --metrics-listen: {exc}") from None
     run_dir = args.run_dir or f"/run/l3fabric/{role}-{args.name}"
     agent = make(args.name, controllers, run_dir, args.resync_interval)
+    if args.bird_unit:
+        try:
+            agent.use_bird_unit(args.bird_unit)
+        except ValueError as exc:
+            raise SystemExit(f"l3fabric {role}: --bird-unit: {exc}") from None
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping (the data plane and BIRD stay in place)", signum)

@@ -68,7 +68,8 @@ class GatewayAgent(ReconcileAgent):
         resync_interval: float = RESYNC_INTERVAL_S,
     ) -> None:
         super().__init__(name, api_url, run_dir, resync_interval)
-        self.bird_log = str(Path(run_dir) / "bird" / "bird.log")
+        # BIRD's log: a file it rotates itself, or (None) its default, syslog.
+        self.bird_log: str | None = str(Path(run_dir) / "bird" / "bird.log")
         self.nat = GatewayNat()
         self.anycast = AnycastSync(self.bird.control)
         self.desired: DesiredGateway | None = None
@@ -82,6 +83,11 @@ class GatewayAgent(ReconcileAgent):
             "anycast": self.anycast,
             "bird": GatewayBirdApplier(self.converge_bird, self.bird.control),
         }
+
+    def use_bird_unit(self, unit: str) -> None:
+        """BIRD as its own systemd unit logs to syslog (the journal rotates it), not a file."""
+        super().use_bird_unit(unit)
+        self.bird_log = None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
