@@ -81,7 +81,11 @@ def start_store(state: LabState, plan: Plan) -> None:
         raise LabError(f"store etcd needs {ETCD_BINARY} (Debian's etcd-server; run `make setup`)")
     parent = state.dir / "etcd"
     parent.mkdir(exist_ok=True)
+    # etcd takes free loopback ports: not the ones the controllers are about to use.
+    taken = {plan.api_port + i for i in range(plan.controllers)}
     cluster = LocalEtcd(1, name=f"l3f-{plan.lab}-etcd", parent=parent)
+    while {p for m in cluster.members for p in (m.client_port, m.peer_port)} & taken:
+        cluster = LocalEtcd(1, name=f"l3f-{plan.lab}-etcd", parent=parent)
     try:
         cluster.start()
     except RuntimeError as exc:
