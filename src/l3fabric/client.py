@@ -2,12 +2,14 @@
 
 - ``FabricClient``: synchronous calls for /v1 (fabric config, hosts,
   gateways, heartbeats, snapshot, watch) and generic Neutron /v2.0 calls.
-  Error bodies become ``ApiError(status, type, message)``; a controller that
-  cannot be reached raises ``ControllerUnavailable``.
+  Error bodies become ``ApiError(status, type, message)``. Given several
+  controllers (``Controllers``), a call that cannot reach one moves to the
+  next; when none answers it raises ``ControllerUnavailable``.
 - ``HostStateWatcher``: a thread that keeps an in-memory copy of one host's
   state (snapshot + watch events), resyncs when the server answers 410 or
-  after repeated failures of any other kind, backs off while the controller
-  is unreachable, and signals every change. The
+  after repeated failures of any other kind, moves to the next controller
+  when its own is unreachable (resuming from the same revision), backs off
+  while none is reachable, and signals every change. The
   agents' reconcile loops are level-triggered: they wait for the signal and
   read ``state()``.
 """
@@ -19,12 +21,13 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from l3fabric.controllers import Controllers
 from l3fabric.credentials import Credentials
 from l3fabric.group_members import GroupMembers
 from l3fabric.record_check import admit, admit_fabric
@@ -61,11 +64,27 @@ class ResyncRequired(ApiError):
 class ControllerUnavailable(Exception):
     """The controller could not be reached (connection refused, reset, timed out)."""
 
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url  # the controller that could not be reached
 
-def _decode(response: httpx.Response) -> Any:
-    """The JSON body of a success, or the matching exception."""
-    if response.is_success:
-        return response.json() if response.content else None
+
+# Methods a call may repeat on another controller after the request went out:
+# the same request twice leaves the same state. A POST (a create) is repeated
+# only if it never reached the first controller (the connection failed), or
+# when the caller says it is idempotent (a heartbeat): a create retried after
+# a reset could be applied twice.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "OPTIONS"})
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+# The controller answers but cannot serve now (its store or its Keystone is out
+# of reach): another one may, and nothing is wrong with the request.
+_UNAVAILABLE = 503
+
+Urls = str | Iterable[str] | Controllers
+
+
+def _error(response: httpx.Response) -> ApiError:
+    """The exception an error answer stands for (from its NeutronError body when it has one)."""
     type_, message, detail = "HTTPError", response.text[:300], ""
     try:
         error = response.json()["NeutronError"]
@@ -73,7 +92,14 @@ def _decode(response: httpx.Response) -> Any:
     except (ValueError, KeyError, TypeError):
         pass
     cls = ResyncRequired if response.status_code == 410 else ApiError
-    raise cls(response.status_code, type_, message, detail)
+    return cls(response.status_code, type_, message, detail)
+
+
+def _decode(response: httpx.Response) -> Any:
+    """The JSON body of a success, or the matching exception."""
+    if response.is_success:
+        return response.json() if response.content else None
+    raise _error(response)
 
 
 def _watch_params(host: str, since: int | None, timeout: float | None) -> dict[str, Any]:
@@ -89,21 +115,28 @@ def _drop_none(**fields: Any) -> dict[str, Any]:
 
 
 class FabricClient:
-    """Synchronous client of one controller at ``api_url`` (its unversioned root)."""
+    """Synchronous client of the controllers at ``api_url`` (their unversioned roots).
+
+    ``api_url``: one URL, several (a list or ``"URL1,URL2"``), or a shared
+    ``Controllers``.
+    """
 
     def __init__(
         self,
-        api_url: str,
+        api_url: Urls,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         credentials: Credentials | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
+        self.controllers = Controllers.of(api_url)
         self.timeout = timeout
         creds = credentials or Credentials.from_env()
-        self._http = httpx.Client(
-            base_url=self.api_url, timeout=timeout, transport=transport, **creds.client_options()
-        )
+        self._http = httpx.Client(timeout=timeout, transport=transport, **creds.client_options())
+
+    @property
+    def api_url(self) -> str:
+        """The controller in use."""
+        return self.controllers.current
 
     def close(self) -> None:
         self._http.close()
@@ -122,19 +155,37 @@ class FabricClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
-        """One call; returns the decoded JSON body (None when empty)."""
-        try:
-            response = self._http.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                timeout=timeout if timeout is not None else self.timeout,
-            )
-        except httpx.TransportError as exc:
-            raise ControllerUnavailable(f"{self.api_url}: {exc!r}") from exc
-        return _decode(response)
+        """One call; returns the decoded JSON body (None when empty).
+
+        An unreachable controller (or one answering 503) is left for the
+        next one, each tried once per call; ``idempotent`` (default: by
+        method) allows a repeat after the request was sent.
+        """
+        repeatable = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
+        for attempt in range(1, len(self.controllers) + 1):
+            url = self.controllers.current
+            last = attempt == len(self.controllers)
+            try:
+                response = self._http.request(
+                    method,
+                    url + path,
+                    json=json,
+                    params=params,
+                    timeout=timeout if timeout is not None else self.timeout,
+                )
+            except httpx.TransportError as exc:
+                self.controllers.unreachable(url, repr(exc))
+                if last or not (repeatable or isinstance(exc, _NOT_SENT)):
+                    raise ControllerUnavailable(f"{url}: {exc!r}", url=url) from exc
+                continue
+            if response.status_code == _UNAVAILABLE:
+                self.controllers.unreachable(url, f"HTTP {_UNAVAILABLE}")
+                if repeatable and not last:
+                    continue
+            return _decode(response)
+        raise AssertionError("not reached: the last attempt returns or raises")
 
     # Fabric configuration -----------------------------------------------------
 
@@ -182,7 +233,7 @@ class FabricClient:
     ) -> dict[str, Any]:
         """Report liveness, each local port's status and the BGP sessions."""
         body = {"ports": ports or {}, "bgp": bgp or [], "agent": agent or {}}
-        return self.request("POST", f"/v1/hosts/{host}/heartbeat", json=body)
+        return self.request("POST", f"/v1/hosts/{host}/heartbeat", json=body, idempotent=True)
 
     # Gateways -------------------------------------------------------------------
 
@@ -223,7 +274,7 @@ class FabricClient:
         anycast: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         body = {"bgp": bgp or [], "nat": nat or {}, "agent": agent or {}, "anycast": anycast or {}}
-        return self.request("POST", f"/v1/gateways/{name}/heartbeat", json=body)
+        return self.request("POST", f"/v1/gateways/{name}/heartbeat", json=body, idempotent=True)
 
     # Watch ----------------------------------------------------------------------
 
@@ -285,7 +336,10 @@ class FabricClient:
     ) -> dict[str, Any]:
         """A host agent's verdicts on its local members: ``{port_id: "healthy"|"unhealthy"}``."""
         return self.request(
-            "POST", f"/v1/anycast/{anycast_id}/status", json={"host": host, "members": members}
+            "POST",
+            f"/v1/anycast/{anycast_id}/status",
+            json={"host": host, "members": members},
+            idempotent=True,
         )
 
     # Neutron (/v2.0) --------------------------------------------------------------
@@ -457,7 +511,7 @@ class HostStateWatcher:
 
     def __init__(
         self,
-        api_url: str,
+        api_url: Urls,
         host: str,
         *,
         on_change: Callable[[], None] | None = None,
@@ -469,7 +523,7 @@ class HostStateWatcher:
         transport: httpx.AsyncBaseTransport | None = None,
         credentials: Credentials | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
+        self.controllers = Controllers.of(api_url)
         self.host = host
         self._credentials = credentials or Credentials.from_env()
         self.on_change = on_change
@@ -486,12 +540,24 @@ class HostStateWatcher:
         self.snapshots = 0  # how many full snapshots were taken (1 + resyncs)
         self.failures = 0  # consecutive failed calls; 0 while the controller answers
         self._answered_failures = 0  # of those, the ones the controller answered
+        self._unreached = 0  # of those, the controllers in a row that could not be reached
+        self.failovers = 0  # how many times the watch moved to another controller
         self._state = HostState()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
+        # The long poll in flight and its controller: another thread that finds that
+        # controller gone (a heartbeat timing out on a hung one) cuts the poll short
+        # rather than leave the watch waiting out its timeout there.
+        self._poll: tuple[str, asyncio.Future[httpx.Response]] | None = None
+        self.controllers.on_move(self._moved)
+
+    @property
+    def api_url(self) -> str:
+        """The controller in use."""
+        return self.controllers.current
 
     def state(self) -> HostState:
         """A consistent copy of the cache (cheap: objects are shared, not copied)."""
@@ -536,7 +602,6 @@ class HostStateWatcher:
             return
         try:
             async with httpx.AsyncClient(
-                base_url=self.api_url,
                 timeout=self.request_timeout,
                 transport=self._transport,
                 **self._credentials.client_options(),
@@ -558,29 +623,60 @@ class HostStateWatcher:
                     params = _watch_params(self.host, since, self.watch_timeout)
                     answer = await self._get(http, params, self.watch_timeout)
                     self._apply(answer)
-                self.failures = self._answered_failures = 0
+                self.failures = self._answered_failures = self._unreached = 0
                 self.connected = True
             except ResyncRequired as exc:
                 log.info("watch of %s: %s; taking a new snapshot", self.host, exc.message)
                 need_snapshot = True
+            except ControllerUnavailable as exc:
+                if self._move_on(exc, need_snapshot):
+                    continue  # another controller to try: at once, from the same revision
+                await self._retry_later(exc)
             except Exception as exc:
-                # Unreachable, a server error, or an answer we cannot read: all
-                # are retried, slower and slower, until the controller is back.
-                self.connected = not isinstance(exc, ControllerUnavailable)
+                # The controller answers, but not with what we can use (a 500, a
+                # body we cannot read): retried, slower and slower. Again and
+                # again from one revision: what lies past it may never come
+                # through, so start over from a fresh snapshot rather than wait
+                # for a 410. (Unreachable is not that: the watch resumes where it
+                # was once a controller is back.)
+                self.connected = True
                 self.last_error = str(exc)
-                delay = self._backoff(self.failures)
-                self.failures += 1
-                self._answered_failures = self._answered_failures + 1 if self.connected else 0
-                # The controller answers, but again and again not with what we can
-                # use (a 500, a body we cannot read): what lies past this revision
-                # may never come through, so start over from a fresh snapshot
-                # rather than wait for a 410. (Unreachable is not that: the
-                # watch resumes where it was once the controller is back.)
+                self._answered_failures += 1
+                self._unreached = 0
                 if self._answered_failures >= self.resync_after and not need_snapshot:
-                    log.warning("watch of %s failed %d times; resyncing", self.host, self.failures)
+                    log.warning(
+                        "watch of %s failed %d times; resyncing", self.host, self.failures + 1
+                    )
                     need_snapshot = True
-                log.warning("watch of %s failed (%s); retrying in %.2f s", self.host, exc, delay)
-                await asyncio.sleep(delay)
+                await self._retry_later(exc)
+
+    def _move_on(self, exc: ControllerUnavailable, need_snapshot: bool) -> bool:
+        """The controller in use is unreachable: move to the next; True if it is yet untried.
+
+        Untried: not one of the controllers that failed in a row just now, so
+        the call is repeated there at once. Once all have failed, the
+        watcher backs off as with one controller.
+        """
+        self.connected = False
+        self.last_error = str(exc)
+        self._answered_failures = 0
+        self._unreached += 1
+        left = exc.url or self.api_url
+        now = self.controllers.unreachable(left, repr(exc.__cause__ or exc))
+        if now == left or self._unreached >= len(self.controllers):
+            return False
+        self.failovers += 1
+        resume = (
+            "a snapshot" if need_snapshot else f"the watch from revision {self._state.revision}"
+        )
+        log.warning("watch of %s: %s unreachable; %s at %s", self.host, left, resume, now)
+        return True
+
+    async def _retry_later(self, exc: Exception) -> None:
+        delay = self._backoff(self.failures)
+        self.failures += 1
+        log.warning("watch of %s failed (%s); retrying in %.2f s", self.host, exc, delay)
+        await asyncio.sleep(delay)
 
     def _backoff(self, failures: int) -> float:
         """Exponential, capped, with jitter so that many agents do not retry in step."""
@@ -591,11 +687,30 @@ class HostStateWatcher:
         self, http: httpx.AsyncClient, params: dict[str, Any], long_poll: float | None
     ) -> Any:
         timeout = self.request_timeout + (long_poll or 0.0)
+        url = self.api_url
+        call = asyncio.ensure_future(http.get(url + "/v1/watch", params=params, timeout=timeout))
+        self._poll = (url, call)
         try:
-            response = await http.get("/v1/watch", params=params, timeout=timeout)
+            response = await call
         except httpx.TransportError as exc:
-            raise ControllerUnavailable(f"{self.api_url}: {exc!r}") from exc
+            raise ControllerUnavailable(f"{url}: {exc!r}", url=url) from exc
+        except asyncio.CancelledError:
+            if self._stopping.is_set() or not call.cancelled():
+                raise
+            raise ControllerUnavailable(f"{url}: left for another controller", url=url) from None
+        finally:
+            self._poll = None
+        if response.status_code == _UNAVAILABLE:
+            # Not a revision we cannot get past (no resync): a controller that cannot serve.
+            raise ControllerUnavailable(f"{url}: {_error(response)}", url=url)
         return _decode(response)
+
+    def _moved(self, url: str) -> None:
+        """The controllers moved on to ``url`` (any thread): end a poll elsewhere now."""
+        poll, loop = self._poll, self._loop
+        if poll is not None and poll[0] != url and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(poll[1].cancel)
 
     def _replace(self, state: HostState) -> None:
         with self._lock:

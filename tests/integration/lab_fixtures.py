@@ -24,9 +24,11 @@ import re
 import secrets
 import select
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,6 +266,30 @@ class Lab:
         raise AssertionError(f"{node}: sessions not established: {self.sessions(node)}")
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_api_port(count: int = 1) -> int:
+    """The first of ``count`` free consecutive ports (a lab's controllers take api.port + i).
+
+    Below the kernel's ephemeral range: there, the port after a free one was
+    often held by some outgoing connection by the time the second controller
+    bound it ("Address already in use").
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = 10_000 + secrets.randbelow(max(1, low - 10_000 - count))
+        if all(_bindable(port + i) for i in range(count)):
+            return port
+    return free_port()
+
+
 class _LabMaker:
     """Makes labs with a unique name and a free API port; ``down_all`` removes them."""
 
@@ -273,7 +299,7 @@ class _LabMaker:
     def __call__(self, text: str, network_only: bool = False, agents: bool = True) -> Lab:
         data = yaml.safe_load(text) or {}
         data["name"] = "t" + secrets.token_hex(4)
-        data.setdefault("api", {})["port"] = free_port()
+        data.setdefault("api", {})["port"] = free_api_port(int(data.get("controllers", 1)))
         topo = parse_topology(yaml.safe_dump(data))
         self.made.append(topo.name)
         return Lab(up(topo, network_only=network_only, agents=agents))

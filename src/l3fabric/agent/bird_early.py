@@ -25,7 +25,7 @@ from collections.abc import Callable
 import httpx
 
 from l3fabric.agent.bird import NotRegistered, host_bird_config
-from l3fabric.client import ApiError, FabricClient, HostState
+from l3fabric.client import ApiError, FabricClient, HostState, Urls
 from l3fabric.routing.bird_config import render
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class EarlyBird:
 
     def __init__(
         self,
-        api_url: str,
+        api_url: Urls,
         host: str,
         alive: Callable[[], bool],
         start_bird: Callable[[str], object],

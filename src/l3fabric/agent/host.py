@@ -30,7 +30,6 @@ import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from l3fabric.agent import execute
 from l3fabric.agent.anycast_serving import AnycastProbes
@@ -60,7 +59,7 @@ from l3fabric.agent.plan import (
     plan,
     statuses,
 )
-from l3fabric.client import HostState
+from l3fabric.client import HostState, Urls
 from l3fabric.dataplane.announce import Announcements
 from l3fabric.dataplane.links import Links, tap_name
 from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, ResilientRoutes
@@ -88,7 +87,7 @@ class HostAgent(ReconcileAgent):
     def __init__(
         self,
         host: str,
-        api_url: str,
+        api_url: Urls,
         run_dir: str | Path,
         resync_interval: float = RESYNC_INTERVAL_S,
         metadata: MetadataConfig | None = None,
@@ -123,7 +122,7 @@ class HostAgent(ReconcileAgent):
         watcher = LinkWatcher(self._taps_changed).start()
         # BIRD's start and the BGP session overlap with the snapshot's fetch.
         self._early_bird = EarlyBird(
-            self.api_url, self.host, self.bird.alive, self.converge_bird
+            self.controllers, self.host, self.bird.alive, self.converge_bird
         ).start()
         early = self._early_bird
         try:
@@ -138,7 +137,7 @@ class HostAgent(ReconcileAgent):
                 self._probes = AnycastProbes(self.host, self.wake, self.report_soon)
                 self._reader = HostReader(
                     links, routes, announcements, rr, nft, sg, self._probes, self.bird, early.done,
-                    controller=urlsplit(self.api_url).hostname or "",
+                    controllers=self.controllers.hostnames(),
                 )  # fmt: skip
                 self._appliers: dict[str, execute.Applier] = {
                     "host": HostApplier(),

@@ -26,7 +26,8 @@ from l3fabric.agent.execute import Applier, PassMetrics
 from l3fabric.agent.metrics import AgentMetrics, age
 from l3fabric.agent.ops import Blocked, Op
 from l3fabric.agent.passlog import PassLog, summary
-from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher
+from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher, Urls
+from l3fabric.controllers import Controllers
 from l3fabric.routing import bird_process
 from l3fabric.routing.bird_config import BirdConfig, SkippedPeer
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
@@ -60,16 +61,18 @@ class ReconcileAgent(abc.ABC):
     def __init__(
         self,
         name: str,
-        api_url: str,
+        api_url: Urls,
         run_dir: str | Path,
         resync_interval: float = RESYNC_INTERVAL_S,
     ) -> None:
         self.name = name
-        self.api_url = api_url
+        # One list for the watch, the heartbeat and the status reports: when one
+        # of them finds its controller gone, the others move with it.
+        self.controllers = Controllers.of(api_url)
         self.resync_interval = resync_interval
         self.bird = BirdProcess("bird", run_dir=str(run_dir), nice=ROUTING_NICE)
-        self.watcher = HostStateWatcher(api_url, name, on_change=self.wake)
-        self.client = FabricClient(api_url)
+        self.watcher = HostStateWatcher(self.controllers, name, on_change=self.wake)
+        self.client = FabricClient(self.controllers)
         self.passes = 0
         self.last_seconds: float | None = None
         self.last_failed: list[str] = []
@@ -269,6 +272,7 @@ class ReconcileAgent(abc.ABC):
             "last_pass_s": self.last_seconds,
             "errors": self.last_failed,
             "controller_connected": self.watcher.connected,
+            "controller": self.controllers.current,
             "last_pass": summary(self.last_pass) if self.last_pass else None,
             "endpoints": self.endpoint_counts(),
         }

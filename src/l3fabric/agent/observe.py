@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from l3fabric.agent.anycast_serving import AnycastProbes
 from l3fabric.agent.observed import Observed, TapState
@@ -41,7 +41,7 @@ class HostReader:
         probes: AnycastProbes,
         bird: BirdProcess,
         bird_ready: Callable[[], bool],
-        controller: str,
+        controllers: Sequence[str],
     ) -> None:
         self.links = links
         self.routes = routes
@@ -52,7 +52,7 @@ class HostReader:
         self.probes = probes
         self.bird = bird
         self.bird_ready = bird_ready
-        self.controller = controller
+        self.controllers = tuple(controllers)  # their hosts: the management traffic's way
 
     def full(self, remembered: Observed | None) -> Observed:
         """Everything from the kernel; ``remembered``: what only this agent knows (BIRD's config)."""
@@ -81,7 +81,7 @@ class HostReader:
             anycast=anycast,
             sysctls={key: sysctl.read(key) for key in sysctl.HOST_SYSCTLS},
             link_local_gateway=link_local_gateway_present(),
-            management=frozenset(egress_interfaces(self.controller)),
+            management=frozenset().union(*map(egress_interfaces, self.controllers)),
             bird_running=running,
             bird_config=remembered.bird_config if remembered and running else None,
             bird_text=text,

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from l3fabric import credentials
 from l3fabric.agent import status_http
 from l3fabric.agent.metrics import AgentMetrics
+from l3fabric.controllers import Controllers, ControllerUrlError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ def add_agent_arguments(
         name_flag, required=required, dest="name", help=f"this {what}'s name, as registered"
     )
     parser.add_argument(
-        "--api", required=required, metavar="URL", help="the controller, e.g. http://ctl:9696"
+        "--api",
+        required=required,
+        metavar="URL[,URL...]",
+        help="the controllers, e.g. http://ctl1:9696,http://ctl2:9696: the agent uses one and"
+        " moves to the next when it cannot reach it",
     )
     credentials.add_arguments(parser)
     parser.add_argument(
@@ -72,7 +77,7 @@ def add_agent_arguments(
 
 
 def run_agent(
-    args: argparse.Namespace, role: str, make: Callable[[str, str, str, float], Agent]
+    args: argparse.Namespace, role: str, make: Callable[[str, Controllers, str, float], Agent]
 ) -> int:
     """Build the agent from ``args`` and run it until SIGTERM or SIGINT.
 
@@ -85,14 +90,15 @@ def run_agent(
         raise SystemExit(f"l3fabric {role}: --resync-interval must be positive")
     try:
         credentials.apply_arguments(args)
-    except credentials.CredentialsError as exc:
+        controllers = Controllers(args.api)
+    except (credentials.CredentialsError, ControllerUrlError) as exc:
         raise SystemExit(f"l3fabric {role}: {exc}") from None
     try:
         listen = status_http.parse_listen(args.metrics_listen)
     except ValueError as exc:
         raise SystemExit(f"l3fabric {role}: --metrics-listen: {exc}") from None
     run_dir = args.run_dir or f"/run/l3fabric/{role}-{args.name}"
-    agent = make(args.name, args.api, run_dir, args.resync_interval)
+    agent = make(args.name, controllers, run_dir, args.resync_interval)
     if args.bird_unit:
         try:
             agent.use_bird_unit(args.bird_unit)
@@ -106,7 +112,7 @@ def run_agent(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    log.info("%s %s, controller %s", role, args.name, args.api)
+    log.info("%s %s, controllers %s", role, args.name, ", ".join(controllers.urls))
     with status_http.serving(listen, agent.metrics.registry, agent.healthy, agent.ready):
         agent.run()
     return 0

@@ -16,6 +16,7 @@ from typing import Any
 
 from l3fabric import credentials
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
+from l3fabric.controllers import ControllerUrlError
 
 LOCAL_API = "http://127.0.0.1:9696"
 API_ENVS = ("OS_ENDPOINT", "L3FABRIC_API")
@@ -30,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser, formats: bool = True) -> None
     parser.add_argument(
         "--api",
         default=argparse.SUPPRESS,
-        metavar="URL",
-        help=f"the controller (default: $OS_ENDPOINT, $L3FABRIC_API or {LOCAL_API})",
+        metavar="URL[,URL...]",
+        help="the controllers, the next tried when one cannot be reached"
+        f" (default: $OS_ENDPOINT, $L3FABRIC_API or {LOCAL_API})",
     )
     credentials.add_arguments(parser)
     if formats:
@@ -65,7 +67,7 @@ def run(command: str, args: argparse.Namespace, action: Callable[[FabricClient],
     """``action`` with a client; a controller error is one line on stderr and exit code 1."""
     try:
         api = client(args)
-    except credentials.CredentialsError as exc:
+    except (credentials.CredentialsError, ControllerUrlError) as exc:
         print(f"l3fabric {command}: {exc}", file=sys.stderr)
         return 2
     with api:

@@ -159,7 +159,7 @@ def _up(args: argparse.Namespace) -> int:
         return _fail(exc)
     console.print(
         f"lab [bold]{plan.lab}[/] is up in {time.monotonic() - start:.1f} s: "
-        f"{len(plan.nodes)} namespaces, API {plan.api_url()}",
+        f"{len(plan.nodes)} namespaces, API {', '.join(plan.api_urls())}",
         highlight=False,
     )
     if not args.network_only:
@@ -199,9 +199,16 @@ def _status(args: argparse.Namespace) -> int:
     except LabError as exc:
         return _fail(exc)
     out = Console()
-    server = lab_status.server_alive(state)
-    alive = "running" if server else "[red]not running[/]"
-    out.print(f"lab [bold]{plan.lab}[/]: controller {plan.api_url()} {alive}")
+    controllers = lab_status.controller_status(state, plan)
+    if len(controllers) == 1:
+        alive = "running" if controllers[0].alive else "[red]not running[/]"
+        out.print(f"lab [bold]{plan.lab}[/]: controller {plan.api_url()} {alive}")
+    else:
+        out.print(f"lab [bold]{plan.lab}[/]: {len(controllers)} controllers, store {plan.store}")
+        ct = Table("controller", "URL", "agents' URL", "process")
+        for c in controllers:
+            ct.add_row(c.name, c.url, c.agent_url, "running" if c.alive else "[red]not running[/]")
+        out.print(ct)
     table = Table("node", "role", "namespace", "agent", "BGP established", "routes v4/v6")
     nodes = lab_status.node_status(state, plan)
     for n in nodes:
@@ -228,11 +235,14 @@ def _status(args: argparse.Namespace) -> int:
                 ifaces += f"; lo {' '.join(record['anycast'])} (anycast)"
             vt.add_row(name, record["host"], ifaces)
         out.print(vt)
-    return _fabric_health(out, plan, server, nodes)
+    return _fabric_health(out, plan, controllers, nodes)
 
 
 def _fabric_health(
-    out: Console, plan: Plan, server: bool, nodes: list[lab_status.NodeStatus]
+    out: Console,
+    plan: Plan,
+    controllers: list[lab_status.ControllerStatus],
+    nodes: list[lab_status.NodeStatus],
 ) -> int:
     """``l3fabric status`` of the lab's controller, plus the lab's own processes and namespaces."""
     with lab_client(plan) as api:
@@ -241,8 +251,9 @@ def _fabric_health(
     out.print(render_status(report), highlight=False, markup=False, soft_wrap=True)
     lab_problems = [f"{n.name}: namespace missing" for n in nodes if not n.namespace]
     lab_problems += [f"{n.name}: agent process dead" for n in nodes if n.agent is False]
-    if not server:
-        lab_problems.append("controller process not running")
+    lab_problems += [
+        f"controller {c.name}: process not running" for c in controllers if not c.alive
+    ]
     for problem in lab_problems:
         out.print(f"  lab {problem}", highlight=False, markup=False)
     return code if code != 0 or not lab_problems else 1

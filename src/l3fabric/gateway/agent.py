@@ -38,6 +38,7 @@ from l3fabric.agent import execute
 from l3fabric.agent.appliers import HostApplier
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
+from l3fabric.client import Urls
 from l3fabric.gateway.anycast import AnycastSync
 from l3fabric.gateway.appliers import GatewayBirdApplier, NatApplier, SyncApplier
 from l3fabric.gateway.conntrackd import Conntrackd
@@ -66,7 +67,7 @@ class GatewayAgent(ReconcileAgent):
     def __init__(
         self,
         name: str,
-        api_url: str,
+        api_url: Urls,
         run_dir: str | Path,
         resync_interval: float = RESYNC_INTERVAL_S,
     ) -> None:

@@ -67,5 +67,5 @@ def admin_token(lab: str) -> str | None:
 
 
 def lab_client(plan: Plan, timeout: float = 10.0) -> FabricClient:
-    """A client of the lab's controller with the lab's admin token."""
-    return FabricClient(plan.api_url(), timeout=timeout, credentials=admin_credentials(plan.lab))
+    """A client of the lab's controllers (the first that answers) with the lab's admin token."""
+    return FabricClient(plan.api_urls(), timeout=timeout, credentials=admin_credentials(plan.lab))

@@ -76,7 +76,9 @@ class Session(BaseModel):
 
 class Plan(BaseModel):
     lab: str
-    api_port: int
+    api_port: int  # the first controller's; controller i (from 0) listens on api_port + i
+    controllers: int = 1
+    store: str = "sqlite"
     mgmt_network: str
     controller_mgmt: str  # the controller's address in the mgmt namespace
     public: list[str]
@@ -104,12 +106,26 @@ class Plan(BaseModel):
         return [n for n in self.nodes.values() if n.role in roles]
 
     def api_url(self) -> str:
-        """The controller's URL for commands in the root namespace."""
-        return f"http://127.0.0.1:{self.api_port}"
+        """The first controller's URL for commands in the root namespace."""
+        return self.api_urls()[0]
+
+    def api_urls(self) -> list[str]:
+        """Every controller's URL for commands in the root namespace."""
+        return [f"http://127.0.0.1:{self.api_port + i}" for i in range(self.controllers)]
+
+    def agent_api_urls(self) -> list[str]:
+        """Every controller's URL for agents inside the lab (one address, a port each)."""
+        return [
+            f"http://{self.controller_mgmt}:{API_PORT_IN_MGMT + i}" for i in range(self.controllers)
+        ]
 
     def agent_api_url(self) -> str:
-        """The controller's URL for agents inside the lab."""
-        return f"http://{self.controller_mgmt}:{API_PORT_IN_MGMT}"
+        """The agents' ``--api``: every controller, comma-separated."""
+        return ",".join(self.agent_api_urls())
+
+    def controller_names(self) -> list[str]:
+        """The controllers' process names (pid and log files): server, server-2, ..."""
+        return ["server"] + [f"server-{i}" for i in range(2, self.controllers + 1)]
 
     def sessions(self, node: str) -> list[Session]:
         """The eBGP sessions of ``node`` (IPv4 and IPv6), one per link and family."""
@@ -316,6 +332,8 @@ def build_plan(topo: Topology) -> Plan:
     return Plan(
         lab=lab,
         api_port=topo.api.port,
+        controllers=topo.controllers,
+        store=topo.store,
         mgmt_network=str(mgmt_net),
         controller_mgmt=controller,
         public=list(ad.public),

@@ -1,8 +1,9 @@
-"""Starting and stopping the lab's processes: the controller, BIRD, the agents.
+"""Starting and stopping the lab's processes: the controllers, BIRD, the agents.
 
 Each process gets a pid file and a log under the lab's state directory. The
-controller runs in the root namespace and also listens inside the mgmt
-namespace, so the lab needs no link into the root namespace. BIRD and the
+controllers (``controllers: N`` in the topology, one store) run in the root
+namespace and also listen inside the mgmt namespace, so the lab needs no
+link into the root namespace. BIRD and the
 agents run inside their node's namespace via ``ip netns exec``.
 """
 
@@ -24,6 +25,7 @@ from l3fabric.lab.netns import kill_pids, run
 from l3fabric.lab.plan import API_PORT_IN_MGMT, Plan
 from l3fabric.lab.state import LabState
 from l3fabric.pids import alive
+from l3fabric.store.etcd_local import ETCD_BINARY, LocalEtcd
 
 SERVER_START_TIMEOUT = 20.0
 
@@ -70,46 +72,107 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def start_server(state: LabState, plan: Plan) -> int:
-    """Start the controller and wait until it answers on 127.0.0.1:<port>."""
-    require_command("server")
-    url = plan.api_url()
+def start_store(state: LabState, plan: Plan) -> None:
+    """``store: etcd``: a one-member etcd cluster on loopback, its data under the state
+    directory (so ``lab down`` finds and ends it); ``sqlite`` needs nothing started."""
+    if plan.store != "etcd":
+        return
+    if not Path(ETCD_BINARY).exists():
+        raise LabError(f"store etcd needs {ETCD_BINARY} (Debian's etcd-server; run `make setup`)")
+    parent = state.dir / "etcd"
+    parent.mkdir(exist_ok=True)
+    # etcd takes free loopback ports: not the ones the controllers are about to use.
+    taken = {plan.api_port + i for i in range(plan.controllers)}
+    cluster = LocalEtcd(1, name=f"l3f-{plan.lab}-etcd", parent=parent)
+    while {p for m in cluster.members for p in (m.client_port, m.peer_port)} & taken:
+        cluster = LocalEtcd(1, name=f"l3f-{plan.lab}-etcd", parent=parent)
     try:
-        httpx.get(url, timeout=0.5)
-    except httpx.TransportError:
-        pass
-    else:
-        raise LabError(
-            f"something already listens on {url}: stop it, or set api.port in the topology"
-        )
+        cluster.start()
+    except RuntimeError as exc:
+        raise LabError(f"etcd did not start: {exc}") from None
+    for index, member in enumerate(cluster.members, start=1):
+        assert member.proc is not None
+        state.pid_file(f"etcd-{index}").write_text(f"{member.proc.pid}\n")
+    state.store_url_file.write_text(cluster.url + "\n")
+
+
+def store_url(state: LabState, plan: Plan) -> str:
+    """The store every controller of the lab shares (``store`` in the topology)."""
+    if plan.store == "sqlite":
+        # One file, several processes: WAL, BEGIN IMMEDIATE and a polled watch.
+        return f"sqlite:///{state.db}"
+    try:
+        return state.store_url_file.read_text().strip()
+    except OSError:
+        raise LabError(f"lab {plan.lab}: the {plan.store} store was not started") from None
+
+
+def _server_argv(state: LabState, plan: Plan, index: int) -> list[str]:
     mgmt = plan.nodes["mgmt"].namespace
-    argv = l3fabric_argv(
+    return l3fabric_argv(
         "server",
         "--store",
-        f"sqlite:///{state.db}",
+        store_url(state, plan),
         "--listen",
-        f"127.0.0.1:{plan.api_port}",
+        f"127.0.0.1:{plan.api_port + index}",
         "--listen-in",
-        f"{mgmt}={plan.controller_mgmt}:{API_PORT_IN_MGMT}",
+        f"{mgmt}={plan.controller_mgmt}:{API_PORT_IN_MGMT + index}",
         "--auth",
         "tokens",
         "--token-file",
         str(token_file(state)),
     )
-    pid = _spawn(state, "server", argv)
+
+
+def _wait_answering(state: LabState, name: str, url: str, pid: int) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
         if not alive(pid):
             raise LabError(
-                f"the controller exited at start; its log ({state.log_file('server')}):\n"
-                + log_tail(state.log_file("server"))
+                f"the controller {name} exited at start; its log ({state.log_file(name)}):\n"
+                + log_tail(state.log_file(name))
             )
         try:
             if httpx.get(url, timeout=1.0).status_code < 500:
-                return pid
+                return
         except httpx.TransportError:
             time.sleep(0.1)
     raise LabError(f"the controller did not answer on {url} within {SERVER_START_TIMEOUT:.0f} s")
+
+
+def _refuse_busy(url: str) -> None:
+    try:
+        httpx.get(url, timeout=0.5)
+    except httpx.TransportError:
+        return
+    raise LabError(f"something already listens on {url}: stop it, or set api.port in the topology")
+
+
+def _launch(state: LabState, plan: Plan, index: int) -> int:
+    return _spawn(state, plan.controller_names()[index], _server_argv(state, plan, index))
+
+
+def start_server(state: LabState, plan: Plan, index: int = 0) -> int:
+    """Start controller ``index`` (from 0) and wait until it answers on 127.0.0.1; its pid."""
+    require_command("server")
+    url = plan.api_urls()[index]
+    _refuse_busy(url)
+    pid = _launch(state, plan, index)
+    _wait_answering(state, plan.controller_names()[index], url, pid)
+    return pid
+
+
+def start_servers(state: LabState, plan: Plan) -> list[int]:
+    """Start every controller; their pids. The first starts alone (it creates the
+    store), the others then side by side."""
+    urls, names = plan.api_urls(), plan.controller_names()
+    for url in urls[1:]:
+        _refuse_busy(url)
+    first = start_server(state, plan, 0)
+    rest = [_launch(state, plan, i) for i in range(1, len(urls))]
+    for i, pid in enumerate(rest, start=1):
+        _wait_answering(state, names[i], urls[i], pid)
+    return [first, *rest]
 
 
 def start_bird(state: LabState, plan: Plan, node: str) -> None:

@@ -5,6 +5,7 @@ and namespaces live and die together. Layout::
 
     plan.json          the plan every later command reads
     l3fabric.db        the controller's SQLite store
+    etcd/, store.url   with ``store: etcd``: its data and log, and its store URL
     pids/<proc>.pid    one per process the lab started
     logs/<proc>.log    their output
     bird/<node>.conf   rendered router configs, and bird/<node>.ctl sockets
@@ -36,6 +37,11 @@ class LabState:
     @property
     def db(self) -> Path:
         return self.dir / "l3fabric.db"
+
+    @property
+    def store_url_file(self) -> Path:
+        """``store: etcd``: the store URL of the lab's etcd (its data is in ``etcd/``)."""
+        return self.dir / "store.url"
 
     def pid_file(self, proc: str) -> Path:
         return self.dir / "pids" / f"{proc}.pid"

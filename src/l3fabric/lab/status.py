@@ -1,6 +1,7 @@
 """``lab status``: what runs in a lab and how its routing looks.
 
-Per node: role, namespace present, agent alive (hosts), BGP sessions
+The controllers (URL for commands, URL for the agents, process running), then
+per node: role, namespace present, agent alive (hosts), BGP sessions
 established out of configured (from BIRD's control socket), IPv4 and IPv6
 route counts in the node's kernel; then the VMs.
 """
@@ -64,6 +65,20 @@ def node_status(state: LabState, plan: Plan) -> list[NodeStatus]:
     return out
 
 
-def server_alive(state: LabState) -> bool:
-    pid = state.pids().get("server")
-    return pid is not None and processes.alive(pid)
+@dataclass
+class ControllerStatus:
+    name: str  # its process name (pid and log file)
+    url: str  # for commands in the root namespace
+    agent_url: str  # for the agents, inside the lab
+    alive: bool
+
+
+def controller_status(state: LabState, plan: Plan) -> list[ControllerStatus]:
+    """Every controller the lab started, and whether its process runs."""
+    pids = state.pids()
+    return [
+        ControllerStatus(name, url, agent_url, name in pids and processes.alive(pids[name]))
+        for name, url, agent_url in zip(
+            plan.controller_names(), plan.api_urls(), plan.agent_api_urls(), strict=True
+        )
+    ]

@@ -210,6 +210,10 @@ class Api(_Strict):
     port: int = Field(default=9696, ge=1, le=65535)  # controller on 127.0.0.1 in the root namespace
 
 
+# How many controllers a lab may run (each one process, one port).
+MAX_CONTROLLERS = 5
+
+
 class Topology(_Strict):
     name: str
     addressing: Addressing = Field(default_factory=Addressing)
@@ -219,6 +223,11 @@ class Topology(_Strict):
     internet: Internet = Field(default_factory=Internet)
     fabric: Fabric = Field(default_factory=Fabric)
     api: Api = Field(default_factory=Api)
+    # Controller processes on one shared store; every agent gets all their URLs.
+    controllers: int = Field(default=1, ge=1, le=MAX_CONTROLLERS)
+    # The store the controllers share: "sqlite" (one file; safe for several
+    # processes) or "etcd" (a one-member etcd cluster on loopback).
+    store: Literal["sqlite", "etcd"] = "sqlite"
 
     @field_validator("name")
     @classmethod
@@ -240,6 +249,11 @@ class Topology(_Strict):
                 f"addressing.snat_pool needs exactly two gateways (a pair), not {len(self.gateways)}"
             )
         with_tor = [r.name for r in self.racks if r.tor]
+        if self.api.port + self.controllers - 1 > 65535:
+            raise ValueError(
+                f"api.port: controllers use ports {self.api.port} to"
+                f" {self.api.port + self.controllers - 1}, beyond 65535"
+            )
         if self.fabric.host_asn == "same" and with_tor:
             # A ToR in its own AS passes routes whose AS path holds the fabric
             # AS; hosts and gateways in that AS drop them (loop prevention).

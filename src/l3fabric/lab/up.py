@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from l3fabric.client import FabricClient
-from l3fabric.lab import bird, netns, processes, routers
+from l3fabric.lab import bird, carrier, netns, processes, routers
 from l3fabric.lab.credentials import lab_client, write_credentials
 from l3fabric.lab.down import down
 from l3fabric.lab.errors import LabError
@@ -152,6 +152,10 @@ def wait_for_router_sessions(state: LabState, plan: Plan, timeout: float = SESSI
     raise LabError(f"BGP sessions not established after {timeout:.0f} s: {detail}")
 
 
+def _controllers(plan: Plan) -> str:
+    return "controller" if plan.controllers == 1 else f"{plan.controllers} controllers"
+
+
 def up(
     topo: Topology, step: Step = lambda _: None, network_only: bool = False, agents: bool = True
 ) -> Plan:
@@ -178,14 +182,17 @@ def up(
         step(f"namespaces and links ({len(plan.nodes)} namespaces, {len(plan.links)} links)")
         netns.create(plan)
         netns.configure(plan)
+        for ns, names in carrier.repair(plan).items():
+            step(f"{ns}: {', '.join(names)} had no carrier: set down and up again")
         step("BIRD on the routers")
         for r in plan.by_role(*ROUTER_ROLES):
             if r.role not in agent_roles:
                 processes.start_bird(state, plan, r.name)
         if not network_only:
-            step(f"controller on {plan.api_url()}")
+            step(f"{_controllers(plan)} on {', '.join(plan.api_urls())}")
             write_credentials(state, plan)
-            processes.start_server(state, plan)
+            processes.start_store(state, plan)
+            processes.start_servers(state, plan)
             with lab_client(plan) as client:
                 register(client, plan)
             if agents:

@@ -55,12 +55,14 @@ class LocalEtcd:
         name: str = "l3f-etcd",
         binary: str = ETCD_BINARY,
         election_ms: int = 1000,
+        parent: Path | None = None,
     ) -> None:
+        """``parent``: where the cluster's directory goes (default: the system's temporary)."""
         self.name = name
         self.binary = binary
         # Loopback: short timeouts, so a killed leader is replaced in about a second.
         self.election_ms = election_ms
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
         self.members = [
             Member(f"{name}-{i}", free_port(), free_port(), self.dir / f"m{i}")
             for i in range(members)
