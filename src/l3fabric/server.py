@@ -240,6 +240,7 @@ def serve(
     cap, backlog = fd_budget(limits.max_connections, raise_fd_limit())
     store = open_store_checked(store_url)
     sockets: list[socket.socket] = []
+    app: FastAPI | None = None
     try:
         for listen in listens:
             sockets.append(bind(listen))
@@ -273,6 +274,8 @@ def serve(
         )
         server.run(sockets=sockets)
     finally:
+        if app is not None:
+            app.state.watch_hub.stop()
         for sock in sockets:
             sock.close()
         store.close()

@@ -1,0 +1,248 @@
+"""Watch fan-out: one reader per controller decodes each change once for every watcher.
+
+Without it every long poll re-read and re-decoded the change log itself, so
+one change cost as many store reads and decodes as there were hosts
+connected. ``WatchHub`` follows ``store.watch("/")`` on one thread, turns
+each batch into the events every host sees alike (``shared_events``) and the
+events of the hosts it concerns (``concerned_hosts``, every gateway), keeps
+the last ``history`` batches, and wakes only the watchers of the hosts that
+have something new: a change costs the hosts that need it, not the others.
+
+Semantics are those of ``watch_blocking`` (the relevance rules stay in
+``service.watch``): a watch resumes from any revision; one older than what
+the hub holds is served once from the store directly (the catch-up), and
+one the store no longer has is a ``Gone`` (ResyncRequired).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from l3fabric import keys
+from l3fabric.service.errors import Gone
+from l3fabric.service.watch import (
+    concerned_hosts,
+    host_events,
+    shared_events,
+    watch_blocking,
+)
+from l3fabric.store import Event, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+# Batches kept for watchers that come back a little behind (one batch: one
+# store.watch answer, often one transaction).
+DEFAULT_HISTORY = 20_000
+# How long one store.watch call of the reader lasts, so it notices stop().
+_READ_SLICE_S = 1.0
+# After a store error the reader waits this long before it reads again.
+_RETRY_S = 0.5
+# How long a watch waits for the reader to reach the store's revision.
+_CATCH_UP_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The decoded changes in revisions (``after``, ``revision``]."""
+
+    after: int
+    revision: int
+    shared: list[JSON]
+    by_host: dict[str, list[JSON]]
+
+    def events_for(self, host: str, since: int) -> list[JSON]:
+        own = self.by_host.get(host, [])
+        found = sorted([*self.shared, *own], key=lambda e: e["revision"]) if own else self.shared
+        return [e for e in found if e["revision"] > since]
+
+
+@dataclass
+class _Waiters:
+    """Who waits for what: a wake-up per waiting watch, by host."""
+
+    by_host: dict[str, set[threading.Event]] = field(default_factory=dict)
+
+    def add(self, host: str, wake: threading.Event) -> None:
+        self.by_host.setdefault(host, set()).add(wake)
+
+    def remove(self, host: str, wake: threading.Event) -> None:
+        waiting = self.by_host.get(host)
+        if waiting is not None:
+            waiting.discard(wake)
+            if not waiting:
+                del self.by_host[host]
+
+    def wake(self, hosts: list[str] | None) -> None:
+        """Wake the watchers of ``hosts`` (None: everyone)."""
+        groups = (
+            self.by_host.values() if hosts is None else (self.by_host.get(h, ()) for h in hosts)
+        )
+        for waiting in groups:
+            for wake in waiting:
+                wake.set()
+
+
+class WatchHub:
+    """The controller's one reader of the change log, and the long polls it serves."""
+
+    def __init__(self, store: Store, history: int = DEFAULT_HISTORY) -> None:
+        self.store = store
+        self._batches: deque[Batch] = deque(maxlen=history)
+        self._lock = threading.Lock()
+        # Notified whenever the reader has read further (for watches that
+        # must first see what the store already holds).
+        self._advanced = threading.Condition(self._lock)
+        self._waiters = _Waiters()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Everything after ``_floor`` is in the batches; before it, the store serves.
+        self._floor = 0
+        self._revision = 0
+        self._gateways: set[str] = set()
+        # Changes decoded, watchers woken: what the fan-out costs, for tests and benches.
+        self.decoded = 0
+        self.wakeups = 0
+
+    # The reader -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader (idempotent): it follows the store from its current revision."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            gateways, revision = self.store.range(keys.GATEWAYS)
+            self._gateways = {kv.key[len(keys.GATEWAYS) :] for kv in gateways}
+            self._batches.clear()
+            self._floor = self._revision = revision
+            self._thread = threading.Thread(target=self._follow, name="watch-hub", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the reader and end every waiting watch."""
+        self._stop.set()
+        with self._lock:
+            self._waiters.wake(None)
+        if self._thread is not None:
+            self._thread.join(timeout=_READ_SLICE_S * 3)
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                events, seen = self.store.watch("/", self._revision, _READ_SLICE_S)
+                if seen > self._revision:
+                    self._publish(events, seen)
+            except StoreError as exc:
+                # Fell behind the kept history (or the store failed): start over
+                # from now; the watches that were behind catch up from the store.
+                log.warning("watch fan-out: %s; following from the current revision", exc)
+                self._restart()
+            except Exception:  # a closed store, a bug: the next watch starts a new reader
+                if not self._stop.is_set():
+                    log.exception("watch fan-out: reading the change log failed")
+                    self._restart()
+                return
+
+    def _restart(self) -> None:
+        try:
+            revision = self.store.revision()
+        except Exception:
+            self._stop.wait(_RETRY_S)
+            return
+        with self._lock:
+            self._batches.clear()
+            self._floor = self._revision = revision
+            self._waiters.wake(None)
+
+    def _publish(self, events: list[Event], seen: int) -> None:
+        """Decode one batch once, for every host it concerns, and wake those hosts."""
+        batch = self._decode(events, seen) if events else None
+        with self._lock:
+            if batch is not None:
+                if len(self._batches) == self._batches.maxlen:
+                    self._floor = self._batches[0].revision
+                self._batches.append(batch)
+            self._revision = seen
+            self._advanced.notify_all()
+            if batch is not None and (batch.shared or batch.by_host):
+                hosts = None if batch.shared else list(batch.by_host)
+                self._waiters.wake(hosts)
+                self.wakeups += sum(
+                    len(self._waiters.by_host.get(h, ())) for h in hosts or self._waiters.by_host
+                )
+
+    def _decode(self, events: list[Event], seen: int) -> Batch:
+        for e in events:
+            if e.key.startswith(keys.GATEWAYS):
+                name = e.key[len(keys.GATEWAYS) :]
+                (self._gateways.add if e.type == "put" else self._gateways.discard)(name)
+        self.decoded += len(events)
+        by_host = {}
+        for host in concerned_hosts(self.store, events) | self._gateways:
+            found = host_events(self.store, events, host, host in self._gateways)
+            if found:
+                by_host[host] = found
+        return Batch(self._revision, seen, shared_events(events), by_host)
+
+    # The watchers ---------------------------------------------------------------
+
+    def watch(
+        self, host: str, since: int, timeout: float, stopping: threading.Event | None = None
+    ) -> JSON:
+        """Long-poll like ``watch_blocking``: ``host``'s events after ``since``, once there are any."""
+        self.start()
+        # What was committed before the request must be in the answer, as if
+        # the watch had read the store itself.
+        committed = self.store.revision()
+        with self._lock:
+            self._advanced.wait_for(lambda: self._revision >= committed, _CATCH_UP_S)
+            behind = since < self._floor
+        if behind:
+            # Older than the hub: the store serves what it still has (or Gone).
+            answer = watch_blocking(self.store, host, since, 0)
+            if answer["events"]:
+                return answer
+            since = answer["revision"]
+        deadline = time.monotonic() + timeout
+        wake = threading.Event()
+        with self._lock:
+            self._waiters.add(host, wake)
+        try:
+            while True:
+                with self._lock:
+                    found, revision, floor = self._collect(host, since)
+                if since < floor:
+                    return self.watch(host, since, max(0.0, deadline - time.monotonic()), stopping)
+                if since > revision and since > self.store.revision():
+                    raise Gone(
+                        "ResyncRequired",
+                        f"revision {since} is newer than the store ({revision}); take a new"
+                        f" snapshot (GET /v1/watch?host={host})",
+                    )
+                remaining = deadline - time.monotonic()
+                stop = self._stop.is_set() or (stopping is not None and stopping.is_set())
+                if found or remaining <= 0 or stop:
+                    return {"revision": max(revision, since), "events": found}
+                wake.wait(min(remaining, _READ_SLICE_S))
+                wake.clear()
+        finally:
+            with self._lock:
+                self._waiters.remove(host, wake)
+
+    def _collect(self, host: str, since: int) -> tuple[list[JSON], int, int]:
+        """``host``'s events after ``since`` in the batches, the hub's revision and floor."""
+        # Newest first, and only back to ``since``: a watcher that keeps up
+        # looks at the batches it has not seen, whatever the history holds.
+        newer: list[Batch] = []
+        for batch in reversed(self._batches):
+            if batch.revision <= since:
+                break
+            newer.append(batch)
+        found = [e for b in reversed(newer) for e in b.events_for(host, since)]
+        return found, self._revision, self._floor
