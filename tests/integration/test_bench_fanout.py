@@ -1,0 +1,46 @@
+"""``l3fabric bench fanout`` at a small size: every key, sane values, nothing left running.
+
+A real server process and real simulated agents (HTTP long polls and
+heartbeats): every port created reaches the watch of the host it is bound
+to, no agent request fails, idle hosts write nothing to the store, and the
+server and agent processes are gone afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from l3fabric.bench import fanout
+
+HOSTS = 12
+
+
+def _bench_processes() -> set[int]:
+    """Processes of a fanout benchmark: its server (store in its temp dir) and its agents."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"l3f-bench-fanout-" in cmdline or b"l3fabric.bench.fanout_agents" in cmdline:
+                found.add(int(entry.name))
+    return found
+
+
+def test_bench_fanout_reports_every_key_and_cleans_up() -> None:
+    before = _bench_processes()
+    options = {"hosts": f"1,{HOSTS}", "creates": "24", "ports": "2", "idle": "2", "timeout": "60"}
+    result = fanout.run(options)
+
+    assert result["creates"] == 24
+    for hosts in (1, HOSTS):
+        assert 0 < result[f"event_p99_s_{hosts}_sqlite"] < 30, result
+    assert result["events_missing_sqlite"] == 0 and result["agent_errors_sqlite"] == 0
+    assert result["fanout_p99_ratio_sqlite"] > 0
+    assert 0 < result["server_cpu_s_per_event_sqlite"] < 5
+    assert 20 < result["server_rss_mb_sqlite"] < 2000
+    # Heartbeats of idle hosts keep their liveness in memory: no store writes.
+    assert result["store_writes_per_s_idle_sqlite"] < 1
+    assert _bench_processes() <= before
