@@ -172,3 +172,24 @@ def test_gateways_see_every_bound_port(store: CountingStore) -> None:
     finally:
         hub.stop()
     assert [(e["kind"], e["id"]) for e in answer["events"]] == [("port", "p1")]
+
+
+def test_a_host_waits_through_any_number_of_other_hosts_changes(
+    store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = WatchHub(store, history=5, host_history=5)
+    try:
+        since = hub.watch("h1", store.revision(), 0)["revision"]
+        for i in range(30):  # far more batches than the hub keeps, none of them h1's
+            revision = store.put(keys.neutron_key("ports", f"q{i}"), _port(f"q{i}", "h2"))
+            hub.watch("h2", revision - 1, 5)  # read by the hub: one batch each
+        store.put(keys.neutron_key("ports", "p1"), _port("p1", "h1"))
+
+        def from_the_store(*args: Any) -> None:
+            raise AssertionError("h1's watch was served from the store")
+
+        monkeypatch.setattr("l3fabric.service.fanout.watch_blocking", from_the_store)
+        answer = hub.watch("h1", since, 5)
+    finally:
+        hub.stop()
+    assert [(e["kind"], e["id"]) for e in answer["events"]] == [("port", "p1")]

@@ -30,6 +30,9 @@ import httpx
 from l3fabric.http_guard import raise_fd_limit
 
 WATCH_TIMEOUT_S = 25
+# Snapshots in flight per process: agents start over minutes in a real
+# fabric, not all in the same second.
+SNAPSHOTS_AT_ONCE = 8
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Agents:
 
     client: httpx.AsyncClient
     interval: float
+    starting: asyncio.Semaphore
     errors: int = 0
     first_error: str = ""
 
@@ -46,8 +50,18 @@ class Agents:
         self.first_error = self.first_error or what
 
     async def snapshot(self, host: str, ports: set[str]) -> int:
-        answer = await self.client.get("/v1/watch", params={"host": host})
-        answer.raise_for_status()
+        while True:
+            async with self.starting:
+                try:
+                    answer = await self.client.get("/v1/watch", params={"host": host})
+                except httpx.HTTPError as exc:
+                    answer = None
+                    self.failed(f"snapshot {host}: {exc!r}")
+            if answer is not None and answer.status_code == 200:
+                break
+            if answer is not None:
+                self.failed(f"snapshot {host}: {answer.status_code} {answer.text[:200]}")
+            await asyncio.sleep(1)
         body = answer.json()
         ports.clear()
         ports.update(p["id"] for p in body["ports"])
@@ -101,7 +115,7 @@ async def _main(url: str, interval: float, hosts: list[str]) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=2 * len(hosts) + 8, max_keepalive_connections=None)
     timeout = httpx.Timeout(WATCH_TIMEOUT_S + 30, connect=30)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
-        agents = Agents(client, interval)
+        agents = Agents(client, interval, asyncio.Semaphore(SNAPSHOTS_AT_ONCE))
         ports: dict[str, set[str]] = {h: set() for h in hosts}
         revisions = await asyncio.gather(*(agents.snapshot(h, ports[h]) for h in hosts))
         tasks = [

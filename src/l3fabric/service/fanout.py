@@ -37,9 +37,11 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
-# Batches kept for watchers that come back a little behind (one batch: one
-# store.watch answer, often one transaction).
+# Batches with shared events kept (one batch: one store.watch answer, often
+# one transaction), and batches with events of one host kept for that host:
+# a host waits through any number of changes that are not its own.
 DEFAULT_HISTORY = 20_000
+HOST_HISTORY = 1_000
 # How long one store.watch call of the reader lasts, so it notices stop().
 _READ_SLICE_S = 1.0
 # After a store error the reader waits this long before it reads again.
@@ -48,19 +50,29 @@ _RETRY_S = 0.5
 _CATCH_UP_S = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """The decoded changes in revisions (``after``, ``revision``]."""
+class History:
+    """Decoded events by revision, the last ``size`` entries; older ones are
+    below ``floor`` and must come from the store."""
 
-    after: int
-    revision: int
-    shared: list[JSON]
-    by_host: dict[str, list[JSON]]
+    def __init__(self, size: int, floor: int) -> None:
+        self._entries: deque[tuple[int, list[JSON]]] = deque(maxlen=size)
+        self.floor = floor
 
-    def events_for(self, host: str, since: int) -> list[JSON]:
-        own = self.by_host.get(host, [])
-        found = sorted([*self.shared, *own], key=lambda e: e["revision"]) if own else self.shared
-        return [e for e in found if e["revision"] > since]
+    def add(self, revision: int, events: list[JSON]) -> None:
+        if len(self._entries) == self._entries.maxlen:
+            self.floor = self._entries[0][0]
+        self._entries.append((revision, events))
+
+    def after(self, since: int) -> list[tuple[int, list[JSON]]]:
+        """The entries newer than ``since``, oldest first (a watcher that keeps
+        up looks only at what it has not seen, however long the history)."""
+        newer = []
+        for entry in reversed(self._entries):
+            if entry[0] <= since:
+                break
+            newer.append(entry)
+        newer.reverse()
+        return newer
 
 
 @dataclass
@@ -92,9 +104,13 @@ class _Waiters:
 class WatchHub:
     """The controller's one reader of the change log, and the long polls it serves."""
 
-    def __init__(self, store: Store, history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self, store: Store, history: int = DEFAULT_HISTORY, host_history: int = HOST_HISTORY
+    ) -> None:
         self.store = store
-        self._batches: deque[Batch] = deque(maxlen=history)
+        self._sizes = (history, host_history)
+        self._shared = History(history, 0)
+        self._own: dict[str, History] = {}
         self._lock = threading.Lock()
         # Notified whenever the reader has read further (for watches that
         # must first see what the store already holds).
@@ -102,8 +118,9 @@ class WatchHub:
         self._waiters = _Waiters()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Everything after ``_floor`` is in the batches; before it, the store serves.
-        self._floor = 0
+        # Everything after ``_start`` is in the histories (above their floors);
+        # before it, the store serves.
+        self._start = 0
         self._revision = 0
         self._gateways: set[str] = set()
         # Changes decoded, watchers woken: what the fan-out costs, for tests and benches.
@@ -119,8 +136,7 @@ class WatchHub:
                 return
             gateways, revision = self.store.range(keys.GATEWAYS)
             self._gateways = {kv.key[len(keys.GATEWAYS) :] for kv in gateways}
-            self._batches.clear()
-            self._floor = self._revision = revision
+            self._reset(revision)
             self._thread = threading.Thread(target=self._follow, name="watch-hub", daemon=True)
             self._thread.start()
 
@@ -156,28 +172,34 @@ class WatchHub:
             self._stop.wait(_RETRY_S)
             return
         with self._lock:
-            self._batches.clear()
-            self._floor = self._revision = revision
+            self._reset(revision)
             self._waiters.wake(None)
+
+    def _reset(self, revision: int) -> None:
+        self._shared = History(self._sizes[0], revision)
+        self._own.clear()
+        self._start = self._revision = revision
 
     def _publish(self, events: list[Event], seen: int) -> None:
         """Decode one batch once, for every host it concerns, and wake those hosts."""
-        batch = self._decode(events, seen) if events else None
+        shared, by_host = self._decode(events) if events else ([], {})
         with self._lock:
-            if batch is not None:
-                if len(self._batches) == self._batches.maxlen:
-                    self._floor = self._batches[0].revision
-                self._batches.append(batch)
+            if shared:
+                self._shared.add(seen, shared)
+            for host, found in by_host.items():
+                if host not in self._own:
+                    self._own[host] = History(self._sizes[1], self._start)
+                self._own[host].add(seen, found)
             self._revision = seen
             self._advanced.notify_all()
-            if batch is not None and (batch.shared or batch.by_host):
-                hosts = None if batch.shared else list(batch.by_host)
+            if shared or by_host:
+                hosts = None if shared else list(by_host)
                 self._waiters.wake(hosts)
                 self.wakeups += sum(
                     len(self._waiters.by_host.get(h, ())) for h in hosts or self._waiters.by_host
                 )
 
-    def _decode(self, events: list[Event], seen: int) -> Batch:
+    def _decode(self, events: list[Event]) -> tuple[list[JSON], dict[str, list[JSON]]]:
         for e in events:
             if e.key.startswith(keys.GATEWAYS):
                 name = e.key[len(keys.GATEWAYS) :]
@@ -188,7 +210,7 @@ class WatchHub:
             found = host_events(self.store, events, host, host in self._gateways)
             if found:
                 by_host[host] = found
-        return Batch(self._revision, seen, shared_events(events), by_host)
+        return shared_events(events), by_host
 
     # The watchers ---------------------------------------------------------------
 
@@ -202,7 +224,7 @@ class WatchHub:
         committed = self.store.revision()
         with self._lock:
             self._advanced.wait_for(lambda: self._revision >= committed, _CATCH_UP_S)
-            behind = since < self._floor
+            behind = since < self._floor(host)
         if behind:
             # Older than the hub: the store serves what it still has (or Gone).
             answer = watch_blocking(self.store, host, since, 0)
@@ -235,14 +257,16 @@ class WatchHub:
             with self._lock:
                 self._waiters.remove(host, wake)
 
+    def _floor(self, host: str) -> int:
+        own = self._own.get(host)
+        return max(self._start, self._shared.floor, own.floor if own else 0)
+
     def _collect(self, host: str, since: int) -> tuple[list[JSON], int, int]:
-        """``host``'s events after ``since`` in the batches, the hub's revision and floor."""
-        # Newest first, and only back to ``since``: a watcher that keeps up
-        # looks at the batches it has not seen, whatever the history holds.
-        newer: list[Batch] = []
-        for batch in reversed(self._batches):
-            if batch.revision <= since:
-                break
-            newer.append(batch)
-        found = [e for b in reversed(newer) for e in b.events_for(host, since)]
-        return found, self._revision, self._floor
+        """``host``'s events after ``since`` in the histories, the hub's revision and
+        ``host``'s floor."""
+        own = self._own.get(host)
+        entries = self._shared.after(since) + (own.after(since) if own else [])
+        found = [e for _, events in entries for e in events if e["revision"] > since]
+        # In store order; stable, so at one revision what everyone sees comes first.
+        found.sort(key=lambda e: e["revision"])
+        return found, self._revision, self._floor(host)
