@@ -72,6 +72,9 @@ def _router(fabric: FabricService, hub: WatchHub) -> APIRouter:
     ) -> dict[str, Any]:
         check_watch(host, since, timeout)
         if since is None:
+            # The hub follows the store from before the snapshot's revision, so
+            # the watch from it is served by the hub, not from the store.
+            await anyio.to_thread.run_sync(hub.start)
             return await anyio.to_thread.run_sync(snapshot, fabric.store, host)
         state = request.app.state
         if getattr(state, "watch_limiter", None) is None:

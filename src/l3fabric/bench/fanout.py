@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from l3fabric.bench.parts import OptionReader
+from l3fabric.bench.parts import OptionReader, run_parts
 from l3fabric.child import terminate
 from l3fabric.service import Context, NeutronService
 from l3fabric.store import open_store
@@ -67,6 +67,11 @@ def run(options: dict[str, str]) -> dict[str, Any]:
         "timeout": reader.integer("timeout", 300, 5, 3600),
     }
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # run_parts turns SIGTERM into an exception, so the servers and agents are stopped.
+    return run_parts("fanout", {}, {"all": lambda _: _measure(stores, counts, opts)}, None)
+
+
+def _measure(stores: list[str], counts: list[int], opts: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"creates": opts["creates"], "cpus": os.cpu_count()}
     for store in stores:
         p99 = {}

@@ -219,11 +219,13 @@ class WatchHub:
     ) -> JSON:
         """Long-poll like ``watch_blocking``: ``host``'s events after ``since``, once there are any."""
         self.start()
-        # What was committed before the request must be in the answer, as if
-        # the watch had read the store itself.
-        committed = self.store.revision()
+        if timeout < _CATCH_UP_S:
+            # A short poll must hold what was committed before it arrived, as
+            # if it had read the store itself; a long one gets it as it comes.
+            committed = self.store.revision()
+            with self._lock:
+                self._advanced.wait_for(lambda: self._revision >= committed, _CATCH_UP_S)
         with self._lock:
-            self._advanced.wait_for(lambda: self._revision >= committed, _CATCH_UP_S)
             behind = since < self._floor(host)
         if behind:
             # Older than the hub: the store serves what it still has (or Gone).
