@@ -33,6 +33,8 @@ from l3fabric.service.watch import (
 )
 from l3fabric.store import Event, Store, StoreError
 
+_PORTS = keys.neutron_prefix("ports")
+
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
@@ -123,6 +125,8 @@ class WatchHub:
         self._start = 0
         self._revision = 0
         self._gateways: set[str] = set()
+        # Anycast group key -> its member ports (kept from the change log).
+        self._members: dict[str, set[str]] = {}
         # Changes decoded, watchers woken: what the fan-out costs, for tests and benches.
         self.decoded = 0
         self.wakeups = 0
@@ -136,6 +140,8 @@ class WatchHub:
                 return
             gateways, revision = self.store.range(keys.GATEWAYS)
             self._gateways = {kv.key[len(keys.GATEWAYS) :] for kv in gateways}
+            groups, _ = self.store.range(keys.ANYCAST)
+            self._members = {kv.key: set(kv.value.get("members", ())) for kv in groups}
             self._reset(revision)
             self._thread = threading.Thread(target=self._follow, name="watch-hub", daemon=True)
             self._thread.start()
@@ -200,17 +206,34 @@ class WatchHub:
                 )
 
     def _decode(self, events: list[Event]) -> tuple[list[JSON], dict[str, list[JSON]]]:
+        anycast = self._index(events)
+        self.decoded += len(events)
+        by_host = {}
+        for host in concerned_hosts(self.store, events) | self._gateways:
+            found = host_events(self.store, events, host, host in self._gateways, anycast)
+            if found:
+                by_host[host] = found
+        return shared_events(events), by_host
+
+    def _index(self, events: list[Event]) -> bool:
+        """Follow the gateways and the anycast groups' members; whether the
+        batch may change which groups a host sees (a group or a member changed:
+        only then are the groups read from the store)."""
+        anycast = False
         for e in events:
             if e.key.startswith(keys.GATEWAYS):
                 name = e.key[len(keys.GATEWAYS) :]
                 (self._gateways.add if e.type == "put" else self._gateways.discard)(name)
-        self.decoded += len(events)
-        by_host = {}
-        for host in concerned_hosts(self.store, events) | self._gateways:
-            found = host_events(self.store, events, host, host in self._gateways)
-            if found:
-                by_host[host] = found
-        return shared_events(events), by_host
+            elif e.key.startswith(keys.ANYCAST):
+                anycast = True
+                if e.value is None:
+                    self._members.pop(e.key, None)
+                else:
+                    self._members[e.key] = set(e.value.get("members", ()))
+        if anycast or not self._members:
+            return anycast
+        ports = {e.key.rsplit("/", 1)[-1] for e in events if e.key.startswith(_PORTS)}
+        return any(ports & members for members in self._members.values())
 
     # The watchers ---------------------------------------------------------------
 

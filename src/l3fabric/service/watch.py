@@ -134,11 +134,12 @@ def shared_events(events: list[Event]) -> list[dict[str, Any]]:
 
 
 def host_events(
-    store: Store, events: list[Event], host: str, everything: bool
+    store: Store, events: list[Event], host: str, everything: bool, anycast: bool = True
 ) -> list[dict[str, Any]]:
-    """The watch events of a batch that are ``host``'s own: its ports and anycast groups."""
+    """The watch events of a batch that are ``host``'s own: its ports and anycast groups
+    (``anycast``: False when the caller knows the batch touches no group nor member)."""
     found = [e for ev in events if (e := port_event(ev, host, everything)) is not None]
-    return found + anycast_events(store, events, host, everything)
+    return found + anycast_events(store, events, host, everything) if anycast else found
 
 
 def concerned_hosts(store: Store, events: list[Event]) -> set[str]:
