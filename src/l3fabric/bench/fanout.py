@@ -80,6 +80,9 @@ def _measure(stores: list[str], counts: list[int], opts: dict[str, Any]) -> dict
             p99[n] = measured["event_p99_s"]
             result[f"event_p99_s_{n}_{store}"] = measured.pop("event_p99_s")
             result[f"event_p50_s_{n}_{store}"] = measured.pop("event_p50_s")
+            result[f"server_cpu_s_per_event_net_{n}_{store}"] = measured[
+                "server_cpu_s_per_event_net"
+            ]
             if n == max(counts):
                 result.update({f"{key}_{store}": value for key, value in measured.items()})
         low, high = p99[min(counts)], p99[max(counts)]
@@ -126,6 +129,7 @@ def _phase(store: str, hosts: int, opts: dict[str, Any]) -> dict[str, Any]:
         "event_p50_s": round(statistics.median(latencies), 4),
         "events_missing": missing,
         "agent_errors": errors,
+        "agent_first_error": first_error[:200],
         "server_cpu_s_per_event": round(cpu / len(created), 5),
         # The heartbeats' share taken out: what the creates and their events cost.
         "server_cpu_s_per_event_net": round(max(0.0, cpu - idle_cpu * busy) / len(created), 5),
