@@ -75,3 +75,18 @@ QUOTAS = "/quotas/"
 
 def quota_key(project_id: str) -> str:
     return f"{QUOTAS}{project_id}"
+
+
+# Port bindings (Neutron's binding-extended): the active binding is the
+# port's own binding:* attributes; each inactive one (a live migration's
+# destination, or its source after activation) is a key of its own, which no
+# watch follows. Value: the binding as the API shows it.
+PORT_BINDINGS = "/port-bindings/"
+
+
+def port_bindings_prefix(port_id: str) -> str:
+    return f"{PORT_BINDINGS}{port_id}/"
+
+
+def port_binding_key(port_id: str, host: str) -> str:
+    return f"{port_bindings_prefix(port_id)}{host}"

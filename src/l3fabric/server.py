@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from l3fabric import sdnotify
 from l3fabric.auth.base import Authenticator, NoAuth
 from l3fabric.http_guard import ServerLimits, fd_budget, guarded_protocol, raise_fd_limit
+from l3fabric.nova.events import NovaNotifier, NovaTarget
 from l3fabric.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -148,6 +150,8 @@ class _Server(uvicorn.Server):
         # the kernel's queue stays long, so a burst of connects is not dropped.
         for sock in sockets or ():
             sock.listen(LISTEN_BACKLOG)
+        if not self.should_exit:
+            sdnotify.notify()  # systemd (Type=notify): started once it listens
 
 
 AUTH_MODES = ("none", "tokens", "keystone")
@@ -225,10 +229,12 @@ def serve(
     limits: ServerLimits | None = None,
     authenticator: Authenticator | None = None,
     tls: Tls | None = None,
+    nova: NovaTarget | None = None,
 ) -> int:
     """Run the controller until SIGTERM/SIGINT; returns the exit code (0 after a clean stop).
 
-    SIGHUP re-reads ``authenticator``'s credentials."""
+    SIGHUP re-reads ``authenticator``'s credentials. ``nova``: where port
+    events go (nova/events.py); None: nowhere."""
     # Imported here so that `l3fabric --help` and argument errors stay fast.
     from l3fabric.api.app import create_app
 
@@ -242,10 +248,11 @@ def serve(
     store = open_store_checked(store_url)
     sockets: list[socket.socket] = []
     app: FastAPI | None = None
+    notifier = NovaNotifier(nova) if nova is not None else None
     try:
         for listen in listens:
             sockets.append(bind(listen))
-        app = create_app(store, limits.max_body_bytes, authenticator)
+        app = create_app(store, limits.max_body_bytes, authenticator, notifier)
         config = uvicorn.Config(
             app,
             http=guarded_protocol(limits, cap),
@@ -279,6 +286,8 @@ def serve(
             app.state.watch_hub.stop()
         for sock in sockets:
             sock.close()
+        if notifier is not None:
+            notifier.close()
         store.close()
     log.info("l3fabric server: stopped")
     return 0

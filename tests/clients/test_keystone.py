@@ -18,10 +18,13 @@ import pytest
 
 from l3fabric.api.app import create_app
 from l3fabric.auth.keystone import KeystoneAuth
+from l3fabric.nova.events import NovaNotifier
+from l3fabric.nova.target import nova_target
 from l3fabric.store.sqlite import SqliteStore
 from tests.clients.conftest import OPENSTACK
 from tests.clients.keystone_server import REGION, Keystone, running_keystone
 from tests.clients.server import running_server
+from tests.unit.nova_receiver import NovaReceiver
 
 pytestmark = pytest.mark.clients
 
@@ -195,3 +198,39 @@ def test_the_token_not_a_header_names_the_project(cloud: Cloud) -> None:
     )
     assert created.status_code == 201, created.text
     assert created.json()["network"]["project_id"] == cloud.alice.project_id
+
+
+def test_nova_events_authenticate_with_keystone_and_find_nova_in_the_catalog(
+    cloud: Cloud, tmp_path
+) -> None:
+    """``server --nova-config``: keystoneauth1 gets a token for the [nova]
+    user and the compute endpoint from the catalog; Nova gets a valid token."""
+    user = cloud.alice
+    with NovaReceiver() as nova:
+        identity = _admin(user.keystone).identity
+        compute = identity.create_service(name="nova", type="compute")
+        identity.create_endpoint(
+            service_id=compute.id, interface="internal", url=nova.url, region_id=REGION
+        )
+        ini = tmp_path / "nova.ini"
+        ini.write_text(
+            f"[nova]\nauth_url = {user.keystone.url}\nusername = {user.name}\n"
+            f"password = {user.password}\nproject_name = {user.name}-project\n"
+            f"region_name = {REGION}\n"
+        )
+        target = nova_target(None, None, str(ini))
+        assert target is not None
+        notifier = NovaNotifier(target)
+        port = {"id": "p1", "device_id": "vm-1", "device_owner": "compute:nova"}
+        try:
+            notifier.port_status({**port, "status": "ACTIVE"})
+            assert [e["tag"] for e in nova.wait_for(1, timeout=30)] == ["p1"]
+        finally:
+            notifier.close()
+    (token,) = nova.tokens
+    assert token
+    checked = httpx.get(
+        f"{user.keystone.url}/auth/tokens",
+        headers={"X-Auth-Token": token, "X-Subject-Token": token},
+    )
+    assert checked.status_code == 200, checked.text

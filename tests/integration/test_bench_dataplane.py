@@ -46,6 +46,10 @@ def test_small_run_measures_both_paths_and_boot_to_reachable(lab_name: str) -> N
     assert result["unreachable"] == 0
     p50, p99 = result["boot_to_reachable_p50_s"], result["boot_to_reachable_p99_s"]
     assert 0 < p50 <= p99 <= result["boot_to_reachable_max_s"] < 10
+    # The same boots with --dhcp: each VM got its lease and answered.
+    assert result["dhcp_unreachable"] == 0
+    p50, p99 = result["dhcp_boot_to_reachable_p50_s"], result["dhcp_boot_to_reachable_p99_s"]
+    assert 0 < p50 <= p99 <= result["dhcp_boot_to_reachable_max_s"] < 10
 
 
 def test_bad_option_is_refused_by_name() -> None:

@@ -27,8 +27,9 @@ def test_small_run_compares_groups_with_port_security_off_and_times_enforcement(
     assert result["sg_over_open_gbit"] == pytest.approx(
         result["sg_gbit_s"] / result["open_gbit_s"], rel=0.02
     )
-    # Ten ports and the three VMs: two chains each, beside the group chains.
-    assert result["chains_on_host"] >= 2 * (10 + 3)
+    # Ten ports and the three VMs share the chain pairs of their sets of groups:
+    # the base chains, two per group, and far fewer than a pair per port.
+    assert 2 + 2 * 2 <= result["chains_on_host"] < 2 * (10 + 3)
     assert 0 < result["rule_add_enforced_p99_s"] < 5
     assert 0 < result["member_add_enforced_p99_s"] < 5
     # A one-rule change rewrites one group chain: a handful of statements.

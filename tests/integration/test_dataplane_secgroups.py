@@ -182,6 +182,28 @@ def test_default_group_admits_members_only(lab: Lab) -> None:
     assert lab.blocked("c", "a", 80, v6=True)
 
 
+def _port_chains(lab: Lab) -> set[str]:
+    listing = lab.table.listing()
+    assert listing is not None
+    return {c for c in listing.chains if c.startswith(("in-", "out-"))}
+
+
+def test_ports_in_the_same_groups_share_one_chain_pair(lab: Lab) -> None:
+    groups = {DEFAULT: default_rules(DEFAULT), OTHER: [rule("egress")]}
+    lab.apply(groups, [port("a", [DEFAULT]), port("b", [DEFAULT]), port("c", [OTHER])])
+    # One pair for (DEFAULT,) and one for (OTHER,): not one per port.
+    assert len(_port_chains(lab)) == 4
+    assert lab.tcp("a", "b", 22) and lab.blocked("c", "a", 22)
+    # b leaves: a keeps the shared pair and is filtered as before.
+    report = lab.apply(groups, [port("a", [DEFAULT]), port("c", [OTHER])])
+    assert "delete chain" not in report.transaction.script
+    assert len(_port_chains(lab)) == 4
+    assert lab.blocked("c", "a", 22) and lab.blocked("a", "b", 22)
+    # The last port of (DEFAULT,) leaves: its pair goes with it.
+    lab.apply(groups, [port("c", [OTHER])])
+    assert len(_port_chains(lab)) == 2
+
+
 def test_restart_changes_nothing(lab: Lab) -> None:
     groups = {DEFAULT: default_rules(DEFAULT)}
     ports = [port("a", [DEFAULT]), port("b", [DEFAULT]), port("c", [DEFAULT])]
@@ -209,9 +231,10 @@ def test_member_added_and_removed(lab: Lab) -> None:
     groups = {DEFAULT: default_rules(DEFAULT), OTHER: [rule("egress")]}
     lab.apply(groups, [port("a", [DEFAULT]), port("c", [OTHER])])
     assert lab.blocked("c", "a", 22)
-    # c joins DEFAULT: its address enters the set, nothing else changes.
+    # c joins DEFAULT: its address enters the set and its tap moves to the
+    # chains of its new set of groups; a patch, and no flow is cut.
     report = lab.apply(groups, [port("a", [DEFAULT]), port("c", [OTHER, DEFAULT])])
-    assert "delete" not in report.transaction.script
+    assert not report.transaction.full and not report.pruned
     assert lab.tcp("c", "a", 22)
     report = lab.apply(groups, [port("a", [DEFAULT]), port("c", [OTHER])])
     assert lab.blocked("c", "a", 22)

@@ -139,7 +139,7 @@ def test_private_vm_is_snated_to_the_gateway_and_the_flow_survives_a_rule_change
             flag.touch()
             vm.wait_for_line("got two", 10)
 
-    # The controller has the gateway's report: sessions and NAT state.
+    # The controller has the gateway's report: sessions and conntrack counters.
     def reported() -> bool:
         with lab.client() as api:
             gw = api.get_gateway("gw1")
@@ -148,7 +148,8 @@ def test_private_vm_is_snated_to_the_gateway_and_the_flow_survives_a_rule_change
         return (
             len(established) == 4
             and "10.2.0.0/24" in nat["private_prefixes"]
-            and nat["snat_entries"] >= 1
+            and nat["conntrack_entries"] >= 1
+            and set(nat["conntrack_stats"]) >= {"insert_failed", "drop", "error"}
         )
 
     wait_until(reported, 8, "gateway heartbeat with sessions and NAT state")

@@ -13,6 +13,7 @@ from l3fabric import cli
 from l3fabric.api.app import create_app
 from l3fabric.client import FabricClient
 from l3fabric.commands import anycast as command
+from l3fabric.commands import controller_cli
 from l3fabric.store.sqlite import SqliteStore
 
 with warnings.catch_warnings():
@@ -26,7 +27,7 @@ def api(tmp_path: Path, monkeypatch):
     with TestClient(create_app(store)) as test_client:
         # The command talks HTTP through the test client's in-process transport.
         monkeypatch.setattr(
-            command,
+            controller_cli,
             "FabricClient",
             lambda url, **kw: FabricClient(url, transport=test_client._transport, **kw),
         )

@@ -13,7 +13,7 @@ from l3fabric import cli
 from l3fabric.api.app import create_app
 from l3fabric.auth.tokens import TokenAuth
 from l3fabric.client import ApiError, FabricClient
-from l3fabric.commands import anycast as anycast_command
+from l3fabric.commands import controller_cli
 from l3fabric.credentials import Credentials, CredentialsError, read_token
 from l3fabric.store.sqlite import SqliteStore
 
@@ -80,7 +80,7 @@ def test_anycast_command_sends_the_token_file(tmp_path: Path, monkeypatch, capsy
     store = SqliteStore(tmp_path / "db")
     with TestClient(create_app(store, authenticator=TokenAuth(tokens))) as test_client:
         monkeypatch.setattr(
-            anycast_command,
+            controller_cli,
             "FabricClient",
             lambda url, **kw: FabricClient(url, transport=test_client._transport, **kw),
         )

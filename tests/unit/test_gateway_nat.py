@@ -7,7 +7,7 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from l3fabric.dataplane.nft import digest_of
-from l3fabric.gateway.nat import policy, render, snat_flows
+from l3fabric.gateway.nat import conntrack_stats, policy, render, snat_flows
 
 
 def nets(*prefixes: str) -> list:
@@ -69,3 +69,15 @@ def test_only_translated_conntrack_entries_count_as_snat() -> None:
         "src=198.51.100.1 dst=192.0.2.1 sport=5007 dport=40000 [ASSURED] mark=0 use=1",
     ]
     assert snat_flows(lines) == [("10.1.0.2", "192.0.2.1")]
+
+
+def test_conntrack_stats_sum_the_failure_counters_over_cpus() -> None:
+    lines = [
+        "cpu=0   \tfound=3 invalid=1 insert=0 insert_failed=2 drop=1 early_drop=0 error=0 "
+        "search_restart=5",
+        "cpu=1   \tfound=0 invalid=0 insert=0 insert_failed=1 drop=0 early_drop=4 error=1 "
+        "search_restart=0",
+    ]
+    assert conntrack_stats(lines) == {
+        "insert_failed": 3, "drop": 1, "early_drop": 4, "error": 1, "invalid": 1
+    }  # fmt: skip

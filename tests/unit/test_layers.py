@@ -63,6 +63,7 @@ def test_services_never_import_the_api() -> None:
         (errors.Conflict, 409),
         (errors.Gone, 410),
         (errors.PreconditionFailed, 412),
+        (errors.Unavailable, 503),
     ],
 )
 def test_every_kind_of_service_error_has_its_http_status(

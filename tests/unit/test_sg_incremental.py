@@ -160,20 +160,22 @@ def test_one_new_port_on_a_big_host_is_one_small_transaction() -> None:
     took = time.perf_counter() - start
     print(f"SG work, one new port at 10,000 after 10,000 statuses: {took * 1000:.2f} ms")
     tap = tap_name(new["id"])
-    # The pass recomputed and compared that port's chains, its verdicts and one member set.
+    # The pass compared that port's verdicts and one member set; its chains are
+    # the ones every port of its group already uses: none written.
     assert want.changed == Changed(
-        chains=frozenset({f"in-{tap}", f"out-{tap}"}),
+        chains=frozenset(),
         sets=frozenset({remote_set(GROUPS[0], 4)}),
         taps=frozenset({tap}),
     )
     assert isinstance(op, SecurityGroupsApply)
     assert op.taps == {tap}
-    assert set(op.transaction.chains) == {f"in-{tap}", f"out-{tap}"}
+    assert op.transaction.chains == ()
+    assert len(want.rendered.chains) == 2 + 2 + 2  # base, the group's, one shared port pair
     assert not op.transaction.full and not op.transaction.narrowed
-    # The port's chains, its two verdicts and its address in the member set: nothing else.
+    # The port's two verdicts and its address in the member set: nothing else.
     lines = op.transaction.script.splitlines()
     assert all(tap in line or "10.200.0.1" in line for line in lines), lines
-    assert len(lines) == 2 + 8 + 2 + 1
+    assert len(lines) == 2 + 1
     # The next port, with no statuses in between.
     other = {**new, "id": _pid(20_001), "fixed_ips": [{"ip_address": "10.200.0.2"}]}
     view.ports[other["id"]] = other
@@ -185,3 +187,27 @@ def test_one_new_port_on_a_big_host_is_one_small_transaction() -> None:
     sg_plan.applied(then, current, want.rendered)
     print(f"SG work, the next new port: {(time.perf_counter() - start) * 1000:.2f} ms")
     assert op.taps == {tap_name(other["id"])}
+
+
+def test_joining_a_group_admits_more_and_leaving_it_may_admit_less() -> None:
+    """A port that joins a group moves to its new groups' chain pair: no pruning; back: pruning."""
+    view = _host(3)
+    other = {"id": "r9", "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp"}
+    view.security_groups[GROUPS[1]] = {"id": GROUPS[1], "security_group_rules": [other]}
+    port_id = _pid(0)
+    address = view.ports[port_id]["fixed_ips"][0]["ip_address"]
+    previous = sg_plan.desired(view)
+    current = sg_plan.applied(previous)
+
+    view.ports[port_id] = {**view.ports[port_id], "security_groups": GROUPS[:2]}
+    _member(view, port_id, GROUPS[:2], address)
+    joined = sg_plan.desired(view, previous)
+    (op,) = sg_plan.ops(joined, current, previous.rendered)
+    assert not op.transaction.full and not op.transaction.narrowed  # no conntrack pruning
+    current = sg_plan.applied(joined, current, previous.rendered)
+
+    view.ports[port_id] = {**view.ports[port_id], "security_groups": GROUPS[:1]}
+    _member(view, port_id, GROUPS[:1], address)
+    left = sg_plan.desired(view, joined)
+    (op,) = sg_plan.ops(left, current, joined.rendered)
+    assert op.transaction.narrowed  # flows only GROUPS[1] admitted must be cut

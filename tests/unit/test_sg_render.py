@@ -62,21 +62,29 @@ def test_names_are_injective_and_fit() -> None:
     names = {ident(i) for i in odd} | {ident(upper.lower())}
     assert len(names) == len(odd) + 1
     assert all(len(group_chain(i, "ingress")) < 64 for i in odd)
-    assert port_chain("tap0123456789a", "egress") == "out-tap0123456789a"
+    # Ports share a chain pair per set of groups: the name follows the groups only.
+    assert port_chain((G1, G2), "egress") == port_chain((G1, G2), "egress")
+    assert port_chain((G1, G2), "egress").startswith("out-")
+    assert len({port_chain(g, "ingress") for g in [(), (G1,), (G2,), (G1, G2), ("default",)]}) == 5
+    assert all(len(port_chain(tuple(odd), d)) < 64 for d in ("ingress", "egress"))
     assert remote_set(G1, 6) == f"rg6-{G1}"
 
 
 def test_layout_golden() -> None:
     rendered = render(_state(1))
     tap = "tap00000000000"
-    assert rendered.maps == {"sg_in": {tap: f"goto in-{tap}"}, "sg_out": {tap: f"goto out-{tap}"}}
-    assert rendered.chains[f"in-{tap}"][:-1] == (
+    chain_in, chain_out = port_chain((G1, G2), "ingress"), port_chain((G1, G2), "egress")
+    assert rendered.maps == {
+        "sg_in": {tap: f"goto {chain_in}"},
+        "sg_out": {tap: f"goto {chain_out}"},
+    }
+    assert rendered.chains[chain_in][:-1] == (
         "icmpv6 type { 133-137 } accept",
         "ct state invalid drop",
         f"jump sgi-{G1}",
         f"jump sgi-{G2}",
     )
-    assert rendered.chains[f"in-{tap}"][-1].startswith('drop comment "sg sha256:')
+    assert rendered.chains[chain_in][-1].startswith('drop comment "sg sha256:')
     assert rendered.chains[f"sgi-{G1}"][:-1] == (
         f"ip saddr @rg4-{G1} accept",
         "meta nfproto ipv4 tcp dport 80 accept",
@@ -91,7 +99,18 @@ def test_port_security_off_is_an_accept_and_no_chains() -> None:
     off = dataclasses.replace(state.ports["tap00000000000"], port_security=False, groups=())
     rendered = render(dataclasses.replace(state, ports={"tap00000000000": off}))
     assert rendered.maps["sg_in"] == {"tap00000000000": "accept"}
-    assert not any(c.endswith("tap00000000000") for c in rendered.chains)
+    assert set(rendered.chains) == {"sg-egress", "sg-ingress", f"sgi-{G1}", f"sge-{G1}",
+                                    f"sgi-{G2}", f"sge-{G2}"}  # fmt: skip
+
+
+def test_ports_with_the_same_groups_share_one_chain_pair() -> None:
+    state = _state(1000)
+    alone = SgPort("tapalone", (G1,), True, ("10.0.9.1/32",))
+    rendered = render(dataclasses.replace(state, ports={**state.ports, "tapalone": alone}))
+    # Base chains, two per group, and one pair per set of groups: (G1, G2) and (G1,).
+    assert len(rendered.chains) == 2 + 4 + 4
+    assert len(set(rendered.maps["sg_in"].values())) == 2
+    assert rendered.maps["sg_in"]["tapalone"] == f"goto {port_chain((G1,), 'ingress')}"
 
 
 def test_group_digest_follows_rules_not_order() -> None:
@@ -138,7 +157,7 @@ def test_a_member_change_is_elements_only() -> None:
     assert not transaction(render(dataclasses.replace(state, members=grown)), before).narrowed
 
 
-def test_a_port_that_goes_loses_its_chains_and_map_entries() -> None:
+def test_a_port_that_goes_loses_its_map_entries_and_the_last_one_its_chains() -> None:
     state = _state(3)
     before = listing_of(render(state))
     ports = dict(state.ports)
@@ -147,8 +166,11 @@ def test_a_port_that_goes_loses_its_chains_and_map_entries() -> None:
     assert todo.script.splitlines() == [
         'delete element inet l3fabric-sg sg_in { "tap00000000002" }',
         'delete element inet l3fabric-sg sg_out { "tap00000000002" }',
-        "delete chain inet l3fabric-sg in-tap00000000002",
-        "delete chain inet l3fabric-sg out-tap00000000002",
+    ]
+    todo = transaction(render(dataclasses.replace(state, ports={})), before)
+    assert todo.script.splitlines()[-2:] == [
+        f"delete chain inet l3fabric-sg {port_chain((G1, G2), 'ingress')}",
+        f"delete chain inet l3fabric-sg {port_chain((G1, G2), 'egress')}",
     ]
 
 

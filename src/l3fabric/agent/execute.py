@@ -7,8 +7,9 @@ applier's exception as that op's failure, and times every step into a
 ``PassMetrics``, which the agent logs, keeps for its heartbeat and writes to
 ``<run dir>/passes.json`` for the benchmarks (structured: no log parsing).
 
-One exception to strict order: a guard op (nftables, its own process) runs
-beside the tap preparation that follows it; both end before any route.
+One exception to strict order: the nftables ops (security groups, guard)
+that come right before the tap preparation run, in their order, in a thread
+beside it; all end before any route.
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from l3fabric.agent.ops import Blocked, GuardElements, GuardTable, Op, Outcome, TapsPrepare
+from l3fabric.agent.ops import (
+    Blocked,
+    GuardElements,
+    GuardTable,
+    Op,
+    Outcome,
+    SecurityGroupsApply,
+    TapsPrepare,
+)
+
+# Ops that only write nftables: they may run beside the tap preparation.
+_NFT_OPS = (SecurityGroupsApply, GuardTable, GuardElements)
 
 
 class Applier(Protocol):
@@ -88,31 +100,52 @@ def _record(metrics: PassMetrics, op: Op, outcome: Outcome, seconds: float) -> N
     step.errors += outcome.errors
 
 
+def _beside_taps(queue: list[Op]) -> list[Op]:
+    """The nftables ops at the head of ``queue`` if the tap preparation follows them (taken)."""
+    n = 0
+    while n < len(queue) and isinstance(queue[n], _NFT_OPS):
+        n += 1
+    if not n or n == len(queue) or not isinstance(queue[n], TapsPrepare):
+        return []
+    taken = queue[:n]
+    del queue[:n]
+    return taken
+
+
+def _apply_all(ops: list[Op], appliers: Mapping[str, Applier]) -> list[tuple[Op, Outcome, float]]:
+    done = []
+    for op in ops:
+        started = time.monotonic()
+        done.append((op, _apply(appliers[op.domain], op), time.monotonic() - started))
+    return done
+
+
 def run(ops: Sequence[Op], appliers: Mapping[str, Applier], metrics: PassMetrics) -> Blocked:
     """Apply ``ops`` in order; returns what could not be done (for statuses)."""
     blocked = Blocked()
     queue = list(ops)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nft") as pool:
         while queue:
-            op = queue.pop(0).pruned(blocked)
-            if op is None:
-                continue
-            started = time.monotonic()
-            if (
-                isinstance(op, GuardTable | GuardElements)
-                and queue
-                and isinstance(queue[0], TapsPrepare)
-            ):
-                guard = pool.submit(_apply, appliers[op.domain], op)
+            beside = _beside_taps(queue)
+            if beside:
+                # nftables (in process: libnftables drops the GIL) in a thread
+                # while this one prepares the taps; both end before any route.
+                nft = pool.submit(_apply_all, beside, appliers)
                 taps = queue.pop(0).pruned(blocked)
                 if taps is not None:
                     begun = time.monotonic()
                     outcome = _apply(appliers[taps.domain], taps)
                     _record(metrics, taps, outcome, time.monotonic() - begun)
                     taps.block(outcome, blocked)
-                outcome = guard.result()
-            else:
-                outcome = _apply(appliers[op.domain], op)
+                for op, outcome, seconds in nft.result():
+                    _record(metrics, op, outcome, seconds)
+                    op.block(outcome, blocked)
+                continue
+            op = queue.pop(0).pruned(blocked)
+            if op is None:
+                continue
+            started = time.monotonic()
+            outcome = _apply(appliers[op.domain], op)
             _record(metrics, op, outcome, time.monotonic() - started)
             op.block(outcome, blocked)
     return blocked

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from l3fabric.agent import execute
@@ -44,6 +45,8 @@ from l3fabric.agent.appliers import (
     TapsApplier,
 )
 from l3fabric.agent.bird_early import EarlyBird
+from l3fabric.agent.dhcp import DhcpError, DhcpServer, DhcpUnavailable
+from l3fabric.agent.dhcp_config import Renderer
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
@@ -64,6 +67,7 @@ from l3fabric.dataplane.nexthops import HOST_BUCKETS, ResilientParams, Resilient
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import EndpointRoutes, install_protocol_name
 from l3fabric.dataplane.secgroups import SecurityGroupsTable
+from l3fabric.nova.metadata import MetadataConfig, MetadataServer, ensure_address
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +91,20 @@ class HostAgent(ReconcileAgent):
         api_url: str,
         run_dir: str | Path,
         resync_interval: float = RESYNC_INTERVAL_S,
+        metadata: MetadataConfig | None = None,
+        dhcp: bool = True,
     ) -> None:
+        """``metadata``: serve 169.254.169.254 to this host's VMs (nova/metadata.py);
+        ``dhcp``: run the host's DHCP server (agent/dhcp.py)."""
         super().__init__(host, api_url, run_dir, resync_interval)
+        self.metadata = metadata
         self.host = host
         self.run_dir = Path(run_dir)
+        # The host's DHCP server (None: --no-dhcp); its config errors as last logged.
+        self.dhcp = DhcpServer(self.run_dir) if dhcp else None
+        self._render_dhcp = Renderer()
+        self._dhcp_errors: tuple[str, ...] = ()
+        self._dhcp_unavailable = False  # dnsmasq missing: logged once
         self.statuses: dict[str, str] = {}
         self._reported: dict[str, str] = {}  # what the controller last took
         self._full_report_at = -FULL_REPORT_S
@@ -137,12 +151,36 @@ class HostAgent(ReconcileAgent):
                     "probes": self._probes,
                     "bird": BirdApplier(self.converge_bird, early.wait),
                 }
+                metadata = self._start_metadata()
                 try:
                     yield
                 finally:
                     self._probes.close()
+                    if metadata is not None:
+                        metadata.close()
+                    if self.dhcp is not None:
+                        self.dhcp.stop()
         finally:
             watcher.stop()
+
+    def _start_metadata(self) -> MetadataServer | None:
+        """The metadata service, if asked for; a failure leaves the agent running without it."""
+        if self.metadata is None:
+            return None
+
+        def ports() -> list[dict[str, Any]]:
+            return list(self.watcher.state().ports.values())
+
+        def public(port: dict[str, Any]) -> bool:
+            network = self.watcher.state().networks.get(port.get("network_id", ""), {})
+            return bool(network.get("router:external"))
+
+        try:
+            ensure_address(self.metadata.address)
+            return MetadataServer(self.metadata, ports, public).start()
+        except Exception as exc:  # OSError, pyroute2's NetlinkError: say it and go on
+            log.error("metadata service not started: %s", exc)
+            return None
 
     def _taps_changed(self, names: set[str] | None) -> None:
         with self._changes_lock:
@@ -161,7 +199,36 @@ class HostAgent(ReconcileAgent):
             due = time.monotonic() - self._last_full >= FULL_PASS_BACKSTOP * self.resync_interval
             full = timed or due or self._all_taps_changed or self._model is None
             self._all_taps_changed = False
-        return self.reconcile(self.watcher.state(), full, changed).errors
+        view = self.watcher.state()
+        # DHCP first: a port the pass reports ACTIVE is already served (boot
+        # waits for ACTIVE, as Nova does, before the VM asks for its lease).
+        failed = self.converge_dhcp(view, full)
+        return self.reconcile(view, full, changed).errors + failed
+
+    def converge_dhcp(self, view: HostState, full: bool = True) -> list[str]:
+        """Make dnsmasq serve the ports of ``view``; returns what failed (a retry is due).
+
+        A port the server cannot serve (a bad record) is logged, not retried.
+        """
+        if self.dhcp is None:
+            return []
+        config = self._render_dhcp(self.host, view.ports, view.subnets, view.networks)
+        if config.errors != self._dhcp_errors:
+            self._dhcp_errors = config.errors
+            for error in config.errors:
+                log.warning("DHCP: %s", error)
+        try:
+            self.dhcp.converge(config, full)
+        except DhcpUnavailable as exc:
+            # Not a failure to retry every second: logged once.
+            if not self._dhcp_unavailable:
+                log.error("DHCP: %s", exc)
+            self._dhcp_unavailable = True
+            return []
+        except (DhcpError, OSError) as exc:
+            log.error("DHCP: %s", exc)
+            return [f"dhcp: {exc}"]
+        return []
 
     def send_heartbeat(self) -> None:
         """Liveness, BGP sessions and the port statuses that changed (all, now and then).
@@ -179,6 +246,19 @@ class HostAgent(ReconcileAgent):
         self._reported = current
         if full:
             self._full_report_at = now
+
+    def endpoint_counts(self) -> dict[str, int] | None:
+        """Ports up with their tap present (expected routed) and those ACTIVE (programmed).
+
+        A port whose VM has no tap yet is not expected: nothing can be routed to it."""
+        desired = self._desired
+        if desired is None:
+            return None
+        expected = sum(
+            1 for ep in desired.endpoints.values() if ep.admin_up and ep.tap in desired.taps
+        )
+        programmed = sum(1 for s in self.statuses.values() if s == "ACTIVE")
+        return {"expected": expected, "programmed": programmed}
 
     def reconcile(
         self, view: HostState, full: bool = True, changed: Collection[str] = ()

@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from l3fabric import __version__
+from l3fabric import __version__, sdnotify
 from l3fabric.agent import execute
 from l3fabric.agent.execute import Applier, PassMetrics
+from l3fabric.agent.metrics import AgentMetrics, age
 from l3fabric.agent.ops import Blocked, Op
 from l3fabric.agent.passlog import PassLog, summary
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher
+from l3fabric.routing import bird_process
 from l3fabric.routing.bird_config import BirdConfig, SkippedPeer
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
 
@@ -53,6 +55,8 @@ RETRY_S = 1.0
 class ReconcileAgent(abc.ABC):
     """Runs one node's reconcile loop in the current network namespace."""
 
+    role = "host"  # in metrics
+
     def __init__(
         self,
         name: str,
@@ -78,6 +82,12 @@ class ReconcileAgent(abc.ABC):
         self._report_now = threading.Event()
         self._stop = threading.Event()
         self._started_at = time.time()
+        # For metrics and health (agent/metrics.py): what the last heartbeat
+        # carried, when the controller last took one, when the loop last turned.
+        self.last_bgp: list[dict[str, Any]] = []
+        self.heartbeat_ok_at: float | None = None
+        self.loop_at = time.monotonic()
+        self.metrics = AgentMetrics(self.role, self.metrics_state)
 
     # What a subclass supplies -----------------------------------------------------
 
@@ -119,6 +129,7 @@ class ReconcileAgent(abc.ABC):
             reporter.start()
             try:
                 while not self._stop.is_set():
+                    self.loop_at = time.monotonic()
                     timed = not self._dirty.wait(self.resync_interval)
                     self._dirty.clear()
                     if self._stop.is_set():
@@ -137,6 +148,8 @@ class ReconcileAgent(abc.ABC):
         started = time.monotonic()
         failed = self.pass_once(timed)
         self.passes += 1
+        if self.passes == 1:
+            sdnotify.notify()  # systemd (Type=notify): started once the first pass ran
         self.last_seconds = time.monotonic() - started
         self.last_failed = failed
         return failed
@@ -166,6 +179,10 @@ class ReconcileAgent(abc.ABC):
             {"name": s.protocol, "peer": str(s.address), "state": "skipped", "info": s.reason}
             for s in self.skipped_sessions
         ]
+        self.last_bgp = self._bgp_sessions(skipped)
+        return self.last_bgp
+
+    def _bgp_sessions(self, skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not self.bird.alive():
             return skipped
         try:
@@ -181,12 +198,19 @@ class ReconcileAgent(abc.ABC):
                 "peer": p.neighbor,
                 "state": p.state,
                 "info": p.info,
+                "since": p.since,
+                "routes_in": sum(r.get("imported", 0) for r in p.routes.values()),
+                "routes_out": sum(r.get("exported", 0) for r in p.routes.values()),
                 "rejected": p.filtered,
             }
             for p in protocols
             if p.proto == "BGP"
         ]
         return running + skipped
+
+    def use_bird_unit(self, unit: str) -> None:
+        """Start BIRD as systemd unit ``unit`` (routing/bird_process.systemd_unit_argv)."""
+        self.bird.unit = bird_process.unit_name(unit)
 
     # Pass steps and metrics ------------------------------------------------------------
 
@@ -232,6 +256,7 @@ class ReconcileAgent(abc.ABC):
                 f"; failed: {'; '.join(metrics.errors)}" if metrics.errors else "",
             )
         self.pass_log.record(metrics)
+        self.metrics.observe_pass(metrics)
         return metrics
 
     # Status to the controller ---------------------------------------------------------
@@ -245,13 +270,39 @@ class ReconcileAgent(abc.ABC):
             "errors": self.last_failed,
             "controller_connected": self.watcher.connected,
             "last_pass": summary(self.last_pass) if self.last_pass else None,
+            "endpoints": self.endpoint_counts(),
         }
+
+    def endpoint_counts(self) -> dict[str, int] | None:
+        """Endpoints this node should program and those it did (None: it has none to)."""
+        return None
+
+    def metrics_state(self) -> dict[str, Any]:
+        """What the scrape-time metrics read (agent/metrics.py)."""
+        return {
+            "bgp": self.last_bgp,
+            "endpoints": self.endpoint_counts(),
+            "heartbeat_age_s": age(self.heartbeat_ok_at),
+        }
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        """/healthz: the loop turned within three resync intervals (30 s at least)."""
+        stalled = time.monotonic() - self.loop_at
+        ok = stalled < max(30.0, 3 * self.resync_interval)
+        return ok, {"status": "ok" if ok else "stuck", "loop_idle_s": round(stalled, 3)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """/readyz: the controller's snapshot arrived and a pass ran."""
+        ok = self.watcher.synced.is_set() and self.passes > 0
+        body = {"status": "ready" if ok else "starting", "passes": self.passes}
+        return ok, {**body, "errors": self.last_failed}
 
     def _report_loop(self) -> None:
         while not self._stop.is_set():
             interval = float(self.watcher.state().fabric.get("heartbeat_interval_s", 2.0))
             try:
                 self.send_heartbeat()
+                self.heartbeat_ok_at = time.monotonic()
             except (ApiError, ControllerUnavailable) as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:

@@ -33,6 +33,7 @@ def summary(metrics: PassMetrics) -> dict[str, Any]:
     return {
         "number": metrics.number,
         "kind": metrics.kind,
+        "at": round(metrics.started_at, 3),
         "seconds": round(metrics.seconds, 6),
         "steps": {name: round(s.seconds, 6) for name, s in metrics.steps.items()},
         "ops": metrics.operations,

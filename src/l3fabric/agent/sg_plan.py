@@ -62,6 +62,7 @@ class DesiredSg:
     group_errors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     members: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
     uses: Mapping[str, int] = field(default_factory=dict)  # group -> ports of this host in it
+    chain_uses: Mapping[str, int] = field(default_factory=dict)  # port chain -> ports using it
     changed: Changed | None = None
     base: Rendered | None = None
 
@@ -112,7 +113,7 @@ class _Builder:
     def build(self) -> DesiredSg | None:
         view, last = self.view, self.last
         taps, untapped, sg_ports = dict(last.taps), dict(last.untapped), dict(last.state.ports)
-        uses = dict(last.uses)
+        uses, chain_uses = dict(last.uses), dict(last.chain_uses)
         # A reported status replaces the object too (10,000 after a first pass).
         changed = [
             p
@@ -125,7 +126,7 @@ class _Builder:
             untapped.pop(port_id, None)
             old = taps.pop(port_id, None)
             if old is not None:
-                self._port_out(sg_ports.pop(old), uses)
+                self._port_out(sg_ports.pop(old), uses, chain_uses)
         for port_id in changed:  # in with the new
             port = view.ports.get(port_id)
             if port is None:
@@ -139,7 +140,7 @@ class _Builder:
                 return None
             taps[port_id] = tap
             sg_ports[tap] = sg_port(port, tap)
-            self._port_in(sg_ports[tap], uses)
+            self._port_in(sg_ports[tap], uses, chain_uses)
         groups, group_errors, sources = self._groups(uses)
         state_members, members = self._members(groups)
         errors = [untapped[p] for p in sorted(untapped)]
@@ -159,32 +160,34 @@ class _Builder:
             group_errors,
             members,
             uses,
+            chain_uses,
             dirty,
             last.rendered,
         )
 
-    def _port_out(self, port: SgPort, uses: dict[str, int]) -> None:
+    def _port_out(self, port: SgPort, uses: dict[str, int], chain_uses: dict[str, int]) -> None:
         chains, verdicts = port_objects(port)
         for name in chains:
-            del self.chains[name]
-        self.dirty_chains.update(chains)
+            if _release(chain_uses, name):  # the last port with these groups
+                del self.chains[name]
+                self.dirty_chains.add(name)
         for vmap in verdicts:
             del self.maps[vmap][port.tap]
         self.dirty_taps.add(port.tap)
         for group in port.groups:
-            uses[group] -= 1
-            if not uses[group]:
-                del uses[group]
+            _release(uses, group)
 
-    def _port_in(self, port: SgPort, uses: dict[str, int]) -> None:
+    def _port_in(self, port: SgPort, uses: dict[str, int], chain_uses: dict[str, int]) -> None:
         chains, verdicts = port_objects(port)
-        self.chains.update(chains)
-        self.dirty_chains.update(chains)
+        for name, rules in chains.items():
+            if _acquire(chain_uses, name):  # the first port with these groups
+                self.chains[name] = rules
+                self.dirty_chains.add(name)
         for vmap, verdict in verdicts.items():
             self.maps[vmap][port.tap] = verdict
         self.dirty_taps.add(port.tap)
         for group in port.groups:
-            uses[group] = uses.get(group, 0) + 1
+            _acquire(uses, group)
 
     def _groups(
         self, uses: Mapping[str, int]
@@ -250,26 +253,63 @@ class _Builder:
         return sets
 
 
+def _acquire(counts: dict[str, int], key: str) -> bool:
+    """Count one more user of ``key``; True if it is the first."""
+    counts[key] = counts.get(key, 0) + 1
+    return counts[key] == 1
+
+
+def _release(counts: dict[str, int], key: str) -> bool:
+    """Count one user of ``key`` less; True if it was the last (``key`` is then gone)."""
+    counts[key] -= 1
+    if counts[key]:
+        return False
+    del counts[key]
+    return True
+
+
 def narrows(last: Rendered, new: Rendered, only: Changed | None = None) -> bool:
     """Whether going from ``last`` to ``new`` may admit less (conntrack must be pruned).
 
-    A rule or jump added to a chain admits more; one removed, a set element or
-    map entry removed or changed, or a chain deleted may admit less. Every
-    chain's last rule is its seal (the digest), which always changes.
+    A rule or jump added to a chain admits more; one removed, a set element
+    removed, or a map entry removed or sent to a chain with fewer rules may
+    admit less. A chain deleted is no longer reachable, so what reached it
+    changed and is judged there (a tap that joins a group moves to the chain
+    pair of its new groups, which holds every rule of the old pair: more).
+    Every chain's last rule is its seal (the digest), which always changes.
     ``only``: what may differ (the rest is known equal).
     """
     chains = last.chains.keys() if only is None else only.chains & last.chains.keys()
-    if any(name not in new.chains for name in chains):
-        return True
-    if any(not set(last.chains[name][:-1]) <= set(new.chains[name][:-1]) for name in chains):
+    kept = [name for name in chains if name in new.chains]
+    if any(not _rules(last, name) <= _rules(new, name) for name in kept):
         return True
     sets = last.sets.keys() if only is None else only.sets & last.sets.keys()
     if any(not set(last.sets[name][1]) <= set(new.sets.get(name, ("", ()))[1]) for name in sets):
         return True
     return any(
-        new.maps.get(vmap, {}).get(tap) != verdict
+        not _verdict_grows(last, new, verdict, new.maps.get(vmap, {}).get(tap))
         for vmap, entries in last.maps.items()
         for tap, verdict in _scoped(entries, only)
+    )
+
+
+def _rules(rendered: Rendered, chain: str) -> set[str]:
+    """A chain's rules without its seal."""
+    return set(rendered.chains[chain][:-1])
+
+
+def _verdict_grows(last: Rendered, new: Rendered, before: str, after: str | None) -> bool:
+    """Whether a map entry ``before`` -> ``after`` admits at least what it did."""
+    if after == before or after == "accept":
+        return True
+    old, _, old_chain = before.partition("goto ")
+    fresh, _, new_chain = (after or "").partition("goto ")
+    return (
+        not old
+        and not fresh
+        and old_chain in last.chains
+        and new_chain in new.chains
+        and _rules(last, old_chain) <= _rules(new, new_chain)
     )
 
 

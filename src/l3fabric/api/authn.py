@@ -14,6 +14,8 @@ What each kind of caller may do (docs/security.md):
   report is its own). Nothing else: no /v2.0, no change to the fabric.
 - anyone else (member, reader): /v2.0 (the service layer decides what each
   project sees); /v1 is the operator's API, admin only.
+- nobody needs a token for the version document and the page of /ui (its
+  data comes from /v1 with the viewer's token).
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ from l3fabric.api.errors import error_response
 from l3fabric.auth.base import Authenticator, AuthUnavailable, NoAuth, agent_of
 from l3fabric.service.common import Context
 
-# Open to everyone, as Neutron's version document.
-_OPEN = {("GET", "/"), ("HEAD", "/")}
+# Open to everyone, as Neutron's version document; and the health and metrics
+# pages (api/metrics.py), which load balancers and Prometheus call without a token.
+_OPEN = {("GET", "/"), ("HEAD", "/"), *(("GET", p) for p in ("/metrics", "/healthz", "/readyz"))}
+# The live picture's page and assets (api/ui.py): no data in them, the page
+# asks the API for everything with the operator's token.
+_PAGE = re.compile(r"^/ui(/[A-Za-z0-9_.-]*)?$")
 _AGENT_READS = re.compile(r"^/v1/(fabric|hosts|gateways)(/[^/]+)?/?$")
 _HEARTBEAT = re.compile(r"^/v1/(host|gateway)s/([^/]+)/heartbeat$")
 _ANYCAST_STATUS = re.compile(r"^/v1/anycast/[^/]+/status$")
@@ -74,7 +80,7 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        if (method, path) in _OPEN:
+        if (method, path) in _OPEN or (method in ("GET", "HEAD") and _PAGE.match(path)):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

@@ -25,7 +25,9 @@ from l3fabric.service.errors import (
     NotFound,
     PreconditionFailed,
     ServiceError,
+    Unavailable,
 )
+from l3fabric.store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ _STATUS: dict[type[ServiceError], int] = {
     Conflict: 409,
     Gone: 410,
     PreconditionFailed: 412,
+    Unavailable: 503,
 }
 
 
@@ -79,6 +82,15 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 500:
             log.error("no HTTP status for %s: %s", type(exc).__name__, exc)
         return error_response(status, exc.type, exc.message, exc.detail)
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_down(request: Request, exc: StoreUnavailableError) -> JsonResponse:
+        # Raised from any service call: the request changed nothing we know of.
+        log.warning("store unavailable: %s", exc)
+        return await _refused(
+            request,
+            Unavailable("ServiceUnavailable", "The store is unavailable; retry later.", str(exc)),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JsonResponse:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from l3fabric.api.body import JsonBody, openapi_body
 from l3fabric.api.jsontext import JsonResponse, JsonRoute
+from l3fabric.api.metrics import counted_watch
 from l3fabric.model.fabric import FabricConfig, GatewayHeartbeat, HostHeartbeat
 from l3fabric.service.fabric import FabricService, Registry
 from l3fabric.service.fanout import WatchHub
@@ -80,7 +81,8 @@ def _router(fabric: FabricService, hub: WatchHub) -> APIRouter:
         if getattr(state, "watch_limiter", None) is None:
             state.watch_limiter = anyio.CapacityLimiter(WATCH_THREADS)
         return await anyio.to_thread.run_sync(
-            hub.watch,
+            counted_watch(getattr(state, "metrics", None), hub.watch_store),
+            fabric.store,
             host,
             since,
             timeout,

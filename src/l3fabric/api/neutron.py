@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from l3fabric.api import neutron_meta, neutron_quotas
+from l3fabric.api import neutron_bindings, neutron_meta, neutron_quotas
 from l3fabric.api.body import model_schema, openapi_body, read_json
 from l3fabric.api.jsontext import dumps
 from l3fabric.api.neutron_query import ListQuery, int_attributes, parse_int
@@ -160,6 +160,7 @@ def install(app: FastAPI) -> None:
     for collection in neutron_meta.RESOURCES:
         _collection_routes(router, service.resource(collection))
     neutron_quotas.install(router, service.quotas, _context)
+    neutron_bindings.install(router, service.port_bindings, _context)
 
     @router.put(
         "/v2.0/routers/{router_id}/{action}",

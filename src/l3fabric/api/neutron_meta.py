@@ -15,7 +15,15 @@ EXTENSIONS: dict[str, tuple[str, str]] = {
         "Neutron external network",
         "router:external on networks: their subnets are public (announced upstream, no NAT)",
     ),
-    "binding": ("Port Binding", "binding:host_id and friends: which host a port lives on"),
+    "binding": (
+        "Port Binding",
+        "binding:host_id and friends: which host a port lives on; vif_type tap with the"
+        " vif_details Nova's libvirt driver takes",
+    ),
+    "binding-extended": (
+        "Port Bindings Extended",
+        "/ports/{id}/bindings: a binding per host, activated by live migration",
+    ),
     "allowed-address-pairs": (
         "Allowed Address Pairs",
         "extra addresses a port may source and receive (anycast, moved addresses)",

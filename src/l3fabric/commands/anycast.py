@@ -5,20 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from typing import Any
 
-from l3fabric import credentials
-from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
+from l3fabric.client import ApiError, FabricClient
+from l3fabric.commands import controller_cli
 
-DEFAULT_API = "http://127.0.0.1:9696"
 _CHECK = re.compile(r"^(?:(?P<icmp>icmp)|(?P<type>tcp|http):(?P<port>\d{1,5})(?P<path>/\S*)?)$")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("anycast", help="manage anycast groups (one address, many ports)")
-    parser.add_argument("--api", default=DEFAULT_API, metavar="URL", help="the controller")
-    credentials.add_arguments(parser)
+    controller_cli.add_arguments(parser, formats=False)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     create = verbs.add_parser("create", help="reserve an address on a subnet for a new group")
@@ -96,45 +93,30 @@ def _resolve(api: FabricClient, group: str) -> str:
 
 
 def _table(groups: list[dict[str, Any]]) -> str:
-    rows = [("ID", "NAME", "ADDRESS", "MEMBERS", "HEALTHY", "CHECK")]
-    for g in groups:
-        check = g["health_check"]
-        rows.append(
-            (
-                g["id"],
-                g["name"],
-                g["address"],
-                str(len(g["members"])),
-                str(g["status"]["healthy_members"]),
-                "-" if check is None else check["type"],
-            )
+    rows = [
+        (
+            g["id"],
+            g["name"],
+            g["address"],
+            len(g["members"]),
+            g["status"]["healthy_members"],
+            "-" if g["health_check"] is None else g["health_check"]["type"],
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+        for g in groups
+    ]
+    return controller_cli.table(("ID", "NAME", "ADDRESS", "MEMBERS", "HEALTHY", "CHECK"), rows)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        api = FabricClient(args.api, credentials=credentials.Credentials.from_args(args))
-    except credentials.CredentialsError as exc:
-        print(f"l3fabric anycast: {exc}", file=sys.stderr)
-        return 2
-    with api:
-        try:
-            result = _dispatch(api, args)
-        except ApiError as exc:
-            print(f"l3fabric anycast {args.verb}: {exc.message} ({exc.type})", file=sys.stderr)
-            return 1
-        except ControllerUnavailable as exc:
-            print(f"l3fabric anycast: cannot reach the controller: {exc}", file=sys.stderr)
-            return 1
-    if isinstance(result, str):
-        print(result)
-    elif result is not None:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    return 0
+    def act(api: FabricClient) -> int:
+        result = _dispatch(api, args)
+        if isinstance(result, str):
+            print(result)
+        elif result is not None:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+
+    return controller_cli.run(f"anycast {args.verb}", args, act)
 
 
 def _dispatch(api: FabricClient, args: argparse.Namespace) -> Any:

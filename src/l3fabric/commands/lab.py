@@ -1,4 +1,4 @@
-"""``l3fabric lab up|down|status|exec|boot|delete``: a data centre in network namespaces."""
+"""``l3fabric lab up|down|status|exec|boot|migrate|delete``: a data centre in network namespaces."""
 
 from __future__ import annotations
 
@@ -12,18 +12,22 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from l3fabric.commands.status import fabric_report
+from l3fabric.commands.status import render as render_status
 from l3fabric.lab import boot as vm
 from l3fabric.lab import down as lab_down
 from l3fabric.lab import status as lab_status
+from l3fabric.lab.credentials import admin_token_file, lab_client
 from l3fabric.lab.demo import run_demo
 from l3fabric.lab.errors import LabError
+from l3fabric.lab.plan import Plan
 from l3fabric.lab.state import LabState, only_lab
 from l3fabric.lab.topology import TopologyError, load_topology
 from l3fabric.lab.up import up
 from l3fabric.osc import CommandFailed
 
-# examples/ sits next to src/ in a checkout (make demo runs from there).
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[3] / "examples" / "dc.yaml"
+# The example topologies ship inside the package (a checkout's examples/ links to them).
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "examples" / "dc.yaml"
 
 console = Console(stderr=True)
 
@@ -51,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "topology",
         nargs="?",
         default=str(DEFAULT_TOPOLOGY),
-        help="topology file (default: %(default)s)",
+        help="topology file (default: the example data centre shipped with l3fabric, dc.yaml)",
     )
     p.add_argument("--keep", action="store_true", help="leave the lab up for exploring")
     p.set_defaults(func=_demo)
@@ -61,7 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="remove every lab on this machine")
     p.set_defaults(func=_down)
 
-    p = verbs.add_parser("status", help="nodes, agents, BGP sessions, routes, VMs")
+    p = verbs.add_parser(
+        "status",
+        help="nodes, agents, BGP sessions, routes, VMs; then the fabric's health as "
+        "'l3fabric status' sees it (exit 1 when degraded)",
+    )
     p.add_argument("--lab", help="lab name (default: the only lab that is up)")
     p.set_defaults(func=_status)
 
@@ -99,7 +107,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="security group name or id for every port (repeat for several; "
         f"default: default and {vm.LAB_GROUP}, which admits everything)",
     )
+    p.add_argument(
+        "--dhcp",
+        action="store_true",
+        help="leave the VM's interfaces unconfigured and run a DHCP client in it",
+    )
+    p.add_argument(
+        "--dhcp-client",
+        choices=("dhclient", "udhcpc"),
+        default="dhclient",
+        help="the DHCP client --dhcp runs (default %(default)s)",
+    )
     p.set_defaults(func=_boot)
+
+    p = verbs.add_parser(
+        "migrate", help="live-migrate a VM to HOST (binding-extended, as Nova does)"
+    )
+    p.add_argument("--lab", help="lab name (default: the only lab that is up)")
+    p.add_argument("name", help="VM name")
+    p.add_argument("host", help="the compute host to move it to")
+    p.set_defaults(func=_migrate)
 
     p = verbs.add_parser("delete", help="delete a VM's ports and namespace")
     p.add_argument("--lab", help="lab name (default: the only lab that is up)")
@@ -135,6 +162,12 @@ def _up(args: argparse.Namespace) -> int:
         f"{len(plan.nodes)} namespaces, API {plan.api_url()}",
         highlight=False,
     )
+    if not args.network_only:
+        console.print(
+            f"live picture: {plan.api_url()}/ui#token=... (the admin token: "
+            f"{admin_token_file(LabState(plan.lab))})",
+            highlight=False,
+        )
     return 0
 
 
@@ -166,10 +199,12 @@ def _status(args: argparse.Namespace) -> int:
     except LabError as exc:
         return _fail(exc)
     out = Console()
-    alive = "running" if lab_status.server_alive(state) else "[red]not running[/]"
+    server = lab_status.server_alive(state)
+    alive = "running" if server else "[red]not running[/]"
     out.print(f"lab [bold]{plan.lab}[/]: controller {plan.api_url()} {alive}")
     table = Table("node", "role", "namespace", "agent", "BGP established", "routes v4/v6")
-    for n in lab_status.node_status(state, plan):
+    nodes = lab_status.node_status(state, plan)
+    for n in nodes:
         agent = "-" if n.agent is None else ("alive" if n.agent else "[red]dead[/]")
         bgp = f"{n.established}/{len(n.sessions)}" if n.sessions else "-"
         table.add_row(
@@ -193,7 +228,24 @@ def _status(args: argparse.Namespace) -> int:
                 ifaces += f"; lo {' '.join(record['anycast'])} (anycast)"
             vt.add_row(name, record["host"], ifaces)
         out.print(vt)
-    return 0
+    return _fabric_health(out, plan, server, nodes)
+
+
+def _fabric_health(
+    out: Console, plan: Plan, server: bool, nodes: list[lab_status.NodeStatus]
+) -> int:
+    """``l3fabric status`` of the lab's controller, plus the lab's own processes and namespaces."""
+    with lab_client(plan) as api:
+        code, report = fabric_report(api)
+    # Plain text of its own: not wrapped at the console's width, no markup.
+    out.print(render_status(report), highlight=False, markup=False, soft_wrap=True)
+    lab_problems = [f"{n.name}: namespace missing" for n in nodes if not n.namespace]
+    lab_problems += [f"{n.name}: agent process dead" for n in nodes if n.agent is False]
+    if not server:
+        lab_problems.append("controller process not running")
+    for problem in lab_problems:
+        out.print(f"  lab {problem}", highlight=False, markup=False)
+    return code if code != 0 or not lab_problems else 1
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -228,6 +280,7 @@ def _boot(args: argparse.Namespace) -> int:
             args.ip,
             args.anycast,
             args.security_groups,
+            dhcp=args.dhcp_client if args.dhcp else None,
         )
     except LabError as exc:
         return _fail(exc)
@@ -236,6 +289,18 @@ def _boot(args: argparse.Namespace) -> int:
         print(f"{record['name']} {p['ifname']} {ips} port {p['id']} on {record['host']}")
     for address in record["anycast"]:
         print(f"{record['name']} lo {address} (anycast)")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from l3fabric.lab.migrate import migrate
+
+    try:
+        state = LabState(only_lab(args.lab))
+        record = migrate(state.load_plan(), state, args.name, args.host)
+    except LabError as exc:
+        return _fail(exc)
+    print(f"{record['name']} now on {record['host']}")
     return 0
 
 

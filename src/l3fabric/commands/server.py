@@ -7,6 +7,7 @@ import logging
 import sys
 
 from l3fabric.http_guard import ServerLimits
+from l3fabric.nova.target import NovaConfigError, nova_target
 from l3fabric.server import (
     AUTH_MODES,
     DEFAULT_LISTEN,
@@ -49,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--store",
         metavar="URL",
-        help="the store: sqlite:///ABSOLUTE/PATH.db (default: a file in the user's data directory)",
+        help="the store: sqlite:///ABSOLUTE/PATH.db (default: a file in the user's data"
+        " directory) or etcd://HOST:PORT[,HOST:PORT...] (an etcd v3 cluster; docs/etcd.md)",
     )
     parser.add_argument(
         "--listen",
@@ -86,6 +88,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     trust.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate")
     trust.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    nova = parser.add_argument_group(
+        "Nova (docs/nova.md): port events to os-server-external-events"
+    )
+    nova.add_argument(
+        "--nova-url",
+        metavar="URL",
+        help="Nova's compute endpoint, e.g. http://nova:8774/v2.1 (none: no events are sent)",
+    )
+    nova.add_argument(
+        "--nova-token-file", metavar="FILE", help="a static X-Auth-Token for --nova-url"
+    )
+    nova.add_argument(
+        "--nova-config",
+        metavar="FILE",
+        help="Keystone credentials for Nova in an INI file's [nova] section (as Neutron's)",
+    )
     limits = parser.add_argument_group("limits (docs/api.md, Limits)")
     for field, text in _LIMITS.items():
         default = getattr(_DEFAULTS, field)
@@ -116,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
             limits=limits,
             authenticator=authenticator_for(args.auth, args.token_file, args.keystone_config),
             tls=Tls(args.tls_cert, args.tls_key) if args.tls_cert else None,
+            nova=nova_target(args.nova_url, args.nova_token_file, args.nova_config),
         )
-    except ServerError as exc:
+    except (ServerError, NovaConfigError) as exc:
         print(f"l3fabric server: {exc}", file=sys.stderr)
         return 2

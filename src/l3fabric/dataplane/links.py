@@ -28,8 +28,6 @@ import struct
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
-
 from l3fabric.dataplane import devconf, ifnames, sysctl
 from l3fabric.dataplane import netlink_batch as nlb
 from l3fabric.dataplane import netns as netns_mod
@@ -397,6 +395,9 @@ def egress_interfaces(host: str, netns: str | None = None) -> set[str]:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror:
         return set()
+    # pyroute2 costs ~0.3 s to import and serves only this cold path here.
+    from pyroute2 import IPRoute
+
     found: set[str] = set()
     with IPRoute(netns=netns) as ipr:
         for info in infos:

@@ -29,19 +29,17 @@ import hashlib
 import ipaddress
 import json
 import re
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from l3fabric.addresses import Network, host_prefix_version, parse_network, require_network
 from l3fabric.dataplane import ifnames
-from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.nft_exec import NftResult, NftRunner
 
 FAMILY = "inet"
 TABLE = "l3fabric"
 TAP_GLOB = "tap*"
 _DIGEST = re.compile(r'comment "l3fabric sha256:([0-9a-f]{64})"')
-_TIMEOUT_S = 30
 
 
 class NftError(RuntimeError):
@@ -137,6 +135,9 @@ PREROUTING_RULES = (
     f'iifname != "{TAP_GLOB}" accept',
     "iifname . ip saddr @allowed4 accept",
     "iifname . ip6 saddr @allowed6 accept",
+    # DHCP before the VM has an address (DISCOVER, REQUEST): to the host only
+    # (a limited broadcast is never forwarded), answered by its dnsmasq.
+    "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp dport 67 accept",
     # Neighbour discovery: link-local sources, and DAD / MLD from "::".
     "ip6 saddr fe80::/10 accept",
     "ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept",
@@ -261,17 +262,12 @@ class NftTable:
         self.family = family
         self.table = table
         self.netns = netns
+        self._runner = NftRunner(netns)  # in process (libnftables) where it can
         self._applied: str | None = None
         self._known = False
 
-    def _nft(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            netns_mod.command(self.netns, ["nft", *args]),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT_S,
-        )
+    def _nft(self, args: list[str], stdin: str | None = None) -> NftResult:
+        return self._runner.run(args, stdin)
 
     def applied_digest(self) -> str | None:
         """The digest of the table in the kernel, None if there is none (or it is foreign)."""

@@ -24,8 +24,6 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
-
 from l3fabric.dataplane import ifnames
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.netlink_batch import (
@@ -225,6 +223,9 @@ def ensure_link_local_gateway(netns: str | None = None) -> bool:
     dst = f"{LINK_LOCAL_GATEWAY_V4}/32"
     with netns_mod.entered(netns):
         lo = socket.if_nametoindex("lo")
+    # pyroute2 costs ~0.3 s to import and serves only this cold path here.
+    from pyroute2 import IPRoute
+
     with IPRoute(netns=netns) as ipr:
         # A route via a down lo is refused ("Network is down").
         if not ipr.get_links(lo)[0]["flags"] & IFF_UP:

@@ -3,8 +3,9 @@
 ``SecurityGroupsTable(netns).apply(state, full=...)`` renders ``state``, diffs
 it against the kernel's table (``full``: read back with ``nft -j``, so drift
 is repaired) or against what it applied last (incremental), runs the one
-``nft -f`` transaction that is needed, and, when the change may admit less,
-removes the conntrack entries of flows the new rules would not let start.
+``nft -f`` transaction that is needed (in process: dataplane/nft_exec.py),
+and, when the change may admit less, removes the conntrack entries of flows
+the new rules would not let start.
 
 For a plan/applier split: ``listing()`` (observe), ``sg_diff.transaction``
 (plan, pure), ``run_script`` and ``prune`` (apply).
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.nft import NftError
+from l3fabric.dataplane.nft_exec import NftRunner
 from l3fabric.dataplane.sg_diff import (
     SgListing,
     Transaction,
@@ -50,6 +52,7 @@ class SecurityGroupsTable:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        self._nft = NftRunner(netns)  # in process (libnftables) where it can
         self._applied: SgListing | None = None
 
     def _run(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -63,12 +66,12 @@ class SecurityGroupsTable:
 
     def listing(self) -> SgListing | None:
         """The kernel's table, None if there is none."""
-        done = self._run(["nft", "-j", "list", "table", FAMILY, TABLE])
+        done = self._nft.run(["-j", "list", "table", FAMILY, TABLE])
         return parse_listing(done.stdout) if done.returncode == 0 else None
 
     def run_script(self, script: str) -> None:
         """Run one ``nft -f`` transaction (e.g. a planned ``Transaction.script``)."""
-        done = self._run(["nft", "-f", "-"], stdin=script)
+        done = self._nft.run(["-f", "-"], stdin=script)
         if done.returncode != 0:
             self._applied = None  # unknown now: read the kernel next time
             raise NftError(f"nft rejected the security-group change: {done.stderr.strip()}")
@@ -121,7 +124,12 @@ class SecurityGroupsTable:
 
     def prune(self, state: SgState) -> list[Flow]:
         """Delete the conntrack entries of flows ``state`` would not admit; returns them."""
-        stale = stale_flows(state, self.flows(), self.host_addresses())
+        flows = self.flows()
+        if not flows:
+            # A fresh host: nothing to judge, and no need to list its addresses
+            # (``ip -j addr`` of 10,000 taps is ~1 s of the first pass).
+            return []
+        stale = stale_flows(state, flows, self.host_addresses())
         for flow in stale:
             # A flow that ended meanwhile is not an error ("0 flow entries").
             self._run(["conntrack", *delete_args(flow)])
@@ -129,5 +137,5 @@ class SecurityGroupsTable:
 
     def remove(self) -> None:
         """Delete the table (nothing else) if it exists."""
-        self._run(["nft", "delete", "table", FAMILY, TABLE])
+        self._nft.run(["delete", "table", FAMILY, TABLE])
         self._applied = None

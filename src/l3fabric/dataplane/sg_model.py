@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from l3fabric.addresses import host_prefix_version
 from l3fabric.dataplane.links import tap_name
 from l3fabric.protocols import (  # noqa: F401 (re-exported for the dataplane modules)
     ICMP,
@@ -166,8 +167,19 @@ def _port_addresses(port: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def _one_host(text: str) -> str | None:
+    """``text`` as a canonical host prefix if it is one address in canonical form, else None."""
+    prefix = text if "/" in text else f"{text}/{128 if ':' in text else 32}"
+    return prefix if host_prefix_version(prefix) else None
+
+
 def collapse(prefixes: Iterable[str]) -> tuple[str, ...]:
     """Prefixes merged (an interval set refuses overlaps), IPv4 first, bad ones left out."""
+    prefixes = list(prefixes)
+    if len(prefixes) == 1 and isinstance(prefixes[0], str) and (one := _one_host(prefixes[0])):
+        # Most ports: one fixed IP. No ipaddress objects (~30 us a port, 0.3 s
+        # of a 10,000-port pass).
+        return (one,)
     nets: dict[int, list[Any]] = {4: [], 6: []}
     for text in prefixes:
         try:

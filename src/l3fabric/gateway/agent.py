@@ -18,7 +18,7 @@ Anycast routes also follow BGP between passes, in their own thread
 (``gateway.anycast.AnycastSync``, a poll of BIRD every 0.1 s): a host's
 failure must reach the kernel in well under a second, with no controller
 involved; the thread and the pass's ``anycast`` step go through the same
-writer. A heartbeat thread reports BGP sessions, conntrack NAT counts, the
+writer. A heartbeat thread reports BGP sessions, conntrack counters, the
 programmed anycast groups and the last pass. On exit BIRD, routes and rules
 stay: forwarding never depends on the agent running.
 """
@@ -39,7 +39,7 @@ from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.gateway.anycast import AnycastSync
 from l3fabric.gateway.appliers import GatewayBirdApplier, NatApplier
 from l3fabric.gateway.desired import GatewayDesired
-from l3fabric.gateway.nat import GatewayNat, nat_counts
+from l3fabric.gateway.nat import GatewayNat, nat_counters
 from l3fabric.gateway.observe import GatewayReader
 from l3fabric.gateway.plan import (
     FORWARDING,
@@ -57,6 +57,8 @@ __all__ = ["FORWARDING", "RESYNC_INTERVAL_S", "GatewayAgent"]
 class GatewayAgent(ReconcileAgent):
     """Runs the reconcile loop for gateway ``name`` in the current network namespace."""
 
+    role = "gateway"
+
     def __init__(
         self,
         name: str,
@@ -65,10 +67,12 @@ class GatewayAgent(ReconcileAgent):
         resync_interval: float = RESYNC_INTERVAL_S,
     ) -> None:
         super().__init__(name, api_url, run_dir, resync_interval)
-        self.bird_log = str(Path(run_dir) / "bird" / "bird.log")
+        # BIRD's log: a file it rotates itself, or (None) its default, syslog.
+        self.bird_log: str | None = str(Path(run_dir) / "bird" / "bird.log")
         self.nat = GatewayNat()
         self.anycast = AnycastSync(self.bird.control)
         self.desired: DesiredGateway | None = None
+        self.last_nat: dict[str, Any] | None = None  # the last heartbeat's, for metrics
         # The policy BIRD was last given (None: unknown, after a failure or a restart).
         self._bird_policy: GatewayDesired | None = None
         self._reader = GatewayReader(self.nat, self.anycast, self.bird)
@@ -78,6 +82,11 @@ class GatewayAgent(ReconcileAgent):
             "anycast": self.anycast,
             "bird": GatewayBirdApplier(self.converge_bird, self.bird.control),
         }
+
+    def use_bird_unit(self, unit: str) -> None:
+        """BIRD as its own systemd unit logs to syslog (the journal rotates it), not a file."""
+        super().use_bird_unit(unit)
+        self.bird_log = None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -133,7 +142,11 @@ class GatewayAgent(ReconcileAgent):
             "public_prefixes": list(policy.public) if policy else [],
         }
         try:
-            status.update(nat_counts())
+            status.update(nat_counters())
         except Exception as exc:
             status["error"] = str(exc)
+        self.last_nat = status
         return status
+
+    def metrics_state(self) -> dict[str, Any]:
+        return {**super().metrics_state(), "nat": self.last_nat}

@@ -26,6 +26,8 @@ import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from l3fabric.addresses import Address, Network, require_address, require_network
 from l3fabric.dataplane import ifnames
@@ -198,6 +200,7 @@ def _conntrack_lines(netns: str | None, args: list[str]) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.strip()]
 
 
+CONNTRACK_COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
 _SRC = re.compile(r"\bsrc=(\S+)")
 _DST = re.compile(r"\bdst=(\S+)")
 
@@ -217,7 +220,37 @@ def snat_flows(lines: Iterable[str]) -> list[tuple[str, str]]:
     return flows
 
 
-def nat_counts(netns: str | None = None) -> dict[str, int]:
-    """Conntrack entries in the namespace: all of them, and those that are source-NATed."""
-    entries = _conntrack_lines(netns, ["-L"])
-    return {"conntrack_entries": len(entries), "snat_entries": len(snat_flows(entries))}
+# conntrack -S's counters of flows that could not be tracked or translated.
+FAILURE_COUNTERS = ("insert_failed", "drop", "early_drop", "error", "invalid")
+_STAT = re.compile(r"\b(\w+)=(\d+)")
+
+
+def conntrack_stats(lines: Iterable[str]) -> dict[str, int]:
+    """``conntrack -S`` (a line per CPU) summed over the CPUs, failure counters only."""
+    totals = dict.fromkeys(FAILURE_COUNTERS, 0)
+    for line in lines:
+        for name, value in _STAT.findall(line):
+            if name in totals:
+                totals[name] += int(value)
+    return totals
+
+
+def conntrack_count(netns: str | None = None) -> int:
+    """Tracked flows now: the kernel's counter (no listing; /proc/sys/net is per namespace)."""
+    if netns is None:
+        try:
+            return int(Path(CONNTRACK_COUNT).read_text())
+        except FileNotFoundError:
+            return 0  # conntrack not loaded: nothing is tracked
+    return int(_conntrack_lines(netns, ["-C"])[0])
+
+
+def nat_counters(netns: str | None = None) -> dict[str, Any]:
+    """Flows now (``conntrack_entries``) and failures (``conntrack_stats``), for the heartbeat.
+
+    Counters, not a listing: a ``conntrack -L`` every heartbeat costs CPU in
+    proportion to the flows, on the box that forwards them."""
+    return {
+        "conntrack_entries": conntrack_count(netns),
+        "conntrack_stats": conntrack_stats(_conntrack_lines(netns, ["-S"])),
+    }

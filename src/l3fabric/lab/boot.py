@@ -10,17 +10,22 @@ a cloud image would: each address as /32 (/128), a default route via
 Anycast addresses the VM holds (``--anycast``) go on its loopback, as /32
 (/128): the VM answers for them; the fabric routes them to it only while the
 API says so (a ``/v1/anycast`` group or ``allowed_address_pairs``).
+
+With ``dhcp`` (``lab boot --dhcp``) the interfaces are only brought up: boot
+waits, as Nova does, until the host reports the ports ACTIVE, then runs a
+DHCP client in the VM (lab/dhcp_client.py) and returns once it has its lease.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from typing import Any
 
 from l3fabric.client import ApiError, FabricClient
 from l3fabric.dataplane.links import tap_name
-from l3fabric.lab import netns
+from l3fabric.lab import dhcp_client, netns
 from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import Plan, vm_namespace
@@ -139,14 +144,19 @@ def boot(
     ips: list[str],
     anycast: list[str] | None = None,
     security_groups: list[str] | None = None,
+    dhcp: str | None = None,
 ) -> dict[str, Any]:
     """Create the ports and the VM namespace; returns the VM's record.
 
     ``anycast``: addresses the VM holds on its loopback besides its ports' own.
     ``security_groups``: names or ids for every port (as ``openstack server
     create --security-group``); None: ``default`` and ``LAB_GROUP``.
+    ``dhcp``: the DHCP client (``dhclient``, ``udhcpc``) that configures the
+    VM instead of boot; None: configured as a cloud image would be.
     """
     held = anycast_addresses(anycast or [])
+    if dhcp is not None and dhcp not in dhcp_client.CLIENTS:
+        raise LabError(f"--dhcp-client {dhcp!r}: one of {', '.join(dhcp_client.CLIENTS)}")
     if not NODE_NAME.match(name):
         raise LabError("VM name: must start with a letter and hold only a-z, 0-9 and '-'")
     if state.vm_file(name).exists():
@@ -194,17 +204,63 @@ def boot(
             for i, p in enumerate(ports)
         ],
         "anycast": held,
+        "dhcp": dhcp,
     }
     state.vm_file(name).write_text(json.dumps(record, indent=1))
     try:
-        _build(record, node.namespace, ports)
+        _build(record, node.namespace, ports, dhcp is not None)
+        if dhcp is not None:
+            record["dhcp_seconds"] = _dhcp(plan, state, record, dhcp)
     except LabError:
         delete(plan, state, name)
         raise
     return record
 
 
-def _build(record: dict[str, Any], host_ns: str, ports: list[dict[str, Any]]) -> None:
+# How long boot --dhcp waits for the host to report the ports ACTIVE.
+ACTIVE_TIMEOUT_S = 15.0
+
+
+def _dhcp(
+    plan: Plan, state: LabState, record: dict[str, Any], client_name: str
+) -> dict[str, float]:
+    """Wait for the ports to be ACTIVE (the host serves them), then get the leases.
+
+    Returns the seconds each step took (``active``, ``lease``).
+    """
+    ids = [p["id"] for p in record["ports"]]
+    started = time.monotonic()
+    deadline = started + ACTIVE_TIMEOUT_S
+    with lab_client(plan) as client:
+        while True:
+            ports = [client.get("ports", i) for i in ids]
+            if all(p["status"] == "ACTIVE" for p in ports):
+                break
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"the ports of {record['name']} are not ACTIVE after {ACTIVE_TIMEOUT_S} s"
+                )
+            time.sleep(0.02)
+        subnet_ids = {ip["subnet_id"] for p in ports for ip in p["fixed_ips"]}
+        subnets = {i: client.get("subnets", i) for i in subnet_ids}
+    interfaces = [
+        (p["ifname"], dhcp_client.stateful_v6(port, subnets))
+        for p, port in zip(record["ports"], ports, strict=True)
+    ]
+    directory = dhcp_dir(state, record["name"])
+    active = time.monotonic()
+    dhcp_client.run_clients(record["namespace"], directory, client_name, interfaces)
+    return {"active": active - started, "lease": time.monotonic() - active}
+
+
+def dhcp_dir(state: LabState, name: str) -> Any:
+    """Where VM ``name``'s DHCP clients keep their files."""
+    return state.dir / "dhcp" / name
+
+
+def _build(
+    record: dict[str, Any], host_ns: str, ports: list[dict[str, Any]], dhcp: bool = False
+) -> None:
     vm_ns = record["namespace"]
     lines = [f"netns add {vm_ns}"]
     for p in record["ports"]:
@@ -213,8 +269,16 @@ def _build(record: dict[str, Any], host_ns: str, ports: list[dict[str, Any]]) ->
             f"peer name {p['ifname']} address {p['mac']} netns {vm_ns}"
         )
     netns.batch(lines)
-    lines = vm_lines(ports, record["anycast"])
-    netns.configure_many({vm_ns: (netns.NO_FORWARDING, lines)})
+    sysctls = dict(netns.NO_FORWARDING)
+    if dhcp:
+        # Interfaces up, nothing else: the DHCP client configures them. No
+        # DAD: dhclient -6 needs a usable link-local address at once.
+        lines = vm_lines([], record["anycast"])
+        lines += [f"link set {p['ifname']} up" for p in record["ports"]]
+        sysctls |= {f"net.ipv6.conf.{p['ifname']}.accept_dad": "0" for p in record["ports"]}
+    else:
+        lines = vm_lines(ports, record["anycast"])
+    netns.configure_many({vm_ns: (sysctls, lines)})
 
 
 def delete(plan: Plan, state: LabState, name: str) -> None:
@@ -231,5 +295,6 @@ def delete(plan: Plan, state: LabState, name: str) -> None:
                 if exc.status != 404:
                     raise LabError(f"deleting port {port['id']} failed: {exc}") from exc
     if record["namespace"] in netns.lab_namespaces(plan.lab):
-        netns.delete([record["namespace"]])
+        netns.delete([record["namespace"]])  # its DHCP clients with it
+    dhcp_client.remove_etc(record["namespace"])
     path.unlink()

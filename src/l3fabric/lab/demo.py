@@ -115,15 +115,16 @@ class Demo:
         first_rack = next(iter(racks.values()))
         other_rack = next((r for k, r in racks.items() if k != hosts[0].rack), None) or first_rack
         placements = [
-            ("vm1", ["private"], hosts[0]),
-            ("vm2", ["private"], hosts[0]),
-            ("vm3", ["private"], first_rack[1] if len(first_rack) > 1 else hosts[0]),
-            ("vm4", ["public"], other_rack[0]),
+            ("vm1", ["private"], hosts[0], None),
+            # Configured by DHCP from its host's dnsmasq, as a cloud image is.
+            ("vm2", ["private"], hosts[0], "dhclient"),
+            ("vm3", ["private"], first_rack[1] if len(first_rack) > 1 else hosts[0], None),
+            ("vm4", ["public"], other_rack[0], None),
         ]
         self.console.rule("[bold]VMs, booted as Nova would (port bound to a host, then a tap)")
         booted: list[Vm] = []
-        for name, networks, host in placements:
-            booted.append(self._boot(plan, name, networks, host, booted))
+        for name, networks, host, dhcp in placements:
+            booted.append(self._boot(plan, name, networks, host, booted, dhcp))
         self._check_paths(plan, booted)
         self._check_status(openstack)
         self._check_spoofing(plan, booted[0], booted[-1])
@@ -171,14 +172,27 @@ class Demo:
         ext.new_subnet(new_subnet)
         ext.upstream_table([public, later])
 
-    def _boot(self, plan: Plan, name: str, networks: list[str], host: Node, before: list[Vm]) -> Vm:
+    def _boot(
+        self,
+        plan: Plan,
+        name: str,
+        networks: list[str],
+        host: Node,
+        before: list[Vm],
+        dhcp: str | None = None,
+    ) -> Vm:
         t0 = time.monotonic()
-        record: dict[str, Any] = vms.boot(plan, LabState(plan.lab), name, networks, host.name, [])
+        record: dict[str, Any] = vms.boot(
+            plan, LabState(plan.lab), name, networks, host.name, [], dhcp=dhcp
+        )
         addresses = [p["fixed_ips"][0]["ip_address"] for p in record["ports"]]
         vm = Vm(name, host, addresses[0], tuple(addresses))
         self.console.print(
             f"  {name}: {', '.join(addresses)} on {host.name} ({', '.join(networks)})"
+            + (f", by DHCP ({dhcp})" if dhcp else "")
         )
+        if dhcp:
+            self._check_lease(plan, vm, dhcp, time.monotonic() - t0)
         if before:
             # Reachable from the first VM, which sits elsewhere in the fabric.
             seconds = probe.wait_reachable(before[0].ns(plan.lab), vm.address, timeout=10)
@@ -189,6 +203,20 @@ class Demo:
                 seconds is not None and total < REACHABLE_WITHIN_S,
             )
         return vm
+
+    def _check_lease(self, plan: Plan, vm: Vm, client: str, seconds: float) -> None:
+        """The VM holds its port's address and the routed design's default route, by DHCP."""
+        ns = vm.ns(plan.lab)
+        addr = probe.run_in(ns, ["ip", "-4", "-o", "addr", "show", "dev", "eth0"], timeout=5).stdout
+        route = probe.run_in(ns, ["ip", "-4", "route", "show", "default"], timeout=5).stdout
+        got = next((w for w in addr.split() if w.startswith(vm.address + "/")), None)
+        via = "via 169.254.1.1 dev eth0" in route
+        self.check(
+            f"{vm.name} configured by DHCP ({client})",
+            f"{got or 'no address'}, default {'via 169.254.1.1' if via else 'missing'},"
+            f" lease in {seconds:.2f} s",
+            got is not None and via,
+        )
 
     def _check_paths(self, plan: Plan, booted: list[Vm]) -> None:
         self.console.rule("[bold]paths: real addresses, routed hop by hop, no NAT")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 
-from l3fabric.lab import netns
+from l3fabric.lab import dhcp_client, netns
 from l3fabric.lab.processes import stop_all
 from l3fabric.lab.state import LabState, lab_names
 
@@ -22,6 +22,7 @@ def down(lab: str) -> list[str]:
         stop_all(state)
     namespaces = netns.lab_namespaces(lab)
     netns.delete(namespaces)
+    dhcp_client.remove_lab_etc(lab)  # the VMs' /etc/netns/NS (lab boot --dhcp)
     shutil.rmtree(state.dir, ignore_errors=True)
     return namespaces
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from l3fabric.dataplane.sysctl import HOST_SYSCTLS
 from l3fabric.lab.errors import LabError
 from l3fabric.lab.plan import MGMT_BRIDGE, Plan
+from l3fabric.pids import alive
 
 TIMEOUT = 30.0
 
@@ -158,25 +159,16 @@ def kill_pids(pids: Iterable[int], grace: float = 3.0) -> None:
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.05)
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             _signal(pid, signal.SIGKILL)
 
 
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # A zombie has exited; its parent has just not reaped it yet.
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def delete(namespaces: Iterable[str]) -> None:

@@ -23,6 +23,7 @@ from l3fabric.lab.errors import LabError
 from l3fabric.lab.netns import kill_pids, run
 from l3fabric.lab.plan import API_PORT_IN_MGMT, Plan
 from l3fabric.lab.state import LabState
+from l3fabric.pids import alive
 
 SERVER_START_TIMEOUT = 20.0
 
@@ -147,14 +148,6 @@ def start_agent(state: LabState, plan: Plan, node: str) -> int:
     )
     argv += ["--token-file", str(agent_token_file(state, node))]
     return _spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def stop_all(state: LabState) -> None:

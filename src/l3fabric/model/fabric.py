@@ -133,13 +133,19 @@ class BgpSession(_Strict):
     peer: str = ""
     state: str
     info: str = ""
+    # When the session entered its state (BIRD's "since"), and the routes it
+    # imported from the peer and exports to it now (all channels).
+    since: str = ""
+    routes_in: int = Field(0, ge=0)
+    routes_out: int = Field(0, ge=0)
     # Routes from this peer that the import filter refuses, now (a gateway's
     # fabric sessions; BIRD keeps them, marked filtered: docs/gateway.md).
     rejected: int = Field(0, ge=0)
 
 
 # What heartbeats store grows with the fabric: a BGP session per peer (a
-# mesh of 1,000 hosts: ~80 KB), an anycast entry per group and next hop.
+# mesh of 1,000 hosts: ~160 KB with since and route counts), an anycast
+# entry per group and next hop.
 # The port statuses are applied, not stored; the body limit bounds them.
 BgpSessions = Annotated[list[BgpSession], json_bytes(256 * 1024)]
 AnycastStatus = Annotated[dict[str, Any], json_bytes(256 * 1024)]

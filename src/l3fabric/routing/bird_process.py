@@ -44,6 +44,39 @@ def _write_atomic(path: Path, text: str) -> None:
 ROUTING_NICE = -5
 
 
+# What BIRD's own unit may use: a socket per BGP session (1,000 in a mesh of
+# 1,000 hosts, or on a gateway peering with 1,000 hosts), with room to spare.
+UNIT_LIMIT_NOFILE = 8192
+BIRD_CAPABILITIES = ("CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW")
+
+
+def unit_name(unit: str) -> str:
+    """``unit`` if it is a name we start BIRD's unit under; ValueError if not."""
+    if not _INSTANCE.match(unit) or unit.endswith("."):
+        raise ValueError(f"bad unit name {unit!r}: use letters, digits, '_.-'")
+    return unit
+
+
+def systemd_unit_argv(unit: str, netns: str | None, nice: int, bird: list[str]) -> list[str]:
+    """``systemd-run`` starting ``bird`` (in the foreground) as transient unit ``unit``.
+
+    BIRD then has a unit of its own: the agent's unit may kill its whole
+    control group (stop, restart, upgrade) without touching BIRD, BGP sessions
+    and BFD stay up across an agent restart, the agent adopts BIRD again by
+    its pid file, and BIRD's log (syslog, its default) lands in the journal,
+    which rotates it. ``--collect``: the name is free again once BIRD exits.
+    """
+    argv = ["systemd-run", f"--unit={unit_name(unit)}", "--collect", "--quiet"]
+    argv += [f"--property=LimitNOFILE={UNIT_LIMIT_NOFILE}", f"--property=SyslogIdentifier={unit}"]
+    # Kernel routes, BGP's port 179 and BFD's sockets: nothing else.
+    argv.append(f"--property=CapabilityBoundingSet={' '.join(BIRD_CAPABILITIES)}")
+    if nice:
+        argv.append(f"--property=Nice={nice}")
+    if netns is not None:
+        argv.append(f"--property=NetworkNamespacePath={netns_mod.path(netns)}")
+    return [*argv, "--", *bird]
+
+
 class BirdConfigError(BirdError):
     """BIRD refused a configuration; the running one is untouched."""
 
@@ -66,6 +99,10 @@ class BirdProcess:
         if not -20 <= nice <= 19:
             raise ValueError(f"bad nice value {nice}: expected -20 to 19")
         self.nice = nice  # the CPU priority BIRD is started with (see ROUTING_NICE)
+        # None: BIRD daemonises from the agent (and stays in its cgroup). A name:
+        # BIRD runs as that transient systemd unit of its own, in the
+        # foreground, its log in the journal (``l3fabric agent --bird-unit``).
+        self.unit: str | None = None
 
     def pid(self) -> int | None:
         """The pid of our running BIRD, or None."""
@@ -108,18 +145,22 @@ class BirdProcess:
         self.check(text)
         _write_atomic(self.config_path, text)
         self.socket_path.unlink(missing_ok=True)
-        argv = ["bird", "-c", str(self.config_path), "-s", str(self.socket_path)]
-        argv += ["-P", str(self.pid_path)]
-        if self.nice:
-            # Without the privilege nice warns and runs BIRD at the usual priority.
-            argv = ["nice", "-n", str(self.nice), *argv]
-        done = subprocess.run(
-            netns_mod.command(self.netns, argv), capture_output=True, text=True, timeout=30
-        )
+        done = subprocess.run(self.start_argv(), capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise BirdConfigError("start", 8002, (done.stderr or done.stdout).strip())
         self.control.wait_ready(timeout_s)
         return True
+
+    def start_argv(self) -> list[str]:
+        """The command that starts this BIRD (see ``unit``)."""
+        bird = ["bird", "-c", str(self.config_path), "-s", str(self.socket_path)]
+        bird += ["-P", str(self.pid_path)]
+        if self.unit is not None:
+            return systemd_unit_argv(self.unit, self.netns, self.nice, [*bird, "-f"])
+        if self.nice:
+            # Without the privilege nice warns and runs BIRD at the usual priority.
+            bird = ["nice", "-n", str(self.nice), *bird]
+        return netns_mod.command(self.netns, bird)
 
     def apply(self, text: str) -> bool:
         """Make ``text`` the running configuration; False if it already is.

@@ -44,6 +44,10 @@ class Gone(ServiceError):
     """What the client holds is too old to go on from (a compacted watch revision)."""
 
 
+class Unavailable(ServiceError):
+    """The store cannot be reached just now (etcd down or without quorum): retry later."""
+
+
 def bad_request(message: str, type_: str = "InvalidInput") -> BadRequest:
     return BadRequest(type_, message)
 

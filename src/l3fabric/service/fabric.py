@@ -46,8 +46,10 @@ STATUS = "/fabric/status/"
 HOST_STATUS = f"{STATUS}hosts/"
 GATEWAY_STATUS = f"{STATUS}gateways/"
 
-# A host is "up" while its last heartbeat is younger than this many intervals.
-HEARTBEAT_GRACE_INTERVALS = 3
+# A host is "up" while its last heartbeat is younger than this many intervals:
+# two missed heartbeats (4 s at the default 2 s) mark it down, so `l3fabric
+# status` and /ui show a dead agent within 5 s (heartbeats have their own thread).
+HEARTBEAT_GRACE_INTERVALS = 2
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -226,6 +228,9 @@ class FabricService:
         self.gateways = Registry(
             store, "gateway", GatewayRegistration, keys.gateway_key, GATEWAY_STATUS, gateway_view
         )
+        # Told of each port whose status a heartbeat changed, with its new
+        # value (the Nova notifier, nova/events.py).
+        self.status_changed: list[Callable[[JSON], None]] = []
 
     def config(self) -> JSON:
         return read_fabric(self.store)
@@ -246,6 +251,12 @@ class FabricService:
             if set_status(self.store, name, port_id, status):
                 changed.append(port_id)
             self._statuses.applied(name, port_id, status)
+        for port_id in changed if self.status_changed else ():
+            kv = self.store.get(keys.neutron_key("ports", port_id))
+            if kv is None:
+                continue  # deleted since
+            for hook in self.status_changed:
+                hook(kv.value)
         return {"host": name, "ports_changed": sorted(changed)}
 
     def gateway_heartbeat(self, name: str, payload: Any) -> JSON:

@@ -284,6 +284,18 @@ class WatchHub:
             with self._lock:
                 self._waiters.remove(host, wake)
 
+    def watch_store(
+        self,
+        store: Store,
+        host: str,
+        since: int,
+        timeout: float,
+        stopping: threading.Event | None = None,
+    ) -> JSON:
+        """``watch`` in ``watch_blocking``'s shape (the store first), for wrappers of either."""
+        assert store is self.store
+        return self.watch(host, since, timeout, stopping)
+
     def _floor(self, host: str) -> int:
         own = self._own.get(host)
         return max(self._start, self._shared.floor, own.floor if own else 0)

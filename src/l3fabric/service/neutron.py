@@ -11,6 +11,7 @@ from l3fabric.service.common import Resource
 from l3fabric.service.errors import not_found
 from l3fabric.service.floatingips import FloatingIps
 from l3fabric.service.networks import Networks
+from l3fabric.service.port_bindings import PortBindings
 from l3fabric.service.ports import Ports
 from l3fabric.service.quotas import Quotas
 from l3fabric.service.routers import Routers
@@ -55,6 +56,7 @@ class NeutronService:
         self.floatingips = FloatingIps(
             store, networks=self.networks, subnets=self.subnets, ports=self.ports
         )
+        self.port_bindings = PortBindings(store, self.ports)
         self.ports.deleted.append(self.floatingips.disassociate_port)
         self.routers = Routers(
             store, networks=self.networks, subnets=self.subnets, ports=self.ports

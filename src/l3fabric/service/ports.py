@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3fabric.ipam import Allocator, claim_guard
-from l3fabric.keys import ipam_key, neutron_key
+from l3fabric.keys import ipam_key, neutron_key, port_bindings_prefix
 from l3fabric.model.neutron import PortBody
 from l3fabric.service import policy
 from l3fabric.service.common import (
@@ -109,6 +109,8 @@ class Ports(Resource):
         self.security_groups = security_groups
         self.may_delete = may_delete
         self.deleted: list[Callable[[str], None]] = []
+        # Told of each deleted port with its last value (Nova's network-vif-deleted).
+        self.removed: list[Callable[[JSON], None]] = []
 
     # Create -------------------------------------------------------------------
 
@@ -145,7 +147,7 @@ class Ports(Resource):
             "binding:profile": body.binding_profile,
             "binding:vnic_type": body.binding_vnic_type,
             "binding:vif_type": _vif_type(body.binding_host_id),
-            "binding:vif_details": {},
+            "binding:vif_details": vif_details(body.binding_host_id),
         }
         if "mac_address" in sent:
             self._check_mac_free(body.network_id, value["mac_address"], None)
@@ -215,6 +217,7 @@ class Ports(Resource):
             )
         if "binding_host_id" in sent:
             attrs["binding:vif_type"] = _vif_type(body.binding_host_id)
+            attrs["binding:vif_details"] = vif_details(body.binding_host_id)
         # What the plan that got written claimed and released.
         claims: list[_Claim] = []
         released: list[JSON] = []
@@ -296,6 +299,9 @@ class Ports(Resource):
                 claim = self.store.get(ipam_key(f["subnet_id"], f["ip_address"]))
                 if claim is not None and claim.value.get("port_id") == object_id:
                     ops.append(Delete(claim.key, claim.mod_revision))
+            # Its inactive bindings (binding-extended) go with it.
+            bindings, _ = self.store.range(port_bindings_prefix(object_id))
+            ops += [Delete(b.key, b.mod_revision) for b in bindings]
             return ops
 
         kv = self.remove(object_id, if_match, plan)
@@ -303,6 +309,8 @@ class Ports(Resource):
             self.ipam.released(f["subnet_id"], f["ip_address"])
         for hook in self.deleted:
             hook(object_id)
+        for removed in self.removed:
+            removed(kv.value)
 
     # IPAM ---------------------------------------------------------------------
 
@@ -525,6 +533,20 @@ def _random_mac() -> str:
 def _vif_type(host: str) -> str:
     # Calico's VIF type: a routed tap device on the host.
     return "tap" if host else "unbound"
+
+
+# The MAC of the host end of every tap (networking-calico's): Nova's libvirt
+# driver creates the tap with it (plug_tap reads vif_details["mac_address"]).
+# The host answers for every address on the link by proxy ARP, so one MAC
+# for all taps is enough.
+TAP_MAC = "00:61:fe:ed:ca:fe"
+
+
+def vif_details(host: str) -> JSON:
+    """The binding:vif_details Nova's libvirt driver takes for a ``tap`` VIF:
+    port_filter (the host filters, so Nova adds no filter of its own) and the
+    tap's MAC."""
+    return {"port_filter": True, "mac_address": TAP_MAC} if host else {}
 
 
 def _automatic(subnets: list[JSON]) -> list[_Request]:

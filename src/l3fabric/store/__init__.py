@@ -19,6 +19,7 @@ from l3fabric.store.base import (
     RevisionMismatchError,
     Store,
     StoreError,
+    StoreUnavailableError,
     Update,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "RevisionMismatchError",
     "Store",
     "StoreError",
+    "StoreUnavailableError",
     "Update",
     "default_store_url",
     "open_store",
@@ -50,7 +52,8 @@ def default_store_url() -> str:
 
 
 def open_store(url: str) -> Store:
-    """Open the store a URL names: ``sqlite:///ABS/PATH.db``, ``sqlite:///:memory:``."""
+    """Open the store a URL names: ``sqlite:///ABS/PATH.db``, ``sqlite:///:memory:``,
+    ``etcd://HOST:PORT[,HOST:PORT...]`` (the members of one etcd v3 cluster)."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = parsed.path
@@ -62,5 +65,7 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(":memory:" if path == "/:memory:" else path)
     if parsed.scheme == "etcd":
-        raise ValueError(f"{url!r}: the etcd backend is not available yet; use sqlite:///PATH")
-    raise ValueError(f"{url!r}: unknown store; expected sqlite:///PATH")
+        from l3fabric.store.etcd import EtcdStore, parse_endpoints
+
+        return EtcdStore(parse_endpoints(url))
+    raise ValueError(f"{url!r}: unknown store; expected sqlite:///PATH or etcd://HOST:PORT")

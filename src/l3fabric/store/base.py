@@ -28,6 +28,13 @@ class StoreError(Exception):
     """Base class of every error a store raises."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached, or did not answer in time; nothing is known to be written.
+
+    A transaction that fails this way may or may not have been applied (its
+    answer was lost); the caller retries or reports "try again later"."""
+
+
 class KeyExistsError(StoreError):
     """A create found the key already present."""
 

@@ -1,0 +1,302 @@
+"""What the host's DHCP server (dnsmasq) serves: pure functions of the controller's view.
+
+dnsmasq runs with three files (agent/dhcp.py):
+
+- the main config (``render_main``): one ``dhcp-range ... static`` per
+  subnet, never a dynamic pool, and the fixed options (no DNS, only the
+  taps, unknown MACs ignored). It changes only when the set of subnets
+  does, and then dnsmasq is restarted;
+- the hosts file: one ``dhcp-host`` line per port bound here (by MAC);
+- the options file: per subnet, the routes, DNS servers and MTU.
+
+The hosts and options files change with ports and subnets and reach dnsmasq
+with a SIGHUP, which re-reads both without a restart.
+
+Routed design: the tap is not a LAN. The VM's IPv4 next hop is 169.254.1.1
+(the host answers ARP for it by proxy ARP), given as classless static routes
+(option 121): 169.254.1.1/32 on-link, the subnet's host routes, then the
+default via 169.254.1.1; option 3 says the same for clients without 121.
+dnsmasq identifies itself as 169.254.1.1 (its interface holds it), so
+renewals sent to the server reach the host. For IPv6, the RA (sent by
+dnsmasq from the tap's fe80::1) gives the default route; its prefix is
+advertised off-link, so every other address is routed through the host.
+
+Every value that reaches the files comes from the API and is checked here
+(MACs, addresses, ids, hostnames), so a bad record cannot inject options.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from l3fabric.dataplane.links import TAP_PREFIX
+
+SERVER_ADDRESS4 = "169.254.1.1"  # the host's next hop for VMs; dnsmasq's server identifier
+INTERFACE = "l3f-dhcp"  # the interface dnsmasq's taps are bridged to (its addresses)
+LEASE_S = 86400  # Neutron's dhcp_lease_duration default
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+# IPv6 address mode -> dnsmasq dhcp-range mode; every prefix off-link (routed).
+V6_MODES = {
+    "dhcpv6-stateful": "static,off-link",
+    "dhcpv6-stateless": "ra-stateless,off-link",
+    "slaac": "ra-only,off-link",
+}
+
+
+@dataclass(frozen=True)
+class DhcpConfig:
+    """dnsmasq's files and the addresses its interface needs."""
+
+    main: str = ""  # the range lines of the main config (restart when they change)
+    hosts: str = ""
+    opts: str = ""
+    addresses: tuple[str, ...] = ()  # on INTERFACE, as "address/plen"
+    errors: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def empty(self) -> bool:
+        return not self.hosts
+
+
+def subnet_tag(subnet_id: str) -> str:
+    return "s" + subnet_id.replace("-", "")
+
+
+def hostname(port: Mapping[str, Any], address: str) -> str:
+    """The port's ``dns_name`` if it is a DNS label, else Neutron's ``host-10-0-0-5``."""
+    name = str(port.get("dns_name") or "").lower()
+    if _LABEL.match(name):
+        return name
+    return "host-" + address.replace(".", "-").replace(":", "-").strip("-")
+
+
+def v6_mode(subnet: Mapping[str, Any]) -> str | None:
+    """The dnsmasq mode of an IPv6 subnet, None if it asks for no RA/DHCPv6."""
+    mode = subnet.get("ipv6_address_mode") or subnet.get("ipv6_ra_mode")
+    return V6_MODES.get(mode) if mode else None
+
+
+def _served_subnets(view_subnets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Subnets this server can serve, by id, as (network, subnet)."""
+    out: dict[str, Any] = {}
+    for sid, subnet in view_subnets.items():
+        if not subnet.get("enable_dhcp", True) or not _ID.match(sid):
+            continue
+        try:
+            net = ipaddress.ip_network(subnet["cidr"])
+        except (KeyError, ValueError):
+            continue
+        if net.version == 6 and v6_mode(subnet) is None:
+            continue
+        out[sid] = (net, subnet)
+    return out
+
+
+def _range_lines(
+    sid: str, net: Any, subnet: Mapping[str, Any], errors: list[str]
+) -> tuple[list[str], str | None]:
+    """The main-config lines of one subnet and the interface address it needs."""
+    tag = subnet_tag(sid)
+    if net.version == 4:
+        return [
+            f"shared-network={INTERFACE},{net.network_address}",
+            f"dhcp-range=set:{tag},{net.network_address},static,{net.netmask},{LEASE_S}",
+        ], None
+    # DHCPv6 needs an address of the subnet on the interface (no shared-network
+    # for v6): the gateway address, which no VM holds, without a prefix route.
+    gateway = subnet.get("gateway_ip")
+    if not gateway:
+        errors.append(f"subnet {sid}: IPv6 DHCP/RA needs a gateway_ip (the server's address)")
+        return [], None
+    mode = v6_mode(subnet)
+    line = f"dhcp-range=set:{tag},{net.network_address},{mode},{net.prefixlen},{LEASE_S}"
+    return [line], f"{ipaddress.ip_address(gateway)}/{net.prefixlen}"
+
+
+def _option_lines(sid: str, net: Any, subnet: Mapping[str, Any], mtu: int | None) -> list[str]:
+    tag = subnet_tag(sid)
+    lines: list[str] = []
+    servers = [str(ipaddress.ip_address(s)) for s in subnet.get("dns_nameservers") or []]
+    servers = [s for s in servers if ipaddress.ip_address(s).version == net.version]
+    if net.version == 4:
+        routes = [f"{SERVER_ADDRESS4}/32,0.0.0.0"]
+        for r in subnet.get("host_routes") or []:
+            dest = ipaddress.ip_network(r["destination"])
+            hop = ipaddress.ip_address(r["nexthop"])
+            if dest.version == 4 and hop.version == 4:
+                routes.append(f"{dest},{hop}")
+        routes.append(f"0.0.0.0/0,{SERVER_ADDRESS4}")
+        lines.append(f"tag:{tag},option:classless-static-route,{','.join(routes)}")
+        lines.append(f"tag:{tag},option:router,{SERVER_ADDRESS4}")
+        if servers:
+            lines.append(f"tag:{tag},option:dns-server,{','.join(servers)}")
+        if mtu:
+            lines.append(f"tag:{tag},option:mtu,{mtu}")
+    elif servers:
+        lines.append(f"tag:{tag},option6:dns-server,{','.join(f'[{s}]' for s in servers)}")
+    return lines
+
+
+def _host_line(port: Mapping[str, Any], served: Mapping[str, Any]) -> str | None:
+    mac = str(port.get("mac_address", "")).lower()
+    if not _MAC.match(mac):
+        return None
+    v4: str | None = None
+    v6: str | None = None
+    for ip in port.get("fixed_ips") or []:
+        if ip.get("subnet_id") not in served:
+            continue
+        address = ipaddress.ip_address(ip["ip_address"])
+        if address.version == 4 and v4 is None:
+            v4 = str(address)
+        elif address.version == 6 and v6 is None:
+            _, subnet = served[ip["subnet_id"]]
+            if v6_mode(subnet) == V6_MODES["dhcpv6-stateful"]:
+                v6 = str(address)
+    first = v4 or v6
+    if first is None and not _has_v6_info(port, served):
+        return None
+    parts = [mac]
+    if v4:
+        parts.append(v4)
+    if v6:
+        parts.append(f"[{v6}]")
+    parts.append(hostname(port, first or mac.replace(":", "")))
+    parts.append(str(LEASE_S))
+    return ",".join(parts)
+
+
+def _has_v6_info(port: Mapping[str, Any], served: Mapping[str, Any]) -> bool:
+    """A port on a stateless/SLAAC subnet: known (for RA/info), without an address."""
+    return any(ip.get("subnet_id") in served for ip in port.get("fixed_ips") or [])
+
+
+# One port's entry: its hosts-file line (None: nothing to serve) and the
+# subnets it uses, or the error that kept it out.
+_Entry = tuple[str | None, frozenset[str], str | None]
+
+
+def _port_entry(port: Mapping[str, Any], served: Mapping[str, Any]) -> _Entry:
+    try:
+        line = _host_line(port, served)
+    except (KeyError, ValueError) as exc:
+        return None, frozenset(), f"port {port.get('id')}: {exc}"
+    used = frozenset(ip.get("subnet_id", "") for ip in port.get("fixed_ips") or [])
+    return line, used if line else frozenset(), None
+
+
+class Renderer:
+    """``render`` with a cache per port: a pass converts only the port objects that changed.
+
+    The watch replaces a port object on every change, never edits it, so an
+    object seen before (and the same subnets) gives the same line: a host with
+    10,000 ports re-renders nothing on a pass that changed none of them.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Mapping[str, Any], _Entry]] = {}
+        self._subnets: tuple[int, ...] = ()
+
+    def __call__(
+        self,
+        host: str,
+        ports: Mapping[str, Mapping[str, Any]],
+        subnets: Mapping[str, Mapping[str, Any]],
+        networks: Mapping[str, Mapping[str, Any]],
+    ) -> DhcpConfig:
+        """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets."""
+        served = _served_subnets(subnets)
+        identity = tuple(id(o) for o in subnets.values())
+        if identity != self._subnets:
+            self._entries.clear()  # a subnet changed: every line may differ
+            self._subnets = identity
+        entries: dict[str, tuple[Mapping[str, Any], _Entry]] = {}
+        errors: list[str] = []
+        hosts: list[str] = []
+        used: set[str] = set()
+        for port_id in sorted(ports):
+            port = ports[port_id]
+            if port.get("binding:host_id") != host or not port.get("admin_state_up", True):
+                continue
+            cached = self._entries.get(port_id)
+            entry = cached[1] if cached and cached[0] is port else _port_entry(port, served)
+            entries[port_id] = (port, entry)
+            line, subnet_ids, error = entry
+            if error:
+                errors.append(error)
+            if line:
+                hosts.append(line)
+                used |= subnet_ids
+        self._entries = entries
+        return _assemble(served, used, hosts, networks, errors)
+
+
+def render(
+    host: str,
+    ports: Mapping[str, Mapping[str, Any]],
+    subnets: Mapping[str, Mapping[str, Any]],
+    networks: Mapping[str, Mapping[str, Any]],
+) -> DhcpConfig:
+    """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets."""
+    return Renderer()(host, ports, subnets, networks)
+
+
+def _assemble(
+    served: Mapping[str, Any],
+    used: set[str],
+    hosts: list[str],
+    networks: Mapping[str, Mapping[str, Any]],
+    errors: list[str],
+) -> DhcpConfig:
+    main: list[str] = []
+    opts: list[str] = []
+    addresses: list[str] = [f"{SERVER_ADDRESS4}/32"]
+    for sid in sorted(served.keys() & used):
+        net, subnet = served[sid]
+        lines, address = _range_lines(sid, net, subnet, errors)
+        if not lines:
+            continue
+        main += lines
+        if address:
+            addresses.append(address)
+        mtu = (networks.get(subnet.get("network_id", "")) or {}).get("mtu")
+        try:
+            opts += _option_lines(sid, net, subnet, int(mtu) if mtu else None)
+        except (KeyError, ValueError) as exc:
+            errors.append(f"subnet {sid}: {exc}")
+    return DhcpConfig(
+        main="".join(f"{line}\n" for line in main),
+        hosts="".join(f"{line}\n" for line in hosts),
+        opts="".join(f"{line}\n" for line in opts),
+        addresses=tuple(addresses),
+        errors=tuple(errors),
+    )
+
+
+def render_main(ranges: str, run_dir: str) -> str:
+    """dnsmasq's whole main config: fixed options, then ``ranges`` (``DhcpConfig.main``)."""
+    return (
+        "# Written by the l3fabric host agent; dnsmasq re-reads hosts and opts on SIGHUP.\n"
+        "port=0\n"  # no DNS: only DHCP and RA
+        f"interface={INTERFACE}\n"
+        f"interface={TAP_PREFIX}*\n"
+        # Requests on a tap are served as if on INTERFACE, which holds the addresses.
+        f"bridge-interface={INTERFACE},{TAP_PREFIX}*\n"
+        "dhcp-ignore=tag:!known\n"
+        "dhcp-authoritative\n"
+        "enable-ra\n"
+        f"ra-param={TAP_PREFIX}*,0,{LEASE_S // 48}\n"
+        f"dhcp-leasefile={run_dir}/dnsmasq.leases\n"
+        f"dhcp-hostsfile={run_dir}/dhcp-hosts\n"
+        f"dhcp-optsfile={run_dir}/dhcp-opts\n"
+        f"pid-file={run_dir}/dnsmasq.pid\n"
+        f"log-facility={run_dir}/dnsmasq.log\n" + ranges
+    )
