@@ -1,6 +1,6 @@
 """``l3fabric bench fanout`` at a small size: every key, sane values, nothing left running.
 
-A real server process and real simulated agents (HTTP long polls and
+On SQLite and on a one-member etcd: a real server process and real simulated agents (HTTP long polls and
 heartbeats): every port created reaches the watch of the host it is bound
 to, no agent request fails, idle hosts write nothing to the store, and the
 server and agent processes are gone afterwards.
@@ -32,16 +32,18 @@ def _children() -> set[int]:
 
 def test_bench_fanout_reports_every_key_and_cleans_up() -> None:
     before = _children()
-    options = {"hosts": f"1,{HOSTS}", "creates": "24", "ports": "2", "idle": "2", "timeout": "60"}
+    options = {"stores": "sqlite,etcd", "hosts": f"1,{HOSTS}", "creates": "24", "ports": "2",
+               "idle": "2", "timeout": "60"}  # fmt: skip
     result = fanout.run(options)
 
     assert result["creates"] == 24
-    for hosts in (1, HOSTS):
-        assert 0 < result[f"event_p99_s_{hosts}_sqlite"] < 30, result
-    assert result["events_missing_sqlite"] == 0 and result["agent_errors_sqlite"] == 0
-    assert result["fanout_p99_ratio_sqlite"] > 0
-    assert 0 < result["server_cpu_s_per_event_sqlite"] < 5
-    assert 20 < result["server_rss_mb_sqlite"] < 2000
-    # Heartbeats of idle hosts keep their liveness in memory: no store writes.
-    assert result["store_writes_per_s_idle_sqlite"] < 1
+    for store in ("sqlite", "etcd"):
+        for hosts in (1, HOSTS):
+            assert 0 < result[f"event_p99_s_{hosts}_{store}"] < 30, result
+        assert result[f"events_missing_{store}"] == 0 and result[f"agent_errors_{store}"] == 0
+        assert result[f"fanout_p99_ratio_{store}"] > 0
+        assert 0 < result[f"server_cpu_s_per_event_{store}"] < 5
+        assert 20 < result[f"server_rss_mb_{store}"] < 2000
+        # Heartbeats of idle hosts keep their liveness in memory: no store writes.
+        assert result[f"store_writes_per_s_idle_{store}"] < 1
     assert _children() <= before

@@ -13,7 +13,8 @@ ports bound to each host, then:
   the port (``event_p99_s_N``), and the server's CPU seconds per create and
   its resident memory (``server_cpu_s_per_event``, ``server_rss_mb``).
 
-Keys end in the store's name (``_sqlite``); ``fanout_p99_ratio`` is the p99
+Keys end in the store's name (``_sqlite``, ``_etcd``: a one-member etcd
+started on loopback for the run); ``fanout_p99_ratio`` is the p99
 at the largest host count over the p99 at the smallest. Ports have no
 security groups, so a create concerns its host only (a port in a group is
 also a member record that every host needs: docs/controller.md).
@@ -43,7 +44,7 @@ from l3fabric.service import Context, NeutronService
 from l3fabric.store import open_store
 
 KNOWN = {"stores", "hosts", "creates", "ports", "procs", "clients", "interval", "idle", "timeout"}
-STORES = ("sqlite",)
+STORES = ("sqlite", "etcd")
 START_TIMEOUT = 30.0
 HOST_PREFIX = "fh-"
 
@@ -90,7 +91,14 @@ def _measure(stores: list[str], counts: list[int], opts: dict[str, Any]) -> dict
     return result
 
 
-def _store_url(store: str, tmp: Path) -> str:
+def _store_url(store: str, tmp: Path, stack: ExitStack) -> str:
+    """A fresh store: a SQLite file in ``tmp``, or a one-member etcd on loopback."""
+    if store == "etcd":
+        from l3fabric.store.etcd_local import LocalEtcd
+
+        cluster = LocalEtcd(name="l3f-bench-fanout-etcd").start()
+        stack.callback(cluster.close)
+        return cluster.url
     return f"sqlite:///{tmp / 'fanout.db'}"
 
 
@@ -98,7 +106,7 @@ def _phase(store: str, hosts: int, opts: dict[str, Any]) -> dict[str, Any]:
     """One server, ``hosts`` agents, the idle and the create measurements."""
     names = [f"{HOST_PREFIX}{i:04d}" for i in range(hosts)]
     with tempfile.TemporaryDirectory(prefix="l3f-bench-fanout-") as tmp, ExitStack() as stack:
-        url = _store_url(store, Path(tmp))
+        url = _store_url(store, Path(tmp), stack)
         server, api = _start_server(url, Path(tmp))
         stack.callback(terminate, server)
         with httpx.Client(base_url=api, timeout=60) as client:
