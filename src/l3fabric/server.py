@@ -140,6 +140,7 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._app.state.stopping.set()
+        self._app.state.watch_hub.stop(wait=False)  # its long polls end now
         super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -246,6 +247,7 @@ def serve(
     cap, backlog = fd_budget(limits.max_connections, raise_fd_limit())
     store = open_store_checked(store_url)
     sockets: list[socket.socket] = []
+    app: FastAPI | None = None
     notifier = NovaNotifier(nova) if nova is not None else None
     try:
         for listen in listens:
@@ -280,6 +282,8 @@ def serve(
         )
         server.run(sockets=sockets)
     finally:
+        if app is not None:
+            app.state.watch_hub.stop()
         for sock in sockets:
             sock.close()
         if notifier is not None:

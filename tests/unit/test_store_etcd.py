@@ -77,7 +77,13 @@ def test_compacted_watch_makes_the_agent_resync_never_a_gap(etcd: LocalEtcd) -> 
         for i in range(5):
             make(client, "networks", "network", name=f"n{i}")
         store.compact(store.revision())
-        stale = client.get("/v1/watch", params={"host": "h1", "since": old, "timeout": 0})
+        # This controller's fan-out still holds every change since: served whole, no gap.
+        held = client.get("/v1/watch", params={"host": "h1", "since": old, "timeout": 0})
+        names = [e["object"]["name"] for e in held.json()["events"] if e["kind"] == "network"]
+        assert names == [f"n{i}" for i in range(5)]
+        # A controller that does not hold them (started since) must send the agent to resync.
+        with TestClient(create_app(store)) as other:
+            stale = other.get("/v1/watch", params={"host": "h1", "since": old, "timeout": 0})
         assert error(stale, 410) == "ResyncRequired"
         fresh = client.get("/v1/watch", params={"host": "h1"}).json()
         make(client, "networks", "network", name="after")

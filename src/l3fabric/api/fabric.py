@@ -3,7 +3,8 @@
 Owns the HTTP shape only: paths, status codes, plain JSON bodies (parsed by
 ``api.body``, results through ``jsontext``), and running long polls on their
 own threads. Semantics live in ``l3fabric.service.fabric`` (configuration,
-registries, heartbeats) and ``l3fabric.service.watch`` (snapshot and events).
+registries, heartbeats), ``l3fabric.service.watch`` (snapshot and events) and
+``l3fabric.service.fanout`` (one reader of the change log for every long poll).
 """
 
 from __future__ import annotations
@@ -20,12 +21,8 @@ from l3fabric.api.jsontext import JsonResponse, JsonRoute
 from l3fabric.api.metrics import counted_watch
 from l3fabric.model.fabric import FabricConfig, GatewayHeartbeat, HostHeartbeat
 from l3fabric.service.fabric import FabricService, Registry
-from l3fabric.service.watch import (
-    WATCH_DEFAULT_TIMEOUT_S,
-    check_watch,
-    snapshot,
-    watch_blocking,
-)
+from l3fabric.service.fanout import WatchHub
+from l3fabric.service.watch import WATCH_DEFAULT_TIMEOUT_S, check_watch, snapshot
 
 # Long polls each hold a thread; they get their own pool so that many agents
 # watching never starve the API's ordinary (sync) endpoints.
@@ -38,10 +35,13 @@ def install(app: FastAPI) -> None:
     if not hasattr(app.state, "stopping"):
         app.state.stopping = threading.Event()
     app.state.fabric = FabricService(app.state.store)
-    app.include_router(_router(app.state.fabric))
+    # One reader of the change log for all of this controller's long polls
+    # (started by the first one; the server stops it on shutdown).
+    app.state.watch_hub = WatchHub(app.state.store)
+    app.include_router(_router(app.state.fabric, app.state.watch_hub))
 
 
-def _router(fabric: FabricService) -> APIRouter:
+def _router(fabric: FabricService, hub: WatchHub) -> APIRouter:
     router = APIRouter(prefix="/v1", route_class=JsonRoute)
 
     # Plain (sync) functions: FastAPI runs them in its thread pool, as store calls block.
@@ -82,12 +82,15 @@ def _router(fabric: FabricService) -> APIRouter:
     ) -> dict[str, Any]:
         check_watch(host, since, timeout)
         if since is None:
+            # The hub follows the store from before the snapshot's revision, so
+            # the watch from it is served by the hub, not from the store.
+            await anyio.to_thread.run_sync(hub.start)
             return await anyio.to_thread.run_sync(snapshot, fabric.store, host)
         state = request.app.state
         if getattr(state, "watch_limiter", None) is None:
             state.watch_limiter = anyio.CapacityLimiter(WATCH_THREADS)
         return await anyio.to_thread.run_sync(
-            counted_watch(getattr(state, "metrics", None), watch_blocking),
+            counted_watch(getattr(state, "metrics", None), hub.watch_store),
             fabric.store,
             host,
             since,

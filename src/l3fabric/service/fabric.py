@@ -3,9 +3,12 @@ gateway registries, and the heartbeats their agents send.
 
 Registrations (``/fabric/hosts/NAME``, ``/fabric/gateways/NAME``) change only
 when an operator or the lab changes them; what agents report every few seconds
-(heartbeat time, BGP sessions, NAT counters) lives under ``/fabric/status/``
-so that heartbeats never wake other agents' watches. Port statuses from host
-heartbeats go through the ports' one write path (``ports.set_status``).
+(heartbeat time, BGP sessions, NAT counters) is kept in memory
+(``service.liveness``), and only a change of its state (a BGP session up or
+down) is written, under ``/fabric/status/``, so that heartbeats cost no store
+write and never wake other agents' watches. Port statuses from host
+heartbeats go through the ports' one write path (``ports.set_status``), and
+only when they differ from what this controller applied lately.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,6 +33,7 @@ from l3fabric.model.fabric import (
     HostRegistration,
 )
 from l3fabric.service.errors import NotFound, bad_request, not_found
+from l3fabric.service.liveness import AppliedStatuses, Liveness, MemoryLiveness, durable_state
 from l3fabric.service.ports import set_status
 from l3fabric.store import Delete, KeyNotFoundError, Put, Store
 
@@ -132,6 +136,9 @@ class Registry:
     key_of: Callable[[str], str]
     status_prefix: str
     view: Callable[[JSON, JSON | None, JSON], JSON]
+    liveness: Liveness = field(default_factory=MemoryLiveness)
+    # Name -> the durable state this controller last wrote (or read) for it.
+    _written: dict[str, JSON] = field(default_factory=dict)
 
     def missing(self, name: str) -> NotFound:
         label = self.kind.capitalize()
@@ -142,14 +149,25 @@ class Registry:
         kvs, _ = self.store.range(self.key_of(""))
         statuses, _ = self.store.range(self.status_prefix)
         by_name = {kv.key[len(self.status_prefix) :]: kv.value for kv in statuses}
-        return [self.view(kv.value, by_name.get(kv.value["name"]), fabric) for kv in kvs]
+        return [
+            self.view(
+                kv.value, self._status(kv.value["name"], by_name.get(kv.value["name"])), fabric
+            )
+            for kv in kvs
+        ]
 
     def show(self, name: str) -> JSON:
         kv = self.store.get(self.key_of(name))
         if kv is None:
             raise self.missing(name)
         status = self.store.get(f"{self.status_prefix}{name}")
-        return self.view(kv.value, status.value if status else None, read_fabric(self.store))
+        return self.view(
+            kv.value, self._status(name, status.value if status else None), read_fabric(self.store)
+        )
+
+    def _status(self, name: str, stored: JSON | None) -> JSON | None:
+        """The agent's last report if this controller has it, else the state last stored."""
+        return self.liveness.last(self.kind, name) or stored
 
     def register(self, name: str, payload: Any) -> tuple[JSON, bool]:
         """Store the registration of ``name``; returns it and whether it is new."""
@@ -175,12 +193,27 @@ class Registry:
             self.store.txn(ops)
         except KeyNotFoundError:
             raise self.missing(name) from None
+        self.liveness.forget(self.kind, name)
+        self._written.pop(name, None)
 
     def report(self, name: str, status: JSON) -> None:
-        """Store what the agent of ``name`` reports, stamped with its arrival."""
-        if self.store.get(self.key_of(name)) is None:
+        """Keep what the agent of ``name`` reports; store it only when its state changed."""
+        if (
+            self.liveness.last(self.kind, name) is None
+            and self.store.get(self.key_of(name)) is None
+        ):
             raise self.missing(name)
-        self.store.put(f"{self.status_prefix}{name}", {"heartbeat_at": time.time(), **status})
+        stamped = self.liveness.beat(self.kind, name, status)
+        state = durable_state(status)
+        if name not in self._written:
+            kv = self.store.get(f"{self.status_prefix}{name}")
+            if kv is not None:
+                self._written[name] = durable_state(kv.value)
+        if self._written.get(name) != state:
+            self.store.put(
+                f"{self.status_prefix}{name}", {"heartbeat_at": stamped["heartbeat_at"], **state}
+            )
+            self._written[name] = state
 
 
 class FabricService:
@@ -188,6 +221,7 @@ class FabricService:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._statuses = AppliedStatuses()
         self.hosts = Registry(
             store, "host", HostRegistration, keys.host_key, HOST_STATUS, host_view
         )
@@ -210,7 +244,13 @@ class FabricService:
         """Store a host's report and apply its ports' statuses; names the ports that changed."""
         beat = parse(HostHeartbeat, payload)
         self.hosts.report(name, beat.model_dump(mode="json", exclude={"ports"}))
-        changed = [p for p, s in beat.ports.items() if set_status(self.store, name, p, s)]
+        changed = []
+        for port_id, status in beat.ports.items():
+            if self._statuses.fresh(name, port_id, status):
+                continue
+            if set_status(self.store, name, port_id, status):
+                changed.append(port_id)
+            self._statuses.applied(name, port_id, status)
         for port_id in changed if self.status_changed else ():
             kv = self.store.get(keys.neutron_key("ports", port_id))
             if kv is None:

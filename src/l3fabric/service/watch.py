@@ -91,15 +91,27 @@ def sees_port(port: JSON | None, host: str, everything: bool = False) -> bool:
 def relevant_event(event: Event, host: str, everything: bool = False) -> dict[str, Any] | None:
     """The watch event ``host``'s agent sees for a store change, or None (``everything``: a gateway)."""
     if event.key.startswith(_PORTS):
-        port_id = event.key[len(_PORTS) :]
-        now = sees_port(event.value, host, everything)
-        before = sees_port(event.prev_value, host, everything)
-        if now:
-            return _event("put", "port", port_id, event.revision, event.value)
-        if before:
-            # Moved to another host, unbound or deleted: gone as far as this host knows.
-            return _event("delete", "port", port_id, event.revision, None)
+        return port_event(event, host, everything)
+    return shared_event(event)
+
+
+def port_event(event: Event, host: str, everything: bool = False) -> dict[str, Any] | None:
+    """The ``port`` watch event ``host`` sees for a port change, or None."""
+    if not event.key.startswith(_PORTS):
         return None
+    port_id = event.key[len(_PORTS) :]
+    now = sees_port(event.value, host, everything)
+    before = sees_port(event.prev_value, host, everything)
+    if now:
+        return _event("put", "port", port_id, event.revision, event.value)
+    if before:
+        # Moved to another host, unbound or deleted: gone as far as this host knows.
+        return _event("delete", "port", port_id, event.revision, None)
+    return None
+
+
+def shared_event(event: Event) -> dict[str, Any] | None:
+    """The watch event every host sees alike for a change that is not a port's, or None."""
     if event.key == keys.FABRIC_CONFIG:
         value = event.value if event.type == "put" else None
         return _event("put", "fabric", "fabric", event.revision, fabric_value(value))
@@ -109,6 +121,44 @@ def relevant_event(event: Event, host: str, everything: bool = False) -> dict[st
                 return None  # a rewrite of the same registration changes nothing
             return _event(event.type, kind, event.key[len(prefix) :], event.revision, event.value)
     return None
+
+
+def shared_events(events: list[Event]) -> list[dict[str, Any]]:
+    """The watch events of a batch that every host sees alike (all but ports and anycast groups)."""
+    return [
+        found
+        for ev in events
+        for found in (None if ev.key.startswith(_PORTS) else shared_event(ev), member_event(ev))
+        if found is not None
+    ]
+
+
+def host_events(
+    store: Store, events: list[Event], host: str, everything: bool, anycast: bool = True
+) -> list[dict[str, Any]]:
+    """The watch events of a batch that are ``host``'s own: its ports and anycast groups
+    (``anycast``: False when the caller knows the batch touches no group nor member)."""
+    found = [e for ev in events if (e := port_event(ev, host, everything)) is not None]
+    return found + anycast_events(store, events, host, everything) if anycast else found
+
+
+def concerned_hosts(store: Store, events: list[Event]) -> set[str]:
+    """The hosts (gateways aside) that may have ``host_events`` in a batch: where its
+    ports were and are bound, and where the members of its anycast groups are.
+
+    This is the index a controller fans a change out by: a host outside this
+    set sees only the batch's ``shared_events``."""
+    hosts: set[str] = set()
+    members: set[str] = set()
+    for e in events:
+        if e.key.startswith(_PORTS):
+            for port in (e.prev_value, e.value):
+                if port and port.get("binding:host_id"):
+                    hosts.add(port["binding:host_id"])
+        elif e.key.startswith(keys.ANYCAST):
+            for group in (e.prev_value, e.value):
+                members.update((group or {}).get("members", ()))
+    return hosts | _member_hosts(store, members)
 
 
 def relevant_events(store: Store, events: list[Event], host: str) -> list[dict[str, Any]]:

@@ -1,0 +1,91 @@
+"""Heartbeats cost no store write (l3fabric.service.liveness): the controller
+keeps each agent's report in memory and writes only a change of state (a BGP
+session up or down), while the host and gateway views keep their fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from l3fabric import keys
+from l3fabric.service.fabric import FabricService
+from l3fabric.service.liveness import MemoryLiveness
+from l3fabric.store.sqlite import SqliteStore
+
+HOST = {"router_id": "10.0.0.11", "address": "10.0.0.11"}
+GATEWAY = {"router_id": "10.0.0.1", "fabric_addresses": ["10.0.0.1"]}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "liveness.db")
+    yield s
+    s.close()
+
+
+def _session(state: str, info: str = "") -> dict[str, Any]:
+    return {"name": "tor", "peer": "10.0.0.1", "state": state, "info": info}
+
+
+def test_steady_heartbeats_write_nothing(store: SqliteStore) -> None:
+    fabric = FabricService(store)
+    fabric.hosts.register("h1", HOST)
+    port = {"id": "p1", "binding:host_id": "h1", "status": "DOWN"}
+    store.put(keys.neutron_key("ports", "p1"), port)
+    beat = {"bgp": [_session("Established")], "ports": {"p1": "ACTIVE"}, "agent": {"n": 0}}
+    fabric.host_heartbeat("h1", beat)
+    after_first = store.revision()
+    for n in range(1, 50):
+        # Counters and details change on every beat; the state does not.
+        fabric.host_heartbeat(
+            "h1", {**beat, "agent": {"n": n}, "bgp": [_session("Established", f"{n}s")]}
+        )
+    assert store.revision() == after_first
+    shown = fabric.hosts.show("h1")
+    assert shown["status"] == "up" and shown["agent"] == {"n": 49}
+    assert shown["bgp"][0]["info"] == "49s" and shown["heartbeat_at"] is not None
+
+
+def test_a_state_change_is_written_for_every_controller(store: SqliteStore) -> None:
+    fabric = FabricService(store)
+    fabric.hosts.register("h1", HOST)
+    fabric.host_heartbeat("h1", {"bgp": [_session("Established")]})
+    before = store.revision()
+    fabric.host_heartbeat("h1", {"bgp": [_session("Active", "Connection refused")]})
+    assert store.revision() == before + 1
+    # Another controller on the same store (no heartbeat of its own) sees the new state.
+    other = FabricService(store)
+    assert [s["state"] for s in other.hosts.show("h1")["bgp"]] == ["Active"]
+    assert other.hosts.list()[0]["bgp"][0]["state"] == "Active"
+
+
+def test_gateway_counters_stay_in_memory_and_in_the_view(store: SqliteStore) -> None:
+    fabric = FabricService(store)
+    fabric.gateways.register("gw1", GATEWAY)
+    fabric.gateway_heartbeat("gw1", {"nat": {"n": 1}})
+    before = store.revision()
+    fabric.gateway_heartbeat("gw1", {"nat": {"n": 2}, "anycast": {"prefixes": []}})
+    assert store.revision() == before
+    shown = fabric.gateways.show("gw1")
+    assert shown["nat"] == {"n": 2} and shown["anycast"] == {"prefixes": []}
+
+
+def test_a_deleted_host_is_forgotten(store: SqliteStore) -> None:
+    fabric = FabricService(store)
+    fabric.hosts.register("h1", HOST)
+    fabric.host_heartbeat("h1", {})
+    fabric.hosts.delete("h1")
+    assert fabric.hosts.liveness.last("host", "h1") is None
+    assert store.get("/fabric/status/hosts/h1") is None
+
+
+def test_reports_expire_after_their_ttl() -> None:
+    liveness = MemoryLiveness(ttl=0.0)
+    liveness.beat("host", "h1", {"agent": {}})
+    assert liveness.last("host", "h1") is None
+    kept = MemoryLiveness()
+    stamped = kept.beat("host", "h1", {"agent": {"v": 1}})
+    assert kept.last("host", "h1") == stamped and "heartbeat_at" in stamped
