@@ -26,17 +26,19 @@ import select
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from l3fabric.client import FabricClient
+from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
 from l3fabric.lab import bird, boot, routers
-from l3fabric.lab.credentials import lab_client
+from l3fabric.lab.credentials import admin_credentials, lab_client
 from l3fabric.lab.down import down
 from l3fabric.lab.plan import ROUTER_ROLES, Plan
 from l3fabric.lab.state import LabState
@@ -351,3 +353,63 @@ def module_lab_factory() -> Iterator[Callable[..., Lab]]:
         yield maker
     finally:
         maker.down_all()
+
+
+class Writer(threading.Thread):
+    """Creates up to ``writes`` ports through one controller until told to stop; keeps
+    what was acknowledged, and counts what failed."""
+
+    def __init__(
+        self, lab: Lab, url: str, network_id: str, stop: threading.Event, writes: int
+    ) -> None:
+        super().__init__(daemon=True)
+        self.client = FabricClient(url, timeout=5, credentials=admin_credentials(lab.name))
+        self.url, self.network_id, self.stop, self.writes = url, network_id, stop, writes
+        self.acknowledged: list[str] = []
+        self.unreachable = 0
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        with self.client:
+            for i in range(self.writes):
+                if self.stop.is_set():
+                    return
+                try:
+                    made = self.client.create_port(network_id=self.network_id, name=f"w{i}")
+                    self.acknowledged.append(made["id"])
+                except ControllerUnavailable:
+                    self.unreachable += 1
+                except ApiError as exc:
+                    self.errors.append(str(exc))
+                self.stop.wait(0.1)
+
+
+def agent_controllers(lab: Lab, client: FabricClient) -> dict[str, str]:
+    """Each agent's controller, as its last heartbeat says."""
+    records = client.list_hosts() + client.list_gateways()
+    return {r["name"]: (r.get("agent") or {}).get("controller", "") for r in records}
+
+
+def assert_no_resync(lab: Lab, node: str) -> str:
+    """``node``'s agent never took a new snapshot after its first; its log."""
+    log = lab.state.log_file(f"agent-{node}").read_text()
+    assert "taking a new snapshot" not in log and "resyncing" not in log, log
+    return log
+
+
+def watch_resumed_at(lab: Lab, node: str) -> float:
+    """When ``node``'s agent resumed its watch at another controller from its revision
+    (not a new snapshot, which would log otherwise), by its log's clock."""
+    log = assert_no_resync(lab, node)
+    found = re.search(
+        r"^(\S+ \S+) \S+ WARNING watch of \S+ \S+ unreachable; the watch from", log, re.M
+    )
+    assert found, f"{node} did not resume its watch:\n{log}"
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def pings(output: str) -> tuple[int, int]:
+    """(sent, received) from a ping's summary line."""
+    found = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+    assert found, output
+    return int(found.group(1)), int(found.group(2))

@@ -16,21 +16,28 @@ in the store afterwards, with no address handed out twice.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 
 import pytest
 
-from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
+from l3fabric.client import FabricClient
 from l3fabric.lab.credentials import admin_credentials
 from l3fabric.lab.status import controller_status
 from l3fabric.store.etcd_local import ETCD_BINARY
 
-from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
+from .lab_fixtures import (  # noqa: F401
+    Lab,
+    Writer,
+    agent_controllers,
+    module_lab_factory,
+    needs_root,
+    pings,
+    wait_until,
+    watch_resumed_at,
+)
 
 pytestmark = [pytest.mark.integration, needs_root]
 
@@ -61,56 +68,6 @@ def lab(request: pytest.FixtureRequest, module_lab_factory) -> Lab:  # noqa: F81
     return lab
 
 
-class Writer(threading.Thread):
-    """Creates ports through one controller until told to stop; keeps what was acknowledged."""
-
-    def __init__(self, lab: Lab, url: str, network_id: str, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.client = FabricClient(url, timeout=5, credentials=admin_credentials(lab.name))
-        self.url, self.network_id, self.stop = url, network_id, stop
-        self.acknowledged: list[str] = []
-        self.unreachable = 0
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        with self.client:
-            for i in range(WRITES):
-                if self.stop.is_set():
-                    return
-                try:
-                    made = self.client.create_port(network_id=self.network_id, name=f"w{i}")
-                    self.acknowledged.append(made["id"])
-                except ControllerUnavailable:
-                    self.unreachable += 1
-                except ApiError as exc:
-                    self.errors.append(str(exc))
-                self.stop.wait(0.1)
-
-
-def agent_controllers(lab: Lab, client: FabricClient) -> dict[str, str]:
-    """Each agent's controller, as its last heartbeat says."""
-    records = client.list_hosts() + client.list_gateways()
-    return {r["name"]: (r.get("agent") or {}).get("controller", "") for r in records}
-
-
-def watch_resumed_at(lab: Lab, node: str) -> float:
-    """When ``node``'s agent resumed its watch at another controller from its revision
-    (not a new snapshot, which would log otherwise), by its log's clock."""
-    log = lab.state.log_file(f"agent-{node}").read_text()
-    assert "taking a new snapshot" not in log and "resyncing" not in log, log
-    found = re.search(
-        r"^(\S+ \S+) \S+ WARNING watch of \S+ \S+ unreachable; the watch from", log, re.M
-    )
-    assert found, f"{node} did not resume its watch:\n{log}"
-    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-
-
-def pings(output: str) -> tuple[int, int]:
-    found = re.search(r"(\d+) packets transmitted, (\d+) received", output)
-    assert found, output
-    return int(found.group(1)), int(found.group(2))
-
-
 def test_agents_move_to_the_other_controller_within_5s_of_a_kill_and_nothing_is_lost(
     lab: Lab,
 ) -> None:
@@ -121,7 +78,7 @@ def test_agents_move_to_the_other_controller_within_5s_of_a_kill_and_nothing_is_
     assert set(before.values()) == {first.agent_url}, before  # every agent starts on the first
     network = survivor.list("networks", name="priv")[0]["id"]
     stop = threading.Event()
-    writers = [Writer(lab, c.url, network, stop) for c in (first, second)]
+    writers = [Writer(lab, c.url, network, stop, WRITES) for c in (first, second)]
     ping_cmd = ["ping", "-n", "-i", str(PING_INTERVAL_S), "-c", str(PINGS), "-W", "1"]
     with lab.background("a", *ping_cmd, lab.vm_ip("b")) as ping:
         for writer in writers:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from l3fabric.lab.plan import build_plan
 from l3fabric.lab.topology import TopologyError, load_topology, parse_topology
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -60,6 +61,14 @@ def test_examples_load(example: str) -> None:
         ("name: t\nracks: []", "racks: List should have at least 1 item"),
         ("name: t\nracks: [{name: r1, hosts: 1}]\nasn: {fabric: 0}", "asn.fabric: "),
         ("name: t\nracks: [{name: r1, hosts: 1}]\napi: {port: 70000}", "api.port: "),
+        (
+            "name: t\nracks: [{name: r1, hosts: 1}]\netcd_members: 3",
+            "etcd_members: 3 needs store: etcd (the store is sqlite)",
+        ),
+        (
+            "name: t\nracks: [{name: r1, hosts: 1}]\nstore: etcd\netcd_members: 2",
+            "etcd_members: 2: an etcd cluster here has 1, 3 or 5 members",
+        ),
         ("name: t", "racks: Field required"),
         ("- just a list", "must be a YAML mapping"),
         ("name: [unclosed", "not valid YAML"),
@@ -75,3 +84,9 @@ def test_bad_file_names_the_field(text: str, message: str) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TopologyError, match="cannot read topology"):
         load_topology(tmp_path / "nope.yaml")
+
+
+def test_an_etcd_store_of_three_members_reaches_the_plan() -> None:
+    topo = parse_topology("name: t\nracks: [{name: r1, hosts: 1}]\nstore: etcd\netcd_members: 3")
+    assert build_plan(topo).etcd_members == 3
+    assert build_plan(parse_topology("name: t\nracks: [{name: r1, hosts: 1}]")).etcd_members == 1

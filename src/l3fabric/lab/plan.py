@@ -79,6 +79,7 @@ class Plan(BaseModel):
     api_port: int  # the first controller's; controller i (from 0) listens on api_port + i
     controllers: int = 1
     store: str = "sqlite"
+    etcd_members: int = 1  # with store etcd: the members of its cluster
     mgmt_network: str
     controller_mgmt: str  # the controller's address in the mgmt namespace
     public: list[str]
@@ -334,6 +335,7 @@ def build_plan(topo: Topology) -> Plan:
         api_port=topo.api.port,
         controllers=topo.controllers,
         store=topo.store,
+        etcd_members=topo.etcd_members or 1,
         mgmt_network=str(mgmt_net),
         controller_mgmt=controller,
         public=list(ad.public),

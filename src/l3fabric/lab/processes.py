@@ -48,7 +48,8 @@ def l3fabric_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "l3fabric.cli", *args]
 
 
-def _spawn(state: LabState, proc: str, argv: list[str]) -> int:
+def spawn(state: LabState, proc: str, argv: list[str]) -> int:
+    """Start ``argv`` as lab process ``proc``: its own session, its log and pid file."""
     log = state.log_file(proc).open("ab")
     try:
         child = subprocess.Popen(
@@ -73,8 +74,9 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 
 def start_store(state: LabState, plan: Plan) -> None:
-    """``store: etcd``: a one-member etcd cluster on loopback, its data under the state
-    directory (so ``lab down`` finds and ends it); ``sqlite`` needs nothing started."""
+    """``store: etcd``: an etcd cluster of ``etcd_members`` on loopback, its data under the
+    state directory (so ``lab down`` finds and ends it), pid files ``etcd-1``, ``etcd-2``, ...;
+    its store URL names every member. ``sqlite`` needs nothing started."""
     if plan.store != "etcd":
         return
     if not Path(ETCD_BINARY).exists():
@@ -83,9 +85,10 @@ def start_store(state: LabState, plan: Plan) -> None:
     parent.mkdir(exist_ok=True)
     # etcd takes free loopback ports: not the ones the controllers are about to use.
     taken = {plan.api_port + i for i in range(plan.controllers)}
-    cluster = LocalEtcd(1, name=f"l3f-{plan.lab}-etcd", parent=parent)
+    name = f"l3f-{plan.lab}-etcd"
+    cluster = LocalEtcd(plan.etcd_members, name=name, parent=parent)
     while {p for m in cluster.members for p in (m.client_port, m.peer_port)} & taken:
-        cluster = LocalEtcd(1, name=f"l3f-{plan.lab}-etcd", parent=parent)
+        cluster = LocalEtcd(plan.etcd_members, name=name, parent=parent)
     try:
         cluster.start()
     except RuntimeError as exc:
@@ -149,7 +152,7 @@ def _refuse_busy(url: str) -> None:
 
 
 def _launch(state: LabState, plan: Plan, index: int) -> int:
-    return _spawn(state, plan.controller_names()[index], _server_argv(state, plan, index))
+    return spawn(state, plan.controller_names()[index], _server_argv(state, plan, index))
 
 
 def start_server(state: LabState, plan: Plan, index: int = 0) -> int:
@@ -200,7 +203,7 @@ def start_gateway_agent(state: LabState, plan: Plan, node: str) -> int:
     ctl.symlink_to(state.agent_bird_ctl(node))
     argv = l3fabric_argv("gateway", "--name", node, "--api", plan.agent_api_url())
     argv += ["--run-dir", str(run_dir), "--token-file", str(agent_token_file(state, node))]
-    return _spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
+    return spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
 
 
 def start_agent(state: LabState, plan: Plan, node: str) -> int:
@@ -210,7 +213,7 @@ def start_agent(state: LabState, plan: Plan, node: str) -> int:
         "agent", "--host", node, "--api", plan.agent_api_url(), "--run-dir", run_dir
     )
     argv += ["--token-file", str(agent_token_file(state, node))]
-    return _spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
+    return spawn(state, f"agent-{node}", ["ip", "netns", "exec", ns, *argv])
 
 
 def stop_all(state: LabState) -> None:

@@ -212,6 +212,8 @@ class Api(_Strict):
 
 # How many controllers a lab may run (each one process, one port).
 MAX_CONTROLLERS = 5
+# The sizes an etcd cluster of the lab may have: odd, so a majority survives a loss.
+ETCD_MEMBERS = (1, 3, 5)
 
 
 class Topology(_Strict):
@@ -226,8 +228,10 @@ class Topology(_Strict):
     # Controller processes on one shared store; every agent gets all their URLs.
     controllers: int = Field(default=1, ge=1, le=MAX_CONTROLLERS)
     # The store the controllers share: "sqlite" (one file; safe for several
-    # processes) or "etcd" (a one-member etcd cluster on loopback).
+    # processes) or "etcd" (an etcd cluster on loopback).
     store: Literal["sqlite", "etcd"] = "sqlite"
+    # With store etcd: its members (1, 3 or 5; default 1). Unset for sqlite.
+    etcd_members: int | None = None
 
     @field_validator("name")
     @classmethod
@@ -254,6 +258,16 @@ class Topology(_Strict):
                 f"api.port: controllers use ports {self.api.port} to"
                 f" {self.api.port + self.controllers - 1}, beyond 65535"
             )
+        if self.etcd_members is not None:
+            if self.store != "etcd":
+                raise ValueError(
+                    f"etcd_members: {self.etcd_members} needs store: etcd (the store is {self.store})"
+                )
+            if self.etcd_members not in ETCD_MEMBERS:
+                raise ValueError(
+                    f"etcd_members: {self.etcd_members}: an etcd cluster here has 1, 3 or 5"
+                    " members (odd: a majority must stay up; 3 survive the loss of one)"
+                )
         if self.fabric.host_asn == "same" and with_tor:
             # A ToR in its own AS passes routes whose AS path holds the fabric
             # AS; hosts and gateways in that AS drop them (loop prevention).

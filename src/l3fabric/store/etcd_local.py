@@ -133,20 +133,11 @@ class LocalEtcd:
 
     def leader(self) -> int:
         """The index of the member that leads the cluster now."""
-        for index, member in enumerate(self.members):
-            if not member.running:
-                continue
-            try:
-                status = httpx.post(
-                    f"{member.client_url}/v3/maintenance/status", json={}, timeout=2
-                )
-                status.raise_for_status()
-            except httpx.HTTPError:
-                continue
-            body = status.json()
-            if body.get("leader") == body["header"]["member_id"]:
-                return index
-        raise RuntimeError(f"no etcd member leads; logs in {self.dir}")
+        running = [m.client_url if m.running else "" for m in self.members]
+        found = leader_index(running)
+        if found is None:
+            raise RuntimeError(f"no etcd member leads; logs in {self.dir}")
+        return found
 
     def _log_tail(self, member: Member, lines: int = 5) -> str:
         log = self.dir / f"{member.name}.log"
@@ -186,8 +177,29 @@ class LocalEtcd:
 
 
 def _healthy(member: Member) -> bool:
+    return healthy(member.client_url)
+
+
+def healthy(client_url: str) -> bool:
+    """Whether the etcd member at ``client_url`` reports health (it sees a leader)."""
     try:
-        reply = httpx.get(f"{member.client_url}/health", timeout=1.0)
+        reply = httpx.get(f"{client_url}/health", timeout=1.0)
         return reply.status_code == 200 and reply.json().get("health") == "true"
     except (httpx.HTTPError, ValueError):
         return False
+
+
+def leader_index(client_urls: list[str]) -> int | None:
+    """Which of the members at ``client_urls`` (empty: skip it) leads now, by their status."""
+    for index, url in enumerate(client_urls):
+        if not url:
+            continue
+        try:
+            status = httpx.post(f"{url}/v3/maintenance/status", json={}, timeout=2)
+            status.raise_for_status()
+            body = status.json()
+        except (httpx.HTTPError, ValueError):
+            continue
+        if body.get("leader") == body["header"]["member_id"]:
+            return index
+    return None
