@@ -89,3 +89,21 @@ def test_reports_expire_after_their_ttl() -> None:
     kept = MemoryLiveness()
     stamped = kept.beat("host", "h1", {"agent": {"v": 1}})
     assert kept.last("host", "h1") == stamped and "heartbeat_at" in stamped
+
+
+def test_the_controller_an_agent_reports_to_is_known_to_every_controller(
+    store: SqliteStore,
+) -> None:
+    fabric = FabricService(store)
+    fabric.hosts.register("h1", HOST)
+    beat = {"bgp": [_session("Established")], "agent": {"controller": "http://c1:9696", "n": 0}}
+    fabric.host_heartbeat("h1", beat)
+    before = store.revision()
+    fabric.host_heartbeat("h1", {**beat, "agent": {"controller": "http://c1:9696", "n": 1}})
+    assert store.revision() == before  # the same controller: nothing to write
+    other = FabricService(store)
+    assert other.hosts.show("h1")["agent"]["controller"] == "http://c1:9696"
+    # A failover is a change of state: written once, seen by the other controller.
+    other.host_heartbeat("h1", {**beat, "agent": {"controller": "http://c2:9696", "n": 2}})
+    assert store.revision() == before + 1
+    assert FabricService(store).hosts.show("h1")["agent"]["controller"] == "http://c2:9696"

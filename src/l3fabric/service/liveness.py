@@ -72,13 +72,19 @@ class MemoryLiveness(Liveness):
 
 def durable_state(report: JSON) -> JSON:
     """What of a report is worth a store write when it changes: each BGP
-    session and its state (counters, NAT statistics and timers are not)."""
-    return {
+    session and its state, and which controller the agent reports to (so every
+    controller can tell; it changes only on a failover). Counters, NAT
+    statistics and timers are not."""
+    state: JSON = {
         "bgp": [
             {"name": s.get("name"), "peer": s.get("peer", ""), "state": s.get("state")}
             for s in report.get("bgp", ())
         ]
     }
+    controller = (report.get("agent") or {}).get("controller")
+    if controller:
+        state["agent"] = {"controller": controller}
+    return state
 
 
 class AppliedStatuses:
