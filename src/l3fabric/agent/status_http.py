@@ -14,10 +14,12 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
+
+from l3fabric.plain_http import PlainHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,7 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(PlainHTTPServer):
     def __init__(self, listen: tuple[str, int], handler: type) -> None:
         self.address_family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
         super().__init__(listen, handler)
@@ -71,7 +71,7 @@ def _handler(registry: CollectorRegistry, health: Check, ready: Check) -> type:
 @contextlib.contextmanager
 def serving(
     listen: tuple[str, int] | None, registry: CollectorRegistry, health: Check, ready: Check
-) -> Iterator[ThreadingHTTPServer | None]:
+) -> Iterator[PlainHTTPServer | None]:
     """Serve the three pages on ``listen`` (None: not at all) while the block runs."""
     if listen is None:
         yield None

@@ -29,13 +29,14 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 
 from l3fabric.dataplane.links import tap_name
 from l3fabric.nova import metadata_local
+from l3fabric.plain_http import PlainHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +136,8 @@ def ensure_address(address: str = METADATA_ADDRESS, link: str = METADATA_LINK) -
             ipr.addr("add", index=index, address=address, prefixlen=32)
 
 
-class _BoundedServer(ThreadingHTTPServer):
+class _BoundedServer(PlainHTTPServer):
     """ThreadingHTTPServer with at most ``limit`` connections in service."""
-
-    daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type, limit: int) -> None:
         self.limit = limit
