@@ -107,3 +107,15 @@ def test_the_controller_an_agent_reports_to_is_known_to_every_controller(
     other.host_heartbeat("h1", {**beat, "agent": {"controller": "http://c2:9696", "n": 2}})
     assert store.revision() == before + 1
     assert FabricService(store).hosts.show("h1")["agent"]["controller"] == "http://c2:9696"
+
+
+def test_a_controller_shows_the_newer_state_another_controller_stored(store: SqliteStore) -> None:
+    first, second = FabricService(store), FabricService(store)
+    first.hosts.register("h1", HOST)
+    beat = {"bgp": [_session("Established")], "agent": {"controller": "http://c1:9696"}}
+    first.host_heartbeat("h1", beat)
+    # The agent moves to the second controller, which stores the change.
+    second.host_heartbeat("h1", {**beat, "agent": {"controller": "http://c2:9696"}})
+    shown = first.hosts.show("h1")
+    assert shown["agent"]["controller"] == "http://c2:9696"
+    assert first.hosts.list()[0]["agent"]["controller"] == "http://c2:9696"

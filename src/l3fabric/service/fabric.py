@@ -126,6 +126,10 @@ def gateway_view(record: JSON, status: JSON | None, fabric: JSON) -> JSON:
     return view
 
 
+def _stamp(report: JSON) -> float:
+    return float(report.get("heartbeat_at") or 0.0)
+
+
 @dataclass(frozen=True)
 class Registry:
     """Hosts or gateways: their registrations, shown with their agents' status."""
@@ -166,8 +170,12 @@ class Registry:
         )
 
     def _status(self, name: str, stored: JSON | None) -> JSON | None:
-        """The agent's last report if this controller has it, else the state last stored."""
-        return self.liveness.last(self.kind, name) or stored
+        """The agent's last report to this controller, or the state last stored when
+        that is newer (the agent has moved to another controller, which wrote it)."""
+        live = self.liveness.last(self.kind, name)
+        if live is None or (stored and _stamp(stored) > _stamp(live)):
+            return stored
+        return live
 
     def register(self, name: str, payload: Any) -> tuple[JSON, bool]:
         """Store the registration of ``name``; returns it and whether it is new."""
