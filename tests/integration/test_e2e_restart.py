@@ -51,6 +51,14 @@ def lab(module_lab_factory) -> Lab:  # noqa: F811
         lab.wait_established(router, with_hosts=True)
     for vm in (RECEIVER[0], NEIGHBOUR[0]):
         lab.first_reply(SENDER[0], lab.vm_ip(vm), within=20)
+        # Their IPv6 routes too: one arriving late is a route event in the
+        # tests below (seen once in CI: a /128 learned 11 s into the restart test).
+        wait_until(
+            lambda v=vm: lab.has_route(SENDER[1], f"{lab.vm_ip(v, 6)}/128"),
+            timeout=20,
+            what=f"{vm}'s IPv6 route on {SENDER[1]}",
+            interval=0.1,
+        )
     # A new tap's own link-local address finishes duplicate address detection
     # a second or two after it comes up, and its route appears then: let that
     # happen before any test counts route events.
