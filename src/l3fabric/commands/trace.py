@@ -7,7 +7,6 @@ from typing import Any
 
 from l3fabric.client import FabricClient
 from l3fabric.commands import controller_cli
-from l3fabric.fabric_trace import trace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,15 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _trace(api: FabricClient, args: argparse.Namespace) -> int:
-    entries = trace(
-        args.target,
-        ports=api.list("ports"),
-        networks=api.list("networks"),
-        groups=api.list("security-groups"),
-        floatingips=api.list("floatingips"),
-        hosts=api.list_hosts(),
-        gateways=api.list_gateways(),
-    )
+    # The controller traces (GET /v1/trace, l3fabric.fabric_trace): one request,
+    # the same answer as the /ui search box.
+    entries = api.request("GET", "/v1/trace", params={"query": args.target})["trace"]
     controller_cli.emit(args, entries, render)
     return 0 if entries else 1
 
