@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import httpx
 
 from l3fabric.bench.parts import OptionReader, run_parts
 from l3fabric.child import terminate
+from l3fabric.loopback import free_port
 from l3fabric.service import Context, NeutronService
 from l3fabric.store import open_store
 
@@ -154,14 +154,8 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_server(url: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}"
     log = (tmp / "server.log").open("wb")
     argv = [sys.executable, "-m", "l3fabric.cli", "server", "--store", url,
