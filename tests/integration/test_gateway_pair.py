@@ -179,14 +179,6 @@ def test_translated_ports_follow_each_gateways_slice_of_the_shared_pool(lab: Lab
         assert len(pids) == 1
 
 
-# Known weakness (docs/gateway.md, "What is not preserved"): a crossing flow
-# whose first data reply reaches the other gateway before conntrackd synced the
-# entry can stall, and a new connection in the first seconds after a gateway
-# returns can time out; seen in about one full CI run in two. Rerun, not hidden.
-KNOWN_FLAKY = pytest.mark.flaky(reruns=2, reruns_delay=3)
-
-
-@KNOWN_FLAKY
 def test_a_flow_whose_directions_cross_the_two_gateways_works_before_and_after(lab: Lab) -> None:
     # Out through gw1 only (r1-h1's route to client2), back through gw2 only (the internet
     # router's route to the pool for packets from client2).
@@ -238,7 +230,6 @@ def drained_then_frozen(lab: Lab, gateway: str) -> Iterator[None]:
             yield
 
 
-@KNOWN_FLAKY
 def test_a_drained_gateway_leaves_without_a_gap(lab: Lab) -> None:
     run = flows_through(lab, lambda gw: drained_then_frozen(lab, gw), recovery=False)
     # Drained first: the flows moved to the other gateway before it froze.

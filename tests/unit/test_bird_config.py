@@ -133,6 +133,9 @@ def test_graceful_restart_and_kernel_options() -> None:
             "collide",
         ),
         (lambda: StaticRoute(ip_network("10.0.0.0/8"), ip_address("2001:db8::1")), "another family"),
+        (lambda: StaticRoute(ip_network("10.0.0.0/8"), bfd=True), "BFD needs a next hop"),
+        (lambda: BirdConfig(ip_address("10.0.0.1"), 65000, peer_routes=(StaticRoute(ip_network("10.0.0.0/8"), ip_address("10.0.0.2"), bfd=True),)), "kernel table"),
+        (lambda: BirdConfig(ip_address("10.0.0.1"), 65000, peer_table=254), "peer table"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_with_a_clear_message(make, message) -> None:

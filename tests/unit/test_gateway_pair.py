@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import subprocess
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -14,16 +15,19 @@ import pytest
 from l3fabric import cli
 from l3fabric.client import HostState
 from l3fabric.dataplane.nft import digest_of
-from l3fabric.gateway.bird import gateway_config
+from l3fabric.gateway.bird import gateway_config, routing_from_state
 from l3fabric.gateway.conntrackd import CONNTRACK_SYSCTLS, SyncLink
 from l3fabric.gateway.conntrackd import render as conntrackd_conf
 from l3fabric.gateway.nat import policy, port_slice, render
 from l3fabric.gateway.observed import GatewayObserved
 from l3fabric.gateway.ops import SyncSet
 from l3fabric.gateway.plan import desired_state, plan
+from l3fabric.gateway.steer import ROUTE_TABLE
 from l3fabric.model.fabric import GatewayRegistration
+from l3fabric.routing.bird_config import StaticRoute
 from l3fabric.routing.bird_config import render as bird_render
 
+from .test_bird_config import needs_bird
 from .test_gateway_plan import EGRESS, SUBNETS
 from .test_gateway_policy import GATEWAY, NETWORKS
 
@@ -101,10 +105,12 @@ def test_a_sync_link_runs_conntrackd_with_the_external_cache_off(tmp_path: Path)
     assert "IPv4_Destination_Address 172.18.0.1" in synced.conntrackd
     assert f"LockFile {tmp_path / 'conntrackd.lock'}" in synced.conntrackd
     assert synced.sysctls["net.netfilter.nf_conntrack_tcp_loose"] == "1"
-    # Handshake replies in the other gateway's ports go to it over the sync link.
+    # Replies in the other gateway's ports (TCP, UDP, echo ids) go to it over the sync link,
+    # when the kernel has a route to the pool through it (the peer is alive).
     assert synced.steer is not None
-    assert "tcp dport != 33280-65535" in synced.steer
-    assert 'fwd ip to 172.18.0.1 device "l3f-s0"' in synced.steer
+    assert "meta l4proto { tcp, udp } th dport 1024-65535 th dport != 33280-65535" in synced.steer
+    assert "icmp id != 33280-65535" in synced.steer
+    assert 'fib daddr . mark oif "l3f-s0" counter fwd ip to 172.18.0.1 device "l3f-s0"' in synced.steer  # fmt: skip
     ops = plan(synced, GatewayObserved(egress=EGRESS))
     assert SyncSet(conntrackd=synced.conntrackd, steer=synced.steer) in ops
     # Running as desired: nothing to do for the sync.
@@ -112,6 +118,50 @@ def test_a_sync_link_runs_conntrackd_with_the_external_cache_off(tmp_path: Path)
         egress=EGRESS, conntrackd_text=synced.conntrackd, steer_digest=digest_of(synced.steer)
     )
     assert not [op for op in plan(synced, settled) if isinstance(op, SyncSet)]
+
+
+def pair_view(peer: dict | None) -> HostState:
+    """gw1 of a pair with a sync link, and its peer's registration (None: not registered)."""
+    state = view(sync=SYNC)
+    if peer is not None:
+        state.gateways["gw2"] = {**PAIR, "snat_index": 0, **peer}
+    return state
+
+
+PEER_SYNC = {"interface": "l3f-s0", "local": "172.18.0.1", "peer": "172.18.0.0"}
+
+
+@pytest.mark.parametrize(
+    ("peer", "steered"),
+    [
+        ({"sync": PEER_SYNC}, True),
+        ({"sync": PEER_SYNC, "drain": True}, False),  # drained: it may stop with nothing in flight
+        ({"sync": {**PEER_SYNC, "local": "172.18.0.9"}}, False),  # not the peer of our link
+        (None, False),
+    ],
+)
+def test_replies_are_steered_only_to_a_registered_undrained_peer_checked_by_bfd(
+    peer: dict | None, steered: bool
+) -> None:
+    config = gateway_config(routing_from_state(pair_view(peer), "gw1"))
+    text = bird_render(config)
+    if steered:
+        assert config.peer_routes == (
+            StaticRoute(ip_network(POOL), via=ip_address("172.18.0.1"), bfd=True),
+        )
+        assert f"route {POOL} via 172.18.0.1 bfd;" in text
+        assert f"kernel table {ROUTE_TABLE};" in text and "protocol bfd {" in text
+    else:
+        assert config.peer_routes == () and "peer_routes4" not in text
+
+
+@needs_bird
+def test_the_steering_route_parses(tmp_path: Path) -> None:
+    path = tmp_path / "gw.conf"
+    config = gateway_config(routing_from_state(pair_view({"sync": PEER_SYNC}), "gw1"))
+    path.write_text(bird_render(config))
+    done = subprocess.run(["bird", "-p", "-c", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_conntrackd_config_is_refused_for_a_bad_link() -> None:

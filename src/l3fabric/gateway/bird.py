@@ -29,6 +29,10 @@ plan when it runs a gateway without an agent (``lab up --no-agents``).
   the VMs' /32s inside are more specific, unknown addresses get an ICMP
   error), and a fallback default route at preference 50 that yields to the
   default learned from upstream (BGP: 100).
+- A gateway pair's steering route (``steer_route``): the shared pool via the
+  peer's sync address, with BFD, in kernel table ``steer.ROUTE_TABLE`` only;
+  it says "the peer is alive and not drained" to the reply steering
+  (gateway/steer.py).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Any
 from l3fabric.addresses import Address, parse_address, parse_network
 from l3fabric.asn import effective_asn
 from l3fabric.client import HostState
+from l3fabric.gateway import steer
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
 from l3fabric.gateway.origins import Origins, origins
 from l3fabric.routing.bird_config import (
@@ -102,6 +107,9 @@ class GatewayRouting:
     # without its upstream default (upstream down, or just back) attracts no
     # outbound traffic it would drop; the other gateway takes it.
     pair: bool = False
+    # The pair's pool via the peer's sync address (BFD-checked), while the peer
+    # is registered and not drained: replies of its ports are steered to it.
+    steer_route: StaticRoute | None = None
 
 
 def _fabric_import(routing: GatewayRouting, peer: PeerSpec) -> Policy:
@@ -188,6 +196,8 @@ def gateway_config(routing: GatewayRouting) -> BirdConfig:
         skipped_peers=(*skipped, *skipped_upstream),
         static_routes=tuple(statics),
         roas=_roas(routing.origins),
+        peer_routes=(routing.steer_route,) if routing.steer_route else (),
+        peer_table=steer.ROUTE_TABLE if routing.steer_route else None,
         **t.bird_fields(),
         announce_loopback=True,
         fast_connect=True,
@@ -227,6 +237,28 @@ def derived_fabric_peers(state: HostState, local_as: int) -> tuple[PeerSpec, ...
     )
 
 
+def steer_route(state: HostState, record: dict[str, Any]) -> StaticRoute | None:
+    """The pool via the pair's peer (BFD), if this gateway steers replies to it.
+
+    Only for an IPv4 pool and sync link (the steering table is IPv4), and only
+    while the peer (the gateway whose sync address is our ``sync.peer``) is
+    registered and not drained: a drained peer gets no steered replies, so it
+    can be stopped with nothing in flight towards it.
+    """
+    sync, pool = record.get("sync"), record.get("snat_pool")
+    if sync is None or pool is None:
+        return None
+    net, peer = parse_network(pool), parse_address(sync["peer"])
+    if net.version != 4 or peer.version != 4:
+        return None
+    for other in state.gateways.values():
+        if str((other.get("sync") or {}).get("local")) == str(peer):
+            if other.get("drain"):
+                return None
+            return StaticRoute(net, via=peer, bfd=True)
+    return None
+
+
 def routing_from_state(state: HostState, name: str, log_file: str | None = None) -> GatewayRouting:
     """The gateway's routing inputs from its watcher's cache; NotRegistered until registered."""
     record = registration(state, name)
@@ -251,4 +283,5 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
         ),
         drain=bool(record.get("drain")),
         pair=record.get("snat_pool") is not None,
+        steer_route=steer_route(state, record),
     )

@@ -10,6 +10,8 @@ import json
 import time
 from collections.abc import Iterator
 
+from l3fabric.gateway.steer import ROUTE_TABLE
+from l3fabric.gateway.steer import TABLE as STEER_TABLE
 from l3fabric.lab import faults
 from l3fabric.lab.credentials import lab_client
 from l3fabric.lab.plan import Plan
@@ -47,6 +49,16 @@ def paths(plan: Plan, node: str, prefix: str) -> int:
     )
 
 
+def steers(plan: Plan, gateway: str) -> bool:
+    """Whether ``gateway`` steers its peer's replies to it: it has a route through the peer
+    (alive and not drained) and no hold-down (gateway/steer.py)."""
+    ns = plan.node(gateway).namespace
+    if not run_in(ns, ["ip", "route", "show", "table", str(ROUTE_TABLE)], 10).stdout.strip():
+        return False
+    held = run_in(ns, ["nft", "list", "set", "netdev", STEER_TABLE, "peer_down"], 10).stdout
+    return "elements" not in held
+
+
 def _wait(predicate: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -56,7 +68,8 @@ def _wait(predicate: object, timeout: float, what: str) -> None:
 
 
 def whole(plan: Plan, pool: str, timeout: float = 30.0, settle_s: float = 1.0) -> None:
-    """Wait until both gateways serve: two paths to the pool upstream, two defaults on every host.
+    """Wait until both gateways serve: two paths to the pool upstream, two defaults on every
+    host, and each steers its peer's replies to it (their BFD session is up).
 
     A gateway that has just come back may still lose a new connection for a
     few seconds more (docs/gateway.md, "Known limits"): ``settle_s`` more.
@@ -66,6 +79,7 @@ def whole(plan: Plan, pool: str, timeout: float = 30.0, settle_s: float = 1.0) -
         lambda: (
             paths(plan, "internet", pool) == 2
             and all(paths(plan, h, "default") == 2 for h in hosts)
+            and all(steers(plan, gw) for gw in GATEWAYS)
         ),
         timeout,
         "two paths through the gateway pair",
@@ -89,8 +103,10 @@ def busiest(plan: Plan, over_s: float = 0.5) -> str:
 
 @contextlib.contextmanager
 def drained(plan: Plan, gateway: str, pool: str, timeout: float = 10.0) -> Iterator[None]:
-    """``gateway`` drained (the API) until nothing routes new flows through it; undrained after."""
+    """``gateway`` drained (the API) until nothing routes new flows through it and its peer
+    steers no reply to it; undrained after."""
     hosts = [h.name for h in plan.by_role("host")]
+    others = [gw for gw in GATEWAYS if gw != gateway]
     with lab_client(plan) as api:
         api.request("POST", f"/v1/gateways/{gateway}/drain")
     try:
@@ -98,6 +114,7 @@ def drained(plan: Plan, gateway: str, pool: str, timeout: float = 10.0) -> Itera
             lambda: (
                 paths(plan, "internet", pool) == 1
                 and all(paths(plan, h, "default") == 1 for h in hosts)
+                and not any(steers(plan, gw) for gw in others)
             ),
             timeout,
             f"{gateway} drained",

@@ -354,13 +354,15 @@ class StaticRoute:
     ``unreachable`` answers with ICMP unreachable where ``blackhole`` is
     silent. ``preference`` (BIRD's default for static routes: 200) decides
     against the same prefix from elsewhere: a fallback default route at 50
-    yields to one learned by BGP (100).
+    yields to one learned by BGP (100). ``bfd``: the route exists only while
+    a BFD session to its next hop is up.
     """
 
     prefix: Network
     via: Address | None = None
     action: StaticAction = "blackhole"
     preference: int | None = None
+    bfd: bool = False
 
     def __post_init__(self) -> None:
         net = require_network(self.prefix, "static route prefix")
@@ -370,10 +372,14 @@ class StaticRoute:
             raise ValueError(f"static route {self.prefix}: action is blackhole or unreachable")
         if self.preference is not None and not 1 <= self.preference <= 65535:
             raise ValueError(f"static route {self.prefix}: preference must be 1..65535")
+        if self.bfd and self.via is None:
+            raise ValueError(f"static route {self.prefix}: BFD needs a next hop")
 
     @property
     def target(self) -> str:
-        return f"via {self.via}" if self.via else self.action
+        if self.via is None:
+            return self.action
+        return f"via {self.via}" + (" bfd" if self.bfd else "")
 
     @property
     def version(self) -> int:
@@ -463,6 +469,12 @@ class BirdConfig:
     skipped_peers: tuple[SkippedPeer, ...] = ()
     # Origin validation: the ROA tables roas4/roas6 (for "origin" policies), filled with these.
     roas: tuple[Roa, ...] = ()
+    # Routes via a neighbour that only exist while BFD says it is alive, kept
+    # out of master (never in the main table, never announced) and exported to
+    # kernel table ``peer_table`` alone: an ip rule or an nft ``fib`` lookup asks
+    # it whether the neighbour is alive (a gateway pair's reply steering).
+    peer_routes: tuple[StaticRoute, ...] = ()
+    peer_table: int | None = None
 
     def __post_init__(self) -> None:
         require_address(self.router_id, "router id", version=4)
@@ -491,9 +503,24 @@ class BirdConfig:
         prefixes = [r.prefix for r in self.anycast_routes]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError("an anycast prefix is announced twice")
-        if self.endpoints_table is not None and not 1 <= self.endpoints_table <= 252:
+        for what, table in (("endpoints", self.endpoints_table), ("peer", self.peer_table)):
             # 253-255 are the kernel's default, main and local tables.
-            raise ValueError("the endpoints table must be a kernel table id 1..252")
+            if table is not None and not 1 <= table <= 252:
+                raise ValueError(f"the {what} table must be a kernel table id 1..252")
+        if self.peer_routes and self.peer_table is None:
+            raise ValueError("peer routes need a kernel table (peer_table)")
+
+    def needs_bfd(self) -> bool:
+        """Whether a session or a route asks for BFD (then ``protocol bfd`` is rendered)."""
+        return any(p.bfd for p in self.peers) or any(r.bfd for r in self.peer_routes)
+
+    def peer_route_groups(self) -> list[tuple[int, list[StaticRoute]]]:
+        """The peer routes per IP version: (version, routes)."""
+        return [
+            (v, [r for r in self.peer_routes if r.version == v])
+            for v in self.families
+            if any(r.version == v for r in self.peer_routes)
+        ]
 
     @staticmethod
     def anycast_protocol(version: int) -> str:
