@@ -22,6 +22,9 @@ def test_bench_gateway_reports_survival_rates_and_speeds_and_cleans_up() -> None
     assert result["flows_survived_pct"] == 100.0
     assert 0.0 < result["max_gap_s"] < 1.0
     assert result["new_conn_per_s_two"] > 0 and result["new_conn_per_s_one"] > 0
+    # No new connection through the pair waited for a retransmission (its replies
+    # went to the gateway that holds its state: no race with the sync).
+    assert result["new_conn_retrans_two"] == 0
     assert result["nat_gbit_s_synced"] > 0 and result["nat_gbit_s_unsynced"] > 0
     assert result["nat_synced_over_unsynced"] is not None
     assert {n for n in namespaces() if n.startswith("l3f-bg")} == before

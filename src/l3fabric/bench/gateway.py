@@ -16,7 +16,13 @@ Options (``--set``): ``flows`` (200), ``hold_s`` (3), ``rate_s`` (2),
 - ``new_conn_per_s_two`` and ``new_conn_per_s_one``: connections opened one
   after another from both VMs for ``rate_s`` (2 s) through both gateways,
   then with one drained (all through one), same run. Their ratio shows
-  whether the sync caps the pair (each new connection is one sync message).
+  whether the pair costs new connections anything (each is one sync
+  message; its replies that come back through the other gateway are
+  steered to it, gateway/steer.py). One connection at a time per VM: the
+  rate is bound by latency, not by either gateway's capacity.
+  ``new_conn_retrans_two`` and ``_one``: the VMs' TCP retransmissions
+  (SYNs included) meanwhile: a reply lost to a race with the sync shows
+  here as a retransmission (0 expected).
 - ``nat_gbit_s_synced`` and ``nat_gbit_s_unsynced``: one iperf3 stream
   (``stream_s``, 2 s) from a VM to client2, translated, with conntrackd
   running and then stopped on both gateways; target ratio at least 0.9.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from l3fabric.bench.parts import OptionReader, require_root, run_parts
@@ -102,17 +109,30 @@ def long_flows(plan: Plan, vms: dict[str, str], flows: int, hold_s: float) -> di
     }
 
 
-def connection_rate(plan: Plan, vms: dict[str, str], seconds: float) -> float:
-    """New connections per second, all VMs together."""
+def retransmissions(namespaces: Iterable[str]) -> int:
+    """TCP segments the VMs retransmitted so far (``RetransSegs``; SYNs included)."""
+    total = 0
+    for ns in namespaces:
+        lines = [ln.split() for ln in run_in(ns, ["cat", "/proc/net/snmp"], 10).stdout.splitlines()]
+        names, values = [ln for ln in lines if ln and ln[0] == "Tcp:"][:2]
+        total += int(values[names.index("RetransSegs")])
+    return total
+
+
+def connection_rate(plan: Plan, vms: dict[str, str], seconds: float) -> tuple[float, int]:
+    """New connections per second, all VMs together, and the VMs' retransmissions meanwhile."""
     server = lf.start(lf.server_argv(plan.node("client1").namespace, PORT + 1))
     try:
         lf.wait_line(server, "ready", 30)
         target = client_address(plan, "client1")
+        before = retransmissions(vms.values())
         procs = [lf.start(lf.rate_argv(ns, target, PORT + 1, seconds)) for ns in vms.values()]
         results = [lf.parse_rate(lf.finish(p, seconds + 30)) for p in procs]
+        retransmitted = retransmissions(vms.values()) - before
     finally:
         lf.stop(server)
-    return round(sum(done for done, _, _ in results) / max(s for _, _, s in results), 1)
+    rate = round(sum(done for done, _, _ in results) / max(s for _, _, s in results), 1)
+    return rate, retransmitted
 
 
 def stream_gbit_s(plan: Plan, vm_ns: str, seconds: float) -> float:
@@ -153,9 +173,9 @@ def pair(opts: OptionReader) -> dict[str, Any]:
         vms = prepare(plan)
         result = long_flows(plan, vms, flows, hold_s)
         gateway_pair.whole(plan, POOL, settle_s=3.0)
-        two = connection_rate(plan, vms, rate_s)
+        two, retrans_two = connection_rate(plan, vms, rate_s)
         with gateway_pair.drained(plan, "gw2", POOL):
-            one = connection_rate(plan, vms, rate_s)
+            one, retrans_one = connection_rate(plan, vms, rate_s)
         gateway_pair.whole(plan, POOL)
         vm = next(iter(vms.values()))
         # Both streams through gw1 alone, both ways: without the sync a flow
@@ -173,6 +193,8 @@ def pair(opts: OptionReader) -> dict[str, Any]:
         "new_conn_per_s_two": two,
         "new_conn_per_s_one": one,
         "new_conn_ratio_two_over_one": round(two / one, 3) if one else None,
+        "new_conn_retrans_two": retrans_two,
+        "new_conn_retrans_one": retrans_one,
         "nat_gbit_s_synced": synced,
         "nat_gbit_s_unsynced": unsynced,
         "nat_synced_over_unsynced": round(synced / unsynced, 3) if unsynced else None,

@@ -95,13 +95,17 @@ for i in range(count):
     f = {"lines": 0, "gap": 0.0, "at": 0.0, "why": "", "port": 0, "last": 0.0}
     f["end"] = time.monotonic() + duration
     flows.append(f)
+    sock = socket.socket()
+    sock.settimeout(@DEAD@)
     try:
-        f["sock"] = socket.create_connection((host, port), timeout=@DEAD@)
+        sock.connect((host, port))
     except OSError as e:
-        f["why"], f["sock"] = f"connect: {e}", None
+        # The source port of a connection that never opened: to find its packets.
+        f["why"], f["sock"], f["port"] = f"connect: {e}", None, sock.getsockname()[1]
+        sock.close()
         continue
-    f["sock"].settimeout(@DEAD@)
-    f["port"] = f["sock"].getsockname()[1]
+    f["sock"] = sock
+    f["port"] = sock.getsockname()[1]
     for target in (tx, rx):
         t = threading.Thread(target=target, args=(f,), daemon=True)
         t.start()
