@@ -15,7 +15,8 @@ Options (``--set``): ``flows`` (200), ``hold_s`` (3), ``rate_s`` (2),
   direction (target under 1).
 - ``new_conn_per_s_two`` and ``new_conn_per_s_one``: connections opened one
   after another from both VMs for ``rate_s`` (2 s) through both gateways,
-  then with one drained (all through one), same run. Their ratio shows
+  then with one drained (all through one), same run; two rounds, alternated,
+  each rate the mean of its two samples. Their ratio shows
   whether the pair costs new connections anything (each is one sync
   message; its replies that come back through the other gateway are
   steered to it, gateway/steer.py). One connection at a time per VM: the
@@ -54,6 +55,7 @@ from l3fabric.lab.state import LabState
 from l3fabric.lab.up import up
 
 PORT = 7200
+RATE_ROUNDS = 2  # alternated samples of each connection rate
 VMS = {"vm1": "r1-h1", "vm2": "r1-h2"}
 
 
@@ -135,6 +137,30 @@ def connection_rate(plan: Plan, vms: dict[str, str], seconds: float) -> tuple[fl
     return rate, retransmitted
 
 
+def alternated_rates(
+    plan: Plan, vms: dict[str, str], seconds: float, rounds: int = RATE_ROUNDS
+) -> tuple[float, int, float, int]:
+    """(rate, retransmissions) through both gateways, then through gw1 alone (gw2 drained).
+
+    ``rounds`` samples of each, alternated: on this shared 2-core machine one
+    sample swings with the other load by up to 2x, and a drift would favour
+    whichever phase came first. The rates are the samples' means.
+    """
+    two: list[tuple[float, int]] = []
+    one: list[tuple[float, int]] = []
+    for _ in range(rounds):
+        two.append(connection_rate(plan, vms, seconds))
+        with gateway_pair.drained(plan, "gw2", POOL):
+            one.append(connection_rate(plan, vms, seconds))
+        gateway_pair.whole(plan, POOL)
+    return (
+        round(sum(r for r, _ in two) / rounds, 1),
+        sum(n for _, n in two),
+        round(sum(r for r, _ in one) / rounds, 1),
+        sum(n for _, n in one),
+    )
+
+
 def stream_gbit_s(plan: Plan, vm_ns: str, seconds: float) -> float:
     """One iperf3 stream from the VM to client2, through the NAT."""
     server = lf.start(
@@ -173,10 +199,7 @@ def pair(opts: OptionReader) -> dict[str, Any]:
         vms = prepare(plan)
         result = long_flows(plan, vms, flows, hold_s)
         gateway_pair.whole(plan, POOL, settle_s=3.0)
-        two, retrans_two = connection_rate(plan, vms, rate_s)
-        with gateway_pair.drained(plan, "gw2", POOL):
-            one, retrans_one = connection_rate(plan, vms, rate_s)
-        gateway_pair.whole(plan, POOL)
+        two, retrans_two, one, retrans_one = alternated_rates(plan, vms, rate_s)
         vm = next(iter(vms.values()))
         # Both streams through gw1 alone, both ways: without the sync a flow
         # whose reply takes the other gateway has no state there at all.
