@@ -230,6 +230,14 @@ def drained_then_frozen(lab: Lab, gateway: str) -> Iterator[None]:
             yield
 
 
+# Known weakness (docs/gateway.md, "Tests"): on the loaded test machine one or
+# two of the 20 connections sometimes never open at this test's start (connect
+# timed out, right after the cut-off test; cause not found): seen in about one
+# run in three. Rerun, not hidden.
+KNOWN_FLAKY = pytest.mark.flaky(reruns=2, reruns_delay=3)
+
+
+@KNOWN_FLAKY
 def test_a_drained_gateway_leaves_without_a_gap(lab: Lab) -> None:
     run = flows_through(lab, lambda gw: drained_then_frozen(lab, gw), recovery=False)
     # Drained first: the flows moved to the other gateway before it froze.
