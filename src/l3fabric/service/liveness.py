@@ -154,6 +154,7 @@ class LeaseLiveness(Liveness):
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._failing = False  # the last round's keepalive failed
 
     def beat(self, kind: str, name: str, report: JSON) -> JSON:
         stamped = self._reports.beat(kind, name, report)
@@ -202,7 +203,9 @@ class LeaseLiveness(Liveness):
             )
         except StoreError as exc:
             # Shown down (on every controller) until a heartbeat takes it.
-            log.warning("liveness of %s %s not kept in etcd: %s", kind, name, exc)
+            if not self._failing:
+                log.warning("liveness of %s %s not kept in etcd: %s", kind, name, exc)
+            self._failing = True
             return
         with self._cond:
             self._held[kind, name] = lease
@@ -234,8 +237,13 @@ class LeaseLiveness(Liveness):
         try:
             ttls = self._leases.keepalive(sorted(set(due.values())))
         except StoreError as exc:
-            log.warning("liveness: keeping %d leases alive failed: %s", len(due), exc)
+            if not self._failing:  # once per outage, not once per round
+                log.warning("liveness: keeping leases alive in etcd failed: %s", exc)
+            self._failing = True
             return []
+        if self._failing:
+            log.info("liveness: leases kept alive in etcd again")
+            self._failing = False
         expired = [key for key, lease in due.items() if ttls.get(lease, -1) <= 0]
         with self._cond:
             for key in expired:
