@@ -159,16 +159,17 @@ class LeaseLiveness(Liveness):
     def beat(self, kind: str, name: str, report: JSON) -> JSON:
         stamped = self._reports.beat(kind, name, report)
         with self._cond:
-            if (kind, name) in self._held:
-                self._pending.add((kind, name))
-                ours = self._begun + 1
-                self._start()
-                self._cond.notify_all()
-                self._cond.wait_for(
-                    lambda: self._finished >= ours or self._stopped, timeout=self.wait_s
-                )
-                return stamped
-        self._take(kind, name)
+            held = (kind, name) in self._held
+        if not held and not self._take(kind, name):
+            return stamped  # etcd did not answer: the report is kept all the same
+        with self._cond:
+            self._pending.add((kind, name))
+            ours = self._begun + 1
+            self._start()
+            self._cond.notify_all()
+            self._cond.wait_for(
+                lambda: self._finished >= ours or self._stopped, timeout=self.wait_s
+            )
         return stamped
 
     def last(self, kind: str, name: str) -> JSON | None:
@@ -195,8 +196,8 @@ class LeaseLiveness(Liveness):
         if thread is not None:
             thread.join(timeout=5)
 
-    def _take(self, kind: str, name: str) -> None:
-        """Hold ``name``'s key: adopt its live lease, or write it under a new one."""
+    def _take(self, kind: str, name: str) -> bool:
+        """Hold ``name``'s key: adopt its lease, or write it under a new one (True if held)."""
         try:
             lease = self._leases.hold(
                 live_key(kind, name), {"heartbeat_at": time.time()}, lease_ttl(self._grace())
@@ -206,9 +207,10 @@ class LeaseLiveness(Liveness):
             if not self._failing:
                 log.warning("liveness of %s %s not kept in etcd: %s", kind, name, exc)
             self._failing = True
-            return
+            return False
         with self._cond:
             self._held[kind, name] = lease
+        return True
 
     def _start(self) -> None:
         if self._thread is None and not self._stopped:
@@ -226,8 +228,11 @@ class LeaseLiveness(Liveness):
                 due = {key: self._held[key] for key in self._pending if key in self._held}
                 self._pending = set()
                 self._begun += 1
-            for kind, name in self._renew(due):
+            expired = self._renew(due)
+            for kind, name in expired:
                 self._take(kind, name)  # its lease expired while it beat: a new one
+            if expired:  # and keep the new ones alive (an adopted one may be dead too)
+                self._renew({key: self._held[key] for key in expired if key in self._held})
             with self._cond:
                 self._finished = self._begun
                 self._cond.notify_all()

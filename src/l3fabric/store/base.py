@@ -216,9 +216,9 @@ class Leases(Protocol):
     """
 
     def hold(self, key: str, value: JSON, ttl: int) -> int:
-        """Make ``key`` exist under a live lease; returns the lease. The key's
-        current lease is kept alive if it has one (another process's too), else
-        ``key`` is written with ``value`` under a new lease of ``ttl`` seconds."""
+        """The lease ``key`` is bound to (another process's too), else a new one of
+        ``ttl`` seconds with ``key`` written under it with ``value``. Not kept
+        alive here: the caller's next ``keepalive`` says whether it still lives."""
 
     def keepalive(self, leases: Sequence[int]) -> dict[int, int]:
         """Keep each lease alive (one round trip for all); its TTL now, <= 0 if it expired."""

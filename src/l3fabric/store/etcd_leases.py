@@ -47,8 +47,8 @@ class EtcdLeases:
     def hold(self, key: str, value: JSON, ttl: int) -> int:
         for _ in range(_HOLD_ATTEMPTS):
             current = self._lease_of(key)
-            if current and self.keepalive([current]).get(current, 0) > 0:
-                return current
+            if current:
+                return current  # the key exists, so its lease lived when read
             lease = int(self._post("/lease/grant", {"TTL": ttl, "ID": 0})["ID"])
             # Written only if the key is still absent, or still under the dead lease.
             guard = (
