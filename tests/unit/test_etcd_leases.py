@@ -77,3 +77,11 @@ def test_keepalives_move_to_the_next_member(etcd: LocalEtcd) -> None:
     finally:
         store.leases().release(KEY)
         store.close()
+
+
+def test_a_connection_etcd_closed_is_opened_again(etcd: LocalEtcd, store: EtcdStore) -> None:
+    lease = store.leases().hold(KEY, {}, 60)
+    assert store.leases().keepalive([lease]) == {lease: 60}  # the connection is kept
+    etcd.kill(0)
+    etcd.restart(0)  # the kept connection is dead now; the lease is on disk
+    assert store.leases().keepalive([lease]) == {lease: 60}

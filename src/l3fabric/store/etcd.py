@@ -317,6 +317,7 @@ class EtcdStore(Store):
     def close(self) -> None:
         if self._feed is not None:
             self._feed.close()
+        self._leases.close()
         for client in self._clients:
             client.session.close()
 
