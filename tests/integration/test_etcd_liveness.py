@@ -21,10 +21,9 @@ from collections.abc import Iterator
 import pytest
 
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient
-from l3fabric.loopback import free_port
 from l3fabric.store.etcd_local import ETCD_BINARY, LocalEtcd
 
-from ..unit.test_server_process import server_command, wait_ready
+from ..unit.test_server_process import servers
 
 pytestmark = [
     pytest.mark.integration,
@@ -41,28 +40,11 @@ HOST = "compute-1"
 
 @pytest.fixture
 def controllers() -> Iterator[list[tuple[subprocess.Popen, str]]]:
-    started = []
-    with LocalEtcd(1, name="l3f-test-liveness") as etcd:
-        try:
-            for _ in range(2):
-                port = free_port()
-                proc = subprocess.Popen(
-                    server_command("--store", etcd.url, "--listen", f"127.0.0.1:{port}"),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-                started.append((proc, f"http://127.0.0.1:{port}"))
-            for proc, url in started:
-                wait_ready(url, proc)
-            with FabricClient(started[0][1]) as api:
-                api.set_fabric({"heartbeat_interval_s": INTERVAL_S})
-                api.register_host(HOST, router_id="10.0.0.11", address="10.0.0.11")
-            yield started
-        finally:
-            for proc, _ in started:
-                proc.kill()
-                proc.wait(10)
+    with LocalEtcd(1, name="l3f-test-liveness") as etcd, servers(etcd.url, 2) as started:
+        with FabricClient(started[0][1]) as api:
+            api.set_fabric({"heartbeat_interval_s": INTERVAL_S})
+            api.register_host(HOST, router_id="10.0.0.11", address="10.0.0.11")
+        yield started
 
 
 class Agent(threading.Thread):

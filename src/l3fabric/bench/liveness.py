@@ -37,10 +37,7 @@ KNOWN = {"stores", "hosts", "procs", "interval", "window", "timeout"}
 
 def run(options: dict[str, str]) -> dict[str, Any]:
     reader = OptionReader("liveness", options, KNOWN)
-    stores = options.get("stores", "sqlite,etcd").split(",")
-    unknown = [s for s in stores if s not in STORES]
-    if unknown:
-        raise SystemExit(f"bench liveness: unknown store(s) {unknown}; known: {list(STORES)}")
+    stores = reader.names("stores", "sqlite,etcd", STORES)
     opts = {
         "hosts": reader.integer("hosts", 1000, 1, 5000),
         "procs": reader.integer("procs", 3, 1, 64),
