@@ -40,8 +40,10 @@ DEFAULT_TTL_S = 600.0
 # the same host reports it again (the agents resend every status now and then).
 PORT_STATUS_TTL_S = 30.0
 # A heartbeat is answered once its lease is kept alive, or after this long
-# (etcd slow or away: the report is kept anyway, the lease may lapse).
-RENEW_WAIT_S = 1.0
+# (etcd slow or away: the report is kept anyway, the lease may lapse). Short:
+# a waiting heartbeat holds one of the server's 40 threads for sync routes,
+# so this bounds how far a slow etcd can slow them (40 / 0.25 s = 160/s).
+RENEW_WAIT_S = 0.25
 # The renewer waits this long after a heartbeat for more to join its round
 # (one connection to etcd for all of them).
 GATHER_S = 0.02
@@ -229,13 +231,14 @@ class LeaseLiveness(Liveness):
                 self._pending = set()
                 self._begun += 1
             expired = self._renew(due)
-            for kind, name in expired:
-                self._take(kind, name)  # its lease expired while it beat: a new one
-            if expired:  # and keep the new ones alive (an adopted one may be dead too)
-                self._renew({key: self._held[key] for key in expired if key in self._held})
             with self._cond:
                 self._finished = self._begun
                 self._cond.notify_all()
+            # Leases that expired while their agents beat (etcd or this process too
+            # slow): new ones, after the round's heartbeats are answered; the next
+            # heartbeat's round keeps them alive (an adopted one may be dead too).
+            for kind, name in expired:
+                self._take(kind, name)
 
     def _renew(self, due: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
         """Keep the leases of ``due`` alive; returns those that had expired."""
