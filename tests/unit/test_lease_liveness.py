@@ -236,3 +236,23 @@ def test_one_controller_on_sqlite_keeps_liveness_in_memory(tmp_path: Path) -> No
     fabric.host_heartbeat("h1", {})
     assert fabric.hosts.show("h1")["status"] == "up"
     store.close()
+
+
+def test_a_round_that_fails_unexpectedly_does_not_end_the_renewals(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, _ = controllers
+    a.beat("host", "h1", {})
+    real, calls = leases.keepalive, []
+
+    def broken_once(ids: Sequence[int]) -> dict[int, int]:
+        calls.append(ids)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(ids)
+
+    leases.keepalive = broken_once  # type: ignore[method-assign]
+    a.beat("host", "h1", {})
+    renewed = len(leases.renewed)
+    a.beat("host", "h1", {})
+    assert len(calls) == 2 and len(leases.renewed) == renewed + 1

@@ -230,15 +230,26 @@ class LeaseLiveness(Liveness):
                 due = {key: self._held[key] for key in self._pending if key in self._held}
                 self._pending = set()
                 self._begun += 1
-            expired = self._renew(due)
-            with self._cond:
-                self._finished = self._begun
-                self._cond.notify_all()
-            # Leases that expired while their agents beat (etcd or this process too
-            # slow): new ones, after the round's heartbeats are answered; the next
-            # heartbeat's round keeps them alive (an adopted one may be dead too).
-            for kind, name in expired:
-                self._take(kind, name)
+            try:
+                self._round(due)
+            except Exception:  # a bug must not end the renewals of every agent
+                log.exception("liveness: a round of keepalives failed")
+                self._finish()
+
+    def _round(self, due: dict[tuple[str, str], int]) -> None:
+        expired = self._renew(due)
+        self._finish()
+        # Leases that expired while their agents beat (etcd or this process too
+        # slow): new ones, after the round's heartbeats are answered; the next
+        # heartbeat's round keeps them alive (an adopted one may be dead too).
+        for kind, name in expired:
+            self._take(kind, name)
+
+    def _finish(self) -> None:
+        """The round begun last is done: its heartbeats are answered."""
+        with self._cond:
+            self._finished = self._begun
+            self._cond.notify_all()
 
     def _renew(self, due: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
         """Keep the leases of ``due`` alive; returns those that had expired."""
