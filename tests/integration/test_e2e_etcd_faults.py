@@ -169,7 +169,7 @@ def heartbeats(lab: Lab) -> dict[str, float]:
     """Each agent's last heartbeat (epoch seconds), from whichever controller it reports
     to: whether an agent is up is the same on every controller (its etcd lease), but
     ``heartbeat_at`` is that of the last report each one received, and up alone would
-    not tell that the agents report again (etcd keeps leases alive across its restart)
+    not tell that the agents report again (etcd restarts every lease's TTL when it is back)
     (docs/controller.md, Liveness)."""
     latest: dict[str, float] = {}
     for url in lab.plan.api_urls():
