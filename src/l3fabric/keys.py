@@ -68,6 +68,21 @@ def anycast_key(anycast_id: str) -> str:
     return f"{ANYCAST}{anycast_id}"
 
 
+# Liveness on etcd (service/liveness.py): a key per live agent, bound to a
+# lease its heartbeats keep alive, so it vanishes when they stop. Written when
+# the lease is new; read by no watch. Value: {"heartbeat_at": epoch seconds
+# when it was taken}. kind: "host" or "gateway".
+LIVE = "/live/"
+
+
+def live_prefix(kind: str) -> str:
+    return f"{LIVE}{kind}s/"
+
+
+def live_key(kind: str, name: str) -> str:
+    return f"{live_prefix(kind)}{name}"
+
+
 # Quotas (Neutron's quotas API): a project's limits that differ from the
 # defaults. Value: {resource: limit}, e.g. {"port": 1000}; -1 is unlimited.
 QUOTAS = "/quotas/"

@@ -284,6 +284,7 @@ def serve(
     finally:
         if app is not None:
             app.state.watch_hub.stop()
+            app.state.fabric.close()
         for sock in sockets:
             sock.close()
         if notifier is not None:

@@ -384,6 +384,28 @@ class Writer(threading.Thread):
                 self.stop.wait(0.1)
 
 
+class DownReader(threading.Thread):
+    """Reads every host's and gateway's status from one controller until told to
+    stop; keeps each reading that showed an agent down (name, seconds since start)."""
+
+    def __init__(self, lab: Lab, url: str, stop: threading.Event, every: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.client = FabricClient(url, timeout=5, credentials=admin_credentials(lab.name))
+        self.stop, self.every = stop, every
+        self.reads = 0
+        self.down: list[tuple[str, float]] = []
+
+    def run(self) -> None:
+        started = time.monotonic()
+        with self.client:
+            while not self.stop.is_set():
+                records = self.client.list_hosts() + self.client.list_gateways()
+                self.reads += 1
+                at = round(time.monotonic() - started, 2)
+                self.down += [(r["name"], at) for r in records if r["status"] != "up"]
+                self.stop.wait(self.every)
+
+
 def agent_controllers(lab: Lab, client: FabricClient) -> dict[str, str]:
     """Each agent's controller, as its last heartbeat says."""
     records = client.list_hosts() + client.list_gateways()

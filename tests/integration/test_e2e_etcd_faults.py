@@ -167,7 +167,10 @@ def test_killing_a_controller_and_the_etcd_leader_loses_nothing(lab: Lab) -> Non
 
 def heartbeats(lab: Lab) -> dict[str, float]:
     """Each agent's last heartbeat (epoch seconds), from whichever controller it reports
-    to: each controller knows the heartbeats sent to it (docs/controller.md, Liveness)."""
+    to: whether an agent is up is the same on every controller (its etcd lease), but
+    ``heartbeat_at`` is that of the last report each one received, and up alone would
+    not tell that the agents report again (etcd restarts every lease's TTL when it is back)
+    (docs/controller.md, Liveness)."""
     latest: dict[str, float] = {}
     for url in lab.plan.api_urls():
         try:

@@ -16,10 +16,9 @@ import httpx
 import pytest
 
 from l3fabric.client import FabricClient
-from l3fabric.loopback import free_port
 from l3fabric.store.etcd_local import LocalEtcd
 
-from .test_server_process import server_command, wait_ready
+from .test_server_process import servers
 
 PORTS = 90  # creates in all, spread over both controllers
 WORKERS = 3  # client threads per controller
@@ -34,24 +33,8 @@ def etcd() -> Iterator[LocalEtcd]:
 
 @pytest.fixture
 def controllers(etcd: LocalEtcd) -> Iterator[list[tuple[subprocess.Popen, str]]]:
-    started = []
-    for _ in range(2):
-        port = free_port()
-        proc = subprocess.Popen(
-            server_command("--store", etcd.url, "--listen", f"127.0.0.1:{port}"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        started.append((proc, f"http://127.0.0.1:{port}"))
-    try:
-        for proc, url in started:
-            wait_ready(url, proc)
+    with servers(etcd.url, 2) as started:
         yield started
-    finally:
-        for proc, _ in started:
-            proc.kill()
-            proc.wait(10)
 
 
 class Creator(threading.Thread):

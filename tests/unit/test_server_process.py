@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -29,6 +30,29 @@ ServerFactory = Callable[..., tuple[subprocess.Popen, str]]
 
 def server_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "l3fabric.cli", "server", *args]
+
+
+@contextlib.contextmanager
+def servers(store_url: str, count: int) -> Iterator[list[tuple[subprocess.Popen, str]]]:
+    """``count`` ``l3fabric server`` processes on one store, each ready; killed afterwards."""
+    started = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            proc = subprocess.Popen(
+                server_command("--store", store_url, "--listen", f"127.0.0.1:{port}"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            started.append((proc, f"http://127.0.0.1:{port}"))
+        for proc, url in started:
+            wait_ready(url, proc)
+        yield started
+    finally:
+        for proc, _ in started:
+            proc.kill()
+            proc.wait(10)
 
 
 def wait_ready(

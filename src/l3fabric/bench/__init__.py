@@ -9,6 +9,7 @@ it runs on are noisy.
 BENCHMARKS = {
     "anycast": "Anycast: member and host failover times; flows moved when a member leaves",
     "api": "Neutron API: port creates per second (HTTP and store), listing 10,000 ports",
+    "liveness": "Heartbeats of 1,000 hosts: controller CPU, etcd lease keepalives, store writes",
     "fanout": "Watch fan-out: event latency with 1 and 1,000 watching hosts; idle store writes",
     "dataplane": "Edge: pure-L3 path against a floating-IP network node; boot to reachable",
     "sg": "Security groups: throughput and connection rate against port security off; enforcement times",

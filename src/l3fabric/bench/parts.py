@@ -40,6 +40,14 @@ class OptionReader:
             raise SystemExit(f"bench {self.bench}: {key} must be within {low}..{high}, got {value}")
         return value
 
+    def names(self, key: str, default: str, known: tuple[str, ...]) -> list[str]:
+        """A comma-separated list of names, each one of ``known``."""
+        chosen = self.options.get(key, default).split(",")
+        unknown = [name for name in chosen if name not in known]
+        if unknown:
+            raise SystemExit(f"bench {self.bench}: unknown {key} {unknown}; known: {list(known)}")
+        return chosen
+
 
 def require_root(bench: str) -> None:
     if os.geteuid() != 0:

@@ -6,7 +6,9 @@ when an operator or the lab changes them; what agents report every few seconds
 (heartbeat time, BGP sessions, NAT counters) is kept in memory
 (``service.liveness``), and only a change of its state (a BGP session up or
 down) is written, under ``/fabric/status/``, so that heartbeats cost no store
-write and never wake other agents' watches. Port statuses from host
+write and never wake other agents' watches. Whether an agent is up is the
+liveness's answer: its report's age on one controller (SQLite), its etcd
+lease on several (the same answer on each). Port statuses from host
 heartbeats go through the ports' one write path (``ports.set_status``), and
 only when they differ from what this controller applied lately.
 """
@@ -33,7 +35,13 @@ from l3fabric.model.fabric import (
     HostRegistration,
 )
 from l3fabric.service.errors import NotFound, bad_request, not_found
-from l3fabric.service.liveness import AppliedStatuses, Liveness, MemoryLiveness, durable_state
+from l3fabric.service.liveness import (
+    AppliedStatuses,
+    Liveness,
+    MemoryLiveness,
+    durable_state,
+    for_store,
+)
 from l3fabric.service.ports import set_status
 from l3fabric.store import Delete, KeyNotFoundError, Put, Store
 
@@ -49,7 +57,11 @@ GATEWAY_STATUS = f"{STATUS}gateways/"
 # A host is "up" while its last heartbeat is younger than this many intervals:
 # two missed heartbeats (4 s at the default 2 s) mark it down, so `l3fabric
 # status` and /ui show a dead agent within 5 s (heartbeats have their own thread).
+# On etcd it is the TTL of each agent's liveness lease.
 HEARTBEAT_GRACE_INTERVALS = 2
+# How long a controller goes on using the grace it read from the fabric
+# configuration for new leases (a changed heartbeat interval takes this long).
+GRACE_CACHE_S = 10.0
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -106,20 +118,24 @@ def fabric_value(value: JSON | None) -> JSON:
 # Views: a registration with what its agent last reported -------------------------
 
 
-def host_view(record: JSON, status: JSON | None, fabric: JSON) -> JSON:
+def grace_s(fabric: JSON) -> float:
+    """How long an agent may stay silent before it is shown down."""
+    return HEARTBEAT_GRACE_INTERVALS * float(fabric["heartbeat_interval_s"])
+
+
+def host_view(record: JSON, status: JSON | None, fabric: JSON, up: bool) -> JSON:
     last = status.get("heartbeat_at") if status else None
-    grace = HEARTBEAT_GRACE_INTERVALS * float(fabric["heartbeat_interval_s"])
     view = dict(record)
     view["effective_asn"] = effective_asn(record, fabric)
-    view["status"] = "up" if last is not None and time.time() - last < grace else "down"
+    view["status"] = "up" if up else "down"
     view["heartbeat_at"] = _iso(last)
     view["bgp"] = status.get("bgp", []) if status else []
     view["agent"] = status.get("agent", {}) if status else {}
     return view
 
 
-def gateway_view(record: JSON, status: JSON | None, fabric: JSON) -> JSON:
-    view = host_view(record, status, fabric)
+def gateway_view(record: JSON, status: JSON | None, fabric: JSON, up: bool) -> JSON:
+    view = host_view(record, status, fabric, up)
     view["effective_asn"] = effective_asn(record, fabric, kind="gateway")
     view["nat"] = status.get("nat", {}) if status else {}
     view["anycast"] = status.get("anycast", {}) if status else {}
@@ -139,7 +155,7 @@ class Registry:
     model: type[BaseModel]
     key_of: Callable[[str], str]
     status_prefix: str
-    view: Callable[[JSON, JSON | None, JSON], JSON]
+    view: Callable[[JSON, JSON | None, JSON, bool], JSON]
     liveness: Liveness = field(default_factory=MemoryLiveness)
     # Name -> the durable state this controller last wrote (or read) for it.
     _written: dict[str, JSON] = field(default_factory=dict)
@@ -153,21 +169,20 @@ class Registry:
         kvs, _ = self.store.range(self.key_of(""))
         statuses, _ = self.store.range(self.status_prefix)
         by_name = {kv.key[len(self.status_prefix) :]: kv.value for kv in statuses}
-        return [
-            self.view(
-                kv.value, self._status(kv.value["name"], by_name.get(kv.value["name"])), fabric
-            )
-            for kv in kvs
-        ]
+        return self._views([kv.value for kv in kvs], by_name, fabric)
 
     def show(self, name: str) -> JSON:
         kv = self.store.get(self.key_of(name))
         if kv is None:
             raise self.missing(name)
         status = self.store.get(f"{self.status_prefix}{name}")
-        return self.view(
-            kv.value, self._status(name, status.value if status else None), read_fabric(self.store)
-        )
+        stored = {name: status.value} if status else {}
+        return self._views([kv.value], stored, read_fabric(self.store))[0]
+
+    def _views(self, records: list[JSON], stored: dict[str, JSON], fabric: JSON) -> list[JSON]:
+        shown = {r["name"]: self._status(r["name"], stored.get(r["name"])) for r in records}
+        up = self.liveness.up(self.kind, shown, grace_s(fabric)) if shown else set()
+        return [self.view(r, shown[r["name"]], fabric, r["name"] in up) for r in records]
 
     def _status(self, name: str, stored: JSON | None) -> JSON | None:
         """The agent's last report to this controller, or the state last stored when
@@ -230,11 +245,20 @@ class FabricService:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._statuses = AppliedStatuses()
+        self._grace: tuple[float, float] | None = None  # (grace, when it was read)
+        # Shared by hosts and gateways (on etcd: one renewer for every lease).
+        self.liveness = for_store(store, self.grace)
         self.hosts = Registry(
-            store, "host", HostRegistration, keys.host_key, HOST_STATUS, host_view
+            store, "host", HostRegistration, keys.host_key, HOST_STATUS, host_view, self.liveness
         )
         self.gateways = Registry(
-            store, "gateway", GatewayRegistration, keys.gateway_key, GATEWAY_STATUS, gateway_view
+            store,
+            "gateway",
+            GatewayRegistration,
+            keys.gateway_key,
+            GATEWAY_STATUS,
+            gateway_view,
+            self.liveness,
         )
         # Told of each port whose status a heartbeat changed, with its new
         # value (the Nova notifier, nova/events.py).
@@ -242,6 +266,17 @@ class FabricService:
 
     def config(self) -> JSON:
         return read_fabric(self.store)
+
+    def grace(self) -> float:
+        """The configured grace, read at most every ``GRACE_CACHE_S`` (the lease TTL)."""
+        now = time.monotonic()
+        if self._grace is None or now - self._grace[1] > GRACE_CACHE_S:
+            self._grace = (grace_s(read_fabric(self.store)), now)
+        return self._grace[0]
+
+    def close(self) -> None:
+        """Stop the liveness's background work (the store stays open)."""
+        self.liveness.close()
 
     def set_config(self, payload: Any) -> JSON:
         config = parse(FabricConfig, payload).model_dump(mode="json")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 JSON = dict[str, Any]
 
@@ -189,6 +189,10 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Release the store's resources."""
 
+    def leases(self) -> Leases | None:
+        """Keys that live as long as a lease is kept alive (etcd), or None (SQLite)."""
+        return None
+
     # Conveniences: each is a one-op transaction.
 
     def create(self, key: str, value: JSON) -> int:
@@ -202,3 +206,25 @@ class Store(abc.ABC):
 
     def delete(self, key: str, mod_revision: int | None = None) -> int:
         return self.txn([Delete(key, mod_revision)])
+
+
+class Leases(Protocol):
+    """Keys bound to a lease with a TTL: etcd deletes them when it is not kept alive.
+
+    A keepalive is no store write (no revision, no watch event); only ``hold``
+    writes, when the key has no live lease, and the lease's expiry deletes it.
+    """
+
+    def hold(self, key: str, value: JSON, ttl: int) -> int:
+        """The lease ``key`` is bound to (another process's too), else a new one of
+        ``ttl`` seconds with ``key`` written under it with ``value``. Not kept
+        alive here: the caller's next ``keepalive`` says whether it still lives."""
+
+    def keepalive(self, leases: Sequence[int]) -> dict[int, int]:
+        """Keep each lease alive (one round trip for all); its TTL now, <= 0 if it expired."""
+
+    def release(self, key: str) -> None:
+        """End the lease that holds ``key`` (which goes with it); nothing if none."""
+
+    def held(self, prefix: str) -> dict[str, JSON]:
+        """Every key under ``prefix`` and its value (those whose lease lives)."""

@@ -67,6 +67,7 @@ from l3fabric.store.etcd_codec import (
     watch_request,
 )
 from l3fabric.store.etcd_history import History
+from l3fabric.store.etcd_leases import EtcdLeases
 
 # Seconds to connect to a member, and to wait for a unary answer. etcd answers
 # "no leader" or "request timed out" within about this when it cannot commit.
@@ -139,6 +140,12 @@ class EtcdStore(Store):
         self._lock = threading.Lock()
         self._feed: History | None = None  # started by the first watch
         self._observed = 0  # the newest etcd revision any answer carried
+        self._leases = EtcdLeases(
+            self._post,
+            lambda: [(c.host, c.port) for _, c in self._order()],
+            self.range,
+            REQUEST_TIMEOUT_S,
+        )
 
     # Transport -------------------------------------------------------------
 
@@ -304,9 +311,13 @@ class EtcdStore(Store):
             return reply
         raise StoreUnavailableError("etcd is unreachable: " + "; ".join(failures))
 
+    def leases(self) -> EtcdLeases:
+        return self._leases
+
     def close(self) -> None:
         if self._feed is not None:
             self._feed.close()
+        self._leases.close()
         for client in self._clients:
             client.session.close()
 

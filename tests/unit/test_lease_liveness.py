@@ -1,0 +1,258 @@
+"""Liveness every controller agrees on (``LeaseLiveness``), on a fake lease
+client with a fake clock: what a heartbeat keeps alive, what every controller
+shows, and what a controller's death does not change. The real etcd leases
+are tested in test_etcd_leases.py and tests/integration/test_etcd_liveness.py."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from l3fabric.service.fabric import FabricService
+from l3fabric.service.liveness import LeaseLiveness, MemoryLiveness
+from l3fabric.store import StoreUnavailableError
+from l3fabric.store.base import JSON
+from l3fabric.store.sqlite import SqliteStore
+
+GRACE = 4.0
+HOST = {"router_id": "10.0.0.11", "address": "10.0.0.11"}
+
+
+class FakeLeases:
+    """etcd's leases in a dict, on a clock the test moves (``now``)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.keys: dict[str, tuple[int, JSON]] = {}
+        self.leases: dict[int, tuple[int, float]] = {}  # id -> (ttl, expires at)
+        self.writes = 0  # key writes (store revisions on etcd)
+        self.renewed: list[int] = []  # every lease each keepalive renewed
+        self.down = False
+        self._ids = itertools.count(100)
+        self.lock = threading.RLock()  # the renewer thread and the test both call in
+
+    def _expire(self) -> None:
+        for lease, (_, expires) in list(self.leases.items()):
+            if expires <= self.now:
+                del self.leases[lease]
+                self.keys = {k: v for k, v in self.keys.items() if v[0] != lease}
+
+    def hold(self, key: str, value: JSON, ttl: int) -> int:
+        with self.lock:
+            self._check()
+            current = self.keys.get(key)
+            if current:
+                return current[0]
+            lease = next(self._ids)
+            self.leases[lease] = (ttl, self.now + ttl)
+            self.keys[key] = (lease, value)
+            self.writes += 1
+            return lease
+
+    def keepalive(self, leases: Sequence[int]) -> dict[int, int]:
+        with self.lock:
+            self._check()
+            answers = {}
+            for lease in leases:
+                if lease in self.leases:
+                    ttl = self.leases[lease][0]
+                    self.leases[lease] = (ttl, self.now + ttl)
+                    self.renewed.append(lease)
+                    answers[lease] = ttl
+                else:
+                    answers[lease] = -1
+            return answers
+
+    def release(self, key: str) -> None:
+        with self.lock:
+            self._check()
+            current = self.keys.get(key)
+            if current:
+                self.leases.pop(current[0], None)
+                self._expire()
+                self.keys.pop(key, None)
+
+    def held(self, prefix: str) -> dict[str, JSON]:
+        with self.lock:
+            self._check()
+            return {k: v for k, (_, v) in self.keys.items() if k.startswith(prefix)}
+
+    def _check(self) -> None:
+        self._expire()
+        if self.down:
+            raise StoreUnavailableError("etcd is unreachable (fake)")
+
+
+@pytest.fixture
+def leases() -> FakeLeases:
+    return FakeLeases()
+
+
+@pytest.fixture
+def controllers(leases: FakeLeases) -> Iterator[tuple[LeaseLiveness, LeaseLiveness]]:
+    # A long wait: what a heartbeat waits for is asserted, not the bound on the wait.
+    pair = tuple(LeaseLiveness(leases, lambda: GRACE, gather_s=0.0, wait_s=5.0) for _ in range(2))
+    yield pair  # type: ignore[misc]
+    for liveness in pair:
+        liveness.close()
+
+
+def up(liveness: LeaseLiveness, name: str = "h1") -> bool:
+    return name in liveness.up("host", {name: None}, GRACE)
+
+
+def test_a_host_that_beats_to_one_controller_is_up_on_every_controller(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, b = controllers
+    assert not up(a) and not up(b)
+    a.beat("host", "h1", {"agent": {}})
+    assert up(a) and up(b)
+    assert a.up("host", {"h1": None, "h2": None}, GRACE) == {"h1"}  # the list's one read
+    assert b.last("host", "h1") is None  # the report itself stays with its controller
+
+
+def test_heartbeats_keep_the_lease_alive_with_one_write(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, b = controllers
+    for n in range(30):
+        renewed = len(leases.renewed)
+        a.beat("host", "h1", {"agent": {"n": n}})
+        # The renewal is done before the heartbeat is answered.
+        assert len(leases.renewed) == renewed + 1
+        leases.now += GRACE / 2
+        assert up(b)
+    assert leases.writes == 1
+
+
+def test_a_host_that_stops_is_down_on_every_controller_after_the_ttl(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, b = controllers
+    a.beat("host", "h1", {})
+    a.beat("host", "h1", {})
+    leases.now += GRACE - 0.1
+    assert up(a) and up(b)
+    leases.now += 0.1
+    assert not up(a) and not up(b)
+
+
+def test_the_next_controller_keeps_the_same_lease_alive(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, b = controllers
+    a.beat("host", "h1", {})
+    leases.now += GRACE / 2
+    a.beat("host", "h1", {})
+    # a dies here; the agent's next heartbeat goes to b.
+    for _ in range(5):
+        leases.now += GRACE / 2
+        assert up(b)
+        b.beat("host", "h1", {})
+    assert leases.writes == 1  # b adopted a's lease: no second key write
+    assert len(leases.leases) == 1
+
+
+def test_a_lease_that_expired_is_taken_again(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, _ = controllers
+    a.beat("host", "h1", {})
+    leases.now += GRACE + 1
+    assert not up(a)
+    a.beat("host", "h1", {})  # the renewal finds it gone and takes a new one
+    deadline = time.monotonic() + 5
+    while not up(a):  # after the heartbeat was answered
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert leases.writes == 2
+
+
+def test_a_heartbeat_is_answered_while_etcd_is_away(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, _ = controllers
+    a.beat("host", "h1", {})
+    leases.down = True
+    started = time.monotonic()
+    assert a.beat("host", "h1", {"agent": {"n": 1}})["agent"] == {"n": 1}
+    a.beat("host", "h2", {})  # a new one: not taken, not an error
+    assert time.monotonic() - started < 1.0  # a failed round ends the wait
+    leases.down = False
+    assert a.last("host", "h1")["agent"] == {"n": 1}
+    a.beat("host", "h2", {})
+    assert up(a, "h2")
+
+
+def test_a_deleted_agent_loses_its_lease(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, b = controllers
+    a.beat("host", "h1", {})
+    b.forget("host", "h1")
+    assert not up(a) and a.last("host", "h1") is not None  # a's memory is a's
+
+
+class LeasedSqlite(SqliteStore):
+    """SQLite with the fake's leases: two FabricServices on it are two controllers."""
+
+    def __init__(self, path: Path, leases: FakeLeases) -> None:
+        super().__init__(path)
+        self._fake = leases
+
+    def leases(self) -> FakeLeases:  # type: ignore[override]
+        return self._fake
+
+
+def test_every_controllers_host_views_agree(tmp_path: Path, leases: FakeLeases) -> None:
+    store = LeasedSqlite(tmp_path / "leased.db", leases)
+    first, second = FabricService(store), FabricService(store)
+    try:
+        assert isinstance(first.liveness, LeaseLiveness)
+        first.hosts.register("h1", HOST)
+        first.host_heartbeat("h1", {"agent": {"controller": "http://c1"}})
+        views = [first.hosts.show("h1"), second.hosts.show("h1"), second.hosts.list()[0]]
+        assert [v["status"] for v in views] == ["up"] * 3
+        assert views[0]["agent"] == {"controller": "http://c1"}  # stored: a change of state
+        leases.now += GRACE
+        assert [f.hosts.show("h1")["status"] for f in (first, second)] == ["down"] * 2
+    finally:
+        first.close()
+        second.close()
+        store.close()
+
+
+def test_one_controller_on_sqlite_keeps_liveness_in_memory(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "plain.db")
+    fabric = FabricService(store)
+    assert isinstance(fabric.liveness, MemoryLiveness)
+    fabric.hosts.register("h1", HOST)
+    fabric.host_heartbeat("h1", {})
+    assert fabric.hosts.show("h1")["status"] == "up"
+    store.close()
+
+
+def test_a_round_that_fails_unexpectedly_does_not_end_the_renewals(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, _ = controllers
+    a.beat("host", "h1", {})
+    real, calls = leases.keepalive, []
+
+    def broken_once(ids: Sequence[int]) -> dict[int, int]:
+        calls.append(ids)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(ids)
+
+    leases.keepalive = broken_once  # type: ignore[method-assign]
+    a.beat("host", "h1", {})
+    renewed = len(leases.renewed)
+    a.beat("host", "h1", {})
+    assert len(calls) == 2 and len(leases.renewed) == renewed + 1
