@@ -51,6 +51,7 @@ def _router(fabric: FabricService, hub: WatchHub) -> APIRouter:
     _registry_routes(router, fabric.hosts)
     _registry_routes(router, fabric.gateways)
 
+    # Served by api/heartbeats.py in front of FastAPI; kept here for /openapi.json.
     @router.post("/hosts/{name}/heartbeat", openapi_extra=openapi_body(HostHeartbeat))
     def host_heartbeat(name: str, payload: JsonBody) -> dict[str, Any]:
         return fabric.host_heartbeat(name, payload)
