@@ -30,7 +30,7 @@ import httpx
 from l3fabric.controllers import Controllers
 from l3fabric.credentials import Credentials
 from l3fabric.group_members import GroupMembers
-from l3fabric.record_check import admit, admit_fabric
+from l3fabric.record_check import admit, admit_fabric, material
 
 log = logging.getLogger(__name__)
 
@@ -373,14 +373,6 @@ class FabricClient:
         return self.create("ports", attrs)
 
 
-# What changes when an agent reports a port's status, not what it must converge.
-_REPORTED = frozenset({"status", "revision_number", "updated_at"})
-
-
-def _material(port: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in port.items() if k not in _REPORTED}
-
-
 @dataclass
 class HostState:
     """One host's view of the fabric; objects by id (hosts and gateways by name)."""
@@ -476,7 +468,7 @@ class HostState:
             if old is None:
                 return obj is not None
             if kind == "port" and obj is not None:
-                return _material(old) != _material(obj)
+                return material(old) != material(obj)
             if kind in ("member", "security_group"):
                 # A replay (after a snapshot) of what the cache has changes nothing.
                 return old != obj
