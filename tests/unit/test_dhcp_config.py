@@ -169,3 +169,33 @@ def test_agent_without_dnsmasq_logs_once_and_asks_no_retry(tmp_path, monkeypatch
     assert [r.getMessage() for r in caplog.records].count(
         "DHCP: dnsmasq is not installed (Debian: dnsmasq-base)"
     ) == 1
+
+
+def test_renderer_kept_up_to_date_equals_a_fresh_render_over_random_changes() -> None:
+    import random
+
+    rng = random.Random(7)
+    renderer = Renderer()
+    view = ports(*(port(n) for n in range(1, 40)))
+    subnets_ = subnets()
+    for step in range(300):
+        n = rng.randrange(1, 60)
+        pid = port(n)["id"]
+        kind = rng.choice(["add", "delete", "down", "elsewhere", "bad", "status", "subnet"])
+        if kind == "delete":  # a new mapping, as every pass's view is a copy
+            view = {k: v for k, v in view.items() if k != pid}
+        elif kind == "subnet":
+            subnets_ = subnets(s4={"host_routes": []} if step % 2 else {})
+        else:
+            over = {
+                "add": {},
+                "down": {"admin_state_up": False},
+                "elsewhere": {"binding:host_id": "h2"},
+                "bad": {"fixed_ips": [{"subnet_id": S4, "ip_address": "10.1.0.999"}]},
+                "status": {"status": "ACTIVE"},
+            }[kind]
+            view = {**view, pid: port(n, **over)}
+        config = renderer(HOST, view, subnets_, NETWORKS)
+        fresh = render(HOST, view, subnets_, NETWORKS)
+        assert config == fresh and config.errors == fresh.errors, (step, kind)
+    assert renderer(HOST, view, subnets_, NETWORKS) is config  # nothing changed: the same config

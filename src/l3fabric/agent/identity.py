@@ -17,3 +17,12 @@ def replaced(now: Mapping[str, Any], before: Mapping[str, Any]) -> Iterable[str]
         same_order = itertools.compress(now, map(operator.is_not, now.values(), before.values()))
         return itertools.chain(same_order, itertools.islice(now, n, None))
     return [k for k, v in now.items() if before.get(k) is not v]
+
+
+def changed(now: Mapping[str, Any], before: Mapping[str, Any]) -> list[str]:
+    """``replaced(now, before)`` and the keys of ``before`` that ``now`` no longer has."""
+    found = list(replaced(now, before))
+    new = sum(1 for k in found if k not in before)
+    if len(now) - new < len(before):  # some key went (a set difference only then)
+        found += before.keys() - now.keys()
+    return found
