@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Callable, Collection, Sequence
 
 from l3fabric.agent.anycast_serving import AnycastProbes
+from l3fabric.agent.layered import Layered
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.announce import Announcements
@@ -91,7 +92,7 @@ class HostReader:
 
     def refresh(self, model: Observed, changed: Collection[str]) -> Observed:
         """``model`` with the taps in ``changed`` read again (and fresh probe verdicts)."""
-        taps = dict(model.taps)
+        taps = Layered.of(model.taps).edit()  # the other taps' states shared, not copied
         routes = model.routes
         anycast = model.anycast
         for name in changed:
@@ -107,7 +108,7 @@ class HostReader:
                 anycast = {p: t - {name} for p, t in anycast.items()}
         return dataclasses.replace(
             model,
-            taps=taps,
+            taps=taps.done(),
             routes=routes,
             anycast=anycast,
             bird_running=self._bird_running(),
