@@ -302,7 +302,8 @@ def _incremental(
         return None  # anycast depends on ports, taps and verdicts together
     ports, before = view.ports, previous.sources
     affected = set(changed)
-    affected.update(p for p in before.keys() - ports.keys())
+    if len(ports) - sum(1 for p in affected if p not in before) < len(before):
+        affected.update(before.keys() - ports.keys())  # some went (a set difference only then)
     affected.update(previous.tap_ports[t] for t in changed_taps if t in previous.tap_ports)
     d = _Parts.of(previous)
     endpoints, routes, guard, taps = d.endpoints, d.routes, d.guard, d.taps

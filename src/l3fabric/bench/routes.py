@@ -533,20 +533,6 @@ def _system(ctx: Context, count: int, role: str) -> Result:
         plugged_at, add_one_s = _add_one(url, host_ns, vms_ns, peer_routes, deadline, agent_alive)
         # The pass that added the route (it records itself after the announcement).
         added = _wait_passes(run_dir, deadline, agent_alive, after=before)
-        import os as _os  # DEBUG inc10
-
-        if _os.environ.get("INC10_DEBUG"):
-            for p in _agent_passes(run_dir):
-                if p["number"] > before:
-                    print(
-                        "DEBUG pass",
-                        p["number"],
-                        p["kind"],
-                        round(p["started_at"] - plugged_at, 4),
-                        round(p["seconds"], 4),
-                        {k: round(v["seconds"], 4) for k, v in p["steps"].items()},
-                        file=sys.stderr,
-                    )
 
     host_done_wall = wall_start + (host_done - start)
     session_s = max(0.0, established - host_done_wall) if established else None
@@ -603,16 +589,13 @@ def _add_one(
     with FabricClient(url, timeout=60) as client:
         (net,) = client.request("GET", "/v2.0/networks", params={"name": "bench"})["networks"]
         body = {"network_id": net["id"], "binding:host_id": HOST, "device_owner": "compute:bench"}
-        created_at = time.time()  # DEBUG inc10
         port = client.request("POST", "/v2.0/ports", json={"port": body})["port"]
-        print("DEBUG post", round(time.time() - created_at, 4), file=sys.stderr)  # DEBUG inc10
     tap = tap_name(port["id"])
     prefix = f"{port['fixed_ips'][0]['ip_address']}/32"
     plug = [f"link add {tap} type veth peer name l3fbvextra netns {vms_ns}", f"link set {tap} up"]
     _ip_batch(host_ns, plug)
     # From the end of the plug (the tap is up): the agent's part from then on.
     plugged, plugged_at = time.perf_counter(), time.time()
-    print("DEBUG create->plug", round(plugged_at - created_at, 4), file=sys.stderr)  # DEBUG inc10
     _ip_batch(vms_ns, ["link set l3fbvextra up"])
     return plugged_at, _wait_route(peer_routes, prefix, deadline, check) - plugged
 
