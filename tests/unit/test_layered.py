@@ -1,4 +1,4 @@
-"""agent/layered.py: each version reads like the dict it stands for, and editing never changes an older one."""
+"""l3fabric/layered.py: each version reads like the dict it stands for, and editing never changes an older one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from l3fabric.agent.layered import Layered
+from l3fabric.layered import Layered
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -31,7 +31,7 @@ import bisect
 import ipaddress
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,8 +230,13 @@ class Renderer:
         ports: Mapping[str, Mapping[str, Any]],
         subnets: Mapping[str, Mapping[str, Any]],
         networks: Mapping[str, Mapping[str, Any]],
+        hint: Collection[str] | None = None,
     ) -> DhcpConfig:
-        """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets."""
+        """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets.
+
+        ``hint``: the only ports that can have changed since the last call
+        (None: every port is compared, by identity).
+        """
         served = _served_subnets(subnets)
         identity = tuple(id(o) for o in subnets.values())
         if identity != self._subnets:
@@ -240,7 +245,7 @@ class Renderer:
         networks_identity = tuple(id(o) for o in networks.values())
         if networks_identity != self._networks:
             self._networks, self._config = networks_identity, None  # the options may differ
-        ids = changed(ports, self._ports)
+        ids = changed(ports, self._ports, hint if self._ports else None)
         self._ports = ports
         for port_id in ids:
             self._port(host, port_id, ports.get(port_id), served)

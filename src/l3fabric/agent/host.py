@@ -113,6 +113,9 @@ class HostAgent(ReconcileAgent):
         self._desired: DesiredHost | None = None
         self._changed_taps: set[str] = set()
         self._all_taps_changed = False
+        # Whether the last pass's view reached the desired state (and DHCP):
+        # only then do the watch's changed ports say what differs from it.
+        self._hint_ok = False
         self._changes_lock = threading.Lock()
         self._early_bird: EarlyBird | None = None
         self._last_full = 0.0  # time.monotonic() of the last full pass
@@ -199,20 +202,26 @@ class HostAgent(ReconcileAgent):
             due = time.monotonic() - self._last_full >= FULL_PASS_BACKSTOP * self.resync_interval
             full = timed or due or self._all_taps_changed or self._model is None
             self._all_taps_changed = False
-        view = self.watcher.state()
+        # The ports the watch changed since the last pass: what an incremental
+        # pass looks at, instead of comparing every port of the view.
+        view, hint = self.watcher.state_and_changes()
+        hint, self._hint_ok = (hint if self._hint_ok else None), False
         # DHCP first: a port the pass reports ACTIVE is already served (boot
         # waits for ACTIVE, as Nova does, before the VM asks for its lease).
-        failed = self.converge_dhcp(view, full)
-        return self.reconcile(view, full, changed).errors + failed
+        failed = self.converge_dhcp(view, full, hint)
+        return self.reconcile(view, full, changed, hint).errors + failed
 
-    def converge_dhcp(self, view: HostState, full: bool = True) -> list[str]:
+    def converge_dhcp(
+        self, view: HostState, full: bool = True, hint: Collection[str] | None = None
+    ) -> list[str]:
         """Make dnsmasq serve the ports of ``view``; returns what failed (a retry is due).
 
         A port the server cannot serve (a bad record) is logged, not retried.
+        ``hint``: the only ports that changed since the last call (None: unknown).
         """
         if self.dhcp is None:
             return []
-        config = self._render_dhcp(self.host, view.ports, view.subnets, view.networks)
+        config = self._render_dhcp(self.host, view.ports, view.subnets, view.networks, hint)
         if config.errors != self._dhcp_errors:
             self._dhcp_errors = config.errors
             for error in config.errors:
@@ -261,9 +270,16 @@ class HostAgent(ReconcileAgent):
         return {"expected": expected, "programmed": programmed}
 
     def reconcile(
-        self, view: HostState, full: bool = True, changed: Collection[str] = ()
+        self,
+        view: HostState,
+        full: bool = True,
+        changed: Collection[str] = (),
+        hint: Collection[str] | None = None,
     ) -> PassMetrics:
-        """One pass: observe, desired state, plan, apply. ``changed``: taps to re-read (incremental)."""
+        """One pass: observe, desired state, plan, apply. ``changed``: taps to re-read (incremental).
+
+        ``hint``: the only ports that changed since the last pass's view (None: compare all).
+        """
         metrics = PassMetrics(
             number=self.passes + 1, kind="full" if full else "incremental", started_at=time.time()
         )
@@ -277,7 +293,7 @@ class HostAgent(ReconcileAgent):
             else:
                 # Once per pass: after the controller echoed 10,000 statuses
                 # every object is new and each is compared (~1-2 us apiece).
-                ports = changed_ports(view, self._desired)
+                ports = changed_ports(view, self._desired, hint)
                 reread = {*changed, *_taps_of(ports)}
                 observed = self._reader.refresh(self._model, reread)
         except Exception as exc:
@@ -287,17 +303,18 @@ class HostAgent(ReconcileAgent):
         metrics.timed("observe", begun)
         desired, blocked, failed = self.plan_and_run(
             metrics,
-            lambda: desired_state(self.host, view, observed, self._desired, reread, ports),
+            lambda: desired_state(self.host, view, observed, self._desired, reread, ports, hint),
             lambda desired: plan(desired, observed),
             self._appliers,
         )
         # After a failure the kernel may hold anything in between: re-read it.
         self._model = None if failed else after(desired, observed)
         self._desired = desired
+        self._hint_ok = True
         if full:
             _freeze()
         new_statuses = statuses(desired, blocked.taps, self.statuses)
-        if new_statuses != self.statuses:
+        if new_statuses is not self.statuses and new_statuses != self.statuses:
             self.statuses = new_statuses
             self.report_soon()
         return self._publish(metrics, started)

@@ -16,7 +16,6 @@ import dataclasses
 from collections.abc import Callable, Collection, Sequence
 
 from l3fabric.agent.anycast_serving import AnycastProbes
-from l3fabric.agent.layered import Layered
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.announce import Announcements
@@ -25,6 +24,7 @@ from l3fabric.dataplane.nexthops import ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import EndpointRoutes, link_local_gateway_present
 from l3fabric.dataplane.secgroups import SecurityGroupsTable
+from l3fabric.layered import Layered
 from l3fabric.routing.bird_process import BirdProcess
 
 
