@@ -24,31 +24,13 @@ _MISSING: Any = object()
 _FOLD_SHARE, _FOLD_MIN = 8, 64
 
 
-class Layered(Mapping[K, V], Generic[K, V]):
-    """An immutable mapping: a shared flat ``base`` with this version's own changes on top."""
+class _Layers(Generic[K, V]):
+    """The read side both share: this version's changes first, then the base."""
 
-    __slots__ = ("_base", "_gone", "_size", "_top")
-
-    def __init__(
-        self,
-        base: Mapping[K, V] | Iterable[tuple[K, V]] = (),
-        top: dict[K, V] | None = None,
-        gone: set[K] | None = None,
-    ) -> None:
-        self._base: dict[K, V] = base if type(base) is dict else dict(base)
-        self._top: dict[K, V] = top or {}
-        self._gone: set[K] = gone or set()
-        # Keys in top are never in gone; a key in top may also be in base.
-        self._size = (
-            len(self._base)
-            - len(self._gone)
-            + sum(1 for k in self._top if k not in self._base or k in self._gone)
-        )
-
-    @classmethod
-    def of(cls, mapping: Mapping[K, V]) -> Layered[K, V]:
-        """``mapping`` itself if it is a ``Layered``, else a flat copy of it."""
-        return mapping if isinstance(mapping, Layered) else cls(dict(mapping))
+    __slots__ = ("_base", "_gone", "_top")
+    _base: dict[K, V]
+    _top: dict[K, V]
+    _gone: set[K]
 
     def __getitem__(self, key: K) -> V:
         value = self._top.get(key, _MISSING)
@@ -68,6 +50,33 @@ class Layered(Mapping[K, V], Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._top or (key not in self._gone and key in self._base)
+
+
+class Layered(_Layers[K, V], Mapping[K, V]):
+    """An immutable mapping: a shared flat ``base`` with this version's own changes on top."""
+
+    __slots__ = ("_size",)
+
+    def __init__(
+        self,
+        base: Mapping[K, V] | Iterable[tuple[K, V]] = (),
+        top: dict[K, V] | None = None,
+        gone: set[K] | None = None,
+    ) -> None:
+        self._base = base if type(base) is dict else dict(base)
+        self._top = top or {}
+        self._gone = gone or set()
+        # Keys in top are never in gone; a key in top may also be in base.
+        self._size = (
+            len(self._base)
+            - len(self._gone)
+            + sum(1 for k in self._top if k not in self._base or k in self._gone)
+        )
+
+    @classmethod
+    def of(cls, mapping: Mapping[K, V]) -> Layered[K, V]:
+        """``mapping`` itself if it is a ``Layered``, else a flat copy of it."""
+        return mapping if isinstance(mapping, Layered) else cls(dict(mapping))
 
     def __len__(self) -> int:
         return self._size
@@ -90,32 +99,15 @@ class Layered(Mapping[K, V], Generic[K, V]):
         return Draft(self)
 
 
-class Draft(MutableMapping[K, V], Generic[K, V]):
+class Draft(_Layers[K, V], MutableMapping[K, V]):
     """The next version of a ``Layered`` while a pass computes it; ``done()`` freezes it."""
 
-    __slots__ = ("_base", "_gone", "_top")
+    __slots__ = ()
 
     def __init__(self, start: Layered[K, V]) -> None:
         self._base = start._base
-        self._top: dict[K, V] = dict(start._top)
-        self._gone: set[K] = set(start._gone)
-
-    def __getitem__(self, key: K) -> V:
-        value = self._top.get(key, _MISSING)
-        if value is not _MISSING:
-            return value
-        if key in self._gone:
-            raise KeyError(key)
-        return self._base[key]
-
-    def get(self, key: K, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._top or (key not in self._gone and key in self._base)
+        self._top = dict(start._top)
+        self._gone = set(start._gone)
 
     def __setitem__(self, key: K, value: V) -> None:
         self._top[key] = value
