@@ -201,3 +201,28 @@ def test_renderer_kept_up_to_date_equals_a_fresh_render_over_random_changes() ->
         fresh = render(HOST, view, subnets_, NETWORKS)
         assert config == fresh and config.errors == fresh.errors, (step, kind)
     assert renderer(HOST, view, subnets_, NETWORKS) is config  # nothing changed: the same config
+
+
+def test_a_new_port_rewrites_the_files_and_reloads_without_a_netlink_request(
+    tmp_path, monkeypatch
+) -> None:
+    """Only a full pass (drift) or other interface addresses re-check ``l3f-dhcp``."""
+    import os
+
+    from l3fabric.agent import dhcp
+
+    checks: list[tuple[str, ...]] = []
+    signals: list[int] = []
+    monkeypatch.setattr(dhcp, "_ensure_interface", lambda a: checks.append(a) or False)
+    monkeypatch.setattr(dhcp.shutil, "which", lambda _name: "/usr/sbin/dnsmasq")
+    monkeypatch.setattr(dhcp.os, "kill", lambda pid, sig: signals.append(sig))
+    server = dhcp.DhcpServer(tmp_path)
+    monkeypatch.setattr(server, "_restart", lambda text: server.pid_path.write_text(f"{os.getpid()}\n"))  # fmt: skip
+    view = ports(port(5))
+    server.converge(render(HOST, view, subnets(), NETWORKS), full=False)  # started
+    assert len(checks) == 1
+    view = {**view, **ports(port(6))}
+    assert server.converge(render(HOST, view, subnets(), NETWORKS), full=False)
+    assert len(checks) == 1 and len(signals) == 1 and ",10.1.0.6," in server.hosts_path.read_text()
+    server.converge(render(HOST, view, subnets(), NETWORKS), full=True)  # the timer's pass
+    assert len(checks) == 2
