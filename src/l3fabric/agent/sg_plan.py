@@ -42,6 +42,7 @@ from l3fabric.dataplane.sg_render import (
     render,
 )
 from l3fabric.layered import Layered
+from l3fabric.refcount import acquire, release
 
 
 @dataclass(frozen=True)
@@ -173,26 +174,26 @@ class _Builder:
     def _port_out(self, port: SgPort, uses: dict[str, int], chain_uses: dict[str, int]) -> None:
         chains, verdicts = port_objects(port)
         for name in chains:
-            if _release(chain_uses, name):  # the last port with these groups
+            if release(chain_uses, name):  # the last port with these groups
                 del self.chains[name]
                 self.dirty_chains.add(name)
         for vmap in verdicts:
             del self.maps[vmap][port.tap]
         self.dirty_taps.add(port.tap)
         for group in port.groups:
-            _release(uses, group)
+            release(uses, group)
 
     def _port_in(self, port: SgPort, uses: dict[str, int], chain_uses: dict[str, int]) -> None:
         chains, verdicts = port_objects(port)
         for name, rules in chains.items():
-            if _acquire(chain_uses, name):  # the first port with these groups
+            if acquire(chain_uses, name):  # the first port with these groups
                 self.chains[name] = rules
                 self.dirty_chains.add(name)
         for vmap, verdict in verdicts.items():
             self.maps[vmap][port.tap] = verdict
         self.dirty_taps.add(port.tap)
         for group in port.groups:
-            _acquire(uses, group)
+            acquire(uses, group)
 
     def _groups(
         self, uses: Mapping[str, int]
@@ -256,21 +257,6 @@ class _Builder:
         before = last.rendered.sets
         self.dirty_sets = {n for n in sets.keys() | before.keys() if sets.get(n) != before.get(n)}
         return sets
-
-
-def _acquire(counts: dict[str, int], key: str) -> bool:
-    """Count one more user of ``key``; True if it is the first."""
-    counts[key] = counts.get(key, 0) + 1
-    return counts[key] == 1
-
-
-def _release(counts: dict[str, int], key: str) -> bool:
-    """Count one user of ``key`` less; True if it was the last (``key`` is then gone)."""
-    counts[key] -= 1
-    if counts[key]:
-        return False
-    del counts[key]
-    return True
 
 
 def narrows(last: Rendered, new: Rendered, only: Changed | None = None) -> bool:
