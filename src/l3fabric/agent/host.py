@@ -116,6 +116,8 @@ class HostAgent(ReconcileAgent):
         # Whether the last pass's view reached the desired state (and DHCP):
         # only then do the watch's changed ports say what differs from it.
         self._hint_ok = False
+        # endpoint_counts(): the desired state and statuses last counted, and the counts.
+        self._endpoint_counts: tuple[object, object, dict[str, int]] = (None, None, {})
         self._changes_lock = threading.Lock()
         self._early_bird: EarlyBird | None = None
         self._last_full = 0.0  # time.monotonic() of the last full pass
@@ -259,15 +261,23 @@ class HostAgent(ReconcileAgent):
     def endpoint_counts(self) -> dict[str, int] | None:
         """Ports up with their tap present (expected routed) and those ACTIVE (programmed).
 
-        A port whose VM has no tap yet is not expected: nothing can be routed to it."""
-        desired = self._desired
+        A port whose VM has no tap yet is not expected: nothing can be routed to it.
+        Counted again only after a pass changed something (each heartbeat and
+        scrape asks; at 10,000 ports a count is milliseconds of the interpreter
+        a pass may be waiting for).
+        """
+        desired, statuses = self._desired, self.statuses
         if desired is None:
             return None
-        expected = sum(
-            1 for ep in desired.endpoints.values() if ep.admin_up and ep.tap in desired.taps
-        )
-        programmed = sum(1 for s in self.statuses.values() if s == "ACTIVE")
-        return {"expected": expected, "programmed": programmed}
+        counted_for, counted_with, counts = self._endpoint_counts
+        if counted_for is not desired or counted_with is not statuses:
+            expected = sum(
+                1 for ep in desired.endpoints.values() if ep.admin_up and ep.tap in desired.taps
+            )
+            programmed = sum(1 for s in statuses.values() if s == "ACTIVE")
+            counts = {"expected": expected, "programmed": programmed}
+            self._endpoint_counts = (desired, statuses, counts)
+        return dict(counts)
 
     def reconcile(
         self,
