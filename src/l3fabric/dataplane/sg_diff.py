@@ -92,7 +92,7 @@ def listing_of(rendered: Rendered, only: Changed | None = None) -> SgListing:
     return SgListing(
         chains={name: _chain_state(rules) for name, rules in rendered.chains.items()},
         sets={name: (kind, frozenset(e)) for name, (kind, e) in rendered.sets.items()},
-        maps={name: dict(entries) for name, entries in rendered.maps.items()},
+        maps={name: dict(entries.items()) for name, entries in rendered.maps.items()},
     )
 
 
