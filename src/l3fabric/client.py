@@ -535,6 +535,10 @@ class HostStateWatcher:
         self._unreached = 0  # of those, the controllers in a row that could not be reached
         self.failovers = 0  # how many times the watch moved to another controller
         self._state = HostState()
+        # The ports the watch's answers carried since ``state_and_changes()``
+        # last took them; None: not known (before the first call, after a
+        # snapshot): every port may have changed.
+        self._ports_changed: set[str] | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -555,6 +559,18 @@ class HostStateWatcher:
         """A consistent copy of the cache (cheap: objects are shared, not copied)."""
         with self._lock:
             return self._state.copy()
+
+    def state_and_changes(self) -> tuple[HostState, frozenset[str] | None]:
+        """``state()`` and the ids of the ports that changed since the last call.
+
+        A port not named kept the object it had in the last call's state (the
+        watch replaces objects, never edits them); None: not known (the first
+        call, or a snapshot came since), compare them all. For one consumer:
+        each call starts the next count.
+        """
+        with self._lock:
+            changed, self._ports_changed = self._ports_changed, set()
+            return self._state.copy(), None if changed is None else frozenset(changed)
 
     def start(self) -> HostStateWatcher:
         if self._thread is not None:
@@ -707,6 +723,7 @@ class HostStateWatcher:
     def _replace(self, state: HostState) -> None:
         with self._lock:
             self._state = state
+            self._ports_changed = None
         self.snapshots += 1
         self.synced.set()
         self._notify()
@@ -715,8 +732,11 @@ class HostStateWatcher:
         events = answer["events"]
         material = False
         with self._lock:
+            changed = self._ports_changed
             for event in events:
                 material |= self._state.apply(self.host, event)
+                if changed is not None and event["kind"] == "port":
+                    changed.add(event["id"])
             self._state.revision = answer["revision"]
         if material:
             self._notify()
