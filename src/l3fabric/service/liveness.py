@@ -128,15 +128,15 @@ class LeaseLiveness(Liveness):
     One renewer thread per controller takes the lease of each agent seen but
     not held (adopts the key's live lease, or writes the key under a new one)
     and keeps alive, in pipelined rounds every ``TTL / TICKS`` seconds, the
-    lease of every agent seen within ``TTL - TTL/3``, each one at least every
+    lease of every agent seen within the TTL, each one at least every
     ``TTL / 3`` (plus a round's duration). So a lease always has ``2 TTL / 3``
     of life left while its agent beats: with TTL = grace = 2 heartbeat
     intervals, a controller killed with ``kill -9`` leaves the agent's next
     heartbeat (an interval later, to another controller) a third of the TTL
     to adopt the lease (1.3 s for a 4 s TTL). An agent seen for the first time
     is up everywhere once its key is written: ``gather_s`` plus one take after
-    its heartbeat. An agent that stops is down ``5 TTL / 3`` (+ one tick) after
-    its last heartbeat at most, ``4 TTL / 3`` (- a tick) at least.
+    its heartbeat. An agent that stops is down ``2 TTL`` after its last
+    heartbeat at most, ``5 TTL / 3`` (- a tick) at least.
     The reports themselves stay in this controller's memory (``MemoryLiveness``).
     """
 
@@ -210,7 +210,9 @@ class LeaseLiveness(Liveness):
         now = self._clock()
         with self._cond:
             self._untaken = False
-            for key in [k for k, seen in self._seen.items() if now - seen >= ttl - period]:
+            # Silent for a TTL: no longer kept alive (a TTL, not less, so that
+            # heartbeats queued in an overloaded server do not lose their leases).
+            for key in [k for k, seen in self._seen.items() if now - seen >= ttl]:
                 for table in (self._seen, self._held, self._renewed):
                     table.pop(key, None)  # its lease lapses a TTL after its last keepalive
             untaken = [key for key in self._seen if key not in self._held]
