@@ -217,12 +217,15 @@ class LeaseLiveness(Liveness):
                     table.pop(key, None)  # its lease lapses a TTL after its last keepalive
             untaken = [key for key in self._seen if key not in self._held]
         # Takes are 2-3 requests each: bounded per round so that the keepalives
-        # of the held leases are not late (the rest are taken next round).
+        # of the held leases are not late. Every round takes what is left (a
+        # failed take is retried a tick later, not at once: etcd may be away).
         budget = time.monotonic() + period / 4
-        for index, key in enumerate(untaken):
-            if time.monotonic() > budget or not self._take(*key, ttl):
+        for key in untaken:
+            if time.monotonic() > budget:
                 with self._cond:
-                    self._untaken = self._untaken or index + 1 < len(untaken)
+                    self._untaken = True  # the next round right away
+                break
+            if not self._take(*key, ttl):
                 break
         with self._cond:
             due = {
