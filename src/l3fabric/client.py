@@ -30,7 +30,7 @@ import httpx
 from l3fabric.controllers import Controllers
 from l3fabric.credentials import Credentials
 from l3fabric.group_members import GroupMembers
-from l3fabric.record_check import admit, admit_fabric
+from l3fabric.record_check import admit, admit_fabric, material
 
 log = logging.getLogger(__name__)
 
@@ -373,14 +373,6 @@ class FabricClient:
         return self.create("ports", attrs)
 
 
-# What changes when an agent reports a port's status, not what it must converge.
-_REPORTED = frozenset({"status", "revision_number", "updated_at"})
-
-
-def _material(port: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in port.items() if k not in _REPORTED}
-
-
 @dataclass
 class HostState:
     """One host's view of the fabric; objects by id (hosts and gateways by name)."""
@@ -476,7 +468,7 @@ class HostState:
             if old is None:
                 return obj is not None
             if kind == "port" and obj is not None:
-                return _material(old) != _material(obj)
+                return material(old) != material(obj)
             if kind in ("member", "security_group"):
                 # A replay (after a snapshot) of what the cache has changes nothing.
                 return old != obj
@@ -543,6 +535,10 @@ class HostStateWatcher:
         self._unreached = 0  # of those, the controllers in a row that could not be reached
         self.failovers = 0  # how many times the watch moved to another controller
         self._state = HostState()
+        # The ports the watch's answers carried since ``state_and_changes()``
+        # last took them; None: not known (before the first call, after a
+        # snapshot): every port may have changed.
+        self._ports_changed: set[str] | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -563,6 +559,18 @@ class HostStateWatcher:
         """A consistent copy of the cache (cheap: objects are shared, not copied)."""
         with self._lock:
             return self._state.copy()
+
+    def state_and_changes(self) -> tuple[HostState, frozenset[str] | None]:
+        """``state()`` and the ids of the ports that changed since the last call.
+
+        A port not named kept the object it had in the last call's state (the
+        watch replaces objects, never edits them); None: not known (the first
+        call, or a snapshot came since), compare them all. For one consumer:
+        each call starts the next count.
+        """
+        with self._lock:
+            changed, self._ports_changed = self._ports_changed, set()
+            return self._state.copy(), None if changed is None else frozenset(changed)
 
     def start(self) -> HostStateWatcher:
         if self._thread is not None:
@@ -715,6 +723,7 @@ class HostStateWatcher:
     def _replace(self, state: HostState) -> None:
         with self._lock:
             self._state = state
+            self._ports_changed = None
         self.snapshots += 1
         self.synced.set()
         self._notify()
@@ -723,8 +732,11 @@ class HostStateWatcher:
         events = answer["events"]
         material = False
         with self._lock:
+            changed = self._ports_changed
             for event in events:
                 material |= self._state.apply(self.host, event)
+                if changed is not None and event["kind"] == "port":
+                    changed.add(event["id"])
             self._state.revision = answer["revision"]
         if material:
             self._notify()

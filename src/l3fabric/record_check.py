@@ -150,3 +150,12 @@ def admit_fabric(fabric: dict[str, Any]) -> dict[str, Any]:
         [a for a in reflectors if a not in good],
     )
     return {**fabric, "route_reflectors": good}
+
+
+# What changes when an agent reports a port's status, not what it must converge.
+REPORTED = frozenset({"status", "revision_number", "updated_at"})
+
+
+def material(port: dict[str, Any]) -> dict[str, Any]:
+    """A port without what status reports change: two ports agents program alike compare equal."""
+    return {k: v for k, v in port.items() if k not in REPORTED}

@@ -121,7 +121,13 @@ def test_incremental_passes_equal_full_ones(seed: int) -> None:
         reread = changed | {tap_name(p) for p in ports if ports[p] is not previous.sources.get(p)}
         reread |= {tap_name(p) for p in previous.sources if p not in ports}
         observed = _refresh(model, taps, reread)
+        # What the watch tells the agent: the ports its answers carried (a
+        # superset of those that changed: replays, other fields).
+        hint = {p for p in ports.keys() | previous.sources.keys() if ports.get(p) is not previous.sources.get(p)}  # fmt: skip
+        hint |= set(rng.sample(sorted(ports), min(2, len(ports))))
+        hinted = desired_state("h1", view, observed, previous, reread, hint=hint)
         inc = desired_state("h1", view, observed, previous, reread)
+        assert hinted == inc
         full = desired_state("h1", view, observed, previous)
         assert _full_equivalent(inc) == _full_equivalent(full)
         assert _normal(plan(inc, observed)) == _normal(plan(full, observed))

@@ -125,3 +125,30 @@ def test_records_with_non_canonical_addresses_are_left_out(store: SqliteStore) -
     _store_port(store, "p2", ["a"], "10.0.0.6")
     snap = HostState.from_snapshot(snapshot(store, "h1"))
     assert set(snap.members) == {"p2"} and snap.group_members("a") == {"10.0.0.6"}
+
+
+def test_member_events_in_any_order_keep_the_index_a_recount_of_the_records() -> None:
+    """Counted per address (two ports may hold one): equal to counting every record again."""
+    import random
+
+    from l3fabric.group_members import GroupMembers
+
+    rng = random.Random(3)
+    state = HostState()
+    copies = []
+    for step in range(400):
+        port_id = f"p{rng.randrange(12)}"
+        if rng.random() < 0.25:
+            state.apply("h1", _ev("delete", "member", port_id))
+        else:
+            groups = rng.sample(["a", "b", "c"], rng.randrange(0, 3))
+            addresses = rng.sample([f"10.0.0.{i}" for i in range(6)], rng.randrange(1, 3))
+            state.apply("h1", _ev("put", "member", port_id, _member(port_id, groups, addresses)))
+        recount = GroupMembers.of(state.members)
+        assert dict(state.member_addresses()) == dict(recount.by_group()), step
+        if step % 50 == 0:
+            copies.append((state.copy(), dict(recount.by_group())))
+    for copy, then in copies:  # copies kept what they had; one changed itself counts anew
+        assert dict(copy.member_addresses()) == then
+        copy.apply("h1", _ev("delete", "member", "p0"))
+        assert dict(copy.member_addresses()) == dict(GroupMembers.of(copy.members).by_group())

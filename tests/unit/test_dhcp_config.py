@@ -169,3 +169,60 @@ def test_agent_without_dnsmasq_logs_once_and_asks_no_retry(tmp_path, monkeypatch
     assert [r.getMessage() for r in caplog.records].count(
         "DHCP: dnsmasq is not installed (Debian: dnsmasq-base)"
     ) == 1
+
+
+def test_renderer_kept_up_to_date_equals_a_fresh_render_over_random_changes() -> None:
+    import random
+
+    rng = random.Random(7)
+    renderer = Renderer()
+    view = ports(*(port(n) for n in range(1, 40)))
+    subnets_ = subnets()
+    for step in range(300):
+        n = rng.randrange(1, 60)
+        pid = port(n)["id"]
+        kind = rng.choice(["add", "delete", "down", "elsewhere", "bad", "status", "subnet"])
+        if kind == "delete":  # a new mapping, as every pass's view is a copy
+            view = {k: v for k, v in view.items() if k != pid}
+        elif kind == "subnet":
+            subnets_ = subnets(s4={"host_routes": []} if step % 2 else {})
+        else:
+            over = {
+                "add": {},
+                "down": {"admin_state_up": False},
+                "elsewhere": {"binding:host_id": "h2"},
+                "bad": {"fixed_ips": [{"subnet_id": S4, "ip_address": "10.1.0.999"}]},
+                "status": {"status": "ACTIVE"},
+            }[kind]
+            view = {**view, pid: port(n, **over)}
+        # What the watch tells the agent: the port it carried (now and then none).
+        hint = None if kind == "subnet" or step % 7 == 0 else {pid}
+        config = renderer(HOST, view, subnets_, NETWORKS, hint)
+        fresh = render(HOST, view, subnets_, NETWORKS)
+        assert config == fresh and config.errors == fresh.errors, (step, kind)
+    assert renderer(HOST, view, subnets_, NETWORKS) is config  # nothing changed: the same config
+
+
+def test_a_new_port_rewrites_the_files_and_reloads_without_a_netlink_request(
+    tmp_path, monkeypatch
+) -> None:
+    """Only a full pass (drift) or other interface addresses re-check ``l3f-dhcp``."""
+    import os
+
+    from l3fabric.agent import dhcp
+
+    checks: list[tuple[str, ...]] = []
+    signals: list[int] = []
+    monkeypatch.setattr(dhcp, "_ensure_interface", lambda a: checks.append(a) or False)
+    monkeypatch.setattr(dhcp.shutil, "which", lambda _name: "/usr/sbin/dnsmasq")
+    monkeypatch.setattr(dhcp.os, "kill", lambda pid, sig: signals.append(sig))
+    server = dhcp.DhcpServer(tmp_path)
+    monkeypatch.setattr(server, "_restart", lambda text: server.pid_path.write_text(f"{os.getpid()}\n"))  # fmt: skip
+    view = ports(port(5))
+    server.converge(render(HOST, view, subnets(), NETWORKS), full=False)  # started
+    assert len(checks) == 1
+    view = {**view, **ports(port(6))}
+    assert server.converge(render(HOST, view, subnets(), NETWORKS), full=False)
+    assert len(checks) == 1 and len(signals) == 1 and ",10.1.0.6," in server.hosts_path.read_text()
+    server.converge(render(HOST, view, subnets(), NETWORKS), full=True)  # the timer's pass
+    assert len(checks) == 2

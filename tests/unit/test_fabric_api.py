@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from l3fabric import keys
 from l3fabric.api import fabric
 from l3fabric.api.errors import install_error_handlers
+from l3fabric.api.heartbeats import Heartbeats
 from l3fabric.store.sqlite import SqliteStore
 
 HOST = {"router_id": "10.0.0.11", "address": "10.0.0.11"}
@@ -25,6 +26,7 @@ def fabric_app(store: SqliteStore) -> FastAPI:
     app.state.store = store
     install_error_handlers(app)
     fabric.install(app)
+    app.add_middleware(Heartbeats, state=app.state)
     return app
 
 
@@ -230,7 +232,14 @@ def test_heartbeat_errors(api: TestClient) -> None:
     assert unknown.status_code == 404 and error_type(unknown) == "HostNotFound"
     api.put("/v1/hosts/h1", json=HOST)
     bad = api.post("/v1/hosts/h1/heartbeat", json={"ports": {"p1": "UP"}})
-    assert bad.status_code == 400
+    assert bad.status_code == 400 and error_type(bad) == "InvalidInput"
+    for body in (b"", b"{nope", b'{"agent": NaN}'):
+        malformed = api.post("/v1/hosts/h1/heartbeat", content=body)
+        assert malformed.status_code == 400 and error_type(malformed) == "MalformedRequestBody"
+    gateway = api.post("/v1/gateways/h1/heartbeat", json={})
+    assert gateway.status_code == 404 and error_type(gateway) == "GatewayNotFound"
+    # Not a heartbeat's method: FastAPI answers as for any route.
+    assert api.get("/v1/hosts/h1/heartbeat").status_code == 405
 
 
 def test_host_goes_down_after_three_missed_intervals(api: TestClient) -> None:

@@ -106,6 +106,7 @@ def test_incremental_security_groups_equal_full(seed: int) -> None:
     previous = sg_plan.desired(view)
     current = sg_plan.applied(previous)
     for n in range(60):
+        view = view.copy()  # each pass its own copy of the view, as the agent's watcher gives
         _change(rng, view, n + 100)
         want = sg_plan.desired(view, previous)
         full = sg_plan.desired(view)
@@ -146,6 +147,7 @@ def test_one_new_port_on_a_big_host_is_one_small_transaction() -> None:
     view = _host(10_000)
     previous = sg_plan.desired(view)
     current = sg_plan.applied(previous)
+    view = view.copy()  # the next pass's own copy, as the agent's watcher gives
     # The statuses the first pass reports come back as 10,000 new objects.
     for port_id, port in list(view.ports.items()):
         view.ports[port_id] = {**port, "status": "ACTIVE"}
@@ -177,6 +179,7 @@ def test_one_new_port_on_a_big_host_is_one_small_transaction() -> None:
     assert all(tap in line or "10.200.0.1" in line for line in lines), lines
     assert len(lines) == 2 + 1
     # The next port, with no statuses in between.
+    view = view.copy()
     other = {**new, "id": _pid(20_001), "fixed_ips": [{"ip_address": "10.200.0.2"}]}
     view.ports[other["id"]] = other
     _member(view, other["id"], [GROUPS[0]], "10.200.0.2")
@@ -199,6 +202,7 @@ def test_joining_a_group_admits_more_and_leaving_it_may_admit_less() -> None:
     previous = sg_plan.desired(view)
     current = sg_plan.applied(previous)
 
+    view = view.copy()  # each pass its own copy of the view
     view.ports[port_id] = {**view.ports[port_id], "security_groups": GROUPS[:2]}
     _member(view, port_id, GROUPS[:2], address)
     joined = sg_plan.desired(view, previous)
@@ -206,6 +210,7 @@ def test_joining_a_group_admits_more_and_leaving_it_may_admit_less() -> None:
     assert not op.transaction.full and not op.transaction.narrowed  # no conntrack pruning
     current = sg_plan.applied(joined, current, previous.rendered)
 
+    view = view.copy()
     view.ports[port_id] = {**view.ports[port_id], "security_groups": GROUPS[:1]}
     _member(view, port_id, GROUPS[:1], address)
     left = sg_plan.desired(view, joined)

@@ -4,6 +4,7 @@ however many other hosts are watching."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -193,3 +194,39 @@ def test_a_host_waits_through_any_number_of_other_hosts_changes(
     finally:
         hub.stop()
     assert [(e["kind"], e["id"]) for e in answer["events"]] == [("port", "p1")]
+
+
+def test_async_watches_hold_no_thread_and_get_their_own_events(
+    store: CountingStore, hub: WatchHub
+) -> None:
+    since = store.revision()
+    hosts = [f"h{i}" for i in range(200)]
+
+    async def scenario() -> tuple[int, list[Any]]:
+        watches = [asyncio.create_task(hub.watch_async(h, since, 5)) for h in hosts]
+        deadline = time.monotonic() + 5
+        while sum(len(w) for w in hub._waiters.by_host.values()) < len(hosts):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        threads = threading.active_count()
+        store.put(keys.neutron_key("ports", "p1"), _port("p1", "h7"))
+        first = await asyncio.wait_for(watches[7], 5)
+        assert not any(w.done() for i, w in enumerate(watches) if i != 7)
+        hub.stop()  # ends the others at once
+        return threads, [first, *await asyncio.gather(*watches)]
+
+    before = threading.active_count()
+    threads, answers = asyncio.run(scenario())
+    assert threads <= before + 2  # the event loop's, not one per watch
+    assert [(e["kind"], e["id"]) for e in answers[0]["events"]] == [("port", "p1")]
+    assert all(a["events"] == [] for i, a in enumerate(answers[1:]) if i != 7)
+
+
+def test_async_watch_times_out_empty_and_refuses_a_future_revision(
+    store: CountingStore, hub: WatchHub
+) -> None:
+    since = store.revision()
+    answer = asyncio.run(hub.watch_async("h1", since, 0.2))
+    assert answer == {"revision": since, "events": []}
+    with pytest.raises(Gone):
+        asyncio.run(hub.watch_async("h1", since + 5, 3))

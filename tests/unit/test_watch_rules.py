@@ -98,6 +98,16 @@ def test_status_reports_and_bookkeeping_wake_nobody(key: str) -> None:
     assert _seen(_put(key, {"x": 1})) is None
 
 
+def test_a_port_status_report_wakes_not_even_its_own_host() -> None:
+    reported = _port("h1", status="ACTIVE", revision_number=2, updated_at="later")
+    before = _port("h1", revision_number=1, updated_at="now")
+    assert _seen(_put(PORT, reported, before)) is None
+    assert relevant_event(_put(PORT, reported, before), "gw", everything=True) is None
+    # Anything the host programs that changes with it is sent.
+    renamed = {**reported, "fixed_ips": [{"ip_address": "10.0.0.9"}]}
+    assert _seen(_put(PORT, renamed, before)) == ("put", "port", "p1")
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "watch.db")

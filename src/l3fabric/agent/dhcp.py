@@ -70,7 +70,9 @@ class DhcpServer:
         """Serve ``config``; True if anything changed. Raises DhcpError.
 
         ``full``: also re-read the interface (drift); else a config already
-        served by a running dnsmasq costs nothing (no netlink request).
+        served by a running dnsmasq costs nothing, and one whose interface
+        addresses are those already served is only a rewrite of the files and
+        a SIGHUP (a new port: no netlink request; pyroute2's were 10-40 ms).
         """
         if config.empty:
             if self.pid() is None and self._applied is None:
@@ -83,7 +85,8 @@ class DhcpServer:
             return False
         if shutil.which(DNSMASQ) is None:
             raise DhcpUnavailable("dnsmasq is not installed (Debian: dnsmasq-base)")
-        changed = _ensure_interface(config.addresses)
+        same_interface = old is not None and old.addresses == config.addresses
+        changed = False if same_interface and not full else _ensure_interface(config.addresses)
         if old == config:
             return changed
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,15 @@ Every value that reaches the files comes from the API and is checked here
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from l3fabric.agent.identity import changed
 from l3fabric.dataplane.links import TAP_PREFIX
 
 SERVER_ADDRESS4 = "169.254.1.1"  # the host's next hop for VMs; dnsmasq's server identifier
@@ -194,16 +197,32 @@ def _port_entry(port: Mapping[str, Any], served: Mapping[str, Any]) -> _Entry:
 
 
 class Renderer:
-    """``render`` with a cache per port: a pass converts only the port objects that changed.
+    """``render`` kept up to date by the ports that changed: a pass costs what changed.
 
     The watch replaces a port object on every change, never edits it, so an
-    object seen before (and the same subnets) gives the same line: a host with
-    10,000 ports re-renders nothing on a pass that changed none of them.
+    object seen before (and the same subnets) gives the same line. Only the
+    ports whose object is new or gone are converted; the hosts file is joined
+    again only when a line changed, and a call that changed nothing returns
+    the last config itself (a host with 10,000 ports: ~0.1 ms instead of the
+    ~15 ms of converting and sorting them all every pass). ``ports`` is kept
+    until the next call, so it must not be edited (the agent passes each
+    pass's own copy of the view).
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[Mapping[str, Any], _Entry]] = {}
         self._subnets: tuple[int, ...] = ()
+        self._networks: tuple[int, ...] = ()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget every port's line (the next call converts them all)."""
+        self._ports: Mapping[str, Mapping[str, Any]] = {}  # the view last rendered
+        self._lines: dict[str, str] = {}  # port id -> its hosts-file line
+        self._order: list[str] = []  # the keys of _lines, sorted
+        self._used_by: dict[str, frozenset[str]] = {}  # port id -> the subnets its line uses
+        self._used: Counter[str] = Counter()  # subnet id -> ports whose line uses it
+        self._errors: dict[str, str] = {}  # port id -> why it has no line
+        self._config: DhcpConfig | None = None
 
     def __call__(
         self,
@@ -211,32 +230,53 @@ class Renderer:
         ports: Mapping[str, Mapping[str, Any]],
         subnets: Mapping[str, Mapping[str, Any]],
         networks: Mapping[str, Mapping[str, Any]],
+        hint: Collection[str] | None = None,
     ) -> DhcpConfig:
-        """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets."""
+        """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets.
+
+        ``hint``: the only ports that can have changed since the last call
+        (None: every port is compared, by identity).
+        """
         served = _served_subnets(subnets)
         identity = tuple(id(o) for o in subnets.values())
         if identity != self._subnets:
-            self._entries.clear()  # a subnet changed: every line may differ
+            self._reset()  # a subnet changed: every line may differ
             self._subnets = identity
-        entries: dict[str, tuple[Mapping[str, Any], _Entry]] = {}
-        errors: list[str] = []
-        hosts: list[str] = []
-        used: set[str] = set()
-        for port_id in sorted(ports):
-            port = ports[port_id]
-            if port.get("binding:host_id") != host or not port.get("admin_state_up", True):
-                continue
-            cached = self._entries.get(port_id)
-            entry = cached[1] if cached and cached[0] is port else _port_entry(port, served)
-            entries[port_id] = (port, entry)
-            line, subnet_ids, error = entry
-            if error:
-                errors.append(error)
-            if line:
-                hosts.append(line)
-                used |= subnet_ids
-        self._entries = entries
-        return _assemble(served, used, hosts, networks, errors)
+        networks_identity = tuple(id(o) for o in networks.values())
+        if networks_identity != self._networks:
+            self._networks, self._config = networks_identity, None  # the options may differ
+        ids = changed(ports, self._ports, hint if self._ports else None)
+        self._ports = ports
+        for port_id in ids:
+            self._port(host, port_id, ports.get(port_id), served)
+        if ids or self._config is None:
+            errors = [self._errors[p] for p in sorted(self._errors)]
+            hosts = "".join(map(self._lines.__getitem__, self._order))
+            self._config = _assemble(served, set(self._used), hosts, networks, errors)
+        return self._config
+
+    def _port(
+        self, host: str, port_id: str, port: Mapping[str, Any] | None, served: Mapping[str, Any]
+    ) -> None:
+        """Convert one port again (None: it is gone)."""
+        self._errors.pop(port_id, None)
+        line = self._lines.pop(port_id, None)
+        if line is not None:
+            del self._order[bisect.bisect_left(self._order, port_id)]
+            self._used.subtract(self._used_by.pop(port_id))
+            self._used += Counter()  # drop the subnets no port uses any more
+        if port is None or port.get("binding:host_id") != host:
+            return
+        if not port.get("admin_state_up", True):
+            return
+        line, subnet_ids, error = _port_entry(port, served)
+        if error:
+            self._errors[port_id] = error
+        if line:
+            self._lines[port_id] = f"{line}\n"
+            bisect.insort(self._order, port_id)
+            self._used_by[port_id] = subnet_ids
+            self._used.update(subnet_ids)
 
 
 def render(
@@ -252,7 +292,7 @@ def render(
 def _assemble(
     served: Mapping[str, Any],
     used: set[str],
-    hosts: list[str],
+    hosts: str,
     networks: Mapping[str, Mapping[str, Any]],
     errors: list[str],
 ) -> DhcpConfig:
@@ -274,7 +314,7 @@ def _assemble(
             errors.append(f"subnet {sid}: {exc}")
     return DhcpConfig(
         main="".join(f"{line}\n" for line in main),
-        hosts="".join(f"{line}\n" for line in hosts),
+        hosts=hosts,
         opts="".join(f"{line}\n" for line in opts),
         addresses=tuple(addresses),
         errors=tuple(errors),

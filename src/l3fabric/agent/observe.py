@@ -24,6 +24,7 @@ from l3fabric.dataplane.nexthops import ResilientRoutes
 from l3fabric.dataplane.nft import AntiSpoofing
 from l3fabric.dataplane.routes import EndpointRoutes, link_local_gateway_present
 from l3fabric.dataplane.secgroups import SecurityGroupsTable
+from l3fabric.layered import Layered
 from l3fabric.routing.bird_process import BirdProcess
 
 
@@ -91,7 +92,7 @@ class HostReader:
 
     def refresh(self, model: Observed, changed: Collection[str]) -> Observed:
         """``model`` with the taps in ``changed`` read again (and fresh probe verdicts)."""
-        taps = dict(model.taps)
+        taps = Layered.of(model.taps).edit()  # the other taps' states shared, not copied
         routes = model.routes
         anycast = model.anycast
         for name in changed:
@@ -107,7 +108,7 @@ class HostReader:
                 anycast = {p: t - {name} for p, t in anycast.items()}
         return dataclasses.replace(
             model,
-            taps=taps,
+            taps=taps.done(),
             routes=routes,
             anycast=anycast,
             bird_running=self._bird_running(),

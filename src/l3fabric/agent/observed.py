@@ -9,6 +9,7 @@ unit tests write it by hand.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from l3fabric.agent.anycast import ProbeTarget
@@ -51,7 +52,8 @@ class Observed:
     bird_config: BirdConfig | None = None
     # The text BIRD runs with, read by full passes (None: not read).
     bird_text: str | None = None
-    # Endpoint prefixes announced (their blackholes in the announcement table).
-    announced: frozenset[str] = frozenset()
+    # Endpoint prefixes announced (their blackholes in the announcement table);
+    # after a pass, the keys of its routes (shared, not copied).
+    announced: AbstractSet[str] = frozenset()
     probes: Mapping[Key, ProbeTarget] = field(default_factory=dict)
     verdicts: Mapping[Key, bool] = field(default_factory=dict)

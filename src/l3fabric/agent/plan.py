@@ -41,14 +41,14 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from l3fabric.agent import anycast, sg_plan
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Endpoint, endpoint_of, same_endpoint
-from l3fabric.agent.identity import replaced as _replaced
+from l3fabric.agent.identity import differing
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import (
     AnycastRoutesSet,
@@ -69,6 +69,7 @@ from l3fabric.client import HostState
 from l3fabric.dataplane import nft
 from l3fabric.dataplane.links import IFF_UP, tap_ready
 from l3fabric.dataplane.sysctl import HOST_SYSCTLS
+from l3fabric.layered import Draft, Layered
 from l3fabric.routing.bird_config import AnycastRoute, BirdConfig, render
 
 
@@ -109,15 +110,15 @@ class DesiredHost:
     touched: Touched | None = None
 
 
-def changed_ports(view: HostState, previous: DesiredHost | None) -> list[str]:
-    """The ports of ``view`` that convert differently than in ``previous`` (new ones too)."""
-    known = previous.sources if previous else {}
-    ports = view.ports
-    return [
-        port_id
-        for port_id in _replaced(ports, known)
-        if (old := known.get(port_id)) is None or not same_endpoint(old, ports[port_id])
-    ]
+def changed_ports(
+    view: HostState, previous: DesiredHost | None, hint: Collection[str] | None = None
+) -> list[str]:
+    """The ports that convert differently in ``view`` than in ``previous``: new and gone too.
+
+    ``hint``: the only ports that can have changed since ``previous``'s view
+    (None: every port is compared, by identity first).
+    """
+    return differing(view.ports, previous.sources if previous else {}, same_endpoint, hint)
 
 
 def _endpoint(
@@ -147,20 +148,35 @@ def _routed(ep: Endpoint, observed: Observed) -> bool:
 
 @dataclass
 class _Parts:
-    """The per-port pieces of a desired state while it is computed."""
+    """The per-port pieces of a desired state while it is computed.
 
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    routes: dict[str, str] = field(default_factory=dict)
-    guard: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    taps: dict[str, bool] = field(default_factory=dict)
-    invalid: dict[str, str] = field(default_factory=dict)
-    tap_ports: dict[str, str] = field(default_factory=dict)
-    owners: dict[str, str] = field(default_factory=dict)
+    A full pass fills new dicts; an incremental one edits ``Draft``s of the
+    last pass's maps (l3fabric/layered.py): only the entries it changes are new,
+    the rest is shared, so ``previous`` stays as it was (pure) without a copy
+    of every map.
+    """
+
+    endpoints: MutableMapping[str, Endpoint] = field(default_factory=dict)
+    routes: MutableMapping[str, str] = field(default_factory=dict)
+    guard: MutableMapping[str, tuple[str, ...]] = field(default_factory=dict)
+    taps: MutableMapping[str, bool] = field(default_factory=dict)
+    invalid: MutableMapping[str, str] = field(default_factory=dict)
+    tap_ports: MutableMapping[str, str] = field(default_factory=dict)
+    owners: MutableMapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, desired: DesiredHost) -> _Parts:
-        """Copies of ``desired``'s pieces (C-level dict copies: ~0.1 ms at 10,000)."""
-        return cls(**{f.name: dict(getattr(desired, f.name)) for f in dataclasses.fields(cls)})
+        """Drafts of the next versions of ``desired``'s pieces."""
+        return cls(
+            **{f.name: Layered.of(getattr(desired, f.name)).edit() for f in dataclasses.fields(cls)}
+        )
+
+    def finished(self) -> dict[str, Layered[str, Any]]:
+        """The pieces as immutable mappings (a full pass's dicts are not copied)."""
+        return {
+            name: part.done() if isinstance(part, Draft) else Layered(part)
+            for name, part in vars(self).items()
+        }
 
 
 def _assemble(
@@ -170,10 +186,11 @@ def _assemble(
     served: anycast.AnycastPlan,
     errors: list[str],
     parts: _Parts,
+    hint: Collection[str] | None,
     **extra: Any,
 ) -> DesiredHost:
     """The desired state of ``parts``, with BIRD's config, security groups and the errors."""
-    security_groups = sg_plan.desired(view, previous.security_groups if previous else None)
+    security_groups = sg_plan.desired(view, previous.security_groups if previous else None, hint)
     errors += security_groups.state.errors
     bird: BirdConfig | None = None
     try:
@@ -188,8 +205,9 @@ def _assemble(
         bird=bird,
         security_groups=security_groups,
         errors=tuple(errors),
-        sources=dict(view.ports),
-        **vars(parts),
+        # The view is the pass's own copy and is not edited: kept, not copied.
+        sources=view.ports,
+        **parts.finished(),
         **extra,
     )
 
@@ -201,6 +219,7 @@ def desired_state(
     previous: DesiredHost | None = None,
     taps: Collection[str] | None = None,
     ports: Collection[str] | None = None,
+    hint: Collection[str] | None = None,
 ) -> DesiredHost:
     """What host ``host`` should hold, given the controller's ``view`` and ``observed``.
 
@@ -208,18 +227,27 @@ def desired_state(
     tap exists (the VM is plugged in); every bound port is guarded, plugged
     or not, so a tap that appears is guarded from its first packet.
     ``taps``: the taps an incremental pass re-read (None: a full pass);
-    ``ports``: ``changed_ports(view, previous)`` if the caller has it already.
+    ``ports``: ``changed_ports(view, previous, hint)`` if the caller has it
+    already; ``hint``: the only ports that can have changed since
+    ``previous``'s view (the watch says which; None: all are compared).
+    The result keeps ``view.ports`` (the next pass compares port objects by
+    identity), so the caller must not edit that mapping afterwards: the agent
+    passes each pass's own copy of the view (``HostStateWatcher.state()``).
     """
     if previous is not None and taps is not None:
-        changed = changed_ports(view, previous) if ports is None else ports
-        found = _incremental(view, observed, previous, taps, changed)
+        changed = changed_ports(view, previous, hint) if ports is None else ports
+        found = _incremental(view, observed, previous, taps, changed, hint)
         if found is not None:
             return found
-    return _full(host, view, observed, previous)
+    return _full(host, view, observed, previous, hint)
 
 
 def _full(
-    host: str, view: HostState, observed: Observed, previous: DesiredHost | None
+    host: str,
+    view: HostState,
+    observed: Observed,
+    previous: DesiredHost | None,
+    hint: Collection[str] | None,
 ) -> DesiredHost:
     d = _Parts()
     endpoints, taps, routes, guard = d.endpoints, d.taps, d.routes, d.guard
@@ -266,6 +294,7 @@ def _full(
         served,
         errors,
         d,
+        hint,
         shared=frozenset(shared),
         pair_ports=frozenset(
             p for p, port in view.ports.items() if port.get("allowed_address_pairs")
@@ -279,13 +308,13 @@ def _incremental(
     previous: DesiredHost,
     changed_taps: Collection[str],
     changed: Collection[str],
+    hint: Collection[str] | None,
 ) -> DesiredHost | None:
     """``previous`` with only the affected ports recomputed; None where only ``_full`` is sure."""
     if view.anycast or previous.pair_ports or previous.anycast != anycast.AnycastPlan():
         return None  # anycast depends on ports, taps and verdicts together
-    ports, before = view.ports, previous.sources
-    affected = set(changed)
-    affected.update(p for p in before.keys() - ports.keys())
+    ports = view.ports
+    affected = set(changed)  # new, replaced and gone (changed_ports)
     affected.update(previous.tap_ports[t] for t in changed_taps if t in previous.tap_ports)
     d = _Parts.of(previous)
     endpoints, routes, guard, taps = d.endpoints, d.routes, d.guard, d.taps
@@ -336,6 +365,7 @@ def _incremental(
         anycast.AnycastPlan(),
         list(invalid.values()),
         d,
+        hint,
         shared=shared,
         touched=Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
     )
@@ -357,15 +387,22 @@ def statuses(
     touched = desired.touched
     if touched is None or previous is None:
         return {port_id: status(ep) for port_id, ep in desired.endpoints.items()}
-    found = dict(previous)
+    # ``previous`` itself if no status changed (the caller compares by identity
+    # first); copied at the first status that differs.
+    found = previous if isinstance(previous, dict) else dict(previous)
+    unchanged = found
     for port_id in touched.ports | {
         desired.tap_ports[t] for t in failed_taps if t in desired.tap_ports
     }:
         ep = desired.endpoints.get(port_id)
-        if ep is None:
-            found.pop(port_id, None)
-        else:
-            found[port_id] = status(ep)
+        now = None if ep is None else status(ep)
+        if found.get(port_id) != now:
+            if found is unchanged:
+                found = dict(unchanged)
+            if now is None:
+                del found[port_id]
+            else:
+                found[port_id] = now
     return found
 
 
@@ -498,18 +535,19 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
 def after(desired: DesiredHost, observed: Observed) -> Observed:
     """The host as a pass that applied ``plan(desired, observed)`` without a failure leaves it."""
     touched = desired.touched
-    taps = dict(observed.taps)
+    taps = Layered.of(observed.taps).edit()
     ready = desired.taps
-    elements = (
-        {tap: frozenset(p) for tap, p in desired.guard.items() if p} if touched is None else None
+    elements: Mapping[str, frozenset[str]] = (
+        {tap: frozenset(p) for tap, p in desired.guard.items() if p} if touched is None else {}
     )
     if touched is not None:
         ready = {t: ready[t] for t in touched.taps if t in ready}
-        elements = dict(observed.guard.elements) if observed.guard else {}
+        kept = Layered.of(observed.guard.elements if observed.guard else {}).edit()
         for tap in touched.taps:
-            elements.pop(tap, None)
+            kept.pop(tap, None)
             if desired.guard.get(tap):
-                elements[tap] = frozenset(desired.guard[tap])
+                kept[tap] = frozenset(desired.guard[tap])
+        elements = kept.done()
     for tap, ipv6 in ready.items():
         state = taps[tap]
         if not (state.prepared and state.info.flags & IFF_UP and (state.gateway6 or not ipv6)):
@@ -518,14 +556,14 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
     isolated = tuple(sorted(desired.management))
     return dataclasses.replace(
         observed,
-        taps=taps,
-        routes=dict(desired.routes),
+        taps=taps.done(),
+        routes=desired.routes,  # immutable: shared
         guard=nft.Listing(
             nft.skeleton_digest(isolated),
             nft.expected_rules(isolated),
             elements,
         ),
-        announced=frozenset(desired.routes),
+        announced=desired.routes.keys(),
         anycast={p: frozenset(t) for p, t in desired.anycast.serving.items()},
         security_groups=sg_plan.applied(
             desired.security_groups, observed.security_groups, observed.sg_applied

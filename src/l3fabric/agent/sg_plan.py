@@ -14,11 +14,11 @@ a small transaction, zero statements when equal. After an incremental
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from l3fabric.agent.identity import replaced
+from l3fabric.agent.identity import differing
 from l3fabric.agent.ops import Op, SecurityGroupsApply
 from l3fabric.client import HostState
 from l3fabric.dataplane.links import tap_name
@@ -41,6 +41,8 @@ from l3fabric.dataplane.sg_render import (
     remote_sets,
     render,
 )
+from l3fabric.layered import Layered
+from l3fabric.refcount import acquire, release
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,24 @@ class DesiredSg:
 _EMPTY = DesiredSg()
 
 
-def desired(view: HostState, previous: DesiredSg | None = None) -> DesiredSg:
+def desired(
+    view: HostState, previous: DesiredSg | None = None, hint: Collection[str] | None = None
+) -> DesiredSg:
     """What the ``inet l3fabric-sg`` table should hold for ``view`` (errors in ``state.errors``).
 
     With ``previous`` (the last pass's result) only the ports whose object
     changed, the groups whose object changed and the memberships whose address
     set changed are computed again; the result equals a computation from
     scratch (tests/unit/test_sg_incremental.py), with ``changed`` saying what
-    to compare.
+    to compare. The result keeps ``view.ports`` (compared by identity next
+    time), so the caller must not edit that mapping afterwards: the agent
+    passes each pass's own copy of the view. ``hint``: the only ports that
+    can have changed since ``previous``'s view (None: all are compared).
     """
     if previous is not None and previous.state.ports and not previous.ports:
         previous = None  # computed from scratch (a shared tap): nothing to reuse
     last = previous or _EMPTY
-    found = _Builder(view, last).build()
+    found = _Builder(view, last, hint if previous is not None else None).build()
     if found is None:  # two ports share a tap: the full computation decides which
         state = build_state(
             view.security_groups.values(), view.ports.values(), view.member_addresses()
@@ -102,26 +109,25 @@ def same_sg_port(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 class _Builder:
     """One ``desired`` computation from a previous one."""
 
-    def __init__(self, view: HostState, last: DesiredSg) -> None:
-        self.view, self.last = view, last
+    def __init__(self, view: HostState, last: DesiredSg, hint: Collection[str] | None) -> None:
+        self.view, self.last, self.hint = view, last, hint
         self.chains = dict(last.rendered.chains)
-        self.maps = {vmap: dict(last.rendered.maps.get(vmap, {})) for vmap in (MAP_IN, MAP_OUT)}
+        # The verdict maps (an entry per tap) and the per-port maps below are
+        # drafts of the last ones (l3fabric/layered.py): a pass copies what it changes.
+        self.maps = {
+            vmap: Layered.of(last.rendered.maps.get(vmap, {})).edit() for vmap in (MAP_IN, MAP_OUT)
+        }
         self.dirty_chains: set[str] = set()
         self.dirty_taps: set[str] = set()
         self.dirty_sets: set[str] = set()
 
     def build(self) -> DesiredSg | None:
         view, last = self.view, self.last
-        taps, untapped, sg_ports = dict(last.taps), dict(last.untapped), dict(last.state.ports)
+        taps, sg_ports = Layered.of(last.taps).edit(), Layered.of(last.state.ports).edit()
+        untapped = dict(last.untapped)
         uses, chain_uses = dict(last.uses), dict(last.chain_uses)
         # A reported status replaces the object too (10,000 after a first pass).
-        changed = [
-            p
-            for p in replaced(view.ports, last.ports)
-            if (old := last.ports.get(p)) is None or not same_sg_port(old, view.ports[p])
-        ]
-        if len(view.ports) - sum(1 for p in changed if p not in last.ports) < len(last.ports):
-            changed += last.ports.keys() - view.ports.keys()
+        changed = differing(view.ports, last.ports, same_sg_port, self.hint)
         for port_id in changed:  # out with the old
             untapped.pop(port_id, None)
             old = taps.pop(port_id, None)
@@ -145,16 +151,16 @@ class _Builder:
         state_members, members = self._members(groups)
         errors = [untapped[p] for p in sorted(untapped)]
         errors += [e for g in sorted(groups) for e in group_errors[g]]
-        state = SgState(groups, sg_ports, state_members, tuple(errors))
+        state = SgState(groups, sg_ports.done(), state_members, tuple(errors))
         sets = self._sets(state)
         dirty = Changed(
             frozenset(self.dirty_chains), frozenset(self.dirty_sets), frozenset(self.dirty_taps)
         )
         return DesiredSg(
             state,
-            Rendered(self.chains, sets, self.maps),
-            dict(view.ports),
-            taps,
+            Rendered(self.chains, sets, {vmap: m.done() for vmap, m in self.maps.items()}),
+            view.ports,  # the pass's own copy of the view, not edited: kept, not copied
+            taps.done(),
             untapped,
             sources,
             group_errors,
@@ -168,26 +174,26 @@ class _Builder:
     def _port_out(self, port: SgPort, uses: dict[str, int], chain_uses: dict[str, int]) -> None:
         chains, verdicts = port_objects(port)
         for name in chains:
-            if _release(chain_uses, name):  # the last port with these groups
+            if release(chain_uses, name):  # the last port with these groups
                 del self.chains[name]
                 self.dirty_chains.add(name)
         for vmap in verdicts:
             del self.maps[vmap][port.tap]
         self.dirty_taps.add(port.tap)
         for group in port.groups:
-            _release(uses, group)
+            release(uses, group)
 
     def _port_in(self, port: SgPort, uses: dict[str, int], chain_uses: dict[str, int]) -> None:
         chains, verdicts = port_objects(port)
         for name, rules in chains.items():
-            if _acquire(chain_uses, name):  # the first port with these groups
+            if acquire(chain_uses, name):  # the first port with these groups
                 self.chains[name] = rules
                 self.dirty_chains.add(name)
         for vmap, verdict in verdicts.items():
             self.maps[vmap][port.tap] = verdict
         self.dirty_taps.add(port.tap)
         for group in port.groups:
-            _acquire(uses, group)
+            acquire(uses, group)
 
     def _groups(
         self, uses: Mapping[str, int]
@@ -251,21 +257,6 @@ class _Builder:
         before = last.rendered.sets
         self.dirty_sets = {n for n in sets.keys() | before.keys() if sets.get(n) != before.get(n)}
         return sets
-
-
-def _acquire(counts: dict[str, int], key: str) -> bool:
-    """Count one more user of ``key``; True if it is the first."""
-    counts[key] = counts.get(key, 0) + 1
-    return counts[key] == 1
-
-
-def _release(counts: dict[str, int], key: str) -> bool:
-    """Count one user of ``key`` less; True if it was the last (``key`` is then gone)."""
-    counts[key] -= 1
-    if counts[key]:
-        return False
-    del counts[key]
-    return True
 
 
 def narrows(last: Rendered, new: Rendered, only: Changed | None = None) -> bool:

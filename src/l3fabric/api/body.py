@@ -88,7 +88,11 @@ def _check_text(text: str) -> None:
 
 async def read_json(request: Request) -> Any:
     """The request's JSON body, or a 400 MalformedRequestBody."""
-    raw = await request.body()
+    return decode_body(await request.body())
+
+
+def decode_body(raw: bytes) -> Any:
+    """A request body as JSON, or a 400 MalformedRequestBody."""
     if not raw.strip():
         raise bad_request("The request body is empty; send a JSON object.", "MalformedRequestBody")
     try:

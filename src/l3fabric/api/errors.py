@@ -73,24 +73,36 @@ _HTTP_TYPES = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every failure, including ones FastAPI raises itself, to a Neutron body."""
-
-    @app.exception_handler(ServiceError)
-    async def _refused(_: Request, exc: ServiceError) -> JsonResponse:
+def response_for(exc: Exception) -> JsonResponse:
+    """The Neutron error body of a failure (the one mapping for FastAPI's handlers and
+    for routes served without FastAPI, api/heartbeats.py)."""
+    if isinstance(exc, StoreUnavailableError):
+        # Raised from any service call: the request changed nothing we know of.
+        log.warning("store unavailable: %s", exc)
+        exc = Unavailable("ServiceUnavailable", "The store is unavailable; retry later.", str(exc))
+    if isinstance(exc, ServiceError):
         status = status_of(exc)
         if status == 500:
             log.error("no HTTP status for %s: %s", type(exc).__name__, exc)
         return error_response(status, exc.type, exc.message, exc.detail)
+    if isinstance(exc, StarletteHTTPException):
+        type_ = _HTTP_TYPES.get(exc.status_code, "HTTPError")
+        return error_response(exc.status_code, type_, str(exc.detail))
+    if isinstance(exc, ClientDisconnect):
+        # The client left, or the server cut a body that came too slowly
+        # (docs/api.md, Limits): not a server error, and nobody reads this.
+        log.debug("client disconnected before its request body was complete")
+        return error_response(400, "MalformedRequestBody", "The request body was cut off.")
+    log.exception("unexpected error: %s", exc)
+    # Starlette re-raises after this answer and uvicorn then drops the
+    # connection; saying so keeps a keep-alive client from meeting a reset.
+    return error_response(
+        500, "InternalError", "Internal error; see the server log.", headers={"Connection": "close"}
+    )
 
-    @app.exception_handler(StoreUnavailableError)
-    async def _store_down(request: Request, exc: StoreUnavailableError) -> JsonResponse:
-        # Raised from any service call: the request changed nothing we know of.
-        log.warning("store unavailable: %s", exc)
-        return await _refused(
-            request,
-            Unavailable("ServiceUnavailable", "The store is unavailable; retry later.", str(exc)),
-        )
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure, including ones FastAPI raises itself, to a Neutron body."""
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JsonResponse:
@@ -103,26 +115,14 @@ def install_error_handlers(app: FastAPI) -> None:
         type_ = "MalformedRequestBody" if in_body else "InvalidInput"
         return error_response(400, type_, f"Malformed request: {problems}")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
-        type_ = _HTTP_TYPES.get(exc.status_code, "HTTPError")
-        return error_response(exc.status_code, type_, str(exc.detail))
+    async def _other(_: Request, exc: Exception) -> JsonResponse:
+        return response_for(exc)
 
-    @app.exception_handler(ClientDisconnect)
-    async def _gone(_: Request, exc: ClientDisconnect) -> JsonResponse:
-        # The client left, or the server cut a body that came too slowly
-        # (docs/api.md, Limits): not a server error, and nobody reads this.
-        log.debug("client disconnected before its request body was complete")
-        return error_response(400, "MalformedRequestBody", "The request body was cut off.")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
-        log.exception("unexpected error: %s", exc)
-        # Starlette re-raises after this answer and uvicorn then drops the
-        # connection; saying so keeps a keep-alive client from meeting a reset.
-        return error_response(
-            500,
-            "InternalError",
-            "Internal error; see the server log.",
-            headers={"Connection": "close"},
-        )
+    for kind in (
+        ServiceError,
+        StoreUnavailableError,
+        StarletteHTTPException,
+        ClientDisconnect,
+        Exception,
+    ):
+        app.add_exception_handler(kind, _other)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import anyio
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
 
@@ -23,10 +22,6 @@ from l3fabric.model.fabric import FabricConfig, GatewayHeartbeat, HostHeartbeat
 from l3fabric.service.fabric import FabricService, Registry
 from l3fabric.service.fanout import WatchHub
 from l3fabric.service.watch import WATCH_DEFAULT_TIMEOUT_S, check_watch, snapshot
-
-# Long polls each hold a thread; they get their own pool so that many agents
-# watching never starve the API's ordinary (sync) endpoints.
-WATCH_THREADS = 1000
 
 
 def install(app: FastAPI) -> None:
@@ -56,6 +51,7 @@ def _router(fabric: FabricService, hub: WatchHub) -> APIRouter:
     _registry_routes(router, fabric.hosts)
     _registry_routes(router, fabric.gateways)
 
+    # Served by api/heartbeats.py in front of FastAPI; kept here for /openapi.json.
     @router.post("/hosts/{name}/heartbeat", openapi_extra=openapi_body(HostHeartbeat))
     def host_heartbeat(name: str, payload: JsonBody) -> dict[str, Any]:
         return fabric.host_heartbeat(name, payload)
@@ -87,18 +83,9 @@ def _router(fabric: FabricService, hub: WatchHub) -> APIRouter:
             await anyio.to_thread.run_sync(hub.start)
             return await anyio.to_thread.run_sync(snapshot, fabric.store, host)
         state = request.app.state
-        if getattr(state, "watch_limiter", None) is None:
-            state.watch_limiter = anyio.CapacityLimiter(WATCH_THREADS)
-        return await anyio.to_thread.run_sync(
-            counted_watch(getattr(state, "metrics", None), hub.watch_store),
-            fabric.store,
-            host,
-            since,
-            timeout,
-            state.stopping,
-            limiter=state.watch_limiter,
-            abandon_on_cancel=True,
-        )
+        # On the event loop: a waiting watch holds no thread (service/fanout.py).
+        with counted_watch(getattr(state, "metrics", None), hub.revision - since):
+            return await hub.watch_async(host, since, timeout, state.stopping)
 
     return router
 

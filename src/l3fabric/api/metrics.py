@@ -5,7 +5,8 @@
   template (``/v1/hosts/{name}``, not the name: bounded label values);
   requests no route matched count as route ``unmatched``;
 - ``l3fabric_watch_clients``: long polls open now; ``l3fabric_watch_lag_revisions``:
-  how many revisions behind the store a watch request starts;
+  how many revisions behind the controller's reader (its WatchHub) a watch
+  request starts;
 - ``l3fabric_store_seconds{op}``: each store call (get, range, txn, ...).
 
 ``/healthz`` answers while the process serves; ``/readyz`` only while the
@@ -16,8 +17,9 @@ Each app has its own registry: tests run many apps in one process.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -111,21 +113,18 @@ class RequestMetrics:
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - begun)
 
 
-def counted_watch(metrics: ApiMetrics | None, watch: Callable[..., Any]) -> Callable[..., Any]:
-    """``watch(store, host, since, ...)`` counted as open while it runs, with how far
-    behind it starts; in the worker thread, as reading the revision may block."""
+@contextlib.contextmanager
+def counted_watch(metrics: ApiMetrics | None, lag: int) -> Iterator[None]:
+    """A watch counted as open while the block runs, starting ``lag`` revisions behind."""
     if metrics is None:
-        return watch
-
-    def counted(store: Any, host: str, since: int, *args: Any) -> Any:
-        metrics.watch_lag.observe(max(0, store.revision() - since))
-        metrics.watch_clients.inc()
-        try:
-            return watch(store, host, since, *args)
-        finally:
-            metrics.watch_clients.dec()
-
-    return counted
+        yield
+        return
+    metrics.watch_lag.observe(max(0, lag))
+    metrics.watch_clients.inc()
+    try:
+        yield
+    finally:
+        metrics.watch_clients.dec()
 
 
 def install(app: FastAPI, metrics: ApiMetrics) -> None:

@@ -6,6 +6,12 @@ snapshot on 410), and a heartbeat every ``interval`` seconds carrying every
 port it holds as ACTIVE (the agents' worst case: they normally send only the
 statuses that changed). It records when each port first reached it.
 
+Each host has two keep-alive HTTP/1.1 connections of its own, one for its
+watch and one for its heartbeats, as a real agent has (``Http``, a minimal
+client: httpx's shared pool scanned all of a process's ~500 connections on
+every request, so 250 simulated hosts took most of a core and their events
+were read seconds late, which the benchmark then counted as fan-out latency).
+
 Protocol with the benchmark, one line each on stdout: ``ready`` once every
 host has its snapshot and is watching; ``seen PORT_ID TIME`` when a port
 first reaches its host (``time.monotonic``, the system-wide CLOCK_MONOTONIC,
@@ -22,69 +28,137 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from l3fabric.http_guard import raise_fd_limit
 
 WATCH_TIMEOUT_S = 25
+# Longer than a long poll: an answer later than this is an error.
+REQUEST_TIMEOUT_S = WATCH_TIMEOUT_S + 30
 # Snapshots in flight per process: agents start over minutes in a real
 # fabric, not all in the same second.
 SNAPSHOTS_AT_ONCE = 8
+
+
+class HttpError(Exception):
+    """A request that got no complete answer."""
+
+
+@dataclass
+class Http:
+    """One keep-alive HTTP/1.1 connection to the controller (reopened when it closes)."""
+
+    host: str
+    port: int
+    _reader: asyncio.StreamReader | None = None
+    _writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """The status and the JSON body of the answer (HttpError when there is none)."""
+        data = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        try:
+            return await asyncio.wait_for(self._exchange(head + data), REQUEST_TIMEOUT_S)
+        except (OSError, EOFError, TimeoutError, ValueError) as exc:
+            self.close()
+            raise HttpError(f"{method} {path.split('?')[0]}: {exc!r}") from None
+
+    async def _exchange(self, request: bytes) -> tuple[int, Any]:
+        reused = self._writer is not None
+        try:
+            return await self._once(request)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            if not reused:
+                raise
+            # The server closed the kept-alive connection as we reused it (a
+            # race every HTTP client retries once, on a new connection).
+            self.close()
+            return await self._once(request)
+
+    async def _once(self, request: bytes) -> tuple[int, Any]:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        self._writer.write(request)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = dict(
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(":") for line in lines[1:] if line)
+        )
+        body = await self._reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, json.loads(body) if body else None
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
 
 @dataclass
 class Agents:
     """What this process's hosts saw, and what went wrong."""
 
-    client: httpx.AsyncClient
+    url: str
     interval: float
     starting: asyncio.Semaphore
     errors: int = 0
     first_error: str = ""
+    _address: tuple[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        self._address = (parts.hostname or "127.0.0.1", parts.port or 80)
+
+    def connection(self) -> Http:
+        return Http(*self._address)
 
     def failed(self, what: str) -> None:
         self.errors += 1
         self.first_error = self.first_error or what
 
-    async def snapshot(self, host: str, ports: set[str]) -> int:
+    async def snapshot(self, http: Http, host: str, ports: set[str]) -> int:
         while True:
             async with self.starting:
                 try:
-                    answer = await self.client.get("/v1/watch", params={"host": host})
-                except httpx.HTTPError as exc:
-                    answer = None
-                    self.failed(f"snapshot {host}: {exc!r}")
-            if answer is not None and answer.status_code == 200:
+                    status, body = await http.request("GET", f"/v1/watch?host={host}")
+                except HttpError as exc:
+                    status, body = 0, None
+                    self.failed(f"snapshot {host}: {exc}")
+            if status == 200:
                 break
-            if answer is not None:
-                self.failed(f"snapshot {host}: {answer.status_code} {answer.text[:200]}")
+            if status:
+                self.failed(f"snapshot {host}: {status} {str(body)[:200]}")
             await asyncio.sleep(1)
-        body = answer.json()
         ports.clear()
         ports.update(p["id"] for p in body["ports"])
         return int(body["revision"])
 
-    async def watch(self, host: str, ports: set[str], revision: int) -> None:
-        params: dict[str, Any] = {"host": host, "timeout": WATCH_TIMEOUT_S}
+    async def watch(self, http: Http, host: str, ports: set[str], revision: int) -> None:
         while True:
+            query = urlencode({"host": host, "timeout": WATCH_TIMEOUT_S, "since": revision})
             try:
-                answer = await self.client.get("/v1/watch", params={**params, "since": revision})
-            except httpx.HTTPError as exc:
-                self.failed(f"watch {host}: {exc!r}")
+                status, body = await http.request("GET", f"/v1/watch?{query}")
+            except HttpError as exc:
+                self.failed(f"watch {host}: {exc}")
                 await asyncio.sleep(1)
                 continue
             now = time.monotonic()
-            if answer.status_code == 410:
-                revision = await self.snapshot(host, ports)
+            if status == 410:
+                revision = await self.snapshot(http, host, ports)
                 continue
-            if answer.status_code != 200:
-                self.failed(f"watch {host}: {answer.status_code} {answer.text[:200]}")
+            if status != 200:
+                self.failed(f"watch {host}: {status} {str(body)[:200]}")
                 await asyncio.sleep(1)
                 continue
-            body = answer.json()
             for event in body["events"]:
                 if event["kind"] != "port":
                     continue
@@ -97,39 +171,38 @@ class Agents:
             revision = body["revision"]
 
     async def heartbeat(self, host: str, ports: set[str]) -> None:
+        http = self.connection()
         # Spread over the interval, as agents started at different times are.
         await asyncio.sleep(random.uniform(0, self.interval))
         while True:
             started = time.monotonic()
             body = {"ports": dict.fromkeys(ports, "ACTIVE"), "agent": {"bench": True}}
             try:
-                answer = await self.client.post(f"/v1/hosts/{host}/heartbeat", json=body)
-                if answer.status_code != 200:
-                    self.failed(f"heartbeat {host}: {answer.status_code} {answer.text[:200]}")
-            except httpx.HTTPError as exc:
-                self.failed(f"heartbeat {host}: {exc!r}")
+                status, answer = await http.request("POST", f"/v1/hosts/{host}/heartbeat", body)
+                if status != 200:
+                    self.failed(f"heartbeat {host}: {status} {str(answer)[:200]}")
+            except HttpError as exc:
+                self.failed(f"heartbeat {host}: {exc}")
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
 
 async def _main(url: str, interval: float, hosts: list[str]) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=2 * len(hosts) + 8, max_keepalive_connections=None)
-    timeout = httpx.Timeout(WATCH_TIMEOUT_S + 30, connect=30)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
-        agents = Agents(client, interval, asyncio.Semaphore(SNAPSHOTS_AT_ONCE))
-        ports: dict[str, set[str]] = {h: set() for h in hosts}
-        revisions = await asyncio.gather(*(agents.snapshot(h, ports[h]) for h in hosts))
-        tasks = [
-            asyncio.create_task(agents.watch(h, ports[h], r))
-            for h, r in zip(hosts, revisions, strict=True)
-        ]
-        tasks += [asyncio.create_task(agents.heartbeat(h, ports[h])) for h in hosts]
-        print("ready", flush=True)
-        # Runs until the benchmark closes our stdin.
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return {"errors": agents.errors, "first_error": agents.first_error}
+    agents = Agents(url, interval, asyncio.Semaphore(SNAPSHOTS_AT_ONCE))
+    ports: dict[str, set[str]] = {h: set() for h in hosts}
+    watches = {h: agents.connection() for h in hosts}
+    revisions = await asyncio.gather(*(agents.snapshot(watches[h], h, ports[h]) for h in hosts))
+    tasks = [
+        asyncio.create_task(agents.watch(watches[h], h, ports[h], r))
+        for h, r in zip(hosts, revisions, strict=True)
+    ]
+    tasks += [asyncio.create_task(agents.heartbeat(h, ports[h])) for h in hosts]
+    print("ready", flush=True)
+    # Runs until the benchmark closes our stdin.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"errors": agents.errors, "first_error": agents.first_error}
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ from l3fabric.dataplane.netlink_batch import (
     RouteSocket,
 )
 from l3fabric.dataplane.routes import RTPROT_L3FABRIC, EndpointRoutes
+from l3fabric.lab.netns import stop_processes
 from l3fabric.loopback import free_port
 from l3fabric.routing.bird_config import BgpPeer, BirdConfig, Policy, render
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
@@ -165,6 +166,8 @@ def _namespace(name: str) -> Iterator[str]:
     try:
         yield name
     finally:
+        # Its processes first: a dnsmasq the agent started outlives the agent.
+        stop_processes([name])
         netns_mod.delete(name)
 
 

@@ -206,7 +206,7 @@ class Listing:
 
     digest: str | None
     rules: dict[str, int]
-    elements: dict[str, frozenset[str]]
+    elements: Mapping[str, frozenset[str]]
 
 
 def _json_prefix(value: object) -> str:

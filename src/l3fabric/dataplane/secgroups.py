@@ -53,7 +53,10 @@ class SecurityGroupsTable:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._nft = NftRunner(netns)  # in process (libnftables) where it can
-        self._applied: SgListing | None = None
+        # What the last transaction left, as rendered (its listing is made only
+        # when ``apply`` needs it: the agent's passes never do, and at 10,000
+        # ports it is an O(host) walk a one-port change need not pay).
+        self._applied: Rendered | None = None
 
     def _run(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -81,7 +84,8 @@ class SecurityGroupsTable:
         started = time.monotonic()
         rendered = render(state)
         render_s = time.monotonic() - started
-        current = self._applied if self._applied is not None and not full else self.listing()
+        applied = self._applied
+        current = listing_of(applied) if applied is not None and not full else self.listing()
         report = self.carry_out(transaction(rendered, current), rendered, state)
         report.render_s = render_s
         return report
@@ -101,7 +105,7 @@ class SecurityGroupsTable:
                 self.run_script(todo.script)
         report.nft_s = time.monotonic() - started
         report.transaction = todo
-        self._applied = listing_of(rendered)
+        self._applied = rendered
         if todo.narrowed:
             started = time.monotonic()
             report.pruned = self.prune(state)

@@ -34,6 +34,7 @@ from l3fabric.dataplane.sg_render import (
     set_decl,
     table_text,
 )
+from l3fabric.layered import Layered
 
 _DIGEST = re.compile(r"sg sha256:([0-9a-f]{16})")
 _T = f"{FAMILY} {TABLE}"
@@ -47,7 +48,7 @@ class SgListing:
 
     chains: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
-    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def listing_of(rendered: Rendered, only: Changed | None = None) -> SgListing:
     return SgListing(
         chains={name: _chain_state(rules) for name, rules in rendered.chains.items()},
         sets={name: (kind, frozenset(e)) for name, (kind, e) in rendered.sets.items()},
-        maps={name: dict(entries) for name, entries in rendered.maps.items()},
+        maps={name: dict(entries.items()) for name, entries in rendered.maps.items()},
     )
 
 
@@ -121,10 +122,12 @@ def update(before: SgListing, rendered: Rendered, only: Changed) -> SgListing:
     sets.update(fresh.sets)
     maps = {}
     for name, entries in before.maps.items():
-        maps[name] = dict(entries)
+        # An entry per tap: the next version shares the last (l3fabric/layered.py).
+        draft = Layered.of(entries).edit()
         for tap in only.taps:
-            maps[name].pop(tap, None)
-        maps[name].update(fresh.maps.get(name, {}))
+            draft.pop(tap, None)
+        draft.update(fresh.maps.get(name, {}))
+        maps[name] = draft.done()
     return SgListing(chains, sets, maps)
 
 

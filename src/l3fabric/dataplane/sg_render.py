@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from l3fabric.dataplane.sg_model import (
@@ -167,7 +168,7 @@ class Rendered:
 
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sets: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
-    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def group_chains(group: SecurityGroup) -> dict[str, tuple[str, ...]]:

@@ -171,11 +171,29 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+# How many times ``stop_processes`` lists and kills the namespaces' processes.
+KILL_ROUNDS = 3
+
+
+def stop_processes(namespaces: Iterable[str]) -> None:
+    """Kill every process inside the namespaces (those gone already hold none).
+
+    A process that is being stopped may start another one first (an agent
+    that was restarting dnsmasq, which daemonizes): they are listed again
+    until none is left, or a daemon outlives its namespace.
+    """
+    namespaces = list(namespaces)
+    for _ in range(KILL_ROUNDS):
+        pids = [pid for ns in namespaces for pid in namespace_pids(ns)]
+        if not pids:
+            return
+        kill_pids(pids)
+
+
 def delete(namespaces: Iterable[str]) -> None:
     """Kill every process inside the namespaces, then delete them (veths go too)."""
     namespaces = list(namespaces)
-    pids = [pid for ns in namespaces for pid in namespace_pids(ns)]
-    kill_pids(pids)
+    stop_processes(namespaces)
     if namespaces:
         batch([f"netns del {ns}" for ns in namespaces], force=True)
 

@@ -16,6 +16,8 @@ one the store no longer has is a ``Gone`` (ResyncRequired).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -77,16 +79,40 @@ class History:
         return newer
 
 
+# ``_step``'s answer when the host's history has moved past the watch's revision.
+_BEHIND: JSON = {}
+
+
+class _LoopWake:
+    """A waiting ``watch_async``: ``set`` from any thread wakes it on its event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+
+# What wakes a waiting watch: a thread's event, or a ``_LoopWake``.
+_Wake = threading.Event | _LoopWake
+
+
 @dataclass
 class _Waiters:
     """Who waits for what: a wake-up per waiting watch, by host."""
 
-    by_host: dict[str, set[threading.Event]] = field(default_factory=dict)
+    by_host: dict[str, set[_Wake]] = field(default_factory=dict)
 
-    def add(self, host: str, wake: threading.Event) -> None:
+    def add(self, host: str, wake: _Wake) -> None:
         self.by_host.setdefault(host, set()).add(wake)
 
-    def remove(self, host: str, wake: threading.Event) -> None:
+    def remove(self, host: str, wake: _Wake) -> None:
         waiting = self.by_host.get(host)
         if waiting is not None:
             waiting.discard(wake)
@@ -237,10 +263,79 @@ class WatchHub:
 
     # The watchers ---------------------------------------------------------------
 
+    @property
+    def revision(self) -> int:
+        """The revision the reader has read up to."""
+        return self._revision
+
     def watch(
         self, host: str, since: int, timeout: float, stopping: threading.Event | None = None
     ) -> JSON:
         """Long-poll like ``watch_blocking``: ``host``'s events after ``since``, once there are any."""
+        deadline = time.monotonic() + timeout
+        answer, since = self._from_store(host, since, timeout)
+        if answer is not None:
+            return answer
+        wake = threading.Event()
+        with self._lock:
+            self._waiters.add(host, wake)
+        try:
+            while True:
+                answer, remaining = self._step(host, since, deadline, stopping)
+                if answer is _BEHIND:
+                    return self.watch(host, since, remaining, stopping)
+                if answer is not None:
+                    return answer
+                # Woken by a batch for this host, or by stop(): no polling, so a
+                # thousand idle watches cost nothing between their changes.
+                wake.wait(remaining)
+                wake.clear()
+        finally:
+            with self._lock:
+                self._waiters.remove(host, wake)
+
+    async def watch_async(
+        self, host: str, since: int, timeout: float, stopping: threading.Event | None = None
+    ) -> JSON:
+        """``watch`` on the event loop: a waiting watch holds no thread (a thousand
+        long polls held a thousand threads, and a thread pool of that size queued
+        any watch beyond it for up to a whole poll). The store is read in a thread,
+        only when the hub cannot answer (not started, a short poll, behind it)."""
+        deadline = time.monotonic() + timeout
+        if self._needs_store(host, since, timeout):
+            answer, since = await asyncio.to_thread(self._from_store, host, since, timeout)
+            if answer is not None:
+                return answer
+        wake = _LoopWake(asyncio.get_running_loop())
+        with self._lock:
+            self._waiters.add(host, wake)
+        try:
+            while True:
+                if since > self._revision:  # ahead of the hub: the step reads the store
+                    step = await asyncio.to_thread(self._step, host, since, deadline, stopping)
+                else:
+                    step = self._step(host, since, deadline, stopping)
+                answer, remaining = step
+                if answer is _BEHIND:
+                    return await self.watch_async(host, since, remaining, stopping)
+                if answer is not None:
+                    return answer
+                await wake.wait(remaining)
+        finally:
+            with self._lock:
+                self._waiters.remove(host, wake)
+
+    def _needs_store(self, host: str, since: int, timeout: float) -> bool:
+        """Whether ``_from_store`` has anything to do (else it is a no-op)."""
+        if self._thread is None or not self._thread.is_alive() or timeout < _CATCH_UP_S:
+            return True
+        with self._lock:
+            return since < self._floor(host)
+
+    def _from_store(self, host: str, since: int, timeout: float) -> tuple[JSON | None, int]:
+        """What the hub cannot serve: start it, wait for it to reach what a short poll
+        must hold, and the events of a watch older than the hub, from the store.
+        Returns an answer, or the revision to wait in the hub from."""
         self.start()
         if timeout < _CATCH_UP_S:
             # A short poll must hold what was committed before it arrived, as
@@ -254,35 +349,31 @@ class WatchHub:
             # Older than the hub: the store serves what it still has (or Gone).
             answer = watch_blocking(self.store, host, since, 0)
             if answer["events"]:
-                return answer
+                return answer, since
             since = answer["revision"]
-        deadline = time.monotonic() + timeout
-        wake = threading.Event()
+        return None, since
+
+    def _step(
+        self, host: str, since: int, deadline: float, stopping: threading.Event | None
+    ) -> tuple[JSON | None, float]:
+        """One look at the histories: an answer, ``_BEHIND`` (the host's history moved
+        past ``since``: start over), or None (wait); and the time left. Reads the
+        store only when ``since`` is ahead of the hub."""
         with self._lock:
-            self._waiters.add(host, wake)
-        try:
-            while True:
-                with self._lock:
-                    found, revision, floor = self._collect(host, since)
-                if since < floor:
-                    return self.watch(host, since, max(0.0, deadline - time.monotonic()), stopping)
-                if since > revision and since > self.store.revision():
-                    raise Gone(
-                        "ResyncRequired",
-                        f"revision {since} is newer than the store ({revision}); take a new"
-                        f" snapshot (GET /v1/watch?host={host})",
-                    )
-                remaining = deadline - time.monotonic()
-                stop = self._stop.is_set() or (stopping is not None and stopping.is_set())
-                if found or remaining <= 0 or stop:
-                    return {"revision": max(revision, since), "events": found}
-                # Woken by a batch for this host, or by stop(): no polling, so a
-                # thousand idle watches cost nothing between their changes.
-                wake.wait(remaining)
-                wake.clear()
-        finally:
-            with self._lock:
-                self._waiters.remove(host, wake)
+            found, revision, floor = self._collect(host, since)
+        remaining = max(0.0, deadline - time.monotonic())
+        if since < floor:
+            return _BEHIND, remaining
+        if since > revision and since > self.store.revision():
+            raise Gone(
+                "ResyncRequired",
+                f"revision {since} is newer than the store ({revision}); take a new"
+                f" snapshot (GET /v1/watch?host={host})",
+            )
+        stop = self._stop.is_set() or (stopping is not None and stopping.is_set())
+        if found or remaining <= 0 or stop:
+            return {"revision": max(revision, since), "events": found}, remaining
+        return None, remaining
 
     def watch_store(
         self,

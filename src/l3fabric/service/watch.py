@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from l3fabric import keys
+from l3fabric.record_check import material
 from l3fabric.service.anycast import groups_with
 from l3fabric.service.errors import Gone, bad_request
 from l3fabric.service.fabric import check_name, fabric_value
@@ -102,6 +103,10 @@ def port_event(event: Event, host: str, everything: bool = False) -> dict[str, A
     port_id = event.key[len(_PORTS) :]
     now = sees_port(event.value, host, everything)
     before = sees_port(event.prev_value, host, everything)
+    if now and before and material(event.value) == material(event.prev_value):
+        # A status report (the host's own, most often): nothing a host programs
+        # changed, so it wakes nobody (each new port's ACTIVE report woke its host).
+        return None
     if now:
         return _event("put", "port", port_id, event.revision, event.value)
     if before:
