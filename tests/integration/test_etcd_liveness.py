@@ -96,18 +96,19 @@ def test_every_controller_shows_the_same_liveness(
         assert [status(first), status(second), listed(second)] == ["up"] * 3
     finally:
         stopped = agent.halt()
-    # Up until about the grace after the last heartbeat, then down on both.
+    # Up for at least the grace after the last heartbeat, then down on both
+    # within 2 TTLs (the renewer keeps a lease alive a TTL after the last heartbeat).
     time.sleep(max(0.0, stopped + GRACE_S - 0.7 - time.monotonic()))
     assert [status(first), status(second)] == ["up"] * 2
     down_at = {}
-    while len(down_at) < 2 and time.monotonic() < stopped + GRACE_S + MARGIN_S + 2:
+    while len(down_at) < 2 and time.monotonic() < stopped + 2 * GRACE_S + MARGIN_S + 2:
         for url in (first, second):
             if url not in down_at and status(url) == "down":
                 down_at[url] = time.monotonic() - stopped
         time.sleep(0.05)
     print(f"\ndown after the last heartbeat: {down_at}")
     assert set(down_at) == {first, second}, down_at
-    assert max(down_at.values()) < GRACE_S + MARGIN_S, down_at
+    assert max(down_at.values()) < 2 * GRACE_S + MARGIN_S, down_at
 
 
 # When the kill comes in the heartbeat cycle (seconds after a heartbeat).

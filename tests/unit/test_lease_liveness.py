@@ -93,10 +93,17 @@ def leases() -> FakeLeases:
     return FakeLeases()
 
 
+TTL = int(GRACE)
+TICK = TTL / LeaseLiveness.TICKS
+
+
 @pytest.fixture
 def controllers(leases: FakeLeases) -> Iterator[tuple[LeaseLiveness, LeaseLiveness]]:
-    # A long wait: what a heartbeat waits for is asserted, not the bound on the wait.
-    pair = tuple(LeaseLiveness(leases, lambda: GRACE, gather_s=0.0, wait_s=5.0) for _ in range(2))
+    # No renewer threads: the test runs the rounds (``renew``) on the fake clock.
+    pair = tuple(
+        LeaseLiveness(leases, lambda: GRACE, clock=lambda: leases.now, background=False)
+        for _ in range(2)
+    )
     yield pair  # type: ignore[misc]
     for liveness in pair:
         liveness.close()
@@ -106,40 +113,63 @@ def up(liveness: LeaseLiveness, name: str = "h1") -> bool:
     return name in liveness.up("host", {name: None}, GRACE)
 
 
+def run(leases: FakeLeases, seconds: float, *alive: LeaseLiveness) -> None:
+    """``seconds`` of the fake clock, each renewer of ``alive`` running a round every tick."""
+    for _ in range(round(seconds / TICK)):
+        leases.now += TICK
+        for liveness in alive:
+            liveness.renew()
+
+
+def test_a_heartbeat_does_not_wait_on_etcd(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, _ = controllers
+    leases.down = True  # any call to etcd would raise
+    assert a.beat("host", "h1", {"agent": {"n": 1}})["agent"] == {"n": 1}
+    leases.down = False
+    assert leases.writes == 0 and not up(a)  # taken by the renewer's round, not the heartbeat
+
+
 def test_a_host_that_beats_to_one_controller_is_up_on_every_controller(
     leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
 ) -> None:
     a, b = controllers
     assert not up(a) and not up(b)
     a.beat("host", "h1", {"agent": {}})
+    a.renew()  # the next round after the heartbeat writes its key
     assert up(a) and up(b)
     assert a.up("host", {"h1": None, "h2": None}, GRACE) == {"h1"}  # the list's one read
     assert b.last("host", "h1") is None  # the report itself stays with its controller
 
 
-def test_heartbeats_keep_the_lease_alive_with_one_write(
+def test_a_beating_hosts_lease_keeps_two_thirds_of_its_ttl_with_one_write(
     leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
 ) -> None:
     a, b = controllers
     for n in range(30):
-        renewed = len(leases.renewed)
         a.beat("host", "h1", {"agent": {"n": n}})
-        # The renewal is done before the heartbeat is answered.
-        assert len(leases.renewed) == renewed + 1
-        leases.now += GRACE / 2
+        for _ in range(round(GRACE / 2 / TICK)):
+            run(leases, TICK, a)
+            ((_, expires),) = leases.leases.values()
+            # What a controller's kill -9 leaves the agent's next heartbeat.
+            assert expires - leases.now >= TTL * 2 / 3 - 1e-9
         assert up(b)
     assert leases.writes == 1
+    # Renewed every TTL/3, not every tick: 1.5 keepalives per heartbeat.
+    assert len(leases.renewed) <= 30 * 1.5 + 1
 
 
-def test_a_host_that_stops_is_down_on_every_controller_after_the_ttl(
+def test_a_host_that_stops_is_down_on_every_controller_within_two_ttls(
     leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
 ) -> None:
     a, b = controllers
     a.beat("host", "h1", {})
+    run(leases, GRACE, a)
     a.beat("host", "h1", {})
-    leases.now += GRACE - 0.1
+    run(leases, TTL * 5 / 3 - TICK, a)
     assert up(a) and up(b)
-    leases.now += 0.1
+    run(leases, TTL / 3 + TICK, a)
     assert not up(a) and not up(b)
 
 
@@ -148,13 +178,14 @@ def test_the_next_controller_keeps_the_same_lease_alive(
 ) -> None:
     a, b = controllers
     a.beat("host", "h1", {})
-    leases.now += GRACE / 2
+    run(leases, GRACE / 2, a)
     a.beat("host", "h1", {})
-    # a dies here; the agent's next heartbeat goes to b.
+    # a dies here (its rounds stop); the agent's next heartbeat goes to b.
     for _ in range(5):
-        leases.now += GRACE / 2
+        run(leases, GRACE / 2, b)
         assert up(b)
         b.beat("host", "h1", {})
+        b.renew()  # the round right after the heartbeat of an agent it does not hold
     assert leases.writes == 1  # b adopted a's lease: no second key write
     assert len(leases.leases) == 1
 
@@ -164,30 +195,31 @@ def test_a_lease_that_expired_is_taken_again(
 ) -> None:
     a, _ = controllers
     a.beat("host", "h1", {})
-    leases.now += GRACE + 1
+    a.renew()
+    leases.now += GRACE + 1  # this process stalled: no round
     assert not up(a)
-    a.beat("host", "h1", {})  # the renewal finds it gone and takes a new one
-    deadline = time.monotonic() + 5
-    while not up(a):  # after the heartbeat was answered
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    a.beat("host", "h1", {})
+    a.renew()  # the keepalive finds it gone
+    a.renew()  # and the next round takes a new one
+    assert up(a)
     assert leases.writes == 2
 
 
-def test_a_heartbeat_is_answered_while_etcd_is_away(
+def test_the_renewer_goes_on_while_etcd_is_away(
     leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
 ) -> None:
     a, _ = controllers
     a.beat("host", "h1", {})
+    a.renew()
     leases.down = True
-    started = time.monotonic()
-    assert a.beat("host", "h1", {"agent": {"n": 1}})["agent"] == {"n": 1}
     a.beat("host", "h2", {})  # a new one: not taken, not an error
-    assert time.monotonic() - started < 1.0  # a failed round ends the wait
+    run(leases, GRACE / 2, a)
     leases.down = False
-    assert a.last("host", "h1")["agent"] == {"n": 1}
+    a.beat("host", "h1", {"agent": {"n": 1}})
     a.beat("host", "h2", {})
-    assert up(a, "h2")
+    a.renew()
+    assert up(a, "h1") and up(a, "h2")
+    assert a.last("host", "h1")["agent"] == {"n": 1}
 
 
 def test_a_deleted_agent_loses_its_lease(
@@ -195,6 +227,7 @@ def test_a_deleted_agent_loses_its_lease(
 ) -> None:
     a, b = controllers
     a.beat("host", "h1", {})
+    a.renew()
     b.forget("host", "h1")
     assert not up(a) and a.last("host", "h1") is not None  # a's memory is a's
 
@@ -217,9 +250,14 @@ def test_every_controllers_host_views_agree(tmp_path: Path, leases: FakeLeases) 
         assert isinstance(first.liveness, LeaseLiveness)
         first.hosts.register("h1", HOST)
         first.host_heartbeat("h1", {"agent": {"controller": "http://c1"}})
+        deadline = time.monotonic() + 1  # first's renewer writes the key within a round
+        while first.hosts.show("h1")["status"] != "up":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         views = [first.hosts.show("h1"), second.hosts.show("h1"), second.hosts.list()[0]]
         assert [v["status"] for v in views] == ["up"] * 3
         assert views[0]["agent"] == {"controller": "http://c1"}  # stored: a change of state
+        first.liveness.close()  # first dies: its renewer stops
         leases.now += GRACE
         assert [f.hosts.show("h1")["status"] for f in (first, second)] == ["down"] * 2
     finally:
@@ -238,11 +276,7 @@ def test_one_controller_on_sqlite_keeps_liveness_in_memory(tmp_path: Path) -> No
     store.close()
 
 
-def test_a_round_that_fails_unexpectedly_does_not_end_the_renewals(
-    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
-) -> None:
-    a, _ = controllers
-    a.beat("host", "h1", {})
+def test_a_round_that_fails_unexpectedly_does_not_end_the_renewals(leases: FakeLeases) -> None:
     real, calls = leases.keepalive, []
 
     def broken_once(ids: Sequence[int]) -> dict[int, int]:
@@ -252,7 +286,13 @@ def test_a_round_that_fails_unexpectedly_does_not_end_the_renewals(
         return real(ids)
 
     leases.keepalive = broken_once  # type: ignore[method-assign]
-    a.beat("host", "h1", {})
-    renewed = len(leases.renewed)
-    a.beat("host", "h1", {})
-    assert len(calls) == 2 and len(leases.renewed) == renewed + 1
+    a = LeaseLiveness(leases, lambda: GRACE, clock=lambda: leases.now, gather_s=0.0)
+    try:
+        a.beat("host", "h1", {})  # starts the renewer thread
+        deadline = time.monotonic() + 5
+        while not leases.renewed:  # the round after the broken one keeps it alive
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert len(calls) == 2
+    finally:
+        a.close()

@@ -12,9 +12,9 @@ store (``for_store``):
   report to this controller is younger than the grace.
 - ``LeaseLiveness`` (etcd, any number of controllers): an agent is up while
   its key under ``/live/`` exists. The key is bound to an etcd lease whose
-  TTL is the grace, kept alive by the agent's heartbeats to whichever
-  controller it reports to, so every controller reads the same answer; the
-  key is written only when its lease is new (first heartbeat, or after it
+  TTL is the grace, kept alive (off the heartbeat's path) by the controller
+  the agent reports to, so every controller reads the same answer; the key
+  is written only when its lease is new (first heartbeat, or after it
   expired), and a keepalive is no store write.
 """
 
@@ -26,6 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from l3fabric.keys import live_key, live_prefix
 from l3fabric.store import Store, StoreError
@@ -39,14 +40,13 @@ DEFAULT_TTL_S = 600.0
 # A port status the controller applied is not read again for this long when
 # the same host reports it again (the agents resend every status now and then).
 PORT_STATUS_TTL_S = 30.0
-# A heartbeat is answered once its lease is kept alive, or after this long
-# (etcd slow or away: the report is kept anyway, the lease may lapse). Short:
-# a waiting heartbeat holds one of the server's 40 threads for sync routes,
-# so this bounds how far a slow etcd can slow them (40 / 0.25 s = 160/s).
-RENEW_WAIT_S = 0.25
-# The renewer waits this long after a heartbeat for more to join its round
-# (one connection to etcd for all of them).
+# The renewer waits this long after the heartbeat of an agent it does not hold
+# yet, for more to join its round (the agents of a controller that died come
+# all at once).
 GATHER_S = 0.02
+# Leases taken at once (each take writes to etcd twice: concurrent writes
+# share etcd's disk syncs, one after the other they wait for one each).
+TAKERS = 8
 
 
 class Liveness(abc.ABC):
@@ -128,50 +128,59 @@ def lease_ttl(grace: float) -> int:
 class LeaseLiveness(Liveness):
     """Up means "has a live lease", the same on every controller.
 
-    Each heartbeat keeps its agent's lease alive before it is answered (group
-    commit: the heartbeats of ~``GATHER_S`` share one pipelined round trip to
-    etcd), so an acknowledged heartbeat always extends the lease: when its
-    controller dies the agent's next heartbeat, to another controller, finds
-    the lease alive and keeps it (``Leases.hold`` adopts the key's lease). The
-    reports themselves stay in this controller's memory (``MemoryLiveness``).
+    A heartbeat never waits on etcd: it records "seen now" in memory (O(1)).
+    One renewer thread per controller takes the lease of each agent seen but
+    not held (adopts the key's live lease, or writes the key under a new one)
+    and keeps alive, in pipelined rounds every ``TTL / TICKS`` seconds, the
+    lease of every agent seen within the TTL, each one at least every
+    ``TTL / 3`` (plus a round's duration). So a lease always has ``2 TTL / 3``
+    of life left while its agent beats: with TTL = grace = 2 heartbeat
+    intervals, a controller killed with ``kill -9`` leaves the agent's next
+    heartbeat (an interval later, to another controller) a third of the TTL
+    to adopt the lease (1.3 s for a 4 s TTL). An agent seen for the first time
+    is up everywhere once its key is written: ``gather_s`` plus one take after
+    its heartbeat. An agent that stops is down ``2 TTL`` after its last
+    heartbeat at most, ``5 TTL / 3`` (- a tick) at least.
+    The reports themselves stay in this controller's memory (``MemoryLiveness``).
     """
+
+    # Rounds per TTL: each renews the leases about TTL/3 old (half a tick early,
+    # so that they are not a tick late).
+    TICKS = 12
 
     def __init__(
         self,
         leases: Leases,
         grace: Callable[[], float],
         *,
-        wait_s: float = RENEW_WAIT_S,
         gather_s: float = GATHER_S,
+        clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
         self._leases = leases
         self._grace = grace
-        self.wait_s = wait_s
         self.gather_s = gather_s
+        self._clock = clock
+        self._background = background  # False: the caller runs ``renew`` (tests)
         self._reports = MemoryLiveness()
+        self._seen: dict[tuple[str, str], float] = {}  # agent -> last heartbeat (clock)
         self._held: dict[tuple[str, str], int] = {}  # the leases this controller keeps alive
-        self._pending: set[tuple[str, str]] = set()  # beaten since the last round began
-        self._begun = 0  # renewal rounds begun, and finished
-        self._finished = 0
+        self._renewed: dict[tuple[str, str], float] = {}  # agent -> its last keepalive
+        self._untaken = False  # an agent was seen whose lease is not held
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._takers = ThreadPoolExecutor(TAKERS, thread_name_prefix="liveness-take")
         self._stopped = False
-        self._failing = False  # the last round's keepalive failed
+        self._failing = False  # the last request to etcd failed
 
     def beat(self, kind: str, name: str, report: JSON) -> JSON:
         stamped = self._reports.beat(kind, name, report)
         with self._cond:
-            held = (kind, name) in self._held
-        if not held and not self._take(kind, name):
-            return stamped  # etcd did not answer: the report is kept all the same
-        with self._cond:
-            self._pending.add((kind, name))
-            ours = self._begun + 1
-            self._start()
-            self._cond.notify_all()
-            self._cond.wait_for(
-                lambda: self._finished >= ours or self._stopped, timeout=self.wait_s
-            )
+            self._seen[kind, name] = self._clock()
+            if (kind, name) not in self._held:
+                self._untaken = True
+                self._start()
+                self._cond.notify_all()
         return stamped
 
     def last(self, kind: str, name: str) -> JSON | None:
@@ -186,8 +195,8 @@ class LeaseLiveness(Liveness):
     def forget(self, kind: str, name: str) -> None:
         self._reports.forget(kind, name)
         with self._cond:
-            self._held.pop((kind, name), None)
-            self._pending.discard((kind, name))
+            for table in (self._seen, self._held, self._renewed):
+                table.pop((kind, name), None)
         self._leases.release(live_key(kind, name))
 
     def close(self) -> None:
@@ -197,78 +206,100 @@ class LeaseLiveness(Liveness):
             thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
+        self._takers.shutdown(wait=False)
 
-    def _take(self, kind: str, name: str) -> bool:
+    def renew(self) -> None:
+        """One round: take the leases of agents seen but not held, keep alive
+        those due, and stop keeping those of agents silent for too long."""
+        ttl = lease_ttl(self._grace())
+        period = ttl / 3
+        now = self._clock()
+        with self._cond:
+            self._untaken = False
+            # Silent for a TTL: no longer kept alive (a TTL, not less, so that
+            # heartbeats queued in an overloaded server do not lose their leases).
+            for key in [k for k, seen in self._seen.items() if now - seen >= ttl]:
+                for table in (self._seen, self._held, self._renewed):
+                    table.pop(key, None)  # its lease lapses a TTL after its last keepalive
+            untaken = [key for key in self._seen if key not in self._held]
+        # Takes are 2-3 requests each: bounded per round so that the keepalives
+        # of the held leases are not late. Every round takes what is left (a
+        # failed take is retried a tick later, not at once: etcd may be away).
+        budget = time.monotonic() + period / 4
+        for start in range(0, len(untaken), TAKERS):
+            if time.monotonic() > budget:
+                with self._cond:
+                    self._untaken = True  # the next round right away
+                break
+            batch = untaken[start : start + TAKERS]
+            if not all(self._takers.map(lambda key: self._take(*key, ttl), batch)):
+                break
+        with self._cond:
+            due = {
+                key: lease
+                for key, lease in self._held.items()
+                if now - self._renewed.get(key, -math.inf) >= period - ttl / self.TICKS / 2
+            }
+        self._keepalive(due, now)
+
+    def _take(self, kind: str, name: str, ttl: int) -> bool:
         """Hold ``name``'s key: adopt its lease, or write it under a new one (True if held)."""
         try:
-            lease = self._leases.hold(
-                live_key(kind, name), {"heartbeat_at": time.time()}, lease_ttl(self._grace())
-            )
+            lease = self._leases.hold(live_key(kind, name), {"heartbeat_at": time.time()}, ttl)
         except StoreError as exc:
-            # Shown down (on every controller) until a heartbeat takes it.
-            if not self._failing:
-                log.warning("liveness of %s %s not kept in etcd: %s", kind, name, exc)
-            self._failing = True
+            # Shown down (on every controller) until a round takes it.
+            self._failed(f"liveness of {kind} {name} not kept in etcd: {exc}")
             return False
         with self._cond:
-            self._held[kind, name] = lease
+            if (kind, name) in self._seen:  # not forgotten meanwhile
+                self._held[kind, name] = lease  # an adopted lease: kept alive this round
         return True
 
+    def _keepalive(self, due: dict[tuple[str, str], int], now: float) -> None:
+        """Keep the leases of ``due`` alive; those that had expired are taken again next round."""
+        try:
+            ttls = self._leases.keepalive(sorted(set(due.values())))
+        except StoreError as exc:
+            self._failed(f"liveness: keeping leases alive in etcd failed: {exc}")
+            return
+        if self._failing:
+            log.info("liveness: leases kept alive in etcd again")
+            self._failing = False
+        with self._cond:
+            for key, lease in due.items():
+                if self._held.get(key) != lease:
+                    continue  # forgotten or taken anew meanwhile
+                if ttls.get(lease, -1) > 0:
+                    self._renewed[key] = now
+                else:  # etcd or this process was too slow: a new lease next round
+                    del self._held[key]
+                    self._renewed.pop(key, None)
+                    self._untaken = True
+
+    def _failed(self, message: str) -> None:
+        if not self._failing:  # once per outage, not once per request
+            log.warning("%s", message)
+        self._failing = True
+
     def _start(self) -> None:
-        if self._thread is None and not self._stopped:
+        if self._background and self._thread is None and not self._stopped:
             self._thread = threading.Thread(target=self._run, name="liveness", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._stopped)
+                tick = lease_ttl(self._grace()) / self.TICKS
+                self._cond.wait_for(lambda: self._untaken or self._stopped, timeout=tick)
                 if self._stopped:
                     return
-            time.sleep(self.gather_s)
-            with self._cond:
-                due = {key: self._held[key] for key in self._pending if key in self._held}
-                self._pending = set()
-                self._begun += 1
+                untaken = self._untaken
+            if untaken:  # more new agents may come: take them in one round
+                time.sleep(self.gather_s)
             try:
-                self._round(due)
+                self.renew()
             except Exception:  # a bug must not end the renewals of every agent
                 log.exception("liveness: a round of keepalives failed")
-                self._finish()
-
-    def _round(self, due: dict[tuple[str, str], int]) -> None:
-        expired = self._renew(due)
-        self._finish()
-        # Leases that expired while their agents beat (etcd or this process too
-        # slow): new ones, after the round's heartbeats are answered; the next
-        # heartbeat's round keeps them alive (an adopted one may be dead too).
-        for kind, name in expired:
-            self._take(kind, name)
-
-    def _finish(self) -> None:
-        """The round begun last is done: its heartbeats are answered."""
-        with self._cond:
-            self._finished = self._begun
-            self._cond.notify_all()
-
-    def _renew(self, due: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
-        """Keep the leases of ``due`` alive; returns those that had expired."""
-        try:
-            ttls = self._leases.keepalive(sorted(set(due.values())))
-        except StoreError as exc:
-            if not self._failing:  # once per outage, not once per round
-                log.warning("liveness: keeping leases alive in etcd failed: %s", exc)
-            self._failing = True
-            return []
-        if self._failing:
-            log.info("liveness: leases kept alive in etcd again")
-            self._failing = False
-        expired = [key for key, lease in due.items() if ttls.get(lease, -1) <= 0]
-        with self._cond:
-            for key in expired:
-                if self._held.get(key) == due[key]:
-                    del self._held[key]
-        return expired
 
 
 def durable_state(report: JSON) -> JSON:
