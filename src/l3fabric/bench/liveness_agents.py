@@ -5,6 +5,10 @@ host agent does, and nothing else. Protocol: ``ready`` on stdout once every
 host is beating; when stdin closes it stops and prints one JSON line
 ``{"beats": [[SENT, SECONDS], ...], "errors": N}`` (``time.monotonic``).
 
+Each host beats on a keep-alive connection of its own
+(``fanout_agents.Http``: httpx's shared pool scans every connection of the
+process on each request, which delayed hundreds of simulated hosts' beats).
+
 Run: ``python -m l3fabric.bench.liveness_agents URL INTERVAL HOST...`` (internal).
 """
 
@@ -15,8 +19,10 @@ import json
 import random
 import sys
 import time
+from urllib.parse import urlsplit
 
-import httpx
+from l3fabric.bench.fanout_agents import Http, HttpError
+from l3fabric.http_guard import raise_fd_limit
 
 BODY = {"ports": {}, "bgp": [], "agent": {"bench": "liveness"}}
 
@@ -26,30 +32,34 @@ async def _main(url: str, interval: float, hosts: list[str]) -> None:
     errors = 0
     stop = asyncio.Event()
 
-    async def beat(client: httpx.AsyncClient, host: str) -> None:
+    async def beat(host: str) -> None:
         nonlocal errors
+        http = Http(where.hostname or "127.0.0.1", where.port or 80)
         await asyncio.sleep(random.random() * interval)
-        while not stop.is_set():
-            sent = time.monotonic()
-            try:
-                answer = await client.post(f"/v1/hosts/{host}/heartbeat", json=BODY)
-                errors += answer.status_code != 200
-            except httpx.HTTPError:
-                errors += 1
-            beats.append((sent, time.monotonic() - sent))
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - sent)))
+        try:
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    status, _ = await http.request("POST", f"/v1/hosts/{host}/heartbeat", BODY)
+                    errors += status != 200
+                except HttpError:
+                    errors += 1
+                beats.append((sent, time.monotonic() - sent))
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - sent)))
+        finally:
+            http.close()
 
-    limits = httpx.Limits(max_connections=len(hosts), max_keepalive_connections=len(hosts))
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        tasks = [asyncio.create_task(beat(client, h)) for h in hosts]
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    where = urlsplit(url)
+    tasks = [asyncio.create_task(beat(h)) for h in hosts]
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     print(json.dumps({"beats": beats, "errors": errors}), flush=True)
 
 
 if __name__ == "__main__":
+    raise_fd_limit()  # a connection per host
     asyncio.run(_main(sys.argv[1], float(sys.argv[2]), sys.argv[3:]))
