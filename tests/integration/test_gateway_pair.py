@@ -13,6 +13,7 @@ is pinged from the internet meanwhile.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -23,8 +24,10 @@ from typing import Any
 
 import pytest
 
+from l3fabric.gateway.steer import ROUTE_TABLE
 from l3fabric.lab import faults, gateway_pair
 from l3fabric.lab import long_flows as lf
+from l3fabric.routing.bird_process import BirdProcess
 
 from .lab_fixtures import Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
 
@@ -208,6 +211,27 @@ def test_a_flow_whose_directions_cross_the_two_gateways_works_before_and_after(l
         lab.exec("r1-h1", "ip", "route", "del", f"{client2}/32", check=False)
     # The handshake's SYN-ACK came back through gw2 and went on to gw1 (its port's owner).
     assert steered(lab, "gw2") > steered_before
+
+
+def test_a_gateway_whose_bird_is_killed_stops_steering_until_it_is_back(lab: Lab) -> None:
+    # BIRD killed: its kernel routes stay, the steering route through the peer too, but
+    # nothing checks the peer any more. The agent removes that route at once (replies
+    # use the synced state here) and restarts BIRD, whose BFD session puts it back.
+    for gw in gateway_pair.GATEWAYS:
+        lab.wait_established(gw, with_hosts=True, timeout=30)
+    gateway_pair.whole(lab.plan, POOL)
+    bird = BirdProcess("bird", run_dir=str(lab.state.agent_dir("gw1")))
+    killed = bird.pid()
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    took = wait_until(lambda: not steering_route(lab, "gw1"), 2, "gw1's steering route gone")
+    assert took < 1.0
+    wait_until(lambda: bird.pid() not in (None, killed), 15, "BIRD restarted by the agent")
+    gateway_pair.whole(lab.plan, POOL)  # steering again: BFD to gw2 is up
+
+
+def steering_route(lab: Lab, gateway: str) -> bool:
+    return bool(lab.exec(gateway, "ip", "route", "show", "table", str(ROUTE_TABLE)).stdout.strip())
 
 
 def test_every_connection_survives_a_frozen_gateway(lab: Lab) -> None:

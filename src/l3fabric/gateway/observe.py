@@ -2,9 +2,10 @@
 
 Every pass reads everything: the forwarding sysctls, the interfaces towards
 the upstream peers, the NAT table by content (so a rule or element deleted
-by hand is seen), BIRD's anycast paths and running config, and the kernel's
-anycast groups. A gateway holds a handful of objects: a few ms of netlink,
-two ``nft`` calls and two BIRD socket round trips.
+by hand is seen), BIRD's anycast paths, running config and fabric sessions
+(gateway/birdwatch.py), and the kernel's anycast groups. A gateway holds a
+handful of objects: a few ms of netlink, two ``nft`` calls and three BIRD
+socket round trips.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.links import egress_interfaces
 from l3fabric.gateway.anycast import AnycastSync
+from l3fabric.gateway.birdwatch import BirdWatch
 from l3fabric.gateway.conntrackd import CONNTRACK_SYSCTLS, Conntrackd
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.gateway.nat import GatewayNat
@@ -36,15 +38,18 @@ class GatewayReader:
         bird: BirdProcess,
         conntrackd: Conntrackd,
         steering: Steering,
+        watch: BirdWatch,
     ) -> None:
         self.nat = nat
         self.anycast = anycast
         self.bird = bird
         self.conntrackd = conntrackd
         self.steering = steering
+        self.watch = watch
 
     def read(self, upstream: Iterable[str], bird_policy: GatewayDesired | None) -> GatewayObserved:
         """Everything; ``upstream``: the peers' addresses, ``bird_policy``: what BIRD was last given."""
+        self.watch.poll()  # the fabric gate as BIRD has it now (the pass acts on any change)
         running = self.bird.alive()
         learned = text = None
         if running:
@@ -68,4 +73,5 @@ class GatewayReader:
             bird_policy=bird_policy if running else None,
             conntrackd_text=self.conntrackd.running_text(),
             steer_digest=self.steering.applied_digest(),
+            fabric_ready=self.watch.ready,
         )

@@ -33,3 +33,5 @@ class GatewayObserved:
     bird_policy: GatewayDesired | None = None
     conntrackd_text: str | None = None  # the config our running conntrackd has (None: none runs)
     steer_digest: str | None = None  # the handshake steering table's (None: no table)
+    # The fabric sessions are up (gateway/birdwatch.py): announce upstream.
+    fabric_ready: bool = True
