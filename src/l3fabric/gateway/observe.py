@@ -11,6 +11,8 @@ socket round trips.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import socket
 from collections.abc import Iterable
 
 from l3fabric.dataplane import sysctl
@@ -26,6 +28,34 @@ from l3fabric.gateway.steer import Steering
 from l3fabric.routing.anycast_routes import learned_anycast
 from l3fabric.routing.bird_control import BirdError
 from l3fabric.routing.bird_process import BirdProcess
+
+
+def upstream_interfaces(address: str) -> frozenset[str]:
+    """The interfaces towards upstream peer ``address`` (the NAT's and the steering's).
+
+    The one whose subnet holds the address, also while its link is down: a
+    route lookup then finds nothing, and a pass during an outage used to
+    render the NAT without its upstream interface (and drop the steering
+    table), so new connections through the gateway just back left
+    untranslated until the next pass; their SYN retransmissions kept the
+    untranslated conntrack entry (the drain test's connections that never
+    opened after the links-down test). A peer on no local subnet
+    (multihop): the route lookup's.
+    """
+    from pyroute2 import IPRoute  # ~0.3 s to import: not for every CLI start
+
+    peer = ipaddress.ip_address(address)
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        on_link = {
+            names[a["index"]]
+            for a in ipr.get_addr(family=socket.AF_INET6 if peer.version == 6 else socket.AF_INET)
+            if a["index"] in names
+            and a["prefixlen"] < peer.max_prefixlen
+            and peer
+            in ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}").network
+        }
+    return frozenset(on_link or egress_interfaces(address))
 
 
 class GatewayReader:
@@ -64,7 +94,7 @@ class GatewayReader:
                 sysctls[key] = sysctl.read(key)
         return GatewayObserved(
             sysctls=sysctls,
-            egress={a: frozenset(egress_interfaces(a)) for a in upstream},
+            egress={a: upstream_interfaces(a) for a in upstream},
             nat=self.nat.listing(),
             learned=learned,
             anycast=self.anycast.kernel(),
