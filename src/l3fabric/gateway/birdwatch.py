@@ -29,12 +29,12 @@ agent that restarts next to a running BIRD gets the same answer.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from l3fabric.gateway.poller import Poller
 from l3fabric.routing.bird_control import BirdError, ProtocolStatus, parse_protocols
 from l3fabric.routing.bird_process import BirdProcess
 
@@ -86,13 +86,11 @@ class BirdWatch:
         self.bird = bird
         self._on_change = on_change
         self._on_dead = on_dead
-        self.interval_s = interval_s
         self._clock = clock
         self.ready = False  # nothing known yet: a BIRD about to start has no session up
         self._dead = False
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("birdwatch", self.step, interval_s)
 
     def poll(self) -> bool:
         """Read BIRD once; True if the gate flipped or BIRD was found dead just now."""
@@ -117,26 +115,14 @@ class BirdWatch:
             self.ready = ready
             return True
 
+    def step(self) -> None:
+        """One poll; the agent is woken if it changed anything."""
+        if self.poll():
+            self._on_change()
+
     def start(self) -> BirdWatch:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="birdwatch", daemon=True)
-        self._thread.start()
+        self._poller.start()
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            changed = False
-            try:
-                changed = self.poll()
-            except Exception:
-                log.exception("birdwatch: poll failed")  # the next poll retries
-            if changed:
-                with contextlib.suppress(Exception):
-                    self._on_change()
-            self._stop.wait(self.interval_s)
+        self._poller.stop(timeout)
