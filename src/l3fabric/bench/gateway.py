@@ -197,7 +197,9 @@ def alternated_streams(
     plan: Plan, state: LabState, vm_ns: str, seconds: float, rounds: int = NAT_ROUNDS
 ) -> tuple[float, float]:
     """(synced, unsynced) stream Gbit/s: ``rounds`` samples of each, alternated, their medians."""
-    daemons = [Conntrackd(state.agent_dir(gw)) for gw in gateway_pair.GATEWAYS]
+    daemons = [
+        Conntrackd(state.agent_dir(gw), plan.node(gw).namespace) for gw in gateway_pair.GATEWAYS
+    ]
     configs = [d.config_path.read_text() for d in daemons]
     synced: list[float] = []
     unsynced: list[float] = []
