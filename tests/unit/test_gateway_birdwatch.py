@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from l3fabric.gateway.birdwatch import SETTLE_S, BirdWatch, fabric_ready
 from l3fabric.gateway.observed import GatewayObserved
 from l3fabric.gateway.ops import GatewayBirdConfigure
@@ -93,3 +95,19 @@ def test_a_gateway_without_the_fabrics_routes_announces_nothing_upstream(tmp_pat
     assert [op for op in plan(ready, observed) if op.domain == "bird"] == [
         GatewayBirdConfigure(config=ready.bird)
     ]
+
+
+def test_a_steering_route_that_could_not_be_dropped_is_dropped_at_the_next_poll() -> None:
+    bird, calls = FakeBird(), []
+
+    def drop() -> None:
+        calls.append(True)
+        if len(calls) == 1:
+            raise RuntimeError("ip route flush: busy")
+
+    watch = BirdWatch(bird, lambda: None, drop, clock=lambda: NOW)  # type: ignore[arg-type]
+    bird.running = False
+    with pytest.raises(RuntimeError):
+        watch.poll()
+    assert watch.poll() and len(calls) == 2
+    assert not watch.poll() and len(calls) == 2

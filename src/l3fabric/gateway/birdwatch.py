@@ -99,8 +99,8 @@ class BirdWatch:
                 if self._dead:
                     return False
                 log.warning("BIRD is not running: reply steering off until it is back")
+                self._on_dead()  # if it fails, the next poll tries again
                 self._dead, self.ready = True, False
-                self._on_dead()
                 return True
             self._dead = False
             try:
