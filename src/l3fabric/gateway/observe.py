@@ -45,6 +45,8 @@ def upstream_interfaces(address: str) -> frozenset[str]:
     from pyroute2 import IPRoute  # ~0.3 s to import: not for every CLI start
 
     peer = ipaddress.ip_address(address)
+    if peer.is_link_local:  # every interface has fe80::/64: only a route lookup can tell
+        return frozenset(egress_interfaces(address))
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         on_link = {
