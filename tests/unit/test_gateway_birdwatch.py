@@ -37,6 +37,10 @@ def test_upstream_waits_for_every_fabric_session_or_settles_after_the_first() ->
     assert fabric_ready([upstream, bgp("h:h1", recent), bgp("h:h2", recent)], NOW)
     # A host that stays down does not keep the gateway silent for ever.
     assert fabric_ready([bgp("h:h1", settled), bgp("h:h2", None)], NOW)
+    # Once open, the gate shuts only when no fabric session is left.
+    one_down = [bgp("h:h1", recent), bgp("h:h2", None)]
+    assert fabric_ready(one_down, NOW, was=True) and not fabric_ready(one_down, NOW)
+    assert not fabric_ready([bgp("h:h1", None), bgp("h:h2", None)], NOW, was=True)
     # Upstream sessions are not the fabric: one that is down holds nothing.
     assert fabric_ready([bgp("up:internet", None), bgp("p:tor", recent)], NOW)
 

@@ -12,8 +12,8 @@ a pass every 10 s would see too late:
   export waits for the fabric sessions (BGP Established: the peer's routes
   follow within milliseconds): ready once all of them are up, or
   ``SETTLE_S`` after the first one came up (a host that is down must not
-  keep the gateway silent forever). A gateway with no fabric session at all
-  has nothing to wait for. When the gate flips, the loop is woken: its pass
+  keep the gateway silent forever), until none is up. A gateway with no
+  fabric session at all has nothing to wait for. When the gate flips, the loop is woken: its pass
   renders the upstream export from it (``gateway/bird.py``), a reconfigure
   that re-exports without restarting the session.
 - **BIRD dead** (killed, crashed): its kernel routes stay, among them the
@@ -48,14 +48,21 @@ UPSTREAM_ROLE = "up"  # protocol names "up:NAME" (routing/bird_config.protocol_n
 _WORDS = {True: ("up", "on"), False: ("down", "off")}
 
 
-def fabric_ready(protocols: Sequence[ProtocolStatus], now: datetime) -> bool:
-    """Whether the fabric sessions among ``protocols`` are up enough to announce upstream."""
+def fabric_ready(protocols: Sequence[ProtocolStatus], now: datetime, was: bool = False) -> bool:
+    """Whether the fabric sessions among ``protocols`` are up enough to announce upstream.
+
+    ``was``: the gate's last answer. An open gate shuts only when no fabric
+    session is left: one host's session going down (a host restarting)
+    must not withdraw the gateway's aggregates while the others deliver.
+    """
     fabric = [p for p in protocols if p.proto == "BGP" and p.name.split(":", 1)[0] != UPSTREAM_ROLE]
     up = [p for p in fabric if p.established]
     if len(up) == len(fabric):
         return True  # all (also: none to wait for)
     if not up:
         return False
+    if was:
+        return True
     first = min(_since(p) for p in up)
     return (now - first).total_seconds() >= SETTLE_S
 
@@ -108,7 +115,7 @@ class BirdWatch:
             except (OSError, BirdError, ValueError) as exc:
                 log.debug("birdwatch: reading BIRD failed: %s", exc)
                 return False  # unknown: the gate stays as it was
-            ready = fabric_ready(protocols, self._clock())
+            ready = fabric_ready(protocols, self._clock(), self.ready)
             if ready == self.ready:
                 return False
             log.info("fabric sessions %s: upstream announcements %s", *_WORDS[ready])
