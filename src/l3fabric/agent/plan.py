@@ -67,7 +67,13 @@ from l3fabric.agent.ops import (
 )
 from l3fabric.client import HostState
 from l3fabric.dataplane import nft
-from l3fabric.dataplane.links import IFF_UP, every_interface, tap_ready, with_settings
+from l3fabric.dataplane.links import (
+    IFF_UP,
+    LinkInfo,
+    every_interface,
+    tap_ready,
+    with_settings,
+)
 from l3fabric.dataplane.sysctl import HOST_SYSCTLS
 from l3fabric.layered import Draft, Layered
 from l3fabric.routing.bird_config import AnycastRoute, BirdConfig, render
@@ -556,7 +562,8 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
     for tap, ipv6 in ready.items():
         state = taps[tap]
         if not (state.prepared and state.info.flags & IFF_UP and (state.gateway6 or not ipv6)):
-            info = dataclasses.replace(state.info, flags=state.info.flags | IFF_UP)
+            # Not dataclasses.replace (~15 us; 10,000 taps in a first pass).
+            info = LinkInfo(state.info.index, state.info.flags | IFF_UP, state.info.conf)
             taps[tap] = TapState(info, gateway6=state.gateway6 or ipv6, prepared=True)
     isolated = tuple(sorted(desired.management))
     return dataclasses.replace(

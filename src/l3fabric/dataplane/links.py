@@ -19,7 +19,6 @@ Choices (Calico style):
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import ipaddress
 import os
@@ -118,7 +117,7 @@ def with_settings(tap: str, info: LinkInfo, settings: Mapping[str, str]) -> Link
         path = template.format(tap)
         if path in conf:
             conf[path] = value
-    return dataclasses.replace(info, conf=conf)
+    return LinkInfo(info.index, info.flags, conf)
 
 
 def tap_ready(tap: str, info: LinkInfo, ipv6: bool, gateway6: bool) -> bool:
