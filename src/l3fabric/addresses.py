@@ -218,6 +218,23 @@ def host_prefix_version(prefix: str) -> int | None:
     return None
 
 
+def host_network(prefix: str) -> Network:
+    """``ipaddress.ip_network(prefix)``, ~5x cheaper for a canonical /32 or /128.
+
+    A host's endpoint routes are such prefixes: 10,000 of them parsed by
+    ``ipaddress`` cost ~0.1 s of a first pass. ValueError as ``ip_network``.
+    """
+    version = host_prefix_version(prefix)
+    if version is None:
+        return ipaddress.ip_network(prefix)
+    address = prefix.partition("/")[0]
+    if version == 4:
+        packed = socket.inet_pton(socket.AF_INET, address)
+        return ipaddress.IPv4Network((int.from_bytes(packed, "big"), 32))
+    packed = socket.inet_pton(socket.AF_INET6, address)
+    return ipaddress.IPv6Network((int.from_bytes(packed, "big"), 128))
+
+
 def is_canonical_network(text: object) -> bool:
     """Whether ``text`` is a network (no host bits) in canonical form."""
     if not isinstance(text, str):

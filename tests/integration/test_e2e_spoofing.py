@@ -141,7 +141,7 @@ def test_a_route_element_and_rule_deleted_by_hand_are_restored(lab: Lab) -> None
     handle = _drop_rule_handle(lab)
     assert handle is not None and nft_allows(lab, address) and _routed(lab, address)
     lab.exec(host, "ip", "route", "del", f"{address}/32", "proto", "96")
-    element = f'{{ "{tap}" . {address}/32 }}'
+    element = f'{{ "{tap}" . {address} }}'  # a host address: the hash set, no prefix length
     lab.exec(host, "nft", "delete", "element", "inet", "l3fabric", "allowed4", element)
     lab.exec(host, "nft", "delete", "rule", "inet", "l3fabric", "prerouting", "handle", str(handle))
     assert _drop_rule_handle(lab) is None and not nft_allows(lab, address)

@@ -155,3 +155,18 @@ def test_a_bad_update_of_a_cached_record_removes_it() -> None:
     fabric = {"route_reflectors": ["10.0.0.5\n"]}
     state.apply("h1", {"type": "put", "kind": "fabric", "id": "fabric", "object": fabric})
     assert state.fabric["route_reflectors"] == []
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["10.1.0.5/32", "2001:db8::5/128", "::ffff:1.2.3.4/128", "::ffff:102:304/128", "10.1.0.0/24"],
+)
+def test_host_network_is_ip_network(prefix) -> None:
+    found = addresses.host_network(prefix)
+    assert found == ip_network(prefix) and str(found) == str(ip_network(prefix))
+
+
+@pytest.mark.parametrize("prefix", ["10.1.0.5/33", "010.1.0.5/32", "10.1.0.5/24", "tap0/32"])
+def test_host_network_refuses_what_ip_network_refuses(prefix) -> None:
+    with pytest.raises(ValueError):
+        addresses.host_network(prefix)

@@ -43,3 +43,13 @@ def test_a_full_pass_freezes_and_a_replaced_view_is_freed(agent) -> None:
     # Reference counting freed each replaced generation (each is >8,000
     # containers: the port dicts, their lists, the endpoints): not five of them.
     assert gc.get_freeze_count() - frozen < 2000
+
+
+def test_the_collector_off_since_the_start_runs_again_after_the_first_pass(agent) -> None:
+    # running() turns it off before the snapshot; the first pass turns it back on.
+    gc.disable()
+    try:
+        agent.reconcile(_view(1), full=False)  # the first pass observes everything anyway
+        assert gc.isenabled()
+    finally:
+        gc.enable()

@@ -30,6 +30,7 @@ from l3fabric.agent.ops import (
 from l3fabric.agent.plan import after, changed_ports, desired_state, plan, statuses
 from l3fabric.client import HostState
 from l3fabric.dataplane.links import IFF_UP, LinkInfo, tap_name
+from l3fabric.dataplane.sysctl import HOST_SYSCTLS
 from l3fabric.routing.bird_config import render
 
 from .agent_ports import A, B, port
@@ -106,6 +107,26 @@ def test_a_new_port_is_guarded_and_prepared_before_its_route_and_announced_after
     # BIRD's config does not name endpoints: no configure for a new port.
     assert not any(isinstance(o, BirdConfigure | EndpointsWithdraw) for o in rec.ops)
     assert statuses(desired, set()) == {A: "ACTIVE", B: "ACTIVE"}
+
+
+def test_taps_are_not_written_the_forwarding_that_the_host_sysctls_set_on_every_interface() -> None:
+    # A new host: the dump (taken first) shows forwarding off everywhere; the
+    # host sysctls, written before the taps, turn it on for every interface.
+    tap, fresh = _tap(A, 5)
+    off = {path: "0" if path.endswith("/forwarding") else v for path, v in fresh.info.conf.items()}
+    taps = {tap: TapState(dataclasses.replace(fresh.info, conf=off))}
+    observed = Observed(taps=taps, sysctls={"net.ipv4.ip_forward": "0"})
+    ops = plan(desired_state("h1", _view(port(A, "10.1.0.2")), observed), observed)
+    (prepare,) = [o for o in ops if isinstance(o, TapsPrepare)]
+    ((_, info),) = prepare.taps
+    assert info.conf[f"/proc/sys/net/ipv4/conf/{tap}/forwarding"] == "1"
+    assert info.conf[f"/proc/sys/net/ipv6/conf/{tap}/forwarding"] == "1"
+    assert info.conf[f"/proc/sys/net/ipv4/conf/{tap}/proxy_arp"] == "0"  # still to be written
+    # With global forwarding already on, the tap's own setting is what the dump shows.
+    observed = Observed(taps=taps, sysctls=dict(HOST_SYSCTLS))
+    ops = plan(desired_state("h1", _view(port(A, "10.1.0.2")), observed), observed)
+    (prepare,) = [o for o in ops if isinstance(o, TapsPrepare)]
+    assert prepare.taps[0][1].conf[f"/proc/sys/net/ipv4/conf/{tap}/forwarding"] == "0"
 
 
 def test_a_deleted_port_is_withdrawn_before_its_route_goes_and_unguarded_last() -> None:

@@ -28,11 +28,18 @@ LISTING = json.dumps({"nftables": [
 ]})  # fmt: skip
 
 
-def test_one_rule_per_family_serves_every_tap() -> None:
+def _set_text(text: str, name: str) -> str:
+    """The declaration of set ``name`` in a rendered table."""
+    start = text.index(f"set {name} {{")
+    return text[start : text.index("\n\t}", start)]
+
+
+def test_one_rule_per_family_and_kind_serves_every_tap() -> None:
     text = render({"tapb": ["10.1.0.6/32"], "tapa": ["10.1.0.5/32", "2001:db8::5/128"]})
-    assert '"tapa" . 10.1.0.5/32,\n\t\t\t"tapb" . 10.1.0.6/32' in text
-    assert '"tapa" . 2001:db8::5/128' in text
-    assert text.count("@allowed4") == 1 and text.count("@allowed6") == 1
+    assert '"tapa" . 10.1.0.5,\n\t\t\t"tapb" . 10.1.0.6' in _set_text(text, "allowed4")
+    assert '"tapa" . 2001:db8::5' in _set_text(text, "allowed6")
+    for name in ("allowed4", "allowed4net", "allowed6", "allowed6net"):
+        assert text.count(f"@{name} ") == 1
     assert "priority raw" in text and 'iifname != "tap*" accept' in text
     assert text.rstrip().endswith("counter drop\n\t}\n}".rstrip())
 
@@ -40,6 +47,23 @@ def test_one_rule_per_family_serves_every_tap() -> None:
 def test_overlapping_sources_are_merged() -> None:
     text = render({"tapa": ["10.1.0.5/32", "10.1.0.0/24", "10.1.0.7"]})
     assert '"tapa" . 10.1.0.0/24' in text and "10.1.0.5" not in text
+
+
+def test_host_addresses_go_to_hash_sets_and_prefixes_to_interval_sets() -> None:
+    # One element into an interval set makes the kernel check the whole set
+    # for overlap at the commit; a port's fixed IPs (the common case) are hashed.
+    text = render({"tapa": ["10.1.0.5/32", "10.9.0.0/24", "2001:db8::5/128", "2001:db8:9::/64"]})
+    assert "flags interval" not in _set_text(text, "allowed4")
+    assert "flags interval" not in _set_text(text, "allowed6")
+    assert "flags interval" in _set_text(text, "allowed4net")
+    assert "flags interval" in _set_text(text, "allowed6net")
+    assert '"tapa" . 10.1.0.5' in _set_text(text, "allowed4")
+    assert '"tapa" . 10.9.0.0/24' in _set_text(text, "allowed4net")
+    assert '"tapa" . 2001:db8::5' in _set_text(text, "allowed6")
+    assert '"tapa" . 2001:db8:9::/64' in _set_text(text, "allowed6net")
+    script = elements_script([("tapa", "10.1.0.6/32"), ("tapa", "10.8.0.0/16")], [])
+    assert 'add element inet l3fabric allowed4 { "tapa" . 10.1.0.6 }' in script
+    assert 'add element inet l3fabric allowed4net { "tapa" . 10.8.0.0/16 }' in script
 
 
 def test_rendering_follows_content_not_order_and_the_digest_covers_the_rules_only() -> None:
@@ -69,7 +93,8 @@ def test_element_changes_delete_then_add_only_what_differs() -> None:
     assert element_changes(current, {"tapb": ("10.1.0.6/32",)}) == ([], [("tapa", "10.1.0.5/32")])
     script = elements_script(add, delete)
     assert script.index("delete element") < script.index("add element")
-    assert 'allowed4 { "tapa" . 10.1.0.0/24, "tapc" . 10.1.0.7/32 }' in script
+    assert 'allowed4net { "tapa" . 10.1.0.0/24 }' in script
+    assert 'allowed4 { "tapc" . 10.1.0.7 }' in script
 
 
 def test_a_lone_host_address_renders_as_in_any_other_spelling() -> None:

@@ -67,7 +67,13 @@ from l3fabric.agent.ops import (
 )
 from l3fabric.client import HostState
 from l3fabric.dataplane import nft
-from l3fabric.dataplane.links import IFF_UP, tap_ready
+from l3fabric.dataplane.links import (
+    IFF_UP,
+    LinkInfo,
+    every_interface,
+    tap_ready,
+    with_settings,
+)
 from l3fabric.dataplane.sysctl import HOST_SYSCTLS
 from l3fabric.layered import Draft, Layered
 from l3fabric.routing.bird_config import AnycastRoute, BirdConfig, render
@@ -430,17 +436,22 @@ def _guard_ops(desired: DesiredHost, observed: Observed) -> tuple[list[Op], list
     return [o for o in before if o.size()], [o for o in after if o.size()]
 
 
-def _taps_op(desired: DesiredHost, observed: Observed) -> list[Op]:
+def _taps_op(
+    desired: DesiredHost, observed: Observed, sysctls: tuple[tuple[str, str], ...]
+) -> list[Op]:
+    """The taps to prepare, with their settings as they are after the host ``sysctls``."""
     todo = []
     wanted = desired.taps
     if desired.touched is not None:
         wanted = {t: wanted[t] for t in desired.touched.taps if t in wanted}
+    forced = every_interface(sysctls)  # global forwarding, written first, reaches every tap
     for tap, ipv6 in wanted.items():
         state: TapState = observed.taps[tap]
         if state.prepared and state.info.flags & IFF_UP and (state.gateway6 or not ipv6):
             continue
-        if not tap_ready(tap, state.info, ipv6, state.gateway6):
-            todo.append((tap, state.info))
+        info = with_settings(tap, state.info, forced) if forced else state.info
+        if not tap_ready(tap, info, ipv6, state.gateway6):
+            todo.append((tap, info))
     ipv6_taps = frozenset(t for t, _ in todo if desired.taps[t])
     return [TapsPrepare(taps=tuple(sorted(todo)), ipv6=ipv6_taps)] if todo else []
 
@@ -487,7 +498,7 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
     ops += sg_plan.ops(desired.security_groups, observed.security_groups, observed.sg_applied)
     guard_before, guard_after = _guard_ops(desired, observed)
     ops += guard_before
-    ops += _taps_op(desired, observed)
+    ops += _taps_op(desired, observed, sysctls)
     # The prefixes to compare: all, or those an incremental desired state touched.
     if desired.touched is None:
         keys: Collection[str] = [
@@ -551,7 +562,8 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
     for tap, ipv6 in ready.items():
         state = taps[tap]
         if not (state.prepared and state.info.flags & IFF_UP and (state.gateway6 or not ipv6)):
-            info = dataclasses.replace(state.info, flags=state.info.flags | IFF_UP)
+            # Not dataclasses.replace (~15 us; 10,000 taps in a first pass).
+            info = LinkInfo(state.info.index, state.info.flags | IFF_UP, state.info.conf)
             taps[tap] = TapState(info, gateway6=state.gateway6 or ipv6, prepared=True)
     isolated = tuple(sorted(desired.management))
     return dataclasses.replace(

@@ -25,7 +25,7 @@ import os
 import re
 import socket
 import struct
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from l3fabric.dataplane import devconf, ifnames, sysctl
@@ -88,6 +88,36 @@ def tap_sysctls(tap: str) -> dict[str, str]:
 
 def _tap_sysctl_paths(tap: str) -> dict[str, str]:
     return {"/proc/sys/" + key.replace(".", "/"): value for key, value in tap_sysctls(tap).items()}
+
+
+# Host sysctls that, when written, set the same value on every interface (the
+# kernel's inet_forward_change and addrconf_forward_change): a tap's setting
+# in a dump taken before them is stale once they are written.
+_EVERY_INTERFACE = {
+    "net.ipv4.ip_forward": "/proc/sys/net/ipv4/conf/{}/forwarding",
+    "net.ipv4.conf.all.forwarding": "/proc/sys/net/ipv4/conf/{}/forwarding",
+    "net.ipv6.conf.all.forwarding": "/proc/sys/net/ipv6/conf/{}/forwarding",
+}
+
+
+def every_interface(written: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The per-interface settings (path templates -> value) that host sysctls ``written`` set."""
+    return {_EVERY_INTERFACE[k]: v for k, v in written if k in _EVERY_INTERFACE}
+
+
+def with_settings(tap: str, info: LinkInfo, settings: Mapping[str, str]) -> LinkInfo:
+    """``info`` with ``every_interface`` settings applied to the ones its dump showed.
+
+    The first pass on a new host writes global forwarding after its link
+    dump; without this its 10,000 taps were each written ``forwarding`` twice
+    more, each write taking the kernel's RTNL lock (docs/benchmarks.md).
+    """
+    conf = {**info.conf}
+    for template, value in settings.items():
+        path = template.format(tap)
+        if path in conf:
+            conf[path] = value
+    return LinkInfo(info.index, info.flags, conf)
 
 
 def tap_ready(tap: str, info: LinkInfo, ipv6: bool, gateway6: bool) -> bool:
@@ -274,15 +304,16 @@ def _write_sysctls(paths: dict[str, str], current: dict[str, str], read_first: b
 class Links:
     """Link operations in namespace ``netns`` (None: the current one) over one netlink socket.
 
-    Taps prepared by this object are remembered by ifindex: a later pass
-    skips a tap that is still up with its fe80::1 without reading its sysctls
-    again (a re-created tap has a new ifindex and is prepared afresh).
+    Stateless about taps: which ones need preparing is the caller's decision
+    (the host agent's plan skips taps it prepared or a dump shows ready), so
+    one tap's preparation costs the same on a host with 10,000 (a map of
+    every prepared tap here was pruned against each call's taps: ~5 ms at
+    10,000) and a tap whose settings were changed by hand is prepared again.
     """
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._nl = _LinkSocket(netns)
-        self._prepared: dict[str, int] = {}
 
     def close(self) -> None:
         self._nl.close()
@@ -348,9 +379,6 @@ class Links:
                     continue
                 index, flags, current = links[tap].index, links[tap].flags, links[tap].conf
                 needs_gateway = tap in ipv6 and index not in with_gateway
-                if not needs_gateway and flags & IFF_UP and self._prepared.get(tap) == index:
-                    report.ready.add(tap)
-                    continue
                 paths = _tap_sysctl_paths(tap)
                 try:
                     prepared = _prepared_before(paths, current)
@@ -368,10 +396,6 @@ class Links:
                 report.ready.add(tap)
         report.failed.update(self._nl.apply(requests))
         report.ready -= set(report.failed)
-        for tap in report.ready:
-            self._prepared[tap] = links[tap].index
-        for tap in set(self._prepared) - report.ready:
-            del self._prepared[tap]
         return report
 
     def ensure_tap(self, tap: str) -> list[str]:

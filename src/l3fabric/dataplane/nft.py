@@ -5,10 +5,16 @@ The desired state is ``{tap: allowed source prefixes}`` (a port's fixed IPs as
 to one ``table inet l3fabric`` whose prerouting chain (priority raw: before
 conntrack and routing, so it guards forwarded traffic and traffic to the host
 alike) drops every packet that enters from an interface named ``tap*`` with a
-source not allowed for that tap. One set per family, keyed by the
-concatenation ``iifname . saddr`` with interval flags, serves all taps with a
-single rule. ARP is not IP and passes; IPv6 link-local sources pass so that
-neighbour discovery works (the kernel never forwards them).
+source not allowed for that tap. Two sets per family, keyed by the
+concatenation ``iifname . saddr``, serve all taps with one rule each: a hash
+set (``allowed4``, ``allowed6``) for host addresses, a port's fixed IPs (the
+common case), and an interval set (``allowed4net``, ``allowed6net``) for
+prefixes (``allowed_address_pairs`` with a CIDR). The split keeps a port's
+change O(1): the kernel checks every element of an interval set for overlap
+at each commit (one element into 10,000: ~1.4-4 ms in ``sendmsg``, 0.02 ms
+into a hash set; docs/benchmarks.md). ARP is not IP and passes; IPv6
+link-local sources pass so that neighbour discovery works (the kernel never
+forwards them).
 
 Interfaces named in ``isolated`` (the host's management link, through which
 it reaches the controller) get a forward chain that drops everything coming
@@ -18,7 +24,7 @@ The table's last rule carries a digest of its skeleton (sets and rules,
 without elements). ``AntiSpoofing.listing()`` reads the table back (``nft -j``:
 ~50 ms at 10,000 elements); a skeleton that differs (another digest, a rule
 deleted by hand) is replaced whole, elements that differ are deleted and added
-in one small transaction (one port: ~10 ms), and an equal table costs nothing,
+in one small transaction (one port: 0.2-0.3 ms in process), and an equal table costs nothing,
 also across an agent restart. The digest alone is not enough: a rule or
 element deleted by hand leaves it as it was.
 """
@@ -76,8 +82,8 @@ def normalise_sources(tap: str, prefixes: Iterable[str | Network]) -> tuple[str,
     for prefix in prefixes:
         net = _source(prefix, tap)
         by_version[net.version].append(net)
-    # Interval sets refuse overlapping elements (a fixed IP inside an
-    # allowed CIDR is common), so merge them first.
+    # Interval sets refuse overlapping elements, and a fixed IP inside an
+    # allowed CIDR is common: merged, it is one element (the CIDR's).
     return tuple(str(n) for v in (4, 6) for n in ipaddress.collapse_addresses(by_version[v]))
 
 
@@ -86,16 +92,42 @@ def _normalise(allowed: Mapping[str, Iterable[str | Network]]) -> dict[str, tupl
     return {tap: normalise_sources(tap, allowed[tap]) for tap in sorted(allowed)}
 
 
+# Set name -> (address type, interval flag); ``_set_of`` says which holds an element.
+SETS: dict[str, tuple[str, bool]] = {
+    "allowed4": ("ipv4_addr", False),
+    "allowed4net": ("ipv4_addr", True),
+    "allowed6": ("ipv6_addr", False),
+    "allowed6net": ("ipv6_addr", True),
+}
+
+
+def _set_of(prefix: str) -> str:
+    """The set of an allowed source (normalised text): host addresses hashed, prefixes not."""
+    if ":" in prefix:
+        return "allowed6" if prefix.endswith("/128") else "allowed6net"
+    return "allowed4" if prefix.endswith("/32") else "allowed4net"
+
+
 def _element(tap: str, prefix: str) -> str:
-    return f'"{tap}" . {prefix}'
+    # A hash set takes the bare address (a /32 would need the interval flag).
+    address, _, length = prefix.partition("/")
+    value = address if length in ("32", "128") else prefix
+    return f'"{tap}" . {value}'
 
 
-def _set(name: str, addr_type: str, elements: list[str]) -> list[str]:
-    lines = [
-        f"\tset {name} {{",
-        f"\t\ttype ifname . {addr_type}",
-        "\t\tflags interval",
-    ]
+def _by_set(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(tap, prefix) elements rendered and grouped by their set, in ``SETS`` order."""
+    found: dict[str, list[str]] = {name: [] for name in SETS}
+    for tap, prefix in items:
+        found[_set_of(prefix)].append(_element(tap, prefix))
+    return found
+
+
+def _set(name: str, elements: list[str]) -> list[str]:
+    addr_type, interval = SETS[name]
+    lines = [f"\tset {name} {{", f"\t\ttype ifname . {addr_type}"]
+    if interval:
+        lines.append("\t\tflags interval")
     if elements:
         lines.append("\t\telements = {\n\t\t\t" + ",\n\t\t\t".join(elements) + "\n\t\t}")
     lines.append("\t}")
@@ -118,10 +150,9 @@ def _isolation(isolated: Iterable[str]) -> list[str]:
     ]
 
 
-def _skeleton(isolated: Iterable[str], v4: list[str], v6: list[str]) -> list[str]:
+def _skeleton(isolated: Iterable[str], elements: Mapping[str, list[str]]) -> list[str]:
     return [
-        *_set("allowed4", "ipv4_addr", v4),
-        *_set("allowed6", "ipv6_addr", v6),
+        *(line for name in SETS for line in _set(name, elements.get(name, []))),
         "\tchain prerouting {",
         "\t\ttype filter hook prerouting priority raw; policy accept;",
         *(f"\t\t{rule}" for rule in PREROUTING_RULES),
@@ -134,7 +165,9 @@ PREROUTING_RULES = (
     # The first rule carries the digest of the table without its elements.
     f'iifname != "{TAP_GLOB}" accept',
     "iifname . ip saddr @allowed4 accept",
+    "iifname . ip saddr @allowed4net accept",
     "iifname . ip6 saddr @allowed6 accept",
+    "iifname . ip6 saddr @allowed6net accept",
     # DHCP before the VM has an address (DISCOVER, REQUEST): to the host only
     # (a limited broadcast is never forwarded), answered by its dnsmasq.
     "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp dport 67 accept",
@@ -147,7 +180,7 @@ PREROUTING_RULES = (
 
 def skeleton_digest(isolated: Iterable[str] = ()) -> str:
     """The digest of the table's sets and rules for ``isolated``, elements left out."""
-    return hashlib.sha256("\n".join(_skeleton(isolated, [], [])).encode()).hexdigest()
+    return hashlib.sha256("\n".join(_skeleton(isolated, {})).encode()).hexdigest()
 
 
 def expected_rules(isolated: Iterable[str] = ()) -> dict[str, int]:
@@ -161,9 +194,7 @@ def render(allowed: Mapping[str, Iterable[str | Network]], isolated: Iterable[st
     ``isolated``: interfaces no packet from a tap may be forwarded to.
     """
     state = _normalise(allowed)
-    v4 = [_element(tap, p) for tap, ps in state.items() for p in ps if ":" not in p]
-    v6 = [_element(tap, p) for tap, ps in state.items() for p in ps if ":" in p]
-    body = _skeleton(isolated, v4, v6)
+    body = _skeleton(isolated, _by_set((tap, p) for tap, ps in state.items() for p in ps))
     first = f"\t\t{PREROUTING_RULES[0]}"
     body[body.index(first)] = f'{first} comment "l3fabric sha256:{skeleton_digest(isolated)}"'
     return f"table {FAMILY} {TABLE} {{\n" + "\n".join(body) + "\n}\n"
@@ -173,13 +204,9 @@ def elements_script(add: Iterable[tuple[str, str]], delete: Iterable[tuple[str, 
     """One ``nft -f`` transaction: delete, then add (tap, prefix) elements of our sets."""
     lines: list[str] = []
     for verb, items in (("delete", delete), ("add", add)):
-        by_set: dict[str, list[str]] = {}
-        for tap, prefix in items:
-            by_set.setdefault("allowed6" if ":" in prefix else "allowed4", []).append(
-                _element(tap, prefix)
-            )
-        for name, elements in sorted(by_set.items()):
-            lines.append(f"{verb} element {FAMILY} {TABLE} {name} {{ {', '.join(elements)} }}")
+        for name, elements in _by_set(items).items():
+            if elements:
+                lines.append(f"{verb} element {FAMILY} {TABLE} {name} {{ {', '.join(elements)} }}")
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from l3fabric.addresses import host_network
 from l3fabric.dataplane import ifnames
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane.netlink_batch import (
@@ -166,8 +167,8 @@ class EndpointRoutes:
         is gone already is not one).
         """
         return self._send(
-            [(ipaddress.ip_network(p), index) for p, index in replace],
-            [ipaddress.ip_network(p) for p in delete],
+            [(host_network(p), index) for p, index in replace],
+            [host_network(p) for p in delete],
         )
 
     def _send(
