@@ -11,6 +11,7 @@ from l3fabric.dataplane.sg_render import (
     group_chain,
     group_rules,
     ident,
+    place,
     port_chain,
     remote_set,
     render,
@@ -163,20 +164,29 @@ def test_a_port_that_goes_loses_its_map_entries_and_the_last_one_its_chains() ->
     ports = dict(state.ports)
     del ports["tap00000000002"]
     todo = transaction(render(dataclasses.replace(state, ports=ports)), before)
+    chain_in, chain_out = port_chain((G1, G2), "ingress"), port_chain((G1, G2), "egress")
     assert todo.script.splitlines() == [
-        'delete element inet l3fabric-sg sg_in { "tap00000000002" }',
-        'delete element inet l3fabric-sg sg_out { "tap00000000002" }',
+        f'delete element inet l3fabric-sg taps-{chain_in} {{ "tap00000000002" }}',
+        f'delete element inet l3fabric-sg taps-{chain_out} {{ "tap00000000002" }}',
     ]
     todo = transaction(render(dataclasses.replace(state, ports={})), before)
-    assert todo.script.splitlines()[-2:] == [
-        f"delete chain inet l3fabric-sg {port_chain((G1, G2), 'ingress')}",
-        f"delete chain inet l3fabric-sg {port_chain((G1, G2), 'egress')}",
+    # The base chains lose the pair's rule before the pair and its tap sets go.
+    assert [line for line in todo.script.splitlines() if "add rule" not in line][-6:] == [
+        "flush chain inet l3fabric-sg sg-egress",
+        "flush chain inet l3fabric-sg sg-ingress",
+        f"delete chain inet l3fabric-sg {chain_in}",
+        f"delete chain inet l3fabric-sg {chain_out}",
+        f"delete set inet l3fabric-sg taps-{chain_in}",
+        f"delete set inet l3fabric-sg taps-{chain_out}",
     ]
 
 
 def _json(rendered) -> str:
     """A kernel listing like ``nft -j`` prints it (only what parse_listing reads)."""
     items: list[dict] = [{"metainfo": {}}]
+    tap_sets: dict[str, list[str]] = {
+        f"taps-{d}-{k}": [] for k in rendered.dedicated for d in ("in", "out")
+    }
     for name, rules in rendered.chains.items():
         items.append({"chain": {"name": name}})
         for rule in rules:
@@ -191,11 +201,19 @@ def _json(rendered) -> str:
         ]
         items.append({"set": {"name": name, "type": kind, "elem": elem}})
     for name, entries in rendered.maps.items():
-        elem = [
-            [t, {"accept": None} if v == "accept" else {v.split()[0]: {"target": v.split()[1]}}]
-            for t, v in entries.items()
-        ]
+        elem = []
+        for t, v in entries.items():
+            where, _ = place(name, t, v, rendered.dedicated)
+            if where != name:  # a dedicated pair's tap set
+                tap_sets.setdefault(where, []).append(t)
+                continue
+            verdict = (
+                {"accept": None} if v == "accept" else {v.split()[0]: {"target": v.split()[1]}}
+            )
+            elem.append([t, verdict])
         items.append({"map": {"name": name, "elem": elem}})
+    for name, taps in tap_sets.items():
+        items.append({"set": {"name": name, "type": "ifname", "elem": taps}})
     return json.dumps({"nftables": items})
 
 
