@@ -314,3 +314,10 @@ def test_a_tap_in_two_places_is_repaired_by_a_replacement() -> None:
             item["map"]["elem"].append(["tap00000000000", {"accept": None}])
     listing = parse_listing(json.dumps(text))
     assert listing.conflict and transaction(rendered, listing).full
+    # A pair with one tap set of two, or a set of ours that no pair makes: replaced too.
+    for name in ("taps-out-" + rendered.dedicated[0], "taps-in-x"):
+        text = json.loads(_json(rendered))
+        items = [i for i in text["nftables"] if i.get("set", {}).get("name") != name]
+        items.append({"set": {"name": "taps-in-x", "type": "ifname", "elem": []}})
+        listing = parse_listing(json.dumps({"nftables": items}))
+        assert listing.conflict and transaction(rendered, listing).full

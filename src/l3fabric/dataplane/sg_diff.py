@@ -36,6 +36,7 @@ from l3fabric.dataplane.sg_render import (
     TABLE,
     TAP_SET,
     Rendered,
+    pair_chain,
     place,
     set_decl,
     table_text,
@@ -44,6 +45,7 @@ from l3fabric.dataplane.sg_render import (
 from l3fabric.layered import Layered
 
 _DIGEST = re.compile(r"sg sha256:([0-9a-f]{16})")
+_TAP_SET = re.compile(rf"^{TAP_SET}(in|out)-([0-9a-f]{{20}})$")
 _T = f"{FAMILY} {TABLE}"
 T = TypeVar("T")
 U = TypeVar("U")
@@ -208,12 +210,12 @@ def _read_tap_sets(
     A conflict (a tap twice, a pair with one tap set of two, a stranger's
     set): the table is replaced.
     """
-    keys = sorted({name.split("-", 2)[2] for name in tap_sets})
-    conflict = len(tap_sets) != 2 * len(keys)
+    keys = sorted({found.group(2) for found in map(_TAP_SET.match, tap_sets) if found})
+    conflict = len(tap_sets) != 2 * len(keys) or any(not _TAP_SET.match(n) for n in tap_sets)
     for vmap in (MAP_IN, MAP_OUT):
         entries = maps.setdefault(vmap, {})
         for key in keys:
-            verdict = f"goto {tap_set(vmap, key).removeprefix(TAP_SET)}"
+            verdict = f"goto {pair_chain(vmap, key)}"
             for tap in tap_sets.get(tap_set(vmap, key), ()):
                 conflict = conflict or tap in entries
                 entries[tap] = verdict

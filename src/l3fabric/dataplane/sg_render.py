@@ -181,9 +181,14 @@ def port_rules(groups: tuple[str, ...], direction: str) -> tuple[str, ...]:
     )
 
 
+def pair_chain(vmap: str, key: str) -> str:
+    """The chain of pair ``key`` that ``vmap``'s direction goes to (``port_chain``'s name)."""
+    return f"{_PREFIX[vmap]}-{key}"
+
+
 def tap_set(vmap: str, key: str) -> str:
     """The plain set of the taps that ``vmap`` would send to the pair ``key``."""
-    return f"{TAP_SET}{_PREFIX[vmap]}-{key}"
+    return TAP_SET + pair_chain(vmap, key)
 
 
 def dedicated(chains: Iterable[str]) -> tuple[str, ...]:
@@ -198,7 +203,7 @@ def base_rules(name: str, keys: tuple[str, ...] = ()) -> tuple[str, ...]:
     """A base chain's rules (its hook line left out), the last one sealed; ``keys``: dedicated."""
     base = BASE_CHAINS[name]
     vmap = base.vmap
-    pairs = [f"{base.ifname} @{tap_set(vmap, k)} goto {base.prefix}-{k}" for k in keys]
+    pairs = [f"{base.ifname} @{tap_set(vmap, k)} goto {pair_chain(vmap, k)}" for k in keys]
     rules = ["ct state established,related accept", *pairs, f"{base.ifname} vmap @{vmap}"]
     return _sealed(rules, f'{base.ifname} "tap*" drop', base.head)
 
