@@ -315,9 +315,9 @@ def test_a_tap_in_two_places_is_repaired_by_a_replacement() -> None:
     listing = parse_listing(json.dumps(text))
     assert listing.conflict and transaction(rendered, listing).full
     # A pair with one tap set of two, or a set of ours that no pair makes: replaced too.
-    for name in ("taps-out-" + rendered.dedicated[0], "taps-in-x"):
-        text = json.loads(_json(rendered))
-        items = [i for i in text["nftables"] if i.get("set", {}).get("name") != name]
-        items.append({"set": {"name": "taps-in-x", "type": "ifname", "elem": []}})
-        listing = parse_listing(json.dumps({"nftables": items}))
+    items = json.loads(_json(rendered))["nftables"]
+    half = [i for i in items if i.get("set", {}).get("name") != f"taps-out-{rendered.dedicated[0]}"]
+    stranger = [*items, {"set": {"name": "taps-in-x", "type": "ifname", "elem": []}}]
+    for case in (half, stranger):
+        listing = parse_listing(json.dumps({"nftables": case}))
         assert listing.conflict and transaction(rendered, listing).full
