@@ -237,7 +237,8 @@ def _needs_full(desired: SgListing, current: SgListing | None) -> bool:
     # A pair that exists on both sides (or on neither: an incremental pass did
     # not touch it) but is dedicated on one only: its taps would all move.
     for key in set(desired.dedicated) ^ set(current.dedicated):
-        if (f"in-{key}" in desired.chains) == (f"in-{key}" in current.chains):
+        chain = pair_chain(MAP_IN, key)
+        if (chain in desired.chains) == (chain in current.chains):
             return True
     # A set of ours with another type (hand-made): replace rather than patch.
     return any(
@@ -273,6 +274,10 @@ def _placed(
     ]
 
 
+def _add_set(name: str, kind: str) -> str:
+    return f"add {set_decl(name, kind).replace('set ', f'set {_T} ', 1)}"
+
+
 def _tap_sets(keys: set[str]) -> list[str]:
     return sorted(tap_set(vmap, key) for key in keys for vmap in (MAP_IN, MAP_OUT))
 
@@ -298,13 +303,10 @@ def transaction(
         set(desired.dedicated) - set(current.dedicated),
         set(current.dedicated) - set(desired.dedicated),
     )
-    lines += [
-        f"add {set_decl(name, 'ifname').replace('set ', f'set {_T} ', 1)}"
-        for name in _tap_sets(new_keys)
-    ]
+    lines += [_add_set(name, "ifname") for name in _tap_sets(new_keys)]
     for name in sorted(desired.sets.keys() - current.sets.keys()):
         kind, elements = rendered.sets[name]
-        lines.append(f"add {set_decl(name, kind).replace('set ', f'set {_T} ', 1)}")
+        lines.append(_add_set(name, kind))
         lines += _elements("add", name, list(elements))
     new_chains = sorted(desired.chains.keys() - current.chains.keys())
     lines += [f"add chain {_T} {name}" for name in new_chains]
