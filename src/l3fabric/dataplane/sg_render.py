@@ -23,10 +23,10 @@ docs for why) holds:
   verdict map (~1.8 ms of CPU per commit at 10,000 ports, 0.25 ms at 100);
   a plain set element adds no validation (0.2 ms at both sizes). So a port
   of a dedicated pair is one plain set element per direction, O(1) in the
-  kernel; per packet
-  (the first of a flow only) it costs one set lookup per dedicated pair
-  before its own, at most ``DEDICATED_MAX``; the pairs beyond those (sorted
-  by key) keep the verdict map: one lookup, O(their ports) per commit;
+  kernel; per packet (the first of a flow only) it costs one set lookup
+  per dedicated pair before its own, at most ``DEDICATED_MAX``; the pairs
+  beyond those (sorted by key) keep the verdict map: one lookup, O(their
+  ports) per commit;
 - per group ``sge-<id>`` / ``sgi-<id>``: that group's rules, each ``accept``,
   then ``return``;
 - per remote group and family an interval set ``rg4-<id>`` / ``rg6-<id>``
