@@ -27,6 +27,9 @@ Options (``--set``): ``flows`` (200), ``hold_s`` (3), ``rate_s`` (2),
 - ``nat_gbit_s_synced`` and ``nat_gbit_s_unsynced``: one iperf3 stream
   (``stream_s``, 2 s) from a VM to client2, translated, with conntrackd
   running and then stopped on both gateways; target ratio at least 0.9.
+  ``NAT_ROUNDS`` (3) samples of each, alternated (conntrackd restarted with
+  the agent's config before each synced one), each rate their median: one
+  pair of samples swung from 0.90 to 1.04 between runs on the shared machine.
   Both with gw2 drained, so the stream crosses gw1 both ways: unsynced, a
   stream whose replies take the other gateway gets nothing through (0.0
   measured) and the ratio would say nothing about the sync's cost.
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import statistics
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -56,6 +60,7 @@ from l3fabric.lab.up import up
 
 PORT = 7200
 RATE_ROUNDS = 2  # alternated samples of each connection rate
+NAT_ROUNDS = 3  # alternated samples of each NAT stream rate (synced, unsynced)
 VMS = {"vm1": "r1-h1", "vm2": "r1-h2"}
 
 
@@ -188,6 +193,39 @@ def stream_gbit_s(plan: Plan, vm_ns: str, seconds: float) -> float:
     return round(report["end"]["sum_received"]["bits_per_second"] / 1e9, 3)
 
 
+def alternated_streams(
+    plan: Plan, state: LabState, vm_ns: str, seconds: float, rounds: int = NAT_ROUNDS
+) -> tuple[float, float]:
+    """(synced, unsynced) stream Gbit/s: ``rounds`` samples of each, alternated, their medians."""
+    daemons = [
+        Conntrackd(state.agent_dir(gw), plan.node(gw).namespace) for gw in gateway_pair.GATEWAYS
+    ]
+    configs = [d.config_path.read_text() for d in daemons]
+    synced: list[float] = []
+    unsynced: list[float] = []
+    for _ in range(rounds):
+        for daemon, text in zip(daemons, configs, strict=True):
+            daemon.apply(text)  # running again (a no-op when it runs)
+        synced.append(stream_gbit_s(plan, vm_ns, seconds))
+        unsynced.append(unsynced_stream(plan, daemons, vm_ns, seconds))
+    return statistics.median(synced), statistics.median(unsynced)
+
+
+def unsynced_stream(plan: Plan, daemons: list[Conntrackd], vm_ns: str, seconds: float) -> float:
+    """One stream with conntrackd stopped on both gateways throughout.
+
+    A gateway agent's pass restarts a conntrackd it finds stopped: a sample
+    during which that happened was partly synced, and is taken again.
+    """
+    for _ in range(3):
+        for daemon in daemons:
+            daemon.stop()
+        rate = stream_gbit_s(plan, vm_ns, seconds)
+        if all(daemon.pid() is None for daemon in daemons):
+            return rate
+    raise RuntimeError("conntrackd was restarted during every unsynced stream")
+
+
 def pair(opts: OptionReader) -> dict[str, Any]:
     flows = opts.integer("flows", 200, 2, 2000)
     hold_s = opts.integer("hold_s", 3, 1, 30)
@@ -204,10 +242,7 @@ def pair(opts: OptionReader) -> dict[str, Any]:
         # Both streams through gw1 alone, both ways: without the sync a flow
         # whose reply takes the other gateway has no state there at all.
         with gateway_pair.drained(plan, "gw2", POOL):
-            synced = stream_gbit_s(plan, vm, stream_s)
-            for gw in gateway_pair.GATEWAYS:
-                Conntrackd(LabState(name).agent_dir(gw)).stop()
-            unsynced = stream_gbit_s(plan, vm, stream_s)
+            synced, unsynced = alternated_streams(plan, LabState(name), vm, stream_s)
     finally:
         down(name)
     return {

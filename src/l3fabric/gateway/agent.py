@@ -18,8 +18,11 @@ Anycast routes also follow BGP between passes, in their own thread
 (``gateway.anycast.AnycastSync``, a poll of BIRD every 0.1 s): a host's
 failure must reach the kernel in well under a second, with no controller
 involved; the thread and the pass's ``anycast`` step go through the same
-writer. A gateway of a pair also runs conntrackd (gateway/conntrackd.py:
-started, restarted on a config change, left running on exit like BIRD).
+writer. Another thread (gateway/birdwatch.py) polls BIRD's sessions: the
+upstream announcements wait for the fabric's routes, and a BIRD found dead
+loses its reply-steering route at once and is restarted. A gateway of a
+pair also runs conntrackd (gateway/conntrackd.py: started, restarted on a
+config change, left running on exit like BIRD).
 A heartbeat thread reports BGP sessions, conntrack counters, the
 programmed anycast groups and the last pass. On exit BIRD, routes and rules
 stay: forwarding never depends on the agent running.
@@ -41,6 +44,7 @@ from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
 from l3fabric.client import Urls
 from l3fabric.gateway.anycast import AnycastSync
 from l3fabric.gateway.appliers import GatewayBirdApplier, NatApplier, SyncApplier
+from l3fabric.gateway.birdwatch import BirdWatch
 from l3fabric.gateway.conntrackd import Conntrackd
 from l3fabric.gateway.desired import GatewayDesired
 from l3fabric.gateway.nat import GatewayNat, nat_counters
@@ -78,12 +82,14 @@ class GatewayAgent(ReconcileAgent):
         self.conntrackd = Conntrackd(run_dir)
         self.steering = Steering()
         self.anycast = AnycastSync(self.bird.control)
+        # Between passes: the fabric sessions' gate on upstream announcements, a dead BIRD.
+        self.birdwatch = BirdWatch(self.bird, self.wake, self.steering.drop_route)
         self.desired: DesiredGateway | None = None
         self.last_nat: dict[str, Any] | None = None  # the last heartbeat's, for metrics
         # The policy BIRD was last given (None: unknown, after a failure or a restart).
         self._bird_policy: GatewayDesired | None = None
         self._reader = GatewayReader(
-            self.nat, self.anycast, self.bird, self.conntrackd, self.steering
+            self.nat, self.anycast, self.bird, self.conntrackd, self.steering, self.birdwatch
         )
         self._appliers: dict[str, execute.Applier] = {
             "host": HostApplier(),
@@ -101,9 +107,11 @@ class GatewayAgent(ReconcileAgent):
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         self.anycast.start()
+        self.birdwatch.start()
         try:
             yield
         finally:
+            self.birdwatch.stop()
             self.anycast.stop()
 
     def pass_once(self, timed: bool) -> list[str]:

@@ -41,6 +41,7 @@ from l3fabric.dataplane.nexthops import (
     ResilientRoutes,
 )
 from l3fabric.gateway.ops import AnycastGroupsSet
+from l3fabric.gateway.poller import Poller
 from l3fabric.routing.anycast_routes import LearnedPath, learned_anycast
 from l3fabric.routing.bird_control import BirdControl, BirdError
 
@@ -55,7 +56,6 @@ POLL_INTERVAL_S = 0.1
 # sees no difference and only this puts the member back.
 RESYNC_S = 2.0
 RETRY_S = 1.0
-MAX_PAUSE_S = 0.5
 
 Desired = dict[str, list[Member]]
 
@@ -145,8 +145,7 @@ class AnycastSync:
         self._next_full = 0.0  # the first step converges against the kernel
         self._lock = threading.Lock()  # the status fields
         self._write_lock = threading.Lock()  # the kernel side
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("anycast", self.step, interval_s, clock)
         self.changed_at: float | None = None  # wall clock of the last kernel change
         self.errors: list[str] = []
 
@@ -223,36 +222,15 @@ class AnycastSync:
     # The thread ----------------------------------------------------------------------
 
     def start(self) -> AnycastSync:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="anycast", daemon=True)
-        self._thread.start()
+        self._poller.start()
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._poller.stop(timeout)
         with self._write_lock:
             if self._routes is not None:
                 self._routes.close()
                 self._routes = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = self._clock()
-            try:
-                self.step()
-            except Exception:
-                # Never let one bad answer end the thread: the next poll retries.
-                log.exception("anycast: poll failed")
-            took = self._clock() - started
-            # At least as long as the poll took: with many anycast prefixes
-            # (1,000: ~40 ms of parsing) the thread never takes over a core.
-            # But never longer than MAX_PAUSE_S: one poll that waited minutes
-            # for the kernel (rtnl held by a mass interface change elsewhere)
-            # must not put the next one minutes away.
-            self._stop.wait(min(max(self.interval_s - took, took), MAX_PAUSE_S))
 
     # Status --------------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ plan when it runs a gateway without an agent (``lab up --no-agents``).
   next hop (hosts reach each other through it, as in ``peering: gateway``).
 - Upstream peers: import only a default route; export only the public
   aggregates the gateway originates itself (``originated``), so no private
-  range, no single /32 and nothing learned from upstream ever goes back.
+  range, no single /32 and nothing learned from upstream ever goes back;
+  and nothing while the gateway is drained or lacks the fabric's routes
+  (``fabric_ready``, gateway/birdwatch.py).
 - Local addresses: a peer's ``local`` when its registration names one; else,
   where BIRD needs one (multihop with BFD: iBGP with hosts under
   ``host_asn: same``), the fabric address of the peer's family closest to
@@ -103,6 +105,9 @@ class GatewayRouting:
     # Drained (registration ``drain``): nothing upstream, no default route to
     # the fabric; it still forwards what reaches it, so running flows go on.
     drain: bool = False
+    # The fabric's routes are here (gateway/birdwatch.py): without them, nothing
+    # upstream either, or the internet would send replies this gateway cannot deliver.
+    fabric_ready: bool = True
     # One of a pair (a shared SNAT pool): no fallback default route, so a gateway
     # without its upstream default (upstream down, or just back) attracts no
     # outbound traffic it would drop; the other gateway takes it.
@@ -144,9 +149,8 @@ def _roas(known: Origins | None) -> tuple[Roa, ...]:
 def gateway_config(routing: GatewayRouting) -> BirdConfig:
     """The BIRD config for ``routing``; ValueError for an inconsistent registration."""
     t = routing.timers
-    upstream_export = (
-        Policy("none") if routing.drain else Policy("originated", routing.desired.public)
-    )
+    announce = routing.fabric_ready and not routing.drain
+    upstream_export = Policy("originated", routing.desired.public) if announce else Policy("none")
     fabric_export = NOT_DEFAULT if routing.drain else Policy("all")
 
     def session(
@@ -259,8 +263,13 @@ def steer_route(state: HostState, record: dict[str, Any]) -> StaticRoute | None:
     return None
 
 
-def routing_from_state(state: HostState, name: str, log_file: str | None = None) -> GatewayRouting:
-    """The gateway's routing inputs from its watcher's cache; NotRegistered until registered."""
+def routing_from_state(
+    state: HostState, name: str, log_file: str | None = None, fabric_ready: bool = True
+) -> GatewayRouting:
+    """The gateway's routing inputs from its watcher's cache; NotRegistered until registered.
+
+    ``fabric_ready``: whether the fabric sessions are up (gateway/birdwatch.py).
+    """
     record = registration(state, name)
     local_as = effective_asn(record, state.fabric, kind="gateway")
     explicit = record.get("fabric_peers")
@@ -282,6 +291,7 @@ def routing_from_state(state: HostState, name: str, log_file: str | None = None)
             if (net := parse_network(p, strict=False)).prefixlen  # never a default route
         ),
         drain=bool(record.get("drain")),
+        fabric_ready=fabric_ready,
         pair=record.get("snat_pool") is not None,
         steer_route=steer_route(state, record),
     )

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l3fabric.dataplane import ifnames
+from l3fabric.dataplane import netns as netns_mod
 
 PORT = 3780
 # What a gateway of a pair needs besides forwarding: conntrack takes up flows
@@ -113,11 +114,15 @@ General {{
 
 
 class Conntrackd:
-    """The agent's conntrackd: started with a config, restarted when it changes, stopped."""
+    """The agent's conntrackd: started with a config, restarted when it changes, stopped.
 
-    def __init__(self, run_dir: str | Path) -> None:
+    ``netns``: the namespace it is started in (None: the current one, the agent's).
+    """
+
+    def __init__(self, run_dir: str | Path, netns: str | None = None) -> None:
         self.dir = Path(run_dir) / "conntrackd"
         self.config_path = self.dir / "conntrackd.conf"
+        self.netns = netns
 
     def pid(self) -> int | None:
         """The pid of the conntrackd running our config, or None (found by its command line)."""
@@ -155,7 +160,7 @@ class Conntrackd:
         (self.dir / "conntrackd.ctl").unlink(missing_ok=True)
         self.config_path.write_text(text)
         done = subprocess.run(
-            ["conntrackd", "-d", "-C", str(self.config_path)],
+            netns_mod.command(self.netns, ["conntrackd", "-d", "-C", str(self.config_path)]),
             capture_output=True,
             text=True,
             timeout=10,

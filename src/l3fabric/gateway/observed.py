@@ -21,7 +21,8 @@ class GatewayObserved:
     """The gateway as it is, plus what only this agent remembers (what it last gave BIRD)."""
 
     sysctls: Mapping[str, str] = field(default_factory=dict)
-    # Upstream peer address -> the interfaces this namespace reaches it through.
+    # Upstream peer address -> the interfaces this namespace reaches it through
+    # (its link's, also while the link is down: gateway/observe.upstream_interfaces).
     egress: Mapping[str, frozenset[str]] = field(default_factory=dict)
     nat: NatListing | None = None  # None: no table of ours
     # BIRD's anycast announcements, every path; None: BIRD did not answer.
@@ -33,3 +34,5 @@ class GatewayObserved:
     bird_policy: GatewayDesired | None = None
     conntrackd_text: str | None = None  # the config our running conntrackd has (None: none runs)
     steer_digest: str | None = None  # the handshake steering table's (None: no table)
+    # The fabric sessions are up (gateway/birdwatch.py): announce upstream.
+    fabric_ready: bool = True

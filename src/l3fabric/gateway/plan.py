@@ -115,7 +115,9 @@ def desired_state(
     """
     anycast = anycast_members(observed.learned) if observed.learned is not None else None
     try:
-        routing = routing_from_state(view, name, log_file=log_file)
+        routing = routing_from_state(
+            view, name, log_file=log_file, fabric_ready=observed.fabric_ready
+        )
     except NotRegistered:
         return DesiredGateway(sysctls={}, anycast=anycast)
     except (KeyError, TypeError, ValueError) as exc:

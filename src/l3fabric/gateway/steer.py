@@ -113,6 +113,17 @@ class Steering(NftTable):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
         return f"lookup {ROUTE_TABLE}" in done.stdout
 
+    def drop_route(self) -> None:
+        """Remove the route through the peer (BIRD's, which BFD no longer checks once BIRD is
+        dead): replies go to this gateway's conntrack until a BIRD puts it back."""
+        argv = netns_mod.command(
+            self.netns, ["ip", "-4", "route", "flush", "table", str(ROUTE_TABLE)]
+        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        # A table with no route left does not exist: nothing to remove.
+        if done.returncode != 0 and "does not exist" not in done.stderr:
+            raise RuntimeError(f"ip route flush table {ROUTE_TABLE}: {done.stderr.strip()}")
+
     def applied_digest(self) -> str | None:
         """The table's digest, None without the table or without its ip rule."""
         digest = super().applied_digest()
