@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane import sg_render
 from l3fabric.dataplane.links import Links, tap_name
 from l3fabric.dataplane.routes import EndpointRoutes, ensure_link_local_gateway
 from l3fabric.dataplane.secgroups import SecurityGroupsTable
 from l3fabric.dataplane.sg_model import build_state, memberships
+from l3fabric.dataplane.sg_render import port_chain
 
 from .conftest import in_ns, ip
 from .scripts import ECHO_SERVERS
@@ -288,3 +290,66 @@ def test_hand_deleted_rule_is_restored_by_a_full_apply(lab: Lab) -> None:
     report = lab.apply(groups, ports, full=True)
     assert report.transaction.chains == (chain,) and not report.transaction.full
     assert lab.tcp("c", "a", 80)
+
+
+def _nft(lab: Lab, *args: str) -> None:
+    in_ns(lab.host, "nft", *args)
+
+
+def test_hand_deleted_tap_element_and_pair_rule_are_restored_by_a_full_apply(lab: Lab) -> None:
+    groups = {DEFAULT: default_rules(DEFAULT)}
+    ports = [port("a", [DEFAULT]), port("b", [DEFAULT])]
+    lab.apply(groups, ports)
+    assert lab.tcp("a", "b", 22)
+    # b's tap out of its pair's tap set: in no set and no map, so dropped.
+    tap_set, tap = f"taps-{port_chain((DEFAULT,), 'ingress')}", tap_name(VMS["b"][0])
+    _nft(lab, "delete", "element", "inet", "l3fabric-sg", tap_set, f'{{ "{tap}" }}')
+    assert lab.blocked("a", "b", 22)
+    report = lab.apply(groups, ports, full=True)
+    assert report.transaction.script == f'add element inet l3fabric-sg {tap_set} {{ "{tap}" }}\n'
+    assert lab.tcp("a", "b", 22)
+    # The ingress base chain's rule for the pair deleted: that base chain is rewritten.
+    listing = json.loads(
+        in_ns(
+            lab.host, "nft", "-a", "-j", "list", "chain", "inet", "l3fabric-sg", "sg-ingress"
+        ).stdout
+    )
+    handle = next(
+        i["rule"]["handle"] for i in listing["nftables"] if tap_set in json.dumps(i.get("rule"))
+    )
+    _nft(lab, "delete", "rule", "inet", "l3fabric-sg", "sg-ingress", "handle", str(handle))
+    assert lab.blocked("a", "b", 22)
+    report = lab.apply(groups, ports, full=True)
+    assert report.transaction.chains == ("sg-ingress",) and not report.transaction.full
+    assert lab.tcp("a", "b", 22)
+
+
+def test_pairs_beyond_the_dedicated_ones_use_the_verdict_maps(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sg_render, "DEDICATED_MAX", 1)
+    groups = {DEFAULT: default_rules(DEFAULT), OTHER: [rule("egress")]}
+    ports = [port("a", [DEFAULT]), port("b", [DEFAULT]), port("c", [OTHER])]
+    lab.apply(groups, ports)
+    listing = lab.table.listing()
+    assert listing is not None and len(listing.dedicated) == 1
+    maps = json.loads(
+        in_ns(lab.host, "nft", "-j", "list", "map", "inet", "l3fabric-sg", "sg_in").stdout
+    )
+    in_map = [e[0] for i in maps["nftables"] if "map" in i for e in i["map"].get("elem", [])]
+    # The pair that sorts first has the tap set; the other's taps are in the map.
+    pairs = {
+        vm: port_chain(tuple(p["security_groups"]), "ingress")
+        for vm, p in zip("abc", ports, strict=True)
+    }
+    assert sorted(in_map) == sorted(
+        tap_name(VMS[vm][0]) for vm, pair in pairs.items() if pair != min(pairs.values())
+    )
+    assert lab.tcp("a", "b", 22) and lab.blocked("c", "a", 22) and lab.blocked("a", "c", 22)
+    # With room for both, every tap moves to a tap set: one atomic replacement.
+    monkeypatch.setattr(sg_render, "DEDICATED_MAX", 2)
+    report = lab.apply(groups, ports)
+    assert report.transaction.full
+    listing = lab.table.listing()
+    assert listing is not None and len(listing.dedicated) == 2
+    assert lab.tcp("a", "b", 22) and lab.blocked("c", "a", 22) and lab.blocked("a", "c", 22)

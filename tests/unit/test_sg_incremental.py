@@ -18,6 +18,7 @@ import pytest
 from l3fabric.agent import sg_plan
 from l3fabric.agent.ops import SecurityGroupsApply
 from l3fabric.client import HostState
+from l3fabric.dataplane import sg_render
 from l3fabric.dataplane.links import tap_name
 from l3fabric.dataplane.sg_diff import Changed, listing_of
 from l3fabric.dataplane.sg_model import build_state
@@ -99,8 +100,12 @@ def _change(rng: random.Random, view: HostState, n: int) -> None:
         _member(view, f"m{rng.randrange(30)}", groups, f"10.9.{rng.randrange(3)}.{n % 250}")
 
 
+@pytest.mark.parametrize("room", [sg_render.DEDICATED_MAX, 2])  # 2: pairs move in and out
 @pytest.mark.parametrize("seed", range(12))
-def test_incremental_security_groups_equal_full(seed: int) -> None:
+def test_incremental_security_groups_equal_full(
+    seed: int, room: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sg_render, "DEDICATED_MAX", room)
     rng = random.Random(seed)
     view = HostState(security_groups={g: _group(rng, g) for g in GROUPS})
     previous = sg_plan.desired(view)

@@ -5,16 +5,22 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
+from l3fabric.dataplane import sg_render
 from l3fabric.dataplane.sg_diff import listing_of, parse_listing, transaction
 from l3fabric.dataplane.sg_model import SecurityGroup, SgPort, SgRule, SgState
 from l3fabric.dataplane.sg_render import (
+    DEDICATED_MAX,
     group_chain,
     group_rules,
     ident,
+    place,
     port_chain,
     remote_set,
     render,
     rule_text,
+    table_text,
 )
 
 G1 = "11111111-0000-4000-8000-000000000001"
@@ -163,20 +169,29 @@ def test_a_port_that_goes_loses_its_map_entries_and_the_last_one_its_chains() ->
     ports = dict(state.ports)
     del ports["tap00000000002"]
     todo = transaction(render(dataclasses.replace(state, ports=ports)), before)
+    chain_in, chain_out = port_chain((G1, G2), "ingress"), port_chain((G1, G2), "egress")
     assert todo.script.splitlines() == [
-        'delete element inet l3fabric-sg sg_in { "tap00000000002" }',
-        'delete element inet l3fabric-sg sg_out { "tap00000000002" }',
+        f'delete element inet l3fabric-sg taps-{chain_in} {{ "tap00000000002" }}',
+        f'delete element inet l3fabric-sg taps-{chain_out} {{ "tap00000000002" }}',
     ]
     todo = transaction(render(dataclasses.replace(state, ports={})), before)
-    assert todo.script.splitlines()[-2:] == [
-        f"delete chain inet l3fabric-sg {port_chain((G1, G2), 'ingress')}",
-        f"delete chain inet l3fabric-sg {port_chain((G1, G2), 'egress')}",
+    # The base chains lose the pair's rule before the pair and its tap sets go.
+    assert [line for line in todo.script.splitlines() if "add rule" not in line][-6:] == [
+        "flush chain inet l3fabric-sg sg-egress",
+        "flush chain inet l3fabric-sg sg-ingress",
+        f"delete chain inet l3fabric-sg {chain_in}",
+        f"delete chain inet l3fabric-sg {chain_out}",
+        f"delete set inet l3fabric-sg taps-{chain_in}",
+        f"delete set inet l3fabric-sg taps-{chain_out}",
     ]
 
 
 def _json(rendered) -> str:
     """A kernel listing like ``nft -j`` prints it (only what parse_listing reads)."""
     items: list[dict] = [{"metainfo": {}}]
+    tap_sets: dict[str, list[str]] = {
+        f"taps-{d}-{k}": [] for k in rendered.dedicated for d in ("in", "out")
+    }
     for name, rules in rendered.chains.items():
         items.append({"chain": {"name": name}})
         for rule in rules:
@@ -191,11 +206,19 @@ def _json(rendered) -> str:
         ]
         items.append({"set": {"name": name, "type": kind, "elem": elem}})
     for name, entries in rendered.maps.items():
-        elem = [
-            [t, {"accept": None} if v == "accept" else {v.split()[0]: {"target": v.split()[1]}}]
-            for t, v in entries.items()
-        ]
+        elem = []
+        for t, v in entries.items():
+            where, _ = place(name, t, v, rendered.dedicated)
+            if where != name:  # a dedicated pair's tap set
+                tap_sets.setdefault(where, []).append(t)
+                continue
+            verdict = (
+                {"accept": None} if v == "accept" else {v.split()[0]: {"target": v.split()[1]}}
+            )
+            elem.append([t, verdict])
         items.append({"map": {"name": name, "elem": elem}})
+    for name, taps in tap_sets.items():
+        items.append({"set": {"name": name, "type": "ifname", "elem": taps}})
     return json.dumps({"nftables": items})
 
 
@@ -209,3 +232,92 @@ def test_listing_round_trip_and_drift() -> None:
     del items[first]
     todo = transaction(rendered, parse_listing(json.dumps(text)))
     assert todo.chains == (f"sgi-{G1}",) and not todo.full
+
+
+def test_a_new_port_of_a_dedicated_pair_is_one_plain_element_per_direction() -> None:
+    state = _state(100)
+    before = render(state)
+    chain_in, chain_out = port_chain((G1, G2), "ingress"), port_chain((G1, G2), "egress")
+    assert before.dedicated == (chain_in[3:],)
+    assert before.chains["sg-ingress"][:-1] == (
+        "ct state established,related accept",
+        f"oifname @taps-{chain_in} goto {chain_in}",
+        "oifname vmap @sg_in",
+    )
+    new = SgPort("tapnew", (G1, G2), True, ("10.0.0.200/32",))
+    after = render(dataclasses.replace(state, ports={**state.ports, "tapnew": new}))
+    lines = transaction(after, listing_of(before)).script.splitlines()
+    # No verdict-map element with a goto: nothing for the kernel to validate at commit.
+    assert [line for line in lines if "rg4" not in line] == [
+        f'add element inet l3fabric-sg taps-{chain_in} {{ "tapnew" }}',
+        f'add element inet l3fabric-sg taps-{chain_out} {{ "tapnew" }}',
+    ]
+    full = transaction(after, None).script
+    assert "goto" not in full.split("map sg_in")[1].split("}")[0]
+
+
+def _groups_state(n_pairs: int) -> SgState:
+    """One port per pair: port i alone in group i (ids sort like the ports)."""
+    groups = {f"g{i:03d}": SecurityGroup(f"g{i:03d}") for i in range(n_pairs)}
+    ports = {f"tap{i:011d}": SgPort(f"tap{i:011d}", (f"g{i:03d}",)) for i in range(n_pairs)}
+    return SgState(groups, ports)
+
+
+def test_pairs_beyond_the_dedicated_ones_keep_the_verdict_maps() -> None:
+    state = _groups_state(DEDICATED_MAX + 3)
+    rendered = render(state)
+    keys = sorted(port_chain((g,), "ingress")[3:] for g in state.groups)
+    assert rendered.dedicated == tuple(keys[:DEDICATED_MAX])
+    # Per packet: at most DEDICATED_MAX set lookups, then the map.
+    assert len(rendered.chains["sg-egress"]) == 1 + DEDICATED_MAX + 2
+    text = table_text(rendered)
+    for key in keys[DEDICATED_MAX:]:
+        assert f": goto in-{key}" in text and f"taps-in-{key}" not in text
+    assert parse_listing(_json(rendered)) == listing_of(rendered)
+    assert transaction(rendered, parse_listing(_json(rendered))).statements == 0
+
+
+def test_a_new_pair_is_a_patch_unless_a_pair_that_stays_would_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    four = _groups_state(4)
+    order = sorted(four.ports, key=lambda t: port_chain(four.ports[t].groups, "ingress"))
+
+    def without(tap: str) -> SgState:
+        return SgState(four.groups, {t: p for t, p in four.ports.items() if t != tap})
+
+    def key(tap: str) -> str:
+        return port_chain(four.ports[tap].groups, "ingress")[3:]
+
+    # Room for all: the new pair's tap sets and the base chains' new rules.
+    todo = transaction(render(four), listing_of(render(without(order[0]))))
+    assert not todo.full
+    assert f"add set inet l3fabric-sg taps-in-{key(order[0])} {{ type ifname; }}" in todo.script
+    assert "flush chain inet l3fabric-sg sg-ingress" in todo.script
+    monkeypatch.setattr(sg_render, "DEDICATED_MAX", 3)
+    # No room, and the new pair sorts last: its tap goes to the maps, a patch.
+    todo = transaction(render(four), listing_of(render(without(order[3]))))
+    assert not todo.full and "sg-ingress" not in todo.script
+    assert f'add element inet l3fabric-sg sg_in {{ "{order[3]}" : goto in-{key(order[3])} }}' in (
+        todo.script
+    )
+    # It sorts first: it pushes a pair that stays out of its tap set, so all
+    # of that pair's taps would move: the table is replaced in one transaction.
+    assert transaction(render(four), listing_of(render(without(order[0])))).full
+
+
+def test_a_tap_in_two_places_is_repaired_by_a_replacement() -> None:
+    rendered = render(_state(2))
+    text = json.loads(_json(rendered))
+    for item in text["nftables"]:
+        if item.get("map", {}).get("name") == "sg_in":
+            item["map"]["elem"].append(["tap00000000000", {"accept": None}])
+    listing = parse_listing(json.dumps(text))
+    assert listing.conflict and transaction(rendered, listing).full
+    # A pair with one tap set of two, or a set of ours that no pair makes: replaced too.
+    items = json.loads(_json(rendered))["nftables"]
+    half = [i for i in items if i.get("set", {}).get("name") != f"taps-out-{rendered.dedicated[0]}"]
+    stranger = [*items, {"set": {"name": "taps-in-x", "type": "ifname", "elem": []}}]
+    for case in (half, stranger):
+        listing = parse_listing(json.dumps({"nftables": case}))
+        assert listing.conflict and transaction(rendered, listing).full

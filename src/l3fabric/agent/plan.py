@@ -494,7 +494,7 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
     if not observed.link_local_gateway:
         ops.append(LinkLocalGateway())
     # Security groups first: a new tap is filtered before it is routed (until
-    # then it is in neither verdict map, so dropped: fail closed).
+    # then it is in no tap set or verdict map, so dropped: fail closed).
     ops += sg_plan.ops(desired.security_groups, observed.security_groups, observed.sg_applied)
     guard_before, guard_after = _guard_ops(desired, observed)
     ops += guard_before

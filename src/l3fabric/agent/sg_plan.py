@@ -36,6 +36,8 @@ from l3fabric.dataplane.sg_render import (
     MAP_IN,
     MAP_OUT,
     Rendered,
+    base_chains,
+    dedicated,
     group_chains,
     port_objects,
     remote_sets,
@@ -153,12 +155,13 @@ class _Builder:
         errors += [e for g in sorted(groups) for e in group_errors[g]]
         state = SgState(groups, sg_ports.done(), state_members, tuple(errors))
         sets = self._sets(state)
+        keys = self._dedicated()
         dirty = Changed(
             frozenset(self.dirty_chains), frozenset(self.dirty_sets), frozenset(self.dirty_taps)
         )
         return DesiredSg(
             state,
-            Rendered(self.chains, sets, {vmap: m.done() for vmap, m in self.maps.items()}),
+            Rendered(self.chains, sets, {vmap: m.done() for vmap, m in self.maps.items()}, keys),
             view.ports,  # the pass's own copy of the view, not edited: kept, not copied
             taps.done(),
             untapped,
@@ -194,6 +197,18 @@ class _Builder:
         self.dirty_taps.add(port.tap)
         for group in port.groups:
             acquire(uses, group)
+
+    def _dedicated(self) -> tuple[str, ...]:
+        """The pairs with tap sets (a scan of the chains only when a pair came or went)."""
+        last = self.last.rendered.dedicated
+        if not any(name.startswith("in-") for name in self.dirty_chains):
+            return last
+        keys = dedicated(self.chains)
+        if keys != last:
+            bases = base_chains(keys)
+            self.chains.update(bases)
+            self.dirty_chains.update(bases)
+        return keys
 
     def _groups(
         self, uses: Mapping[str, int]

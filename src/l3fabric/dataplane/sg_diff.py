@@ -5,12 +5,17 @@ with ``current``: the kernel's table read back (``parse_listing`` of
 ``nft -j list table``) in a full pass, or ``listing_of`` the last applied
 state in an incremental one. It returns one ``nft -f`` script:
 
-- the whole table replaced atomically if there is none or a base chain or map
-  differs (``table``; ``delete table``; the table: never a half state);
+- the whole table replaced atomically if there is none, a base chain or map
+  is missing, or a chain pair that stays would move between its tap set and
+  the verdict maps (``table``; ``delete table``; the table: never a half
+  state);
 - else ``flush chain`` + its rules for each chain whose rule count or digest
-  differs (a hand-deleted rule shows in the count), ``add chain`` / ``delete
-  chain`` for ports and groups that come and go, ``add``/``delete element``
-  for memberships (set elements) and for ports in the verdict maps.
+  differs (a hand-deleted rule shows in the count; a base chain when a
+  dedicated pair comes or goes), ``add chain`` / ``delete chain`` for ports'
+  pairs and groups that come and go, ``add``/``delete element`` for
+  memberships (set elements) and for ports (in their pair's tap set or the
+  verdict maps, sg_render.place), ``add set`` / ``delete set`` for the tap
+  sets of pairs that come and go.
 
 Nothing changed: an empty script (zero statements).
 """
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,14 +34,18 @@ from l3fabric.dataplane.sg_render import (
     MAP_IN,
     MAP_OUT,
     TABLE,
+    TAP_SET,
     Rendered,
-    map_element,
+    pair_chain,
+    place,
     set_decl,
     table_text,
+    tap_set,
 )
 from l3fabric.layered import Layered
 
 _DIGEST = re.compile(r"sg sha256:([0-9a-f]{16})")
+_TAP_SET = re.compile(rf"^{TAP_SET}(in|out)-([0-9a-f]{{20}})$")
 _T = f"{FAMILY} {TABLE}"
 T = TypeVar("T")
 U = TypeVar("U")
@@ -44,11 +53,17 @@ U = TypeVar("U")
 
 @dataclass(frozen=True)
 class SgListing:
-    """The table as the kernel holds it: (rule count, digest) per chain, sets, maps."""
+    """The table as the kernel holds it: (rule count, digest) per chain, sets, verdicts, pairs.
+
+    ``maps`` and ``dedicated`` as in ``Rendered`` (a tap in its pair's tap set
+    is read as ``goto`` that pair); ``conflict``: a tap in two places (by hand).
+    """
 
     chains: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    dedicated: tuple[str, ...] = ()
+    conflict: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,11 +103,13 @@ def _chain_state(rules: tuple[str, ...]) -> tuple[int, str | None]:
 def listing_of(rendered: Rendered, only: Changed | None = None) -> SgListing:
     """What the kernel holds once ``rendered`` is applied (``only``: just those objects)."""
     if only is not None:
-        return listing_of(Rendered(*_cut(rendered.chains, rendered.sets, rendered.maps, only)))
+        cut = _cut(rendered.chains, rendered.sets, rendered.maps, only)
+        return listing_of(Rendered(*cut, rendered.dedicated))
     return SgListing(
         chains={name: _chain_state(rules) for name, rules in rendered.chains.items()},
         sets={name: (kind, frozenset(e)) for name, (kind, e) in rendered.sets.items()},
         maps={name: dict(entries.items()) for name, entries in rendered.maps.items()},
+        dedicated=rendered.dedicated,
     )
 
 
@@ -128,7 +145,7 @@ def update(before: SgListing, rendered: Rendered, only: Changed) -> SgListing:
             draft.pop(tap, None)
         draft.update(fresh.maps.get(name, {}))
         maps[name] = draft.done()
-    return SgListing(chains, sets, maps)
+    return SgListing(chains, sets, maps, fresh.dedicated)
 
 
 def _element(value: object) -> str:
@@ -156,6 +173,7 @@ def parse_listing(text: str) -> SgListing:
     digests: dict[str, str] = {}
     sets: dict[str, tuple[str, frozenset[str]]] = {}
     maps: dict[str, dict[str, str]] = {}
+    tap_sets: dict[str, list[str]] = {}
     for item in json.loads(text).get("nftables", []):
         if "chain" in item:
             chains.setdefault(item["chain"]["name"], [])
@@ -168,15 +186,40 @@ def parse_listing(text: str) -> SgListing:
         elif "map" in item:
             entries = item["map"].get("elem", [])
             maps[item["map"]["name"]] = {str(k): _verdict(v) for k, v in entries}
+        elif "set" in item and item["set"]["name"].startswith(TAP_SET):
+            tap_sets[item["set"]["name"]] = [str(e) for e in item["set"].get("elem", [])]
         elif "set" in item:
             got = item["set"]
             elements = frozenset(_element(e) for e in got.get("elem", []))
             sets[got["name"]] = (str(got.get("type")), elements)
+    keys, conflict = _read_tap_sets(tap_sets, maps)
     return SgListing(
         chains={name: (len(rules), digests.get(name)) for name, rules in chains.items()},
         sets=sets,
         maps=maps,
+        dedicated=keys,
+        conflict=conflict,
     )
+
+
+def _read_tap_sets(
+    tap_sets: Mapping[str, list[str]], maps: dict[str, dict[str, str]]
+) -> tuple[tuple[str, ...], bool]:
+    """Fold the pairs' tap sets into ``maps`` as ``goto`` verdicts; the pairs and any conflict.
+
+    A conflict (a tap twice, a pair with one tap set of two, a stranger's
+    set): the table is replaced.
+    """
+    keys = sorted({found.group(2) for found in map(_TAP_SET.match, tap_sets) if found})
+    conflict = len(tap_sets) != 2 * len(keys) or any(not _TAP_SET.match(n) for n in tap_sets)
+    for vmap in (MAP_IN, MAP_OUT):
+        entries = maps.setdefault(vmap, {})
+        for key in keys:
+            verdict = f"goto {pair_chain(vmap, key)}"
+            for tap in tap_sets.get(tap_set(vmap, key), ()):
+                conflict = conflict or tap in entries
+                entries[tap] = verdict
+    return tuple(keys), conflict
 
 
 def full_script(rendered: Rendered) -> str:
@@ -185,12 +228,18 @@ def full_script(rendered: Rendered) -> str:
 
 
 def _needs_full(desired: SgListing, current: SgListing | None) -> bool:
-    if current is None:
+    if current is None or current.conflict:
         return True
-    if any(current.chains.get(n) != desired.chains[n] for n in BASE_CHAINS):
+    if any(n not in current.chains for n in BASE_CHAINS):
         return True
     if any(name not in current.maps for name in (MAP_IN, MAP_OUT)):
         return True
+    # A pair that exists on both sides (or on neither: an incremental pass did
+    # not touch it) but is dedicated on one only: its taps would all move.
+    for key in set(desired.dedicated) ^ set(current.dedicated):
+        chain = pair_chain(MAP_IN, key)
+        if (chain in desired.chains) == (chain in current.chains):
+            return True
     # A set of ours with another type (hand-made): replace rather than patch.
     return any(
         name in current.sets and current.sets[name][0] != kind
@@ -200,6 +249,37 @@ def _needs_full(desired: SgListing, current: SgListing | None) -> bool:
 
 def _elements(verb: str, name: str, items: list[str]) -> list[str]:
     return [f"{verb} element {_T} {name} {{ {', '.join(items)} }}"] if items else []
+
+
+def _placed(
+    verb: str,
+    vmap: str,
+    entries: list[tuple[str, str]],
+    keys: tuple[str, ...],
+    dropped: Collection[str] = (),
+) -> list[str]:
+    """``verb`` element lines for ``entries`` (tap, verdict) of ``vmap``, grouped where they live.
+
+    ``dropped``: sets deleted whole later in the transaction (their elements go with them).
+    """
+    found: dict[str, list[str]] = {}
+    for tap, verdict in entries:
+        name, element = place(vmap, tap, verdict, keys)
+        # A map's element is deleted by its key alone.
+        found.setdefault(name, []).append(f'"{tap}"' if verb == "delete" else element)
+    return [
+        line
+        for name in sorted(found.keys() - set(dropped))
+        for line in _elements(verb, name, found[name])
+    ]
+
+
+def _add_set(name: str, kind: str) -> str:
+    return f"add {set_decl(name, kind).replace('set ', f'set {_T} ', 1)}"
+
+
+def _tap_sets(keys: set[str]) -> list[str]:
+    return sorted(tap_set(vmap, key) for key in keys for vmap in (MAP_IN, MAP_OUT))
 
 
 def transaction(
@@ -212,15 +292,21 @@ def transaction(
     """
     desired = listing_of(rendered, only)
     if only is not None and current is not None:
-        current = SgListing(*_cut(current.chains, current.sets, current.maps, only))
+        cut = _cut(current.chains, current.sets, current.maps, only)
+        current = SgListing(*cut, current.dedicated, current.conflict)
     if _needs_full(desired, current):
         return Transaction(full_script(rendered), full=True, narrowed=True)
     assert current is not None
     lines: list[str] = []
     narrowed = False
+    new_keys, gone_keys = (
+        set(desired.dedicated) - set(current.dedicated),
+        set(current.dedicated) - set(desired.dedicated),
+    )
+    lines += [_add_set(name, "ifname") for name in _tap_sets(new_keys)]
     for name in sorted(desired.sets.keys() - current.sets.keys()):
         kind, elements = rendered.sets[name]
-        lines.append(f"add {set_decl(name, kind).replace('set ', f'set {_T} ', 1)}")
+        lines.append(_add_set(name, kind))
         lines += _elements("add", name, list(elements))
     new_chains = sorted(desired.chains.keys() - current.chains.keys())
     lines += [f"add chain {_T} {name}" for name in new_chains]
@@ -232,7 +318,7 @@ def transaction(
         lines += _elements("add", name, [e for e in rendered.sets[name][1] if e not in have])
     written: list[str] = []
     for name in sorted(desired.chains):
-        if name in BASE_CHAINS or current.chains.get(name) == desired.chains[name]:
+        if current.chains.get(name) == desired.chains[name]:
             continue
         if name in current.chains:
             lines.append(f"flush chain {_T} {name}")
@@ -241,15 +327,15 @@ def transaction(
         written.append(name)
     for vmap in (MAP_IN, MAP_OUT):
         want_map, have_map = desired.maps[vmap], current.maps[vmap]
-        stale = sorted(t for t, v in have_map.items() if want_map.get(t) != v)
+        stale = sorted((t, v) for t, v in have_map.items() if want_map.get(t) != v)
         narrowed = narrowed or bool(stale)
-        lines += _elements("delete", vmap, [f'"{t}"' for t in stale])
-        fresh = [map_element(t, v) for t, v in sorted(want_map.items()) if have_map.get(t) != v]
-        lines += _elements("add", vmap, fresh)
+        lines += _placed("delete", vmap, stale, current.dedicated, _tap_sets(gone_keys))
+        fresh = [(t, v) for t, v in sorted(want_map.items()) if have_map.get(t) != v]
+        lines += _placed("add", vmap, fresh, desired.dedicated)
     for name in sorted(current.chains.keys() - desired.chains.keys()):
         lines.append(f"delete chain {_T} {name}")
         narrowed = True
-    for name in sorted(current.sets.keys() - desired.sets.keys()):
+    for name in [*sorted(current.sets.keys() - desired.sets.keys()), *_tap_sets(gone_keys)]:
         lines.append(f"delete set {_T} {name}")
     for name in sorted(current.maps.keys() - desired.maps.keys()):
         lines.append(f"delete map {_T} {name}")

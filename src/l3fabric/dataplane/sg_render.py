@@ -4,10 +4,13 @@ Table ``inet l3fabric-sg`` (its own table beside the anti-spoofing one, see the
 docs for why) holds:
 
 - two base chains on the forward hook, ``sg-egress`` (priority filter + 10,
-  what a VM sends: ``iifname vmap @sg_out``) and ``sg-ingress`` (filter + 20,
-  what a VM receives: ``oifname vmap @sg_in``), each opening with
-  ``ct state established,related accept``; a tap in neither map is dropped
-  (fail closed), a port with port security off maps to ``accept``;
+  what a VM sends, keyed by ``iifname``) and ``sg-ingress`` (filter + 20,
+  what a VM receives, ``oifname``), each opening with ``ct state
+  established,related accept``, then one rule per *dedicated* chain pair
+  (``oifname @taps-in-<key> goto in-<key>``: a plain set of the pair's
+  taps), then the verdict maps ``@sg_out`` / ``@sg_in`` for every other tap
+  (port security off: ``accept``; a pair beyond the first ``DEDICATED_MAX``:
+  ``goto`` its chain), then ``tap*`` dropped (fail closed);
 - per set of groups ``out-<key>`` / ``in-<key>`` (``key`` a digest of the
   port's group ids, in order): ND accepted, invalid dropped, one ``jump`` per
   group, then ``drop``. Every port with the same groups maps to the same
@@ -15,13 +18,24 @@ docs for why) holds:
   nft reads every chain of the namespace before each change and the kernel
   validates every chain reachable from a base chain at each commit, so a
   change's cost grew with the number of chains (docs/benchmarks.md);
+- why the dedicated sets: a verdict-map element with a ``goto`` makes the
+  kernel validate the whole table at commit, walking every element of every
+  verdict map (~1.8 ms of CPU per commit at 10,000 ports, 0.25 ms at 100);
+  a plain set element adds no validation (0.2 ms at both sizes). So a port
+  of a dedicated pair is one plain set element per direction, O(1) in the
+  kernel; per packet (the first of a flow only) it costs one set lookup
+  per dedicated pair before its own, at most ``DEDICATED_MAX``; the pairs
+  beyond those (sorted by key) keep the verdict map: one lookup, O(their
+  ports) per commit;
 - per group ``sge-<id>`` / ``sgi-<id>``: that group's rules, each ``accept``,
   then ``return``;
 - per remote group and family an interval set ``rg4-<id>`` / ``rg6-<id>``
   of member prefixes, shared by every rule that references it.
 
 Every chain's last rule carries ``sg sha256:<16 hex>``, the digest of its
-rules, so a listing shows which chain drifted (sg_diff.py).
+rules, so a listing shows which chain drifted (sg_diff.py). ``Rendered.maps``
+holds every tap's logical verdict (``goto in-<key>`` or ``accept``);
+``place`` says where it lives in the kernel (a pair's tap set or the map).
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from l3fabric.dataplane.sg_model import (
@@ -53,20 +67,32 @@ ND_TYPES = frozenset(range(133, 138))
 _PORT_WORDS = {TCP: "tcp", UDP: "udp", SCTP: "sctp"}
 _ICMP_WORDS = {4: "icmp", 6: "icmpv6"}
 
+# At most this many chain pairs get a plain tap set and a rule in each base
+# chain (the first packet of a flow tries them in turn); the rest go through
+# the verdict maps.
+DEDICATED_MAX = 16
+
+
+@dataclass(frozen=True)
+class Base:
+    """A base chain: its hook line, the interface it keys on, its map and pair-chain prefix."""
+
+    head: str
+    ifname: str
+    vmap: str
+    prefix: str
+
+
 BASE_CHAINS = {
-    "sg-egress": (
-        "type filter hook forward priority filter + 10; policy accept;",
-        "ct state established,related accept",
-        f"iifname vmap @{MAP_OUT}",
-        'iifname "tap*" drop',
+    "sg-egress": Base(
+        "type filter hook forward priority filter + 10; policy accept;", "iifname", MAP_OUT, "out"
     ),
-    "sg-ingress": (
-        "type filter hook forward priority filter + 20; policy accept;",
-        "ct state established,related accept",
-        f"oifname vmap @{MAP_IN}",
-        'oifname "tap*" drop',
+    "sg-ingress": Base(
+        "type filter hook forward priority filter + 20; policy accept;", "oifname", MAP_IN, "in"
     ),
 }
+_PREFIX = {base.vmap: base.prefix for base in BASE_CHAINS.values()}
+TAP_SET = "taps-"
 
 
 def ident(object_id: str) -> str:
@@ -156,19 +182,57 @@ def port_rules(groups: tuple[str, ...], direction: str) -> tuple[str, ...]:
     )
 
 
-def base_rules(name: str) -> tuple[str, ...]:
-    """A base chain's rules (its hook line left out), the last one sealed."""
-    head, *rules = BASE_CHAINS[name]
-    return _sealed(rules[:-1], rules[-1], head)
+def pair_chain(vmap: str, key: str) -> str:
+    """The chain of pair ``key`` that ``vmap``'s direction goes to (``port_chain``'s name)."""
+    return f"{_PREFIX[vmap]}-{key}"
+
+
+def tap_set(vmap: str, key: str) -> str:
+    """The plain set of the taps that ``vmap`` would send to the pair ``key``."""
+    return TAP_SET + pair_chain(vmap, key)
+
+
+def dedicated(chains: Iterable[str]) -> tuple[str, ...]:
+    """The pairs (keys) that get tap sets: the first ``DEDICATED_MAX`` of ``chains``' pairs.
+
+    A pure function of the pairs present, so incremental and full passes agree.
+    """
+    return tuple(sorted(name[3:] for name in chains if name.startswith("in-"))[:DEDICATED_MAX])
+
+
+def base_rules(name: str, keys: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A base chain's rules (its hook line left out), the last one sealed; ``keys``: dedicated."""
+    base = BASE_CHAINS[name]
+    vmap = base.vmap
+    pairs = [f"{base.ifname} @{tap_set(vmap, k)} goto {pair_chain(vmap, k)}" for k in keys]
+    rules = ["ct state established,related accept", *pairs, f"{base.ifname} vmap @{vmap}"]
+    return _sealed(rules, f'{base.ifname} "tap*" drop', base.head)
+
+
+def base_chains(keys: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    return {name: base_rules(name, keys) for name in BASE_CHAINS}
+
+
+def place(vmap: str, tap: str, verdict: str, keys: Collection[str]) -> tuple[str, str]:
+    """Where a tap's ``verdict`` lives: (set or map name, element text)."""
+    key = verdict.partition("-")[2] if verdict.startswith("goto ") else ""
+    if key in keys:
+        return tap_set(vmap, key), f'"{tap}"'
+    return vmap, map_element(tap, verdict)
 
 
 @dataclass(frozen=True)
 class Rendered:
-    """The table as objects: chains (rules), sets (type, elements), verdict maps (tap -> verdict)."""
+    """The table as objects: chains (rules), sets (type, elements), verdicts per tap, dedicated pairs.
+
+    ``maps``: each tap's verdict per direction, wherever it lives (``place``);
+    ``dedicated``: the pairs with tap sets (``dedicated(chains)``).
+    """
 
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sets: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    dedicated: tuple[str, ...] = ()
 
 
 def group_chains(group: SecurityGroup) -> dict[str, tuple[str, ...]]:
@@ -219,7 +283,7 @@ def remote_sets(state: SgState) -> dict[str, tuple[str, tuple[str, ...]]]:
 
 def render(state: SgState) -> Rendered:
     """The nft objects of ``state`` (base chains included)."""
-    chains: dict[str, tuple[str, ...]] = {name: base_rules(name) for name in BASE_CHAINS}
+    chains: dict[str, tuple[str, ...]] = {}
     maps: dict[str, dict[str, str]] = {MAP_OUT: {}, MAP_IN: {}}
     for group in state.groups.values():
         chains.update(group_chains(group))
@@ -228,11 +292,14 @@ def render(state: SgState) -> Rendered:
         chains.update(port_chains)
         for vmap, verdict in verdicts.items():
             maps[vmap][tap] = verdict
-    return Rendered(chains, remote_sets(state), maps)
+    keys = dedicated(chains)
+    return Rendered({**base_chains(keys), **chains}, remote_sets(state), maps, keys)
 
 
 def set_decl(name: str, kind: str) -> str:
-    return f"set {name} {{ type {kind}; flags interval; }}"
+    """A set's declaration: interval flags for the member sets, none for tap sets (``ifname``)."""
+    flags = "" if kind == "ifname" else " flags interval;"
+    return f"set {name} {{ type {kind};{flags} }}"
 
 
 def map_decl(name: str) -> str:
@@ -246,21 +313,28 @@ def map_element(tap: str, verdict: str) -> str:
 def table_text(rendered: Rendered) -> str:
     """The whole table, for ``nft -f`` (declared objects first; nft resolves references)."""
     lines = [f"table {FAMILY} {TABLE} {{"]
-    for name, entries in sorted(rendered.maps.items()):
-        lines.append(f"\tmap {name} {{\n\t\ttype ifname : verdict")
-        if entries:
-            items = ", ".join(map_element(t, v) for t, v in sorted(entries.items()))
-            lines.append(f"\t\telements = {{ {items} }}")
-        lines.append("\t}")
-    for name, (kind, elements) in sorted(rendered.sets.items()):
-        lines.append(f"\tset {name} {{\n\t\ttype {kind}\n\t\tflags interval")
-        if elements:
-            lines.append(f"\t\telements = {{ {', '.join(elements)} }}")
+    placed: dict[str, list[str]] = {vmap: [] for vmap in rendered.maps}
+    for vmap in rendered.maps:
+        placed.update({tap_set(vmap, k): [] for k in rendered.dedicated})
+    for vmap, entries in rendered.maps.items():
+        for tap, verdict in sorted(entries.items()):
+            name, element = place(vmap, tap, verdict, rendered.dedicated)
+            placed[name].append(element)
+    decls = {name: "type ifname : verdict" for name in rendered.maps}
+    decls.update({name: "type ifname" for name in placed if name not in rendered.maps})
+    for name, (kind, elements) in rendered.sets.items():
+        decls[name] = f"type {kind}\n\t\tflags interval"
+        placed[name] = list(elements)
+    for name, decl in sorted(decls.items()):
+        kind = "map" if name in rendered.maps else "set"
+        lines.append(f"\t{kind} {name} {{\n\t\t{decl}")
+        if placed[name]:
+            lines.append(f"\t\telements = {{ {', '.join(placed[name])} }}")
         lines.append("\t}")
     for name, rules in sorted(rendered.chains.items()):
         lines.append(f"\tchain {name} {{")
         if name in BASE_CHAINS:
-            lines.append(f"\t\t{BASE_CHAINS[name][0]}")
+            lines.append(f"\t\t{BASE_CHAINS[name].head}")
         lines += [f"\t\t{r}" for r in rules]
         lines.append("\t}")
     return "\n".join(lines) + "\n}\n"
