@@ -219,15 +219,25 @@ class Registry:
         self.liveness.forget(self.kind, name)
         self._written.pop(name, None)
 
-    def report(self, name: str, status: JSON) -> None:
-        """Keep what the agent of ``name`` reports; store it only when its state changed."""
+    def report(self, name: str, status: JSON, *, store: bool = True) -> bool:
+        """Keep what the agent of ``name`` reports; store it only when its state changed.
+
+        ``store=False`` (the event loop's thread): record it only if that needs
+        no store access (the agent is known and its state unchanged); False if
+        not, and nothing was done."""
+        state = durable_state(status)
+        known = self.liveness.last(self.kind, name) is not None and self._written.get(name) == state
+        if known:
+            self.liveness.beat(self.kind, name, status)
+            return True
+        if not store:
+            return False
         if (
             self.liveness.last(self.kind, name) is None
             and self.store.get(self.key_of(name)) is None
         ):
             raise self.missing(name)
         stamped = self.liveness.beat(self.kind, name, status)
-        state = durable_state(status)
         if name not in self._written:
             kv = self.store.get(f"{self.status_prefix}{name}")
             if kv is not None:
@@ -237,6 +247,7 @@ class Registry:
                 f"{self.status_prefix}{name}", {"heartbeat_at": stamped["heartbeat_at"], **state}
             )
             self._written[name] = state
+        return True
 
 
 class FabricService:
@@ -283,14 +294,24 @@ class FabricService:
         self.store.put(keys.FABRIC_CONFIG, config)
         return config
 
-    def host_heartbeat(self, name: str, payload: Any) -> JSON:
-        """Store a host's report and apply its ports' statuses; names the ports that changed."""
+    def host_heartbeat(self, name: str, payload: Any, *, store: bool = True) -> JSON | None:
+        """Keep a host's report and apply its ports' statuses; names the ports that changed.
+
+        ``store=False``: only if that needs no store access (the event loop's
+        thread, api/heartbeats.py), else None and nothing was done."""
         beat = parse(HostHeartbeat, payload)
-        self.hosts.report(name, beat.model_dump(mode="json", exclude={"ports"}))
+        reported = [
+            (port_id, status)
+            for port_id, status in beat.ports.items()
+            if not self._statuses.fresh(name, port_id, status)
+        ]
+        if reported and not store:
+            return None
+        report = beat.model_dump(mode="json", exclude={"ports"})
+        if not self.hosts.report(name, report, store=store):
+            return None
         changed = []
-        for port_id, status in beat.ports.items():
-            if self._statuses.fresh(name, port_id, status):
-                continue
+        for port_id, status in reported:
             if set_status(self.store, name, port_id, status):
                 changed.append(port_id)
             self._statuses.applied(name, port_id, status)
@@ -311,7 +332,9 @@ class FabricService:
         self.store.put(keys.gateway_key(name), record)
         return record
 
-    def gateway_heartbeat(self, name: str, payload: Any) -> JSON:
+    def gateway_heartbeat(self, name: str, payload: Any, *, store: bool = True) -> JSON | None:
+        """Keep a gateway's report (``store``: as for ``host_heartbeat``)."""
         beat = parse(GatewayHeartbeat, payload)
-        self.gateways.report(name, beat.model_dump(mode="json"))
+        if not self.gateways.report(name, beat.model_dump(mode="json"), store=store):
+            return None
         return {"gateway": name}
