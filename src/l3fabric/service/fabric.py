@@ -9,7 +9,7 @@ down) is written, under ``/fabric/status/``, so that heartbeats cost no store
 write and never wake other agents' watches. Whether an agent is up is the
 liveness's answer: its report's age on one controller (SQLite), its etcd
 lease on several (the same answer on each). Port statuses from host
-heartbeats go through the ports' one write path (``ports.set_status``), and
+heartbeats go through the ports' one write path (``ports.set_statuses``), and
 only when they differ from what this controller applied lately.
 """
 
@@ -42,7 +42,7 @@ from l3fabric.service.liveness import (
     durable_state,
     for_store,
 )
-from l3fabric.service.ports import set_status
+from l3fabric.service.ports import set_statuses
 from l3fabric.store import Delete, KeyNotFoundError, Put, Store
 
 log = logging.getLogger(__name__)
@@ -310,10 +310,8 @@ class FabricService:
         report = beat.model_dump(mode="json", exclude={"ports"})
         if not self.hosts.report(name, report, store=store):
             return None
-        changed = []
+        changed = set_statuses(self.store, name, dict(reported))
         for port_id, status in reported:
-            if set_status(self.store, name, port_id, status):
-                changed.append(port_id)
             self._statuses.applied(name, port_id, status)
         for port_id in changed if self.status_changed else ():
             kv = self.store.get(keys.neutron_key("ports", port_id))

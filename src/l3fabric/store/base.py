@@ -155,6 +155,16 @@ class Store(abc.ABC):
     def get(self, key: str) -> KeyValue | None:
         """The current value of ``key``, or None."""
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, KeyValue]:
+        """The current values of those of ``keys`` that exist (etcd: one request
+        for many; not one snapshot, each key as of its read)."""
+        found = {}
+        for key in keys:
+            kv = self.get(key)
+            if kv is not None:
+                found[key] = kv
+        return found
+
     @abc.abstractmethod
     def range(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix`` in key order, and the revision it was read at."""
