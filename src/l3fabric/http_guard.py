@@ -3,8 +3,10 @@
 uvicorn closes a keep-alive connection that stays idle after a response, but
 it has no deadline for a request to arrive: a client that opens a connection
 and sends half a request head (slowloris), or a body one byte at a time,
-holds a descriptor for ever. ``GuardedH11Protocol`` adds those deadlines and
-a connection cap:
+holds a descriptor for ever. ``GuardedProtocol`` adds those deadlines and
+a connection cap to uvicorn's httptools protocol (llhttp, in C: the h11
+protocol, pure Python, cost ~0.2 ms of CPU per request, and a controller
+serving 1,000 hosts answers 500 heartbeats a second):
 
 - a request head must be complete within ``header_timeout`` of the
   connection opening or of its first byte (keep-alive), its body within
@@ -27,8 +29,7 @@ import resource
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class _Guard:
         self.limits = limits
         self.cap = cap
         # Insertion order is the order they started waiting: the first is the oldest.
-        self.waiting: dict[GuardedH11Protocol, None] = {}
+        self.waiting: dict[GuardedProtocol, None] = {}
 
     def evict_oldest(self) -> bool:
         """Close the connection that has waited longest for its request; False if none waits."""
@@ -121,13 +122,15 @@ class _Guard:
         return False
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with request deadlines and a connection cap (module docstring)."""
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with request deadlines and a connection cap (module docstring)."""
 
     guard: ClassVar[_Guard]
     # "head", "body" (with a deadline) or "idle" while waiting for the client, else None.
     _phase: str | None = None
     _deadline: asyncio.TimerHandle | None = None
+    # What the parser waits for from the client: "head", "body", or None (a whole request).
+    _reading: str | None = "head"
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -142,11 +145,26 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         self._track()
 
+    # The parser's callbacks, which say where the client's side of a request is.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = "head"
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._reading = "body"
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading = None
+
     def on_response_complete(self) -> None:
+        if self._reading is None and not self.pipeline:
+            self._reading = "head"  # the next request's, which may not come
         super().on_response_complete()
         if self.transport.is_closing():
             return
-        if self._phase is None and self.conn.their_state is h11.IDLE:
+        if self._phase is None and self._reading == "head":
             # Idle between requests: uvicorn's keep-alive timeout closes it, and
             # it may be closed to make room; its first byte starts the head deadline.
             self._phase = "idle"
@@ -162,8 +180,7 @@ class GuardedH11Protocol(H11Protocol):
         """Start, switch or stop the deadline after the client's side of the request moved."""
         if self.transport.is_closing():
             return
-        state = self.conn.their_state
-        phase = "head" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+        phase = self._reading
         if phase == self._phase:
             return  # a trickle of bytes does not extend the deadline
         self._stop_waiting()
@@ -190,7 +207,7 @@ class GuardedH11Protocol(H11Protocol):
         return True
 
 
-def guarded_protocol(limits: ServerLimits, cap: int) -> type[GuardedH11Protocol]:
+def guarded_protocol(limits: ServerLimits, cap: int) -> type[GuardedProtocol]:
     """A protocol class for one server (``uvicorn.Config(http=...)``)."""
     attrs: dict[str, Any] = {"guard": _Guard(limits, cap)}
-    return type("ServerH11Protocol", (GuardedH11Protocol,), attrs)
+    return type("ServerHttpProtocol", (GuardedProtocol,), attrs)

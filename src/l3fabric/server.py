@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from l3fabric import sdnotify
+from l3fabric import gc_tuning, sdnotify
 from l3fabric.auth.base import Authenticator, NoAuth
 from l3fabric.http_guard import ServerLimits, fd_budget, guarded_protocol, raise_fd_limit
 from l3fabric.nova.events import NovaNotifier, NovaTarget
@@ -280,6 +280,7 @@ def serve(
             ", ".join(str(lis).replace("http:", "https:" if tls else "http:") for lis in listens),
             cap,
         )
+        gc_tuning.tune_for_server()
         server.run(sockets=sockets)
     finally:
         if app is not None:

@@ -2,9 +2,10 @@
 
 On SQLite and on a one-member etcd: a real server process and real simulated
 agents' heartbeats: every host is up, no heartbeat fails, an idle fabric
-writes nothing to the store, and on etcd each host's lease is kept alive
-every TTL/3 (no more: keepalives do not follow the heartbeats; no fewer: the
-lease keeps 2 TTL/3 of life for a failover), whatever the heartbeat interval.
+writes nothing to the store, and on etcd the controller's one lease (its
+hosts' keys attached) is kept alive every TTL/3 (no more: keepalives follow
+neither the heartbeats nor the hosts; no fewer: the lease keeps 2 TTL/3 of
+life for a failover), whatever the heartbeat interval.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def test_bench_liveness_reports_every_key_and_cleans_up() -> None:
         assert 0 < result[f"server_cpu_ms_per_heartbeat_{store}"] < 100
     # The fabric's default heartbeat interval (the bench's agents beat faster).
     ttl = lease_ttl(grace_s(FabricConfig().model_dump()))
-    keepalives = result["etcd_keepalives_per_s_etcd"] / (HOSTS * 3 / ttl)
-    assert 0.75 < keepalives < 1.2, result
+    # 2-4 keepalives in the 4 s window (a lease per host would be 12 times that).
+    keepalives = result["etcd_keepalives_per_s_etcd"] / (3 / ttl)
+    assert 0.5 <= keepalives <= 1.5, result
     assert result["lease_cpu_ratio"] > 0
     assert _children() <= before

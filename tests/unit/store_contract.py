@@ -74,6 +74,15 @@ class StoreContract:
         store.delete("/a", store.get("/a").mod_revision)
         assert store.get("/a") is None
 
+    def test_get_many_finds_the_keys_that_exist(self, store: Store) -> None:
+        for n in range(200):  # more than one etcd transaction holds
+            store.create(f"/p/{n}", {"n": n})
+        keys = [f"/p/{n}" for n in range(0, 200, 2)] + ["/p/gone", "/q"]
+        found = store.get_many(keys)
+        assert set(found) == set(keys[:-2])
+        assert found["/p/42"] == store.get("/p/42")
+        assert store.get_many([]) == {}
+
     def test_range_is_prefix_only_and_sorted(self, store: Store) -> None:
         for key in ["/p/b", "/p/a", "/pa", "/q/a", "/p/c/d"]:
             store.put(key, {"k": key})

@@ -8,14 +8,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from l3fabric.service.fabric import FabricService
 from l3fabric.service.liveness import LeaseLiveness, MemoryLiveness
-from l3fabric.store import StoreUnavailableError
+from l3fabric.store import StoreError, StoreUnavailableError
 from l3fabric.store.base import JSON
 from l3fabric.store.sqlite import SqliteStore
 
@@ -42,17 +42,28 @@ class FakeLeases:
                 del self.leases[lease]
                 self.keys = {k: v for k, v in self.keys.items() if v[0] != lease}
 
-    def hold(self, key: str, value: JSON, ttl: int) -> int:
+    def grant(self, ttl: int) -> int:
         with self.lock:
             self._check()
-            current = self.keys.get(key)
-            if current:
-                return current[0]
             lease = next(self._ids)
             self.leases[lease] = (ttl, self.now + ttl)
-            self.keys[key] = (lease, value)
-            self.writes += 1
             return lease
+
+    def attach(self, values: Mapping[str, JSON], lease: int) -> None:
+        with self.lock:
+            self._check()
+            if lease not in self.leases:
+                raise StoreError("etcdserver: requested lease not found")
+            self.keys.update({key: (lease, value) for key, value in values.items()})
+            self.writes += 1  # one transaction
+
+    def detach(self, keys: Sequence[str], lease: int) -> None:
+        with self.lock:
+            self._check()
+            for key in keys:
+                if self.keys.get(key, (None,))[0] == lease:
+                    del self.keys[key]
+                    self.writes += 1
 
     def keepalive(self, leases: Sequence[int]) -> dict[int, int]:
         with self.lock:
@@ -71,11 +82,7 @@ class FakeLeases:
     def release(self, key: str) -> None:
         with self.lock:
             self._check()
-            current = self.keys.get(key)
-            if current:
-                self.leases.pop(current[0], None)
-                self._expire()
-                self.keys.pop(key, None)
+            self.keys.pop(key, None)
 
     def held(self, prefix: str) -> dict[str, JSON]:
         with self.lock:
@@ -160,20 +167,25 @@ def test_a_beating_hosts_lease_keeps_two_thirds_of_its_ttl_with_one_write(
     assert len(leases.renewed) <= 30 * 1.5 + 1
 
 
-def test_a_host_that_stops_is_down_on_every_controller_within_two_ttls(
+def test_a_host_that_stops_is_down_on_every_controller_a_ttl_after_its_last_heartbeat(
     leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
 ) -> None:
     a, b = controllers
     a.beat("host", "h1", {})
-    run(leases, GRACE, a)
+    a.beat("host", "h2", {})
+    run(leases, GRACE / 2, a)
     a.beat("host", "h1", {})
-    run(leases, TTL * 5 / 3 - TICK, a)
+    a.beat("host", "h2", {})
+    run(leases, GRACE / 2, a)
+    a.beat("host", "h2", {})  # h1 stopped a grace ago; h2 beats on
+    run(leases, TTL - GRACE / 2 - TICK, a)
     assert up(a) and up(b)
-    run(leases, TTL / 3 + TICK, a)
+    run(leases, 2 * TICK, a)
     assert not up(a) and not up(b)
+    assert up(a, "h2") and up(b, "h2")  # the lease they shared lives on
 
 
-def test_the_next_controller_keeps_the_same_lease_alive(
+def test_the_next_controller_takes_the_host_without_a_gap(
     leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
 ) -> None:
     a, b = controllers
@@ -186,8 +198,36 @@ def test_the_next_controller_keeps_the_same_lease_alive(
         assert up(b)
         b.beat("host", "h1", {})
         b.renew()  # the round right after the heartbeat of an agent it does not hold
-    assert leases.writes == 1  # b adopted a's lease: no second key write
-    assert len(leases.leases) == 1
+    assert leases.writes == 2  # b wrote the key once, under its own lease
+    assert list(leases.leases) == [b._lease[0]]  # a's expired, and nothing went with it
+
+
+def test_a_host_that_comes_back_from_another_controller_is_attached_again(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, b = controllers
+    a.beat("host", "h1", {})
+    run(leases, 5 * TICK, a, b)
+    b.beat("host", "h1", {})  # a blip: the agent moved to b, which took its key
+    run(leases, 5 * TICK, a, b)  # back to a within a TTL: a never found it silent
+    for _ in range(6):  # and b dies, its lease expires
+        a.beat("host", "h1", {})
+        run(leases, GRACE / 2, a)
+        assert up(a)
+
+
+def test_one_keepalive_keeps_every_host_of_a_controller(
+    leases: FakeLeases, controllers: tuple[LeaseLiveness, LeaseLiveness]
+) -> None:
+    a, _ = controllers
+    hosts = [f"h{n}" for n in range(300)]
+    for _ in range(6):
+        for name in hosts:
+            a.beat("host", name, {})
+        run(leases, GRACE / 2, a)
+    assert a.up("host", dict.fromkeys(hosts), GRACE) == set(hosts)
+    assert len(leases.leases) == 1 and leases.writes == 1
+    assert len(leases.renewed) <= 6 * GRACE / 2 / (TTL / 3) + 1  # per TTL/3, not per host
 
 
 def test_a_lease_that_expired_is_taken_again(
@@ -277,20 +317,20 @@ def test_one_controller_on_sqlite_keeps_liveness_in_memory(tmp_path: Path) -> No
 
 
 def test_a_round_that_fails_unexpectedly_does_not_end_the_renewals(leases: FakeLeases) -> None:
-    real, calls = leases.keepalive, []
+    real, calls = leases.attach, []
 
-    def broken_once(ids: Sequence[int]) -> dict[int, int]:
-        calls.append(ids)
+    def broken_once(values: Mapping[str, JSON], lease: int) -> None:
+        calls.append(values)
         if len(calls) == 1:
             raise RuntimeError("a bug")
-        return real(ids)
+        real(values, lease)
 
-    leases.keepalive = broken_once  # type: ignore[method-assign]
+    leases.attach = broken_once  # type: ignore[method-assign]
     a = LeaseLiveness(leases, lambda: GRACE, clock=lambda: leases.now, gather_s=0.0)
     try:
         a.beat("host", "h1", {})  # starts the renewer thread
         deadline = time.monotonic() + 5
-        while not leases.renewed:  # the round after the broken one keeps it alive
+        while not up(a):  # the round after the broken one writes its key
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert len(calls) == 2

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from l3fabric import keys
+from l3fabric.service.errors import BadRequest
 from l3fabric.service.fabric import FabricService
 from l3fabric.service.liveness import MemoryLiveness
 from l3fabric.store.sqlite import SqliteStore
@@ -47,6 +48,48 @@ def test_steady_heartbeats_write_nothing(store: SqliteStore) -> None:
     shown = fabric.hosts.show("h1")
     assert shown["status"] == "up" and shown["agent"] == {"n": 49}
     assert shown["bgp"][0]["info"] == "49s" and shown["heartbeat_at"] is not None
+
+
+class CountingStore(SqliteStore):
+    """SQLite that counts every read and write (the event loop must do none)."""
+
+    calls = 0
+
+    def get(self, key: str) -> Any:
+        self.calls += 1
+        return super().get(key)
+
+    def get_many(self, keys: Any) -> Any:
+        self.calls += 1
+        return super().get_many(keys)
+
+    def txn(self, ops: Any) -> int:
+        self.calls += 1
+        return super().txn(ops)
+
+
+def test_only_a_heartbeat_that_needs_no_store_is_served_without_it(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "counted.db")
+    fabric = FabricService(store)
+    fabric.hosts.register("h1", HOST)
+    store.put(keys.neutron_key("ports", "p1"), {"id": "p1", "binding:host_id": "h1"})
+    beat = {"bgp": [_session("Established")], "ports": {"p1": "ACTIVE"}}
+    store.calls = 0
+    assert fabric.host_heartbeat("h1", beat, store=False) is None  # the first: not known
+    assert store.calls == 0 and fabric.hosts.liveness.last("host", "h1") is None
+    fabric.host_heartbeat("h1", beat)
+    store.calls = 0
+    for n in range(5):  # steady: answered from memory, and recorded
+        answer = fabric.host_heartbeat("h1", {**beat, "agent": {"n": n}}, store=False)
+        assert answer == {"host": "h1", "ports_changed": []}
+    assert fabric.hosts.show("h1")["agent"] == {"n": 4}
+    store.calls = 0
+    for changed in ({**beat, "ports": {"p1": "DOWN"}}, {"bgp": [_session("Active")]}):
+        assert fabric.host_heartbeat("h1", changed, store=False) is None
+    assert store.calls == 0
+    with pytest.raises(BadRequest):  # refused the same way on the event loop
+        fabric.host_heartbeat("h1", {"ports": "not a map"}, store=False)
+    store.close()
 
 
 def test_a_state_change_is_written_for_every_controller(store: SqliteStore) -> None:

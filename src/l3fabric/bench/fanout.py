@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from l3fabric import keys
 from l3fabric.bench.parts import OptionReader, run_parts
 from l3fabric.child import terminate
 from l3fabric.loopback import free_port
@@ -265,9 +266,16 @@ def _fill(store: Any, network_id: str, names: list[str], per_host: int) -> None:
 
 
 def _settle(store: Any, opts: dict[str, Any]) -> None:
-    """Wait until the agents' status reports stop writing (two intervals without a write)."""
+    """Wait until the agents' status reports stop writing: every bound port
+    ACTIVE (on a loaded machine, two intervals without a write came while
+    thousands were still to be written), then two intervals without a write."""
     quiet = 2 * opts["interval"] + 1
     deadline = time.monotonic() + opts["timeout"]
+    while time.monotonic() < deadline and any(
+        kv.value.get("binding:host_id") and kv.value.get("status") != "ACTIVE"
+        for kv in store.range(keys.neutron_prefix("ports"))[0]
+    ):
+        time.sleep(1)
     last, since = store.revision(), time.monotonic()
     while time.monotonic() - since < quiet and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -9,7 +9,7 @@ down) is written, under ``/fabric/status/``, so that heartbeats cost no store
 write and never wake other agents' watches. Whether an agent is up is the
 liveness's answer: its report's age on one controller (SQLite), its etcd
 lease on several (the same answer on each). Port statuses from host
-heartbeats go through the ports' one write path (``ports.set_status``), and
+heartbeats go through the ports' one write path (``ports.set_statuses``), and
 only when they differ from what this controller applied lately.
 """
 
@@ -42,7 +42,7 @@ from l3fabric.service.liveness import (
     durable_state,
     for_store,
 )
-from l3fabric.service.ports import set_status
+from l3fabric.service.ports import set_statuses
 from l3fabric.store import Delete, KeyNotFoundError, Put, Store
 
 log = logging.getLogger(__name__)
@@ -219,15 +219,25 @@ class Registry:
         self.liveness.forget(self.kind, name)
         self._written.pop(name, None)
 
-    def report(self, name: str, status: JSON) -> None:
-        """Keep what the agent of ``name`` reports; store it only when its state changed."""
+    def report(self, name: str, status: JSON, *, store: bool = True) -> bool:
+        """Keep what the agent of ``name`` reports; store it only when its state changed.
+
+        ``store=False`` (the event loop's thread): record it only if that needs
+        no store access (the agent is known and its state unchanged); False if
+        not, and nothing was done."""
+        state = durable_state(status)
+        known = self.liveness.last(self.kind, name) is not None and self._written.get(name) == state
+        if known:
+            self.liveness.beat(self.kind, name, status)
+            return True
+        if not store:
+            return False
         if (
             self.liveness.last(self.kind, name) is None
             and self.store.get(self.key_of(name)) is None
         ):
             raise self.missing(name)
         stamped = self.liveness.beat(self.kind, name, status)
-        state = durable_state(status)
         if name not in self._written:
             kv = self.store.get(f"{self.status_prefix}{name}")
             if kv is not None:
@@ -237,6 +247,7 @@ class Registry:
                 f"{self.status_prefix}{name}", {"heartbeat_at": stamped["heartbeat_at"], **state}
             )
             self._written[name] = state
+        return True
 
 
 class FabricService:
@@ -283,16 +294,24 @@ class FabricService:
         self.store.put(keys.FABRIC_CONFIG, config)
         return config
 
-    def host_heartbeat(self, name: str, payload: Any) -> JSON:
-        """Store a host's report and apply its ports' statuses; names the ports that changed."""
+    def host_heartbeat(self, name: str, payload: Any, *, store: bool = True) -> JSON | None:
+        """Keep a host's report and apply its ports' statuses; names the ports that changed.
+
+        ``store=False``: only if that needs no store access (the event loop's
+        thread, api/heartbeats.py), else None and nothing was done."""
         beat = parse(HostHeartbeat, payload)
-        self.hosts.report(name, beat.model_dump(mode="json", exclude={"ports"}))
-        changed = []
-        for port_id, status in beat.ports.items():
-            if self._statuses.fresh(name, port_id, status):
-                continue
-            if set_status(self.store, name, port_id, status):
-                changed.append(port_id)
+        reported = [
+            (port_id, status)
+            for port_id, status in beat.ports.items()
+            if not self._statuses.fresh(name, port_id, status)
+        ]
+        if reported and not store:
+            return None
+        report = beat.model_dump(mode="json", exclude={"ports"})
+        if not self.hosts.report(name, report, store=store):
+            return None
+        changed = set_statuses(self.store, name, dict(reported))
+        for port_id, status in reported:
             self._statuses.applied(name, port_id, status)
         for port_id in changed if self.status_changed else ():
             kv = self.store.get(keys.neutron_key("ports", port_id))
@@ -311,7 +330,9 @@ class FabricService:
         self.store.put(keys.gateway_key(name), record)
         return record
 
-    def gateway_heartbeat(self, name: str, payload: Any) -> JSON:
+    def gateway_heartbeat(self, name: str, payload: Any, *, store: bool = True) -> JSON | None:
+        """Keep a gateway's report (``store``: as for ``host_heartbeat``)."""
         beat = parse(GatewayHeartbeat, payload)
-        self.gateways.report(name, beat.model_dump(mode="json"))
+        if not self.gateways.report(name, beat.model_dump(mode="json"), store=store):
+            return None
         return {"gateway": name}

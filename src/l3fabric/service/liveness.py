@@ -11,11 +11,12 @@ store (``for_store``):
 - ``MemoryLiveness`` (SQLite, one controller): an agent is up while its last
   report to this controller is younger than the grace.
 - ``LeaseLiveness`` (etcd, any number of controllers): an agent is up while
-  its key under ``/live/`` exists. The key is bound to an etcd lease whose
-  TTL is the grace, kept alive (off the heartbeat's path) by the controller
-  the agent reports to, so every controller reads the same answer; the key
-  is written only when its lease is new (first heartbeat, or after it
-  expired), and a keepalive is no store write.
+  its key under ``/live/`` exists, so every controller reads the same
+  answer. The key is bound to the etcd lease of the controller the agent
+  reports to (one lease per controller, whose TTL is the grace, kept alive
+  off the heartbeat's path); it is written when the agent comes to that
+  controller and deleted when the agent falls silent, and a keepalive is no
+  store write.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 from l3fabric.keys import live_key, live_prefix
 from l3fabric.store import Store, StoreError
@@ -44,9 +44,6 @@ PORT_STATUS_TTL_S = 30.0
 # yet, for more to join its round (the agents of a controller that died come
 # all at once).
 GATHER_S = 0.02
-# Leases taken at once (each take writes to etcd twice: concurrent writes
-# share etcd's disk syncs, one after the other they wait for one each).
-TAKERS = 8
 
 
 class Liveness(abc.ABC):
@@ -126,27 +123,35 @@ def lease_ttl(grace: float) -> int:
 
 
 class LeaseLiveness(Liveness):
-    """Up means "has a live lease", the same on every controller.
+    """Up means "has a key under /live/", the same on every controller.
 
     A heartbeat never waits on etcd: it records "seen now" in memory (O(1)).
-    One renewer thread per controller takes the lease of each agent seen but
-    not held (adopts the key's live lease, or writes the key under a new one)
-    and keeps alive, in pipelined rounds every ``TTL / TICKS`` seconds, the
-    lease of every agent seen within the TTL, each one at least every
-    ``TTL / 3`` (plus a round's duration). So a lease always has ``2 TTL / 3``
-    of life left while its agent beats: with TTL = grace = 2 heartbeat
-    intervals, a controller killed with ``kill -9`` leaves the agent's next
-    heartbeat (an interval later, to another controller) a third of the TTL
-    to adopt the lease (1.3 s for a 4 s TTL). An agent seen for the first time
-    is up everywhere once its key is written: ``gather_s`` plus one take after
-    its heartbeat. An agent that stops is down ``2 TTL`` after its last
-    heartbeat at most, ``5 TTL / 3`` (- a tick) at least.
-    The reports themselves stay in this controller's memory (``MemoryLiveness``).
+    Each controller holds one lease (TTL = the grace), and a renewer thread,
+    in rounds every ``TTL / TICKS`` seconds: attaches to it the keys of the
+    agents seen but not attached (in a few transactions for many), keeps it
+    alive every ``TTL / 3`` (one keepalive for all of its agents: with a lease
+    per agent, 1,000 agents were 750 keepalives a second), and deletes the key
+    of an agent silent for a TTL, if it is still under this lease (the agent
+    may report to another controller now). So an agent that stops is down
+    on every controller a TTL (the grace) and a round after its last
+    heartbeat. A controller killed with ``kill -9`` leaves its lease at least
+    ``2 TTL / 3`` of life; with TTL = grace = 2 heartbeat intervals, the
+    agent's next heartbeat (an interval later, to another controller) has a
+    third of the TTL for that controller to attach its key (1.3 s for a 4 s
+    TTL) before the key goes. An agent seen for the first time is up
+    everywhere once its key is written: ``gather_s`` and a transaction after
+    its heartbeat. The reports themselves stay in this controller's memory
+    (``MemoryLiveness``).
     """
 
-    # Rounds per TTL: each renews the leases about TTL/3 old (half a tick early,
-    # so that they are not a tick late).
+    # Rounds per TTL: the lease is renewed about TTL/3 after the last time
+    # (half a tick early, so that it is not a tick late).
     TICKS = 12
+    # An agent silent here for longer than this share of the TTL (1.5 heartbeat
+    # intervals: a heartbeat missed) may have reported to another controller
+    # meanwhile, which took its key to its own lease: its next heartbeat here
+    # attaches it again.
+    MOVED = 0.75
 
     def __init__(
         self,
@@ -164,20 +169,28 @@ class LeaseLiveness(Liveness):
         self._background = background  # False: the caller runs ``renew`` (tests)
         self._reports = MemoryLiveness()
         self._seen: dict[tuple[str, str], float] = {}  # agent -> last heartbeat (clock)
-        self._held: dict[tuple[str, str], int] = {}  # the leases this controller keeps alive
-        self._renewed: dict[tuple[str, str], float] = {}  # agent -> its last keepalive
-        self._untaken = False  # an agent was seen whose lease is not held
+        self._held: set[tuple[str, str]] = set()  # agents whose key is under our lease
+        self._leaving: set[tuple[str, str]] = set()  # silent agents whose key to delete
+        self._lease: tuple[int, int] | None = None  # (id, TTL) of this controller's lease
+        self._renewed = -math.inf  # the lease's last keepalive (clock)
+        self._ttl = math.inf  # the TTL of the last round (a heartbeat reads no store)
+        self._untaken = False  # an agent was seen whose key is not attached
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._takers = ThreadPoolExecutor(TAKERS, thread_name_prefix="liveness-take")
         self._stopped = False
         self._failing = False  # the last request to etcd failed
 
     def beat(self, kind: str, name: str, report: JSON) -> JSON:
         stamped = self._reports.beat(kind, name, report)
+        now = self._clock()
+        key = (kind, name)
         with self._cond:
-            self._seen[kind, name] = self._clock()
-            if (kind, name) not in self._held:
+            last = self._seen.get(key)
+            self._seen[key] = now
+            self._leaving.discard(key)
+            if last is None or now - last > self.MOVED * self._ttl:
+                self._held.discard(key)
+            if key not in self._held:
                 self._untaken = True
                 self._start()
                 self._cond.notify_all()
@@ -195,8 +208,9 @@ class LeaseLiveness(Liveness):
     def forget(self, kind: str, name: str) -> None:
         self._reports.forget(kind, name)
         with self._cond:
-            for table in (self._seen, self._held, self._renewed):
-                table.pop((kind, name), None)
+            self._seen.pop((kind, name), None)
+            self._held.discard((kind, name))
+            self._leaving.discard((kind, name))
         self._leases.release(live_key(kind, name))
 
     def close(self) -> None:
@@ -206,75 +220,95 @@ class LeaseLiveness(Liveness):
             thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
-        self._takers.shutdown(wait=False)
 
     def renew(self) -> None:
-        """One round: take the leases of agents seen but not held, keep alive
-        those due, and stop keeping those of agents silent for too long."""
+        """One round: delete the keys of agents silent for a TTL, take a lease if
+        there is none, keep it alive when due, attach the keys of agents seen."""
         ttl = lease_ttl(self._grace())
-        period = ttl / 3
         now = self._clock()
         with self._cond:
+            self._ttl = ttl
             self._untaken = False
-            # Silent for a TTL: no longer kept alive (a TTL, not less, so that
-            # heartbeats queued in an overloaded server do not lose their leases).
+            # Silent for a TTL (not less, so that heartbeats queued in an
+            # overloaded server do not lose their keys): down everywhere.
             for key in [k for k, seen in self._seen.items() if now - seen >= ttl]:
-                for table in (self._seen, self._held, self._renewed):
-                    table.pop(key, None)  # its lease lapses a TTL after its last keepalive
-            untaken = [key for key in self._seen if key not in self._held]
-        # Takes are 2-3 requests each: bounded per round so that the keepalives
-        # of the held leases are not late. Every round takes what is left (a
-        # failed take is retried a tick later, not at once: etcd may be away).
-        budget = time.monotonic() + period / 4
-        for start in range(0, len(untaken), TAKERS):
-            if time.monotonic() > budget:
-                with self._cond:
-                    self._untaken = True  # the next round right away
-                break
-            batch = untaken[start : start + TAKERS]
-            if not all(self._takers.map(lambda key: self._take(*key, ttl), batch)):
-                break
-        with self._cond:
-            due = {
-                key: lease
-                for key, lease in self._held.items()
-                if now - self._renewed.get(key, -math.inf) >= period - ttl / self.TICKS / 2
-            }
-        self._keepalive(due, now)
-
-    def _take(self, kind: str, name: str, ttl: int) -> bool:
-        """Hold ``name``'s key: adopt its lease, or write it under a new one (True if held)."""
-        try:
-            lease = self._leases.hold(live_key(kind, name), {"heartbeat_at": time.time()}, ttl)
-        except StoreError as exc:
-            # Shown down (on every controller) until a round takes it.
-            self._failed(f"liveness of {kind} {name} not kept in etcd: {exc}")
-            return False
-        with self._cond:
-            if (kind, name) in self._seen:  # not forgotten meanwhile
-                self._held[kind, name] = lease  # an adopted lease: kept alive this round
-        return True
-
-    def _keepalive(self, due: dict[tuple[str, str], int], now: float) -> None:
-        """Keep the leases of ``due`` alive; those that had expired are taken again next round."""
-        try:
-            ttls = self._leases.keepalive(sorted(set(due.values())))
-        except StoreError as exc:
-            self._failed(f"liveness: keeping leases alive in etcd failed: {exc}")
+                del self._seen[key]
+                if key in self._held:
+                    self._held.discard(key)
+                    self._leaving.add(key)
+            lease, leaving = self._lease, sorted(self._leaving)
+        if leaving and lease is not None:
+            self._detach(leaving, lease[0])
+        if lease is None or lease[1] != ttl:  # none yet, expired, or the grace changed
+            lease = self._grant(ttl, now)
+            if lease is None:
+                return
+        if now - self._renewed >= ttl / 3 - ttl / self.TICKS / 2 and not self._keepalive(
+            lease[0], now
+        ):
             return
+        with self._cond:
+            untaken = [key for key in self._seen if key not in self._held]
+        if untaken:
+            self._attach(untaken, lease[0])
+
+    def _grant(self, ttl: int, now: float) -> tuple[int, int] | None:
+        """A new lease for this controller (the keys under the old one are attached again)."""
+        try:
+            lease = (self._leases.grant(ttl), ttl)
+        except StoreError as exc:
+            self._failed(f"liveness: no lease from etcd: {exc}")
+            return None
+        with self._cond:
+            self._lease = lease
+            self._held.clear()
+            self._leaving.clear()  # under the old lease, which goes with them
+            self._renewed = now
+        return lease
+
+    def _keepalive(self, lease: int, now: float) -> bool:
+        """Keep the lease alive; False if that failed or it had expired (a new one next round)."""
+        try:
+            left = self._leases.keepalive([lease]).get(lease, -1)
+        except StoreError as exc:
+            self._failed(f"liveness: keeping the lease alive in etcd failed: {exc}")
+            return False
         if self._failing:
-            log.info("liveness: leases kept alive in etcd again")
+            log.info("liveness: the lease is kept alive in etcd again")
             self._failing = False
         with self._cond:
-            for key, lease in due.items():
-                if self._held.get(key) != lease:
-                    continue  # forgotten or taken anew meanwhile
-                if ttls.get(lease, -1) > 0:
-                    self._renewed[key] = now
-                else:  # etcd or this process was too slow: a new lease next round
-                    del self._held[key]
-                    self._renewed.pop(key, None)
-                    self._untaken = True
+            if left > 0:
+                self._renewed = now
+                return True
+            # etcd or this process was too slow: every key went with it.
+            log.warning("liveness: the lease of this controller expired; taking a new one")
+            self._lease = None
+            self._untaken = True  # the next round right away
+            return False
+
+    def _attach(self, keys: list[tuple[str, str]], lease: int) -> None:
+        stamp = {"heartbeat_at": time.time()}
+        try:
+            self._leases.attach({live_key(*key): stamp for key in keys}, lease)
+        except StoreError as exc:
+            # Shown down (on every controller) until a round attaches it; the
+            # next round's keepalive says whether the lease is still there.
+            self._failed(f"liveness: agents' keys not written to etcd: {exc}")
+            self._renewed = -math.inf
+            return
+        with self._cond:
+            self._held.update(key for key in keys if key in self._seen)
+            # Forgotten (deleted) while being attached: not kept.
+            self._leaving.update(key for key in keys if key not in self._seen)
+
+    def _detach(self, keys: list[tuple[str, str]], lease: int) -> None:
+        try:
+            self._leases.detach([live_key(*key) for key in keys], lease)
+        except StoreError as exc:
+            self._failed(f"liveness: silent agents' keys not deleted from etcd: {exc}")
+            return  # the next round again
+        with self._cond:
+            self._leaving.difference_update(keys)
 
     def _failed(self, message: str) -> None:
         if not self._failing:  # once per outage, not once per request
@@ -288,8 +322,10 @@ class LeaseLiveness(Liveness):
 
     def _run(self) -> None:
         while True:
+            # Not under the lock: the grace may be read from the store, and
+            # heartbeats take the lock on the event loop.
+            tick = lease_ttl(self._grace()) / self.TICKS
             with self._cond:
-                tick = lease_ttl(self._grace()) / self.TICKS
                 self._cond.wait_for(lambda: self._untaken or self._stopped, timeout=tick)
                 if self._stopped:
                     return
@@ -299,7 +335,7 @@ class LeaseLiveness(Liveness):
             try:
                 self.renew()
             except Exception:  # a bug must not end the renewals of every agent
-                log.exception("liveness: a round of keepalives failed")
+                log.exception("liveness: a round failed")
 
 
 def durable_state(report: JSON) -> JSON:

@@ -8,7 +8,7 @@ IpAddressAlreadyAllocated; for one IPAM picked, the allocator is told and
 picks again. Releases (port delete, fixed_ips update) are Deletes in the
 same transaction as the port write. Every claiming transaction also carries
 the network's ``claim_guard``, so it and a subnet or network delete never
-both commit. Updates, including the status agents report (``set_status``),
+both commit. Updates, including the status agents report (``set_statuses``),
 go through the one write path, ``revise``.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -498,24 +498,37 @@ def _fixed(claim: _Claim) -> JSON:
     return {"subnet_id": claim.subnet_id, "ip_address": claim.address}
 
 
-def set_status(store: Store, host: str, port_id: str, status: str) -> bool:
-    """Set a port's Neutron status (a host agent's report) if it is bound to
-    ``host``; True if it changed. The same write path as API updates; an
-    unchanged status writes nothing, so steady heartbeats do not churn revisions."""
+def set_statuses(store: Store, host: str, statuses: Mapping[str, str]) -> list[str]:
+    """Set the Neutron status of each port (id -> status, a host agent's
+    report) that is bound to ``host``; the ports whose status changed. One
+    read for them all (agents resend statuses that have not changed), then
+    the write path of API updates for those that differ; an unchanged status
+    writes nothing, so steady heartbeats do not churn revisions."""
 
-    def plan(port: JSON) -> tuple[JSON, list[Op]] | None:
-        if port.get("binding:host_id") != host or port.get("status") == status:
-            return None
-        return {"status": status}, []
+    def plan_for(status: str) -> Callable[[JSON], tuple[JSON, list[Op]] | None]:
+        def plan(port: JSON) -> tuple[JSON, list[Op]] | None:
+            if port.get("binding:host_id") != host or port.get("status") == status:
+                return None
+            return {"status": status}, []
 
-    if "/" in port_id:
-        return False
-    try:
-        return revise(store, neutron_key("ports", port_id), plan) is not None
-    except KeyNotFoundError:
-        return False
-    except Contended:
-        raise busy(Ports.label, port_id) from None
+        return plan
+
+    wanted = {port_id: status for port_id, status in statuses.items() if "/" not in port_id}
+    stored = store.get_many([neutron_key("ports", port_id) for port_id in wanted])
+    changed = []
+    for port_id, status in wanted.items():
+        key, plan = neutron_key("ports", port_id), plan_for(status)
+        kv = stored.get(key)
+        if kv is None or plan(kv.value) is None:
+            continue  # gone, or as reported already
+        try:
+            if revise(store, key, plan) is not None:
+                changed.append(port_id)
+        except KeyNotFoundError:
+            continue
+        except Contended:
+            raise busy(Ports.label, port_id) from None
+    return changed
 
 
 def _contention(network: JSON) -> Conflict:

@@ -17,7 +17,7 @@ one onto etcd v3:
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -155,6 +155,16 @@ class Store(abc.ABC):
     def get(self, key: str) -> KeyValue | None:
         """The current value of ``key``, or None."""
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, KeyValue]:
+        """The current values of those of ``keys`` that exist (etcd: one request
+        for many; not one snapshot, each key as of its read)."""
+        found = {}
+        for key in keys:
+            kv = self.get(key)
+            if kv is not None:
+                found[key] = kv
+        return found
+
     @abc.abstractmethod
     def range(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix`` in key order, and the revision it was read at."""
@@ -211,20 +221,27 @@ class Store(abc.ABC):
 class Leases(Protocol):
     """Keys bound to a lease with a TTL: etcd deletes them when it is not kept alive.
 
-    A keepalive is no store write (no revision, no watch event); only ``hold``
-    writes, when the key has no live lease, and the lease's expiry deletes it.
+    Many keys share one lease (a controller's agents: one keepalive for all of
+    them). A keepalive is no store write (no revision, no watch event);
+    attaching and detaching keys write, and the lease's expiry deletes its keys.
     """
 
-    def hold(self, key: str, value: JSON, ttl: int) -> int:
-        """The lease ``key`` is bound to (another process's too), else a new one of
-        ``ttl`` seconds with ``key`` written under it with ``value``. Not kept
-        alive here: the caller's next ``keepalive`` says whether it still lives."""
+    def grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds, with no key yet (kept alive by the caller)."""
+
+    def attach(self, values: Mapping[str, JSON], lease: int) -> None:
+        """Write each key with its value under ``lease``, whatever lease it had
+        (a few writes for many keys)."""
+
+    def detach(self, keys: Sequence[str], lease: int) -> None:
+        """Delete each of ``keys`` that is still under ``lease`` (not one that
+        another lease has taken since)."""
 
     def keepalive(self, leases: Sequence[int]) -> dict[int, int]:
         """Keep each lease alive (one round trip for all); its TTL now, <= 0 if it expired."""
 
     def release(self, key: str) -> None:
-        """End the lease that holds ``key`` (which goes with it); nothing if none."""
+        """Delete ``key`` whatever its lease (the other keys of that lease stay)."""
 
     def held(self, prefix: str) -> dict[str, JSON]:
         """Every key under ``prefix`` and its value (those whose lease lives)."""

@@ -1,8 +1,8 @@
 """etcd leases for the store's ``Leases`` (store/base.py): keys that live while kept alive.
 
-Grant, put-with-lease and revoke go through the store's requests (with its
-endpoint failover). Keepalives are the hot path (one per agent heartbeat on
-a big fabric), so they are pipelined: every lease of a round is one HTTP/1.1
+Grant, attach (puts with the lease, up to ``TXN_OPS`` keys in one
+transaction) and detach go through the store's requests (with its endpoint
+failover). Keepalives are pipelined: every lease of a round is one HTTP/1.1
 request on one kept-open connection, all written at once, the answers read
 in order.
 etcd's gateway cannot take several keepalives in one request body (it stops
@@ -16,18 +16,17 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
-from l3fabric.store.base import JSON, KeyValue, StoreError, StoreUnavailableError
+from l3fabric.store.base import JSON, KeyValue, StoreUnavailableError
 from l3fabric.store.etcd_codec import b64
 
 # The store's request with failover: (path, body, write=) -> etcd's answer.
 Post = Callable[..., dict[str, Any]]
 
-# Attempts of ``hold`` when other processes change the key between its read
-# and its write (each attempt re-reads it).
-_HOLD_ATTEMPTS = 3
+# Operations in one etcd transaction at most (etcd's --max-txn-ops default).
+TXN_OPS = 128
 
 
 class EtcdLeases:
@@ -50,32 +49,36 @@ class EtcdLeases:
         self._lock = threading.Lock()
         self._conn: tuple[tuple[str, int], socket.socket, BinaryIO] | None = None
 
-    def hold(self, key: str, value: JSON, ttl: int) -> int:
-        for _ in range(_HOLD_ATTEMPTS):
-            current = self._lease_of(key)
-            if current:
-                return current  # the key exists, so its lease lived when read
-            lease = int(self._post("/lease/grant", {"TTL": ttl, "ID": 0})["ID"])
-            # Written only if the key is still absent, or still under the dead lease.
-            guard = (
-                {"target": "LEASE", "result": "EQUAL", "lease": current}
-                if current is not None
-                else {"target": "CREATE", "result": "EQUAL", "create_revision": 0}
-            )
-            put = {
-                "key": b64(key),
-                "value": b64(json.dumps(value, separators=(",", ":"))),
-                "lease": lease,
+    def grant(self, ttl: int) -> int:
+        return int(self._post("/lease/grant", {"TTL": ttl, "ID": 0})["ID"])
+
+    def attach(self, values: Mapping[str, JSON], lease: int) -> None:
+        puts = [
+            {
+                "request_put": {
+                    "key": b64(key),
+                    "value": b64(json.dumps(value, separators=(",", ":"))),
+                    "lease": lease,
+                }
             }
-            reply = self._post(
+            for key, value in values.items()
+        ]
+        for start in range(0, len(puts), TXN_OPS):
+            self._post("/kv/txn", {"success": puts[start : start + TXN_OPS]}, write=True)
+
+    def detach(self, keys: Sequence[str], lease: int) -> None:
+        # One transaction per key: its compare (the key's lease) decides for its delete only.
+        for key in keys:
+            self._post(
                 "/kv/txn",
-                {"compare": [{"key": b64(key), **guard}], "success": [{"request_put": put}]},
+                {
+                    "compare": [
+                        {"key": b64(key), "target": "LEASE", "result": "EQUAL", "lease": lease}
+                    ],
+                    "success": [{"request_delete_range": {"key": b64(key)}}],
+                },
                 write=True,
             )
-            if reply.get("succeeded"):
-                return lease
-            self._revoke(lease)  # another process got there first: use its lease
-        raise StoreError(f"{key}: its lease changed {_HOLD_ATTEMPTS} times while taken")
 
     def keepalive(self, leases: Sequence[int]) -> dict[int, int]:
         if not leases:
@@ -97,26 +100,11 @@ class EtcdLeases:
             self._disconnect()
 
     def release(self, key: str) -> None:
-        lease = self._lease_of(key)
-        if lease:
-            self._revoke(lease)
+        self._post("/kv/deleterange", {"key": b64(key)}, write=True)
 
     def held(self, prefix: str) -> dict[str, JSON]:
         kvs, _ = self._range(prefix)
         return {kv.key: kv.value for kv in kvs}
-
-    def _lease_of(self, key: str) -> int | None:
-        """The lease ``key`` is bound to; None if the key is absent, 0 if it has none."""
-        reply = self._post("/kv/range", {"key": b64(key)})
-        kvs = reply.get("kvs") or []
-        return int(kvs[0].get("lease") or 0) if kvs else None
-
-    def _revoke(self, lease: int) -> None:
-        try:
-            self._post("/kv/lease/revoke", {"ID": lease})
-        except StoreError as exc:
-            if "not found" not in str(exc):  # expired already
-                raise
 
     def _connected(self, member: tuple[str, int]) -> bool:
         return self._conn is not None and self._conn[0] == member
