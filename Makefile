@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# A real Keystone for the tests (tests/clients/keystone.py), a server in its own venv:
+# A real Keystone for the tests (tests/clients/keystone_server.py), a server in its own venv:
 # its pins are none of the controller's business.
 KEYSTONE_VENV := .venv-keystone
 APT_PACKAGES := bird2 nftables iproute2 iputils-ping iperf3 conntrack traceroute dnsmasq-base \

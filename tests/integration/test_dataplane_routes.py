@@ -129,7 +129,7 @@ def test_vm_reaches_host_through_proxy_arp_without_default_route(netns, veth) ->
         routes.converge({"10.1.0.5/32": "tapfffffffffff", "2001:db8::5/128": "tapfffffffffff"})
     assert "default" not in ip("-n", host, "route")
 
-    # Without the link-local route the host stays silent (FACTS.md).
+    # Without the link-local route the host stays silent (docs/dataplane.md, Routes).
     assert in_ns(vm, "ping", "-c1", "-W1", "10.0.0.1", check=False).returncode != 0
     assert ensure_link_local_gateway(host) is True
     assert ensure_link_local_gateway(host) is False

@@ -213,7 +213,7 @@ def test_no_encapsulation_or_nat_on_the_path(lab: Lab, relation: str) -> None:
         # veth is a plain Ethernet pair: no vxlan, gre, ipip, sit, wireguard or bridge.
         assert set(kinds.values()) == {"veth"}, f"{node}: {kinds}"
         if lab.plan.node(node).role != "gateway":
-            # A gateway source-NATs private traffic leaving upstream (DESIGN.md), so
+            # A gateway source-NATs private traffic leaving upstream (docs/gateway.md), so
             # it may have a NAT chain; that east-west flows through it are never
             # translated is what its conntrack table shows below.
             ruleset = json.loads(lab.exec(node, "nft", "-j", "list", "ruleset").stdout)

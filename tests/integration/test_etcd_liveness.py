@@ -48,7 +48,7 @@ def controllers() -> Iterator[list[tuple[subprocess.Popen, str]]]:
 
 
 class Agent(threading.Thread):
-    """A host agent's heartbeat loop (agent/loop.py ``_report_loop``), nothing else."""
+    """A host agent's heartbeat loop (agent/loop.py ``_report``, every interval), nothing else."""
 
     def __init__(self, urls: list[str]) -> None:
         super().__init__(daemon=True)

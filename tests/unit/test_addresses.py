@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -170,3 +171,29 @@ def test_host_network_is_ip_network(prefix) -> None:
 def test_host_network_refuses_what_ip_network_refuses(prefix) -> None:
     with pytest.raises(ValueError):
         addresses.host_network(prefix)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "version", "parsed"),
+    [
+        ("10.1.0.5/32", 4, True),
+        ("2001:db8::5/128", 6, True),
+        ("::ffff:1.2.3.4/128", 6, True),  # glibc's spelling of a mapped address
+        ("::ffff:102:304/128", 6, True),  # Python's
+        ("2001:0db8::5/128", None, True),  # a host prefix, not in canonical form
+        ("10.1.0.5/24", None, False),
+        ("2001:db8::5/32", None, False),
+        ("10.1.0.5", None, False),
+        ("010.1.0.5/32", None, False),
+        ("tap0/32", None, False),
+    ],
+)
+def test_the_one_fast_host_prefix_parse(prefix: str, version: int | None, parsed: bool) -> None:
+    assert addresses.host_prefix_version(prefix) == version
+    if not parsed:
+        with pytest.raises(ValueError):
+            addresses.host_prefix_packed(prefix)
+        return
+    network = ip_network(prefix)
+    family = socket.AF_INET if network.version == 4 else socket.AF_INET6
+    assert addresses.host_prefix_packed(prefix) == (family, network.network_address.packed)

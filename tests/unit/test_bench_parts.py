@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from l3fabric.bench.parts import OptionReader, run_parts
+from l3fabric.bench.parts import OptionReader, alternated, run_parts
 
 
 def test_options_are_checked_with_readable_errors() -> None:
@@ -30,3 +32,18 @@ def test_selected_parts_run_in_order_and_merge() -> None:
     assert seen == ["a", "b", "b"]
     with pytest.raises(SystemExit, match=r"unknown part\(s\) \['c'\]"):
         run_parts("x", {"parts": "c"}, parts, 1)
+
+
+def test_two_measurements_are_sampled_in_turn() -> None:
+    taken: list[str] = []
+
+    def sample(name: str) -> Callable[[], str]:
+        def take() -> str:
+            taken.append(name)
+            return f"{name}{taken.count(name)}"
+
+        return take
+
+    firsts, seconds = alternated(3, sample("a"), sample("b"))
+    assert taken == ["a", "b", "a", "b", "a", "b"]  # never two of one kind in a row
+    assert (firsts, seconds) == (["a1", "a2", "a3"], ["b1", "b2", "b3"])

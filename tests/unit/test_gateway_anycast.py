@@ -311,10 +311,10 @@ def test_one_slow_poll_does_not_put_the_next_one_far_away() -> None:
 
     def wait(timeout: float) -> bool:
         pauses.append(timeout)
-        sync._poller._stop.set()  # one round is enough
+        sync._poller.stop(timeout=0)  # one round is enough
         return True
 
-    sync._poller._stop.wait = wait  # type: ignore[method-assign]
+    sync._poller._wake.wait = wait  # type: ignore[method-assign]
     sync._poller._run()
     assert pauses and pauses[0] <= 0.5
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from l3fabric.agent.anycast import ProbeTarget
+from l3fabric.poller import Poller
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class Hysteresis:
 
 
 class _Prober:
+    """One target's probe, every ``interval_s`` of its check, in a thread of its own."""
+
     def __init__(
         self,
         target: ProbeTarget,
@@ -112,26 +115,19 @@ class _Prober:
     ) -> None:
         self.target = target
         self.state = Hysteresis(target.check.rise, target.check.fall)
-        self.stopped = threading.Event()
         self._on_change = on_change
         self._check = check
-        self.thread = threading.Thread(
-            target=self._run, name=f"probe-{target.port_id[:8]}", daemon=True
+        # A plain period: the check's own timeout bounds a step.
+        self.poller = Poller(
+            f"probe-{target.port_id[:8]}", self._probe, target.check.interval_s, slow_pause_s=0
         )
 
-    def _run(self) -> None:
-        interval = self.target.check.interval_s
-        while not self.stopped.is_set():
-            started = time.monotonic()
-            ok = self._check(self.target)
-            if self.stopped.is_set():
-                return  # a verdict on a target nobody wants any more
-            if self.state.record(ok):
-                try:
-                    self._on_change(self.target, bool(self.state.healthy))
-                except Exception:
-                    log.exception("anycast health callback failed")
-            self.stopped.wait(max(0.0, interval - (time.monotonic() - started)))
+    def _probe(self) -> None:
+        ok = self._check(self.target)
+        if self.poller.stopping:
+            return  # a verdict on a target nobody wants any more
+        if self.state.record(ok):
+            self._on_change(self.target, bool(self.state.healthy))
 
 
 class HealthProbes:
@@ -155,7 +151,7 @@ class HealthProbes:
         with self._lock:
             for key, prober in list(self._probers.items()):
                 if targets.get(key) != prober.target:
-                    prober.stopped.set()
+                    prober.poller.stop(timeout=0)
                     del self._probers[key]
             for key, target in sorted(targets.items()):
                 if key in self._probers:
@@ -165,7 +161,7 @@ class HealthProbes:
                     break
                 prober = _Prober(target, self._on_change, self._check)
                 self._probers[key] = prober
-                prober.thread.start()
+                prober.poller.start()
         return refused
 
     def targets(self) -> dict[Key, ProbeTarget]:
@@ -185,7 +181,7 @@ class HealthProbes:
             probers = list(self._probers.values())
             self._probers.clear()
         for prober in probers:
-            prober.stopped.set()
+            prober.poller.stop(timeout=0)
         deadline = time.monotonic() + timeout
         for prober in probers:
-            prober.thread.join(max(0.0, deadline - time.monotonic()))
+            prober.poller.join(max(0.0, deadline - time.monotonic()))

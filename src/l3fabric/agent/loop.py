@@ -28,6 +28,7 @@ from l3fabric.agent.ops import Blocked, Op
 from l3fabric.agent.passlog import PassLog, summary
 from l3fabric.client import ApiError, ControllerUnavailable, FabricClient, HostStateWatcher, Urls
 from l3fabric.controllers import Controllers
+from l3fabric.poller import Poller
 from l3fabric.routing import bird_process
 from l3fabric.routing.bird_config import BirdConfig, SkippedPeer
 from l3fabric.routing.bird_process import ROUTING_NICE, BirdProcess
@@ -82,8 +83,10 @@ class ReconcileAgent(abc.ABC):
         # Sessions the last rendered config left out (no local address BIRD needs).
         self.skipped_sessions: tuple[SkippedPeer, ...] = ()
         self._dirty = threading.Event()
-        self._report_now = threading.Event()
         self._stop = threading.Event()
+        # The heartbeat, every heartbeat_interval_s of the fabric config, and
+        # at once on report_soon().
+        self._reporter = Poller("heartbeat", self._report, self._heartbeat_interval, slow_pause_s=0)
         self._started_at = time.time()
         # For metrics and health (agent/metrics.py): what the last heartbeat
         # carried, when the controller last took one, when the loop last turned.
@@ -117,19 +120,19 @@ class ReconcileAgent(abc.ABC):
 
     def report_soon(self) -> None:
         """Send the next heartbeat now (a status changed)."""
-        self._report_now.set()
+        self._reporter.wake()
 
     def stop(self) -> None:
         self._stop.set()
         self._dirty.set()
-        self._report_now.set()
+        self._reporter.stop(timeout=0)
 
     def run(self) -> None:
         """Run until ``stop()``: the loop here, the watch and heartbeat in threads."""
-        reporter = threading.Thread(target=self._report_loop, name="heartbeat", daemon=True)
         with self.running():
             self.watcher.start()
-            reporter.start()
+            if not self._stop.is_set():
+                self._reporter.start()
             try:
                 while not self._stop.is_set():
                     self.loop_at = time.monotonic()
@@ -144,7 +147,7 @@ class ReconcileAgent(abc.ABC):
                         self._dirty.set()
             finally:
                 self.watcher.stop()
-                reporter.join(2.0)
+                self._reporter.stop(2.0)
                 self.client.close()
 
     def _timed_pass(self, timed: bool) -> list[str]:
@@ -301,17 +304,16 @@ class ReconcileAgent(abc.ABC):
         body = {"status": "ready" if ok else "starting", "passes": self.passes}
         return ok, {**body, "errors": self.last_failed}
 
-    def _report_loop(self) -> None:
-        while not self._stop.is_set():
-            interval = float(self.watcher.state().fabric.get("heartbeat_interval_s", 2.0))
-            try:
-                self.send_heartbeat()
-                self.heartbeat_ok_at = time.monotonic()
-            except (ApiError, ControllerUnavailable) as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("heartbeat failed")
-            if not self.bird.alive() and self.watcher.synced.is_set():
-                self.wake()  # supervise BIRD: the next pass starts it again
-            self._report_now.wait(interval)
-            self._report_now.clear()
+    def _heartbeat_interval(self) -> float:
+        return float(self.watcher.state().fabric.get("heartbeat_interval_s", 2.0))
+
+    def _report(self) -> None:
+        try:
+            self.send_heartbeat()
+            self.heartbeat_ok_at = time.monotonic()
+        except (ApiError, ControllerUnavailable) as exc:
+            log.warning("heartbeat failed: %s", exc)
+        except Exception:
+            log.exception("heartbeat failed")
+        if not self.bird.alive() and self.watcher.synced.is_set():
+            self.wake()  # supervise BIRD: the next pass starts it again

@@ -46,7 +46,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from l3fabric.bench.parts import OptionReader, require_root, run_parts
+from l3fabric.bench.parts import OptionReader, alternated, require_root, run_parts
 from l3fabric.gateway.conntrackd import Conntrackd
 from l3fabric.lab import boot, faults, gateway_pair
 from l3fabric.lab import long_flows as lf
@@ -147,17 +147,17 @@ def alternated_rates(
 ) -> tuple[float, int, float, int]:
     """(rate, retransmissions) through both gateways, then through gw1 alone (gw2 drained).
 
-    ``rounds`` samples of each, alternated: on this shared 2-core machine one
-    sample swings with the other load by up to 2x, and a drift would favour
-    whichever phase came first. The rates are the samples' means.
+    ``rounds`` samples of each, alternated (``parts.alternated``); the rates
+    are the samples' means.
     """
-    two: list[tuple[float, int]] = []
-    one: list[tuple[float, int]] = []
-    for _ in range(rounds):
-        two.append(connection_rate(plan, vms, seconds))
+
+    def through_one() -> tuple[float, int]:
         with gateway_pair.drained(plan, "gw2", POOL):
-            one.append(connection_rate(plan, vms, seconds))
+            sample = connection_rate(plan, vms, seconds)
         gateway_pair.whole(plan, POOL)
+        return sample
+
+    two, one = alternated(rounds, lambda: connection_rate(plan, vms, seconds), through_one)
     return (
         round(sum(r for r, _ in two) / rounds, 1),
         sum(n for _, n in two),
@@ -201,13 +201,15 @@ def alternated_streams(
         Conntrackd(state.agent_dir(gw), plan.node(gw).namespace) for gw in gateway_pair.GATEWAYS
     ]
     configs = [d.config_path.read_text() for d in daemons]
-    synced: list[float] = []
-    unsynced: list[float] = []
-    for _ in range(rounds):
+
+    def synced_stream() -> float:
         for daemon, text in zip(daemons, configs, strict=True):
             daemon.apply(text)  # running again (a no-op when it runs)
-        synced.append(stream_gbit_s(plan, vm_ns, seconds))
-        unsynced.append(unsynced_stream(plan, daemons, vm_ns, seconds))
+        return stream_gbit_s(plan, vm_ns, seconds)
+
+    synced, unsynced = alternated(
+        rounds, synced_stream, lambda: unsynced_stream(plan, daemons, vm_ns, seconds)
+    )
     return statistics.median(synced), statistics.median(unsynced)
 
 

@@ -1,9 +1,10 @@
-"""What benchmarks made of parts share: option parsing and running the parts.
+"""What benchmarks made of parts share: option parsing, running the parts, paired samples.
 
 A benchmark checks its options with ``OptionReader`` and hands a context
 to ``run_parts``, which runs the selected parts in order, merges their
 results, and turns SIGTERM into an exception so that every part's cleanup
-(``finally`` blocks removing namespaces and processes) runs.
+(``finally`` blocks removing namespaces and processes) runs. ``alternated``
+takes the samples of two measurements to compare in turn.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 Result = dict[str, Any]
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 class OptionReader:
@@ -81,3 +83,20 @@ def run_parts(
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def alternated(
+    rounds: int, first: Callable[[], T], second: Callable[[], T]
+) -> tuple[list[T], list[T]]:
+    """``rounds`` samples of each of two measurements, taken in turn: first, second, first ...
+
+    On this shared 2-core machine one sample swings with the other load by up
+    to 2x; taken one after the other, a drift of that load would favour
+    whichever measurement came first.
+    """
+    firsts: list[T] = []
+    seconds: list[T] = []
+    for _ in range(rounds):
+        firsts.append(first())
+        seconds.append(second())
+    return firsts, seconds

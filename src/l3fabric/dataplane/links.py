@@ -24,7 +24,6 @@ import ipaddress
 import os
 import re
 import socket
-import struct
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -189,7 +188,7 @@ class _LinkSocket(nlb.RouteSocket):
         attr = RTATTR.pack(4 + len(encoded), IFLA_IFNAME) + encoded
         attr += b"\0" * (-len(attr) % 4)
         body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0) + attr
-        body += RTATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+        body += RTATTR.pack(8, IFLA_EXT_MASK) + U32.pack(RTEXT_FILTER_SKIP_STATS)
         header = NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETLINK, nlb.NLM_F_REQUEST, 0, 0)
         try:
             reply = self.request(header + body, RTM_NEWLINK)

@@ -16,7 +16,6 @@ import errno as errno_mod
 import ipaddress
 import os
 import socket
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -362,9 +361,9 @@ def _parse_route(
         if akind == RTA_DST:
             dst = bytes(data[pos + 4 : pos + alen])
         elif akind == RTA_OIF:
-            oif = struct.unpack_from("=I", data, pos + 4)[0]
+            oif = U32.unpack_from(data, pos + 4)[0]
         elif akind == RTA_TABLE:
-            route_table = struct.unpack_from("=I", data, pos + 4)[0]
+            route_table = U32.unpack_from(data, pos + 4)[0]
         pos += (alen + 3) & ~3
     if route_table != table:
         return

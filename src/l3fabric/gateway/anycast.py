@@ -41,7 +41,7 @@ from l3fabric.dataplane.nexthops import (
     ResilientRoutes,
 )
 from l3fabric.gateway.ops import AnycastGroupsSet
-from l3fabric.gateway.poller import Poller
+from l3fabric.poller import Poller
 from l3fabric.routing.anycast_routes import LearnedPath, learned_anycast
 from l3fabric.routing.bird_control import BirdControl, BirdError
 

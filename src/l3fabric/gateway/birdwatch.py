@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from l3fabric.gateway.poller import Poller
+from l3fabric.poller import Poller
 from l3fabric.routing.bird_control import BirdError, ProtocolStatus, parse_protocols
 from l3fabric.routing.bird_process import BirdProcess
 

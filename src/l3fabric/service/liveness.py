@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from l3fabric.keys import live_key, live_prefix
+from l3fabric.poller import Poller
 from l3fabric.store import Store, StoreError
 from l3fabric.store.base import JSON, Leases
 
@@ -175,8 +176,12 @@ class LeaseLiveness(Liveness):
         self._renewed = -math.inf  # the lease's last keepalive (clock)
         self._ttl = math.inf  # the TTL of the last round (a heartbeat reads no store)
         self._untaken = False  # an agent was seen whose key is not attached
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # The renewer: a round every TTL / TICKS, at once when an agent is new
+        # (not under the lock: the grace may be read from the store).
+        self._renewer = Poller(
+            "liveness", self._round, lambda: lease_ttl(self._grace()) / self.TICKS, slow_pause_s=0
+        )
         self._stopped = False
         self._failing = False  # the last request to etcd failed
 
@@ -184,7 +189,7 @@ class LeaseLiveness(Liveness):
         stamped = self._reports.beat(kind, name, report)
         now = self._clock()
         key = (kind, name)
-        with self._cond:
+        with self._lock:
             last = self._seen.get(key)
             self._seen[key] = now
             self._leaving.discard(key)
@@ -193,7 +198,7 @@ class LeaseLiveness(Liveness):
             if key not in self._held:
                 self._untaken = True
                 self._start()
-                self._cond.notify_all()
+                self._renewer.wake()
         return stamped
 
     def last(self, kind: str, name: str) -> JSON | None:
@@ -207,26 +212,23 @@ class LeaseLiveness(Liveness):
 
     def forget(self, kind: str, name: str) -> None:
         self._reports.forget(kind, name)
-        with self._cond:
+        with self._lock:
             self._seen.pop((kind, name), None)
             self._held.discard((kind, name))
             self._leaving.discard((kind, name))
         self._leases.release(live_key(kind, name))
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._stopped = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=5)
+        self._renewer.stop(timeout=5)
 
     def renew(self) -> None:
         """One round: delete the keys of agents silent for a TTL, take a lease if
         there is none, keep it alive when due, attach the keys of agents seen."""
         ttl = lease_ttl(self._grace())
         now = self._clock()
-        with self._cond:
+        with self._lock:
             self._ttl = ttl
             self._untaken = False
             # Silent for a TTL (not less, so that heartbeats queued in an
@@ -247,7 +249,7 @@ class LeaseLiveness(Liveness):
             lease[0], now
         ):
             return
-        with self._cond:
+        with self._lock:
             untaken = [key for key in self._seen if key not in self._held]
         if untaken:
             self._attach(untaken, lease[0])
@@ -259,7 +261,7 @@ class LeaseLiveness(Liveness):
         except StoreError as exc:
             self._failed(f"liveness: no lease from etcd: {exc}")
             return None
-        with self._cond:
+        with self._lock:
             self._lease = lease
             self._held.clear()
             self._leaving.clear()  # under the old lease, which goes with them
@@ -276,7 +278,7 @@ class LeaseLiveness(Liveness):
         if self._failing:
             log.info("liveness: the lease is kept alive in etcd again")
             self._failing = False
-        with self._cond:
+        with self._lock:
             if left > 0:
                 self._renewed = now
                 return True
@@ -296,7 +298,7 @@ class LeaseLiveness(Liveness):
             self._failed(f"liveness: agents' keys not written to etcd: {exc}")
             self._renewed = -math.inf
             return
-        with self._cond:
+        with self._lock:
             self._held.update(key for key in keys if key in self._seen)
             # Forgotten (deleted) while being attached: not kept.
             self._leaving.update(key for key in keys if key not in self._seen)
@@ -307,7 +309,7 @@ class LeaseLiveness(Liveness):
         except StoreError as exc:
             self._failed(f"liveness: silent agents' keys not deleted from etcd: {exc}")
             return  # the next round again
-        with self._cond:
+        with self._lock:
             self._leaving.difference_update(keys)
 
     def _failed(self, message: str) -> None:
@@ -316,26 +318,15 @@ class LeaseLiveness(Liveness):
         self._failing = True
 
     def _start(self) -> None:
-        if self._background and self._thread is None and not self._stopped:
-            self._thread = threading.Thread(target=self._run, name="liveness", daemon=True)
-            self._thread.start()
+        if self._background and not self._stopped:
+            self._renewer.start()  # nothing if it runs
 
-    def _run(self) -> None:
-        while True:
-            # Not under the lock: the grace may be read from the store, and
-            # heartbeats take the lock on the event loop.
-            tick = lease_ttl(self._grace()) / self.TICKS
-            with self._cond:
-                self._cond.wait_for(lambda: self._untaken or self._stopped, timeout=tick)
-                if self._stopped:
-                    return
-                untaken = self._untaken
-            if untaken:  # more new agents may come: take them in one round
-                time.sleep(self.gather_s)
-            try:
-                self.renew()
-            except Exception:  # a bug must not end the renewals of every agent
-                log.exception("liveness: a round failed")
+    def _round(self) -> None:
+        with self._lock:
+            untaken = self._untaken
+        if untaken:  # more new agents may come: take them in one round
+            time.sleep(self.gather_s)
+        self.renew()
 
 
 def durable_state(report: JSON) -> JSON:
