@@ -217,8 +217,7 @@ def test_the_dataplane_outlives_30s_without_etcd_and_everything_resumes(lab: Lab
     apis = [admin(lab, url, timeout=10) for url in lab.plan.api_urls()]
     assert len(apis) == 2
     network = apis[0].list("networks", name="priv")[0]["id"]
-    # An unbound port from the first test: deleting it must be refused too.
-    spare = next(p["id"] for p in apis[0].list("ports") if p["name"].startswith("w"))
+    spare = apis[0].create_port(network_id=network, name="spare")["id"]  # to try to delete
     attempts = [w for api in apis for w in writes(api, network, spare)]
     client = client_endpoint(lab.plan)
     routes = {"r1-h1": lab.vm_ip("b"), "r2-h1": lab.vm_ip("a")}
