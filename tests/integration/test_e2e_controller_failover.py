@@ -92,6 +92,7 @@ def test_agents_move_to_the_other_controller_within_5s_of_a_kill_and_nothing_is_
         time.sleep(2.0)
         os.kill(lab.state.pids()[first.name], signal.SIGKILL)
         killed, killed_at = time.monotonic(), time.time()
+        acked_at_kill = len(writers[1].acknowledged)
         lab.boot("late", ["priv"], "r1-h2")  # its port: through the survivor
         late = f"{lab.vm_ip('late')}/32"
         routed = wait_until(
@@ -126,6 +127,8 @@ def test_agents_move_to_the_other_controller_within_5s_of_a_kill_and_nothing_is_
     assert received == sent, output
     assert not any(w.errors for w in writers), [w.errors for w in writers]
     assert writers[0].unreachable > 0 and writers[1].unreachable == 0
+    assert len(writers[1].acknowledged) > acked_at_kill, "the survivor acknowledged no create"
+    assert route_s < CONVERGE_S and moved_s < CONVERGE_S, (route_s, moved_s)
     with survivor:
         ports = survivor.list("ports")
     stored = {p["id"] for p in ports}

@@ -6,15 +6,21 @@ gateway and an internet client; private VMs ``a`` (r1-h1) and ``b`` (r2-h1),
 public VM ``pub`` (r2-h1).
 
 1. SIGKILL of the controller every agent uses and of the etcd leader at
-   once, while two clients create ports, one through each controller: no
-   acknowledged create lost, no address handed out twice, every agent on
-   the survivor and a VM booted after the kill routed on its peer within 5 s,
-   not one ping between ``a`` and ``b`` lost.
+   once, while two clients create ports, one through each controller (both
+   acknowledged creates before the kill, and the survivor's client after
+   it): no acknowledged create lost, no address handed out twice; within
+   5 s of the kill every agent resumed its watch on the survivor (no new
+   snapshot) and reports through it, and a VM booted after the kill is
+   routed on its peer host and the gateway; not one ping lost between the
+   existing VMs (``a`` to ``b`` and ``a`` to ``pub``, across the racks)
+   from 2 s before the kill to 6 s after.
 2. The whole etcd cluster down for 30 s: pings between the VMs and to and
-   from the internet client go on without a loss, every create is refused
-   with a 503 Neutron error within a few seconds, the agents keep their
-   routes; once etcd is back a new VM is routed, every agent reports again,
-   and none took a new snapshot (etcd kept its revisions).
+   from the internet client go on without a loss, every write (a create, an
+   update, a delete, through either controller) is refused with a 503
+   ``ServiceUnavailable`` within a few seconds, the agents keep their
+   routes; once etcd is back a create through each controller succeeds, a
+   new VM is routed, every agent reports again, and none took a new
+   snapshot (etcd kept its revisions).
 ``pytest -s`` shows the numbers.
 """
 
@@ -25,6 +31,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
@@ -65,7 +72,7 @@ internet: {clients: 1}
 """
 AGENTS = ("r1-h1", "r2-h1", "gw1")
 CONVERGE_S = 5.0
-KILL_PINGS = 120  # 0.05 s apart: 2 s before the kill, 4 s after
+KILL_PINGS = 160  # 0.05 s apart: 2 s before the kill, 6 s after (past CONVERGE_S)
 WRITES = 40  # creates per controller at most
 DOWN_S = 30.0
 DOWN_PING_S = 0.1
@@ -111,19 +118,23 @@ def test_killing_a_controller_and_the_etcd_leader_loses_nothing(lab: Lab) -> Non
     writers = [Writer(lab, c.url, network, stop, WRITES) for c in (first, second)]
     ping_cmd = ["ping", "-n", "-i", "0.05", "-c", str(KILL_PINGS), "-W", "1"]
     try:
-        with lab.background("a", *ping_cmd, lab.vm_ip("b")) as ping:
+        with (
+            lab.background("a", *ping_cmd, lab.vm_ip("b")) as ping,
+            lab.background("a", *ping_cmd, lab.vm_ip("pub")) as ping_pub,
+        ):
             for writer in writers:
                 writer.start()
             time.sleep(2.0)
             os.kill(lab.state.pids()[first.name], signal.SIGKILL)
             etcd_faults.kill_member(lab.state, leader)
             killed, killed_at = time.monotonic(), time.time()
+            acked_at_kill = [len(w.acknowledged) for w in writers]
             lab.boot("late", ["priv"], "r1-h1")  # its port: through the survivor
             late = f"{lab.vm_ip('late')}/32"
             wait_until(
-                lambda: lab.has_route("r2-h1", late),
+                lambda: all(lab.has_route(n, late) for n in ("r2-h1", "gw1")),
                 timeout=CONVERGE_S - (time.monotonic() - killed),
-                what=f"{late} on the peer host",
+                what=f"{late} on the peer host and the gateway",
             )
             route_s = time.monotonic() - killed
             wait_until(
@@ -132,7 +143,7 @@ def test_killing_a_controller_and_the_etcd_leader_loses_nothing(lab: Lab) -> Non
                 what="every agent reporting through the surviving controller",
             )
             moved_s = time.monotonic() - killed
-            output = ping.finish(timeout=KILL_PINGS * 0.05 + 10)
+            outputs = [p.finish(timeout=KILL_PINGS * 0.05 + 10) for p in (ping, ping_pub)]
         stop.set()
         for writer in writers:
             writer.join(10)
@@ -143,20 +154,29 @@ def test_killing_a_controller_and_the_etcd_leader_loses_nothing(lab: Lab) -> Non
         etcd_faults.restart_member(lab.state, leader)
         etcd_faults.wait_healthy(lab.state)
         processes.start_server(lab.state, lab.plan, 0)
-    sent, received = pings(output)
+    counts = [pings(o) for o in outputs]
     resumed = {n: watch_resumed_at(lab, n) - killed_at for n in AGENTS}
     with survivor:
         ports = survivor.list("ports")
+    acked = [len(w.acknowledged) for w in writers]
     print(
         f"\netcd leader m{leader} and {first.name} killed; m{new_leader} leads;"
-        f" late VM's /32 on the peer {route_s:.2f} s, every agent on the survivor {moved_s:.2f} s,"
-        f" watches resumed after {max(resumed.values()):.3f} s at most; pings {received}/{sent};"
-        f" acknowledged creates {len(writers[0].acknowledged)} + {len(writers[1].acknowledged)},"
-        f" refused {len(writers[0].errors)} + {len(writers[1].errors)} (503)"
+        f" late VM's /32 on the peer and gateway {route_s:.2f} s, every agent on the survivor"
+        f" {moved_s:.2f} s, watches resumed after {max(resumed.values()):.3f} s at most;"
+        f" pings a->b, a->pub {', '.join(f'{r}/{s}' for s, r in counts)};"
+        f" acknowledged creates {acked[0]} + {acked[1]} ({acked_at_kill[0]} + {acked_at_kill[1]}"
+        f" before the kill), refused {len(writers[0].errors)} + {len(writers[1].errors)} (503)"
     )
-    assert received == sent, output
+    for (sent, received), output in zip(counts, outputs, strict=True):
+        assert sent == KILL_PINGS and received == sent, output
+    # The clients were creating through both controllers when they died, and the
+    # survivor's went on acknowledging after the kill (else nothing was under test).
+    assert acked_at_kill[0] > 0 and acked_at_kill[1] > 0, acked_at_kill
+    assert writers[0].unreachable > 0, "no create was in flight to the killed controller"
+    assert acked[1] > acked_at_kill[1], "no create acknowledged by the survivor after the kill"
     for writer in writers:
         refused_only_503(writer.errors)
+    assert route_s < CONVERGE_S and moved_s < CONVERGE_S, (route_s, moved_s)
     assert new_leader != leader
     acknowledged = set(writers[0].acknowledged + writers[1].acknowledged)
     assert acknowledged <= {p["id"] for p in ports}, "acknowledged creates lost"
@@ -184,15 +204,27 @@ def heartbeats(lab: Lab) -> dict[str, float]:
     return latest
 
 
+def writes(api: FabricClient, network: str, port: str) -> list[Callable[[], object]]:
+    """A create, an update and a delete: each a write the store must refuse while down."""
+    return [
+        lambda: api.create_port(network_id=network, name="while-down"),
+        lambda: api.update("networks", network, {"description": "while down"}),
+        lambda: api.delete("ports", port),
+    ]
+
+
 def test_the_dataplane_outlives_30s_without_etcd_and_everything_resumes(lab: Lab) -> None:
-    url = lab.plan.api_urls()[1]
-    api = admin(lab, url, timeout=10)
-    network = api.list("networks", name="priv")[0]["id"]
+    apis = [admin(lab, url, timeout=10) for url in lab.plan.api_urls()]
+    assert len(apis) == 2
+    network = apis[0].list("networks", name="priv")[0]["id"]
+    spare = apis[0].create_port(network_id=network, name="spare")["id"]  # to try to delete
+    attempts = [w for api in apis for w in writes(api, network, spare)]
     client = client_endpoint(lab.plan)
     routes = {"r1-h1": lab.vm_ip("b"), "r2-h1": lab.vm_ip("a")}
     count = str(int((DOWN_S + 4) / DOWN_PING_S))
     ping = ["ping", "-n", "-i", str(DOWN_PING_S), "-c", count, "-W", "1"]
     answers: list[float] = []
+    tried: set[int] = set()
     with (
         lab.background("a", *ping, lab.vm_ip("b")) as east_west,
         lab.background(client.name, *ping, lab.vm_ip("pub")) as inbound,
@@ -202,18 +234,24 @@ def test_the_dataplane_outlives_30s_without_etcd_and_everything_resumes(lab: Lab
         with etcd_faults.etcd_down(lab.state):
             down_at = time.monotonic()
             while time.monotonic() - down_at < DOWN_S:
+                # Each kind of write through each controller in turn.
+                which = len(answers) % len(attempts)
                 asked = time.monotonic()
                 with pytest.raises(ApiError) as refused:
-                    api.create_port(network_id=network, name="while-down")
+                    attempts[which]()
                 answers.append(time.monotonic() - asked)
-                assert refused.value.status == 503 and refused.value.type, refused.value
+                tried.add(which)
+                assert refused.value.status == 503, refused.value
+                assert refused.value.type == "ServiceUnavailable", refused.value
                 assert all(lab.has_route(h, f"{ip}/32") for h, ip in routes.items())
                 time.sleep(2.0)
             restarting = time.monotonic()
         back, back_at = time.monotonic(), time.time()
-        # While the pings still run: the first create after etcd is back.
+        # While the pings still run: the first creates after etcd is back, one per controller.
         lab.boot("after", ["priv"], "r1-h1")
         booted = time.monotonic() - back
+        for api in apis:
+            api.create_port(network_id=network, name="after-down")
         after = f"{lab.vm_ip('after')}/32"
         wait_until(lambda: lab.has_route("r2-h1", after), 10, f"{after} on the peer host")
         routed_s = time.monotonic() - back
@@ -224,14 +262,18 @@ def test_the_dataplane_outlives_30s_without_etcd_and_everything_resumes(lab: Lab
         outputs = [p.finish(timeout=DOWN_S + 15) for p in (east_west, inbound, outbound)]
     counts = [pings(o) for o in outputs]
     print(
-        f"\netcd down {DOWN_S:.0f} s: {len(answers)} creates refused (503) in"
+        f"\netcd down {DOWN_S:.0f} s: {len(answers)} writes refused (503) in"
         f" {max(answers):.3f} s at most; pings a->b, client->pub, a->client"
         f" {', '.join(f'{r}/{s}' for s, r in counts)}; etcd healthy {back - restarting:.2f} s"
         f" after its restart; then a new VM booted {booted:.2f} s, routed on its peer"
         f" {routed_s:.2f} s, every agent reported {reported_s:.2f} s"
     )
     assert max(answers) < ANSWER_S, answers
+    assert tried == set(range(len(attempts))), tried
+    with apis[0] as api:
+        assert spare in {p["id"] for p in api.list("ports")}
+    apis[1].close()
     for (sent, received), output in zip(counts, outputs, strict=True):
-        assert received == sent, output
+        assert sent == int(count) and received == sent, output
     for node in AGENTS:
         assert_no_resync(lab, node)

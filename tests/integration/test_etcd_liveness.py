@@ -56,10 +56,12 @@ class Agent(threading.Thread):
         self.stop = threading.Event()
         self.reported_to: list[str] = []  # the controller of each acknowledged heartbeat
         self.failed = 0
+        self.last_sent = time.monotonic()  # when the last heartbeat left (monotonic)
 
     def run(self) -> None:
         while not self.stop.is_set():
             url = self.client.api_url
+            self.last_sent = time.monotonic()
             try:
                 self.client.heartbeat(HOST, agent={"controller": url})
                 self.reported_to.append(self.client.api_url)
@@ -68,10 +70,11 @@ class Agent(threading.Thread):
             self.stop.wait(INTERVAL_S)
 
     def halt(self) -> float:
-        """Stop beating; returns when the last heartbeat was sent (monotonic)."""
+        """Stop beating; returns when the last heartbeat was sent (monotonic): up to an
+        interval before this call, which a host's liveness counts from."""
         self.stop.set()
         self.join(5)
-        return time.monotonic()
+        return self.last_sent
 
 
 def status(url: str) -> str:

@@ -72,3 +72,21 @@ def test_history_is_compacted_automatically(tmp_path: Path) -> None:
 def test_bad_store_urls_are_explained(url: str) -> None:
     with pytest.raises(ValueError, match="sqlite:///"):
         open_store(url)
+
+
+def test_the_server_s_default_store_is_a_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite stays the default (issue 13): ``l3fabric server`` without ``--store``."""
+    from l3fabric import cli
+    from l3fabric.commands import server
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    served: list[str] = []
+    monkeypatch.setattr(server, "serve", lambda url, *args, **kwargs: served.append(url) or 0)
+    args = cli.build_parser("server").parse_args(["server"])
+    assert args.func(args) == 0
+    assert served == [f"sqlite:///{tmp_path / 'l3fabric' / 'l3fabric.db'}"]
+    store = open_store(served[0])
+    assert isinstance(store, SqliteStore)
+    store.close()
