@@ -220,12 +220,19 @@ class HostAgent(ReconcileAgent):
             self._all_taps_changed = False
         # The ports the watch changed since the last pass: what an incremental
         # pass looks at, instead of comparing every port of the view.
+        metrics = self._metrics(full)
         view, hint = self.watcher.state_and_changes()
         hint, self._hint_ok = (hint if self._hint_ok else None), False
         # DHCP first: a port the pass reports ACTIVE is already served (boot
         # waits for ACTIVE, as Nova does, before the VM asks for its lease).
+        begun = time.monotonic()
         failed = self.converge_dhcp(view, full, hint)
-        return self.reconcile(view, full, changed, hint).errors + failed
+        metrics.timed("dhcp", begun)
+        return self.reconcile(view, full, changed, hint, metrics).errors + failed
+
+    def _metrics(self, full: bool) -> PassMetrics:
+        kind = "full" if full else "incremental"
+        return PassMetrics(number=self.passes + 1, kind=kind, started_at=time.time())
 
     def converge_dhcp(
         self, view: HostState, full: bool = True, hint: Collection[str] | None = None
@@ -299,15 +306,15 @@ class HostAgent(ReconcileAgent):
         full: bool = True,
         changed: Collection[str] = (),
         hint: Collection[str] | None = None,
+        metrics: PassMetrics | None = None,
     ) -> PassMetrics:
         """One pass: observe, desired state, plan, apply. ``changed``: taps to re-read (incremental).
 
-        ``hint``: the only ports that changed since the last pass's view (None: compare all).
+        ``hint``: the only ports that changed since the last pass's view (None: compare all);
+        ``metrics``: the pass's, begun by the caller (DHCP's step in it).
         """
-        metrics = PassMetrics(
-            number=self.passes + 1, kind="full" if full else "incremental", started_at=time.time()
-        )
-        started = begun = time.monotonic()
+        metrics = metrics or self._metrics(full)
+        begun = time.monotonic()
         reread: set[str] | None = None  # the taps an incremental pass re-reads
         ports: list[str] | None = None  # the ports it found changed
         try:
@@ -324,7 +331,7 @@ class HostAgent(ReconcileAgent):
             metrics.step("observe").errors.append(f"observe: {exc}")
             self._model = None
             _freeze()  # the first pass is over: the collector runs again
-            return self._publish(metrics, started)
+            return self._publish(metrics)
         metrics.timed("observe", begun)
         desired, blocked, failed = self.plan_and_run(
             metrics,
@@ -342,10 +349,10 @@ class HostAgent(ReconcileAgent):
         if new_statuses is not self.statuses and new_statuses != self.statuses:
             self.statuses = new_statuses
             self.report_soon()
-        return self._publish(metrics, started)
+        return self._publish(metrics)
 
-    def _publish(self, metrics: PassMetrics, started: float) -> PassMetrics:
-        return self.publish(metrics, started, f"{metrics.routes_changed} route changes")
+    def _publish(self, metrics: PassMetrics) -> PassMetrics:
+        return self.publish(metrics, f"{metrics.routes_changed} route changes")
 
 
 def _freeze() -> None:
