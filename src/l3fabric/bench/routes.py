@@ -2,8 +2,8 @@
 
 Parts are functions ``(context) -> dict`` in ``PARTS``; ``run`` merges their
 results. ``--set parts=program`` selects parts; ``count`` (10,000),
-``taps`` (100, part a), ``rounds`` (3, part a), ``timeout`` (600 s, part b/c)
-are the other options.
+``taps`` (100, part a), ``rounds`` (3, part a), ``timeout`` (600 s, part b/c),
+``samples`` (5, part b/c) are the other options.
 
 Part ``program`` (a): in a fresh namespace ``l3f-bench-<tag>``, ``count`` /32
 routes spread over ``taps`` veth taps are programmed by
@@ -34,9 +34,11 @@ polled:
 - ``add_one_s``: then one more port is created and its tap plugged; from the
   plug until the peer's kernel holds its route (one incremental pass at
   ``count`` ports; its announcement is one blackhole route BIRD learns,
-  ``add_one_announce_s``; step times from the agent's ``passes.json``). The
-  peer is asked for that one route every millisecond (a FIB lookup), not
-  for its route count, which at 10,000 routes takes ~10 ms a poll.
+  ``add_one_announce_s``). ``samples`` (5) ports are added one after another
+  and the medians are reported (``add_one_min_s``, ``add_one_max_s``; step
+  times from the agent's ``passes.json``, ``add_one_pass_cpu_s`` its CPU
+  time): bench/routes_add_one.py says how each is taken (the plug in
+  process, the peer's route seen by a netlink monitor, not a poll).
 
 The taps (both ends) are made without kernel IPv6 link-local addresses
 (``addr_gen_mode`` 1; ``--set link_local=1`` for the old conditions): their
