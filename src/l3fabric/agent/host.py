@@ -385,7 +385,8 @@ class HostAgent(ReconcileAgent):
         new_statuses = statuses(desired, blocked.taps, old_statuses)
         before = None if previous is None or self._counts is None else (previous, old_statuses, self._counts)  # fmt: skip
         self._counts = endpoint_counts(desired, new_statuses, keys, before)
-        if new_statuses is not old_statuses and new_statuses != old_statuses:
+        # An incremental ``statuses`` returns the old dict itself unless one differs.
+        if new_statuses is not old_statuses and (keys is not None or new_statuses != old_statuses):
             self._set_statuses(new_statuses, keys)
             self.report_soon()
         return self._publish(metrics)
