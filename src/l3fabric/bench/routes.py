@@ -74,7 +74,7 @@ import httpx
 from l3fabric.addresses import parse_address
 from l3fabric.bench import routes_add_one as add_one
 from l3fabric.bench.parts import OptionReader, require_root, run_parts
-from l3fabric.bench.routes_add_one import passes as passes_of
+from l3fabric.bench.routes_add_one import passes as _agent_passes
 from l3fabric.client import FabricClient
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane import sysctl
@@ -353,7 +353,7 @@ def _wait_passes(
 ) -> list[dict[str, Any]]:
     """The agent's passes after pass number ``after``, once one that changed routes is recorded."""
     while True:
-        passes = [p for p in passes_of(run_dir) if p["number"] > after]
+        passes = [p for p in _agent_passes(run_dir) if p["number"] > after]
         if any(p["steps"].get("routes") for p in passes):
             return [p for p in passes if p["steps"].get("routes")]
         check()
