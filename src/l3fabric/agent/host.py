@@ -283,10 +283,14 @@ class HostAgent(ReconcileAgent):
         """``value`` differs from the last statuses in ``keys`` only (None: anywhere)."""
         with self._status_lock:
             self._statuses = value
-            if keys is None or self._unreported is None:
-                self._unreported = None
-            else:
-                self._unreported.update(keys)
+            self._unreported_too(keys)
+
+    def _unreported_too(self, keys: Collection[str] | None) -> None:
+        """``keys`` (None: every port) are to be compared at the next heartbeat (locked)."""
+        if keys is None or self._unreported is None:
+            self._unreported = None
+        else:
+            self._unreported.update(keys)
 
     def send_heartbeat(self) -> None:
         """Liveness, BGP sessions and the port statuses that changed (all, now and then).
@@ -313,10 +317,7 @@ class HostAgent(ReconcileAgent):
             )
         except BaseException:
             with self._status_lock:  # not taken: compared again next time
-                if keys is None or self._unreported is None:
-                    self._unreported = None
-                else:
-                    self._unreported |= keys
+                self._unreported_too(keys)
             raise
         self._reported = current
         if full:
@@ -383,7 +384,8 @@ class HostAgent(ReconcileAgent):
         keys = status_keys(desired, blocked.taps)
         old_statuses = self._statuses
         new_statuses = statuses(desired, blocked.taps, old_statuses)
-        before = None if previous is None or self._counts is None else (previous, old_statuses, self._counts)  # fmt: skip
+        last = self._counts
+        before = None if previous is None or last is None else (previous, old_statuses, last)
         self._counts = endpoint_counts(desired, new_statuses, keys, before)
         # An incremental ``statuses`` returns the old dict itself unless one differs.
         if new_statuses is not old_statuses and (keys is not None or new_statuses != old_statuses):
