@@ -95,9 +95,14 @@ class GroupMembers:
                 kept = self._addresses.get(group_id, frozenset()).difference(gone)
                 self._addresses[group_id] = kept.union(fresh)
 
-    def copy(self) -> GroupMembers:
+    def copy(self, counted: bool = False) -> GroupMembers:
+        """A twin; ``counted``: with a copy of the counts (C-level dict copies),
+        else it counts again from the records at its first change."""
         twin = GroupMembers()
         twin._ports = dict(self._ports)
         twin._addresses = dict(self._addresses)
-        twin._counts = None  # the counts stay this index's own
+        if counted and self._counts is not None:
+            twin._counts = {group: dict(held) for group, held in self._counts.items()}
+        else:
+            twin._counts = None  # the counts stay this index's own
         return twin

@@ -2,7 +2,8 @@
 
 The real controller, agent and two BIRDs run, so this also checks that 300
 ports created through the API become 300 routes on the host and then on its
-BGP peer, and that one more port (at 300 and at 100) is one incremental pass.
+BGP peer, and that one more port (at 300 and at 100, five times each) is one
+incremental pass.
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def test_bench_routes_reports_every_part_and_cleans_up() -> None:
     assert 0 < result["add_one_s"] < 60 and 0 < result["add_one_small_s"] < 60
     ratio = result["add_one_s"] / result["add_one_small_s"]
     assert abs(result["add_one_over_small"] - ratio) <= 0.02 * ratio + 0.01
-    assert result["add_one_pass_incremental"] == 1
+    assert result["add_one_pass_incremental"] == 1 and result["add_one_small_pass_incremental"] == 1
+    # Medians of several one-port adds, each timed from its plug to the peer's route.
+    for size in ("add_one", "add_one_small"):
+        assert result[f"{size}_samples"] == 5
+        assert result[f"{size}_min_s"] <= result[f"{size}_s"] <= result[f"{size}_max_s"]
+        assert 0 < result[f"{size}_pass_cpu_s"] < 60 and result[f"{size}_routes_s"] > 0
     # Step times come from the agent's pass metrics (passes.json), not its log.
     assert result["pass_routes_s"] > 0 and result["pass_observe_s"] > 0
 

@@ -64,3 +64,21 @@ def test_every_status_again_now_and_then_and_after_a_failed_heartbeat(agent) -> 
     agent.clock[0] += FULL_REPORT_S
     agent.send_heartbeat()  # a controller that lost a status gets it back
     assert agent.client.sent == [{"a": "ACTIVE", "b": "DOWN"}, {"a": "DOWN"}, {"a": "DOWN", "b": "DOWN"}]  # fmt: skip
+
+
+def test_statuses_a_pass_changed_are_sent_from_the_ports_it_touched(agent) -> None:
+    many = {f"p{i}": "ACTIVE" for i in range(1_000)}
+    agent.statuses = many
+    agent.send_heartbeat()
+    # A pass that touched p5 and a new port (what the agent's reconcile reports).
+    agent._set_statuses({**many, "p5": "DOWN", "new": "DOWN"}, {"p5", "new", "p6"})
+    agent.client.fail = True
+    with pytest.raises(OSError):
+        agent.send_heartbeat()
+    agent.client.fail = False
+    agent._set_statuses({**many, "p5": "DOWN", "new": "ACTIVE"}, {"new"})
+    agent.clock[0] += 2
+    agent.send_heartbeat()  # the failed one's changes too
+    agent.clock[0] += 2
+    agent.send_heartbeat()
+    assert agent.client.sent[1:] == [{"p5": "DOWN", "new": "ACTIVE"}, {}]

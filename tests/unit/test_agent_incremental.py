@@ -16,7 +16,15 @@ import pytest
 from l3fabric.agent.desired import ENDPOINT_FIELDS, same_endpoint
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import Op
-from l3fabric.agent.plan import DesiredHost, after, desired_state, plan, statuses
+from l3fabric.agent.plan import (
+    DesiredHost,
+    after,
+    desired_state,
+    endpoint_counts,
+    plan,
+    status_keys,
+    statuses,
+)
 from l3fabric.client import HostState
 from l3fabric.dataplane.links import IFF_UP, LinkInfo, tap_name
 
@@ -111,6 +119,7 @@ def test_incremental_passes_equal_full_ones(seed: int) -> None:
     previous = desired_state("h1", _view(ports), base)
     model = after(previous, base)
     reported = statuses(previous, set())
+    counts = endpoint_counts(previous, reported)
     incremental_passes = 0
     for n in range(30, 90):
         changed = set()
@@ -132,9 +141,13 @@ def test_incremental_passes_equal_full_ones(seed: int) -> None:
         assert _full_equivalent(inc) == _full_equivalent(full)
         assert _normal(plan(inc, observed)) == _normal(plan(full, observed))
         assert after(inc, observed) == after(full, observed)
-        assert statuses(inc, set(), reported) == statuses(full, set())
+        now = statuses(inc, set(), reported)
+        assert now == statuses(full, set())
+        # Counted from the touched ports only: as counted from all of them.
+        counted = endpoint_counts(inc, now, status_keys(inc, set()), (previous, reported, counts))
+        assert counted == endpoint_counts(full, now)
         incremental_passes += inc.touched is not None
-        previous, model, reported = inc, after(inc, observed), statuses(inc, set(), reported)
+        previous, model, reported, counts = inc, after(inc, observed), now, counted
     assert incremental_passes > 40  # most passes took the incremental path
 
 

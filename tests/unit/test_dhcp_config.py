@@ -197,16 +197,22 @@ def test_renderer_kept_up_to_date_equals_a_fresh_render_over_random_changes() ->
             view = {**view, pid: port(n, **over)}
         # What the watch tells the agent: the port it carried (now and then none).
         hint = None if kind == "subnet" or step % 7 == 0 else {pid}
+        last = renderer._config
         config = renderer(HOST, view, subnets_, NETWORKS, hint)
         fresh = render(HOST, view, subnets_, NETWORKS)
         assert config == fresh and config.errors == fresh.errors, (step, kind)
+        if config is not last and config.base:  # only lines added, to the last config's
+            assert last is not None and config.base == last.serial
+            grown = last.hosts.splitlines(True) + [line for _, line in config.added]
+            assert sorted(grown) == sorted(config.hosts.splitlines(True)), (step, kind)
     assert renderer(HOST, view, subnets_, NETWORKS) is config  # nothing changed: the same config
 
 
-def test_a_new_port_rewrites_the_files_and_reloads_without_a_netlink_request(
+def test_a_new_port_is_a_file_in_the_hosts_directory_other_changes_a_reload(
     tmp_path, monkeypatch
 ) -> None:
-    """Only a full pass (drift) or other interface addresses re-check ``l3f-dhcp``."""
+    """No SIGHUP (dnsmasq re-reads every host) and no netlink request for a new port; a
+    removal rewrites the hosts file and reloads; a full pass folds the directory back."""
     import os
 
     from l3fabric.agent import dhcp
@@ -218,11 +224,25 @@ def test_a_new_port_rewrites_the_files_and_reloads_without_a_netlink_request(
     monkeypatch.setattr(dhcp.os, "kill", lambda pid, sig: signals.append(sig))
     server = dhcp.DhcpServer(tmp_path)
     monkeypatch.setattr(server, "_restart", lambda text: server.pid_path.write_text(f"{os.getpid()}\n"))  # fmt: skip
+    renderer, served = Renderer(), subnets()  # the watch keeps unchanged objects
     view = ports(port(5))
-    server.converge(render(HOST, view, subnets(), NETWORKS), full=False)  # started
+    server.converge(renderer(HOST, view, served, NETWORKS), full=False)  # started
     assert len(checks) == 1
     view = {**view, **ports(port(6))}
-    assert server.converge(render(HOST, view, subnets(), NETWORKS), full=False)
-    assert len(checks) == 1 and len(signals) == 1 and ",10.1.0.6," in server.hosts_path.read_text()
-    server.converge(render(HOST, view, subnets(), NETWORKS), full=True)  # the timer's pass
-    assert len(checks) == 2
+    assert server.converge(renderer(HOST, view, served, NETWORKS), full=False)
+    assert len(checks) == 1 and signals == []
+    (added,) = server.hosts_dir.iterdir()
+    assert ",10.1.0.6," in added.read_text() and ",10.1.0.6," not in server.hosts_path.read_text()
+    server.converge(renderer(HOST, view, served, NETWORKS), full=True)  # the timer's pass
+    assert len(checks) == 2 and len(signals) == 1 and not any(server.hosts_dir.iterdir())
+    assert ",10.1.0.6," in server.hosts_path.read_text()
+    view = {**view, **ports(port(7))}
+    server.converge(renderer(HOST, view, served, NETWORKS), full=False)
+    assert len(list(server.hosts_dir.iterdir())) == 1 and len(signals) == 1
+    # A port gone (a new mapping, as every pass's view is a copy): dnsmasq
+    # forgets a host only when it re-reads them all.
+    view = {k: v for k, v in view.items() if k != port(5)["id"]}
+    server.converge(renderer(HOST, view, served, NETWORKS), full=False)
+    assert len(signals) == 2 and not any(server.hosts_dir.iterdir())
+    hosts = server.hosts_path.read_text()
+    assert ",10.1.0.5," not in hosts and ",10.1.0.6," in hosts and ",10.1.0.7," in hosts

@@ -108,7 +108,7 @@ def test_gateway_agent_metrics_and_health(tmp_path: Path) -> None:
     metrics = PassMetrics(number=1, kind="full", seconds=0.02)
     metrics.steps["nat"] = StepMetrics(seconds=0.004, ops=1)
     metrics.steps["bird"] = StepMetrics(errors=["bird: configure failed"])
-    agent.publish(metrics, 0.0, "test")
+    agent.publish(metrics, "test")
     with status_http.serving(
         ("127.0.0.1", 0), agent.metrics.registry, agent.healthy, agent.ready
     ) as server:

@@ -3,10 +3,14 @@
 ``DhcpServer.converge(config)`` (a ``dhcp_config.DhcpConfig``) makes the
 host serve it: the interface ``l3f-dhcp`` holding the server's addresses
 (169.254.1.1/32, and an IPv6 subnet address, without prefix routes), the
-files in the agent's run dir, and dnsmasq itself. Hosts and options changes
-are a rewrite of two files and a SIGHUP (dnsmasq re-reads them, no restart
-per port); only a change of the subnets served restarts dnsmasq. With no
-port to serve, no dnsmasq runs. The agent stops it on exit.
+files in the agent's run dir, and dnsmasq itself. A new port's hosts line
+is one file in dnsmasq's hosts directory (``dhcp-hostsdir``), which dnsmasq
+reads by itself (inotify: ~0.4 ms of its CPU at 10,000 hosts); any other
+hosts or options change is a rewrite of the two files, the directory
+emptied, and a SIGHUP (dnsmasq re-reads every host: ~43 ms of CPU at
+10,000, no restart). A full pass folds the directory back into the hosts
+file the same way. Only a change of the subnets served restarts dnsmasq.
+With no port to serve, no dnsmasq runs. The agent stops it on exit.
 
 ``l3f-dhcp`` is one end of a veth pair (its peer ``l3f-dhcp-p``): the
 ``dummy`` kind needs a kernel module that containers may lack. Neither end
@@ -20,6 +24,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from l3fabric.agent.dhcp_config import INTERFACE, DhcpConfig, render_main
+from l3fabric.agent.dhcp_config import HOSTS_DIR, INTERFACE, DhcpConfig, render_main
 from l3fabric.pids import alive
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 PEER = INTERFACE + "-p"
 DNSMASQ = "dnsmasq"
 START_TIMEOUT_S = 5.0
+# A hosts-directory file is named by its port id (a UUID from the API).
+_FILE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
 
 
 class DhcpError(Exception):
@@ -52,12 +59,14 @@ class DhcpServer:
         self.run_dir = Path(run_dir)
         self.conf_path = self.run_dir / "dnsmasq.conf"
         self.hosts_path = self.run_dir / "dhcp-hosts"
+        self.hosts_dir = self.run_dir / HOSTS_DIR
         self.opts_path = self.run_dir / "dhcp-opts"
         self.pid_path = self.run_dir / "dnsmasq.pid"
         self._applied: DhcpConfig | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.reloads = 0  # SIGHUPs sent (tests: port changes reach dnsmasq without a restart)
         self.starts = 0
+        self.files = 0  # hosts lines written to the hosts directory (new ports)
 
     def pid(self) -> int | None:
         try:
@@ -69,10 +78,12 @@ class DhcpServer:
     def converge(self, config: DhcpConfig, full: bool = True) -> bool:
         """Serve ``config``; True if anything changed. Raises DhcpError.
 
-        ``full``: also re-read the interface (drift); else a config already
-        served by a running dnsmasq costs nothing, and one whose interface
-        addresses are those already served is only a rewrite of the files and
-        a SIGHUP (a new port: no netlink request; pyroute2's were 10-40 ms).
+        ``full``: also re-read the interface (drift) and fold the hosts
+        directory back into the hosts file; else a config already served by a
+        running dnsmasq costs nothing, one with new ports only (``config.base``
+        is the served one) is a file per port in the hosts directory, and one
+        whose interface addresses are those already served is a rewrite of the
+        files and a SIGHUP (no netlink request; pyroute2's were 10-40 ms).
         """
         if config.empty:
             if self.pid() is None and self._applied is None:
@@ -83,15 +94,18 @@ class DhcpServer:
         old = self._applied if running else None
         if old == config and not full:
             return False
+        if old is not None and not full and config.base and config.base == old.serial:
+            return self._add_hosts(config)
         if shutil.which(DNSMASQ) is None:
             raise DhcpUnavailable("dnsmasq is not installed (Debian: dnsmasq-base)")
         same_interface = old is not None and old.addresses == config.addresses
         changed = False if same_interface and not full else _ensure_interface(config.addresses)
-        if old == config:
+        if old == config and self._folded():
             return changed
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write(self.hosts_path, config.hosts)
         _write(self.opts_path, config.opts)
+        self._empty_hosts_dir()  # every line is in the hosts file now
         if old is not None and old.main == config.main and old.addresses == config.addresses:
             os.kill(running, signal.SIGHUP)  # type: ignore[arg-type]
             self.reloads += 1
@@ -99,6 +113,33 @@ class DhcpServer:
             self._restart(render_main(config.main, str(self.run_dir)))
         self._applied = config
         return True
+
+    def _add_hosts(self, config: DhcpConfig) -> bool:
+        """``config`` is the applied one with ``config.added`` lines more: a file each."""
+        self.hosts_dir.mkdir(parents=True, exist_ok=True)
+        for port_id, line in config.added:
+            if not _FILE_NAME.match(port_id):
+                raise DhcpError(f"port id {port_id!r} is not a file name")
+            # Written beside, then moved in: dnsmasq reads a file when it is
+            # moved into the directory, never half of one.
+            tmp = self.run_dir / f".{HOSTS_DIR}.tmp"
+            tmp.write_text(line)
+            tmp.replace(self.hosts_dir / port_id)
+            self.files += 1
+        self._applied = config
+        return True
+
+    def _folded(self) -> bool:
+        """Whether the hosts directory is empty (its lines are all in the hosts file)."""
+        try:
+            return not any(self.hosts_dir.iterdir())
+        except FileNotFoundError:
+            return True
+
+    def _empty_hosts_dir(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.hosts_dir.iterdir():
+                path.unlink(missing_ok=True)
 
     def _restart(self, text: str) -> None:
         self.stop()

@@ -58,7 +58,20 @@ class PassMetrics:
     kind: str = "full"  # "full" (kernel re-read) or "incremental" (the changed taps only)
     started_at: float = 0.0  # wall clock
     seconds: float = 0.0
+    # CPU time of the pass's threads (the loop's and the nftables one beside the
+    # taps): on a busy machine wall time measures the machine, this the pass.
+    cpu_seconds: float = 0.0
     steps: dict[str, StepMetrics] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Not fields (not in to_json): where the loop thread's clocks stood at the start.
+        self.begun = time.monotonic()
+        self.cpu_begun = time.thread_time()
+
+    def finish(self) -> None:
+        """The pass is over: its seconds, and the loop thread's CPU added to ``cpu_seconds``."""
+        self.seconds = time.monotonic() - self.begun
+        self.cpu_seconds += time.thread_time() - self.cpu_begun
 
     def step(self, name: str) -> StepMetrics:
         return self.steps.setdefault(name, StepMetrics())
@@ -112,12 +125,16 @@ def _beside_taps(queue: list[Op]) -> list[Op]:
     return taken
 
 
-def _apply_all(ops: list[Op], appliers: Mapping[str, Applier]) -> list[tuple[Op, Outcome, float]]:
+def _apply_all(
+    ops: list[Op], appliers: Mapping[str, Applier]
+) -> tuple[list[tuple[Op, Outcome, float]], float]:
+    """Each op's outcome and seconds, and the CPU time of this (the nft) thread."""
     done = []
+    cpu = time.thread_time()
     for op in ops:
         started = time.monotonic()
         done.append((op, _apply(appliers[op.domain], op), time.monotonic() - started))
-    return done
+    return done, time.thread_time() - cpu
 
 
 def run(ops: Sequence[Op], appliers: Mapping[str, Applier], metrics: PassMetrics) -> Blocked:
@@ -137,7 +154,9 @@ def run(ops: Sequence[Op], appliers: Mapping[str, Applier], metrics: PassMetrics
                     outcome = _apply(appliers[taps.domain], taps)
                     _record(metrics, taps, outcome, time.monotonic() - begun)
                     taps.block(outcome, blocked)
-                for op, outcome, seconds in nft.result():
+                done, cpu = nft.result()
+                metrics.cpu_seconds += cpu
+                for op, outcome, seconds in done:
                     _record(metrics, op, outcome, seconds)
                     op.block(outcome, blocked)
                 continue

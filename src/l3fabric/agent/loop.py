@@ -246,9 +246,9 @@ class ReconcileAgent(abc.ABC):
         failed = any(s.errors for name, s in metrics.steps.items() if name != "desired")
         return desired, blocked, failed
 
-    def publish(self, metrics: PassMetrics, started: float, headline: str) -> PassMetrics:
-        """Finish ``metrics`` (a pass begun at monotonic ``started``): keep, log if it did something."""
-        metrics.seconds = time.monotonic() - started
+    def publish(self, metrics: PassMetrics, headline: str) -> PassMetrics:
+        """Finish ``metrics`` (the pass is over): keep, log if it did something."""
+        metrics.finish()
         self.last_pass = metrics
         if metrics.operations or metrics.errors:
             log.info(

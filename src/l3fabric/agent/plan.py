@@ -41,6 +41,7 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Collection, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -377,6 +378,14 @@ def _incremental(
     )
 
 
+def status_keys(desired: DesiredHost, failed_taps: Collection[str]) -> set[str] | None:
+    """The ports whose status an incremental ``desired`` may change (None: a full one, any)."""
+    touched = desired.touched
+    if touched is None:
+        return None
+    return touched.ports | {desired.tap_ports[t] for t in failed_taps if t in desired.tap_ports}
+
+
 def statuses(
     desired: DesiredHost, failed_taps: set[str], previous: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -390,16 +399,14 @@ def statuses(
         ok = ep.admin_up and ep.tap in desired.taps and ep.tap not in failed_taps
         return "ACTIVE" if ok else "DOWN"
 
-    touched = desired.touched
-    if touched is None or previous is None:
+    keys = status_keys(desired, failed_taps)
+    if keys is None or previous is None:
         return {port_id: status(ep) for port_id, ep in desired.endpoints.items()}
     # ``previous`` itself if no status changed (the caller compares by identity
     # first); copied at the first status that differs.
     found = previous if isinstance(previous, dict) else dict(previous)
     unchanged = found
-    for port_id in touched.ports | {
-        desired.tap_ports[t] for t in failed_taps if t in desired.tap_ports
-    }:
+    for port_id in keys:
         ep = desired.endpoints.get(port_id)
         now = None if ep is None else status(ep)
         if found.get(port_id) != now:
@@ -410,6 +417,47 @@ def statuses(
             else:
                 found[port_id] = now
     return found
+
+
+@dataclass(frozen=True)
+class EndpointCounts:
+    """Ports up with their tap present (expected routed), and those ACTIVE (programmed)."""
+
+    expected: int = 0
+    programmed: int = 0
+
+
+def _expected(desired: DesiredHost, port_id: str) -> bool:
+    ep = desired.endpoints.get(port_id)
+    return ep is not None and ep.admin_up and ep.tap in desired.taps
+
+
+def endpoint_counts(
+    desired: DesiredHost,
+    statuses: Mapping[str, str],
+    keys: Collection[str] | None = None,
+    before: tuple[DesiredHost, Mapping[str, str], EndpointCounts] | None = None,
+) -> EndpointCounts:
+    """The counts of ``desired`` and its ``statuses``.
+
+    ``keys``: the only ports whose endpoint or status can differ from
+    ``before`` (the last pass's desired state, statuses and counts): then only
+    they are counted again, not every port of the host (a heartbeat at 10,000
+    ports counted 10,000 endpoints, ~4 ms holding the interpreter, right when
+    the pass's announcement was on its way).
+    """
+    if keys is None or before is None:
+        taps = desired.taps
+        return EndpointCounts(
+            expected=sum(1 for ep in desired.endpoints.values() if ep.admin_up and ep.tap in taps),
+            programmed=operator.countOf(statuses.values(), "ACTIVE"),
+        )
+    old, old_statuses, counts = before
+    expected, programmed = counts.expected, counts.programmed
+    for port_id in keys:
+        expected += _expected(desired, port_id) - _expected(old, port_id)
+        programmed += (statuses.get(port_id) == "ACTIVE") - (old_statuses.get(port_id) == "ACTIVE")
+    return EndpointCounts(expected, programmed)
 
 
 def _guard_ops(desired: DesiredHost, observed: Observed) -> tuple[list[Op], list[Op]]:

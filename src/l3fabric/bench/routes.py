@@ -2,8 +2,8 @@
 
 Parts are functions ``(context) -> dict`` in ``PARTS``; ``run`` merges their
 results. ``--set parts=program`` selects parts; ``count`` (10,000),
-``taps`` (100, part a), ``rounds`` (3, part a), ``timeout`` (600 s, part b/c)
-are the other options.
+``taps`` (100, part a), ``rounds`` (3, part a), ``timeout`` (600 s, part b/c),
+``samples`` (5, part b/c) are the other options.
 
 Part ``program`` (a): in a fresh namespace ``l3f-bench-<tag>``, ``count`` /32
 routes spread over ``taps`` veth taps are programmed by
@@ -34,9 +34,11 @@ polled:
 - ``add_one_s``: then one more port is created and its tap plugged; from the
   plug until the peer's kernel holds its route (one incremental pass at
   ``count`` ports; its announcement is one blackhole route BIRD learns,
-  ``add_one_announce_s``; step times from the agent's ``passes.json``). The
-  peer is asked for that one route every millisecond (a FIB lookup), not
-  for its route count, which at 10,000 routes takes ~10 ms a poll.
+  ``add_one_announce_s``). ``samples`` (5) ports are added one after another
+  and the medians are reported (``add_one_min_s``, ``add_one_max_s``; step
+  times from the agent's ``passes.json``, ``add_one_pass_cpu_s`` its CPU
+  time): bench/routes_add_one.py says how each is taken (the plug in
+  process, the peer's route seen by a netlink monitor, not a poll).
 
 The taps (both ends) are made without kernel IPv6 link-local addresses
 (``addr_gen_mode`` 1; ``--set link_local=1`` for the old conditions): their
@@ -54,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import secrets
 import socket
 import statistics
@@ -71,17 +72,14 @@ from typing import Any
 import httpx
 
 from l3fabric.addresses import parse_address
+from l3fabric.bench import routes_add_one as add_one
 from l3fabric.bench.parts import OptionReader, require_root, run_parts
+from l3fabric.bench.routes_add_one import passes as _agent_passes
 from l3fabric.client import FabricClient
 from l3fabric.dataplane import netns as netns_mod
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.links import tap_name
-from l3fabric.dataplane.netlink import NLMSGHDR, RTATTR, RTMSG, message
 from l3fabric.dataplane.netlink_batch import (
-    NLM_F_REQUEST,
-    RTA_DST,
-    RTM_GETROUTE,
-    RTM_NEWROUTE,
     RouteSocket,
 )
 from l3fabric.dataplane.routes import RTPROT_L3FABRIC, EndpointRoutes
@@ -94,7 +92,7 @@ from l3fabric.service.common import DEFAULT_PROJECT
 Result = dict[str, float | int]
 
 FIRST_ADDRESS = ipaddress.IPv4Address("10.128.0.0")
-RTPROT_BIRD = 12
+RTPROT_BIRD = add_one.RTPROT_BIRD
 HOST = "bench"
 HOST_AS, PEER_AS = 65001, 65000
 # The /30 between the host and its peer (documentation range, only inside our namespaces).
@@ -125,6 +123,7 @@ class Context:
     tag: str
     settle: bool = True  # parts b/c: start the agent on a settled host (see converge)
     link_local: bool = False  # parts b/c: taps get kernel link-local addresses (see converge)
+    samples: int = 5  # parts b/c: ports added one after another for add_one_s (the median)
 
     def netns(self, role: str = "") -> str:
         return f"l3f-bench-{self.tag}" + (f"-{role}" if role else "")
@@ -340,43 +339,6 @@ def _wait_routes(
         time.sleep(max(POLL_S, 2 * (now - asked)))
 
 
-# RTM_GETROUTE for one IPv4 /32 with RTM_F_FIB_MATCH: the FIB entry itself.
-_GET4 = message(NLMSGHDR, RTMSG, RTATTR, "4s")
-RTM_F_FIB_MATCH = 0x2000
-
-
-def _has_route(sock: RouteSocket, prefix: str, protocol: int) -> bool:
-    """Whether ``sock``'s namespace has a /32 route for ``prefix`` from ``protocol``.
-
-    One lookup, whatever the table holds: a count of 10,000 routes takes
-    ~10 ms a poll, which would be measured as the agent's time at 10,000.
-    """
-    dst = ipaddress.IPv4Network(prefix).network_address.packed
-    request = _GET4.pack(
-        _GET4.size, RTM_GETROUTE, NLM_F_REQUEST, 0, 0,
-        socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH,
-        8, RTA_DST, dst,
-    )  # fmt: skip
-    try:
-        reply = sock.request(request, RTM_NEWROUTE)
-    except OSError:
-        return False  # no route at all (ENETUNREACH)
-    # rtmsg after the 16-byte header: family, dst_len, src_len, tos, table, protocol.
-    return reply[17] == 32 and reply[21] == protocol
-
-
-def _wait_route(
-    sock: RouteSocket, prefix: str, deadline: float, check: Callable[[], None]
-) -> float:
-    """Poll (every millisecond) until the peer's kernel has BIRD's route to ``prefix``; when."""
-    while not _has_route(sock, prefix, RTPROT_BIRD):
-        check()
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"peer kernel: no route to {prefix} when the time was up")
-        time.sleep(0.001)
-    return time.perf_counter()
-
-
 def _established_at(bird: BirdProcess) -> float | None:
     """The wall-clock time the peer's BGP session came up (BIRD's ``since``, ms precision)."""
     for proto in bird.control.protocols():
@@ -384,14 +346,6 @@ def _established_at(bird: BirdProcess) -> float | None:
             with contextlib.suppress(ValueError):
                 return datetime.fromisoformat(proto.since).timestamp()
     return None
-
-
-def _agent_passes(run_dir: Path) -> list[dict[str, Any]]:
-    """The agent's recent passes that did something, as it wrote them (``passes.json``)."""
-    try:
-        return list(json.loads((run_dir / "passes.json").read_text())["passes"])
-    except (OSError, ValueError, KeyError):
-        return []
 
 
 def _wait_passes(
@@ -434,11 +388,13 @@ def converge(ctx: Context) -> Result:
     """Parts (b) and (c) at ``count`` ports, and ``add_one_s`` again on a host with 100."""
     result = _system(ctx, ctx.count, "")
     small = _system(ctx, SMALL_HOST, "small-")
-    result["add_one_small_s"] = small["add_one_s"]
-    for key in ("add_one_pass_s", "add_one_to_pass_s", "add_one_after_pass_s"):
-        if key in small:
-            result[key.replace("add_one", "add_one_small")] = small[key]
-    result["add_one_over_small"] = round(result["add_one_s"] / small["add_one_s"], 2)
+    for key, value in small.items():
+        if key.startswith("add_one_"):
+            result[key.replace("add_one", "add_one_small", 1)] = value
+    # From the unrounded medians (a 5 ms median rounded to the ms moves the ratio 10 %).
+    result["add_one_over_small"] = round(
+        float(result.pop("add_one_raw_s")) / float(result.pop("add_one_small_raw_s")), 2
+    )
     return result
 
 
@@ -528,14 +484,11 @@ def _system(ctx: Context, count: int, role: str) -> Result:
         run_dir = tmp / "agent"
         # The first pass writes its metrics when it ends, after its announcement.
         passes = _wait_passes(run_dir, deadline, agent_alive)
-        before = passes[-1]["number"]
         # A settled host: the ports' ACTIVE statuses, which the controller
         # writes and sends back as watch events (a second of CPU at 10,000),
         # are not what one more port costs (untimed: setup_echo_s).
         echo_s = _wait_active(url, count, deadline, agent_alive)
-        plugged_at, add_one_s = _add_one(url, host_ns, vms_ns, peer_routes, deadline, agent_alive)
-        # The pass that added the route (it records itself after the announcement).
-        added = _wait_passes(run_dir, deadline, agent_alive, after=before)
+        samples = _add_ones(ctx, url, host_ns, vms_ns, peer_ns, peer_routes, run_dir, deadline, agent_alive)  # fmt: skip
 
     host_done_wall = wall_start + (host_done - start)
     session_s = max(0.0, established - host_done_wall) if established else None
@@ -550,26 +503,9 @@ def _system(ctx: Context, count: int, role: str) -> Result:
         "setup_settle_s": round(settle_s, 2),
         "setup_echo_s": round(echo_s, 2),
         "poll_interval_s": POLL_S,
-        "add_one_s": round(add_one_s, 3),
+        **add_one.summary(samples, "add_one"),
+        "add_one_raw_s": statistics.median(s["s"] for s in samples),
     }
-    if added:
-        result["add_one_pass_s"] = round(added[-1]["seconds"], 4)
-        # Where add_one_s went: the plug until that pass began (the link
-        # event, a pass still running), and its end until the peer had the route.
-        began = added[-1]["started_at"] - plugged_at
-        result["add_one_to_pass_s"] = round(began, 4)
-        # A pass still running at the plug (the periodic full one, at 10,000
-        # ~0.5-1.5 s of kernel and nftables reads): what the new port waited for.
-        behind = [
-            p for p in _agent_passes(run_dir)
-            if p["number"] < added[-1]["number"]
-            and p["started_at"] + p["seconds"] > plugged_at
-        ]  # fmt: skip
-        result["add_one_behind_full"] = int(any(p["kind"] == "full" for p in behind))
-        result["add_one_after_pass_s"] = round(add_one_s - began - added[-1]["seconds"], 4)
-        result["add_one_pass_incremental"] = int(added[-1]["kind"] == "incremental")
-        for step in added[-1]["steps"]:
-            result[f"add_one_{step}_s"] = round(_step_seconds(added[-1], step) or 0.0, 4)
     # Where the first pass spent its time (the agent's pass metrics): pass_taps_s, ...
     for step in passes[0]["steps"] if passes else {}:
         result[f"pass_{step}_s"] = round(_step_seconds(passes[0], step) or 0.0, 3)
@@ -579,28 +515,26 @@ def _system(ctx: Context, count: int, role: str) -> Result:
     return result
 
 
-def _add_one(
+def _add_ones(
+    ctx: Context,
     url: str,
     host_ns: str,
     vms_ns: str,
+    peer_ns: str,
     peer_routes: RouteSocket,
+    run_dir: Path,
     deadline: float,
     check: Callable[[], None],
-) -> tuple[float, float]:
-    """One more port, its tap plugged: the plug's wall-clock time, and the seconds from the
-    plug until the peer has its route."""
-    with FabricClient(url, timeout=60) as client:
+) -> list[add_one.Sample]:
+    """``ctx.samples`` ports added one after another (bench/routes_add_one.py)."""
+    with contextlib.ExitStack() as stack, FabricClient(url, timeout=60) as client:
         (net,) = client.request("GET", "/v2.0/networks", params={"name": "bench"})["networks"]
-        body = {"network_id": net["id"], "binding:host_id": HOST, "device_owner": "compute:bench"}
-        port = client.request("POST", "/v2.0/ports", json={"port": body})["port"]
-    tap = tap_name(port["id"])
-    prefix = f"{port['fixed_ips'][0]['ip_address']}/32"
-    plug = [f"link add {tap} type veth peer name l3fbvextra netns {vms_ns}", f"link set {tap} up"]
-    _ip_batch(host_ns, plug)
-    # From the end of the plug (the tap is up): the agent's part from then on.
-    plugged, plugged_at = time.perf_counter(), time.time()
-    _ip_batch(vms_ns, ["link set l3fbvextra up"])
-    return plugged_at, _wait_route(peer_routes, prefix, deadline, check) - plugged
+        plug = add_one.Plug(host_ns, vms_ns)
+        stack.callback(plug.close)
+        monitor = add_one.RouteMonitor(peer_ns, peer_routes)
+        stack.callback(monitor.close)
+        one = add_one.AddOne(client, net["id"], HOST, run_dir, plug, monitor, deadline, check)
+        return [one.sample(n) for n in range(ctx.samples)]
 
 
 def _tentative(netns: str) -> int:
@@ -639,7 +573,7 @@ PARTS: dict[str, Callable[[Context], Result]] = {"program": program, "converge":
 def run(options: dict[str, str]) -> Result:
     """Run the selected parts (default: all) and merge their results."""
     reader = OptionReader(
-        "routes", options, {"count", "taps", "rounds", "timeout", "settle", "link_local"}
+        "routes", options, {"count", "taps", "rounds", "timeout", "settle", "link_local", "samples"}
     )
     require_root("routes")
     ctx = Context(
@@ -650,5 +584,6 @@ def run(options: dict[str, str]) -> Result:
         secrets.token_hex(3),
         bool(reader.integer("settle", 1, 0, 1)),
         bool(reader.integer("link_local", 0, 0, 1)),
+        reader.integer("samples", 5, 1, 100),
     )
     return run_parts("routes", options, PARTS, ctx)

@@ -129,13 +129,13 @@ class GatewayAgent(ReconcileAgent):
     def reconcile(self) -> PassMetrics:
         """One pass: observe, desired state, plan, apply."""
         metrics = PassMetrics(number=self.passes + 1, kind="full", started_at=time.time())
-        started = begun = time.monotonic()
+        begun = time.monotonic()
         view = self.watcher.state()
         try:
             observed = self._reader.read(upstream_addresses(view, self.name), self._bird_policy)
         except Exception as exc:
             metrics.step("observe").errors.append(f"observe: {exc}")
-            return self._publish(metrics, started)
+            return self._publish(metrics)
         metrics.timed("observe", begun)
         desired, _, failed = self.plan_and_run(
             metrics,
@@ -147,13 +147,13 @@ class GatewayAgent(ReconcileAgent):
         )
         self._bird_policy = None if failed or desired.bird is None else desired.policy
         self.desired = desired
-        return self._publish(metrics, started)
+        return self._publish(metrics)
 
-    def _publish(self, metrics: PassMetrics, started: float) -> PassMetrics:
+    def _publish(self, metrics: PassMetrics) -> PassMetrics:
         policy = self.desired.policy if self.desired else None
         public = ",".join(policy.public) if policy and policy.public else "-"
         private = ",".join(policy.private) if policy and policy.private else "-"
-        return self.publish(metrics, started, f"public {public}, private {private}")
+        return self.publish(metrics, f"public {public}, private {private}")
 
     def nat_status(self) -> dict[str, Any]:
         policy = self.desired.policy if self.desired else None
