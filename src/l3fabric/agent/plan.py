@@ -72,6 +72,7 @@ from l3fabric.dataplane.links import (
     IFF_UP,
     LinkInfo,
     every_interface,
+    tap_name,
     tap_ready,
     with_settings,
 )
@@ -243,7 +244,7 @@ def desired_state(
     """
     if previous is not None and taps is not None:
         changed = changed_ports(view, previous, hint) if ports is None else ports
-        found = _incremental(view, observed, previous, taps, changed, hint)
+        found = _incremental(host, view, observed, previous, taps, changed, hint)
         if found is not None:
             return found
     return _full(host, view, observed, previous, hint)
@@ -276,24 +277,10 @@ def _full(
             for prefix in ep.addresses:
                 routes[prefix] = ep.tap
     errors = list(d.invalid.values())
-    served = anycast.plan(
-        host,
-        view.ports,
-        view.anycast.values(),
-        set(taps),
-        observed.verdicts,
-        # A member without a verdict yet keeps what the kernel gives it: a
-        # restarted agent changes nothing until a probe says otherwise.
-        observed.anycast,
-        endpoints={a for ep in endpoints.values() for a in ep.addresses},
-    )
-    errors += served.errors
-    for tap, extra in served.sources.items():
-        if tap in guard:
-            try:
-                guard[tap] = nft.normalise_sources(tap, (*guard[tap], *extra))
-            except ValueError as exc:
-                errors.append(str(exc))
+    pair_ports = frozenset(p for p, port in view.ports.items() if port.get("allowed_address_pairs"))
+    # ``guard`` holds each tap's own sources yet: the members' bases, read
+    # before their group's are added.
+    served = _serve(host, view, observed, d, pair_ports, guard, (), errors)
     return _assemble(
         view,
         observed,
@@ -303,13 +290,56 @@ def _full(
         d,
         hint,
         shared=frozenset(shared),
-        pair_ports=frozenset(
-            p for p, port in view.ports.items() if port.get("allowed_address_pairs")
-        ),
+        pair_ports=pair_ports,
     )
 
 
+def _serve(
+    host: str,
+    view: HostState,
+    observed: Observed,
+    d: _Parts,
+    pair_ports: frozenset[str],
+    bases: Mapping[str, tuple[str, ...]],
+    served_before: Collection[str],
+    errors: list[str],
+) -> anycast.AnycastPlan:
+    """Anycast from the groups, their members and the pair ports only; their taps' guard.
+
+    A native member may send from its group's address: its tap's guard is its
+    own sources (``bases``, by tap) and the group's; a tap in
+    ``served_before`` (the last pass's member taps) that is a member no more
+    gets its own sources back.
+    """
+    served = anycast.plan(
+        host,
+        view.ports,
+        view.anycast.values(),
+        d.taps,
+        observed.verdicts,
+        # A member without a verdict yet keeps what the kernel gives it: a
+        # restarted agent changes nothing until a probe says otherwise.
+        observed.anycast,
+        endpoints=d.owners,
+        pair_ports=pair_ports,
+    )
+    errors += served.errors
+    for tap in sorted({*served_before, *served.sources}):
+        if tap not in bases:
+            continue
+        base = bases[tap]
+        d.guard[tap] = base
+        extra = served.sources.get(tap)
+        if extra:
+            try:
+                d.guard[tap] = nft.normalise_sources(tap, (*base, *extra))
+            except ValueError as exc:
+                errors.append(str(exc))
+    return served
+
+
 def _incremental(
+    host: str,
     view: HostState,
     observed: Observed,
     previous: DesiredHost,
@@ -318,8 +348,6 @@ def _incremental(
     hint: Collection[str] | None,
 ) -> DesiredHost | None:
     """``previous`` with only the affected ports recomputed; None where only ``_full`` is sure."""
-    if view.anycast or previous.pair_ports or previous.anycast != anycast.AnycastPlan():
-        return None  # anycast depends on ports, taps and verdicts together
     ports = view.ports
     affected = set(changed)  # new, replaced and gone (changed_ports)
     affected.update(previous.tap_ports[t] for t in changed_taps if t in previous.tap_ports)
@@ -348,8 +376,6 @@ def _incremental(
         port = ports.get(port_id)
         if port is None:
             continue
-        if port.get("allowed_address_pairs"):
-            return None
         ep = _endpoint(port_id, port, previous)
         if isinstance(ep, str):
             invalid[port_id] = ep
@@ -365,17 +391,35 @@ def _incremental(
         if _routed(ep, observed):
             taps[ep.tap] = _needs_fe80(ep)
             routes.update(dict.fromkeys(ep.addresses, ep.tap))
+    # Anycast depends on the groups, their members, the pair ports, their taps
+    # and verdicts, and which prefixes are endpoints: recomputed from those
+    # alone (a few ports), not from every port of the host.
+    pair_ports = previous.pair_ports - affected
+    pair_ports |= {p for p in affected if p in ports and ports[p].get("allowed_address_pairs")}
+    member_taps = {*previous.anycast.sources, *_member_taps(view)}
+    if not shared.isdisjoint(member_taps):
+        return None  # a member shares its tap: the full order decides its guard
+    bases = {t: endpoints[tap_ports[t]].guard for t in member_taps if t in tap_ports}
+    errors = list(invalid.values())
+    served = _serve(host, view, observed, d, pair_ports, bases, previous.anycast.sources, errors)
+    touched_taps.update(t for t in bases if guard.get(t) != previous.guard.get(t))
     return _assemble(
         view,
         observed,
         previous,
-        anycast.AnycastPlan(),
-        list(invalid.values()),
+        served,
+        errors,
         d,
         hint,
         shared=shared,
+        pair_ports=pair_ports,
         touched=Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
     )
+
+
+def _member_taps(view: HostState) -> set[str]:
+    """The taps of every native group member in ``view`` (local or not: a superset is safe)."""
+    return {tap_name(str(m)) for g in view.anycast.values() for m in g.get("members") or []}
 
 
 def status_keys(desired: DesiredHost, failed_taps: Collection[str]) -> set[str] | None:
