@@ -11,9 +11,10 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
   edits it). With ``taps`` (an incremental pass: the taps it re-read) it
   starts from ``previous`` and recomputes only the ports that changed or
   whose tap did (``Touched``): a pass costs what the change costs, not what
-  the host holds. It equals the full computation (tests/unit); where it
-  could not be sure to (anycast on the host, two ports sharing a tap or a
-  prefix) it computes everything.
+  the host holds; anycast is recomputed from the groups, their members and
+  the ports with address pairs only. It equals the full computation
+  (tests/unit); where it could not be sure to (two ports sharing a tap or
+  a prefix) it computes everything.
 - ``plan(desired, observed)``: the operations (agent/ops.py) that turn
   ``observed`` into ``desired``, in an order that never exposes a half state
   (after an incremental ``desired_state`` only the keys it touched are
