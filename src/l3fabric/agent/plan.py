@@ -188,17 +188,36 @@ class _Parts:
         }
 
 
+@dataclass(frozen=True)
+class _Anycast:
+    """What anycast is computed from besides the parts (see ``_serve``)."""
+
+    pair_ports: frozenset[str]
+    bases: Mapping[str, tuple[str, ...]]
+    served_before: Collection[str] = ()
+
+
 def _assemble(
+    host: str,
     view: HostState,
     observed: Observed,
     previous: DesiredHost | None,
-    served: anycast.AnycastPlan,
-    errors: list[str],
     parts: _Parts,
     hint: Collection[str] | None,
+    given: _Anycast,
+    touched: Touched | None = None,
     **extra: Any,
 ) -> DesiredHost:
-    """The desired state of ``parts``, with BIRD's config, security groups and the errors."""
+    """The desired state of ``parts``, with anycast, BIRD's config, security groups and the errors.
+
+    ``touched`` (an incremental state) gains the member taps whose guard changed.
+    """
+    errors = list(parts.invalid.values())
+    served = _serve(host, view, observed, parts, given, errors)
+    if touched is not None and previous is not None:
+        guard, old = parts.guard, previous.guard
+        changed = {t for t in given.bases if guard.get(t) != old.get(t)}
+        touched = dataclasses.replace(touched, taps=touched.taps | changed)
     security_groups = sg_plan.desired(view, previous.security_groups if previous else None, hint)
     errors += security_groups.state.errors
     bird: BirdConfig | None = None
@@ -216,6 +235,8 @@ def _assemble(
         errors=tuple(errors),
         # The view is the pass's own copy and is not edited: kept, not copied.
         sources=view.ports,
+        pair_ports=given.pair_ports,
+        touched=touched,
         **parts.finished(),
         **extra,
     )
@@ -277,41 +298,24 @@ def _full(
             taps[ep.tap] = taps.get(ep.tap, False) or _needs_fe80(ep)
             for prefix in ep.addresses:
                 routes[prefix] = ep.tap
-    errors = list(d.invalid.values())
     pair_ports = frozenset(p for p, port in view.ports.items() if port.get("allowed_address_pairs"))
     # ``guard`` holds each tap's own sources yet: the members' bases, read
     # before their group's are added.
-    served = _serve(host, view, observed, d, pair_ports, guard, (), errors)
-    return _assemble(
-        view,
-        observed,
-        previous,
-        served,
-        errors,
-        d,
-        hint,
-        shared=frozenset(shared),
-        pair_ports=pair_ports,
-    )
+    given = _Anycast(pair_ports, guard)
+    return _assemble(host, view, observed, previous, d, hint, given, shared=frozenset(shared))
 
 
 def _serve(
-    host: str,
-    view: HostState,
-    observed: Observed,
-    d: _Parts,
-    pair_ports: frozenset[str],
-    bases: Mapping[str, tuple[str, ...]],
-    served_before: Collection[str],
-    errors: list[str],
+    host: str, view: HostState, observed: Observed, d: _Parts, given: _Anycast, errors: list[str]
 ) -> anycast.AnycastPlan:
     """Anycast from the groups, their members and the pair ports only; their taps' guard.
 
     A native member may send from its group's address: its tap's guard is its
-    own sources (``bases``, by tap) and the group's; a tap in
-    ``served_before`` (the last pass's member taps) that is a member no more
-    gets its own sources back.
+    own sources (``given.bases``, by tap) and the group's; a tap in
+    ``given.served_before`` (the last pass's member taps) that is a member no
+    more gets its own sources back.
     """
+    bases = given.bases
     served = anycast.plan(
         host,
         view.ports,
@@ -322,10 +326,10 @@ def _serve(
         # restarted agent changes nothing until a probe says otherwise.
         observed.anycast,
         endpoints=d.owners,
-        pair_ports=pair_ports,
+        pair_ports=given.pair_ports,
     )
     errors += served.errors
-    for tap in sorted({*served_before, *served.sources}):
+    for tap in sorted({*given.served_before, *served.sources}):
         if tap not in bases:
             continue
         base = bases[tap]
@@ -401,20 +405,16 @@ def _incremental(
     if not shared.isdisjoint(member_taps):
         return None  # a member shares its tap: the full order decides its guard
     bases = {t: endpoints[tap_ports[t]].guard for t in member_taps if t in tap_ports}
-    errors = list(invalid.values())
-    served = _serve(host, view, observed, d, pair_ports, bases, previous.anycast.sources, errors)
-    touched_taps.update(t for t in bases if guard.get(t) != previous.guard.get(t))
     return _assemble(
+        host,
         view,
         observed,
         previous,
-        served,
-        errors,
         d,
         hint,
+        _Anycast(pair_ports, bases, previous.anycast.sources),
+        Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
         shared=shared,
-        pair_ports=pair_ports,
-        touched=Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
     )
 
 
