@@ -171,6 +171,29 @@ def test_an_anycast_member_failing_is_withdrawn_before_its_route_shrinks() -> No
     assert not any(isinstance(o, RoutesSet | ProbesSet | TapsPrepare) for o in rec.ops)
 
 
+def test_a_local_endpoint_is_never_anycast_and_its_address_is_served_once_it_goes() -> None:
+    # B holds A's own address as an allowed address pair (a VIP moved to B).
+    holder = port(B, "10.1.0.3", pairs=("10.1.0.2",))
+    base = Observed(taps=dict([_tap(A, 5, True), _tap(B, 6, True)]), bird_running=True)
+    first = desired_state("h1", _view(port(A, "10.1.0.2"), holder), base)
+    assert first.anycast.serving == {}  # A's endpoint route forwards it
+    observed = after(first, base)
+    # A's port goes: an incremental pass (only A recomputed) serves the VIP at B.
+    desired = desired_state("h1", _view(holder), observed, first, {tap_name(A)})
+    assert desired.touched is not None and desired.touched.ports == {A}
+    assert desired.anycast.serving == {"10.1.0.2/32": [tap_name(B)]}
+    rec = Recorder()
+    rec.run(plan(desired, observed))
+    withdraw = rec.index(EndpointsWithdraw)
+    delete = rec.index(RoutesSet, lambda o: o.delete == ("10.1.0.2/32",))
+    serve = rec.index(AnycastRoutesSet)
+    configure = rec.index(BirdConfigure)
+    assert withdraw < delete < serve < configure
+    assert [(str(r.prefix), r.healthy) for r in rec.ops[configure].config.anycast_routes] == [
+        ("10.1.0.2/32", 1)
+    ]
+
+
 def test_a_restarted_agent_on_a_correct_host_plans_and_applies_nothing() -> None:
     view = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3", pairs=("10.9.0.0/24",)))
     observed = _restarted(view, dict([_tap(A, 5, True), _tap(B, 6, True)]))

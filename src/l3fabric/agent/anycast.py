@@ -20,7 +20,7 @@ pair addresses are allowed already). No I/O here.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,10 +133,11 @@ def plan(
     host: str,
     ports: Mapping[str, Mapping[str, Any]],
     groups: Iterable[Mapping[str, Any]],
-    ready_taps: set[str],
+    ready_taps: Container[str],
     health: Mapping[tuple[str, str], bool],
     presumed: Mapping[str, Iterable[str]] | None = None,
-    endpoints: Iterable[str] | None = None,
+    endpoints: Container[str] | None = None,
+    pair_ports: Iterable[str] | None = None,
 ) -> AnycastPlan:
     """Anycast on ``host``: ``ports`` by id (the cache), ``groups`` (``HostState.anycast``).
 
@@ -147,7 +148,10 @@ def plan(
     started): a restarted agent keeps serving until the probe says otherwise.
     A prefix that is a local endpoint (a fixed IP of a port here) is never
     anycast: its endpoint route already forwards it. ``endpoints``: those
-    prefixes if the caller has them already (else they are read from ``ports``).
+    prefixes and ``pair_ports``: the ids of the ports with allowed address
+    pairs, if the caller has them already (else they are read from every
+    port). With both, the plan reads only the groups' members and the pair
+    ports: its cost is the anycast's size, not the host's.
     """
     result = AnycastPlan()
     serving: dict[str, set[str]] = {}
@@ -157,13 +161,14 @@ def plan(
         up = bool(port.get("admin_state_up", True)) and _is_local(port, host)
         return tap if up and tap in ready_taps else None
 
-    # One walk over the ports (10,000 on a big host): endpoints and pairs.
-    known = set(endpoints) if endpoints is not None else None
-    local: set[str] = set() if known is None else known
+    local: Container[str]
+    if endpoints is None:
+        local = {host_prefix(f["ip_address"]) for p in ports.values() for f in p.get("fixed_ips") or []}  # fmt: skip
+    else:
+        local = endpoints
+    holders = ports.values() if pair_ports is None else (ports[p] for p in pair_ports if p in ports)
     pairs: list[tuple[str, str]] = []  # (prefix, tap)
-    for port in ports.values():
-        if known is None:
-            local.update(host_prefix(f["ip_address"]) for f in port.get("fixed_ips") or [])
+    for port in holders:
         if port.get("allowed_address_pairs"):
             tap = ready(port)
             if tap is not None:

@@ -11,9 +11,10 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
   edits it). With ``taps`` (an incremental pass: the taps it re-read) it
   starts from ``previous`` and recomputes only the ports that changed or
   whose tap did (``Touched``): a pass costs what the change costs, not what
-  the host holds. It equals the full computation (tests/unit); where it
-  could not be sure to (anycast on the host, two ports sharing a tap or a
-  prefix) it computes everything.
+  the host holds; anycast is recomputed from the groups, their members and
+  the ports with address pairs only. It equals the full computation
+  (tests/unit); where it could not be sure to (two ports sharing a tap or
+  a prefix) it computes everything.
 - ``plan(desired, observed)``: the operations (agent/ops.py) that turn
   ``observed`` into ``desired``, in an order that never exposes a half state
   (after an incremental ``desired_state`` only the keys it touched are
@@ -72,6 +73,7 @@ from l3fabric.dataplane.links import (
     IFF_UP,
     LinkInfo,
     every_interface,
+    tap_name,
     tap_ready,
     with_settings,
 )
@@ -186,17 +188,36 @@ class _Parts:
         }
 
 
+@dataclass(frozen=True)
+class _Anycast:
+    """What anycast is computed from besides the parts (see ``_serve``)."""
+
+    pair_ports: frozenset[str]
+    bases: Mapping[str, tuple[str, ...]]
+    served_before: Collection[str] = ()
+
+
 def _assemble(
+    host: str,
     view: HostState,
     observed: Observed,
     previous: DesiredHost | None,
-    served: anycast.AnycastPlan,
-    errors: list[str],
     parts: _Parts,
     hint: Collection[str] | None,
+    given: _Anycast,
+    touched: Touched | None = None,
     **extra: Any,
 ) -> DesiredHost:
-    """The desired state of ``parts``, with BIRD's config, security groups and the errors."""
+    """The desired state of ``parts``, with anycast, BIRD's config, security groups and the errors.
+
+    ``touched`` (an incremental state) gains the member taps whose guard changed.
+    """
+    errors = list(parts.invalid.values())
+    served = _serve(host, view, observed, parts, given, errors)
+    if touched is not None and previous is not None:
+        guard, old = parts.guard, previous.guard
+        changed = {t for t in given.bases if guard.get(t) != old.get(t)}
+        touched = dataclasses.replace(touched, taps=touched.taps | changed)
     security_groups = sg_plan.desired(view, previous.security_groups if previous else None, hint)
     errors += security_groups.state.errors
     bird: BirdConfig | None = None
@@ -214,6 +235,8 @@ def _assemble(
         errors=tuple(errors),
         # The view is the pass's own copy and is not edited: kept, not copied.
         sources=view.ports,
+        pair_ports=given.pair_ports,
+        touched=touched,
         **parts.finished(),
         **extra,
     )
@@ -243,7 +266,7 @@ def desired_state(
     """
     if previous is not None and taps is not None:
         changed = changed_ports(view, previous, hint) if ports is None else ports
-        found = _incremental(view, observed, previous, taps, changed, hint)
+        found = _incremental(host, view, observed, previous, taps, changed, hint)
         if found is not None:
             return found
     return _full(host, view, observed, previous, hint)
@@ -275,41 +298,53 @@ def _full(
             taps[ep.tap] = taps.get(ep.tap, False) or _needs_fe80(ep)
             for prefix in ep.addresses:
                 routes[prefix] = ep.tap
-    errors = list(d.invalid.values())
+    pair_ports = frozenset(p for p, port in view.ports.items() if port.get("allowed_address_pairs"))
+    # ``guard`` holds each tap's own sources yet: the members' bases, read
+    # before their group's are added.
+    given = _Anycast(pair_ports, guard)
+    return _assemble(host, view, observed, previous, d, hint, given, shared=frozenset(shared))
+
+
+def _serve(
+    host: str, view: HostState, observed: Observed, d: _Parts, given: _Anycast, errors: list[str]
+) -> anycast.AnycastPlan:
+    """Anycast from the groups, their members and the pair ports only; their taps' guard.
+
+    A native member may send from its group's address: its tap's guard is its
+    own sources (``given.bases``, by tap) and the group's; a tap in
+    ``given.served_before`` (the last pass's member taps) that is a member no
+    more gets its own sources back.
+    """
+    bases = given.bases
     served = anycast.plan(
         host,
         view.ports,
         view.anycast.values(),
-        set(taps),
+        d.taps,
         observed.verdicts,
         # A member without a verdict yet keeps what the kernel gives it: a
         # restarted agent changes nothing until a probe says otherwise.
         observed.anycast,
-        endpoints={a for ep in endpoints.values() for a in ep.addresses},
+        endpoints=d.owners,
+        pair_ports=given.pair_ports,
     )
     errors += served.errors
-    for tap, extra in served.sources.items():
-        if tap in guard:
+    for tap in sorted({*given.served_before, *served.sources}):
+        if tap not in bases:
+            continue
+        base = bases[tap]
+        d.guard[tap] = base
+        extra = served.sources.get(tap)
+        if extra:
             try:
-                guard[tap] = nft.normalise_sources(tap, (*guard[tap], *extra))
+                d.guard[tap] = nft.normalise_sources(tap, (*base, *extra))
             except ValueError as exc:
                 errors.append(str(exc))
-    return _assemble(
-        view,
-        observed,
-        previous,
-        served,
-        errors,
-        d,
-        hint,
-        shared=frozenset(shared),
-        pair_ports=frozenset(
-            p for p, port in view.ports.items() if port.get("allowed_address_pairs")
-        ),
-    )
+    return served
 
 
 def _incremental(
+    host: str,
     view: HostState,
     observed: Observed,
     previous: DesiredHost,
@@ -318,8 +353,6 @@ def _incremental(
     hint: Collection[str] | None,
 ) -> DesiredHost | None:
     """``previous`` with only the affected ports recomputed; None where only ``_full`` is sure."""
-    if view.anycast or previous.pair_ports or previous.anycast != anycast.AnycastPlan():
-        return None  # anycast depends on ports, taps and verdicts together
     ports = view.ports
     affected = set(changed)  # new, replaced and gone (changed_ports)
     affected.update(previous.tap_ports[t] for t in changed_taps if t in previous.tap_ports)
@@ -348,8 +381,6 @@ def _incremental(
         port = ports.get(port_id)
         if port is None:
             continue
-        if port.get("allowed_address_pairs"):
-            return None
         ep = _endpoint(port_id, port, previous)
         if isinstance(ep, str):
             invalid[port_id] = ep
@@ -365,17 +396,31 @@ def _incremental(
         if _routed(ep, observed):
             taps[ep.tap] = _needs_fe80(ep)
             routes.update(dict.fromkeys(ep.addresses, ep.tap))
+    # Anycast depends on the groups, their members, the pair ports, their taps
+    # and verdicts, and which prefixes are endpoints: recomputed from those
+    # alone (a few ports), not from every port of the host.
+    pair_ports = previous.pair_ports - affected
+    pair_ports |= {p for p in affected if p in ports and ports[p].get("allowed_address_pairs")}
+    member_taps = {*previous.anycast.sources, *_member_taps(view)}
+    if not shared.isdisjoint(member_taps):
+        return None  # a member shares its tap: the full order decides its guard
+    bases = {t: endpoints[tap_ports[t]].guard for t in member_taps if t in tap_ports}
     return _assemble(
+        host,
         view,
         observed,
         previous,
-        anycast.AnycastPlan(),
-        list(invalid.values()),
         d,
         hint,
+        _Anycast(pair_ports, bases, previous.anycast.sources),
+        Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
         shared=shared,
-        touched=Touched(frozenset(affected), frozenset(touched_taps), frozenset(prefixes)),
     )
+
+
+def _member_taps(view: HostState) -> set[str]:
+    """The taps of every native group member in ``view`` (local or not: a superset is safe)."""
+    return {tap_name(str(m)) for g in view.anycast.values() for m in g.get("members") or []}
 
 
 def status_keys(desired: DesiredHost, failed_taps: Collection[str]) -> set[str] | None:
