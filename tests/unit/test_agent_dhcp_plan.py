@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from l3fabric.agent import plan as plan_module
 from l3fabric.agent.dhcp_config import ServedDhcp, hosts_text
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.observed import Observed
@@ -100,7 +101,7 @@ def test_a_deleted_ports_line_goes_with_a_reload_not_a_restart() -> None:
     assert [o for o in rec.ops if o.domain == "dhcp"] == [DhcpStop()]  # no port left: no dnsmasq
 
 
-def test_a_restarted_agent_finding_dnsmasq_serving_changes_nothing() -> None:
+def test_a_restarted_agent_finding_dnsmasq_serving_changes_nothing(monkeypatch) -> None:
     view = _dhcp_view(_port(5), _port(6))
     taps = {t: dataclasses.replace(s, gateway6=True) for t, s in (_tap(A, 5, True), _tap(B, 6, True))}  # fmt: skip
     observed = _restarted(view, taps)
@@ -118,8 +119,14 @@ def test_a_restarted_agent_finding_dnsmasq_serving_changes_nothing() -> None:
     rec = Recorder()
     rec.run(plan(desired_state("h1", view, observed), observed))
     assert rec.ops == []
-    # Lines still in the hosts directory: a full pass folds them in (one reload).
-    pending = dataclasses.replace(observed, dhcp=dataclasses.replace(read, pending=True))
+    # B added since the last rewrite: its line in the hosts directory is served as it is ...
+    in_dir = {B: desired.dhcp.lines[B]}
+    only_a = hosts_text({A: desired.dhcp.lines[A]})
+    read_dir = dataclasses.replace(read, hosts=only_a, pending=in_dir)
+    pending = dataclasses.replace(observed, dhcp=read_dir)
+    assert plan(desired_state("h1", view, pending), pending) == []
+    # ... until the directory holds FOLD_AT lines: then a full pass folds them in (a reload).
+    monkeypatch.setattr(plan_module, "FOLD_AT", 1)
     ops = plan(desired_state("h1", view, pending), pending)
     assert [type(o) for o in ops] == [DhcpServe] and not ops[0].restart  # type: ignore[attr-defined]
     # An address deleted from l3f-dhcp by hand comes back, without a reload.

@@ -231,7 +231,7 @@ def test_a_new_port_is_a_file_in_the_hosts_directory_other_changes_a_reload(
     assert signals == []
     (added,) = server.hosts_dir.iterdir()
     assert ",10.1.0.6," in added.read_text() and ",10.1.0.6," not in server.hosts_path.read_text()
-    assert server.observe().pending
+    assert server.observe().pending == {port(6)["id"]: line}
     state = desired_dhcp(HOST, ports(port(6), port(7)), subnets(), NETWORKS)
     server.apply(serve())
     assert len(signals) == 1 and not any(server.hosts_dir.iterdir())

@@ -10,7 +10,9 @@ dnsmasq's hosts directory (``dhcp-hostsdir``), which dnsmasq reads by
 itself (inotify: ~0.4 ms of its CPU at 10,000 hosts); any other hosts or
 options change is a rewrite of the two files, the directory emptied, and a
 SIGHUP (dnsmasq re-reads every host: ~43 ms of CPU at 10,000, no restart).
-A full pass folds the directory back into the hosts file the same way. Only
+A full pass folds the directory back into the hosts file the same way once
+it holds ``FOLD_AT`` lines (fewer are served as they are: a restarted agent
+finding them served changes nothing). Only
 a change of the subnets served restarts dnsmasq. With no port to serve, no
 dnsmasq runs. Like BIRD, dnsmasq outlives the agent: a restarted agent
 that finds it serving what it should changes nothing.
@@ -95,7 +97,7 @@ class DhcpServer:
             opts=_read(self.opts_path),
             addresses=_interface_addresses(),
             hosts=_read(self.hosts_path),
-            pending=not self._folded(),
+            pending=self._pending(),
         )
 
     def apply(self, op: Op) -> Outcome:
@@ -145,12 +147,12 @@ class DhcpServer:
             tmp.replace(self.hosts_dir / port_id)
             self.files += 1
 
-    def _folded(self) -> bool:
-        """Whether the hosts directory is empty (its lines are all in the hosts file)."""
+    def _pending(self) -> dict[str, str]:
+        """The hosts directory's lines by port id (those not in the hosts file yet)."""
         try:
-            return not any(self.hosts_dir.iterdir())
+            return {path.name: _read(path) for path in self.hosts_dir.iterdir()}
         except FileNotFoundError:
-            return True
+            return {}
 
     def _empty_hosts_dir(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -44,6 +44,9 @@ from l3fabric.layered import Layered, finished
 SERVER_ADDRESS4 = "169.254.1.1"  # the host's next hop for VMs; dnsmasq's server identifier
 INTERFACE = "l3f-dhcp"  # the interface dnsmasq's taps are bridged to (its addresses)
 HOSTS_DIR = "dhcp-hosts.d"  # in the run dir: new ports' lines, a file each
+# A full pass folds the hosts directory back into the hosts file (a SIGHUP)
+# once it holds this many lines; fewer are served as they are.
+FOLD_AT = 256
 LEASE_S = 86400  # Neutron's dhcp_lease_duration default
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -350,7 +353,8 @@ class ServedDhcp:
     # port id -> line, as the last pass left them; None: read from the files (``hosts``).
     lines: Mapping[str, str] | None = None
     hosts: str = ""  # the hosts file as read
-    pending: bool = False  # lines in the hosts directory (a full pass folds them in)
+    # The hosts directory as read: port id -> line (new ports since the last rewrite).
+    pending: Mapping[str, str] = field(default_factory=dict)
 
 
 def _assemble(

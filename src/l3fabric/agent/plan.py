@@ -52,7 +52,13 @@ from typing import Any
 from l3fabric.agent import anycast, sg_plan
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Endpoint, endpoint_of, same_endpoint
-from l3fabric.agent.dhcp_config import DesiredDhcp, ServedDhcp, desired_dhcp, hosts_text
+from l3fabric.agent.dhcp_config import (
+    FOLD_AT,
+    DesiredDhcp,
+    ServedDhcp,
+    desired_dhcp,
+    hosts_text,
+)
 from l3fabric.agent.identity import differing
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import (
@@ -561,8 +567,8 @@ def _dhcp_ops(want: DesiredDhcp | None, have: ServedDhcp | None) -> list[Op]:
         ops.append(DhcpInterface(addresses=want.addresses))
     restart = not have.running or have.main != want.main
     added: list[tuple[str, str]] = []
-    if have.lines is None:  # read from the files (a full pass): fold the directory in
-        rewrite = have.pending or hosts_text(want.lines) != have.hosts
+    if have.lines is None:  # read from the files (a full pass)
+        rewrite = _rewrite_read(want.lines, have)
     else:  # as the last pass left it: compare the ports this state recomputed
         lines, wanted = have.lines, want.lines
         keys = want.touched if want.touched is not None else {*lines, *wanted}
@@ -580,6 +586,16 @@ def _dhcp_ops(want: DesiredDhcp | None, have: ServedDhcp | None) -> list[Op]:
     elif added:
         ops.append(DhcpHostsAdd(entries=tuple(added)))
     return ops
+
+
+def _rewrite_read(lines: Mapping[str, str], have: ServedDhcp) -> bool:
+    """Whether the files as read (a full pass) differ from ``lines``, or the hosts
+    directory is due to be folded into the hosts file (``FOLD_AT`` lines)."""
+    pending = have.pending
+    if len(pending) >= FOLD_AT or any(lines.get(p) != line for p, line in pending.items()):
+        return True
+    rest = {p: line for p, line in lines.items() if p not in pending} if pending else lines
+    return hosts_text(rest) != have.hosts
 
 
 def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
