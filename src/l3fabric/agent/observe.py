@@ -2,8 +2,9 @@
 
 ``full()`` re-reads everything (start-up, the slow timer, after a failure):
 one link dump, the routes of protocols 96 and 97, the announcements (table
-150), the nftables tables, the host sysctls, BIRD's running config, what dnsmasq serves; drift (a route, rule or element deleted
-by hand) shows up here and the plan repairs it. ``refresh(model, taps)``
+150), the nftables tables, the host sysctls, BIRD's running config, what
+dnsmasq serves; drift (a route, rule or element deleted by hand) shows up
+here and the plan repairs it. ``refresh(model, taps)``
 starts from the state the last pass left (``plan.after``) and re-reads only
 the taps whose link changed: an incremental pass costs what the change costs,
 not what the host holds (one request per tap, microseconds).
