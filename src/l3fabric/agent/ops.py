@@ -95,7 +95,7 @@ class DhcpInterface(Op):
     addresses: tuple[str, ...]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class DhcpServe(Op):
     """dnsmasq's files rewritten (the hosts directory folded in), then a SIGHUP, or a
     (re)start if ``restart`` (its subnets changed or it does not run)."""
