@@ -167,3 +167,8 @@ class Draft(_Layers[K, V], MutableMapping[K, V]):
             flat.update(top)
             return Layered(flat)
         return Layered(base, dict(top), set(gone))
+
+
+def finished(part: MutableMapping[K, V]) -> Layered[K, V]:
+    """``part`` as an immutable mapping: a ``Draft``'s next version, a plain dict wrapped (not copied)."""
+    return part.done() if isinstance(part, Draft) else Layered(part)

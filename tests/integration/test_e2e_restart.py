@@ -11,6 +11,7 @@ the controller is back is reachable (the agents resynced by themselves).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -127,6 +128,8 @@ def test_agent_restart_loses_no_ping_and_touches_no_route(lab: Lab) -> None:
     tor_before = bgp_since(lab.state.bird_ctl("r1-tor"))
     routes_before = kernel_routes(lab, host)
     assert len(sessions_before) == 2, sessions_before  # IPv4 and IPv6 to the ToR
+    run_dir = lab.state.agent_dir(host)
+    dnsmasq = (run_dir / "dnsmasq.pid").read_text()  # it serves the host's ports
 
     with (
         lab.background(host, "timeout", "60", "ip", "monitor", "route") as monitor,
@@ -162,6 +165,11 @@ def test_agent_restart_loses_no_ping_and_touches_no_route(lab: Lab) -> None:
     assert kernel_routes(lab, host) == routes_before
     assert bgp_since(host_ctl) == sessions_before
     assert bgp_since(lab.state.bird_ctl("r1-tor")) == tor_before
+    # dnsmasq outlives the agent and the new one finds it right: not restarted or reloaded.
+    assert (run_dir / "dnsmasq.pid").read_text() == dnsmasq
+    assert os.path.exists(f"/proc/{int(dnsmasq)}")
+    passes = json.loads((run_dir / "passes.json").read_text())["passes"]
+    assert passes and all("dhcp" not in p["steps"] for p in passes), passes
 
 
 def port_statuses(lab: Lab) -> dict[str, str]:

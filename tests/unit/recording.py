@@ -19,6 +19,7 @@ DOMAINS = (
     "nexthops",
     "probes",
     "bird",
+    "dhcp",
     "nat",
     "anycast",
 )

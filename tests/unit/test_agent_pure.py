@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from l3fabric.agent import plan as host_plan
+from l3fabric.agent.dhcp_config import ServedDhcp
 from l3fabric.gateway import plan as gateway_plan
 
 from .agent_ports import A, B, port
 from .test_agent_plan import TCP, WEB_RULES, _converged, _group, _member, _tap, _view
+from .test_dhcp_config import NETWORKS, S4, S6, subnets
 from .test_gateway_plan import converged as gateway_converged
 from .test_gateway_plan import learned
 from .test_gateway_plan import view as gateway_view
@@ -77,7 +79,9 @@ def _host_view(*ports: dict, members: tuple[str, ...] = (A, B)) -> Any:
     web = WEB_RULES[0]["security_group_id"]
     return dataclasses.replace(
         view,
-        ports={p: {**v, "security_groups": [web]} for p, v in view.ports.items()},
+        ports={p: _served_by_dhcp(v, n, web) for n, (p, v) in enumerate(view.ports.items())},
+        subnets=subnets(),
+        networks=NETWORKS,
         security_groups={web: _group(web, *WEB_RULES)},
         members={
             p: _member(p, web, v["fixed_ips"][0]["ip_address"]) for p, v in view.ports.items()
@@ -85,11 +89,18 @@ def _host_view(*ports: dict, members: tuple[str, ...] = (A, B)) -> Any:
     )
 
 
+def _served_by_dhcp(port: dict, n: int, group: str) -> dict:
+    """``port`` in ``group``, with a MAC and its addresses in DHCP-enabled subnets."""
+    fixed = [{**ip, "subnet_id": S6 if ":" in ip["ip_address"] else S4} for ip in port["fixed_ips"]]
+    mac = f"fa:16:3e:00:01:{n:02x}"
+    return {**port, "security_groups": [group], "fixed_ips": fixed, "mac_address": mac}
+
+
 def test_the_host_agents_desired_state_and_plan_are_pure() -> None:
-    view = _host_view(port(A, "10.1.0.2", "2001:db8::2"), port(B, "10.1.0.3"))
+    view = _host_view(port(A, "10.1.0.2", "2001:db8:1::2"), port(B, "10.1.0.3"))
     taps = dict([_tap(A, 5, True), _tap(B, 6, True)])
     healthy = {("g1", A): True, ("g1", B): True}
-    observed = _converged(view, taps=taps, bird_running=True, verdicts=healthy)
+    observed = _converged(view, taps=taps, bird_running=True, verdicts=healthy, dhcp=ServedDhcp())
     failing = dataclasses.replace(observed, verdicts={("g1", A): True, ("g1", B): False})
     fewer = _host_view(port(A, "10.1.0.2"), members=(A,))
 
@@ -99,6 +110,10 @@ def test_the_host_agents_desired_state_and_plan_are_pure() -> None:
 
     desired, ops = one_pass()
     assert ops and desired.anycast.announce  # a pass with something to do, anycast included
+    assert desired.dhcp is not None and len(desired.dhcp.lines) == 2  # DHCP decided here too
+    dhcp_ops = host_plan.plan(desired, dataclasses.replace(failing, dhcp=ServedDhcp()))
+    assert any(type(op).__name__.startswith("Dhcp") for op in dhcp_ops)
+    _pure(lambda: host_plan.plan(desired, dataclasses.replace(failing, dhcp=ServedDhcp())))
     _pure(one_pass, lambda: one_pass(view, observed), lambda: one_pass(fewer, observed))
     # The incremental form too: from the last pass's state, one tap re-read.
     last = host_plan.desired_state("h1", fewer, observed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from l3fabric.agent.dhcp_config import LEASE_S, Renderer, render, render_main, subnet_tag
+from l3fabric.agent.dhcp_config import LEASE_S, desired_dhcp, render, render_main, subnet_tag
 
 HOST = "h1"
 S4 = "11111111-1111-1111-1111-111111111111"
@@ -132,52 +132,55 @@ def test_dns_name_is_the_hostname() -> None:
     assert ",web-1," in config.hosts
 
 
-def test_renderer_converts_only_changed_ports_and_equals_a_fresh_render(monkeypatch) -> None:
+def test_only_changed_ports_are_converted_again_and_the_result_equals_a_fresh_render(
+    monkeypatch,
+) -> None:
     from l3fabric.agent import dhcp_config
 
     calls: list[str] = []
     real = dhcp_config._host_line
     monkeypatch.setattr(dhcp_config, "_host_line", lambda p, s: calls.append(p["id"]) or real(p, s))
-    renderer = Renderer()
     before = ports(port(5), port(6))
-    renderer(HOST, before, subnets_ := subnets(), NETWORKS)
+    last = desired_dhcp(HOST, before, subnets_ := subnets(), NETWORKS)
     assert len(calls) == 2
     moved = port(6, fixed_ips=[{"subnet_id": S4, "ip_address": "10.1.0.66"}])
     after = {**before, moved["id"]: moved}
     calls.clear()
-    config = renderer(HOST, after, subnets_, NETWORKS)
+    state = desired_dhcp(HOST, after, subnets_, NETWORKS, last)
     assert calls == [moved["id"]]  # the unchanged port object is not converted again
-    assert config == render(HOST, after, subnets_, NETWORKS)
-    assert ",10.1.0.66," in config.hosts
+    assert state.config() == render(HOST, after, subnets_, NETWORKS)
+    assert ",10.1.0.66," in state.config().hosts
     # A changed subnet (a new object) converts every port again.
     calls.clear()
-    renderer(HOST, after, {**subnets_, S4: {**subnets_[S4]}}, NETWORKS)
+    desired_dhcp(HOST, after, {**subnets_, S4: {**subnets_[S4]}}, NETWORKS, state)
     assert len(calls) == 2
 
 
-def test_agent_without_dnsmasq_logs_once_and_asks_no_retry(tmp_path, monkeypatch, caplog) -> None:
+def test_without_dnsmasq_the_server_logs_once_and_asks_no_retry(
+    tmp_path, monkeypatch, caplog
+) -> None:
     from l3fabric.agent import dhcp
-    from l3fabric.agent.host import HostAgent
-    from l3fabric.client import HostState
+    from l3fabric.agent.ops import OK, DhcpServe
 
     monkeypatch.setattr(dhcp.shutil, "which", lambda _name: None)
-    agent = HostAgent(HOST, "http://127.0.0.1:9", tmp_path)
-    view = HostState(subnets=subnets(), networks=NETWORKS, ports=ports(port(5)))
+    server = dhcp.DhcpServer(tmp_path)
+    state = desired_dhcp(HOST, ports(port(5)), subnets(), NETWORKS)
+    op = DhcpServe(main=state.main, opts=state.opts, lines=state.lines, restart=True)
     with caplog.at_level("ERROR"):
-        assert agent.converge_dhcp(view) == []  # no retry loop every second
-        assert agent.converge_dhcp(view) == []
+        assert server.apply(op) == OK  # no retry loop every second
+        assert server.apply(op) == OK
     assert [r.getMessage() for r in caplog.records].count(
         "DHCP: dnsmasq is not installed (Debian: dnsmasq-base)"
     ) == 1
 
 
-def test_renderer_kept_up_to_date_equals_a_fresh_render_over_random_changes() -> None:
+def test_the_incremental_state_equals_a_fresh_render_over_random_changes() -> None:
     import random
 
     rng = random.Random(7)
-    renderer = Renderer()
     view = ports(*(port(n) for n in range(1, 40)))
     subnets_ = subnets()
+    state = desired_dhcp(HOST, view, subnets_, NETWORKS)
     for step in range(300):
         n = rng.randrange(1, 60)
         pid = port(n)["id"]
@@ -197,52 +200,40 @@ def test_renderer_kept_up_to_date_equals_a_fresh_render_over_random_changes() ->
             view = {**view, pid: port(n, **over)}
         # What the watch tells the agent: the port it carried (now and then none).
         hint = None if kind == "subnet" or step % 7 == 0 else {pid}
-        last = renderer._config
-        config = renderer(HOST, view, subnets_, NETWORKS, hint)
+        state = desired_dhcp(HOST, view, subnets_, NETWORKS, state, hint)
         fresh = render(HOST, view, subnets_, NETWORKS)
-        assert config == fresh and config.errors == fresh.errors, (step, kind)
-        if config is not last and config.base:  # only lines added, to the last config's
-            assert last is not None and config.base == last.serial
-            grown = last.hosts.splitlines(True) + [line for _, line in config.added]
-            assert sorted(grown) == sorted(config.hosts.splitlines(True)), (step, kind)
-    assert renderer(HOST, view, subnets_, NETWORKS) is config  # nothing changed: the same config
+        assert state.config() == fresh and state.errors == fresh.errors, (step, kind)
 
 
 def test_a_new_port_is_a_file_in_the_hosts_directory_other_changes_a_reload(
     tmp_path, monkeypatch
 ) -> None:
     """No SIGHUP (dnsmasq re-reads every host) and no netlink request for a new port; a
-    removal rewrites the hosts file and reloads; a full pass folds the directory back."""
+    removal rewrites the hosts file and reloads, and empties the directory."""
     import os
 
     from l3fabric.agent import dhcp
+    from l3fabric.agent.ops import DhcpHostsAdd, DhcpServe
 
-    checks: list[tuple[str, ...]] = []
     signals: list[int] = []
-    monkeypatch.setattr(dhcp, "_ensure_interface", lambda a: checks.append(a) or False)
     monkeypatch.setattr(dhcp.shutil, "which", lambda _name: "/usr/sbin/dnsmasq")
     monkeypatch.setattr(dhcp.os, "kill", lambda pid, sig: signals.append(sig))
     server = dhcp.DhcpServer(tmp_path)
     monkeypatch.setattr(server, "_restart", lambda text: server.pid_path.write_text(f"{os.getpid()}\n"))  # fmt: skip
-    renderer, served = Renderer(), subnets()  # the watch keeps unchanged objects
-    view = ports(port(5))
-    server.converge(renderer(HOST, view, served, NETWORKS), full=False)  # started
-    assert len(checks) == 1
-    view = {**view, **ports(port(6))}
-    assert server.converge(renderer(HOST, view, served, NETWORKS), full=False)
-    assert len(checks) == 1 and signals == []
+    state = desired_dhcp(HOST, ports(port(5)), subnets(), NETWORKS)
+
+    def serve(restart: bool = False) -> DhcpServe:
+        return DhcpServe(main=state.main, opts=state.opts, lines=state.lines, restart=restart)
+
+    server.apply(serve(restart=True))  # started
+    line = desired_dhcp(HOST, ports(port(6)), subnets(), NETWORKS).lines[port(6)["id"]]
+    server.apply(DhcpHostsAdd(entries=((port(6)["id"], line),)))
+    assert signals == []
     (added,) = server.hosts_dir.iterdir()
     assert ",10.1.0.6," in added.read_text() and ",10.1.0.6," not in server.hosts_path.read_text()
-    server.converge(renderer(HOST, view, served, NETWORKS), full=True)  # the timer's pass
-    assert len(checks) == 2 and len(signals) == 1 and not any(server.hosts_dir.iterdir())
-    assert ",10.1.0.6," in server.hosts_path.read_text()
-    view = {**view, **ports(port(7))}
-    server.converge(renderer(HOST, view, served, NETWORKS), full=False)
-    assert len(list(server.hosts_dir.iterdir())) == 1 and len(signals) == 1
-    # A port gone (a new mapping, as every pass's view is a copy): dnsmasq
-    # forgets a host only when it re-reads them all.
-    view = {k: v for k, v in view.items() if k != port(5)["id"]}
-    server.converge(renderer(HOST, view, served, NETWORKS), full=False)
-    assert len(signals) == 2 and not any(server.hosts_dir.iterdir())
+    assert server.observe().pending == {port(6)["id"]: line}
+    state = desired_dhcp(HOST, ports(port(6), port(7)), subnets(), NETWORKS)
+    server.apply(serve())
+    assert len(signals) == 1 and not any(server.hosts_dir.iterdir())
     hosts = server.hosts_path.read_text()
     assert ",10.1.0.5," not in hosts and ",10.1.0.6," in hosts and ",10.1.0.7," in hosts

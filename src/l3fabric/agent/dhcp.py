@@ -1,16 +1,21 @@
 """The host's DHCP server: one dnsmasq per host agent, run and configured by it.
 
-``DhcpServer.converge(config)`` (a ``dhcp_config.DhcpConfig``) makes the
-host serve it: the interface ``l3f-dhcp`` holding the server's addresses
-(169.254.1.1/32, and an IPv6 subnet address, without prefix routes), the
-files in the agent's run dir, and dnsmasq itself. A new port's hosts line
-is one file in dnsmasq's hosts directory (``dhcp-hostsdir``), which dnsmasq
-reads by itself (inotify: ~0.4 ms of its CPU at 10,000 hosts); any other
-hosts or options change is a rewrite of the two files, the directory
-emptied, and a SIGHUP (dnsmasq re-reads every host: ~43 ms of CPU at
-10,000, no restart). A full pass folds the directory back into the hosts
-file the same way. Only a change of the subnets served restarts dnsmasq.
-With no port to serve, no dnsmasq runs. The agent stops it on exit.
+``DhcpServer`` is the applier of the pass's DHCP ops (agent/ops.py; what
+to serve is decided by ``dhcp_config.desired_dhcp`` and the order by
+``plan.plan``) and reads what dnsmasq serves for full passes (``observe``):
+the interface ``l3f-dhcp`` holding the server's addresses (169.254.1.1/32,
+and an IPv6 subnet address, without prefix routes), the files in the
+agent's run dir, and dnsmasq itself. A new port's hosts line is one file in
+dnsmasq's hosts directory (``dhcp-hostsdir``), which dnsmasq reads by
+itself (inotify: ~0.4 ms of its CPU at 10,000 hosts); any other hosts or
+options change is a rewrite of the two files, the directory emptied, and a
+SIGHUP (dnsmasq re-reads every host: ~43 ms of CPU at 10,000, no restart).
+A full pass folds the directory back into the hosts file the same way once
+it holds ``FOLD_AT`` lines (fewer are served as they are: a restarted agent
+finding them served changes nothing). Only
+a change of the subnets served restarts dnsmasq. With no port to serve, no
+dnsmasq runs. Like BIRD, dnsmasq outlives the agent: a restarted agent
+that finds it serving what it should changes nothing.
 
 ``l3f-dhcp`` is one end of a veth pair (its peer ``l3f-dhcp-p``): the
 ``dummy`` kind needs a kernel module that containers may lack. Neither end
@@ -32,7 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from l3fabric.agent.dhcp_config import HOSTS_DIR, INTERFACE, DhcpConfig, render_main
+from l3fabric.agent.dhcp_config import HOSTS_DIR, INTERFACE, ServedDhcp, hosts_text, render_main
+from l3fabric.agent.ops import OK, DhcpHostsAdd, DhcpInterface, DhcpServe, DhcpStop, Op, Outcome
 from l3fabric.pids import alive
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,12 @@ class DhcpUnavailable(DhcpError):
 
 
 class DhcpServer:
-    """dnsmasq in the current network namespace, its files in ``run_dir``."""
+    """dnsmasq in the current network namespace, its files in ``run_dir``.
+
+    The applier of the plan's DHCP ops (agent/ops.py) and their observer
+    (``observe``): what to serve is decided by ``dhcp_config.desired_dhcp``
+    and ``plan.plan``, never here.
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -62,11 +73,10 @@ class DhcpServer:
         self.hosts_dir = self.run_dir / HOSTS_DIR
         self.opts_path = self.run_dir / "dhcp-opts"
         self.pid_path = self.run_dir / "dnsmasq.pid"
-        self._applied: DhcpConfig | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self.reloads = 0  # SIGHUPs sent (tests: port changes reach dnsmasq without a restart)
         self.starts = 0
         self.files = 0  # hosts lines written to the hosts directory (new ports)
+        self._unavailable = False  # dnsmasq missing: logged once
 
     def pid(self) -> int | None:
         try:
@@ -75,49 +85,59 @@ class DhcpServer:
             return None
         return pid if alive(pid) else None
 
-    def converge(self, config: DhcpConfig, full: bool = True) -> bool:
-        """Serve ``config``; True if anything changed. Raises DhcpError.
+    def observe(self) -> ServedDhcp:
+        """What dnsmasq serves now, from its files, its pid and ``l3f-dhcp`` (a full pass)."""
+        if self.pid() is None:
+            return ServedDhcp()
+        header = render_main("", str(self.run_dir))
+        conf = _read(self.conf_path)
+        return ServedDhcp(
+            running=True,
+            main=conf[len(header) :] if conf.startswith(header) else None,
+            opts=_read(self.opts_path),
+            addresses=_interface_addresses(),
+            hosts=_read(self.hosts_path),
+            pending=self._pending(),
+        )
 
-        ``full``: also re-read the interface (drift) and fold the hosts
-        directory back into the hosts file; else a config already served by a
-        running dnsmasq costs nothing, one with new ports only (``config.base``
-        is the served one) is a file per port in the hosts directory, and one
-        whose interface addresses are those already served is a rewrite of the
-        files and a SIGHUP (no netlink request; pyroute2's were 10-40 ms).
-        """
-        if config.empty:
-            if self.pid() is None and self._applied is None:
-                return False
-            self.stop()
-            return True
-        running = self.pid()
-        old = self._applied if running else None
-        if old == config and not full:
-            return False
-        if old is not None and not full and config.base and config.base == old.serial:
-            return self._add_hosts(config)
-        if shutil.which(DNSMASQ) is None:
+    def apply(self, op: Op) -> Outcome:
+        """Carry out one DHCP op. Raises DhcpError (or OSError) if it failed."""
+        try:
+            if isinstance(op, DhcpInterface):
+                _ensure_interface(op.addresses)
+            elif isinstance(op, DhcpServe):
+                self._serve(op)
+            elif isinstance(op, DhcpHostsAdd):
+                self._add_hosts(op.entries)
+            else:
+                assert isinstance(op, DhcpStop)
+                self.stop()
+        except DhcpUnavailable as exc:
+            # Not a failure to retry every second: logged once (full passes try again).
+            if not self._unavailable:
+                log.error("DHCP: %s", exc)
+            self._unavailable = True
+        return OK
+
+    def _serve(self, op: DhcpServe) -> None:
+        """Rewrite the files (the hosts directory emptied: its lines are in them), then reload."""
+        running = None if op.restart else self.pid()
+        if running is None and shutil.which(DNSMASQ) is None:
             raise DhcpUnavailable("dnsmasq is not installed (Debian: dnsmasq-base)")
-        same_interface = old is not None and old.addresses == config.addresses
-        changed = False if same_interface and not full else _ensure_interface(config.addresses)
-        if old == config and self._folded():
-            return changed
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write(self.hosts_path, config.hosts)
-        _write(self.opts_path, config.opts)
-        self._empty_hosts_dir()  # every line is in the hosts file now
-        if old is not None and old.main == config.main and old.addresses == config.addresses:
-            os.kill(running, signal.SIGHUP)  # type: ignore[arg-type]
-            self.reloads += 1
+        _write(self.hosts_path, hosts_text(op.lines))
+        _write(self.opts_path, op.opts)
+        self._empty_hosts_dir()
+        if running is None:
+            self._restart(render_main(op.main, str(self.run_dir)))
         else:
-            self._restart(render_main(config.main, str(self.run_dir)))
-        self._applied = config
-        return True
+            os.kill(running, signal.SIGHUP)  # dnsmasq re-reads hosts and opts
+            self.reloads += 1
 
-    def _add_hosts(self, config: DhcpConfig) -> bool:
-        """``config`` is the applied one with ``config.added`` lines more: a file each."""
+    def _add_hosts(self, entries: tuple[tuple[str, str], ...]) -> None:
+        """A file per new port in the hosts directory, which dnsmasq reads by itself."""
         self.hosts_dir.mkdir(parents=True, exist_ok=True)
-        for port_id, line in config.added:
+        for port_id, line in entries:
             if not _FILE_NAME.match(port_id):
                 raise DhcpError(f"port id {port_id!r} is not a file name")
             # Written beside, then moved in: dnsmasq reads a file when it is
@@ -126,15 +146,13 @@ class DhcpServer:
             tmp.write_text(line)
             tmp.replace(self.hosts_dir / port_id)
             self.files += 1
-        self._applied = config
-        return True
 
-    def _folded(self) -> bool:
-        """Whether the hosts directory is empty (its lines are all in the hosts file)."""
+    def _pending(self) -> dict[str, str]:
+        """The hosts directory's lines by port id (those not in the hosts file yet)."""
         try:
-            return not any(self.hosts_dir.iterdir())
+            return {path.name: _read(path) for path in self.hosts_dir.iterdir()}
         except FileNotFoundError:
-            return True
+            return {}
 
     def _empty_hosts_dir(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -162,9 +180,8 @@ class DhcpServer:
         log.info("dnsmasq started (pid %s, %s)", self.pid(), self.conf_path)
 
     def stop(self) -> None:
-        """Stop dnsmasq (if it runs) and forget what it served."""
+        """Stop dnsmasq (if it runs)."""
         pid = self.pid()
-        self._applied = None
         if pid is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -176,6 +193,13 @@ class DhcpServer:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         self.pid_path.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _write(path: Path, text: str) -> None:
@@ -218,11 +242,7 @@ def _ensure_interface_netlink(addresses: tuple[str, ...]) -> bool:
             if not link["flags"] & 1:  # IFF_UP
                 ipr.link("set", index=link["index"], state="up")
                 changed = True
-        have = {
-            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-            for a in ipr.get_addr(index=index)
-            if a["scope"] == 0  # global: not the link-local
-        }
+        have = _addresses(ipr, index)
         for text in set(addresses) - have:
             address, plen = text.split("/")
             # IFA_F_NOPREFIXROUTE (0x200) | IFA_F_NODAD (0x02): no subnet route
@@ -236,6 +256,29 @@ def _ensure_interface_netlink(addresses: tuple[str, ...]) -> bool:
                 ipr.addr("del", index=index, address=address, prefixlen=int(plen))
                 changed = True
     return changed
+
+
+def _interface_addresses() -> tuple[str, ...] | None:
+    """The global addresses on ``l3f-dhcp``, sorted; None if it or its peer is missing or down."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with IPRoute() as ipr:
+            links = [_link(ipr, name) for name in (INTERFACE, PEER)]
+            if any(link is None or not link["flags"] & 1 for link in links):
+                return None
+            return tuple(sorted(_addresses(ipr, links[0]["index"])))
+    except NetlinkError as exc:
+        raise DhcpError(f"{INTERFACE}: {exc}") from exc
+
+
+def _addresses(ipr: Any, index: int) -> set[str]:
+    return {
+        f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+        for a in ipr.get_addr(index=index)
+        if a["scope"] == 0  # global: not the link-local
+    }
 
 
 def _link(ipr: Any, name: str) -> Any:

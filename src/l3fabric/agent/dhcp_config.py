@@ -10,7 +10,10 @@ dnsmasq runs with three files (agent/dhcp.py):
 - the options file: per subnet, the routes, DNS servers and MTU.
 
 The hosts and options files change with ports and subnets and reach dnsmasq
-with a SIGHUP, which re-reads both without a restart.
+with a SIGHUP, which re-reads both without a restart; a new port's line is a
+file of its own in dnsmasq's hosts directory, read without one.
+``desired_dhcp`` is the DHCP part of the host agent's pure desired state
+(agent/plan.py), kept per port so that a pass costs what changed.
 
 Routed design: the tap is not a LAN. The VM's IPv4 next hop is 169.254.1.1
 (the host answers ARP for it by proxy ARP), given as classless static routes
@@ -27,21 +30,23 @@ Every value that reaches the files comes from the API and is checked here
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
 import ipaddress
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from l3fabric.addresses import is_canonical_address
 from l3fabric.agent.identity import changed
 from l3fabric.dataplane.links import TAP_PREFIX
+from l3fabric.layered import Layered, finished
 
 SERVER_ADDRESS4 = "169.254.1.1"  # the host's next hop for VMs; dnsmasq's server identifier
 INTERFACE = "l3f-dhcp"  # the interface dnsmasq's taps are bridged to (its addresses)
 HOSTS_DIR = "dhcp-hosts.d"  # in the run dir: new ports' lines, a file each
+# A full pass folds the hosts directory back into the hosts file (a SIGHUP)
+# once it holds this many lines; fewer are served as they are.
+FOLD_AT = 256
 LEASE_S = 86400  # Neutron's dhcp_lease_duration default
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -65,13 +70,6 @@ class DhcpConfig:
     opts: str = ""
     addresses: tuple[str, ...] = ()  # on INTERFACE, as "address/plen"
     errors: tuple[str, ...] = field(default=(), compare=False)
-    # ``Renderer``'s bookkeeping: this config's number, and, if it is the
-    # config numbered ``base`` with only ``added`` hosts lines more (port id,
-    # line), that number (else 0): such a change reaches dnsmasq as one file
-    # per port in its hosts directory, without re-reading the whole file.
-    serial: int = field(default=0, compare=False)
-    base: int = field(default=0, compare=False)
-    added: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def empty(self) -> bool:
@@ -209,127 +207,129 @@ def _port_entry(port: Mapping[str, Any], served: Mapping[str, Any]) -> _Entry:
     return line, used if line else frozenset(), None
 
 
-class Renderer:
-    """``render`` kept up to date by the ports that changed: a pass costs what changed.
+def _same_objects(now: Mapping[str, Any], before: Mapping[str, Any]) -> bool:
+    """Whether ``now`` holds the very objects of ``before`` (the watch replaces what changes)."""
+    return len(now) == len(before) and all(before.get(k) is v for k, v in now.items())
 
-    The watch replaces a port object on every change, never edits it, so an
-    object seen before (and the same subnets) gives the same line. Only the
-    ports whose object is new or gone are converted; the hosts file is joined
-    again only when a line changed, and a call that changed nothing returns
-    the last config itself (a host with 10,000 ports: ~0.1 ms instead of the
-    ~15 ms of converting and sorting them all every pass). ``ports`` is kept
-    until the next call, so it must not be edited (the agent passes each
-    pass's own copy of the view).
+
+@dataclass(frozen=True)
+class DesiredDhcp:
+    """What the host's dnsmasq should serve: the DHCP part of a pass's desired state.
+
+    Per port, so that a pass's plan compares only the ports it touched and a
+    new port is one line more, not a new hosts file of 10,000 (agent/plan.py).
     """
 
-    def __init__(self) -> None:
-        self._subnets: tuple[int, ...] = ()
-        self._networks: tuple[int, ...] = ()
-        self._serial = 0  # the last config's number (never reused, also after a reset)
-        self._reset()
+    lines: Mapping[str, str] = field(default_factory=dict)  # port id -> its hosts line
+    main: str = ""  # the range lines of the main config (restart when they change)
+    opts: str = ""
+    addresses: tuple[str, ...] = ()  # on INTERFACE, as "address/plen"
+    errors: tuple[str, ...] = ()
+    # How it was made, for the next pass's ``previous``: the subnets each
+    # port's line uses, ports per used subnet, why a port has no line, the
+    # errors of the subnets, and the view's objects it was made from.
+    used_by: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    used: Mapping[str, int] = field(default_factory=dict)
+    invalid: Mapping[str, str] = field(default_factory=dict)
+    subnet_errors: tuple[str, ...] = ()
+    sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    subnets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    networks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # None: computed from every port; else the ports this state recomputed.
+    touched: frozenset[str] | None = None
 
-    def _reset(self) -> None:
-        """Forget every port's line (the next call converts them all)."""
-        self._ports: Mapping[str, Mapping[str, Any]] = {}  # the view last rendered
-        self._lines: dict[str, str] = {}  # port id -> its hosts-file line
-        self._order: list[str] = []  # the keys of _lines, sorted
-        self._used_by: dict[str, frozenset[str]] = {}  # port id -> the subnets its line uses
-        # subnet id -> ports whose line uses it (a dict: Counter's update and
-        # subtract check their argument against an ABC, ~10 us a port)
-        self._used: dict[str, int] = {}
-        self._errors: dict[str, str] = {}  # port id -> why it has no line
-        self._config: DhcpConfig | None = None
-        # Since the last config returned: the lines of ports that had none, and
-        # whether anything else changed (a line gone or different, the options).
-        self._added: list[tuple[str, str]] = []
-        self._only_added = False
+    @property
+    def empty(self) -> bool:
+        return not self.lines
 
-    def __call__(
-        self,
-        host: str,
-        ports: Mapping[str, Mapping[str, Any]],
-        subnets: Mapping[str, Mapping[str, Any]],
-        networks: Mapping[str, Mapping[str, Any]],
-        hint: Collection[str] | None = None,
-    ) -> DhcpConfig:
-        """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets.
+    def config(self) -> DhcpConfig:
+        return DhcpConfig(self.main, hosts_text(self.lines), self.opts, self.addresses, self.errors)
 
-        ``hint``: the only ports that can have changed since the last call
-        (None: every port is compared, by identity).
-        """
-        served = _served_subnets(subnets)
-        identity = tuple(id(o) for o in subnets.values())
-        if identity != self._subnets:
-            self._reset()  # a subnet changed: every line may differ
-            self._subnets = identity
-        networks_identity = tuple(id(o) for o in networks.values())
-        if networks_identity != self._networks:
-            self._networks, self._config = networks_identity, None  # the options may differ
-        ids = changed(ports, self._ports, hint if self._ports else None)
-        self._ports = ports
-        last = self._config
-        self._added, self._only_added = [], last is not None
-        for port_id in ids:
-            self._port(host, port_id, ports.get(port_id), served)
-        if ids or last is None:
-            errors = [self._errors[p] for p in sorted(self._errors)]
-            hosts = "".join(map(self._lines.__getitem__, self._order))
-            config = _assemble(served, set(self._used), hosts, networks, errors)
-            if config == last and config.errors == last.errors:
-                return last  # the same files (a status changed, say): the same config
-            self._serial += 1
-            grown = last is not None and self._only_added and _same_but_hosts(last, config)
-            self._config = dataclasses.replace(
-                config,
-                serial=self._serial,
-                base=last.serial if grown and last is not None else 0,
-                added=tuple(self._added) if grown else (),
-            )
-        return self._config
 
-    def _port(
-        self, host: str, port_id: str, port: Mapping[str, Any] | None, served: Mapping[str, Any]
-    ) -> None:
-        """Convert one port again (None: it is gone); note a line added or any other change."""
-        before = self._lines.get(port_id)
-        self._convert(host, port_id, port, served)
-        after = self._lines.get(port_id)
-        if after != before:
-            if before is None and after is not None:
-                self._added.append((port_id, after))
-            else:
-                self._only_added = False
+def hosts_text(lines: Mapping[str, str]) -> str:
+    """The hosts file of ``lines`` (port id -> line), by port id: O(ports), rewrites only."""
+    return "".join(lines[p] for p in sorted(lines))
 
-    def _convert(
-        self, host: str, port_id: str, port: Mapping[str, Any] | None, served: Mapping[str, Any]
-    ) -> None:
-        self._errors.pop(port_id, None)
-        line = self._lines.pop(port_id, None)
-        if line is not None:
-            del self._order[bisect.bisect_left(self._order, port_id)]
-            for subnet_id in self._used_by.pop(port_id):
-                left = self._used[subnet_id] - 1
+
+def desired_dhcp(
+    host: str,
+    ports: Mapping[str, Mapping[str, Any]],
+    subnets: Mapping[str, Mapping[str, Any]],
+    networks: Mapping[str, Mapping[str, Any]],
+    previous: DesiredDhcp | None = None,
+    hint: Collection[str] | None = None,
+) -> DesiredDhcp:
+    """What dnsmasq serves for the ports bound to ``host`` (admin up) on DHCP-enabled subnets.
+
+    Pure. ``previous`` (the last pass's): only the port objects that are new
+    or gone since it are converted (the watch replaces an object on every
+    change), unless a subnet changed; ``hint``: the only ports that can have
+    changed since ``previous``'s view (None: all, compared by identity). The
+    result equals the one computed without ``previous`` (tests/unit).
+    """
+    served = _served_subnets(subnets)
+    if previous is not None and not _same_objects(subnets, previous.subnets):
+        previous = None  # a subnet changed: every line may differ
+    if previous is None:
+        ids: Collection[str] = ports.keys()
+        lines: MutableMapping[str, str] = {}
+        used_by: MutableMapping[str, frozenset[str]] = {}
+        used: MutableMapping[str, int] = {}
+        invalid: MutableMapping[str, str] = {}
+    else:
+        ids = changed(ports, previous.sources, hint)
+        lines = Layered.of(previous.lines).edit()
+        used_by = Layered.of(previous.used_by).edit()
+        used, invalid = dict(previous.used), Layered.of(previous.invalid).edit()
+    for port_id in ids:
+        invalid.pop(port_id, None)
+        if lines.pop(port_id, None) is not None:
+            for subnet_id in used_by.pop(port_id):
+                left = used[subnet_id] - 1
                 if left:
-                    self._used[subnet_id] = left
+                    used[subnet_id] = left
                 else:
-                    del self._used[subnet_id]  # no port uses it any more
+                    del used[subnet_id]  # no port uses it any more
+        port = ports.get(port_id)
         if port is None or port.get("binding:host_id") != host:
-            return
+            continue
         if not port.get("admin_state_up", True):
-            return
+            continue
         line, subnet_ids, error = _port_entry(port, served)
         if error:
-            self._errors[port_id] = error
+            invalid[port_id] = error
         if line:
-            self._lines[port_id] = f"{line}\n"
-            bisect.insort(self._order, port_id)
-            self._used_by[port_id] = subnet_ids
+            lines[port_id] = f"{line}\n"
+            used_by[port_id] = subnet_ids
             for subnet_id in subnet_ids:
-                self._used[subnet_id] = self._used.get(subnet_id, 0) + 1
-
-
-def _same_but_hosts(a: DhcpConfig, b: DhcpConfig) -> bool:
-    return a.main == b.main and a.opts == b.opts and a.addresses == b.addresses
+                used[subnet_id] = used.get(subnet_id, 0) + 1
+    if (
+        previous is not None
+        and previous.used.keys() == used.keys()
+        and _same_objects(networks, previous.networks)
+    ):
+        main, opts, addresses = previous.main, previous.opts, previous.addresses
+        subnet_errors = previous.subnet_errors
+    else:
+        errors: list[str] = []
+        config = _assemble(served, set(used), "", networks, errors)
+        main, opts, addresses, subnet_errors = config.main, config.opts, config.addresses, tuple(errors)  # fmt: skip
+    invalid_done = finished(invalid)
+    return DesiredDhcp(
+        lines=finished(lines),
+        main=main,
+        opts=opts,
+        addresses=addresses,
+        errors=(*(invalid_done[p] for p in sorted(invalid_done)), *subnet_errors),
+        used_by=finished(used_by),
+        used=used,
+        invalid=invalid_done,
+        subnet_errors=subnet_errors,
+        sources=ports,
+        subnets=subnets,
+        networks=networks,
+        touched=None if previous is None else frozenset(ids),
+    )
 
 
 def render(
@@ -339,7 +339,22 @@ def render(
     networks: Mapping[str, Mapping[str, Any]],
 ) -> DhcpConfig:
     """dnsmasq's files for the ports bound to ``host`` (admin up) on DHCP-enabled subnets."""
-    return Renderer()(host, ports, subnets, networks)
+    return desired_dhcp(host, ports, subnets, networks).config()
+
+
+@dataclass(frozen=True)
+class ServedDhcp:
+    """What the host's dnsmasq serves: the DHCP part of ``Observed`` (agent/observed.py)."""
+
+    running: bool = False
+    main: str | None = None  # the range lines it was started with (None: not ours)
+    opts: str = ""
+    addresses: tuple[str, ...] | None = None  # on INTERFACE (None: missing or down)
+    # port id -> line, as the last pass left them; None: read from the files (``hosts``).
+    lines: Mapping[str, str] | None = None
+    hosts: str = ""  # the hosts file as read
+    # The hosts directory as read: port id -> line (new ports since the last rewrite).
+    pending: Mapping[str, str] = field(default_factory=dict)
 
 
 def _assemble(

@@ -45,8 +45,7 @@ from l3fabric.agent.appliers import (
     TapsApplier,
 )
 from l3fabric.agent.bird_early import EarlyBird
-from l3fabric.agent.dhcp import DhcpError, DhcpServer, DhcpUnavailable
-from l3fabric.agent.dhcp_config import Renderer
+from l3fabric.agent.dhcp import DhcpServer
 from l3fabric.agent.execute import PassMetrics
 from l3fabric.agent.linkwatch import LinkWatcher
 from l3fabric.agent.loop import RESYNC_INTERVAL_S, ReconcileAgent
@@ -103,11 +102,8 @@ class HostAgent(ReconcileAgent):
         self.metadata = metadata
         self.host = host
         self.run_dir = Path(run_dir)
-        # The host's DHCP server (None: --no-dhcp); its config errors as last logged.
+        # The host's DHCP server, the applier of the plan's DHCP ops (None: --no-dhcp).
         self.dhcp = DhcpServer(self.run_dir) if dhcp else None
-        self._render_dhcp = Renderer()
-        self._dhcp_errors: tuple[str, ...] = ()
-        self._dhcp_unavailable = False  # dnsmasq missing: logged once
         self._statuses: dict[str, str] = {}
         # The ports whose status may have changed since the last heartbeat the
         # controller took (None: any, compare them all). Status dicts are
@@ -120,7 +116,7 @@ class HostAgent(ReconcileAgent):
         self._desired: DesiredHost | None = None
         self._changed_taps: set[str] = set()
         self._all_taps_changed = False
-        # Whether the last pass's view reached the desired state (and DHCP):
+        # Whether the last pass's view reached the desired state:
         # only then do the watch's changed ports say what differs from it.
         self._hint_ok = False
         # endpoint_counts(): counted by each pass (by the ports it touched).
@@ -165,7 +161,7 @@ class HostAgent(ReconcileAgent):
                 self._probes = AnycastProbes(self.host, self.wake, self.report_soon)
                 self._reader = HostReader(
                     links, routes, announcements, rr, nft, sg, self._probes, self.bird, early.done,
-                    controllers=self.controllers.hostnames(),
+                    controllers=self.controllers.hostnames(), dhcp=self.dhcp,
                 )  # fmt: skip
                 self._appliers: dict[str, execute.Applier] = {
                     "host": HostApplier(),
@@ -178,6 +174,8 @@ class HostAgent(ReconcileAgent):
                     "probes": self._probes,
                     "bird": BirdApplier(self.converge_bird, early.wait),
                 }
+                if self.dhcp is not None:
+                    self._appliers["dhcp"] = self.dhcp
                 metadata = self._start_metadata()
                 try:
                     yield
@@ -185,8 +183,7 @@ class HostAgent(ReconcileAgent):
                     self._probes.close()
                     if metadata is not None:
                         metadata.close()
-                    if self.dhcp is not None:
-                        self.dhcp.stop()
+                    # dnsmasq stays, as BIRD does: a restarted agent finds it serving.
         finally:
             watcher.stop()
 
@@ -231,44 +228,11 @@ class HostAgent(ReconcileAgent):
         metrics = self._metrics(full)
         view, hint = self.watcher.state_and_changes()
         hint, self._hint_ok = (hint if self._hint_ok else None), False
-        # DHCP first: a port the pass reports ACTIVE is already served (boot
-        # waits for ACTIVE, as Nova does, before the VM asks for its lease).
-        begun = time.monotonic()
-        failed = self.converge_dhcp(view, full, hint)
-        metrics.timed("dhcp", begun)
-        return self.reconcile(view, full, changed, hint, metrics).errors + failed
+        return self.reconcile(view, full, changed, hint, metrics).errors
 
     def _metrics(self, full: bool) -> PassMetrics:
         kind = "full" if full else "incremental"
         return PassMetrics(number=self.passes + 1, kind=kind, started_at=time.time())
-
-    def converge_dhcp(
-        self, view: HostState, full: bool = True, hint: Collection[str] | None = None
-    ) -> list[str]:
-        """Make dnsmasq serve the ports of ``view``; returns what failed (a retry is due).
-
-        A port the server cannot serve (a bad record) is logged, not retried.
-        ``hint``: the only ports that changed since the last call (None: unknown).
-        """
-        if self.dhcp is None:
-            return []
-        config = self._render_dhcp(self.host, view.ports, view.subnets, view.networks, hint)
-        if config.errors != self._dhcp_errors:
-            self._dhcp_errors = config.errors
-            for error in config.errors:
-                log.warning("DHCP: %s", error)
-        try:
-            self.dhcp.converge(config, full)
-        except DhcpUnavailable as exc:
-            # Not a failure to retry every second: logged once.
-            if not self._dhcp_unavailable:
-                log.error("DHCP: %s", exc)
-            self._dhcp_unavailable = True
-            return []
-        except (DhcpError, OSError) as exc:
-            log.error("DHCP: %s", exc)
-            return [f"dhcp: {exc}"]
-        return []
 
     @property
     def statuses(self) -> dict[str, str]:
@@ -347,7 +311,7 @@ class HostAgent(ReconcileAgent):
         """One pass: observe, desired state, plan, apply. ``changed``: taps to re-read (incremental).
 
         ``hint``: the only ports that changed since the last pass's view (None: compare all);
-        ``metrics``: the pass's, begun by the caller (DHCP's step in it).
+        ``metrics``: the pass's, begun by the caller.
         """
         metrics = metrics or self._metrics(full)
         begun = time.monotonic()

@@ -2,8 +2,9 @@
 
 ``full()`` re-reads everything (start-up, the slow timer, after a failure):
 one link dump, the routes of protocols 96 and 97, the announcements (table
-150), the nftables tables, the host sysctls, BIRD's running config; drift (a route, rule or element deleted
-by hand) shows up here and the plan repairs it. ``refresh(model, taps)``
+150), the nftables tables, the host sysctls, BIRD's running config, what
+dnsmasq serves; drift (a route, rule or element deleted by hand) shows up
+here and the plan repairs it. ``refresh(model, taps)``
 starts from the state the last pass left (``plan.after``) and re-reads only
 the taps whose link changed: an incremental pass costs what the change costs,
 not what the host holds (one request per tap, microseconds).
@@ -16,6 +17,8 @@ import dataclasses
 from collections.abc import Callable, Collection, Sequence
 
 from l3fabric.agent.anycast_serving import AnycastProbes
+from l3fabric.agent.dhcp import DhcpServer
+from l3fabric.agent.dhcp_config import ServedDhcp
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.dataplane import sysctl
 from l3fabric.dataplane.announce import Announcements
@@ -43,6 +46,7 @@ class HostReader:
         bird: BirdProcess,
         bird_ready: Callable[[], bool],
         controllers: Sequence[str],
+        dhcp: DhcpServer | None = None,
     ) -> None:
         self.links = links
         self.routes = routes
@@ -54,6 +58,7 @@ class HostReader:
         self.bird = bird
         self.bird_ready = bird_ready
         self.controllers = tuple(controllers)  # their hosts: the management traffic's way
+        self.dhcp = dhcp  # None: no DHCP server on this host
 
     def full(self, remembered: Observed | None) -> Observed:
         """Everything from the kernel; ``remembered``: what only this agent knows (BIRD's config)."""
@@ -88,6 +93,7 @@ class HostReader:
             bird_text=text,
             probes=self.probes.probes.targets(),
             verdicts=self.probes.probes.verdicts(),
+            dhcp=self.dhcp.observe() if self.dhcp is not None else None,
         )
 
     def refresh(self, model: Observed, changed: Collection[str]) -> Observed:
@@ -114,7 +120,15 @@ class HostReader:
             bird_running=self._bird_running(),
             bird_text=None,
             verdicts=self.probes.probes.verdicts(),
+            dhcp=self._dhcp_alive(model),
         )
+
+    def _dhcp_alive(self, model: Observed) -> ServedDhcp | None:
+        """``model``'s DHCP state, unless dnsmasq died since (a pid check: microseconds)."""
+        served = model.dhcp
+        if served is None or self.dhcp is None or not served.running or self.dhcp.pid():
+            return served
+        return ServedDhcp()
 
     def _bird_running(self) -> bool:
         # While the early start runs, "not running": the announcement waits for it.

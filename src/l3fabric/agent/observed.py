@@ -13,6 +13,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from l3fabric.agent.anycast import ProbeTarget
+from l3fabric.agent.dhcp_config import ServedDhcp
 from l3fabric.dataplane.links import LinkInfo
 from l3fabric.dataplane.nft import Listing
 from l3fabric.dataplane.sg_diff import SgListing
@@ -57,3 +58,5 @@ class Observed:
     announced: AbstractSet[str] = frozenset()
     probes: Mapping[Key, ProbeTarget] = field(default_factory=dict)
     verdicts: Mapping[Key, bool] = field(default_factory=dict)
+    # What the host's dnsmasq serves; None: the agent runs no DHCP server (--no-dhcp).
+    dhcp: ServedDhcp | None = None

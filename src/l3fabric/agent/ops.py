@@ -12,6 +12,7 @@ is not in the kernel).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -83,6 +84,51 @@ class LinkLocalGateway(Op):
 
     domain: ClassVar[str] = "host"
     step: ClassVar[str] = "host"
+
+
+@dataclass(frozen=True)
+class DhcpInterface(Op):
+    """``l3f-dhcp`` (a veth pair) up with exactly these addresses, no prefix routes (agent/dhcp.py)."""
+
+    domain: ClassVar[str] = "dhcp"
+    step: ClassVar[str] = "dhcp"
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DhcpServe(Op):
+    """dnsmasq's files rewritten (the hosts directory folded in), then a SIGHUP, or a
+    (re)start if ``restart`` (its subnets changed or it does not run)."""
+
+    domain: ClassVar[str] = "dhcp"
+    step: ClassVar[str] = "dhcp"
+    main: str
+    opts: str
+    lines: Mapping[str, str]  # port id -> hosts line (every port's: the whole file)
+    restart: bool = False
+
+    def size(self) -> int:
+        return len(self.lines)
+
+
+@dataclass(frozen=True)
+class DhcpHostsAdd(Op):
+    """New ports' hosts lines, a file each in dnsmasq's hosts directory (no SIGHUP)."""
+
+    domain: ClassVar[str] = "dhcp"
+    step: ClassVar[str] = "dhcp"
+    entries: tuple[tuple[str, str], ...]  # (port id, line)
+
+    def size(self) -> int:
+        return len(self.entries)
+
+
+@dataclass(frozen=True)
+class DhcpStop(Op):
+    """No port to serve: dnsmasq stops."""
+
+    domain: ClassVar[str] = "dhcp"
+    step: ClassVar[str] = "dhcp"
 
 
 @dataclass(frozen=True)

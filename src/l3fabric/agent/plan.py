@@ -5,7 +5,8 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
 - ``desired_state(host, view, observed, previous, taps)``: from the
   controller's view (``HostState``) and what the host holds (``Observed``):
   endpoint routes, the anti-spoofing elements, the taps to prepare, anycast
-  (probes, members served, counts announced), the BIRD config, sysctls.
+  (probes, members served, counts announced), the BIRD config, sysctls,
+  what dnsmasq serves (``dhcp_config.desired_dhcp``, per port).
   ``previous`` (the last pass's result) lets a pass convert only the port
   objects that changed (the watch replaces an object on every change, never
   edits it). With ``taps`` (an incremental pass: the taps it re-read) it
@@ -20,7 +21,9 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
   (after an incremental ``desired_state`` only the keys it touched are
   compared: the rest is as the last pass left it):
 
-  1. host sysctls and the 169.254.1.1 route;
+  1. host sysctls and the 169.254.1.1 route; DHCP (a new port's hosts line
+     is in place before its guard, tap and route: a VM may ask as soon as
+     its tap is up, and the guard lets its DISCOVER through);
   2. guard: the security-group transaction (agent/sg_plan.py, conntrack
      pruned if it admits less), then anti-spoofing elements for new sources
      (a tap never forwards before its rules exist);
@@ -50,12 +53,23 @@ from typing import Any
 from l3fabric.agent import anycast, sg_plan
 from l3fabric.agent.bird import NotRegistered, host_bird_config
 from l3fabric.agent.desired import Endpoint, endpoint_of, same_endpoint
+from l3fabric.agent.dhcp_config import (
+    FOLD_AT,
+    DesiredDhcp,
+    ServedDhcp,
+    desired_dhcp,
+    hosts_text,
+)
 from l3fabric.agent.identity import differing
 from l3fabric.agent.observed import Observed, TapState
 from l3fabric.agent.ops import (
     AnycastRoutesSet,
     BirdConfigure,
     BirdWithdraw,
+    DhcpHostsAdd,
+    DhcpInterface,
+    DhcpServe,
+    DhcpStop,
     EndpointsAnnounce,
     EndpointsWithdraw,
     GuardElements,
@@ -78,7 +92,7 @@ from l3fabric.dataplane.links import (
     with_settings,
 )
 from l3fabric.dataplane.sysctl import HOST_SYSCTLS
-from l3fabric.layered import Draft, Layered
+from l3fabric.layered import Layered, finished
 from l3fabric.routing.bird_config import AnycastRoute, BirdConfig, render
 
 
@@ -104,6 +118,7 @@ class DesiredHost:
     management: frozenset[str] = frozenset()
     bird: BirdConfig | None = None  # None: not registered yet, nothing to peer with
     security_groups: sg_plan.DesiredSg = field(default_factory=sg_plan.DesiredSg)
+    dhcp: DesiredDhcp | None = None  # None: the host runs no DHCP server (--no-dhcp)
     errors: tuple[str, ...] = ()
     # The port objects ``endpoints`` were made from (for ``previous``).
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -182,10 +197,7 @@ class _Parts:
 
     def finished(self) -> dict[str, Layered[str, Any]]:
         """The pieces as immutable mappings (a full pass's dicts are not copied)."""
-        return {
-            name: part.done() if isinstance(part, Draft) else Layered(part)
-            for name, part in vars(self).items()
-        }
+        return {name: finished(part) for name, part in vars(self).items()}
 
 
 @dataclass(frozen=True)
@@ -208,7 +220,7 @@ def _assemble(
     touched: Touched | None = None,
     **extra: Any,
 ) -> DesiredHost:
-    """The desired state of ``parts``, with anycast, BIRD's config, security groups and the errors.
+    """The desired state of ``parts``, with anycast, BIRD's config, security groups, DHCP and the errors.
 
     ``touched`` (an incremental state) gains the member taps whose guard changed.
     """
@@ -220,6 +232,11 @@ def _assemble(
         touched = dataclasses.replace(touched, taps=touched.taps | changed)
     security_groups = sg_plan.desired(view, previous.security_groups if previous else None, hint)
     errors += security_groups.state.errors
+    dhcp = None
+    if observed.dhcp is not None:
+        last = previous.dhcp if previous else None
+        dhcp = desired_dhcp(host, view.ports, view.subnets, view.networks, last, hint)
+        errors += (f"DHCP: {e}" for e in dhcp.errors)
     bird: BirdConfig | None = None
     try:
         bird = host_bird_config(view, served.announce)
@@ -232,6 +249,7 @@ def _assemble(
         management=observed.management,
         bird=bird,
         security_groups=security_groups,
+        dhcp=dhcp,
         errors=tuple(errors),
         # The view is the pass's own copy and is not edited: kept, not copied.
         sources=view.ports,
@@ -578,6 +596,49 @@ def _bird_changed(config: BirdConfig, observed: Observed, withdrawn: BirdConfig 
     return config != observed.bird_config
 
 
+def _dhcp_ops(want: DesiredDhcp | None, have: ServedDhcp | None) -> list[Op]:
+    """What makes dnsmasq serve ``want``: nothing if it does, one file per port if only
+    ports were added, else the files rewritten and a reload (a restart if its subnets changed)."""
+    if want is None or have is None:
+        return []
+    if want.empty:
+        return [DhcpStop()] if have.running else []
+    ops: list[Op] = []
+    if have.addresses is None or set(have.addresses) != set(want.addresses):
+        ops.append(DhcpInterface(addresses=want.addresses))
+    restart = not have.running or have.main != want.main
+    added: list[tuple[str, str]] = []
+    if have.lines is None:  # read from the files (a full pass)
+        rewrite = _rewrite_read(want.lines, have)
+    else:  # as the last pass left it: compare the ports this state recomputed
+        lines, wanted = have.lines, want.lines
+        keys = want.touched if want.touched is not None else {*lines, *wanted}
+        rewrite = False
+        for port_id in sorted(keys):
+            line, old = wanted.get(port_id), lines.get(port_id)
+            if line == old:
+                continue
+            if old is None and line is not None:
+                added.append((port_id, line))
+            else:
+                rewrite = True  # dnsmasq forgets a host only when it re-reads them all
+    if restart or rewrite or have.opts != want.opts:
+        ops.append(DhcpServe(main=want.main, opts=want.opts, lines=want.lines, restart=restart))
+    elif added:
+        ops.append(DhcpHostsAdd(entries=tuple(added)))
+    return ops
+
+
+def _rewrite_read(lines: Mapping[str, str], have: ServedDhcp) -> bool:
+    """Whether the files as read (a full pass) differ from ``lines``, or the hosts
+    directory is due to be folded into the hosts file (``FOLD_AT`` lines)."""
+    pending = have.pending
+    if len(pending) >= FOLD_AT or any(lines.get(p) != line for p, line in pending.items()):
+        return True
+    rest = {p: line for p, line in lines.items() if p not in pending} if pending else lines
+    return hosts_text(rest) != have.hosts
+
+
 def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
     """The ordered operations that make ``observed`` ``desired`` (none if it is already)."""
     ops: list[Op] = []
@@ -586,6 +647,10 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
         ops.append(SysctlSet(values=sysctls))
     if not observed.link_local_gateway:
         ops.append(LinkLocalGateway())
+    # DHCP before any guard, tap or route: a VM may send its DISCOVER as soon
+    # as its tap is up (the guard lets 0.0.0.0 -> 255.255.255.255:67 through
+    # before the port's elements exist), and a port is ACTIVE only once served.
+    ops += _dhcp_ops(desired.dhcp, observed.dhcp)
     # Security groups first: a new tap is filtered before it is routed (until
     # then it is in no tap set or verdict map, so dropped: fail closed).
     ops += sg_plan.ops(desired.security_groups, observed.security_groups, observed.sg_applied)
@@ -680,4 +745,14 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
         bird_config=desired.bird or observed.bird_config,
         bird_text=None,
         probes=dict(desired.anycast.probes),
+        dhcp=_served(desired.dhcp, observed.dhcp),
     )
+
+
+def _served(want: DesiredDhcp | None, have: ServedDhcp | None) -> ServedDhcp | None:
+    """What dnsmasq serves after a pass that applied ``_dhcp_ops(want, have)``."""
+    if want is None or have is None:
+        return have
+    if want.empty:
+        return ServedDhcp()
+    return ServedDhcp(True, want.main, want.opts, want.addresses, want.lines)
