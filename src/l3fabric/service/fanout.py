@@ -88,7 +88,7 @@ class _LoopWake:
     A bare future and a timer, not ``asyncio.wait_for`` on an ``asyncio.Event``
     (a task, an event and their futures per wait): a thousand waiting polls are
     that many fewer objects for each garbage collection to walk, and a wake-up
-    resumes the poll in one turn of the loop instead of three."""
+    resumes the poll two turns of the loop sooner (no task to finish first)."""
 
     __slots__ = ("_future", "_loop", "_set")
 
