@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from l3fabric import gc_tuning, sdnotify
+from l3fabric import event_trace, gc_tuning, sdnotify
 from l3fabric.auth.base import Authenticator, NoAuth
 from l3fabric.http_guard import ServerLimits, fd_budget, guarded_protocol, raise_fd_limit
 from l3fabric.nova.events import NovaNotifier, NovaTarget
@@ -150,6 +150,7 @@ class _Server(uvicorn.Server):
         # the kernel's queue stays long, so a burst of connects is not dropped.
         for sock in sockets or ():
             sock.listen(LISTEN_BACKLOG)
+        event_trace.watch_process()
         if not self.should_exit:
             sdnotify.notify()  # systemd (Type=notify): started once it listens
 

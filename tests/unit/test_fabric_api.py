@@ -15,6 +15,7 @@ from l3fabric import keys
 from l3fabric.api import fabric
 from l3fabric.api.errors import install_error_handlers
 from l3fabric.api.heartbeats import Heartbeats
+from l3fabric.api.watches import Watches, long_poll
 from l3fabric.store.sqlite import SqliteStore
 
 HOST = {"router_id": "10.0.0.11", "address": "10.0.0.11"}
@@ -26,6 +27,7 @@ def fabric_app(store: SqliteStore) -> FastAPI:
     app.state.store = store
     install_error_handlers(app)
     fabric.install(app)
+    app.add_middleware(Watches, state=app.state)
     app.add_middleware(Heartbeats, state=app.state)
     return app
 
@@ -340,3 +342,44 @@ def test_watch_from_compacted_revision_is_410_resync(api: TestClient, store: Sql
 )
 def test_watch_bad_parameters_are_400(api: TestClient, params: dict[str, Any]) -> None:
     assert api.get("/v1/watch", params=params).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("query", "poll"),
+    [
+        (b"host=h1&since=7", ("h1", 7, 25.0)),
+        (b"since=7&timeout=0.5&host=h1", ("h1", 7, 0.5)),
+        (b"host=h1", None),  # a snapshot
+        (b"host=h1&since=-1", None),
+        (b"host=h1&since=1e3", None),
+        (b"host=h1&since=7&timeout=nan", None),
+        (b"host=h1&since=7&host=h2", None),  # repeated
+        (b"host=h1&since=7&extra=1", None),
+        (b"since=7", None),
+    ],
+)
+def test_only_plain_long_polls_skip_fastapi(query: bytes, poll: Any) -> None:
+    # Anything else is FastAPI's to read and refuse, as it always was.
+    assert long_poll(query) == poll
+
+
+def test_long_polls_are_answered_in_front_of_fastapi(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = fabric_app(store)
+    routed = []
+    original = app.router.__call__
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope.get("path"))
+        await original(scope, receive, send)
+
+    monkeypatch.setattr(app, "router", type("R", (), {"__call__": staticmethod(counting)})())
+    with TestClient(app) as client:
+        since = store.revision()
+        store.put(keys.neutron_key("ports", "p1"), port("p1", "h1"))
+        answer = client.get("/v1/watch", params={"host": "h1", "since": since, "timeout": 5})
+        assert [e["id"] for e in answer.json()["events"]] == ["p1"]
+        assert "/v1/watch" not in routed
+        assert client.get("/v1/watch", params={"host": "h1"}).status_code == 200  # a snapshot
+        assert routed.count("/v1/watch") == 1

@@ -230,3 +230,21 @@ def test_async_watch_times_out_empty_and_refuses_a_future_revision(
     assert answer == {"revision": since, "events": []}
     with pytest.raises(Gone):
         asyncio.run(hub.watch_async("h1", since + 5, 3))
+
+
+def test_a_loop_wake_set_from_another_thread_is_not_lost_and_times_out() -> None:
+    from l3fabric.service.fanout import _LoopWake
+
+    async def scenario() -> tuple[float, float]:
+        wake = _LoopWake(asyncio.get_running_loop())
+        threading.Thread(target=wake.set).start()
+        await asyncio.sleep(0.05)  # set before the wait: the wait returns at once
+        began = time.monotonic()
+        await wake.wait(5)
+        early = time.monotonic() - began
+        began = time.monotonic()
+        await wake.wait(0.2)  # cleared by the last wait: waits the whole timeout
+        return early, time.monotonic() - began
+
+    early, late = asyncio.run(scenario())
+    assert early < 0.1 and 0.15 < late < 2

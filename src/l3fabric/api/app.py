@@ -10,6 +10,7 @@ from l3fabric.api.body_limit import BodyLimit
 from l3fabric.api.errors import install_error_handlers
 from l3fabric.api.heartbeats import Heartbeats
 from l3fabric.api.metrics import ApiMetrics, RequestMetrics, TimedStore
+from l3fabric.api.watches import Watches
 from l3fabric.auth.base import Authenticator
 from l3fabric.http_guard import DEFAULT_MAX_BODY_BYTES
 from l3fabric.nova.events import NovaNotifier
@@ -29,7 +30,8 @@ def create_app(
     app = FastAPI(title="l3fabric", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.metrics = ApiMetrics()
     app.state.store = TimedStore(store, app.state.metrics)
-    # Added first, so it runs last: after authentication and the body limit.
+    # Added first, so they run last: after authentication and the body limit.
+    app.add_middleware(Watches, state=app.state)
     app.add_middleware(Heartbeats, state=app.state)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(Authenticate, authenticator=authenticator)

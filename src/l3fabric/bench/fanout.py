@@ -37,7 +37,8 @@ from typing import Any
 
 import httpx
 
-from l3fabric import keys
+from l3fabric import event_trace, keys
+from l3fabric.bench import fanout_trace
 from l3fabric.bench.parts import OptionReader, run_parts
 from l3fabric.child import terminate
 from l3fabric.loopback import free_port
@@ -85,6 +86,9 @@ def _measure(stores: list[str], counts: list[int], opts: dict[str, Any]) -> dict
             result[f"server_cpu_s_per_event_net_{n}_{store}"] = measured[
                 "server_cpu_s_per_event_net"
             ]
+            # Per host count: where the events' time went, how late the agents were.
+            for key in [k for k in measured if k.startswith(("trace_", "agent_loop_lag"))]:
+                result[f"{key}_{n}_{store}"] = measured.pop(key)
             if n == max(counts):
                 result.update({f"{key}_{store}": value for key, value in measured.items()})
         low, high = p99[min(counts)], p99[max(counts)]
@@ -128,12 +132,18 @@ def _phase(store: str, hosts: int, opts: dict[str, Any]) -> dict[str, Any]:
             busy = time.monotonic() - started
             rss = _rss_mb(server.pid)
             errors, first_error = agents.stop()
+            lags = agents.lags(started, started + busy)
             seen = agents.seen
     latencies = [max(0.0, seen[p] - t) for p, t in created.items() if p in seen]
     missing = len(created) - len(latencies)
     if not latencies:
         raise RuntimeError(f"bench fanout: no create reached its host ({first_error})")
+    traced = fanout_trace.stages(event_trace.PREFIX, created) if event_trace.enabled else {}
     return {
+        **traced,
+        # How late the simulated agents' event loops were while the creates ran.
+        "agent_loop_lag_p99_ms": round(1000 * _percentile(lags, 99), 2) if lags else None,
+        "agent_loop_lag_max_ms": round(1000 * max(lags), 2) if lags else None,
         "event_p99_s": round(_percentile(latencies, 99), 4),
         "event_p50_s": round(statistics.median(latencies), 4),
         "events_missing": missing,
@@ -238,6 +248,10 @@ class Agents:
         with self._lock:
             self._lock.wait_for(lambda: port_ids <= self.seen.keys(), timeout)
 
+    def lags(self, start: float, end: float) -> list[float]:
+        """The agents' event-loop lags (s) between ``start`` and ``end`` (after ``stop``)."""
+        return [lag for r in self.reports for at, lag in r.get("lags", ()) if start <= at <= end]
+
     def stop(self) -> tuple[int, str]:
         """Stop the agents; their error count and first error."""
         for child in self.children:
@@ -311,7 +325,9 @@ def _creates(
                 if response.status_code != 201:
                     errors.append(f"{response.status_code} {response.text[:200]}")
                     return
-                created[response.json()["port"]["id"]] = time.monotonic()
+                port_id = response.json()["port"]["id"]
+                created[port_id] = time.monotonic()
+                event_trace.mark("created", port_id)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(clients)]
     started = time.monotonic()

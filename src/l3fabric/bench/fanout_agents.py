@@ -16,7 +16,8 @@ Protocol with the benchmark, one line each on stdout: ``ready`` once every
 host has its snapshot and is watching; ``seen PORT_ID TIME`` when a port
 first reaches its host (``time.monotonic``, the system-wide CLOCK_MONOTONIC,
 so the benchmark compares it with its own); when stdin closes it stops and
-prints ``done {"errors": N, "first_error": TEXT}``.
+prints ``done {"errors": N, "first_error": TEXT, "lags": [[TIME, LAG], ...]}``
+(``lags``: how late the process's event loop woke from each 10 ms sleep).
 
 Run: ``python -m l3fabric.bench.fanout_agents URL INTERVAL HOST...`` (internal).
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from l3fabric import event_trace
 from l3fabric.gc_tuning import tune_for_server
 from l3fabric.http_guard import raise_fd_limit
 
@@ -41,6 +43,8 @@ REQUEST_TIMEOUT_S = WATCH_TIMEOUT_S + 30
 # Snapshots in flight per process: agents start over minutes in a real
 # fabric, not all in the same second.
 SNAPSHOTS_AT_ONCE = 8
+# The loop-lag probe's sleep.
+LAG_TICK_S = 0.01
 
 
 class HttpError(Exception):
@@ -113,6 +117,8 @@ class Agents:
     starting: asyncio.Semaphore
     errors: int = 0
     first_error: str = ""
+    # (when, how late) the event loop woke from each of ``lag``'s sleeps (seconds).
+    lags: list[tuple[float, float]] = field(default_factory=list)
     _address: tuple[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -166,10 +172,21 @@ class Agents:
                 if event["type"] == "put":
                     if event["id"] not in ports:
                         print("seen", event["id"], now, flush=True)
+                        event_trace.mark("seen", event["id"])
                     ports.add(event["id"])
                 else:
                     ports.discard(event["id"])
             revision = body["revision"]
+
+    async def lag(self) -> None:
+        """Sleep ``LAG_TICK_S`` again and again and keep how late each wake-up was:
+        an event that arrives while the loop is busy waits that long to be read,
+        and the benchmark would count it as the server's fan-out latency."""
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LAG_TICK_S)
+            now = time.monotonic()
+            self.lags.append((round(now, 4), round(now - started - LAG_TICK_S, 5)))
 
     async def heartbeat(self, host: str, ports: set[str]) -> None:
         http = self.connection()
@@ -198,12 +215,14 @@ async def _main(url: str, interval: float, hosts: list[str]) -> dict[str, Any]:
     ]
     tasks += [asyncio.create_task(agents.heartbeat(h, ports[h])) for h in hosts]
     print("ready", flush=True)
+    # Only the lag from now on: the snapshots' start is not what is measured.
+    tasks.append(asyncio.create_task(agents.lag()))
     # Runs until the benchmark closes our stdin.
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {"errors": agents.errors, "first_error": agents.first_error}
+    return {"errors": agents.errors, "first_error": agents.first_error, "lags": agents.lags}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from l3fabric import event_trace
 from l3fabric.ipam import Allocator, claim_guard
 from l3fabric.keys import ipam_key, neutron_key, port_bindings_prefix
 from l3fabric.model.neutron import PortBody
@@ -198,6 +199,7 @@ class Ports(Resource):
                 net_kv = self.networks.read(body.network_id)
                 continue
             self._claimed(claims)
+            event_trace.mark("commit", value["id"])
             return self.view(value, ctx)
         raise _contention(net_kv.value)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import requests
 import urllib3
 
+from l3fabric import event_trace
 from l3fabric.store.base import Event, StoreUnavailableError
 from l3fabric.store.etcd_codec import BASE, event, from_etcd, stream_socket
 
@@ -129,6 +130,10 @@ class History:
                     self.first = self.seen = from_etcd(compacted) - 1
                 return
             events = [event(raw) for raw in result.get("events") or []]
+            if event_trace.enabled:
+                for e in events:
+                    if e.key.startswith("/neutron/ports/") and e.prev_value is None:
+                        event_trace.mark("feed", event_trace.port_id(e.key))
             if events:
                 self._append(events)
 
