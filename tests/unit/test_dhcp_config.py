@@ -219,13 +219,20 @@ def test_a_new_port_is_a_file_in_the_hosts_directory_other_changes_a_reload(
     monkeypatch.setattr(dhcp.shutil, "which", lambda _name: "/usr/sbin/dnsmasq")
     monkeypatch.setattr(dhcp.os, "kill", lambda pid, sig: signals.append(sig))
     server = dhcp.DhcpServer(tmp_path)
-    monkeypatch.setattr(server, "_restart", lambda text: server.pid_path.write_text(f"{os.getpid()}\n"))  # fmt: skip
+    watched: list[bool] = []  # dnsmasq watches the hosts directory only if it exists at start
+
+    def start(text: str) -> None:
+        watched.append(server.hosts_dir.is_dir())
+        server.pid_path.write_text(f"{os.getpid()}\n")
+
+    monkeypatch.setattr(server, "_restart", start)
     state = desired_dhcp(HOST, ports(port(5)), subnets(), NETWORKS)
 
     def serve(restart: bool = False) -> DhcpServe:
         return DhcpServe(main=state.main, opts=state.opts, lines=state.lines, restart=restart)
 
     server.apply(serve(restart=True))  # started
+    assert watched == [True]
     line = desired_dhcp(HOST, ports(port(6)), subnets(), NETWORKS).lines[port(6)["id"]]
     server.apply(DhcpHostsAdd(entries=((port(6)["id"], line),)))
     assert signals == []

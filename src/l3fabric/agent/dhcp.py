@@ -124,7 +124,10 @@ class DhcpServer:
         running = None if op.restart else self.pid()
         if running is None and shutil.which(DNSMASQ) is None:
             raise DhcpUnavailable("dnsmasq is not installed (Debian: dnsmasq-base)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # The hosts directory exists before dnsmasq starts: dnsmasq watches
+        # it (inotify) only if it is there then, and never sees files added
+        # to one made later.
+        self.hosts_dir.mkdir(parents=True, exist_ok=True)
         _write(self.hosts_path, hosts_text(op.lines))
         _write(self.opts_path, op.opts)
         self._empty_hosts_dir()
