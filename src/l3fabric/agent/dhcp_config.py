@@ -224,7 +224,6 @@ class DesiredDhcp:
     main: str = ""  # the range lines of the main config (restart when they change)
     opts: str = ""
     addresses: tuple[str, ...] = ()  # on INTERFACE, as "address/plen"
-    errors: tuple[str, ...] = ()
     # How it was made, for the next pass's ``previous``: the subnets each
     # port's line uses, ports per used subnet, why a port has no line, the
     # errors of the subnets, and the view's objects it was made from.
@@ -241,6 +240,11 @@ class DesiredDhcp:
     @property
     def empty(self) -> bool:
         return not self.lines
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        """Why ports have no line (by port id), then what is wrong with the subnets."""
+        return (*(self.invalid[p] for p in sorted(self.invalid)), *self.subnet_errors)
 
     def config(self) -> DhcpConfig:
         return DhcpConfig(self.main, hosts_text(self.lines), self.opts, self.addresses, self.errors)
@@ -320,7 +324,6 @@ def desired_dhcp(
         main=main,
         opts=opts,
         addresses=addresses,
-        errors=(*(invalid_done[p] for p in sorted(invalid_done)), *subnet_errors),
         used_by=finished(used_by),
         used=used,
         invalid=invalid_done,
