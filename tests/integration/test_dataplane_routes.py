@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from l3fabric.dataplane.links import Links
+from l3fabric.dataplane.links import Links, needs_ipv6_off
 from l3fabric.dataplane.netlink_batch import RouteSocket
 from l3fabric.dataplane.routes import (
     RTPROT_L3FABRIC,
@@ -142,3 +142,44 @@ def test_vm_reaches_host_through_proxy_arp_without_default_route(netns, veth) ->
     ip("-n", host, "route", "replace", "169.254.1.1/32", "dev", "tapfffffffffff", "proto", "static")
     assert ensure_link_local_gateway(host) is True
     assert ip("-n", host, "route", "get", "169.254.1.1").split()[2] == "lo"
+
+
+def _ipv6_off(ns: str, tap: str) -> str:
+    return in_ns(ns, "cat", f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6").stdout.strip()
+
+
+def test_a_tap_has_ipv6_only_for_a_port_that_may_send_it(netns, veth) -> None:
+    host, vm4, vm6 = netns("host"), netns("vm4"), netns("vm6")
+    veth(host, "tapaaaaaaaaaaa", vm4, "eth0")
+    veth(host, "tapbbbbbbbbbbb", vm6, "eth0")
+    ip("-n", host, "addr", "add", "2001:db8:ff::1/128", "dev", "lo")
+    with Links(host) as links:
+        links.ensure_host()
+        report = links.prepare_taps(["tapaaaaaaaaaaa", "tapbbbbbbbbbbb"], ipv6=["tapbbbbbbbbbbb"])
+        assert report.ready == {"tapaaaaaaaaaaa", "tapbbbbbbbbbbb"}
+        gone = ("tapgone0000000", 999)
+        assert links.ipv6_off([("tapaaaaaaaaaaa", links.link("tapaaaaaaaaaaa").index), gone]) == {}
+        assert (_ipv6_off(host, "tapaaaaaaaaaaa"), _ipv6_off(host, "tapbbbbbbbbbbb")) == ("1", "0")
+        # IPv6 off leaves the IPv4 tap no IPv6 route at all (not even ff00::/8)
+        # and no fe80::1; the IPv6 port's tap has its gateway.
+        assert ip("-n", host, "-6", "route", "show", "table", "all", "dev", "tapaaaaaaaaaaa") == ""
+        assert links.with_gateway6() == {links.link("tapbbbbbbbbbbb").index}
+        # The link dump shows the setting: ready taps need no write at all.
+        listing = links.listing()
+        taps = ["tapaaaaaaaaaaa", "tapbbbbbbbbbbb"]
+        assert links.prepare_taps(taps, ipv6=["tapbbbbbbbbbbb"], listing=listing).changed == []
+        assert not needs_ipv6_off("tapaaaaaaaaaaa", listing["tapaaaaaaaaaaa"])
+        assert needs_ipv6_off("tapbbbbbbbbbbb", listing["tapbbbbbbbbbbb"])  # on, as it should be
+        # The IPv4 port's VM cannot reach the host over IPv6; the other can.
+        with EndpointRoutes(host) as routes:
+            # The kernel would refuse an IPv6 route via the IPv4 tap; none is made.
+            routes.converge({"2001:db8::6/128": "tapbbbbbbbbbbb"})
+        for vm, address in ((vm4, "2001:db8::4"), (vm6, "2001:db8::6")):
+            ip("-n", vm, "addr", "add", f"{address}/128", "dev", "eth0", "nodad")
+            ip("-n", vm, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
+        in_ns(vm6, "ping", "-6", "-c1", "-W2", "2001:db8:ff::1")
+        assert in_ns(vm4, "ping", "-6", "-c1", "-W1", "2001:db8:ff::1", check=False).returncode != 0
+        # The port gains IPv6: its tap is turned on and gets fe80::1.
+        links.prepare_taps(["tapaaaaaaaaaaa"], ipv6=["tapaaaaaaaaaaa"])
+        assert _ipv6_off(host, "tapaaaaaaaaaaa") == "0"
+        assert links.link("tapaaaaaaaaaaa").index in links.with_gateway6()

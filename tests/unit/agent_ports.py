@@ -4,6 +4,8 @@ from __future__ import annotations
 
 A = "aaaaaaaa-1111-2222-3333-444444444444"
 B = "bbbbbbbb-1111-2222-3333-444444444444"
+C = "cccccccc-1111-2222-3333-444444444444"
+D = "dddddddd-1111-2222-3333-444444444444"
 
 
 def port(pid: str, *ips: str, pairs: tuple[str, ...] = (), up: bool = True) -> dict:

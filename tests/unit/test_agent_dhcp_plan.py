@@ -103,7 +103,7 @@ def test_a_deleted_ports_line_goes_with_a_reload_not_a_restart() -> None:
 
 def test_a_restarted_agent_finding_dnsmasq_serving_changes_nothing(monkeypatch) -> None:
     view = _dhcp_view(_port(5), _port(6))
-    taps = {t: dataclasses.replace(s, gateway6=True) for t, s in (_tap(A, 5, True), _tap(B, 6, True))}  # fmt: skip
+    taps = dict([_tap(A, 5, True, ipv6=True), _tap(B, 6, True, ipv6=True)])  # dual-stack ports
     observed = _restarted(view, taps)
     desired = desired_state("h1", view, dataclasses.replace(observed, dhcp=ServedDhcp()))
     assert desired.dhcp is not None

@@ -25,6 +25,7 @@ from l3fabric.agent.ops import (
     ProbesSet,
     RoutesSet,
     SecurityGroupsApply,
+    TapsIpv6Off,
     TapsPrepare,
 )
 from l3fabric.agent.plan import after, changed_ports, desired_state, plan, statuses
@@ -33,7 +34,7 @@ from l3fabric.dataplane.links import IFF_UP, LinkInfo, tap_name
 from l3fabric.dataplane.sysctl import HOST_SYSCTLS
 from l3fabric.routing.bird_config import render
 
-from .agent_ports import A, B, port
+from .agent_ports import A, B, C, D, port
 from .recording import Recorder
 
 HOST = {"name": "h1", "router_id": "172.17.0.2", "address": "172.16.0.2", "asn": None, "peers": None}  # fmt: skip
@@ -52,8 +53,11 @@ def _view(*ports: dict, anycast: dict | None = None) -> HostState:
     )
 
 
-def _tap(pid: str, index: int, ready: bool = False) -> tuple[str, TapState]:
-    """A tap as a link dump shows it: fresh (down, nothing set) or ready (an earlier agent's work)."""
+def _tap(pid: str, index: int, ready: bool = False, ipv6: bool = False) -> tuple[str, TapState]:
+    """A tap as a link dump shows it: fresh (down, nothing set) or ready (an earlier agent's work).
+
+    ``ipv6``: it was made ready for a port with IPv6 (IPv6 on, fe80::1).
+    """
     tap = tap_name(pid)
     conf = {
         f"/proc/sys/net/ipv4/conf/{tap}/forwarding": "1",
@@ -61,8 +65,11 @@ def _tap(pid: str, index: int, ready: bool = False) -> tuple[str, TapState]:
         f"/proc/sys/net/ipv4/conf/{tap}/rp_filter": "0" if ready else "2",
         f"/proc/sys/net/ipv6/conf/{tap}/forwarding": "1",
         f"/proc/sys/net/ipv6/conf/{tap}/accept_ra": "0" if ready else "1",
+        # The kernel's default is IPv6 on; a ready tap has it only for an IPv6 port.
+        f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6": "1" if ready and not ipv6 else "0",
     }
-    return tap, TapState(LinkInfo(index, IFF_UP if ready else 0, conf))
+    info = LinkInfo(index, IFF_UP if ready else 0, conf)
+    return tap, TapState(info, gateway6=ready and ipv6)
 
 
 def _converged(view: HostState, **observed: object) -> Observed:
@@ -127,6 +134,91 @@ def test_taps_are_not_written_the_forwarding_that_the_host_sysctls_set_on_every_
     ops = plan(desired_state("h1", _view(port(A, "10.1.0.2")), observed), observed)
     (prepare,) = [o for o in ops if isinstance(o, TapsPrepare)]
     assert prepare.taps[0][1].conf[f"/proc/sys/net/ipv4/conf/{tap}/forwarding"] == "0"
+
+
+def _prepared(ops: list[Op]) -> dict[str, bool]:
+    """The taps the plan prepares -> with IPv6 turned on."""
+    return {tap: tap in o.ipv6 for o in ops if isinstance(o, TapsPrepare) for tap, _ in o.taps}
+
+
+def _ipv6_off(ops: list[Op]) -> list[str]:
+    """The taps the plan turns IPv6 off on."""
+    return [tap for o in ops if isinstance(o, TapsIpv6Off) for tap, _ in o.taps]
+
+
+def test_only_a_port_that_may_send_ipv6_keeps_ipv6_on_its_tap_after_its_route() -> None:
+    view = _view(
+        port(A, "10.1.0.2"),
+        port(B, "10.1.0.3", pairs=("2001:db8::/64",)),
+        port(C, "10.1.0.4", "2001:db8:1::4"),
+        {**port(D, "10.1.0.5"), "port_security_enabled": False},
+    )
+    taps = dict([_tap(A, 5), _tap(B, 6), _tap(C, 7), _tap(D, 8)])
+    observed = Observed(taps=taps, sysctls=dict(HOST_SYSCTLS))
+    rec = Recorder()
+    rec.run(plan(desired_state("h1", view, observed), observed))
+    assert _prepared(rec.ops) == {tap_name(A): False, tap_name(B): True, tap_name(C): True, tap_name(D): True}  # fmt: skip
+    assert _ipv6_off(rec.ops) == [tap_name(A)]
+    # Off after the routes and their announcement: not needed to route, and costly in bulk.
+    assert rec.index(TapsIpv6Off) > rec.index(EndpointsAnnounce) > rec.index(RoutesSet)
+    # The next pass finds it done.
+    assert (
+        plan(
+            desired_state("h1", view, observed),
+            after(desired_state("h1", view, observed), observed),
+        )
+        == []
+    )
+
+
+def test_a_member_of_an_ipv6_anycast_group_keeps_ipv6_on_its_tap() -> None:
+    group = {"id": "g1", "address": "2001:db8::80", "members": [A]}
+    view = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3"), anycast=group)
+    observed = Observed(taps=dict([_tap(A, 5), _tap(B, 6)]), sysctls=dict(HOST_SYSCTLS))
+    ops = plan(desired_state("h1", view, observed), observed)
+    assert _prepared(ops) == {tap_name(A): True, tap_name(B): False}
+    assert _ipv6_off(ops) == [tap_name(B)]
+
+
+def test_a_tap_whose_ipv6_setting_was_changed_by_hand_is_set_again() -> None:
+    view = _view(port(A, "10.1.0.2"), port(B, "10.1.0.3", "2001:db8::3"))
+    ready = dict([_tap(A, 5, True), _tap(B, 6, True, ipv6=True)])
+    observed = _restarted(view, ready)
+    assert plan(desired_state("h1", view, observed), observed) == []
+    for pid, value in ((A, "0"), (B, "1")):
+        tap, state = _tap(pid, 5, True, ipv6=pid == B)
+        path = f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"
+        drifted = TapState(LinkInfo(5, IFF_UP, {**state.info.conf, path: value}), state.gateway6)
+        seen = dataclasses.replace(observed, taps={**ready, tap: drifted})
+        ops = plan(desired_state("h1", view, seen), seen)
+        assert (_prepared(ops), _ipv6_off(ops)) == (({tap: True}, []) if pid == B else ({}, [tap]))
+
+
+def _reread(observed: Observed, pid: str, ipv6: bool) -> Observed:
+    """``observed`` after an incremental pass read ``pid``'s tap again (its port changed)."""
+    tap, dump = _tap(pid, 5, True, ipv6=ipv6)
+    state = dataclasses.replace(observed.taps[tap], info=dump.info, gateway6=dump.gateway6)
+    return dataclasses.replace(observed, taps={**observed.taps, tap: state})
+
+
+def test_a_port_that_gains_or_loses_ipv6_has_it_turned_on_or_off_on_its_tap() -> None:
+    v4, dual = _view(port(A, "10.1.0.2")), _view(port(A, "10.1.0.2", "2001:db8::2"))
+    tap, fresh = _tap(A, 5)
+    observed = _converged(v4, taps={tap: fresh}, bird_running=True)
+    assert not observed.taps[tap].gateway6  # IPv6 off, so no fe80::1 either
+    # The port gains an IPv6 address: IPv6 on and fe80::1 (before its route).
+    observed = _reread(observed, A, ipv6=False)
+    desired = desired_state("h1", dual, observed)
+    assert (_prepared(plan(desired, observed)), _ipv6_off(plan(desired, observed))) == ({tap: True}, [])  # fmt: skip
+    observed = after(desired, observed)
+    assert observed.taps[tap].gateway6
+    assert plan(desired_state("h1", dual, observed), observed) == []
+    # It loses it again: IPv6 off (the kernel drops fe80::1 with it), nothing else.
+    observed = _reread(observed, A, ipv6=True)
+    desired = desired_state("h1", v4, observed)
+    ops = plan(desired, observed)
+    assert (_prepared(ops), _ipv6_off(ops)) == ({}, [tap])
+    assert not after(desired, observed).taps[tap].gateway6
 
 
 def test_a_deleted_port_is_withdrawn_before_its_route_goes_and_unguarded_last() -> None:

@@ -25,6 +25,7 @@ from l3fabric.agent.ops import (
     RoutesSet,
     SecurityGroupsApply,
     SysctlSet,
+    TapsIpv6Off,
     TapsPrepare,
 )
 from l3fabric.dataplane import sysctl
@@ -78,12 +79,15 @@ class SecurityGroupsApplier:
 
 
 class TapsApplier:
-    """Tap preparation, all taps of an op in one batch."""
+    """Tap preparation, all taps of an op in one batch; IPv6 turned off where it is not used."""
 
     def __init__(self, links: Links) -> None:
         self.links = links
 
     def apply(self, op: Op) -> Outcome:
+        if isinstance(op, TapsIpv6Off):
+            failed = self.links.ipv6_off(op.taps)
+            return Outcome(errors=tuple(f"{tap}: {why}" for tap, why in sorted(failed.items())))
         assert isinstance(op, TapsPrepare)
         listing = dict(op.taps)
         report = self.links.prepare_taps(listing, ipv6=op.ipv6, listing=listing)

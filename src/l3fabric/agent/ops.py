@@ -209,6 +209,22 @@ class TapsPrepare(Op):
 
 
 @dataclass(frozen=True)
+class TapsIpv6Off(Op):
+    """IPv6 turned off on the taps of ports that never send it (after the routes)."""
+
+    domain: ClassVar[str] = "taps"
+    step: ClassVar[str] = "ipv6_off"
+    taps: tuple[tuple[str, int], ...]  # name, ifindex
+
+    def pruned(self, blocked: Blocked) -> Op | None:
+        taps = tuple(t for t in self.taps if t[0] not in blocked.taps)
+        return dataclasses.replace(self, taps=taps) if taps else None
+
+    def size(self) -> int:
+        return len(self.taps)
+
+
+@dataclass(frozen=True)
 class RoutesSet(Op):
     """Endpoint routes (protocol 96) to replace (prefix, tap, ifindex) and to delete."""
 

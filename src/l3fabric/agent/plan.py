@@ -27,7 +27,7 @@ Pure functions, no I/O; unit-tested with plain data (tests/unit/test_agent_plan.
   2. guard: the security-group transaction (agent/sg_plan.py, conntrack
      pruned if it admits less), then anti-spoofing elements for new sources
      (a tap never forwards before its rules exist);
-  3. taps: sysctls, link up, fe80::1;
+  3. taps: sysctls (IPv6 on only for ports that may send it), link up, fe80::1;
   4. withdraw: the announcements of endpoints that go (their blackholes in
      the announcement table) and BIRD's anycast counts that shrink, before
      the routes change;
@@ -79,6 +79,7 @@ from l3fabric.agent.ops import (
     ProbesSet,
     RoutesSet,
     SysctlSet,
+    TapsIpv6Off,
     TapsPrepare,
 )
 from l3fabric.client import HostState
@@ -87,6 +88,8 @@ from l3fabric.dataplane.links import (
     IFF_UP,
     LinkInfo,
     every_interface,
+    ipv6_off_path,
+    needs_ipv6_off,
     tap_name,
     tap_ready,
     with_settings,
@@ -112,7 +115,7 @@ class DesiredHost:
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)  # by port id
     routes: Mapping[str, str] = field(default_factory=dict)  # prefix -> tap
     guard: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tap -> set elements
-    taps: Mapping[str, bool] = field(default_factory=dict)  # tap to make ready -> needs fe80::1
+    taps: Mapping[str, bool] = field(default_factory=dict)  # tap to make ready -> IPv6 on it
     anycast: anycast.AnycastPlan = field(default_factory=anycast.AnycastPlan)
     sysctls: Mapping[str, str] = field(default_factory=lambda: dict(HOST_SYSCTLS))
     management: frozenset[str] = frozenset()
@@ -162,8 +165,12 @@ def _endpoint(
         return f"port {port_id}: {exc}"
 
 
-def _needs_fe80(ep: Endpoint) -> bool:
-    return any(":" in a for a in ep.addresses)
+def _needs_ipv6(ep: Endpoint) -> bool:
+    """The port may send IPv6 (an IPv6 address, allowed pair, or no port security).
+
+    Its tap gets IPv6 and fe80::1 (the VMs' IPv6 gateway); the others have IPv6 off.
+    """
+    return any(":" in a for a in ep.addresses) or any(":" in a for a in ep.guard)
 
 
 def _routed(ep: Endpoint, observed: Observed) -> bool:
@@ -313,7 +320,7 @@ def _full(
                 shared.add(key)
         guard[ep.tap] = ep.guard
         if _routed(ep, observed):
-            taps[ep.tap] = taps.get(ep.tap, False) or _needs_fe80(ep)
+            taps[ep.tap] = taps.get(ep.tap, False) or _needs_ipv6(ep)
             for prefix in ep.addresses:
                 routes[prefix] = ep.tap
     pair_ports = frozenset(p for p, port in view.ports.items() if port.get("allowed_address_pairs"))
@@ -326,7 +333,7 @@ def _full(
 def _serve(
     host: str, view: HostState, observed: Observed, d: _Parts, given: _Anycast, errors: list[str]
 ) -> anycast.AnycastPlan:
-    """Anycast from the groups, their members and the pair ports only; their taps' guard.
+    """Anycast from the groups, their members and the pair ports only; their taps' guard and IPv6.
 
     A native member may send from its group's address: its tap's guard is its
     own sources (``given.bases``, by tap) and the group's; a tap in
@@ -353,6 +360,9 @@ def _serve(
         base = bases[tap]
         d.guard[tap] = base
         extra = served.sources.get(tap)
+        if tap in d.taps:
+            # A member of an IPv6 group sends from its address and is a nexthop of it.
+            d.taps[tap] = any(":" in s for s in (*base, *(extra or ())))
         if extra:
             try:
                 d.guard[tap] = nft.normalise_sources(tap, (*base, *extra))
@@ -412,7 +422,7 @@ def _incremental(
         touched_taps.add(ep.tap)
         prefixes.update(ep.addresses)
         if _routed(ep, observed):
-            taps[ep.tap] = _needs_fe80(ep)
+            taps[ep.tap] = _needs_ipv6(ep)
             routes.update(dict.fromkeys(ep.addresses, ep.tap))
     # Anycast depends on the groups, their members, the pair ports, their taps
     # and verdicts, and which prefixes are endpoints: recomputed from those
@@ -547,24 +557,41 @@ def _guard_ops(desired: DesiredHost, observed: Observed) -> tuple[list[Op], list
     return [o for o in before if o.size()], [o for o in after if o.size()]
 
 
+def _still_ready(state: TapState, ipv6: bool) -> bool:
+    """True if this agent prepared the tap and it is still so (IPv6 off is a later op's)."""
+    return state.prepared and bool(state.info.flags & IFF_UP) and (state.gateway6 or not ipv6)
+
+
 def _taps_op(
     desired: DesiredHost, observed: Observed, sysctls: tuple[tuple[str, str], ...]
 ) -> list[Op]:
     """The taps to prepare, with their settings as they are after the host ``sysctls``."""
     todo = []
-    wanted = desired.taps
-    if desired.touched is not None:
-        wanted = {t: wanted[t] for t in desired.touched.taps if t in wanted}
+    wanted = _scoped_taps(desired)
     forced = every_interface(sysctls)  # global forwarding, written first, reaches every tap
     for tap, ipv6 in wanted.items():
         state: TapState = observed.taps[tap]
-        if state.prepared and state.info.flags & IFF_UP and (state.gateway6 or not ipv6):
+        if _still_ready(state, ipv6):
             continue
         info = with_settings(tap, state.info, forced) if forced else state.info
         if not tap_ready(tap, info, ipv6, state.gateway6):
             todo.append((tap, info))
     ipv6_taps = frozenset(t for t, _ in todo if desired.taps[t])
     return [TapsPrepare(taps=tuple(sorted(todo)), ipv6=ipv6_taps)] if todo else []
+
+
+def _ipv6_off_op(desired: DesiredHost, observed: Observed) -> list[Op]:
+    """IPv6 off on the taps of ports that never send it and still have it on."""
+    infos = {t: observed.taps[t].info for t, ipv6 in _scoped_taps(desired).items() if not ipv6}
+    off = tuple((t, info.index) for t, info in sorted(infos.items()) if needs_ipv6_off(t, info))
+    return [TapsIpv6Off(taps=off)] if off else []
+
+
+def _scoped_taps(desired: DesiredHost) -> Mapping[str, bool]:
+    """The taps to make ready that a pass compares: all, or those an incremental one touched."""
+    if desired.touched is None:
+        return desired.taps
+    return {t: desired.taps[t] for t in desired.touched.taps if t in desired.taps}
 
 
 def _withdrawn(desired: DesiredHost, observed: Observed) -> BirdConfig | None:
@@ -698,6 +725,9 @@ def plan(desired: DesiredHost, observed: Observed) -> list[Op]:
         ops.append(EndpointsAnnounce(add=new))
     if desired.bird is not None and _bird_changed(desired.bird, observed, withdrawn):
         ops.append(BirdConfigure(config=desired.bird))
+    # Last: not needed to route, and on a host that already has thousands of
+    # taps with IPv6 on, turning it off costs seconds (links.ipv6_off_path).
+    ops += _ipv6_off_op(desired, observed)
     return ops + guard_after
 
 
@@ -719,10 +749,15 @@ def after(desired: DesiredHost, observed: Observed) -> Observed:
         elements = kept.done()
     for tap, ipv6 in ready.items():
         state = taps[tap]
-        if not (state.prepared and state.info.flags & IFF_UP and (state.gateway6 or not ipv6)):
+        off = not ipv6 and needs_ipv6_off(tap, state.info)
+        if off or not _still_ready(state, ipv6):
+            conf = state.info.conf
+            if off or ipv6:
+                conf = {**conf, ipv6_off_path(tap): "0" if ipv6 else "1"}
             # Not dataclasses.replace (~15 us; 10,000 taps in a first pass).
-            info = LinkInfo(state.info.index, state.info.flags | IFF_UP, state.info.conf)
-            taps[tap] = TapState(info, gateway6=state.gateway6 or ipv6, prepared=True)
+            info = LinkInfo(state.info.index, state.info.flags | IFF_UP, conf)
+            # fe80::1 is added with IPv6 on and goes with IPv6 off.
+            taps[tap] = TapState(info, gateway6=ipv6 or (state.gateway6 and not off), prepared=True)
     isolated = tuple(sorted(desired.management))
     return dataclasses.replace(
         observed,

@@ -40,6 +40,7 @@ polled:
   time): bench/routes_add_one.py says how each is taken (the plug in
   process, the peer's route seen by a netlink monitor, not a poll).
 
+The VM ends have IPv6 off (the VMs are IPv4; ``VMS_IPV6_OFF`` says why).
 The taps (both ends) are made without kernel IPv6 link-local addresses
 (``addr_gen_mode`` 1; ``--set link_local=1`` for the old conditions): their
 duplicate address detection kept the kernel busy for ~90 s at 10,000 taps.
@@ -103,6 +104,12 @@ POLL_S = 0.01
 # New links of a namespace with this get no kernel-generated IPv6 link-local
 # address (addr_gen_mode 1, "none"), so no duplicate address detection either.
 NO_LINK_LOCAL = {"net.ipv6.conf.default.addr_gen_mode": "1"}
+# The VM ends of the taps share one namespace here, where each VM has its own
+# kernel. With IPv6 on, each would add a route (ff00::/8) to that namespace,
+# and the kernel walks all of a namespace's IPv6 routes when a link in it
+# comes up: every plug paid ~5 ms for the other 10,000 VMs (under the RTNL
+# lock, which delays every route write on the machine). The VMs are IPv4.
+VMS_IPV6_OFF = {"net.ipv6.conf.default.disable_ipv6": "1"}
 # Ports per bulk POST: ~126 bytes each, under the server's 114,688-byte body limit.
 BULK_PORTS = 800
 SERVER_START_S = 20.0
@@ -442,6 +449,7 @@ def _system(ctx: Context, count: int, role: str) -> Result:
         if not ctx.link_local:
             for ns in (host_ns, vms_ns):
                 sysctl.ensure(NO_LINK_LOCAL, ns)
+        sysctl.ensure(VMS_IPV6_OFF, vms_ns)
         taps_s = _add_taps(host_ns, [tap_name(i) for i in ids], up=True, vm_netns=vms_ns)
         # A settled host: with link-locals, 10,000 taps plugged within seconds
         # keep DAD going for ~90 s (each a netlink event for BIRD): 9,700 were

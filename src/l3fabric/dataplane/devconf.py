@@ -22,13 +22,14 @@ IFLA_INET6_CONF = 2  # inside AF_INET6: s32 array, DEVCONF_* as index
 
 # /proc/sys path suffix -> (family, array index). linux/ip.h: IPV4_DEVCONF_FORWARDING=1,
 # PROXY_ARP=3, RP_FILTER=8 (the array starts at 1); linux/ipv6.h: DEVCONF_FORWARDING=0,
-# DEVCONF_ACCEPT_RA=3.
+# DEVCONF_ACCEPT_RA=3, DEVCONF_DISABLE_IPV6=26.
 KNOWN: dict[tuple[str, str], tuple[int, int]] = {
     ("ipv4", "forwarding"): (socket.AF_INET, 0),
     ("ipv4", "proxy_arp"): (socket.AF_INET, 2),
     ("ipv4", "rp_filter"): (socket.AF_INET, 7),
     ("ipv6", "forwarding"): (socket.AF_INET6, 0),
     ("ipv6", "accept_ra"): (socket.AF_INET6, 3),
+    ("ipv6", "disable_ipv6"): (socket.AF_INET6, 26),
 }
 
 

@@ -37,6 +37,7 @@ from l3fabric.dataplane.netlink import (
     NLMSGHDR,
     RT_SCOPE_LINK,
     RTATTR,
+    RTMSG,
     U32,
     message,
 )
@@ -60,6 +61,10 @@ _LINK_DUMP = message(NLMSGHDR, IFINFOMSG, RTATTR, U32)
 _LINK_SET = message(NLMSGHDR, IFINFOMSG)
 _ADDR_DUMP = message(NLMSGHDR, IFADDRMSG)
 _ADDR_ADD = message(NLMSGHDR, IFADDRMSG, RTATTR, "16s", RTATTR, U32)
+# The multicast route IPv6 gives every link: ff00::/8 dev <link> table local.
+_DELETE_ROUTE6_DEV = message(NLMSGHDR, RTMSG, RTATTR, "16s", RTATTR, U32)
+_MULTICAST6 = ipaddress.IPv6Address("ff00::").packed
+RT_TABLE_LOCAL, RTN_MULTICAST = 255, 5
 
 
 def tap_name(port_id: str) -> str:
@@ -69,13 +74,16 @@ def tap_name(port_id: str) -> str:
     return TAP_PREFIX + port_id[:11]
 
 
-def tap_sysctls(tap: str) -> dict[str, str]:
+def tap_sysctls(tap: str, ipv6: bool) -> dict[str, str]:
     """The per-interface sysctls an endpoint tap needs, in the order they are written.
 
     ``proxy_delay`` (not in a link dump) comes before ``proxy_arp``: a tap
-    whose ``proxy_arp`` is on had its ``proxy_delay`` written too.
+    whose ``proxy_arp`` is on had its ``proxy_delay`` written too. ``ipv6``:
+    the port may send IPv6, so IPv6 is turned on (last: it starts on a tap
+    that already refuses router advertisements). The other taps have it
+    turned off after their routes (``ipv6_off_path``).
     """
-    return {
+    settings = {
         f"net.ipv4.neigh.{tap}.proxy_delay": "0",
         f"net.ipv4.conf.{tap}.forwarding": "1",
         f"net.ipv4.conf.{tap}.proxy_arp": "1",
@@ -83,10 +91,33 @@ def tap_sysctls(tap: str) -> dict[str, str]:
         f"net.ipv6.conf.{tap}.forwarding": "1",
         f"net.ipv6.conf.{tap}.accept_ra": "0",
     }
+    if ipv6:
+        settings[f"net.ipv6.conf.{tap}.disable_ipv6"] = "0"
+    return settings
 
 
-def _tap_sysctl_paths(tap: str) -> dict[str, str]:
-    return {"/proc/sys/" + key.replace(".", "/"): value for key, value in tap_sysctls(tap).items()}
+def _tap_sysctl_paths(tap: str, ipv6: bool) -> dict[str, str]:
+    return {
+        "/proc/sys/" + key.replace(".", "/"): value for key, value in tap_sysctls(tap, ipv6).items()
+    }
+
+
+def ipv6_off_path(tap: str) -> str:
+    """The setting that turns IPv6 off on the tap of a port that never sends IPv6.
+
+    A tap with IPv6 on has a multicast route (ff00::/8), and the kernel walks
+    every IPv6 route of the namespace, holding its RTNL lock, whenever a link
+    comes up, changes carrier or loses IPv6: with 10,000 IPv4 taps each plug
+    delayed the route writes of everyone on the machine (BIRD's, the agent's)
+    by ~5 ms (docs/benchmarks.md). Turning it off is such a walk too, so a
+    pass does it after the routes are in place (``Links.ipv6_off``).
+    """
+    return f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"
+
+
+def needs_ipv6_off(tap: str, info: LinkInfo) -> bool:
+    """True if the link dump shows IPv6 on (a kernel without IPv6 shows nothing)."""
+    return info.conf.get(ipv6_off_path(tap)) == "0"
 
 
 # Host sysctls that, when written, set the same value on every interface (the
@@ -130,7 +161,9 @@ def tap_ready(tap: str, info: LinkInfo, ipv6: bool, gateway6: bool) -> bool:
     conf = info.conf
     if conf.get(f"/proc/sys/net/ipv4/conf/{tap}/proxy_arp", "1") != "1":
         return False  # never prepared: the common case on a new host, decided cheaply
-    return all(conf.get(path, value) == value for path, value in _tap_sysctl_paths(tap).items())
+    return all(
+        conf.get(path, value) == value for path, value in _tap_sysctl_paths(tap, ipv6).items()
+    )
 
 
 class TapNotFound(LookupError):
@@ -264,6 +297,14 @@ def _add_gateway_v6(index: int) -> bytes:
     )  # fmt: skip
 
 
+def _delete_multicast_route6(index: int) -> bytes:
+    return _DELETE_ROUTE6_DEV.pack(
+        _DELETE_ROUTE6_DEV.size, nlb.RTM_DELROUTE, nlb.NLM_F_REQUEST | nlb.NLM_F_ACK, 0, 0,
+        socket.AF_INET6, 8, 0, 0, RT_TABLE_LOCAL, 0, nlb.RT_SCOPE_UNIVERSE, RTN_MULTICAST, 0,
+        20, nlb.RTA_DST, _MULTICAST6, 8, nlb.RTA_OIF, index,
+    )  # fmt: skip
+
+
 def _prepared_before(paths: dict[str, str], current: dict[str, str]) -> bool:
     """True if the tap's proxy_arp is on: some earlier pass (or agent) prepared it."""
     return any(current.get(path) == "1" for path in paths if path.endswith("/proxy_arp"))
@@ -291,13 +332,17 @@ def _write_sysctls(paths: dict[str, str], current: dict[str, str], read_first: b
                     continue
             finally:
                 os.close(fd)
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
+        _write(path, value)
         written.append(path)
     return written
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 class Links:
@@ -352,9 +397,10 @@ class Links:
         ipv6: Collection[str] = (),
         listing: dict[str, LinkInfo] | None = None,
     ) -> TapReport:
-        """Prepare every tap: sysctls, link up, and fe80::1 on the taps in ``ipv6``.
+        """Prepare every tap: sysctls, link up, and IPv6 with fe80::1 on the taps in ``ipv6``.
 
-        Only taps of ports with IPv6 addresses get fe80::1: the kernel's
+        The other taps get IPv6 turned off (``tap_sysctls``). Only taps of
+        ports that may send IPv6 get fe80::1: the kernel's
         check for duplicate addresses makes adding the same address to many
         links quadratic (measured: 2,000 links 1.8 s, 4,000 links 12 s).
         One link dump (``listing``, if the caller took it this pass) and one
@@ -378,7 +424,7 @@ class Links:
                     continue
                 index, flags, current = links[tap].index, links[tap].flags, links[tap].conf
                 needs_gateway = tap in ipv6 and index not in with_gateway
-                paths = _tap_sysctl_paths(tap)
+                paths = _tap_sysctl_paths(tap, tap in ipv6)
                 try:
                     prepared = _prepared_before(paths, current)
                     written = _write_sysctls(paths, current, read_first=prepared)
@@ -396,6 +442,32 @@ class Links:
         report.failed.update(self._nl.apply(requests))
         report.ready -= set(report.failed)
         return report
+
+    def ipv6_off(self, taps: Iterable[tuple[str, int]]) -> dict[str, str]:
+        """Turn IPv6 off on ``taps`` (name, index); the failures (tap -> why). A tap gone is none.
+
+        Each tap's multicast route goes first, all in one netlink batch:
+        turning IPv6 off walks every IPv6 route of the namespace, and while
+        thousands of taps still hold theirs that was ~150 us a tap (10,000
+        taps: 1.5 s; with the routes gone first 0.55 s, docs/benchmarks.md).
+        The kernel would remove the route itself, so a refused delete (gone
+        already) changes nothing; the setting is what counts.
+        """
+        taps = list(taps)
+        for tap, _ in taps:
+            if not ifnames.sysctl_safe(tap):
+                raise ValueError(f"bad tap name {tap!r}")
+        self._nl.send_batch([_delete_multicast_route6(index) for _, index in taps])
+        failed: dict[str, str] = {}
+        with netns_mod.entered(self.netns):
+            for tap, _ in taps:
+                try:
+                    _write(ipv6_off_path(tap), "1")
+                except FileNotFoundError:
+                    continue  # unplugged meanwhile: its link event wakes the loop
+                except OSError as exc:
+                    failed[tap] = f"sysctl: {exc}"
+        return failed
 
     def ensure_tap(self, tap: str) -> list[str]:
         """Prepare one tap; returns what changed (empty: it was ready)."""
