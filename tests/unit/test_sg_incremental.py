@@ -197,6 +197,26 @@ def test_one_new_port_on_a_big_host_is_one_small_transaction() -> None:
     assert op.taps == {tap_name(other["id"])}
 
 
+def test_a_member_merged_with_another_into_one_prefix_admits_more_and_leaving_admits_less() -> None:
+    view = _host(3)  # members 10.0.0.0, 10.0.0.1, 10.0.0.2
+    previous = sg_plan.desired(view)
+    current = sg_plan.applied(previous)
+    view = view.copy()
+    new = {"id": _pid(3), "fixed_ips": [{"ip_address": "10.0.0.3"}], "security_groups": GROUPS[:1]}
+    view.ports[new["id"]] = new
+    _member(view, new["id"], GROUPS[:1], "10.0.0.3")
+    joined = sg_plan.desired(view, previous)
+    assert joined.rendered.sets[remote_set(GROUPS[0], 4)][1] == ("10.0.0.0/30",)
+    (op,) = sg_plan.ops(joined, current, previous.rendered)
+    assert not op.transaction.narrowed  # /31 and /32 became /30: no conntrack pruning
+    current = sg_plan.applied(joined, current, previous.rendered)
+    view = view.copy()
+    _member(view, _pid(1), None, "10.0.0.1")
+    left = sg_plan.desired(view, joined)
+    (op,) = sg_plan.ops(left, current, joined.rendered)
+    assert op.transaction.narrowed  # 10.0.0.1 no longer admitted: its flows are cut
+
+
 def test_joining_a_group_admits_more_and_leaving_it_may_admit_less() -> None:
     """A port that joins a group moves to its new groups' chain pair: no pruning; back: pruning."""
     view = _host(3)

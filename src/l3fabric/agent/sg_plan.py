@@ -14,7 +14,8 @@ a small transaction, zero statements when equal. After an incremental
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+import ipaddress
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,13 +291,32 @@ def narrows(last: Rendered, new: Rendered, only: Changed | None = None) -> bool:
     if any(not _rules(last, name) <= _rules(new, name) for name in kept):
         return True
     sets = last.sets.keys() if only is None else only.sets & last.sets.keys()
-    if any(not set(last.sets[name][1]) <= set(new.sets.get(name, ("", ()))[1]) for name in sets):
+    if any(not _covered(last.sets[name][1], new.sets.get(name, ("", ()))[1]) for name in sets):
         return True
     return any(
         not _verdict_grows(last, new, verdict, new.maps.get(vmap, {}).get(tap))
         for vmap, entries in last.maps.items()
         for tap, verdict in _scoped(entries, only)
     )
+
+
+def _covered(old: Iterable[str], new: Iterable[str]) -> bool:
+    """Whether every element of ``old`` lies within an element of ``new``.
+
+    Member sets hold merged prefixes: 10.0.0.0/32, then a member 10.0.0.1,
+    is 10.0.0.0/31, which admits more. Compared as strings it looked like
+    an element removed, and a port created beside another pruned conntrack
+    (at 10,000 taps ~0.24 s, listing every address of the host).
+    """
+    have = set(new)
+    for element in set(old) - have:
+        try:
+            net = ipaddress.ip_network(element, strict=False)
+        except ValueError:
+            return False
+        if not any(str(net.supernet(new_prefix=p)) in have for p in range(net.prefixlen)):
+            return False
+    return True
 
 
 def _rules(rendered: Rendered, chain: str) -> set[str]:
