@@ -55,7 +55,7 @@ RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
 NLM_F_EXCL = 0x200
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
-IFA_ADDRESS = 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFA_FLAGS = 8
 _LINK_DUMP = message(NLMSGHDR, IFINFOMSG, RTATTR, U32)
 _LINK_SET = message(NLMSGHDR, IFINFOMSG)
@@ -232,26 +232,39 @@ class _LinkSocket(nlb.RouteSocket):
         found, info = _parse_link(memoryview(reply))
         return info if found == name else None
 
-    def holders(self, address: bytes, index: int = 0) -> set[int]:
-        """The ifindexes that have IPv6 ``address`` (16 bytes); only link ``index`` if given."""
+    def addresses(self, family: int, index: int = 0) -> list[tuple[int, bytes]]:
+        """(ifindex, address) of every address of ``family`` (AF_UNSPEC: all); of link ``index`` if given.
+
+        The local address where the kernel gives one (on a point-to-point
+        link IFA_ADDRESS is the peer's).
+        """
         request = _ADDR_DUMP.pack(
             _ADDR_DUMP.size, RTM_GETADDR, nlb.NLM_F_REQUEST | nlb.NLM_F_DUMP, 0, 0,
-            socket.AF_INET6, 0, 0, 0, index,
+            family, 0, 0, 0, index,
         )  # fmt: skip
-        found: set[int] = set()
+        found: list[tuple[int, bytes]] = []
         for data, offset, length in self.dump_messages(request, RTM_NEWADDR):
             msg = data[offset : offset + length]
-            *_, index = IFADDRMSG.unpack_from(msg, NLMSGHDR.size)
+            *_, link = IFADDRMSG.unpack_from(msg, NLMSGHDR.size)
+            if index and link != index:
+                continue
+            attrs: dict[int, bytes] = {}
             pos = NLMSGHDR.size + IFADDRMSG.size
             while pos + 4 <= len(msg):
                 alen, akind = RTATTR.unpack_from(msg, pos)
                 if alen < 4:
                     break
-                if akind == IFA_ADDRESS and msg[pos + 4 : pos + alen] == address:
-                    found.add(index)
-                    break
+                if akind in (IFA_ADDRESS, IFA_LOCAL):
+                    attrs[akind] = bytes(msg[pos + 4 : pos + alen])
                 pos += (alen + 3) & ~3
+            address = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
+            if address is not None:
+                found.append((link, address))
         return found
+
+    def holders(self, address: bytes, index: int = 0) -> set[int]:
+        """The ifindexes that have IPv6 ``address`` (16 bytes); only link ``index`` if given."""
+        return {link for link, found in self.addresses(socket.AF_INET6, index) if found == address}
 
     def apply(self, requests: list[tuple[str, bytes]]) -> dict[str, str]:
         """Send ``(tap, message)`` requests in one batch; ``{tap: error}`` of the refused."""
@@ -379,6 +392,11 @@ class Links:
     def link(self, name: str) -> LinkInfo | None:
         """One link by name; None if it does not exist."""
         return self._nl.link(name)
+
+    def addresses(self) -> list[str]:
+        """Every address of the namespace, both families, as text (one dump)."""
+        found = self._nl.addresses(socket.AF_UNSPEC)
+        return [str(ipaddress.ip_address(address)) for _, address in found]
 
     def with_gateway6(self, index: int = 0) -> set[int]:
         """The ifindexes that have fe80::1 (only link ``index``, if given)."""

@@ -13,12 +13,12 @@ For a plan/applier split: ``listing()`` (observe), ``sg_diff.transaction``
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from dataclasses import dataclass, field
 
 from l3fabric.dataplane import netns as netns_mod
+from l3fabric.dataplane.links import Links
 from l3fabric.dataplane.nft import NftError
 from l3fabric.dataplane.nft_exec import NftRunner
 from l3fabric.dataplane.sg_diff import (
@@ -113,10 +113,13 @@ class SecurityGroupsTable:
         return report
 
     def host_addresses(self) -> list[str]:
-        """The namespace's own addresses: flows to or from them never cross forward."""
-        done = self._run(["ip", "-j", "addr", "show"])
-        links = json.loads(done.stdout or "[]") if done.returncode == 0 else []
-        return [a["local"] for link in links for a in link.get("addr_info", []) if "local" in a]
+        """The namespace's own addresses: flows to or from them never cross forward.
+
+        One netlink address dump: ``ip -j addr show`` also dumped every link
+        (10,000 taps: ~0.2 s, each pruning pass).
+        """
+        with Links(self.netns) as links:
+            return links.addresses()
 
     def flows(self) -> list[Flow]:
         """Every tracked flow of the namespace (both families)."""
@@ -130,8 +133,7 @@ class SecurityGroupsTable:
         """Delete the conntrack entries of flows ``state`` would not admit; returns them."""
         flows = self.flows()
         if not flows:
-            # A fresh host: nothing to judge, and no need to list its addresses
-            # (``ip -j addr`` of 10,000 taps is ~1 s of the first pass).
+            # A fresh host: nothing to judge, and no need to list its addresses.
             return []
         stale = stale_flows(state, flows, self.host_addresses())
         for flow in stale:
