@@ -221,3 +221,34 @@ def test_no_encapsulation_or_nat_on_the_path(lab: Lab, relation: str) -> None:
         for version in (4, 6):
             a, b = lab.vm_ip(SENDER[0], version), lab.vm_ip(relation, version)
             assert conntrack_nat(lab, node, a, b) == [], f"{node} NATs {a} <-> {b}"
+
+
+def test_a_port_that_gains_ipv6_is_routed_over_it_and_one_that_loses_it_is_not(lab: Lab) -> None:
+    """An IPv4-only port's tap has IPv6 off; an IPv6 address added later turns it on and routes it."""
+    network = lab.create_network("v4first", cidrs=("10.3.0.0/24",))
+    host = "r1-h2"
+    lab.boot("late6", ["v4first"], host)
+    port = lab.state.vms()["late6"]["ports"][0]
+    setting = f"/proc/sys/net/ipv6/conf/{port['tap']}/disable_ipv6"
+
+    def ipv6_off() -> bool:
+        return lab.exec(host, "cat", setting).stdout.strip() == "1"
+
+    wait_until(ipv6_off, 10, "IPv6 off on the IPv4-only port's tap")
+    address = "2001:db8:3::5"
+    with lab.client() as client:
+        subnet = client.create_subnet(
+            network_id=network["id"], cidr="2001:db8:3::/64", ip_version=6
+        )
+        v6 = {"subnet_id": subnet["id"], "ip_address": address}
+        client.update("ports", port["id"], {"fixed_ips": [*port["fixed_ips"], v6]})
+        # The VM configures its new address itself, as a guest would.
+        lab.exec("late6", "ip", "addr", "add", f"{address}/128", "dev", "eth0", "nodad")
+        lab.exec("late6", "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
+        wait_until(lambda: ping(lab, address, wait=1).returncode == 0, 15, f"{address} answers")
+        assert not ipv6_off()
+        # It loses the address again: IPv6 off, and nothing routes it any more.
+        client.update("ports", port["id"], {"fixed_ips": port["fixed_ips"]})
+        wait_until(ipv6_off, 10, "IPv6 off again")
+        assert address not in lab.exec(host, "ip", "-6", "route", "show").stdout
+        assert ping(lab, address, wait=1).returncode != 0
