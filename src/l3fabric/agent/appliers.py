@@ -86,15 +86,18 @@ class TapsApplier:
 
     def apply(self, op: Op) -> Outcome:
         if isinstance(op, TapsIpv6Off):
-            failed = self.links.ipv6_off(op.taps)
-            return Outcome(errors=tuple(f"{tap}: {why}" for tap, why in sorted(failed.items())))
+            return Outcome(errors=_tap_errors(self.links.ipv6_off(op.taps)))
         assert isinstance(op, TapsPrepare)
         listing = dict(op.taps)
         report = self.links.prepare_taps(listing, ipv6=op.ipv6, listing=listing)
         # A tap missing now was unplugged since it was read; its link event
         # wakes the loop again.
-        errors = tuple(f"{tap}: {why}" for tap, why in sorted(report.failed.items()))
+        errors = _tap_errors(report.failed)
         return Outcome(errors=errors, taps=frozenset(report.failed) | report.missing)
+
+
+def _tap_errors(failed: dict[str, str]) -> tuple[str, ...]:
+    return tuple(f"{tap}: {why}" for tap, why in sorted(failed.items()))
 
 
 def _route_outcome(failures: list[RouteFailure]) -> Outcome:

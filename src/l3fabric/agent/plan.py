@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Collection, Mapping, MutableMapping
+from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,12 +165,14 @@ def _endpoint(
         return f"port {port_id}: {exc}"
 
 
-def _needs_ipv6(ep: Endpoint) -> bool:
-    """The port may send IPv6 (an IPv6 address, allowed pair, or no port security).
+def _sends_ipv6(guard: Iterable[str]) -> bool:
+    """Whether a tap's guard admits an IPv6 source.
 
-    Its tap gets IPv6 and fe80::1 (the VMs' IPv6 gateway); the others have IPv6 off.
+    It does for an IPv6 fixed IP or address pair, no port security (``::/0``)
+    or a native member of an IPv6 anycast group. Such a tap gets IPv6 and
+    fe80::1 (the VMs' IPv6 gateway); the others have IPv6 off.
     """
-    return any(":" in a for a in ep.addresses) or any(":" in a for a in ep.guard)
+    return any(":" in source for source in guard)
 
 
 def _routed(ep: Endpoint, observed: Observed) -> bool:
@@ -320,7 +322,7 @@ def _full(
                 shared.add(key)
         guard[ep.tap] = ep.guard
         if _routed(ep, observed):
-            taps[ep.tap] = taps.get(ep.tap, False) or _needs_ipv6(ep)
+            taps[ep.tap] = taps.get(ep.tap, False) or _sends_ipv6(ep.guard)
             for prefix in ep.addresses:
                 routes[prefix] = ep.tap
     pair_ports = frozenset(p for p, port in view.ports.items() if port.get("allowed_address_pairs"))
@@ -362,7 +364,7 @@ def _serve(
         extra = served.sources.get(tap)
         if tap in d.taps:
             # A member of an IPv6 group sends from its address and is a nexthop of it.
-            d.taps[tap] = any(":" in s for s in (*base, *(extra or ())))
+            d.taps[tap] = _sends_ipv6((*base, *(extra or ())))
         if extra:
             try:
                 d.guard[tap] = nft.normalise_sources(tap, (*base, *extra))
@@ -422,7 +424,7 @@ def _incremental(
         touched_taps.add(ep.tap)
         prefixes.update(ep.addresses)
         if _routed(ep, observed):
-            taps[ep.tap] = _needs_ipv6(ep)
+            taps[ep.tap] = _sends_ipv6(ep.guard)
             routes.update(dict.fromkeys(ep.addresses, ep.tap))
     # Anycast depends on the groups, their members, the pair ports, their taps
     # and verdicts, and which prefixes are endpoints: recomputed from those

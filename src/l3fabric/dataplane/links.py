@@ -467,7 +467,7 @@ class Links:
         Each tap's multicast route goes first, all in one netlink batch:
         turning IPv6 off walks every IPv6 route of the namespace, and while
         thousands of taps still hold theirs that was ~150 us a tap (10,000
-        taps: 1.5 s; with the routes gone first 0.55 s, docs/benchmarks.md).
+        taps: 1.5 s; with the routes gone first 0.42 s, docs/dataplane.md).
         The kernel would remove the route itself, so a refused delete (gone
         already) changes nothing; the setting is what counts.
         """
