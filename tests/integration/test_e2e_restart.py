@@ -16,12 +16,14 @@ import os
 import re
 import signal
 import time
+from datetime import datetime
 
 import httpx
 import pytest
 
 from l3fabric.lab import bird, processes
 
+from .bgp_sessions import established_since, same_sessions
 from .lab_fixtures import Background, Lab, module_lab_factory, needs_root, wait_until  # noqa: F401
 
 pytestmark = [pytest.mark.integration, needs_root]
@@ -97,9 +99,9 @@ def terminate(lab: Lab, proc: str) -> float:
     return wait_until(lambda: not processes.alive(pid), timeout=10, what=f"{proc} exits")
 
 
-def bgp_since(ctl) -> dict[str, str]:
+def bgp_since(ctl) -> dict[str, datetime]:
     """BGP session -> when it last changed state, for established sessions."""
-    return {p.name: p.since for p in bird.protocols(ctl) if p.established}
+    return established_since(bird.protocols(ctl))
 
 
 def agent_info(lab: Lab, host: str) -> dict:
@@ -163,8 +165,8 @@ def test_agent_restart_loses_no_ping_and_touches_no_route(lab: Lab) -> None:
     assert received == transmitted
     assert events == []
     assert kernel_routes(lab, host) == routes_before
-    assert bgp_since(host_ctl) == sessions_before
-    assert bgp_since(lab.state.bird_ctl("r1-tor")) == tor_before
+    assert same_sessions(bgp_since(host_ctl), sessions_before), sessions_before
+    assert same_sessions(bgp_since(lab.state.bird_ctl("r1-tor")), tor_before), tor_before
     # dnsmasq outlives the agent and the new one finds it right: not restarted or reloaded.
     assert (run_dir / "dnsmasq.pid").read_text() == dnsmasq
     assert os.path.exists(f"/proc/{int(dnsmasq)}")
