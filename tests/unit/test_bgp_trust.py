@@ -148,6 +148,7 @@ def test_fabric_sessions_carry_password_and_import_limit_upstream_neither() -> N
     assert text.count('password "s3cret!";') == 2
     assert text.count("import limit 500 action restart;") == 2
     assert text.count("import keep filtered on;") == 2
+    assert text.count("import table on;") == 2  # fabric sessions only
     state = _state()
     state.host, state.gateways = state.hosts.pop("h1"), state.gateways
     host = host_bird_config(state)

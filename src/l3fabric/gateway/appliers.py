@@ -57,8 +57,9 @@ class GatewayBirdApplier(BirdApplier):
     BIRD 2.0.12 checks ``roa_check`` when a route arrives and never again: a
     host's route that reached the gateway (through a ToR) before its port's
     binding did stays filtered after the ROA entry appears, unless the
-    session's routes are evaluated anew. ``reload in`` does that (a route
-    refresh from the peer); only sessions with an ``origin`` policy need it.
+    session's routes are evaluated anew. ``reload in`` does that, from the
+    routes the session keeps as received (``import table``: no route refresh
+    from the peer); only sessions with an ``origin`` policy need it.
     """
 
     def __init__(self, converge: Callable[[str], object], control: BirdControl) -> None:

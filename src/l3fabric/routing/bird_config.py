@@ -239,7 +239,9 @@ class BgpPeer:
     # restart"); with keep_filtered also routes received ("receive limit").
     import_limit: int | None = None
     # Keep the routes the import filter refuses, marked filtered (never used
-    # or exported): ``show protocols`` then counts them per channel.
+    # or exported): ``show protocols`` then counts them per channel. Also keeps
+    # every route as received ("import table"): a changed filter or ROA table
+    # is applied to those at once, with no route refresh from the peer.
     keep_filtered: bool = False
     source_address: Address | None = None
     import_policy: Policy = Policy("all")
