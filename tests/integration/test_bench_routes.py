@@ -75,6 +75,12 @@ def test_bench_routes_reports_every_part_and_cleans_up() -> None:
         assert 0 < result[f"{size}_pass_cpu_s"] < 60 and result[f"{size}_routes_s"] > 0
     # Step times come from the agent's pass metrics (passes.json), not its log.
     assert result["pass_routes_s"] > 0 and result["pass_observe_s"] > 0
+    # The gateway's computation for one more port, at COUNT and at 100 bound ports.
+    assert result["gateway_pass_small_s"] > 0 and result["gateway_pass_s"] > 0
+    assert result["gateway_pass_s"] <= result["gateway_pass_max_s"] < 60
+    assert 0 < result["gateway_pass_first_s"] < 60
+    ratio = result["gateway_pass_s"] / result["gateway_pass_small_s"]
+    assert abs(result["gateway_pass_over_small"] - ratio) <= 0.02 * ratio + 0.01
 
     assert _bench_namespaces() <= namespaces
     assert _bench_processes() <= processes

@@ -49,6 +49,10 @@ on a settled host: the benchmark waits (untimed, ``setup_settle_s``) until
 no IPv6 address of the host is tentative (without link-locals: none is).
 ``pass_<step>_s`` are the first pass's step times from the agent's log.
 
+Part ``gateway``: what one port change costs the gateway agent to compute
+at ``count`` bound ports (``gateway_pass_s``) and at 100
+(``gateway_pass_small_s``), and their ratio; bench/routes_gateway.py.
+
 Everything is removed afterwards, also after a failure: processes, BIRDs,
 namespaces, the temporary directory.
 """
@@ -74,6 +78,7 @@ import httpx
 
 from l3fabric.addresses import parse_address
 from l3fabric.bench import routes_add_one as add_one
+from l3fabric.bench import routes_gateway
 from l3fabric.bench.parts import OptionReader, require_root, run_parts
 from l3fabric.bench.routes_add_one import passes as _agent_passes
 from l3fabric.client import FabricClient
@@ -575,7 +580,16 @@ def _link(tag: str, host_ns: str, peer_ns: str) -> None:
     _ip_batch(peer_ns, [f"addr add {PEER_ADDRESS}/30 dev {peer_if}", f"link set {peer_if} up"])
 
 
-PARTS: dict[str, Callable[[Context], Result]] = {"program": program, "converge": converge}
+def gateway(ctx: Context) -> Result:
+    """Part ``gateway``: bench/routes_gateway.py (pure: no namespace)."""
+    return routes_gateway.gateway_pass(ctx.count, ctx.samples)
+
+
+PARTS: dict[str, Callable[[Context], Result]] = {
+    "program": program,
+    "converge": converge,
+    "gateway": gateway,
+}
 
 
 def run(options: dict[str, str]) -> Result:

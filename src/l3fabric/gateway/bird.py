@@ -42,6 +42,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from l3fabric.addresses import Address, parse_address, parse_network
@@ -51,6 +52,7 @@ from l3fabric.gateway import steer
 from l3fabric.gateway.desired import GatewayDesired, desired_for, registration
 from l3fabric.gateway.origins import Origins, origins
 from l3fabric.routing.bird_config import (
+    PARSED_PATTERNS,
     BgpPeer,
     BirdConfig,
     Policy,
@@ -133,13 +135,19 @@ def _fabric_import(routing: GatewayRouting, peer: PeerSpec) -> Policy:
     return Policy("prefixes", routing.desired.fabric_import)
 
 
+@lru_cache(maxsize=PARSED_PATTERNS)
+def _roa(prefix: str, asn: int) -> Roa:
+    # Every pass makes one per bound port: parsed and checked once (as the filters' patterns).
+    return Roa(parse_network(prefix), asn)
+
+
 def _roas(known: Origins | None) -> tuple[Roa, ...]:
     if known is None or not known.per_host_as:
         return ()
     # Two hosts in one AS (explicit asn) serving one anycast address: one entry.
     return tuple(
         dict.fromkeys(
-            Roa(parse_network(prefix), known.asns[host])
+            _roa(prefix, known.asns[host])
             for host, prefixes in known.prefixes.items()
             for prefix in prefixes
         )

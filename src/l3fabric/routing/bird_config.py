@@ -42,8 +42,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from functools import cache
-from typing import Literal, get_args
+from functools import cache, cached_property, lru_cache
+from typing import Literal, NamedTuple, get_args
 
 import jinja2
 
@@ -140,9 +140,8 @@ class Policy:
 
     def filter_body(self, version: int) -> str:
         """The BIRD filter statements for one channel of IP version ``version``."""
-        # Rendered from the parsed network, never the text as given.
         split = (_split_pattern(p) for p in self.prefixes)
-        patterns = [f"{net}{suffix}" for net, suffix in split if net.version == version]
+        patterns = [p.text for p in split if p.net.version == version]
         in_set = "net ~ [ " + ", ".join(patterns) + " ]" if patterns else "false"
         if self.kind == "all":
             return "accept;"
@@ -163,7 +162,7 @@ class Policy:
                 " then accept; "
                 for address, prefixes in self.owners
                 if parse_address(address).version == version
-                and (mine := [p for p in prefixes if _split_pattern(p)[0].version == version])
+                and (mine := [p for p in prefixes if _split_pattern(p).net.version == version])
             ]
             return "".join(owned) + f"if {in_set} then accept; reject;"
         only_in = f" && {in_set}" if self.prefixes else ""
@@ -174,7 +173,23 @@ class Policy:
         return f"if ({ours}){only_in} then accept; reject;"
 
 
-def _split_pattern(pattern: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
+class Pattern(NamedTuple):
+    """A prefix pattern (``10.0.0.0/8+``), parsed."""
+
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network
+    suffix: str  # "", "+" or "{a,b}"
+    text: str  # as rendered: from the parsed network, never the text as given
+
+
+# A gateway's config holds every bound port's prefix in its filters, and each
+# pass renders all of them: each is parsed and rendered once, not on every
+# pass (10,000 of them took ~0.1 s of ipaddress parsing a pass, three times
+# over, and as much again to print them). Bounded: ~200 bytes an entry.
+PARSED_PATTERNS = 1 << 15
+
+
+@lru_cache(maxsize=PARSED_PATTERNS)
+def _split_pattern(pattern: str) -> Pattern:
     match = _PATTERN.match(pattern)
     if not match:
         raise ValueError(f"bad prefix pattern {pattern!r}: e.g. 10.0.0.0/8, 10.0.0.0/8+")
@@ -182,7 +197,8 @@ def _split_pattern(pattern: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6
         net = ipaddress.ip_network(match["cidr"], strict=True)
     except ValueError as exc:
         raise ValueError(f"bad prefix pattern {pattern!r}: {exc}") from None
-    return net, match["suffix"] or ""
+    suffix = match["suffix"] or ""
+    return Pattern(net, suffix, f"{net}{suffix}")
 
 
 def _check_text(what: str, value: str) -> None:
@@ -428,7 +444,7 @@ class Roa:
     def version(self) -> int:
         return self.prefix.version
 
-    @property
+    @cached_property  # the gateway's passes reuse their Roas (gateway/bird.py _roa)
     def text(self) -> str:
         """The static roa route: ``10.1.0.5/32 max 32 as 4200000101``."""
         length = self.prefix.prefixlen if self.max_len is None else self.max_len
