@@ -218,3 +218,34 @@ def test_controller_restart_loses_no_ping_and_agents_resync(lab: Lab) -> None:
     assert received == transmitted
     after = port_statuses(lab)
     assert after == {**before, "late-eth0": "ACTIVE"}
+
+
+def test_a_killed_bird_is_started_again_at_once(lab: Lab) -> None:
+    """BIRD is not the agent's child; the agent hears of its exit from a pidfd
+    (agent/bird_exit.py), not at its next heartbeat (every 2 s): the gateway
+    dropped the host's routes when BFD saw BIRD go, so each moment counts."""
+    host = SENDER[1]
+    pid_file = lab.state.agent_dir(host) / "bird" / "bird.pid"
+    old = int(pid_file.read_text())
+
+    def restarted() -> bool:
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            return False  # being written
+        return pid != old and processes.alive(pid)
+
+    killed = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    took = wait_until(restarted, timeout=10, what=f"{host}'s BIRD started again", interval=0.02)
+    back = wait_until(
+        lambda: len(bgp_since(lab.state.agent_bird_ctl(host))) == 2,
+        timeout=20,
+        what=f"{host}'s BGP sessions up again",
+        interval=0.05,
+    )
+    print(
+        f"\nBIRD killed: started again {took:.3f} s later, its sessions up "
+        f"{time.monotonic() - killed:.2f} s after the kill ({back:.2f} s of it waiting)"
+    )
+    assert took < 1.0

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from l3fabric import __version__, sdnotify
 from l3fabric.agent import execute
+from l3fabric.agent.bird_exit import BirdExitWatch
 from l3fabric.agent.execute import Applier, PassMetrics
 from l3fabric.agent.metrics import AgentMetrics, age
 from l3fabric.agent.ops import Blocked, Op
@@ -87,6 +88,8 @@ class ReconcileAgent(abc.ABC):
         # The heartbeat, every heartbeat_interval_s of the fabric config, and
         # at once on report_soon().
         self._reporter = Poller("heartbeat", self._report, self._heartbeat_interval, slow_pause_s=0)
+        # A BIRD that exits wakes the loop at once (the heartbeat checks too).
+        self._bird_exit = BirdExitWatch(lambda: self.bird.pid(), self.wake)
         self._started_at = time.time()
         # For metrics and health (agent/metrics.py): what the last heartbeat
         # carried, when the controller last took one, when the loop last turned.
@@ -133,6 +136,7 @@ class ReconcileAgent(abc.ABC):
             self.watcher.start()
             if not self._stop.is_set():
                 self._reporter.start()
+                self._bird_exit.start()
             try:
                 while not self._stop.is_set():
                     self.loop_at = time.monotonic()
@@ -147,6 +151,7 @@ class ReconcileAgent(abc.ABC):
                         self._dirty.set()
             finally:
                 self.watcher.stop()
+                self._bird_exit.stop()
                 self._reporter.stop(2.0)
                 self.client.close()
 
