@@ -24,13 +24,11 @@ import re
 import secrets
 import select
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,28 +266,9 @@ class Lab:
         raise AssertionError(f"{node}: sessions not established: {self.sessions(node)}")
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_api_port(count: int = 1) -> int:
-    """The first of ``count`` free consecutive ports (a lab's controllers take api.port + i).
-
-    Below the kernel's ephemeral range: there, the port after a free one was
-    often held by some outgoing connection by the time the second controller
-    bound it ("Address already in use").
-    """
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(100):
-        port = 10_000 + secrets.randbelow(max(1, low - 10_000 - count))
-        if all(_bindable(port + i) for i in range(count)):
-            return port
-    return free_port()
+    """The first of ``count`` free consecutive ports (a lab's controllers take api.port + i)."""
+    return free_port(count)
 
 
 class _LabMaker:
