@@ -124,9 +124,9 @@ def gateway_pass(count: int, samples: int) -> dict[str, Any]:
     _, small = _one_more_port(SMALL_FABRIC, samples)
     median, median_small = statistics.median(times), statistics.median(small)
     return {
-        "gateway_pass_first_s": round(first, 4),
-        "gateway_pass_s": round(median, 4),
-        "gateway_pass_max_s": round(max(times), 4),
-        "gateway_pass_small_s": round(median_small, 4),
+        "gateway_pass_first_s": round(first, 6),
+        "gateway_pass_s": round(median, 6),
+        "gateway_pass_max_s": round(max(times), 6),
+        "gateway_pass_small_s": round(median_small, 6),
         "gateway_pass_over_small": round(median / median_small, 2),
     }
