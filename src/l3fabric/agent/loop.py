@@ -88,7 +88,7 @@ class ReconcileAgent(abc.ABC):
         # The heartbeat, every heartbeat_interval_s of the fabric config, and
         # at once on report_soon().
         self._reporter = Poller("heartbeat", self._report, self._heartbeat_interval, slow_pause_s=0)
-        # A BIRD that exits wakes the loop at once (the heartbeat checks too).
+        # Supervises BIRD: one that exits wakes the loop, whose pass starts it again.
         self._bird_exit = BirdExitWatch(lambda: self.bird.pid(), self.wake)
         self._started_at = time.time()
         # For metrics and health (agent/metrics.py): what the last heartbeat
@@ -320,5 +320,3 @@ class ReconcileAgent(abc.ABC):
             log.warning("heartbeat failed: %s", exc)
         except Exception:
             log.exception("heartbeat failed")
-        if not self.bird.alive() and self.watcher.synced.is_set():
-            self.wake()  # supervise BIRD: the next pass starts it again
